@@ -1,0 +1,41 @@
+// The merge that deepspeed.initialize runs between the recorded tp_model_init arguments and the DeepSpeed
+// config (spec §1.3-1.4), with DeepSpeed's error texts, and the decisions from its docstring table (§1.8).
+//
+// Differences from DeepSpeed, each deliberate:
+//   - Pure: the caller's config is never modified and nothing is allocated; a new merged config is returned
+//     only when every check passed (G10). Process groups come from the coordinator's mesh (Join), not from
+//     the merge (DeepSpeed's step 3 creates groups before validating).
+//   - tp_group is a sorted list of global ranks and is compared by value (G2), never by handle identity.
+//   - infer_config_dtype also reads the legacy "bfloat16" section, which DeepSpeed's main parser accepts as
+//     a bf16 alias but the merge ignores (G6).
+//   - tensor_parallel.dtype accepts every alias of common/dtype.h and rejects unknown strings; DeepSpeed
+//     maps only fp16/bf16/fp32 and silently skips the check for any other spelling (G6).
+//   - Structurally invalid sections (a tensor_parallel that is not an object) are INVALID_ARGUMENT naming
+//     the field and value; DeepSpeed fails there with an AttributeError.
+//   - Rows 6 and 8 of the outcome table are errors (see the table in config_merge.cc).
+#ifndef TPCOORD_COMMON_CONFIG_MERGE_H_
+#define TPCOORD_COMMON_CONFIG_MERGE_H_
+
+#include <optional>
+
+#include "absl/status/statusor.h"
+#include "common/dtype.h"
+#include "common/tp_init_args.h"
+#include "nlohmann/json.hpp"
+
+namespace tpcoord {
+
+// spec §1.3: bf16 wins over fp16; a section counts when it is an object whose "enabled" is truthy (so
+// "auto" counts, as in DeepSpeed). Also consults the legacy "bfloat16" section. nullopt: no precision
+// section is enabled (fp32).
+std::optional<Dtype> InferConfigDtype(const nlohmann::json& config);
+
+// spec §1.4, every step in order. `recorded` is the job's record as it applies to this caller (see
+// ArgsForMerge), nullopt when tp_model_init was never called; `has_mpu` says deepspeed.initialize was given
+// an mpu. Conflicts are FAILED_PRECONDITION with DeepSpeed's exact text (DeepSpeedError).
+absl::StatusOr<nlohmann::json> MergeTpInitIntoConfig(const std::optional<TpInitArgs>& recorded,
+                                                     const nlohmann::json& config, bool has_mpu);
+
+}  // namespace tpcoord
+
+#endif  // TPCOORD_COMMON_CONFIG_MERGE_H_

@@ -1,0 +1,60 @@
+#include "coordinator/timer_queue.h"
+
+namespace tpcoord {
+
+TimerQueue::TimerQueue() : thread_([this] { Run(); }) {}
+
+TimerQueue::~TimerQueue() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stopping_ = true;
+  }
+  wake_.notify_one();
+  thread_.join();
+}
+
+TimerQueue::Id TimerQueue::Schedule(Clock::time_point when, std::function<void()> fn) {
+  std::lock_guard<std::mutex> lock(mu_);
+  const Id id = next_id_++;
+  const bool earliest = due_.empty() || when < due_.begin()->first.first;
+  due_.emplace(std::make_pair(when, id), std::move(fn));
+  when_.emplace(id, when);
+  if (earliest) wake_.notify_one();
+  return id;
+}
+
+void TimerQueue::Cancel(Id id) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = when_.find(id);
+  if (it == when_.end()) return;
+  due_.erase({it->second, id});
+  when_.erase(it);
+}
+
+size_t TimerQueue::size() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return due_.size();
+}
+
+void TimerQueue::Run() {
+  std::unique_lock<std::mutex> lock(mu_);
+  while (!stopping_) {
+    if (due_.empty()) {
+      wake_.wait(lock);
+      continue;
+    }
+    auto first = due_.begin();
+    if (first->first.first > Clock::now()) {
+      wake_.wait_until(lock, first->first.first);
+      continue;
+    }
+    std::function<void()> fn = std::move(first->second);
+    when_.erase(first->first.second);
+    due_.erase(first);
+    lock.unlock();
+    fn();
+    lock.lock();
+  }
+}
+
+}  // namespace tpcoord

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Installs exactly the Debian 12 (bookworm) packages tpcoord needs to build, test and run.
+# Idempotent: packages already present are skipped, so a warm machine pays only for `dpkg -s`.
+#
+#   deploy/install-deps.sh            # build + test + run (what `make demo` / `make test` call)
+#   deploy/install-deps.sh --runtime  # runtime libraries only (the Docker runtime stage)
+set -euo pipefail
+
+build_packages=(
+  build-essential cmake ninja-build ccache pkg-config git
+  libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler libabsl-dev
+  libtorch-dev libgloo-dev libopenblas0-pthread
+  nlohmann-json3-dev libgtest-dev libgmock-dev libbenchmark-dev libsqlite3-dev
+  python3 procps
+)
+runtime_packages=(
+  libgrpc++1.51 libprotobuf32 libsqlite3-0 libtorch1.13 libgloo0 libopenblas0-pthread
+  libabsl20220623 ca-certificates procps
+)
+
+packages=("${build_packages[@]}")
+[ "${1:-}" = "--runtime" ] && packages=("${runtime_packages[@]}")
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -eq 0 ]; then
+  exit 0
+fi
+if [ "$(id -u)" -ne 0 ]; then
+  echo "install-deps: missing packages: ${missing[*]}; run this script as root" >&2
+  exit 1
+fi
+echo "install-deps: installing ${missing[*]}" >&2
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -q >/dev/null
+apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
