@@ -35,7 +35,7 @@ absl::Status CheckName(absl::string_view field, absl::string_view value, size_t 
 std::string QuoteForError(absl::string_view value) {
   constexpr size_t kMaxShown = 160;
   const bool cut = value.size() > kMaxShown;
-  std::string shown = absl::CHexEscape(value.substr(0, kMaxShown));
+  std::string shown = absl::CEscape(value.substr(0, kMaxShown));
   return absl::StrCat("\"", shown, cut ? "...\"" : "\"");
 }
 

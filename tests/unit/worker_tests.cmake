@@ -1,0 +1,6 @@
+# Unit tests of worker/ (LibTorch). Included from tests/unit/CMakeLists.txt when TPCOORD_BUILD_WORKER.
+# Multi-rank tests run each rank as a thread of one process with a real Gloo process group over a shared
+# c10d::HashStore, bounded by Gloo timeouts.
+
+# common/shard_sizes is pure, but it exists for the worker's AutoTP sharding.
+tpcoord_test(shard_sizes_test SOURCES shard_sizes_test.cc LIBS tpcoord_common TIMEOUT 60)
