@@ -4,3 +4,5 @@
 
 # common/shard_sizes is pure, but it exists for the worker's AutoTP sharding.
 tpcoord_test(shard_sizes_test SOURCES shard_sizes_test.cc LIBS tpcoord_common TIMEOUT 60)
+
+tpcoord_test(gloo_communicator_test SOURCES gloo_communicator_test.cc LIBS tpcoord_gloo_communicator TIMEOUT 60)

@@ -1,0 +1,86 @@
+// tpctl as a user runs it, against a real coordinator: exit codes, stdout and the server's message on
+// stderr.
+#include <gtest/gtest.h>
+
+#include <fstream>
+
+#include "absl/strings/match.h"
+#include "nlohmann/json.hpp"
+#include "tests/support/coordinator_process.h"
+
+namespace tpcoord {
+namespace {
+
+using testing::CoordinatorProcess;
+
+class TpctlTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    auto coordinator = CoordinatorProcess::Start(testing::MakeTempDir("tpctl"));
+    ASSERT_TRUE(coordinator.ok()) << coordinator.status();
+    coordinator_ = *std::move(coordinator);
+  }
+
+  testing::RunResult Tpctl(std::vector<std::string> args) {
+    std::vector<std::string> argv = {testing::BinPath("coordinator/tpctl"), "--coordinator", coordinator_->address()};
+    argv.insert(argv.end(), args.begin(), args.end());
+    absl::StatusOr<testing::RunResult> result = testing::Run(argv, std::chrono::seconds(30));
+    EXPECT_TRUE(result.ok()) << result.status();
+    return result.ok() ? *result : testing::RunResult{};
+  }
+
+  std::unique_ptr<CoordinatorProcess> coordinator_;
+};
+
+TEST_F(TpctlTest, RecordConflictMergeJobsJobHealth) {
+  testing::RunResult record = Tpctl({"record", "--job", "llama-run1", "--tp-size", "2", "--dtype", "bf16"});
+  EXPECT_EQ(record.exit_code, 0) << record.err;
+  EXPECT_EQ(record.out, "recorded tp_size=2 dtype=torch.bfloat16 tp_group=None\n");
+
+  testing::RunResult conflict = Tpctl({"record", "--job", "llama-run1", "--tp-size", "4", "--dtype", "bf16"});
+  EXPECT_EQ(conflict.exit_code, 1);
+  EXPECT_TRUE(absl::StartsWith(conflict.err, "Conflicting tp_model_init arguments detected across multiple calls.\n"))
+      << conflict.err;
+
+  const std::string config = testing::MakeTempDir("tpctl-config") + "/ds_config.json";
+  std::ofstream(config) << R"({"train_batch_size": 8, "bf16": {"enabled": true}})";
+  testing::RunResult merge = Tpctl({"merge", "--job", "llama-run1", "--config", config});
+  EXPECT_EQ(merge.exit_code, 0) << merge.err;
+  EXPECT_EQ(nlohmann::json::parse(merge.out)["tensor_parallel"]["tp"]["tp_size"], 2);
+
+  std::ofstream(config) << R"({"fp16": {"enabled": true}})";
+  testing::RunResult bad_merge = Tpctl({"merge", "--job", "llama-run1", "--config", config});
+  EXPECT_EQ(bad_merge.exit_code, 1);
+  EXPECT_TRUE(absl::StartsWith(bad_merge.err,
+                               "Conflicting dtype: config uses torch.float16 but tp_model_init requested torch.bfloat16."));
+
+  testing::RunResult jobs = Tpctl({"jobs"});
+  EXPECT_EQ(jobs.exit_code, 0);
+  EXPECT_TRUE(absl::StrContains(jobs.out, "llama-run1")) << jobs.out;
+
+  testing::RunResult job = Tpctl({"job", "llama-run1"});
+  EXPECT_EQ(job.exit_code, 0);
+  EXPECT_TRUE(absl::StrContains(job.out, "tp_model_init: tp_size=2 dtype=torch.bfloat16 tp_group=None")) << job.out;
+
+  testing::RunResult health = Tpctl({"health"});
+  EXPECT_EQ(health.exit_code, 0);
+  EXPECT_EQ(health.out, "SERVING\n");
+}
+
+TEST_F(TpctlTest, ErrorsAndUsage) {
+  testing::RunResult missing = Tpctl({"job", "unknown-job"});
+  EXPECT_EQ(missing.exit_code, 1);
+  EXPECT_EQ(missing.err, "job unknown-job does not exist\n");
+  testing::RunResult dtype = Tpctl({"record", "--job", "j", "--tp-size", "2", "--dtype", "fp8"});
+  EXPECT_EQ(dtype.exit_code, 2);
+  EXPECT_TRUE(absl::StrContains(dtype.err, "unknown dtype \"fp8\"")) << dtype.err;
+  EXPECT_EQ(Tpctl({"frobnicate"}).exit_code, 2);
+  auto unreachable = testing::Run({testing::BinPath("coordinator/tpctl"), "--coordinator", "127.0.0.1:1",
+                                   "--timeout", "1s", "health"},
+                                  std::chrono::seconds(30));
+  ASSERT_TRUE(unreachable.ok());
+  EXPECT_EQ(unreachable->exit_code, 1);
+}
+
+}  // namespace
+}  // namespace tpcoord

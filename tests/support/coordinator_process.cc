@@ -1,0 +1,33 @@
+#include "tests/support/coordinator_process.h"
+
+#include "absl/status/status.h"
+
+namespace tpcoord::testing {
+
+absl::StatusOr<std::unique_ptr<CoordinatorProcess>> CoordinatorProcess::Start(
+    const std::string& state_dir, const std::vector<std::string>& extra_args) {
+  std::vector<std::string> argv = {BinPath("coordinator/tp-coordinator"), "--listen", "127.0.0.1:0",
+                                   "--state-dir", state_dir};
+  argv.insert(argv.end(), extra_args.begin(), extra_args.end());
+  absl::StatusOr<std::unique_ptr<Subprocess>> process = Subprocess::Start(argv);
+  if (!process.ok()) return process.status();
+  constexpr absl::string_view kPrefix = "tp-coordinator listening on ";
+  absl::StatusOr<std::string> line = (*process)->WaitForLine(kPrefix, std::chrono::seconds(30));
+  if (!line.ok()) return line.status();
+  return std::unique_ptr<CoordinatorProcess>(
+      new CoordinatorProcess(*std::move(process), line->substr(kPrefix.size())));
+}
+
+std::unique_ptr<v1::Coordinator::Stub> CoordinatorProcess::NewStub() const {
+  grpc::ChannelArguments args;
+  args.SetInt("grpc.use_local_subchannel_pool", 1);  // a connection of its own, like a separate worker
+  return v1::Coordinator::NewStub(grpc::CreateCustomChannel(address_, grpc::InsecureChannelCredentials(), args));
+}
+
+std::unique_ptr<grpc::ClientContext> Deadline(int seconds) {
+  auto ctx = std::make_unique<grpc::ClientContext>();
+  ctx->set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(seconds));
+  return ctx;
+}
+
+}  // namespace tpcoord::testing

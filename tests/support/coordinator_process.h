@@ -1,0 +1,39 @@
+// A real tp-coordinator process on a free loopback port, for integration tests.
+#ifndef TPCOORD_TESTS_SUPPORT_COORDINATOR_PROCESS_H_
+#define TPCOORD_TESTS_SUPPORT_COORDINATOR_PROCESS_H_
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <grpcpp/grpcpp.h>
+
+#include "tests/support/subprocess.h"
+#include "tpcoord/v1/coordinator.grpc.pb.h"
+
+namespace tpcoord::testing {
+
+class CoordinatorProcess {
+ public:
+  // Starts tp-coordinator --listen 127.0.0.1:0 --state-dir `state_dir` plus `extra_args`, and waits until it
+  // prints its address.
+  static absl::StatusOr<std::unique_ptr<CoordinatorProcess>> Start(const std::string& state_dir,
+                                                                   const std::vector<std::string>& extra_args = {});
+
+  const std::string& address() const { return address_; }
+  Subprocess& process() { return *process_; }
+  std::unique_ptr<v1::Coordinator::Stub> NewStub() const;  // on its own channel
+
+ private:
+  CoordinatorProcess(std::unique_ptr<Subprocess> process, std::string address)
+      : process_(std::move(process)), address_(std::move(address)) {}
+  std::unique_ptr<Subprocess> process_;
+  std::string address_;
+};
+
+// A ClientContext with a deadline `seconds` from now.
+std::unique_ptr<grpc::ClientContext> Deadline(int seconds = 10);
+
+}  // namespace tpcoord::testing
+
+#endif  // TPCOORD_TESTS_SUPPORT_COORDINATOR_PROCESS_H_
