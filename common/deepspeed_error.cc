@@ -35,6 +35,10 @@ absl::Status WithJobContext(absl::string_view job_id, absl::Status status, absl:
   return wrapped;
 }
 
+void SetErrorContext(absl::Status* status, absl::string_view context) {
+  status->SetPayload(kContextUrl, absl::Cord(context));
+}
+
 std::optional<std::string> ErrorContext(const absl::Status& status) {
   auto payload = status.GetPayload(kContextUrl);
   if (!payload.has_value()) return std::nullopt;

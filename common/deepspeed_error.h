@@ -21,7 +21,10 @@ bool IsDeepSpeedError(const absl::Status& status);
 // attached as the context payload of DeepSpeed errors, whose message stays exact. OK passes through.
 absl::Status WithJobContext(absl::string_view job_id, absl::Status status, absl::string_view detail = "");
 
-// The context attached by WithJobContext to a DeepSpeed error, if any.
+// Attaches `context` as the context payload (how a client keeps the context the coordinator sent).
+void SetErrorContext(absl::Status* status, absl::string_view context);
+
+// The context attached by WithJobContext or SetErrorContext, if any.
 std::optional<std::string> ErrorContext(const absl::Status& status);
 
 }  // namespace tpcoord

@@ -38,8 +38,8 @@ ABSL_FLAG(absl::Duration, lease, absl::Seconds(10),
           "heartbeat lease: a worker silent this long ends its job's generation");
 ABSL_FLAG(absl::Duration, default_wait, absl::Seconds(60),
           "how long a parked call waits when it asks for wait_timeout_ms = 0");
-ABSL_FLAG(absl::Duration, shutdown_grace, absl::Seconds(10),
-          "on SIGTERM, how long in-flight calls get to finish");
+ABSL_FLAG(absl::Duration, shutdown_grace, absl::Seconds(2),
+          "on SIGTERM, how long in-flight calls (and idle client connections) get to finish");
 
 namespace {
 

@@ -126,16 +126,18 @@ std::string Subprocess::Stderr() const { return ReadFile(err_path_); }
 absl::StatusOr<std::string> Subprocess::WaitForLine(absl::string_view prefix, std::chrono::milliseconds timeout) {
   const auto deadline = std::chrono::steady_clock::now() + timeout;
   while (true) {
+    const bool alive = running();  // before reading, so that output written just before exiting is seen
     for (absl::string_view line : absl::StrSplit(Stdout(), '\n')) {
       if (absl::StartsWith(line, prefix)) return std::string(line);
     }
-    if (!running()) {
-      return absl::FailedPreconditionError(absl::StrCat("process exited with ", exit_code_,
-                                                        " before printing \"", prefix, "\"; stderr:\n", Stderr()));
+    if (!alive) {
+      return absl::FailedPreconditionError(absl::StrCat("process exited with ", exit_code_, " before printing \"",
+                                                        prefix, "\"; stdout:\n", Stdout(), "stderr:\n", Stderr()));
     }
     if (std::chrono::steady_clock::now() >= deadline) {
       return absl::DeadlineExceededError(absl::StrCat("no line starting with \"", prefix, "\" after ",
-                                                      timeout.count(), " ms; stderr:\n", Stderr()));
+                                                      timeout.count(), " ms; stdout:\n", Stdout(), "stderr:\n",
+                                                      Stderr()));
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }

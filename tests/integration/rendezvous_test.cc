@@ -1,0 +1,149 @@
+// Real worker processes (rendezvous_probe, on the real client library) against a real coordinator:
+// ranks and groups, byte-identical NCCL unique IDs across every group, Gloo all-reduce over the
+// coordinator's c10d store, and join deadlines that name the missing ranks.
+#include <gtest/gtest.h>
+
+#include <map>
+#include <set>
+#include <thread>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_split.h"
+#include "tests/support/coordinator_process.h"
+#include "worker/unique_id_exchange.h"
+
+namespace tpcoord {
+namespace {
+
+using testing::CoordinatorProcess;
+using testing::Subprocess;
+
+class RendezvousTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    auto coordinator = CoordinatorProcess::Start(testing::MakeTempDir("rendezvous"));
+    ASSERT_TRUE(coordinator.ok()) << coordinator.status();
+    coordinator_ = *std::move(coordinator);
+  }
+
+  std::unique_ptr<Subprocess> Probe(const std::string& job, std::vector<std::string> args) {
+    std::vector<std::string> argv = {testing::BinPath("tests/integration/rendezvous_probe"), "--coordinator",
+                                     coordinator_->address(), "--job", job};
+    argv.insert(argv.end(), args.begin(), args.end());
+    auto probe = Subprocess::Start(argv);
+    EXPECT_TRUE(probe.ok()) << probe.status();
+    return probe.ok() ? *std::move(probe) : nullptr;
+  }
+
+  // Waits for every probe to exit 0 and returns their stdouts.
+  static std::vector<std::string> Finish(std::vector<std::unique_ptr<Subprocess>>& probes) {
+    std::vector<std::string> outs;
+    for (auto& p : probes) {
+      absl::StatusOr<int> code = p->Wait(std::chrono::seconds(90));
+      EXPECT_TRUE(code.ok()) << code.status();
+      EXPECT_EQ(code.value_or(-1), 0) << p->Stdout() << p->Stderr();
+      outs.push_back(p->Stdout());
+    }
+    return outs;
+  }
+
+  std::unique_ptr<CoordinatorProcess> coordinator_;
+};
+
+// "key=value" fields of the line starting with `prefix`.
+std::map<std::string, std::string> Fields(const std::string& out, const std::string& prefix) {
+  std::map<std::string, std::string> fields;
+  for (absl::string_view line : absl::StrSplit(out, '\n')) {
+    if (!absl::StartsWith(line, prefix)) continue;
+    for (absl::string_view part : absl::StrSplit(line, ' ')) {
+      std::vector<std::string> kv = absl::StrSplit(part, absl::MaxSplits('=', 1));
+      if (kv.size() == 2) fields[kv[0]] = kv[1];
+    }
+  }
+  return fields;
+}
+
+TEST_F(RendezvousTest, FourWorkersGetDeepSpeedsLayoutAndIdenticalUniqueIds) {
+  std::vector<std::unique_ptr<Subprocess>> probes;
+  // Two hosts, arriving interleaved: each host must end up holding one whole TP group.
+  for (int i = 0; i < 4; ++i) {
+    probes.push_back(Probe("ids", {"--world-size", "4", "--tp-size", "2", "--host", i % 2 ? "node-b" : "node-a", "--ids"}));
+  }
+  std::vector<std::string> outs = Finish(probes);
+  std::map<int, std::map<std::string, std::string>> joined;  // rank -> fields
+  std::map<std::string, std::set<std::string>> ids;           // group -> distinct ids seen
+  std::map<std::string, int> members;                         // group -> members that printed it
+  for (int i = 0; i < 4; ++i) {
+    auto f = Fields(outs[i], "joined");
+    const int rank = std::stoi(f["rank"]);
+    joined[rank] = f;
+    EXPECT_EQ(f["generation"], "1");
+    // Arrival order alternates hosts; host-aware assignment puts node-a on ranks 0,1.
+    EXPECT_EQ(rank / 2, i % 2) << outs[i];
+    for (absl::string_view line : absl::StrSplit(outs[i], '\n')) {
+      std::vector<std::string> parts = absl::StrSplit(line, ' ');
+      if (parts.size() == 3 && parts[0] == "id") {
+        ids[parts[1]].insert(parts[2]);
+        members[parts[1]]++;
+        EXPECT_EQ(parts[2].size(), 256u);  // 128 bytes, hex
+      }
+    }
+  }
+  ASSERT_EQ(joined.size(), 4u);
+  EXPECT_EQ(joined[0]["tp"], "[0,1]");
+  EXPECT_EQ(joined[2]["tp"], "[2,3]");
+  EXPECT_EQ(joined[0]["dp"], "[0,2]");
+  EXPECT_EQ(joined[3]["dp"], "[1,3]");
+  // Every member of every group holds the same bytes; different groups hold different IDs.
+  EXPECT_EQ(members, (std::map<std::string, int>{{"dp/0", 2}, {"dp/1", 2}, {"tp/0", 2}, {"tp/1", 2}, {"world", 4}}));
+  std::set<std::string> distinct;
+  for (const auto& [group, seen] : ids) {
+    EXPECT_EQ(seen.size(), 1u) << group;
+    distinct.insert(*seen.begin());
+  }
+  if (HaveNccl()) EXPECT_EQ(distinct.size(), 5u);  // five real ncclGetUniqueId calls
+}
+
+TEST_F(RendezvousTest, GlooAllReduceOverTheCoordinatorStore) {
+  std::vector<std::unique_ptr<Subprocess>> probes;
+  for (int i = 0; i < 4; ++i) probes.push_back(Probe("gloo", {"--world-size", "4", "--tp-size", "2", "--gloo"}));
+  std::vector<std::string> outs = Finish(probes);
+  for (const std::string& out : outs) {
+    auto joined = Fields(out, "joined");
+    auto reduced = Fields(out, "allreduce");
+    EXPECT_EQ(reduced["world"], "10") << out;  // 1 + 2 + 3 + 4
+    // TP group {0,1} sums 1+2, {2,3} sums 3+4.
+    EXPECT_EQ(reduced["tp"], std::stoi(joined["rank"]) < 2 ? "3" : "7") << out;
+  }
+}
+
+TEST_F(RendezvousTest, JoinDeadlineNamesTheMissingRanks) {
+  std::vector<std::unique_ptr<Subprocess>> patient;
+  patient.push_back(Probe("late", {"--world-size", "4", "--rank", "1", "--join-wait", "4s"}));
+  patient.push_back(Probe("late", {"--world-size", "4", "--rank", "3", "--join-wait", "6s"}));
+  auto stub = coordinator_->NewStub();
+  for (int i = 0; i < 1000; ++i) {  // until both are parked in Join
+    v1::GetJobRequest req;
+    req.set_job_id("late");
+    v1::GetJobResponse job;
+    if (stub->GetJob(testing::Deadline().get(), req, &job).ok() && job.job().members_size() == 2) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  auto impatient = Probe("late", {"--world-size", "4", "--rank", "0", "--join-wait", "1s"});
+  EXPECT_EQ(impatient->Wait(std::chrono::seconds(60)).value_or(-1), 1);
+  EXPECT_EQ(impatient->Stdout(),
+            "error DEADLINE_EXCEEDED: job late: Join timed out after 1s in generation 1: 3 of 4 workers joined; "
+            "missing: rank 2\n");
+  // A worker that gave up left the world: later deadlines name it too.
+  EXPECT_EQ(patient[0]->Wait(std::chrono::seconds(60)).value_or(-1), 1);
+  EXPECT_EQ(patient[0]->Stdout(),
+            "error DEADLINE_EXCEEDED: job late: Join timed out after 4s in generation 1: 2 of 4 workers joined; "
+            "missing: rank 0, rank 2\n");
+  EXPECT_EQ(patient[1]->Wait(std::chrono::seconds(60)).value_or(-1), 1);
+  EXPECT_EQ(patient[1]->Stdout(),
+            "error DEADLINE_EXCEEDED: job late: Join timed out after 6s in generation 1: 1 of 4 workers joined; "
+            "missing: rank 0, rank 1, rank 2\n");
+}
+
+}  // namespace
+}  // namespace tpcoord

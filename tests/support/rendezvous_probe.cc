@@ -1,0 +1,138 @@
+// rendezvous_probe: a worker process for the rendezvous integration tests. It runs the real client
+// library against a real coordinator and prints what happened, one line per event, for the test to read:
+//
+//   joined generation=G rank=R tp=[..] dp=[..]
+//   id <group> <hex>                      (--ids: the unique ID of each of its groups)
+//   allreduce world=<sum> tp=<sum>       (--gloo: Gloo all-reduce of rank+1 over the coordinator store)
+//   aborted <message>                    (--park NAME: parked in barrier NAME/<rank> when the generation ended)
+//   barrier NAME generation=G            (--barrier NAME)
+//   error <status>                       (then exit 1)
+//
+// Steps run in that order: join, --ids, --gloo, --park (then --rejoin joins the next generation), --barrier,
+// --leave.
+#include <iostream>
+#include <memory>
+
+#include "absl/flags/flag.h"
+#include "absl/strings/escaping.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/time/time.h"
+#include "common/cli_flags.h"
+#include "worker/coordinator_client.h"
+#include "worker/coordinator_store.h"
+#include "worker/gloo_communicator.h"
+#include "worker/unique_id_exchange.h"
+
+ABSL_FLAG(std::string, coordinator, "127.0.0.1:50051", "coordinator address");
+ABSL_FLAG(std::string, job, "probe", "job id");
+ABSL_FLAG(int, world_size, 1, "world size");
+ABSL_FLAG(int, rank, -1, "requested rank (-1: let the coordinator assign)");
+ABSL_FLAG(int, tp_size, 0, "tp size (0: the recorded one)");
+ABSL_FLAG(std::string, host, "127.0.0.1", "host name to report");
+ABSL_FLAG(absl::Duration, join_wait, absl::Seconds(60), "how long Join may wait");
+ABSL_FLAG(bool, ids, false, "exchange unique ids for the TP, DP and world groups");
+ABSL_FLAG(bool, gloo, false, "all-reduce over Gloo groups built through the coordinator store");
+ABSL_FLAG(std::string, park, "", "park in this barrier until the generation ends");
+ABSL_FLAG(bool, rejoin, false, "after --park is aborted, join the next generation");
+ABSL_FLAG(std::string, barrier, "", "enter this barrier");
+ABSL_FLAG(bool, leave, false, "leave with finished=true at the end");
+
+namespace tpcoord {
+namespace {
+
+int Fail(const absl::Status& status) {
+  std::cout << "error " << status << std::endl;
+  return 1;
+}
+
+std::string Ranks(const Mesh& mesh, const GroupId& group) {
+  return absl::StrCat("[", absl::StrJoin(mesh.Ranks(group), ","), "]");
+}
+
+absl::StatusOr<Membership> JoinAndPrint(CoordinatorClient& client, const JoinRequest& request) {
+  absl::StatusOr<Membership> m = client.Join(request, absl::ToChronoMilliseconds(absl::GetFlag(FLAGS_join_wait)));
+  if (m.ok()) {
+    std::cout << "joined generation=" << m->generation << " rank=" << m->rank << " tp=" << Ranks(m->mesh, m->tp_group())
+              << " dp=" << Ranks(m->mesh, m->dp_group()) << std::endl;
+  }
+  return m;
+}
+
+int Main() {
+  ClientOptions options;
+  options.address = absl::GetFlag(FLAGS_coordinator);
+  CoordinatorClient client(options);
+  JoinRequest request;
+  request.job_id = absl::GetFlag(FLAGS_job);
+  request.host = absl::GetFlag(FLAGS_host);
+  request.worker_id = MakeWorkerId(request.host);
+  request.world_size = absl::GetFlag(FLAGS_world_size);
+  request.tp_size = absl::GetFlag(FLAGS_tp_size);
+  if (absl::GetFlag(FLAGS_rank) >= 0) request.requested_rank = absl::GetFlag(FLAGS_rank);
+
+  absl::StatusOr<Membership> m = JoinAndPrint(client, request);
+  if (!m.ok()) return Fail(m.status());
+
+  if (absl::GetFlag(FLAGS_ids)) {
+    const UniqueIdSource source = HaveNccl() ? UniqueIdSource(NcclUniqueId) : [] {
+      return absl::StatusOr<std::string>(std::string(128, static_cast<char>(getpid() % 251)));
+    };
+    const std::vector<GroupId> groups = {m->tp_group(), m->dp_group(), {GroupKind::kWorld, 0}};
+    absl::StatusOr<std::map<GroupId, std::string>> ids = ExchangeUniqueIds(client, *m, groups, source, std::chrono::seconds(30));
+    if (!ids.ok()) return Fail(ids.status());
+    for (const auto& [group, bytes] : *ids) {
+      std::cout << "id " << GroupName(group) << " " << absl::BytesToHexString(bytes) << std::endl;
+    }
+  }
+
+  if (absl::GetFlag(FLAGS_gloo)) {
+    auto store = c10::make_intrusive<CoordinatorStore>(&client, m->job_id, m->generation, std::chrono::seconds(30));
+    auto world = MakeGlooCommunicator(store, "world", m->rank, m->world_size(), "127.0.0.1", std::chrono::seconds(30));
+    if (!world.ok()) return Fail(world.status());
+    auto tp = MakeGlooCommunicator(store, GroupName(m->tp_group()), m->tp_rank(), m->mesh.tp_size(), "127.0.0.1",
+                                   std::chrono::seconds(30));
+    if (!tp.ok()) return Fail(tp.status());
+    torch::Tensor x = torch::full({4}, static_cast<float>(m->rank + 1));
+    (*world)->AllReduceSum(x);
+    torch::Tensor y = torch::full({4}, static_cast<float>(m->rank + 1));
+    (*tp)->AllReduceSum(y);
+    std::cout << "allreduce world=" << x[0].item<float>() << " tp=" << y[0].item<float>() << std::endl;
+  }
+
+  if (const std::string park = absl::GetFlag(FLAGS_park); !park.empty()) {
+    absl::Status lost;
+    {
+      HeartbeatLoop heartbeats(&client, *m, [](absl::Status) {});
+      // A barrier of this rank's own, which the others never enter: it returns only when the generation ends.
+      lost = client.Barrier(*m, absl::StrCat(park, "/", m->rank), std::chrono::minutes(5));
+    }
+    if (lost.ok()) {
+      std::cout << "released " << park << std::endl;
+    } else {
+      std::cout << "aborted " << lost.message() << std::endl;
+      if (!absl::GetFlag(FLAGS_rejoin)) return lost.code() == absl::StatusCode::kAborted ? 0 : 1;
+      m = JoinAndPrint(client, request);
+      if (!m.ok()) return Fail(m.status());
+    }
+  }
+
+  if (const std::string name = absl::GetFlag(FLAGS_barrier); !name.empty()) {
+    HeartbeatLoop heartbeats(&client, *m, [](absl::Status) {});
+    if (absl::Status s = client.Barrier(*m, name, std::chrono::seconds(60)); !s.ok()) return Fail(s);
+    std::cout << "barrier " << name << " generation=" << m->generation << std::endl;
+  }
+
+  if (absl::GetFlag(FLAGS_leave)) {
+    if (absl::Status s = client.Leave(*m, true, ""); !s.ok()) return Fail(s);
+  }
+  return 0;
+}
+
+}  // namespace
+}  // namespace tpcoord
+
+int main(int argc, char** argv) {
+  tpcoord::ParseCommandLineWithDashes(argc, argv);
+  return tpcoord::Main();
+}

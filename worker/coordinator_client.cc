@@ -1,0 +1,322 @@
+#include "worker/coordinator_client.h"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <random>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "common/deepspeed_error.h"
+#include "common/wire.h"
+
+namespace tpcoord {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+uint32_t WaitMillis(Millis wait) {
+  return static_cast<uint32_t>(std::clamp<int64_t>(wait.count(), 1, UINT32_MAX));
+}
+
+}  // namespace
+
+std::string MakeWorkerId(const std::string& host) {
+  std::random_device random;
+  return absl::StrCat(host, ":", getpid(), ":", absl::Hex(random(), absl::kZeroPad8));
+}
+
+CoordinatorClient::CoordinatorClient(ClientOptions options)
+    : CoordinatorClient(grpc::CreateChannel(options.address, grpc::InsecureChannelCredentials()), options) {}
+
+CoordinatorClient::CoordinatorClient(std::shared_ptr<grpc::Channel> channel, ClientOptions options)
+    : options_(std::move(options)), channel_(std::move(channel)), stub_(v1::Coordinator::NewStub(channel_)) {}
+
+template <typename Request, typename Response>
+absl::Status CoordinatorClient::Call(Method<Request, Response> method, const Request& request, Response* response,
+                                     Millis attempt_timeout, bool idempotent) {
+  thread_local std::mt19937_64 rng(std::random_device{}());
+  const Clock::time_point give_up = Clock::now() + options_.retry_budget;
+  Millis backoff = options_.initial_backoff;
+  while (true) {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + attempt_timeout);
+    ctx.set_wait_for_ready(true);  // a coordinator that is still starting is waited for, not failed
+    const grpc::Status s = (stub_.get()->*method)(&ctx, request, response);
+    if (s.ok()) return absl::OkStatus();
+    absl::Status status(static_cast<absl::StatusCode>(s.error_code()), s.error_message());
+    if (s.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED && s.error_message() == "Deadline Exceeded") {
+      // The client's own deadline, not the coordinator's answer: say where we were waiting.
+      status = absl::DeadlineExceededError(absl::StrCat("no answer from the coordinator at ", options_.address,
+                                                        " within ", attempt_timeout.count(), " ms"));
+    }
+    for (const auto& [key, value] : ctx.GetServerTrailingMetadata()) {
+      if (key == "tpcoord-context") SetErrorContext(&status, absl::string_view(value.data(), value.size()));
+    }
+    if (s.error_code() != grpc::StatusCode::UNAVAILABLE || !idempotent || Clock::now() + backoff > give_up) {
+      return status;
+    }
+    std::uniform_int_distribution<int64_t> jitter(0, backoff.count());
+    std::this_thread::sleep_for(Millis(jitter(rng)));
+    backoff = std::min(backoff * 2, options_.max_backoff);
+  }
+}
+
+absl::StatusOr<TpInitRecord> CoordinatorClient::RecordTpInitArgs(const std::string& job_id, const TpInitArgs& args) {
+  v1::RecordTpInitArgsRequest req;
+  req.set_job_id(job_id);
+  req.set_tp_size(args.tp_size);
+  req.set_dtype(DtypeToProto(args.dtype));
+  if (args.tp_group) req.mutable_tp_group()->mutable_ranks()->Add(args.tp_group->begin(), args.tp_group->end());
+  v1::RecordTpInitArgsResponse resp;
+  if (absl::Status s = Call(&v1::Coordinator::Stub::RecordTpInitArgs, req, &resp, options_.call_timeout); !s.ok()) {
+    return s;
+  }
+  const v1::TpInitArgs& r = resp.recorded();
+  absl::StatusOr<Dtype> dtype = DtypeFromProto(r.dtype());
+  if (!dtype.ok()) return dtype.status();
+  TpInitRecord record{r.tp_size(), *dtype, r.has_tp_group(), {}};
+  for (const v1::RankList& group : r.tp_groups()) record.tp_groups.emplace_back(group.ranks().begin(), group.ranks().end());
+  return record;
+}
+
+absl::StatusOr<std::string> CoordinatorClient::MergeConfig(const std::string& job_id, const std::string& config_json,
+                                                           bool has_mpu, uint64_t generation, int rank) {
+  v1::MergeConfigRequest req;
+  req.set_job_id(job_id);
+  req.set_config_json(config_json);
+  req.set_has_mpu(has_mpu);
+  req.set_generation(generation);
+  req.set_rank(rank);
+  v1::MergeConfigResponse resp;
+  if (absl::Status s = Call(&v1::Coordinator::Stub::MergeConfig, req, &resp, options_.call_timeout); !s.ok()) return s;
+  return std::move(*resp.mutable_merged_config_json());
+}
+
+absl::StatusOr<Membership> CoordinatorClient::Join(const JoinRequest& request, Millis wait) {
+  v1::JoinRequest req;
+  req.set_job_id(request.job_id);
+  req.set_worker_id(request.worker_id);
+  req.set_host(request.host);
+  req.set_world_size(request.world_size);
+  if (request.requested_rank) req.set_requested_rank(*request.requested_rank);
+  req.set_tp_size(request.tp_size);
+  req.set_wait_timeout_ms(WaitMillis(wait));
+  v1::JoinResponse resp;
+  if (absl::Status s = Call(&v1::Coordinator::Stub::Join, req, &resp, wait + options_.wait_slack); !s.ok()) return s;
+  absl::StatusOr<Mesh> mesh = Mesh::Create(resp.mesh().world_size(), resp.mesh().tp_size());
+  if (!mesh.ok()) return absl::InternalError(absl::StrCat("the coordinator answered an invalid mesh: ", mesh.status().message()));
+  return Membership{request.job_id,        resp.generation(),         resp.rank(), *mesh,
+                    Millis(resp.heartbeat_interval_ms()), Millis(resp.lease_ms())};
+}
+
+absl::Status CoordinatorClient::PublishUniqueIds(const Membership& m,
+                                                 const std::vector<std::pair<GroupId, std::string>>& ids) {
+  v1::PublishUniqueIdRequest req;
+  req.set_job_id(m.job_id);
+  req.set_generation(m.generation);
+  req.set_rank(m.rank);
+  for (const auto& [group, bytes] : ids) {
+    v1::UniqueId* id = req.add_ids();
+    *id->mutable_group() = GroupIdToProto(group);
+    id->set_id(bytes);
+  }
+  v1::PublishUniqueIdResponse resp;
+  return Call(&v1::Coordinator::Stub::PublishUniqueId, req, &resp, options_.call_timeout);
+}
+
+absl::StatusOr<std::vector<std::string>> CoordinatorClient::GetUniqueIds(const Membership& m,
+                                                                         const std::vector<GroupId>& groups,
+                                                                         Millis wait) {
+  v1::GetUniqueIdRequest req;
+  req.set_job_id(m.job_id);
+  req.set_generation(m.generation);
+  req.set_rank(m.rank);
+  for (const GroupId& group : groups) *req.add_groups() = GroupIdToProto(group);
+  req.set_wait_timeout_ms(WaitMillis(wait));
+  v1::GetUniqueIdResponse resp;
+  if (absl::Status s = Call(&v1::Coordinator::Stub::GetUniqueId, req, &resp, wait + options_.wait_slack); !s.ok()) {
+    return s;
+  }
+  std::vector<std::string> ids;
+  for (v1::UniqueId& id : *resp.mutable_ids()) ids.push_back(std::move(*id.mutable_id()));
+  return ids;
+}
+
+absl::Status CoordinatorClient::StoreSet(const std::string& job_id, uint64_t generation, const std::string& key,
+                                         const std::string& value) {
+  v1::StoreSetRequest req;
+  req.set_job_id(job_id);
+  req.set_generation(generation);
+  req.set_key(key);
+  req.set_value(value);
+  v1::StoreSetResponse resp;
+  return Call(&v1::Coordinator::Stub::StoreSet, req, &resp, options_.call_timeout);
+}
+
+absl::StatusOr<std::string> CoordinatorClient::StoreGet(const std::string& job_id, uint64_t generation,
+                                                        const std::string& key, Millis wait) {
+  v1::StoreGetRequest req;
+  req.set_job_id(job_id);
+  req.set_generation(generation);
+  req.set_key(key);
+  req.set_wait_timeout_ms(WaitMillis(wait));
+  v1::StoreGetResponse resp;
+  if (absl::Status s = Call(&v1::Coordinator::Stub::StoreGet, req, &resp, wait + options_.wait_slack); !s.ok()) {
+    return s;
+  }
+  return std::move(*resp.mutable_value());
+}
+
+absl::StatusOr<int64_t> CoordinatorClient::StoreAdd(const std::string& job_id, uint64_t generation,
+                                                    const std::string& key, int64_t delta) {
+  v1::StoreAddRequest req;
+  req.set_job_id(job_id);
+  req.set_generation(generation);
+  req.set_key(key);
+  req.set_delta(delta);
+  v1::StoreAddResponse resp;
+  if (absl::Status s = Call(&v1::Coordinator::Stub::StoreAdd, req, &resp, options_.call_timeout, /*idempotent=*/false);
+      !s.ok()) {
+    return s;
+  }
+  return resp.value();
+}
+
+absl::StatusOr<std::string> CoordinatorClient::StoreCompareSet(const std::string& job_id, uint64_t generation,
+                                                               const std::string& key, const std::string& expected,
+                                                               const std::string& desired) {
+  v1::StoreCompareSetRequest req;
+  req.set_job_id(job_id);
+  req.set_generation(generation);
+  req.set_key(key);
+  req.set_expected_value(expected);
+  req.set_desired_value(desired);
+  v1::StoreCompareSetResponse resp;
+  if (absl::Status s = Call(&v1::Coordinator::Stub::StoreCompareSet, req, &resp, options_.call_timeout); !s.ok()) {
+    return s;
+  }
+  return std::move(*resp.mutable_value());
+}
+
+absl::StatusOr<bool> CoordinatorClient::StoreCheck(const std::string& job_id, uint64_t generation,
+                                                   const std::vector<std::string>& keys) {
+  v1::StoreCheckRequest req;
+  req.set_job_id(job_id);
+  req.set_generation(generation);
+  for (const std::string& key : keys) req.add_keys(key);
+  v1::StoreCheckResponse resp;
+  if (absl::Status s = Call(&v1::Coordinator::Stub::StoreCheck, req, &resp, options_.call_timeout); !s.ok()) return s;
+  return resp.all_present();
+}
+
+absl::StatusOr<bool> CoordinatorClient::StoreDelete(const std::string& job_id, uint64_t generation,
+                                                    const std::string& key) {
+  v1::StoreDeleteRequest req;
+  req.set_job_id(job_id);
+  req.set_generation(generation);
+  req.set_key(key);
+  v1::StoreDeleteResponse resp;
+  if (absl::Status s = Call(&v1::Coordinator::Stub::StoreDelete, req, &resp, options_.call_timeout); !s.ok()) return s;
+  return resp.deleted();
+}
+
+absl::StatusOr<int64_t> CoordinatorClient::StoreNumKeys(const std::string& job_id, uint64_t generation) {
+  v1::StoreNumKeysRequest req;
+  req.set_job_id(job_id);
+  req.set_generation(generation);
+  v1::StoreNumKeysResponse resp;
+  if (absl::Status s = Call(&v1::Coordinator::Stub::StoreNumKeys, req, &resp, options_.call_timeout); !s.ok()) return s;
+  return resp.num_keys();
+}
+
+absl::Status CoordinatorClient::StoreWait(const std::string& job_id, uint64_t generation,
+                                          const std::vector<std::string>& keys, Millis wait) {
+  v1::StoreWaitRequest req;
+  req.set_job_id(job_id);
+  req.set_generation(generation);
+  for (const std::string& key : keys) req.add_keys(key);
+  req.set_wait_timeout_ms(WaitMillis(wait));
+  v1::StoreWaitResponse resp;
+  return Call(&v1::Coordinator::Stub::StoreWait, req, &resp, wait + options_.wait_slack);
+}
+
+absl::Status CoordinatorClient::Barrier(const Membership& m, const std::string& name, Millis wait) {
+  v1::BarrierRequest req;
+  req.set_job_id(m.job_id);
+  req.set_generation(m.generation);
+  req.set_rank(m.rank);
+  req.set_name(name);
+  req.set_wait_timeout_ms(WaitMillis(wait));
+  v1::BarrierResponse resp;
+  return Call(&v1::Coordinator::Stub::Barrier, req, &resp, wait + options_.wait_slack);
+}
+
+absl::StatusOr<Millis> CoordinatorClient::Heartbeat(const Membership& m) {
+  v1::HeartbeatRequest req;
+  req.set_job_id(m.job_id);
+  req.set_generation(m.generation);
+  req.set_rank(m.rank);
+  v1::HeartbeatResponse resp;
+  if (absl::Status s = Call(&v1::Coordinator::Stub::Heartbeat, req, &resp, options_.call_timeout); !s.ok()) return s;
+  return Millis(resp.lease_ms());
+}
+
+absl::Status CoordinatorClient::Leave(const Membership& m, bool finished, const std::string& reason) {
+  v1::LeaveRequest req;
+  req.set_job_id(m.job_id);
+  req.set_generation(m.generation);
+  req.set_rank(m.rank);
+  req.set_finished(finished);
+  req.set_reason(reason.substr(0, 1024));
+  v1::LeaveResponse resp;
+  return Call(&v1::Coordinator::Stub::Leave, req, &resp, options_.call_timeout);
+}
+
+absl::StatusOr<v1::JobStatus> CoordinatorClient::GetJob(const std::string& job_id) {
+  v1::GetJobRequest req;
+  req.set_job_id(job_id);
+  v1::GetJobResponse resp;
+  if (absl::Status s = Call(&v1::Coordinator::Stub::GetJob, req, &resp, options_.call_timeout); !s.ok()) return s;
+  return std::move(*resp.mutable_job());
+}
+
+// --- HeartbeatLoop --------------------------------------------------------------------------------------
+
+HeartbeatLoop::HeartbeatLoop(CoordinatorClient* client, Membership membership,
+                             std::function<void(absl::Status)> on_lost)
+    : client_(client), membership_(std::move(membership)), on_lost_(std::move(on_lost)), thread_([this] { Run(); }) {}
+
+HeartbeatLoop::~HeartbeatLoop() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stopping_ = true;
+  }
+  wake_.notify_one();
+  thread_.join();
+}
+
+void HeartbeatLoop::Run() {
+  const Millis interval = std::max(membership_.heartbeat_interval, Millis(10));
+  Clock::time_point last_ok = Clock::now();
+  std::unique_lock<std::mutex> lock(mu_);
+  while (!wake_.wait_for(lock, interval, [this] { return stopping_; })) {
+    lock.unlock();
+    absl::StatusOr<Millis> lease = client_->Heartbeat(membership_);
+    lock.lock();
+    if (lease.ok()) {
+      last_ok = Clock::now();
+      continue;
+    }
+    const absl::StatusCode code = lease.status().code();
+    const bool over = code == absl::StatusCode::kAborted || code == absl::StatusCode::kFailedPrecondition ||
+                      code == absl::StatusCode::kNotFound || Clock::now() - last_ok > membership_.lease;
+    if (over && !stopping_) {
+      lock.unlock();
+      on_lost_(lease.status());
+      return;
+    }
+  }
+}
+
+}  // namespace tpcoord

@@ -1,0 +1,150 @@
+// A typed client of the tp-coordinator for workers (and tools). No LibTorch in here.
+//
+// Every call has a deadline. Calls are retried with exponential backoff and full jitter while the
+// coordinator is UNAVAILABLE (starting up, restarting, briefly unreachable), except StoreAdd, which is not
+// idempotent. Calls that wait in the coordinator (Join, GetUniqueIds, StoreGet, StoreWait, Barrier) pass
+// their wait to the coordinator and set the gRPC deadline a little later, so that a timeout arrives as the
+// coordinator's DEADLINE_EXCEEDED naming what is missing.
+//
+// Thread-safe: one client may serve a worker's main thread, its heartbeat thread and a c10d store.
+#ifndef TPCOORD_WORKER_COORDINATOR_CLIENT_H_
+#define TPCOORD_WORKER_COORDINATOR_CLIENT_H_
+
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include <grpcpp/grpcpp.h>
+
+#include "absl/status/statusor.h"
+#include "common/mesh.h"
+#include "common/tp_init_args.h"
+#include "tpcoord/v1/coordinator.grpc.pb.h"
+
+namespace tpcoord {
+
+using Millis = std::chrono::milliseconds;
+
+struct ClientOptions {
+  std::string address = "127.0.0.1:50051";
+  Millis call_timeout{10000};      // deadline of each attempt of a call that does not wait
+  Millis retry_budget{60000};      // how long UNAVAILABLE is retried, in total
+  Millis initial_backoff{50};
+  Millis max_backoff{2000};
+  Millis wait_slack{5000};         // gRPC deadline beyond a parked call's wait
+};
+
+// What Join answers a worker: its place in one generation of the job.
+struct Membership {
+  std::string job_id;
+  uint64_t generation = 0;
+  int rank = 0;
+  Mesh mesh;
+  Millis heartbeat_interval{0};
+  Millis lease{0};
+
+  int world_size() const { return mesh.world_size(); }
+  int tp_rank() const { return mesh.tp_rank(rank); }
+  int dp_rank() const { return mesh.dp_rank(rank); }
+  GroupId tp_group() const { return mesh.tp_group_of(rank); }
+  GroupId dp_group() const { return mesh.dp_group_of(rank); }
+};
+
+struct JoinRequest {
+  std::string job_id;
+  std::string worker_id;
+  std::string host;
+  int world_size = 0;
+  std::optional<int> requested_rank;
+  int tp_size = 0;  // 0: the recorded tp_size
+};
+
+class CoordinatorClient {
+ public:
+  explicit CoordinatorClient(ClientOptions options);
+  // For tests and benchmarks that manage channels themselves.
+  CoordinatorClient(std::shared_ptr<grpc::Channel> channel, ClientOptions options);
+
+  const ClientOptions& options() const { return options_; }
+
+  absl::StatusOr<TpInitRecord> RecordTpInitArgs(const std::string& job_id, const TpInitArgs& args);
+  // generation 0: a standalone merge. Returns the merged config JSON.
+  absl::StatusOr<std::string> MergeConfig(const std::string& job_id, const std::string& config_json, bool has_mpu,
+                                          uint64_t generation = 0, int rank = 0);
+  absl::StatusOr<Membership> Join(const JoinRequest& request, Millis wait);
+
+  absl::Status PublishUniqueIds(const Membership& m, const std::vector<std::pair<GroupId, std::string>>& ids);
+  // The IDs of `groups`, in order, once their leaders published them.
+  absl::StatusOr<std::vector<std::string>> GetUniqueIds(const Membership& m, const std::vector<GroupId>& groups,
+                                                        Millis wait);
+
+  absl::Status StoreSet(const std::string& job_id, uint64_t generation, const std::string& key,
+                        const std::string& value);
+  absl::StatusOr<std::string> StoreGet(const std::string& job_id, uint64_t generation, const std::string& key,
+                                       Millis wait);
+  absl::StatusOr<int64_t> StoreAdd(const std::string& job_id, uint64_t generation, const std::string& key,
+                                   int64_t delta);
+  absl::StatusOr<std::string> StoreCompareSet(const std::string& job_id, uint64_t generation, const std::string& key,
+                                              const std::string& expected, const std::string& desired);
+  absl::StatusOr<bool> StoreCheck(const std::string& job_id, uint64_t generation,
+                                  const std::vector<std::string>& keys);
+  absl::StatusOr<bool> StoreDelete(const std::string& job_id, uint64_t generation, const std::string& key);
+  absl::StatusOr<int64_t> StoreNumKeys(const std::string& job_id, uint64_t generation);
+  absl::Status StoreWait(const std::string& job_id, uint64_t generation, const std::vector<std::string>& keys,
+                         Millis wait);
+
+  absl::Status Barrier(const Membership& m, const std::string& name, Millis wait);
+  absl::StatusOr<Millis> Heartbeat(const Membership& m);
+  absl::Status Leave(const Membership& m, bool finished, const std::string& reason);
+  absl::StatusOr<v1::JobStatus> GetJob(const std::string& job_id);
+
+ private:
+  template <typename Request, typename Response>
+  using Method = grpc::Status (v1::Coordinator::Stub::*)(grpc::ClientContext*, const Request&, Response*);
+
+  // One call with retries on UNAVAILABLE (if `idempotent`); each attempt gets `attempt_timeout`.
+  template <typename Request, typename Response>
+  absl::Status Call(Method<Request, Response> method, const Request& request, Response* response,
+                    Millis attempt_timeout, bool idempotent = true);
+
+  ClientOptions options_;
+  std::shared_ptr<grpc::Channel> channel_;
+  std::unique_ptr<v1::Coordinator::Stub> stub_;
+};
+
+// Renews a membership's lease from a background thread every heartbeat_interval. When the coordinator
+// says the generation is over (ABORTED, or FAILED_PRECONDITION for a stale generation), or heartbeats fail
+// for longer than the lease, it calls `on_lost` once with that status and stops.
+class HeartbeatLoop {
+ public:
+  HeartbeatLoop(CoordinatorClient* client, Membership membership, std::function<void(absl::Status)> on_lost);
+  ~HeartbeatLoop();  // stops the thread
+  HeartbeatLoop(const HeartbeatLoop&) = delete;
+  HeartbeatLoop& operator=(const HeartbeatLoop&) = delete;
+
+ private:
+  void Run();
+
+  CoordinatorClient* const client_;
+  const Membership membership_;
+  const std::function<void(absl::Status)> on_lost_;
+  std::mutex mu_;
+  std::condition_variable wake_;
+  bool stopping_ = false;
+  std::thread thread_;  // last
+};
+
+// "host:pid:nonce", unique per process.
+std::string MakeWorkerId(const std::string& host);
+
+}  // namespace tpcoord
+
+#endif  // TPCOORD_WORKER_COORDINATOR_CLIENT_H_
