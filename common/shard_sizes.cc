@@ -30,8 +30,8 @@ bool IsHeadAlignedSplit(int64_t n, absl::string_view layer_name, int num_kv_head
   return num_kv_heads > 0 && n % num_kv_heads == 0 && !IsExcludedFromHeadAlignment(layer_name);
 }
 
-absl::StatusOr<std::vector<int64_t>> ShardSizes(int64_t n, int tp_size, absl::string_view layer_name,
-                                                int num_kv_heads, int grain) {
+absl::StatusOr<std::vector<int64_t>> ShardSizes(int64_t n, int tp_size, absl::string_view layer_name, int num_kv_heads,
+                                                int grain) {
   if (n < 0 || tp_size < 1 || num_kv_heads < 0 || grain < 1) {
     return absl::InvalidArgumentError(absl::StrCat(
         "ShardSizes for layer '", layer_name, "': need n >= 0, tp_size >= 1, num_kv_heads >= 0 and grain >= 1; got n=",
@@ -50,10 +50,10 @@ absl::StatusOr<std::vector<int64_t>> ShardSizes(int64_t n, int tp_size, absl::st
   }
 
   if (std::accumulate(sizes.begin(), sizes.end(), int64_t{0}) != n) {
-    return DeepSpeedError(absl::StrCat(
-        "AutoTP shard sizes [", absl::StrJoin(sizes, ", "), "] for layer '", layer_name,
-        "' do not sum to the dimension size ", n, " with tp_size=", tp_size, ", tp_grain_size=", grain,
-        " and num_kv_heads=", num_kv_heads > 0 ? absl::StrCat(num_kv_heads) : std::string("None"), "."));
+    return DeepSpeedError(
+        absl::StrCat("AutoTP shard sizes [", absl::StrJoin(sizes, ", "), "] for layer '", layer_name,
+                     "' do not sum to the dimension size ", n, " with tp_size=", tp_size, ", tp_grain_size=", grain,
+                     " and num_kv_heads=", num_kv_heads > 0 ? absl::StrCat(num_kv_heads) : std::string("None"), "."));
   }
   return sizes;
 }

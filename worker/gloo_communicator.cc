@@ -33,10 +33,8 @@ bool GlooMovesNatively(c10::ScalarType type) {
     case c10::ScalarType::Char:
     case c10::ScalarType::Byte:
     case c10::ScalarType::Int:
-    case c10::ScalarType::Long:
-      return true;
-    default:
-      return false;
+    case c10::ScalarType::Long: return true;
+    default: return false;
   }
 }
 
@@ -140,8 +138,8 @@ absl::StatusOr<std::unique_ptr<Communicator>> MakeGlooCommunicator(c10::intrusiv
   if (!store || group_name.empty() || size < 1 || rank < 0 || rank >= size || interface_host.empty() ||
       timeout.count() <= 0) {
     return absl::InvalidArgumentError(absl::StrCat(
-        name, ": need a store, a group name, 0 <= rank < size, an interface and a positive timeout; got rank ",
-        rank, ", size ", size, ", interface \"", interface_host, "\", timeout ", timeout.count(), " ms"));
+        name, ": need a store, a group name, 0 <= rank < size, an interface and a positive timeout; got rank ", rank,
+        ", size ", size, ", interface \"", interface_host, "\", timeout ", timeout.count(), " ms"));
   }
   try {
     auto options = c10d::ProcessGroupGloo::Options::create(timeout);

@@ -4,8 +4,8 @@
 #include <stdexcept>
 #include <thread>
 
-#include <torch/csrc/distributed/c10d/HashStore.hpp>
 #include <torch/torch.h>
+#include <torch/csrc/distributed/c10d/HashStore.hpp>
 
 #include "absl/status/status.h"
 #include "gmock/gmock.h"
@@ -102,7 +102,9 @@ TEST_F(GlooCommunicatorTest, RejectsMisuseWithoutTouchingTheNetwork) {
   auto bad_rank = MakeGlooCommunicator(store, "tp/0", 2, 2, "127.0.0.1", std::chrono::seconds(1));
   EXPECT_EQ(bad_rank.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(std::string(bad_rank.status().message()), HasSubstr("gloo tp/0"));
-  EXPECT_EQ(MakeGlooCommunicator(c10::intrusive_ptr<c10d::Store>(), "tp/0", 0, 1, "127.0.0.1", std::chrono::seconds(1)).status().code(),
+  EXPECT_EQ(MakeGlooCommunicator(c10::intrusive_ptr<c10d::Store>(), "tp/0", 0, 1, "127.0.0.1", std::chrono::seconds(1))
+                .status()
+                .code(),
             absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(MakeGlooCommunicator(store, "", 0, 1, "127.0.0.1", std::chrono::seconds(1)).status().code(),
             absl::StatusCode::kInvalidArgument);

@@ -51,9 +51,8 @@ TEST(ShardSizesTest, RanksBeyondTheKvHeadCountHoldNothing) {
 
 TEST(ShardSizesTest, MlpAndVocabularyLayersNeverTakeTheHeadAlignedSplit) {
   // 12 % 3 == 0, but these names force the near-even split (spec §5.2: hidden_size 12 under "...mlp").
-  for (absl::string_view name : {"model.layers.0.mlp", "model.layers.0.mlp.gate_proj", "x.up_proj",
-                                 "x.down_proj", "experts.0.w1", "experts.0.w2", "experts.0.w3", "lm_head",
-                                 "embed_out"}) {
+  for (absl::string_view name : {"model.layers.0.mlp", "model.layers.0.mlp.gate_proj", "x.up_proj", "x.down_proj",
+                                 "experts.0.w1", "experts.0.w2", "experts.0.w3", "lm_head", "embed_out"}) {
     EXPECT_FALSE(IsHeadAlignedSplit(12, name, 3)) << name;
     EXPECT_THAT(Sizes(12, 2, name, 3), ElementsAre(6, 6)) << name;
   }

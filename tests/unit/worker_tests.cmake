@@ -6,3 +6,7 @@
 tpcoord_test(shard_sizes_test SOURCES shard_sizes_test.cc LIBS tpcoord_common TIMEOUT 60)
 
 tpcoord_test(gloo_communicator_test SOURCES gloo_communicator_test.cc LIBS tpcoord_gloo_communicator TIMEOUT 60)
+tpcoord_test(safetensors_test SOURCES safetensors_test.cc LIBS tpcoord_safetensors TIMEOUT 60)
+tpcoord_test(llama_model_test SOURCES llama_model_test.cc LIBS tpcoord_llama_model TIMEOUT 60)
+tpcoord_test(tp_layers_test SOURCES tp_layers_test.cc LIBS tpcoord_tp_layers tpcoord_gloo_communicator TIMEOUT 120)
+tpcoord_test(autotp_test SOURCES autotp_test.cc LIBS tpcoord_autotp tpcoord_gloo_communicator TIMEOUT 120)
