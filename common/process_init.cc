@@ -1,12 +1,14 @@
-#include "common/cli_flags.h"
+#include "common/process_init.h"
 
 #include <cstring>
 
 #include "absl/flags/parse.h"
+#include "absl/synchronization/mutex.h"
 
 namespace tpcoord {
 
-std::vector<char*> ParseCommandLineWithDashes(int argc, char** argv) {
+std::vector<char*> InitProcess(int argc, char** argv) {
+  absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
   for (int i = 1; i < argc; ++i) {
     char* arg = argv[i];
     if (std::strcmp(arg, "--") == 0) break;

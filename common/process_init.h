@@ -1,16 +1,17 @@
-// Command lines in the style users expect (--state-dir, --tp-size) on top of Abseil flags, whose names
-// use underscores (state_dir, tp_size).
-#ifndef TPCOORD_COMMON_CLI_FLAGS_H_
-#define TPCOORD_COMMON_CLI_FLAGS_H_
+// What every tpcoord binary does first: parse its command line and set up process-wide defaults.
+#ifndef TPCOORD_COMMON_PROCESS_INIT_H_
+#define TPCOORD_COMMON_PROCESS_INIT_H_
 
 #include <vector>
 
 namespace tpcoord {
 
-// Parses argv with absl::ParseCommandLine after rewriting "--foo-bar[=v]" to "--foo_bar[=v]" (up to a bare
-// "--"), and returns the positional arguments (argv[0] first).
-std::vector<char*> ParseCommandLineWithDashes(int argc, char** argv);
+// Parses argv with absl::ParseCommandLine, accepting "--foo-bar[=v]" for the Abseil flag foo_bar (up to a
+// bare "--"), so command lines read the way users expect (--state-dir, --tp-size). Also turns off Abseil's
+// mutex deadlock detection, which Debian's Abseil build leaves on and which costs gRPC several percent of
+// its CPU on every lock. Returns the positional arguments (argv[0] first).
+std::vector<char*> InitProcess(int argc, char** argv);
 
 }  // namespace tpcoord
 
-#endif  // TPCOORD_COMMON_CLI_FLAGS_H_
+#endif  // TPCOORD_COMMON_PROCESS_INIT_H_

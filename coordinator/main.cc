@@ -25,7 +25,7 @@
 #include "absl/flags/usage.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
-#include "common/cli_flags.h"
+#include "common/process_init.h"
 #include "coordinator/coordinator_service.h"
 #include "coordinator/job_registry.h"
 #include "coordinator/state_store.h"
@@ -68,7 +68,7 @@ int LockStateDir(const std::filesystem::path& dir) {
 
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage("tp-coordinator --listen HOST:PORT --state-dir DIR [--lease 10s]");
-  tpcoord::ParseCommandLineWithDashes(argc, argv);
+  tpcoord::InitProcess(argc, argv);
 
   // Block the stop signals before any thread starts, so that only sigwait below receives them.
   sigset_t stop_signals;

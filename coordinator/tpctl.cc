@@ -29,8 +29,8 @@
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
-#include "common/cli_flags.h"
 #include "common/dtype.h"
+#include "common/process_init.h"
 #include "common/wire.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "nlohmann/json.hpp"
@@ -233,7 +233,7 @@ int main(int argc, char** argv) {
       "  tpctl [--coordinator HOST:PORT] watch ID [--interval 1s] [--count N]\n"
       "  tpctl [--coordinator HOST:PORT] health");
   if (const char* env = std::getenv("TPCOORD_COORDINATOR"); env && *env) absl::SetFlag(&FLAGS_coordinator, env);
-  std::vector<char*> args = tpcoord::ParseCommandLineWithDashes(argc, argv);
+  std::vector<char*> args = tpcoord::InitProcess(argc, argv);
   if (args.size() < 2) return UsageError("no command given");
   const std::string command = args[1];
 

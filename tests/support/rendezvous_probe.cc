@@ -18,7 +18,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/time/time.h"
-#include "common/cli_flags.h"
+#include "common/process_init.h"
 #include "worker/coordinator_client.h"
 #include "worker/coordinator_store.h"
 #include "worker/gloo_communicator.h"
@@ -133,6 +133,6 @@ int Main() {
 }  // namespace tpcoord
 
 int main(int argc, char** argv) {
-  tpcoord::ParseCommandLineWithDashes(argc, argv);
+  tpcoord::InitProcess(argc, argv);
   return tpcoord::Main();
 }

@@ -1,0 +1,505 @@
+// rendezvous_bench: how fast N workers get through a job's whole start-up protocol, against a real
+// tp-coordinator process, compared with the same protocol shape over LibTorch's c10d::TCPStore (the store
+// torchrun uses), both with the same number of client connections, in the same run.
+//
+//   build/bench/rendezvous_bench [--workers 1000,10000] [--tp-size 8] [--connections 16]
+//
+// Protocol per simulated worker (tpcoord): RecordTpInitArgs -> Join -> MergeConfig -> PublishUniqueId for
+// the groups it leads and GetUniqueId for the others (TP, DP and world groups) -> Barrier. Workers are
+// asynchronous gRPC callback clients multiplexed over --connections channels; IDs are 128 random bytes
+// (the coordinator cannot tell them from ncclGetUniqueId output, and 10,000 NCCL bootstrap sockets would
+// measure the kernel, not the rendezvous).
+//
+// The TCPStore baseline runs the same steps as torchrun-style store operations: compareSet of the TP init
+// args, add + wait to join (rank = add order), set + get to compare configs with rank 0's, set or get per
+// group ID, add + wait for the barrier. TCPStore clients are synchronous, so each connection's thread
+// walks its share of the workers through one step at a time (a blocking wait only after every worker
+// has issued the step's writes); its server runs in a separate process, as the coordinator does.
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdio>
+#include <fstream>
+#include <iterator>
+#include <mutex>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <grpcpp/grpcpp.h>
+#include <torch/csrc/distributed/c10d/TCPStore.hpp>
+
+#include "absl/flags/flag.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_split.h"
+#include "common/mesh.h"
+#include "common/process_init.h"
+#include "common/wire.h"
+#include "tests/support/subprocess.h"
+#include "tpcoord/v1/coordinator.grpc.pb.h"
+
+ABSL_FLAG(std::string, workers, "1000,10000", "comma-separated numbers of simulated workers");
+ABSL_FLAG(int, tp_size, 8, "tensor-parallel size");
+ABSL_FLAG(int, connections, 16, "client connections (gRPC channels / TCPStore clients)");
+ABSL_FLAG(bool, baseline, true, "also run the c10d::TCPStore baseline");
+ABSL_FLAG(int, tcpstore_server, 0, "internal: host a TCPStore server on this port and wait for stdin to close");
+
+namespace tpcoord {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+namespace v1 = tpcoord::v1;
+
+constexpr const char* kConfig =
+    R"({"train_batch_size": 1024, "train_micro_batch_size_per_gpu": 1, "gradient_accumulation_steps": 1,
+        "bf16": {"enabled": true}, "optimizer": {"type": "AdamW", "params": {"lr": 0.0003}},
+        "tensor_parallel": {"autotp_size": 8}, "steps_per_print": 10})";
+constexpr int kPhases = 5;
+constexpr const char* kPhaseNames[kPhases] = {"record", "join", "merge", "unique_ids", "barrier"};
+
+double Seconds(Clock::duration d) { return std::chrono::duration<double>(d).count(); }
+
+std::string RandomId(std::mt19937_64& rng) {
+  std::string id(128, '\0');
+  for (char& c : id) c = static_cast<char>(rng());
+  return id;
+}
+
+// Peak resident set of a process, in MiB.
+double PeakRssMiB(pid_t pid) {
+  std::ifstream status(absl::StrCat("/proc/", pid, "/status"));
+  std::string line;
+  while (std::getline(status, line)) {
+    int64_t kib;
+    if (absl::StartsWith(line, "VmHWM:") &&
+        absl::SimpleAtoi(absl::StripAsciiWhitespace(absl::StripSuffix(line.substr(6), "kB")), &kib)) {
+      return kib / 1024.0;
+    }
+  }
+  return -1;
+}
+
+// User + system CPU seconds a process has used so far.
+double CpuSeconds(pid_t pid) {
+  std::ifstream stat(absl::StrCat("/proc/", pid, "/stat"));
+  std::string text((std::istreambuf_iterator<char>(stat)), std::istreambuf_iterator<char>());
+  std::vector<std::string> fields = absl::StrSplit(text.substr(text.rfind(')') + 2), ' ');
+  int64_t utime = 0, stime = 0;
+  if (fields.size() > 12 && absl::SimpleAtoi(fields[11], &utime) && absl::SimpleAtoi(fields[12], &stime)) {
+    return static_cast<double>(utime + stime) / sysconf(_SC_CLK_TCK);
+  }
+  return -1;
+}
+
+struct Result {
+  double phase_end[kPhases] = {};  // seconds from the start until the last worker finished the phase
+  double total = 0;
+  double calls_per_worker = 0;
+  int max_calls = 0;
+  double server_rss_mib = 0;
+  double server_cpu_s = 0;
+  int failures = 0;
+  std::string first_error;
+};
+
+// --- tpcoord: asynchronous simulated workers ------------------------------------------------------------
+
+class TpcoordRun {
+ public:
+  TpcoordRun(int workers, int tp_size, std::vector<std::unique_ptr<v1::Coordinator::Stub>>* stubs)
+      : n_(workers), tp_size_(tp_size), stubs_(stubs), state_(workers) {}
+
+  Result Run() {
+    start_ = Clock::now();
+    for (int i = 0; i < n_; ++i) Record(i);
+    std::unique_lock<std::mutex> lock(mu_);
+    done_cv_.wait(lock, [&] { return finished_ == n_; });
+    Result r;
+    for (int p = 0; p < kPhases; ++p) r.phase_end[p] = Seconds(phase_end_[p] - start_);
+    r.total = r.phase_end[kPhases - 1];
+    int64_t calls = 0;
+    for (const Worker& w : state_) {
+      calls += w.calls;
+      r.max_calls = std::max(r.max_calls, w.calls);
+    }
+    r.calls_per_worker = static_cast<double>(calls) / n_;
+    r.failures = failures_;
+    r.first_error = first_error_;
+    return r;
+  }
+
+ private:
+  struct Worker {
+    uint64_t generation = 0;
+    int rank = -1;
+    int calls = 0;
+    std::atomic<int> pending_ids{0};
+  };
+
+  v1::Coordinator::Stub* StubFor(int i) { return (*stubs_)[i % stubs_->size()].get(); }
+
+  // Sends one asynchronous call; `next` runs on a gRPC thread with the response.
+  template <typename Req, typename Resp, typename Invoke, typename Next>
+  void Send(int i, Req req, Invoke invoke, Next next) {
+    struct Call {
+      grpc::ClientContext ctx;
+      Req req;
+      Resp resp;
+    };
+    auto* call = new Call;
+    call->req = std::move(req);
+    call->ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(120));
+    state_[i].calls++;
+    invoke(StubFor(i)->async(), &call->ctx, &call->req, &call->resp, [this, i, call, next](grpc::Status s) {
+      if (s.ok()) {
+        next(call->resp);
+      } else {
+        Fail(i, s);
+      }
+      delete call;
+    });
+  }
+
+  void PhaseDone(int phase) {
+    const Clock::time_point now = Clock::now();
+    std::lock_guard<std::mutex> lock(mu_);
+    phase_end_[phase] = std::max(phase_end_[phase], now);
+    if (phase == kPhases - 1 && ++finished_ == n_) done_cv_.notify_all();
+  }
+
+  void Fail(int i, const grpc::Status& s) {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (failures_++ == 0) first_error_ = absl::StrCat("worker ", i, ": ", s.error_message());
+    if (++finished_ == n_) done_cv_.notify_all();
+  }
+
+  void Record(int i) {
+    v1::RecordTpInitArgsRequest req;
+    req.set_job_id(kJob);
+    req.set_tp_size(tp_size_);
+    req.set_dtype(v1::DTYPE_BF16);
+    Send<v1::RecordTpInitArgsRequest, v1::RecordTpInitArgsResponse>(
+        i, req, [](auto* a, auto* c, auto* q, auto* r, auto cb) { a->RecordTpInitArgs(c, q, r, cb); },
+        [this, i](const v1::RecordTpInitArgsResponse&) {
+          PhaseDone(0);
+          Join(i);
+        });
+  }
+
+  void Join(int i) {
+    v1::JoinRequest req;
+    req.set_job_id(kJob);
+    req.set_worker_id(absl::StrCat("worker-", i));
+    req.set_host(absl::StrCat("node-", i / 8));
+    req.set_world_size(n_);
+    req.set_wait_timeout_ms(100000);
+    Send<v1::JoinRequest, v1::JoinResponse>(
+        i, req, [](auto* a, auto* c, auto* q, auto* r, auto cb) { a->Join(c, q, r, cb); },
+        [this, i](const v1::JoinResponse& resp) {
+          state_[i].generation = resp.generation();
+          state_[i].rank = resp.rank();
+          PhaseDone(1);
+          Merge(i);
+        });
+  }
+
+  void Merge(int i) {
+    v1::MergeConfigRequest req;
+    req.set_job_id(kJob);
+    req.set_config_json(kConfig);
+    req.set_generation(state_[i].generation);
+    req.set_rank(state_[i].rank);
+    Send<v1::MergeConfigRequest, v1::MergeConfigResponse>(
+        i, req, [](auto* a, auto* c, auto* q, auto* r, auto cb) { a->MergeConfig(c, q, r, cb); },
+        [this, i](const v1::MergeConfigResponse&) {
+          PhaseDone(2);
+          UniqueIds(i);
+        });
+  }
+
+  void UniqueIds(int i) {
+    Worker& w = state_[i];
+    const Mesh mesh = *Mesh::Create(n_, tp_size_);
+    v1::PublishUniqueIdRequest publish;
+    v1::GetUniqueIdRequest get;
+    thread_local std::mt19937_64 rng(std::random_device{}());
+    for (const GroupId& group : {mesh.tp_group_of(w.rank), mesh.dp_group_of(w.rank), GroupId{GroupKind::kWorld, 0}}) {
+      if (mesh.Leader(group) == w.rank) {
+        v1::UniqueId* id = publish.add_ids();
+        *id->mutable_group() = GroupIdToProto(group);
+        id->set_id(RandomId(rng));
+      } else {
+        *get.add_groups() = GroupIdToProto(group);
+      }
+    }
+    w.pending_ids = (publish.ids_size() > 0) + (get.groups_size() > 0);
+    auto one_done = [this, i] {
+      if (--state_[i].pending_ids == 0) {
+        PhaseDone(3);
+        Barrier(i);
+      }
+    };
+    if (publish.ids_size() > 0) {
+      publish.set_job_id(kJob);
+      publish.set_generation(w.generation);
+      publish.set_rank(w.rank);
+      Send<v1::PublishUniqueIdRequest, v1::PublishUniqueIdResponse>(
+          i, publish, [](auto* a, auto* c, auto* q, auto* r, auto cb) { a->PublishUniqueId(c, q, r, cb); },
+          [one_done](const v1::PublishUniqueIdResponse&) { one_done(); });
+    }
+    if (get.groups_size() > 0) {
+      get.set_job_id(kJob);
+      get.set_generation(w.generation);
+      get.set_rank(w.rank);
+      get.set_wait_timeout_ms(100000);
+      Send<v1::GetUniqueIdRequest, v1::GetUniqueIdResponse>(
+          i, get, [](auto* a, auto* c, auto* q, auto* r, auto cb) { a->GetUniqueId(c, q, r, cb); },
+          [one_done](const v1::GetUniqueIdResponse&) { one_done(); });
+    }
+  }
+
+  void Barrier(int i) {
+    v1::BarrierRequest req;
+    req.set_job_id(kJob);
+    req.set_generation(state_[i].generation);
+    req.set_rank(state_[i].rank);
+    req.set_name("ready");
+    req.set_wait_timeout_ms(100000);
+    Send<v1::BarrierRequest, v1::BarrierResponse>(
+        i, req, [](auto* a, auto* c, auto* q, auto* r, auto cb) { a->Barrier(c, q, r, cb); },
+        [this](const v1::BarrierResponse&) { PhaseDone(4); });
+  }
+
+  static constexpr const char* kJob = "bench";
+  const int n_;
+  const int tp_size_;
+  std::vector<std::unique_ptr<v1::Coordinator::Stub>>* stubs_;
+  std::vector<Worker> state_;
+  Clock::time_point start_;
+  std::mutex mu_;
+  std::condition_variable done_cv_;
+  Clock::time_point phase_end_[kPhases] = {};
+  int finished_ = 0;
+  int failures_ = 0;
+  std::string first_error_;
+};
+
+Result RunTpcoord(int workers, int tp_size, int connections) {
+  auto coordinator = testing::Subprocess::Start(
+      {testing::BinPath("coordinator/tp-coordinator"), "--listen", "127.0.0.1:0", "--state-dir",
+       testing::MakeTempDir("bench-state"), "--lease", "300s"});
+  if (!coordinator.ok()) {
+    Result r;
+    r.failures = workers;
+    r.first_error = std::string(coordinator.status().message());
+    return r;
+  }
+  const std::string line = *(*coordinator)->WaitForLine("tp-coordinator listening on ", std::chrono::seconds(30));
+  const std::string address = line.substr(line.rfind(' ') + 1);
+  // The channels outlive the run on purpose: gRPC 1.51 frees the process-wide completion queue behind
+  // its callback API when the last channel that used it goes away, racing with the thread that polls it
+  // (a heap corruption seen here about one run in ten). Channels are cheap; the process ends soon.
+  static auto* retained = new std::vector<std::shared_ptr<grpc::Channel>>;
+  std::vector<std::unique_ptr<v1::Coordinator::Stub>> stubs;
+  for (int c = 0; c < connections; ++c) {
+    grpc::ChannelArguments args;
+    args.SetInt("grpc.use_local_subchannel_pool", 1);  // one TCP connection per channel
+    auto channel = grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args);
+    channel->WaitForConnected(std::chrono::system_clock::now() + std::chrono::seconds(10));
+    retained->push_back(channel);
+    stubs.push_back(v1::Coordinator::NewStub(channel));
+  }
+  TpcoordRun run(workers, tp_size, &stubs);
+  const double cpu_before = CpuSeconds((*coordinator)->pid());
+  Result result = run.Run();
+  result.server_cpu_s = CpuSeconds((*coordinator)->pid()) - cpu_before;
+  result.server_rss_mib = PeakRssMiB((*coordinator)->pid());
+  return result;
+}
+
+// --- baseline: the same protocol over c10d::TCPStore ----------------------------------------------------
+
+Result RunTcpStore(int workers, int tp_size, int connections) {
+  // The server in a process of its own, like the coordinator.
+  const int port = 20000 + static_cast<int>(getpid() % 20000);
+  auto server = testing::Subprocess::Start({"/proc/self/exe", "--tcpstore-server", std::to_string(port)});
+  Result result;
+  if (!server.ok() || !(*server)->WaitForLine("ready", std::chrono::seconds(30)).ok()) {
+    result.failures = workers;
+    result.first_error = "the TCPStore server did not start";
+    return result;
+  }
+  const Mesh mesh = *Mesh::Create(workers, tp_size);
+  c10d::TCPStoreOptions options;
+  options.port = static_cast<uint16_t>(port);
+  options.isServer = false;
+  options.waitWorkers = false;
+  options.timeout = std::chrono::seconds(120);
+  std::vector<std::unique_ptr<c10d::TCPStore>> stores;
+  for (int c = 0; c < connections; ++c) stores.push_back(std::make_unique<c10d::TCPStore>("127.0.0.1", options));
+
+  // Each connection's thread owns workers c, c + C, c + 2C, ...; all threads step through the phases
+  // together (a thread barrier between phases keeps waits from blocking a connection forever).
+  std::vector<int> rank(workers, -1);
+  std::atomic<int64_t> ops{0};
+  std::mutex mu;
+  std::condition_variable cv;
+  int arrived = 0, round = 0;
+  auto sync_threads = [&] {
+    std::unique_lock<std::mutex> lock(mu);
+    const int my_round = round;
+    if (++arrived == connections) {
+      arrived = 0;
+      ++round;
+      cv.notify_all();
+    } else {
+      cv.wait(lock, [&] { return round != my_round; });
+    }
+  };
+  auto to_bytes = [](const std::string& s) { return std::vector<uint8_t>(s.begin(), s.end()); };
+  const std::string args = "tp_size=8 dtype=bf16";
+  Clock::time_point phase_end[kPhases];
+  const Clock::time_point start = Clock::now();
+  auto mark = [&](int phase) {
+    std::lock_guard<std::mutex> lock(mu);
+    phase_end[phase] = std::max(phase_end[phase], Clock::now());
+  };
+  for (auto& p : phase_end) p = start;
+
+  auto worker_thread = [&](int c) {
+    c10d::TCPStore& store = *stores[c];
+    std::mt19937_64 rng(c);
+    // record: the first compareSet records, later ones compare.
+    for (int i = c; i < workers; i += connections) {
+      store.compareSet("tp_init", {}, to_bytes(args));
+      ops++;
+    }
+    mark(0);
+    sync_threads();
+    // join: rank = arrival order; the last to arrive announces the complete world.
+    for (int i = c; i < workers; i += connections) {
+      rank[i] = static_cast<int>(store.add("joined", 1)) - 1;
+      ops++;
+      if (rank[i] == workers - 1) store.set("world_complete", to_bytes("1"));
+    }
+    for (int i = c; i < workers; i += connections) {
+      store.wait({"world_complete"});
+      ops++;
+    }
+    mark(1);
+    sync_threads();
+    // merge: publish the config, compare with rank 0's.
+    for (int i = c; i < workers; i += connections) {
+      store.set(absl::StrCat("config/", rank[i]), to_bytes(kConfig));
+      ops++;
+    }
+    for (int i = c; i < workers; i += connections) {
+      (void)store.get("config/0");
+      ops++;
+    }
+    mark(2);
+    sync_threads();
+    // unique IDs: leaders set, members get.
+    for (int i = c; i < workers; i += connections) {
+      for (const GroupId& g : {mesh.tp_group_of(rank[i]), mesh.dp_group_of(rank[i]), GroupId{GroupKind::kWorld, 0}}) {
+        if (mesh.Leader(g) == rank[i]) {
+          store.set("uid/" + GroupName(g), to_bytes(RandomId(rng)));
+          ops++;
+        }
+      }
+    }
+    for (int i = c; i < workers; i += connections) {
+      for (const GroupId& g : {mesh.tp_group_of(rank[i]), mesh.dp_group_of(rank[i]), GroupId{GroupKind::kWorld, 0}}) {
+        if (mesh.Leader(g) != rank[i]) {
+          (void)store.get("uid/" + GroupName(g));
+          ops++;
+        }
+      }
+    }
+    mark(3);
+    sync_threads();
+    // barrier
+    for (int i = c; i < workers; i += connections) {
+      if (store.add("barrier", 1) == workers) store.set("barrier_done", to_bytes("1"));
+      ops++;
+    }
+    for (int i = c; i < workers; i += connections) {
+      store.wait({"barrier_done"});
+      ops++;
+    }
+    mark(4);
+  };
+  const double cpu_before = CpuSeconds((*server)->pid());
+  std::vector<std::thread> threads;
+  for (int c = 0; c < connections; ++c) threads.emplace_back(worker_thread, c);
+  for (auto& t : threads) t.join();
+  result.server_cpu_s = CpuSeconds((*server)->pid()) - cpu_before;
+  for (int p = 0; p < kPhases; ++p) result.phase_end[p] = Seconds(phase_end[p] - start);
+  result.total = result.phase_end[kPhases - 1];
+  result.calls_per_worker = static_cast<double>(ops.load()) / workers;
+  result.server_rss_mib = PeakRssMiB((*server)->pid());
+  return result;
+}
+
+int HostTcpStoreServer(int port) {
+  c10d::TCPStoreOptions options;
+  options.port = static_cast<uint16_t>(port);
+  options.isServer = true;
+  options.waitWorkers = false;
+  options.timeout = std::chrono::seconds(300);
+  c10d::TCPStore server("127.0.0.1", options);
+  std::printf("ready\n");
+  std::fflush(stdout);
+  pause();  // until the bench kills us
+  return 0;
+}
+
+void Print(const char* name, const Result& r) {
+  std::printf("  %-9s total %7.3f s |", name, r.total);
+  double previous = 0;
+  for (int p = 0; p < kPhases; ++p) {
+    std::printf(" %s %.3f", kPhaseNames[p], r.phase_end[p] - previous);
+    previous = r.phase_end[p];
+  }
+  std::printf(" | %.2f calls/worker (max %d) | server CPU %.2f s, peak RSS %.0f MiB", r.calls_per_worker,
+              r.max_calls, r.server_cpu_s, r.server_rss_mib);
+  if (r.failures) std::printf(" | %d FAILED, first: %s", r.failures, r.first_error.c_str());
+  std::printf("\n");
+}
+
+}  // namespace
+}  // namespace tpcoord
+
+int main(int argc, char** argv) {
+  tpcoord::InitProcess(argc, argv);
+  if (const int port = absl::GetFlag(FLAGS_tcpstore_server); port > 0) return tpcoord::HostTcpStoreServer(port);
+  const int tp_size = absl::GetFlag(FLAGS_tp_size);
+  const int connections = absl::GetFlag(FLAGS_connections);
+  std::printf("rendezvous_bench: tp_size %d, %d client connections, %u cores\n", tp_size, connections,
+              std::thread::hardware_concurrency());
+  int failures = 0;
+  for (absl::string_view n : absl::StrSplit(absl::GetFlag(FLAGS_workers), ',')) {
+    int workers = 0;
+    if (!absl::SimpleAtoi(n, &workers) || workers % tp_size != 0) {
+      std::fprintf(stderr, "--workers: %s is not a multiple of --tp-size\n", std::string(n).c_str());
+      return 2;
+    }
+    std::printf("N = %d workers (phase times are the extra time until the last worker finished the phase)\n",
+                workers);
+    const tpcoord::Result ours = tpcoord::RunTpcoord(workers, tp_size, connections);
+    tpcoord::Print("tpcoord", ours);
+    failures += ours.failures;
+    if (absl::GetFlag(FLAGS_baseline)) {
+      const tpcoord::Result base = tpcoord::RunTcpStore(workers, tp_size, connections);
+      tpcoord::Print("TCPStore", base);
+      failures += base.failures;
+      std::printf("  ratio     TCPStore / tpcoord = %.2fx\n", base.total / ours.total);
+    }
+  }
+  return failures == 0 ? 0 : 1;
+}
