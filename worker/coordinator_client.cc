@@ -32,6 +32,12 @@ CoordinatorClient::CoordinatorClient(ClientOptions options)
 CoordinatorClient::CoordinatorClient(std::shared_ptr<grpc::Channel> channel, ClientOptions options)
     : options_(std::move(options)), channel_(std::move(channel)), stub_(v1::Coordinator::NewStub(channel_)) {}
 
+absl::Status CoordinatorClient::WaitForConnected(Millis timeout) {
+  if (channel_->WaitForConnected(std::chrono::system_clock::now() + timeout)) return absl::OkStatus();
+  return absl::UnavailableError(absl::StrCat("cannot reach the coordinator at ", options_.address, " within ",
+                                             timeout.count(), " ms"));
+}
+
 template <typename Request, typename Response>
 absl::Status CoordinatorClient::Call(Method<Request, Response> method, const Request& request, Response* response,
                                      Millis attempt_timeout, bool idempotent) {

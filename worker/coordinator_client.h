@@ -75,6 +75,9 @@ class CoordinatorClient {
 
   const ClientOptions& options() const { return options_; }
 
+  // Waits until the connection to the coordinator is up: UNAVAILABLE naming the address after `timeout`.
+  absl::Status WaitForConnected(Millis timeout);
+
   absl::StatusOr<TpInitRecord> RecordTpInitArgs(const std::string& job_id, const TpInitArgs& args);
   // generation 0: a standalone merge. Returns the merged config JSON.
   absl::StatusOr<std::string> MergeConfig(const std::string& job_id, const std::string& config_json, bool has_mpu,

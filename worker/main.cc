@@ -1,0 +1,258 @@
+// tp-worker: one rank of a tensor-parallel (x data-parallel) training job, a thin main over the engine API.
+//
+//   tp-worker --coordinator HOST:PORT --job ID --world-size 4 --config ds_config.json
+//             (--model-dir DIR | --random-init tiny|small) --data corpus.txt --output-dir out
+//             [--rank R] [--tp-size T] [--dtype fp32|bf16] [--backend gloo|nccl] [--resume DIR] [--steps N]
+//
+// Every flag can come from the environment instead (TPCOORD_<FLAG>, e.g. TPCOORD_WORLD_SIZE; the rank
+// also from RANK or JOB_COMPLETION_INDEX, the world size from WORLD_SIZE); a flag on the command line wins.
+// Rank 0 prints progress every steps_per_print steps and a summary, and writes the final checkpoint to
+// <output-dir>/checkpoint. Exit status: 0 done, 1 failed (the reason on stderr), 2 usage.
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <iostream>
+#include <sstream>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/usage.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "common/config_merge.h"
+#include "common/deepspeed_error.h"
+#include "common/ds_config.h"
+#include "common/process_init.h"
+#include "worker/checkpoint.h"
+#include "worker/compute_threads.h"
+#include "worker/engine.h"
+#include "worker/safetensors.h"
+
+ABSL_FLAG(std::string, coordinator, "127.0.0.1:50051", "coordinator address");
+ABSL_FLAG(std::string, job, "", "job id");
+ABSL_FLAG(int, world_size, 1, "number of workers in the job");
+ABSL_FLAG(int, rank, -1, "requested global rank (-1: let the coordinator assign one)");
+ABSL_FLAG(std::string, host, "", "host name reported to the coordinator (default: this machine's)");
+ABSL_FLAG(std::string, config, "", "DeepSpeed config (JSON)");
+ABSL_FLAG(int, tp_size, 0, "tp_model_init tp_size (0: the config's tensor_parallel.autotp_size, else 1)");
+ABSL_FLAG(std::string, dtype, "", "tp_model_init dtype: fp32 | bf16 | fp16 (default: the config's precision)");
+ABSL_FLAG(std::string, model_dir, "", "Hugging Face model directory (config.json + *.safetensors)");
+ABSL_FLAG(std::string, random_init, "", "instead of --model-dir: a seeded random model of this preset (tiny|small)");
+ABSL_FLAG(std::string, data, "", "training data: a text file (byte tokens) or a .bin of uint16 tokens");
+ABSL_FLAG(std::string, output_dir, "", "where rank 0 writes checkpoints");
+ABSL_FLAG(std::string, backend, "gloo", "gloo (CPU) or nccl (GPU)");
+ABSL_FLAG(std::string, gloo_interface, "", "address Gloo listens on (default: --host)");
+ABSL_FLAG(std::string, resume, "", "checkpoint directory to resume from (any TP size)");
+ABSL_FLAG(int64_t, steps, -1, "total optimizer steps (default: the config's tpcoord.steps)");
+ABSL_FLAG(int, threads, 1, "CPU threads for tensor math in this process");
+ABSL_FLAG(absl::Duration, timeout, absl::Minutes(5), "deadline for the rendezvous and for each collective");
+
+namespace tpcoord {
+namespace {
+
+// Flags not given on the command line fall back to the environment.
+void FlagsFromEnvironment() {
+  auto env = [](std::initializer_list<const char*> names) -> const char* {
+    for (const char* name : names) {
+      if (const char* value = std::getenv(name); value && *value) return value;
+    }
+    return nullptr;
+  };
+  auto set_string = [&](absl::Flag<std::string>* flag, std::initializer_list<const char*> names) {
+    if (const char* v = env(names)) absl::SetFlag(flag, v);
+  };
+  auto set_int = [&](absl::Flag<int>* flag, std::initializer_list<const char*> names) {
+    int value;
+    if (const char* v = env(names); v && absl::SimpleAtoi(v, &value)) absl::SetFlag(flag, value);
+  };
+  set_string(&FLAGS_coordinator, {"TPCOORD_COORDINATOR"});
+  set_string(&FLAGS_job, {"TPCOORD_JOB"});
+  set_int(&FLAGS_world_size, {"TPCOORD_WORLD_SIZE", "WORLD_SIZE"});
+  set_int(&FLAGS_rank, {"TPCOORD_RANK", "RANK", "JOB_COMPLETION_INDEX"});
+  set_string(&FLAGS_host, {"TPCOORD_HOST"});
+  set_string(&FLAGS_config, {"TPCOORD_CONFIG"});
+  set_int(&FLAGS_tp_size, {"TPCOORD_TP_SIZE"});
+  set_string(&FLAGS_dtype, {"TPCOORD_DTYPE"});
+  set_string(&FLAGS_model_dir, {"TPCOORD_MODEL_DIR"});
+  set_string(&FLAGS_random_init, {"TPCOORD_RANDOM_INIT"});
+  set_string(&FLAGS_data, {"TPCOORD_DATA"});
+  set_string(&FLAGS_output_dir, {"TPCOORD_OUTPUT_DIR"});
+  set_string(&FLAGS_backend, {"TPCOORD_BACKEND"});
+  set_string(&FLAGS_gloo_interface, {"TPCOORD_GLOO_INTERFACE"});
+  set_string(&FLAGS_resume, {"TPCOORD_RESUME"});
+  set_int(&FLAGS_threads, {"TPCOORD_THREADS"});
+  int64_t steps;
+  if (const char* v = env({"TPCOORD_STEPS"}); v && absl::SimpleAtoi(v, &steps)) absl::SetFlag(&FLAGS_steps, steps);
+}
+
+void Log(const std::string& line) {
+  std::cout << line << std::endl;
+}
+
+int Fail(const absl::Status& status) {
+  std::cerr << "tp-worker: " << status.message() << std::endl;
+  if (std::optional<std::string> context = ErrorContext(status)) std::cerr << "  (" << *context << ")" << std::endl;
+  return 1;
+}
+
+int Usage(const std::string& message) {
+  std::cerr << "tp-worker: " << message << "\n" << absl::ProgramUsageMessage() << std::endl;
+  return 2;
+}
+
+absl::StatusOr<std::string> ReadFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return absl::NotFoundError(absl::StrCat("cannot read ", path));
+  std::stringstream text;
+  text << in.rdbuf();
+  return text.str();
+}
+
+// The full model every TP rank builds identically before sharding (spec §3.5): from a checkpoint, or from
+// the preset and the config's seed.
+absl::StatusOr<LlamaModel> BuildModel(const nlohmann::json& config) {
+  const std::string model_dir = absl::GetFlag(FLAGS_model_dir);
+  const std::string preset = absl::GetFlag(FLAGS_random_init);
+  if (model_dir.empty() == preset.empty()) {
+    return absl::InvalidArgumentError("give exactly one of --model-dir and --random-init");
+  }
+  uint64_t seed = 1234;
+  if (const auto it = config.find("tpcoord"); it != config.end() && it->is_object() && it->contains("seed")) {
+    seed = (*it)["seed"].get<uint64_t>();
+  }
+  if (!preset.empty()) {
+    absl::StatusOr<LlamaConfig> llama = LlamaConfig::Preset(preset);
+    if (!llama.ok()) return llama.status();
+    return LlamaModel::Create(*llama, Dtype::kFloat32, seed);
+  }
+  absl::StatusOr<Checkpoint> checkpoint = ReadCheckpoint(model_dir);
+  if (!checkpoint.ok()) return checkpoint.status();
+  absl::StatusOr<LlamaModel> model = LlamaModel::Create(checkpoint->config, Dtype::kFloat32, seed);
+  if (!model.ok()) return model.status();
+  if (absl::Status s = (*model)->LoadStateDict(checkpoint->model); !s.ok()) return s;
+  return model;
+}
+
+int Main() {
+  const std::string config_path = absl::GetFlag(FLAGS_config);
+  if (config_path.empty()) return Usage("--config is required");
+  if (absl::GetFlag(FLAGS_job).empty()) return Usage("--job is required");
+  absl::StatusOr<std::string> config_text = ReadFile(config_path);
+  if (!config_text.ok()) return Fail(config_text.status());
+  absl::StatusOr<nlohmann::json> config = ParseDsConfig(*config_text, config_path);
+  if (!config.ok()) return Fail(config.status());
+  SetComputeThreads(absl::GetFlag(FLAGS_threads));
+
+  // tp_model_init's arguments: flags, else what the config says.
+  int tp_size = absl::GetFlag(FLAGS_tp_size);
+  if (tp_size == 0) {
+    const nlohmann::json autotp = config->value("tensor_parallel", nlohmann::json::object()).value("autotp_size", nlohmann::json(1));
+    tp_size = autotp.is_number_integer() && autotp.get<int>() > 0 ? autotp.get<int>() : 1;
+  }
+  Dtype dtype = InferConfigDtype(*config).value_or(Dtype::kFloat32);
+  if (const std::string name = absl::GetFlag(FLAGS_dtype); !name.empty()) {
+    absl::StatusOr<Dtype> parsed = ParseDtype(name);
+    if (!parsed.ok()) return Usage(absl::StrCat("--dtype: ", parsed.status().message()));
+    dtype = *parsed;
+  }
+
+  LaunchConfig lc;
+  lc.coordinator = absl::GetFlag(FLAGS_coordinator);
+  lc.job_id = absl::GetFlag(FLAGS_job);
+  lc.world_size = absl::GetFlag(FLAGS_world_size);
+  if (absl::GetFlag(FLAGS_rank) >= 0) lc.rank = absl::GetFlag(FLAGS_rank);
+  lc.host = absl::GetFlag(FLAGS_host);
+  lc.backend = absl::GetFlag(FLAGS_backend);
+  lc.gloo_interface = absl::GetFlag(FLAGS_gloo_interface);
+  lc.data = absl::GetFlag(FLAGS_data);
+  lc.join_timeout = lc.collective_timeout = absl::ToChronoMilliseconds(absl::GetFlag(FLAGS_timeout));
+  Launch launch(lc);
+
+  const auto load_start = std::chrono::steady_clock::now();
+  absl::StatusOr<LlamaModel> model = BuildModel(*config);
+  if (!model.ok()) return Fail(model.status());
+  const double load_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - load_start).count();
+
+  model = tp_model_init(*std::move(model), tp_size, dtype, launch);
+  if (!model.ok()) return Fail(model.status());
+  absl::StatusOr<std::unique_ptr<Engine>> engine = initialize(*std::move(model), *config_text, launch);
+  if (!engine.ok()) return Fail(engine.status());
+  Engine& e = **engine;
+  launch.timings().emplace_back("load", load_seconds);
+  const Membership& m = e.membership();
+  const bool leader = m.rank == 0;
+  const TrainConfig& train = e.train_config();
+  if (const std::string resume = absl::GetFlag(FLAGS_resume); !resume.empty()) {
+    if (absl::Status s = e.load_checkpoint(resume); !s.ok()) return Fail(s);
+  }
+  const int64_t steps = absl::GetFlag(FLAGS_steps) >= 0 ? absl::GetFlag(FLAGS_steps) : train.steps;
+
+  if (leader) {
+    std::vector<std::string> phases;
+    for (const auto& [phase, seconds] : launch.timings()) phases.push_back(absl::StrFormat("%s %.3fs", phase, seconds));
+    Log(absl::StrFormat("job %s generation %d: world %d = tp %d x dp %d, dtype %s, backend %s, %d thread(s), %s",
+                        m.job_id, m.generation, m.world_size(), m.mesh.tp_size(), m.mesh.dp_size(),
+                        ShortDtypeName(e.dtype()), lc.backend, absl::GetFlag(FLAGS_threads), BlasDescription()));
+    Log(absl::StrCat("startup: ", absl::StrJoin(phases, ", ")));
+    Log(absl::StrFormat("batch: %d sequences of %d tokens per step (micro %d x accumulation %d x dp %d), from step %d "
+                        "to %d",
+                        train.train_batch_size, train.seq_len, train.micro_batch_size,
+                        train.gradient_accumulation_steps, m.mesh.dp_size(), e.global_steps(), steps));
+  }
+
+  const std::string output_dir = absl::GetFlag(FLAGS_output_dir);
+  double train_seconds = 0, first_loss = 0, last_loss = 0;
+  int64_t tokens = 0;
+  const int64_t first_step = e.global_steps();
+  while (e.global_steps() < steps) {
+    absl::StatusOr<StepStats> stats = e.train_batch();
+    if (!stats.ok()) return Fail(stats.status());
+    train_seconds += stats->seconds;
+    tokens += stats->tokens;
+    if (stats->step == first_step + 1) first_loss = stats->loss;
+    last_loss = stats->loss;
+    if (leader && (stats->step % train.steps_per_print == 0 || stats->step == steps || stats->step == first_step + 1)) {
+      Log(absl::StrFormat("step %d/%d loss %.9g lr %.6g grad_norm %.6g tokens/s %.0f step_ms %.1f%s", stats->step, steps,
+                          stats->loss, stats->lr, stats->grad_norm, stats->tokens / stats->seconds,
+                          stats->seconds * 1e3, stats->skipped ? " (skipped: fp16 overflow)" : ""));
+    }
+    if (!output_dir.empty() && train.checkpoint_interval > 0 && stats->step % train.checkpoint_interval == 0 &&
+        stats->step != steps) {
+      if (absl::Status s = e.save_checkpoint(absl::StrCat(output_dir, "/checkpoint-", stats->step)); !s.ok()) {
+        return Fail(s);
+      }
+    }
+  }
+
+  absl::StatusOr<double> eval = e.eval_loss();
+  if (!eval.ok()) return Fail(eval.status());
+  if (!output_dir.empty() && e.global_steps() > first_step) {
+    if (absl::Status s = e.save_checkpoint(output_dir + "/checkpoint"); !s.ok()) return Fail(s);
+  }
+  if (leader) {
+    const int64_t trained = e.global_steps() - first_step;
+    Log(absl::StrFormat("eval loss %.9g", *eval));
+    if (trained > 0) {
+      Log(absl::StrFormat("done: %d steps, loss %.4f -> %.4f, %.0f tokens/s, %.1f ms/step%s", trained, first_loss,
+                          last_loss, tokens / train_seconds, train_seconds * 1e3 / trained,
+                          output_dir.empty() ? "" : ", checkpoint " + output_dir + "/checkpoint"));
+    }
+  }
+  if (absl::Status s = e.Finish(); !s.ok()) return Fail(s);
+  return 0;
+}
+
+}  // namespace
+}  // namespace tpcoord
+
+int main(int argc, char** argv) {
+  absl::SetProgramUsageMessage(
+      "tp-worker --coordinator HOST:PORT --job ID --world-size N --config ds_config.json "
+      "(--model-dir DIR | --random-init tiny|small) --data FILE [--output-dir DIR] [--rank R] [--tp-size T] "
+      "[--dtype fp32|bf16] [--backend gloo|nccl] [--resume DIR] [--steps N] [--threads N]");
+  tpcoord::FlagsFromEnvironment();
+  tpcoord::InitProcess(argc, argv);
+  return tpcoord::Main();
+}
