@@ -10,3 +10,5 @@ tpcoord_test(safetensors_test SOURCES safetensors_test.cc LIBS tpcoord_safetenso
 tpcoord_test(llama_model_test SOURCES llama_model_test.cc LIBS tpcoord_llama_model TIMEOUT 60)
 tpcoord_test(tp_layers_test SOURCES tp_layers_test.cc LIBS tpcoord_tp_layers tpcoord_gloo_communicator TIMEOUT 120)
 tpcoord_test(autotp_test SOURCES autotp_test.cc LIBS tpcoord_autotp tpcoord_gloo_communicator TIMEOUT 120)
+
+tpcoord_test(optimizer_test SOURCES optimizer_test.cc LIBS tpcoord_worker TIMEOUT 60)
