@@ -1,27 +1,52 @@
 #!/usr/bin/env bash
-# The README's main job on one machine: a coordinator on a free loopback port, and a demo job walked
-# through tp_model_init recording and the DeepSpeed config merge with tpctl.
+# The README's main job on one machine: a coordinator on a free loopback port and four tp-worker processes
+# (TP=2 x DP=2) that rendezvous through it and train a small seeded Llama on the public-domain corpus in
+# deploy/data for 100 steps on the CPU, then write a Hugging Face checkpoint to demo-output/checkpoint.
 set -euo pipefail
 build=${1:-build}
 cd "$(dirname "$0")/.."
-bin_coordinator=$build/coordinator/tp-coordinator
+coordinator_bin=$build/coordinator/tp-coordinator
+worker_bin=$build/worker/tp-worker
 tpctl=$build/coordinator/tpctl
+output=${DEMO_OUTPUT:-demo-output}
 work=$(mktemp -d "${TMPDIR:-/tmp}/tpcoord-demo.XXXXXX")
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
 
-"$bin_coordinator" --listen 127.0.0.1:0 --state-dir "$work/state" >"$work/coordinator.out" 2>"$work/coordinator.log" &
-coordinator_pid=$!
-trap 'kill $coordinator_pid 2>/dev/null; wait $coordinator_pid 2>/dev/null; rm -rf "$work"' EXIT
+"$coordinator_bin" --listen 127.0.0.1:0 --state-dir "$work/state" >"$work/coordinator.out" 2>"$work/coordinator.log" &
+pids+=($!)
 for _ in $(seq 100); do grep -q "listening on" "$work/coordinator.out" 2>/dev/null && break; sleep 0.1; done
 address=$(awk '/listening on/ {print $NF}' "$work/coordinator.out")
 [ -n "$address" ] || { cat "$work/coordinator.log"; exit 1; }
 export TPCOORD_COORDINATOR=$address
-
-step() { printf '\n\033[1m$ %s\033[0m\n' "$*"; "$@"; }
 echo "tp-coordinator serving on $address"
-step "$tpctl" health
-step "$tpctl" record --job demo --tp-size 2 --dtype fp32
-step "$tpctl" merge --job demo --config deploy/ds_config.json
-echo; echo "# a second tp_model_init with other arguments is rejected with DeepSpeed's message:"
-step "$tpctl" record --job demo --tp-size 4 --dtype fp32 || true
-step "$tpctl" jobs
-step "$tpctl" job demo
+echo "starting 4 tp-workers: job 'demo', TP=2 x DP=2, Llama preset 'small', deploy/ds_config.json"
+echo
+
+# Every worker runs tp_model_init -> initialize -> train; only rank 0 prints (the coordinator picks ranks).
+rm -rf "$output"
+worker_pids=()
+for i in 0 1 2 3; do
+  "$worker_bin" --job demo --world-size 4 --host 127.0.0.1 --config deploy/ds_config.json \
+    --random-init small --data deploy/data/public_domain.txt --output-dir "$output" \
+    2>"$work/worker-$i.log" &
+  worker_pids+=($!)
+  pids+=($!)
+done
+status=0
+for i in 0 1 2 3; do
+  wait "${worker_pids[$i]}" || { status=$?; echo "worker $i failed:"; cat "$work/worker-$i.log"; }
+done
+[ "$status" -eq 0 ] || exit "$status"
+
+echo
+echo "\$ tpctl job demo"
+"$tpctl" job demo | grep -v "merged config"
+echo
+echo "checkpoint (Hugging Face layout) in $output/checkpoint:"
+ls -l "$output/checkpoint"
