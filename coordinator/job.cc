@@ -155,6 +155,10 @@ void Job::Restore(const PersistedJob& persisted) {
   }
 }
 
+void Job::LogEvent(const std::string& what) const {
+  if (options_.log) options_.log(absl::StrCat("job ", id_, " generation ", gen_->number, ": ", what));
+}
+
 PersistedJob Job::Persisted() const {
   return PersistedJob{id_, tp_init_, merged_config_, gen_->number, gen_->phase, gen_->world_size,
                       gen_->end_reason};
@@ -322,6 +326,7 @@ uint64_t Job::Join(const JoinArgs& args, Millis wait, Done<Assignment> on_done) 
     }
     gen_ = std::move(next);
     BeginPhase("join");
+    LogEvent(absl::StrCat("joining, world_size ", args.world_size, ", tp_size ", tp_size));
   }
   Generation& j = *gen_;
   if (args.world_size != j.world_size || tp_size != j.mesh.tp_size()) {
@@ -400,6 +405,7 @@ void Job::CompleteWorld(Completions& done) {
   if (!status.ok()) {
     g.phase = JobPhase::kFailed;
     g.end_reason = std::string(status.message());
+    LogEvent(absl::StrCat("failed to start: ", g.end_reason));
     for (Member& m : g.members) {
       if (auto w = waiters_.find(m.join_waiter); w != waiters_.end()) {
         std::unique_ptr<Waiter> waiter = std::move(w->second);
@@ -414,6 +420,7 @@ void Job::CompleteWorld(Completions& done) {
   g.phase = JobPhase::kRunning;
   EndPhase("join");
   BeginPhase("run");
+  LogEvent(absl::StrCat("running: ", g.world_size, " workers = tp ", g.mesh.tp_size(), " x dp ", g.mesh.dp_size()));
   const Clock::time_point now = Clock::now();
   for (Member& m : g.members) {
     m.last_heartbeat = now;
@@ -434,6 +441,7 @@ void Job::EndGeneration(const std::string& reason, Completions& done) {
   g.phase = JobPhase::kFailed;
   g.end_reason = reason;
   EndPhase("run");
+  LogEvent(absl::StrCat("ended: ", reason));
   if (g.lease_timer) timers_->Cancel(g.lease_timer);
   g.lease_timer = 0;
   if (absl::Status s = store_->SaveJob(Persisted()); !s.ok()) {
@@ -1033,6 +1041,7 @@ absl::Status Job::Leave(uint64_t generation, int rank, bool finished, const std:
     if (absl::Status s = store_->SaveJob(next); !s.ok()) return WithContext(s);
     g.phase = JobPhase::kCompleted;
     EndPhase("run");
+    LogEvent("completed: every worker finished");
     if (g.lease_timer) timers_->Cancel(g.lease_timer);
     g.lease_timer = 0;
   }

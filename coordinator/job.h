@@ -44,6 +44,8 @@ struct JobOptions {
   Millis default_wait{60000};    // wait_timeout_ms == 0
   Millis max_wait{3600000};      // longer waits are capped
   size_t max_store_bytes = 512u << 20;  // keys + values of one generation's key-value store
+  // Receives one line per generation event (started, complete, ended, completed); may be empty.
+  std::function<void(const std::string&)> log;
 };
 
 inline constexpr size_t kUniqueIdBytes = 128;
@@ -187,6 +189,7 @@ class Job : public std::enable_shared_from_this<Job> {
   std::vector<std::string> MissingForJoin() const;
   std::vector<std::string> MissingForWaiter(const Waiter& waiter) const;
   absl::Status WithContext(absl::Status status) const;
+  void LogEvent(const std::string& what) const;
 
   const std::string id_;
   StateStore* const store_;

@@ -87,6 +87,7 @@ int main(int argc, char** argv) {
   options.lease = absl::ToChronoMilliseconds(absl::GetFlag(FLAGS_lease));
   options.default_wait = absl::ToChronoMilliseconds(absl::GetFlag(FLAGS_default_wait));
   if (options.lease < tpcoord::Millis(100)) Die("--lease must be at least 100ms");
+  options.log = Log;
 
   const std::string db_path = (state_dir / "coordinator.db").string();
   absl::StatusOr<std::unique_ptr<tpcoord::StateStore>> store = tpcoord::OpenSqliteStateStore(db_path);
