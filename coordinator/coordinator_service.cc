@@ -109,6 +109,18 @@ absl::StatusOr<std::shared_ptr<Job>> CoordinatorService::ExistingJob(const std::
   return job;
 }
 
+absl::StatusOr<std::shared_ptr<Job>> CoordinatorService::StoreJob(const std::string& job_id,
+                                                                  const std::vector<std::string>& keys) const {
+  absl::StatusOr<std::shared_ptr<Job>> job = ExistingJob(job_id);
+  if (!job.ok()) return job;
+  absl::Status status = CheckCount("keys", static_cast<int>(keys.size()), kMaxKeysPerCall);
+  for (const std::string& key : keys) {
+    if (status.ok()) status = ValidateStoreKey(key);
+  }
+  if (!status.ok()) return WithJobContext(job_id, status);
+  return job;
+}
+
 Millis CoordinatorService::WaitFor(const grpc::CallbackServerContext* ctx, uint32_t wait_timeout_ms) const {
   Millis wait = wait_timeout_ms == 0 ? options_.default_wait : Millis(wait_timeout_ms);
   wait = std::min(wait, options_.max_wait);
@@ -249,17 +261,15 @@ grpc::ServerUnaryReactor* CoordinatorService::GetUniqueId(grpc::CallbackServerCo
 
 grpc::ServerUnaryReactor* CoordinatorService::StoreSet(grpc::CallbackServerContext* ctx,
                                                        const v1::StoreSetRequest* req, v1::StoreSetResponse*) {
-  absl::StatusOr<std::shared_ptr<Job>> job = ExistingJob(req->job_id());
+  absl::StatusOr<std::shared_ptr<Job>> job = StoreJob(req->job_id(), {req->key()});
   if (!job.ok()) return Reply(ctx, job.status());
-  if (absl::Status s = ValidateStoreKey(req->key()); !s.ok()) return Reply(ctx, WithJobContext(req->job_id(), s));
   return Reply(ctx, (*job)->StoreSet(req->generation(), req->key(), req->value()));
 }
 
 grpc::ServerUnaryReactor* CoordinatorService::StoreGet(grpc::CallbackServerContext* ctx,
                                                        const v1::StoreGetRequest* req, v1::StoreGetResponse* resp) {
-  absl::StatusOr<std::shared_ptr<Job>> job = ExistingJob(req->job_id());
+  absl::StatusOr<std::shared_ptr<Job>> job = StoreJob(req->job_id(), {req->key()});
   if (!job.ok()) return Reply(ctx, job.status());
-  if (absl::Status s = ValidateStoreKey(req->key()); !s.ok()) return Reply(ctx, WithJobContext(req->job_id(), s));
   auto* reactor = new ParkedReactor(ctx, *job);
   reactor->set_waiter((*job)->StoreGet(req->generation(), req->key(), WaitFor(ctx, req->wait_timeout_ms()),
                                        [reactor, resp](absl::StatusOr<std::string> value) {
@@ -271,9 +281,8 @@ grpc::ServerUnaryReactor* CoordinatorService::StoreGet(grpc::CallbackServerConte
 
 grpc::ServerUnaryReactor* CoordinatorService::StoreAdd(grpc::CallbackServerContext* ctx,
                                                        const v1::StoreAddRequest* req, v1::StoreAddResponse* resp) {
-  absl::StatusOr<std::shared_ptr<Job>> job = ExistingJob(req->job_id());
+  absl::StatusOr<std::shared_ptr<Job>> job = StoreJob(req->job_id(), {req->key()});
   if (!job.ok()) return Reply(ctx, job.status());
-  if (absl::Status s = ValidateStoreKey(req->key()); !s.ok()) return Reply(ctx, WithJobContext(req->job_id(), s));
   absl::StatusOr<int64_t> value = (*job)->StoreAdd(req->generation(), req->key(), req->delta());
   if (value.ok()) resp->set_value(*value);
   return Reply(ctx, value.status());
@@ -282,9 +291,8 @@ grpc::ServerUnaryReactor* CoordinatorService::StoreAdd(grpc::CallbackServerConte
 grpc::ServerUnaryReactor* CoordinatorService::StoreCompareSet(grpc::CallbackServerContext* ctx,
                                                               const v1::StoreCompareSetRequest* req,
                                                               v1::StoreCompareSetResponse* resp) {
-  absl::StatusOr<std::shared_ptr<Job>> job = ExistingJob(req->job_id());
+  absl::StatusOr<std::shared_ptr<Job>> job = StoreJob(req->job_id(), {req->key()});
   if (!job.ok()) return Reply(ctx, job.status());
-  if (absl::Status s = ValidateStoreKey(req->key()); !s.ok()) return Reply(ctx, WithJobContext(req->job_id(), s));
   absl::StatusOr<std::string> value =
       (*job)->StoreCompareSet(req->generation(), req->key(), req->expected_value(), req->desired_value());
   if (value.ok()) resp->set_value(*std::move(value));
@@ -294,15 +302,10 @@ grpc::ServerUnaryReactor* CoordinatorService::StoreCompareSet(grpc::CallbackServ
 grpc::ServerUnaryReactor* CoordinatorService::StoreCheck(grpc::CallbackServerContext* ctx,
                                                          const v1::StoreCheckRequest* req,
                                                          v1::StoreCheckResponse* resp) {
-  absl::StatusOr<std::shared_ptr<Job>> job = ExistingJob(req->job_id());
+  const std::vector<std::string> keys(req->keys().begin(), req->keys().end());
+  absl::StatusOr<std::shared_ptr<Job>> job = StoreJob(req->job_id(), keys);
   if (!job.ok()) return Reply(ctx, job.status());
-  absl::Status status = CheckCount("keys", req->keys_size(), kMaxKeysPerCall);
-  for (const std::string& key : req->keys()) {
-    if (status.ok()) status = ValidateStoreKey(key);
-  }
-  if (!status.ok()) return Reply(ctx, WithJobContext(req->job_id(), status));
-  absl::StatusOr<bool> present =
-      (*job)->StoreCheck(req->generation(), std::vector<std::string>(req->keys().begin(), req->keys().end()));
+  absl::StatusOr<bool> present = (*job)->StoreCheck(req->generation(), keys);
   if (present.ok()) resp->set_all_present(*present);
   return Reply(ctx, present.status());
 }
@@ -310,9 +313,8 @@ grpc::ServerUnaryReactor* CoordinatorService::StoreCheck(grpc::CallbackServerCon
 grpc::ServerUnaryReactor* CoordinatorService::StoreDelete(grpc::CallbackServerContext* ctx,
                                                           const v1::StoreDeleteRequest* req,
                                                           v1::StoreDeleteResponse* resp) {
-  absl::StatusOr<std::shared_ptr<Job>> job = ExistingJob(req->job_id());
+  absl::StatusOr<std::shared_ptr<Job>> job = StoreJob(req->job_id(), {req->key()});
   if (!job.ok()) return Reply(ctx, job.status());
-  if (absl::Status s = ValidateStoreKey(req->key()); !s.ok()) return Reply(ctx, WithJobContext(req->job_id(), s));
   absl::StatusOr<bool> deleted = (*job)->StoreDelete(req->generation(), req->key());
   if (deleted.ok()) resp->set_deleted(*deleted);
   return Reply(ctx, deleted.status());
@@ -330,17 +332,11 @@ grpc::ServerUnaryReactor* CoordinatorService::StoreNumKeys(grpc::CallbackServerC
 
 grpc::ServerUnaryReactor* CoordinatorService::StoreWait(grpc::CallbackServerContext* ctx,
                                                         const v1::StoreWaitRequest* req, v1::StoreWaitResponse*) {
-  absl::StatusOr<std::shared_ptr<Job>> job = ExistingJob(req->job_id());
+  std::vector<std::string> keys(req->keys().begin(), req->keys().end());
+  absl::StatusOr<std::shared_ptr<Job>> job = StoreJob(req->job_id(), keys);
   if (!job.ok()) return Reply(ctx, job.status());
-  absl::Status status = CheckCount("keys", req->keys_size(), kMaxKeysPerCall);
-  for (const std::string& key : req->keys()) {
-    if (status.ok()) status = ValidateStoreKey(key);
-  }
-  if (!status.ok()) return Reply(ctx, WithJobContext(req->job_id(), status));
   auto* reactor = new ParkedReactor(ctx, *job);
-  reactor->set_waiter((*job)->StoreWait(req->generation(),
-                                        std::vector<std::string>(req->keys().begin(), req->keys().end()),
-                                        WaitFor(ctx, req->wait_timeout_ms()),
+  reactor->set_waiter((*job)->StoreWait(req->generation(), std::move(keys), WaitFor(ctx, req->wait_timeout_ms()),
                                         [reactor](absl::Status s) { reactor->Finish(s); }));
   return reactor;
 }

@@ -57,6 +57,8 @@ class CoordinatorService final : public v1::Coordinator::CallbackService {
  private:
   // The job a generation-scoped call names: INVALID_ARGUMENT for a malformed id, NOT_FOUND if unknown.
   absl::StatusOr<std::shared_ptr<Job>> ExistingJob(const std::string& job_id) const;
+  // ExistingJob for a key-value store call, after checking its keys (1..1024 valid keys).
+  absl::StatusOr<std::shared_ptr<Job>> StoreJob(const std::string& job_id, const std::vector<std::string>& keys) const;
   // How long a parked call may wait: the request's wait_timeout_ms (0: the default, capped), but ending
   // a little before the client's own gRPC deadline so that our DEADLINE_EXCEEDED, which names what is
   // missing, reaches the client.
