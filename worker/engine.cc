@@ -94,11 +94,14 @@ absl::StatusOr<LlamaModel> tp_model_init(LlamaModel model, int tp_size, Dtype dt
 
 Engine::Engine(Launch& launch, LlamaModel model) : launch_(launch), model_(std::move(model)) {}
 
-Engine::~Engine() {
+Engine::~Engine() { Abandon("the worker stopped before finishing"); }
+
+void Engine::Abandon(const std::string& reason) {
   heartbeats_.reset();
   if (!finished_ && membership_.generation != 0 && !lost()) {
-    (void)launch_.client().Leave(membership_, /*finished=*/false, "the worker stopped before finishing");
+    (void)launch_.client().Leave(membership_, /*finished=*/false, reason);
   }
+  finished_ = true;
 }
 
 std::optional<std::string> Engine::lost() const {
@@ -133,40 +136,52 @@ absl::StatusOr<std::unique_ptr<Engine>> initialize(LlamaModel model, const std::
     e.lost_ = std::string(status.message());
   });
   launch.timings().emplace_back("join", SecondsSince(start));
-  const Membership& m = e.membership_;
+  absl::Status setup = e.Setup(ds_config_json, has_mpu);
+  if (!setup.ok()) {
+    e.Abandon(std::string(setup.message()));  // the other workers learn why, instead of waiting
+    return setup;
+  }
+  return engine;
+}
+
+// Everything after Join: merge, data, communicators, sharding, dtype, optimizer.
+absl::Status Engine::Setup(const std::string& ds_config_json, bool has_mpu) {
+  const LaunchConfig& lc = launch_.config();
+  CoordinatorClient& client = launch_.client();
+  const Membership& m = membership_;
 
   // Merge: validated against the record, identical on every worker.
-  start = Clock::now();
+  Clock::time_point start = Clock::now();
   absl::StatusOr<std::string> merged = client.MergeConfig(lc.job_id, ds_config_json, has_mpu, m.generation, m.rank);
   if (!merged.ok()) return InPhase("merge", merged.status());
-  e.merged_config_ = *merged;
+  merged_config_ = *merged;
   absl::StatusOr<TrainConfig> train = ParseTrainConfig(nlohmann::json::parse(*merged), m.mesh.dp_size());
   if (!train.ok()) return InPhase("config", train.status());
-  e.train_ = *train;
-  e.dtype_ = launch.recorded() ? launch.recorded()->dtype : e.train_.precision.value_or(Dtype::kFloat32);
-  launch.timings().emplace_back("merge", SecondsSince(start));
-  if (e.dtype_ == Dtype::kFloat16 && lc.backend == "gloo") {
+  train_ = *train;
+  dtype_ = launch_.recorded() ? launch_.recorded()->dtype : train_.precision.value_or(Dtype::kFloat32);
+  launch_.timings().emplace_back("merge", SecondsSince(start));
+  if (dtype_ == Dtype::kFloat16 && lc.backend == "gloo") {
     return absl::FailedPreconditionError(
         "dtype fp16 needs a GPU: LibTorch has no fp16 matrix multiply on the CPU; use bf16 with --backend gloo");
   }
 
-  const std::string data_path = lc.data.empty() ? e.train_.data : lc.data;
+  const std::string data_path = lc.data.empty() ? train_.data : lc.data;
   if (data_path.empty()) {
     return absl::InvalidArgumentError("no training data: give --data or the config's tpcoord.data");
   }
-  absl::StatusOr<TokenData> data = TokenData::Load(data_path, e.train_.seq_len);
+  absl::StatusOr<TokenData> data = TokenData::Load(data_path, train_.seq_len);
   if (!data.ok()) return InPhase("data", data.status());
-  if (data->max_token() >= e.model_->config().vocab_size) {
+  if (data->max_token() >= model_->config().vocab_size) {
     return absl::InvalidArgumentError(absl::StrCat("data: ", data_path, " holds token ", data->max_token(),
                                                    ", outside the model's vocabulary of ",
-                                                   e.model_->config().vocab_size));
+                                                   model_->config().vocab_size));
   }
-  if (e.train_.seq_len > e.model_->config().max_position_embeddings) {
-    return absl::InvalidArgumentError(absl::StrCat("tpcoord.seq_len ", e.train_.seq_len,
+  if (train_.seq_len > model_->config().max_position_embeddings) {
+    return absl::InvalidArgumentError(absl::StrCat("tpcoord.seq_len ", train_.seq_len,
                                                    " exceeds the model's max_position_embeddings ",
-                                                   e.model_->config().max_position_embeddings));
+                                                   model_->config().max_position_embeddings));
   }
-  e.data_ = *std::move(data);
+  data_ = *std::move(data);
 
   // Communicators for the world, this rank's TP group and its DP group.
   start = Clock::now();
@@ -186,40 +201,40 @@ absl::StatusOr<std::unique_ptr<Engine>> initialize(LlamaModel model, const std::
       comms.push_back(*std::move(comm));
     }
   } else if (lc.backend == "gloo") {
-    e.store_ = c10::make_intrusive<CoordinatorStore>(&client, lc.job_id, m.generation, lc.collective_timeout);
+    store_ = c10::make_intrusive<CoordinatorStore>(&client, lc.job_id, m.generation, lc.collective_timeout);
     for (size_t i = 0; i < groups.size(); ++i) {
-      auto comm = MakeGlooCommunicator(e.store_, GroupName(groups[i]), places[i].first, places[i].second,
+      auto comm = MakeGlooCommunicator(store_, GroupName(groups[i]), places[i].first, places[i].second,
                                        lc.gloo_interface, lc.collective_timeout);
-      if (!comm.ok()) return e.Explain(InPhase("comm init", comm.status()));
+      if (!comm.ok()) return Explain(InPhase("comm init", comm.status()));
       comms.push_back(*std::move(comm));
     }
   } else {
     return absl::InvalidArgumentError(absl::StrCat("backend \"", lc.backend, "\" is not gloo or nccl"));
   }
-  e.world_ = std::move(comms[0]);
-  e.tp_ = std::move(comms[1]);
-  e.dp_ = std::move(comms[2]);
-  launch.timings().emplace_back("comm_init", SecondsSince(start));
+  world_ = std::move(comms[0]);
+  tp_ = std::move(comms[1]);
+  dp_ = std::move(comms[2]);
+  launch_.timings().emplace_back("comm_init", SecondsSince(start));
 
   // AutoTP, then the recorded dtype with fp32 masters.
   start = Clock::now();
-  if (absl::Status s = ShardLlama(e.model_, *e.tp_); !s.ok()) return e.Explain(InPhase("shard", s));
-  TensorMap full_precision = e.model_->StateDict();
-  if (e.dtype_ == Dtype::kFloat32) {
-    e.masters_ = full_precision;
+  if (absl::Status s = ShardLlama(model_, *tp_); !s.ok()) return Explain(InPhase("shard", s));
+  TensorMap full_precision = model_->StateDict();
+  if (dtype_ == Dtype::kFloat32) {
+    masters_ = full_precision;
   } else {
-    for (const auto& [name, p] : full_precision) e.masters_[name] = p.detach().to(torch::kFloat32).clone();
-    e.model_->to(ToScalarType(e.dtype_));
+    for (const auto& [name, p] : full_precision) masters_[name] = p.detach().to(torch::kFloat32).clone();
+    model_->to(ToScalarType(dtype_));
   }
-  e.params_ = e.model_->StateDict();
-  for (const auto& [name, p] : ClassifyTpParameters(*e.model_).partitioned) e.partitioned_[name] = e.masters_.at(name);
-  e.optimizer_ = std::make_unique<Optimizer>(e.train_.optimizer, e.masters_);
-  if (e.dtype_ == Dtype::kFloat16) {
-    e.loss_scale_ = e.train_.loss_scale.static_scale > 0 ? e.train_.loss_scale.static_scale
-                                                         : std::ldexp(1.0, e.train_.loss_scale.initial_scale_power);
+  params_ = model_->StateDict();
+  for (const auto& [name, p] : ClassifyTpParameters(*model_).partitioned) partitioned_[name] = masters_.at(name);
+  optimizer_ = std::make_unique<Optimizer>(train_.optimizer, masters_);
+  if (dtype_ == Dtype::kFloat16) {
+    loss_scale_ = train_.loss_scale.static_scale > 0 ? train_.loss_scale.static_scale
+                                                         : std::ldexp(1.0, train_.loss_scale.initial_scale_power);
   }
-  launch.timings().emplace_back("shard", SecondsSince(start));
-  return engine;
+  launch_.timings().emplace_back("shard", SecondsSince(start));
+  return absl::OkStatus();
 }
 
 // --- training -------------------------------------------------------------------------------------------

@@ -102,6 +102,9 @@ class Engine {
   absl::Status load_checkpoint(const std::string& dir);
   // Leaves the job as finished (the coordinator marks the generation complete once every rank has).
   absl::Status Finish();
+  // Leaves the job as failed: the generation ends and every other worker is told `reason`. The destructor
+  // does this with a generic reason when neither Finish nor Abandon ran.
+  void Abandon(const std::string& reason);
 
   const Membership& membership() const { return membership_; }
   const TrainConfig& train_config() const { return train_; }
@@ -115,6 +118,7 @@ class Engine {
  private:
   friend absl::StatusOr<std::unique_ptr<Engine>> initialize(LlamaModel, const std::string&, Launch&, bool);
   Engine(Launch& launch, LlamaModel model);
+  absl::Status Setup(const std::string& ds_config_json, bool has_mpu);
 
   // Per-step pieces.
   torch::Tensor Batch(int64_t step, int micro_step) const;  // [micro, seq_len + 1] int64

@@ -176,5 +176,37 @@ TEST_F(TrainingTest, Bf16Trains) {
   EXPECT_LT(bf16.loss.at(20), bf16.loss.at(1) - 1.0);
 }
 
+// A worker whose DeepSpeed config differs from the others' fails at the merge naming the difference (gap
+// G27), and the generation ends for everyone with that reason instead of leaving the others waiting.
+TEST_F(TrainingTest, AWorkerWithAnotherConfigStopsTheWholeJob) {
+  std::ofstream(Out("other.json")) << absl::StrFormat(kConfig, R"("bf16": {"enabled": false},)");
+  std::vector<std::unique_ptr<Subprocess>> workers;
+  for (const std::string config : {"fp32", "other"}) {
+    workers.push_back(*Subprocess::Start(
+        {testing::BinPath("worker/tp-worker"), "--coordinator", coordinator_->address(), "--job", "mismatch",
+         "--world-size", "2", "--rank", config == "fp32" ? "0" : "1", "--tp-size", "2", "--host", "127.0.0.1",
+         "--config", Out(config + ".json"), "--random-init", "tiny", "--data",
+         absl::StrCat(TPCOORD_SOURCE_DIR, "/deploy/data/public_domain.txt"), "--timeout", "60s"}));
+  }
+  for (auto& w : workers) EXPECT_EQ(w->Wait(std::chrono::minutes(2)).value_or(-1), 1) << w->Stdout() << w->Stderr();
+  EXPECT_TRUE(absl::StrContains(workers[1]->Stderr(),
+                                "merge: job mismatch: the config of rank 1 differs from the config rank 0 merged first "
+                                "in generation 1 at /bf16: rank 0 has <absent>, rank 1 has {\"enabled\":false}"))
+      << workers[1]->Stderr();
+  EXPECT_TRUE(absl::StrContains(workers[0]->Stderr(), "rank 1 (host 127.0.0.1, worker 127.0.0.1:")) << workers[0]->Stderr();
+}
+
+// A second tp_model_init with another tp_size is rejected with DeepSpeed's message.
+TEST_F(TrainingTest, ConflictingTpSizeIsRejectedWithDeepSpeedsMessage) {
+  RunJob("conflict", 1, 1);
+  auto worker = *Subprocess::Start({testing::BinPath("worker/tp-worker"), "--coordinator", coordinator_->address(),
+                                    "--job", "conflict", "--world-size", "2", "--tp-size", "2", "--config",
+                                    Out("fp32.json"), "--random-init", "tiny", "--data",
+                                    absl::StrCat(TPCOORD_SOURCE_DIR, "/deploy/data/public_domain.txt")});
+  EXPECT_EQ(worker->Wait(std::chrono::minutes(2)).value_or(-1), 1);
+  EXPECT_TRUE(absl::StrContains(worker->Stderr(), "Conflicting tp_model_init arguments detected across multiple calls."))
+      << worker->Stderr();
+}
+
 }  // namespace
 }  // namespace tpcoord
