@@ -180,12 +180,17 @@ int Main() {
   absl::StatusOr<std::unique_ptr<Engine>> engine = initialize(*std::move(model), *config_text, launch);
   if (!engine.ok()) return Fail(engine.status());
   Engine& e = **engine;
+  // From here on a failure also tells the other workers why this one stops.
+  auto abandon = [&e](const absl::Status& status) {
+    e.Abandon(std::string(status.message()));
+    return Fail(status);
+  };
   launch.timings().emplace_back("load", load_seconds);
   const Membership& m = e.membership();
   const bool leader = m.rank == 0;
   const TrainConfig& train = e.train_config();
   if (const std::string resume = absl::GetFlag(FLAGS_resume); !resume.empty()) {
-    if (absl::Status s = e.load_checkpoint(resume); !s.ok()) return Fail(s);
+    if (absl::Status s = e.load_checkpoint(resume); !s.ok()) return abandon(s);
   }
   const int64_t steps = absl::GetFlag(FLAGS_steps) >= 0 ? absl::GetFlag(FLAGS_steps) : train.steps;
 
@@ -208,7 +213,7 @@ int Main() {
   const int64_t first_step = e.global_steps();
   while (e.global_steps() < steps) {
     absl::StatusOr<StepStats> stats = e.train_batch();
-    if (!stats.ok()) return Fail(stats.status());
+    if (!stats.ok()) return abandon(stats.status());
     train_seconds += stats->seconds;
     tokens += stats->tokens;
     if (stats->step == first_step + 1) first_loss = stats->loss;
@@ -221,15 +226,15 @@ int Main() {
     if (!output_dir.empty() && train.checkpoint_interval > 0 && stats->step % train.checkpoint_interval == 0 &&
         stats->step != steps) {
       if (absl::Status s = e.save_checkpoint(absl::StrCat(output_dir, "/checkpoint-", stats->step)); !s.ok()) {
-        return Fail(s);
+        return abandon(s);
       }
     }
   }
 
   absl::StatusOr<double> eval = e.eval_loss();
-  if (!eval.ok()) return Fail(eval.status());
+  if (!eval.ok()) return abandon(eval.status());
   if (!output_dir.empty() && e.global_steps() > first_step) {
-    if (absl::Status s = e.save_checkpoint(output_dir + "/checkpoint"); !s.ok()) return Fail(s);
+    if (absl::Status s = e.save_checkpoint(output_dir + "/checkpoint"); !s.ok()) return abandon(s);
   }
   if (leader) {
     const int64_t trained = e.global_steps() - first_step;
