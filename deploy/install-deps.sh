@@ -11,7 +11,7 @@ build_packages=(
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler libabsl-dev
   libtorch-dev libgloo-dev libopenblas0-pthread
   nlohmann-json3-dev libgtest-dev libgmock-dev libbenchmark-dev libsqlite3-dev
-  python3 procps
+  python3 python3-yaml procps
 )
 runtime_packages=(
   libgrpc++1.51 libprotobuf32 libsqlite3-0 libtorch1.13 libgloo0 libopenblas0-pthread

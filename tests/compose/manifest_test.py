@@ -1,0 +1,490 @@
+#!/usr/bin/python3
+"""Static checks of the deployment files: docker-compose.yml, its host-network override, deploy/k8s/*.yaml.
+
+Parses every manifest (PyYAML, Debian's python3-yaml) and checks that names, ports, labels and selectors,
+volume and ConfigMap references agree with each other and with what the image and the binaries expect:
+the image name, the coordinator's --listen port, the TPCOORD_* variables tp-worker / tpctl read (taken
+from worker/main.cc and coordinator/tpctl.cc), the paths the Dockerfile bakes in, the image's user id.
+Needs no Docker and no cluster.
+
+    /usr/bin/python3 tests/compose/manifest_test.py [--repo DIR] [-v]
+"""
+import argparse
+import copy
+import glob
+import json
+import os
+import re
+import sys
+import unittest
+
+try:
+    import yaml
+except ImportError:  # pragma: no cover
+    sys.stderr.write("manifest_test: needs PyYAML (Debian's python3-yaml; deploy/install-deps.sh installs it)\n")
+    sys.exit(1)
+
+REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+WORKER_SERVICES = ["worker-0", "worker-1", "worker-2", "worker-3"]
+
+
+def read(path):
+    with open(os.path.join(REPO, path), encoding="utf-8") as f:
+        return f.read()
+
+
+def load_yaml(path):
+    return yaml.safe_load(read(path))
+
+
+def k8s_documents():
+    docs = []
+    for path in sorted(glob.glob(os.path.join(REPO, "deploy", "k8s", "*.yaml"))):
+        with open(path, encoding="utf-8") as f:
+            for doc in yaml.safe_load_all(f):
+                if doc is not None:
+                    docs.append((os.path.relpath(path, REPO), doc))
+    return docs
+
+
+def interpolate(value):
+    """Compose's ${VAR:-default} / ${VAR-default} / ${VAR} with the variables unset: the defaults."""
+    if not isinstance(value, str):
+        return value
+    return re.sub(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::?-([^}]*))?\}", lambda m: m.group(2) or "", value)
+
+
+def env_names_read_by_binaries():
+    """Every TPCOORD_* (and torchrun-style) variable name that tp-worker or tpctl reads."""
+    names = set()
+    for path in ("worker/main.cc", "coordinator/tpctl.cc"):
+        names |= set(re.findall(r'"((?:TPCOORD_|RANK\b|WORLD_SIZE\b|JOB_COMPLETION_INDEX\b)[A-Z_]*)"', read(path)))
+    return names
+
+
+def dockerfile_facts():
+    text = read("deploy/docker/Dockerfile")
+    uid = re.search(r"useradd[^\n]*--uid (\d+)", text)
+    gid = re.search(r"groupadd[^\n]*--gid (\d+)", text)
+    baked = set()
+    for m in re.finditer(r"^COPY (?!--from)(.+)$", text, re.M):
+        parts = m.group(1).split()
+        sources, dest = parts[:-1], parts[-1]
+        for src in sources:
+            baked.add(dest + os.path.basename(src) if dest.endswith("/") else dest)
+    binaries = set()
+    for m in re.finditer(r"^COPY --from=\S+ ([^\n]+(?:\\\n[^\n]+)*)", text, re.M):
+        parts = m.group(1).replace("\\\n", " ").split()
+        binaries |= {os.path.basename(p) for p in parts[:-1]}
+    return {"uid": int(uid.group(1)) if uid else None, "gid": int(gid.group(1)) if gid else None,
+            "baked": baked, "binaries": binaries}
+
+
+def listen_port(args):
+    """The port of --listen HOST:PORT in an argument list."""
+    args = [interpolate(a) for a in args]
+    for i, arg in enumerate(args):
+        if arg == "--listen" and i + 1 < len(args):
+            return int(args[i + 1].rsplit(":", 1)[1])
+        if arg.startswith("--listen="):
+            return int(arg.split("=", 1)[1].rsplit(":", 1)[1])
+    return None
+
+
+# --- Kubernetes ----------------------------------------------------------------------------------------
+
+def pod_spec(doc):
+    if doc["kind"] in ("Deployment", "Job", "StatefulSet", "DaemonSet"):
+        return doc["spec"]["template"]["spec"]
+    if doc["kind"] == "Pod":
+        return doc["spec"]
+    return None
+
+
+def pod_labels(doc):
+    return doc["spec"]["template"]["metadata"].get("labels", {})
+
+
+def check_k8s(docs, image, worker_env_names, facts, ds_config):
+    """Returns a list of problems (empty: consistent)."""
+    errors = []
+    by_kind = {}
+    for path, doc in docs:
+        for key in ("apiVersion", "kind", "metadata"):
+            if key not in doc:
+                errors.append(f"{path}: a document without {key}")
+        name = doc.get("metadata", {}).get("name")
+        kind = doc.get("kind")
+        if name in by_kind.setdefault(kind, {}):
+            errors.append(f"{path}: two {kind}s named {name}")
+        by_kind[kind][name] = doc
+    if errors:
+        return errors
+    config_maps = by_kind.get("ConfigMap", {})
+    claims = by_kind.get("PersistentVolumeClaim", {})
+    services = by_kind.get("Service", {})
+    workloads = [d for kind in ("Deployment", "Job") for d in by_kind.get(kind, {}).values()]
+
+    coordinators = [d for d in by_kind.get("Deployment", {}).values()
+                    if any(c.get("command", [None])[0] == "tp-coordinator" for c in pod_spec(d)["containers"])]
+    jobs = list(by_kind.get("Job", {}).values())
+    if len(coordinators) != 1:
+        errors.append(f"expected one coordinator Deployment, found {len(coordinators)}")
+    if len(jobs) != 1:
+        errors.append(f"expected one worker Job, found {len(jobs)}")
+    if errors:
+        return errors
+    coordinator, job = coordinators[0], jobs[0]
+
+    # Selectors and labels.
+    for workload in workloads:
+        name = workload["metadata"]["name"]
+        selector = workload["spec"].get("selector", {}).get("matchLabels")
+        if workload["kind"] == "Deployment":
+            if not selector:
+                errors.append(f"Deployment {name}: no selector.matchLabels")
+            elif any(pod_labels(workload).get(k) != v for k, v in selector.items()):
+                errors.append(f"Deployment {name}: selector {selector} does not match its pod labels")
+    for name, service in services.items():
+        selector = service["spec"].get("selector", {})
+        targets = [w for w in workloads if selector and all(pod_labels(w).get(k) == v for k, v in selector.items())]
+        if not targets:
+            errors.append(f"Service {name}: selector {selector} matches no pod template")
+            continue
+        for port in service["spec"].get("ports", []):
+            target = port.get("targetPort", port.get("port"))
+            for workload in targets:
+                container_ports = [p for c in pod_spec(workload)["containers"] for p in c.get("ports", [])]
+                if not any(target in (p.get("name"), p["containerPort"]) for p in container_ports):
+                    errors.append(f"Service {name}: targetPort {target} is no container port of "
+                                  f"{workload['kind']} {workload['metadata']['name']}")
+
+    # Volumes, claims, ConfigMaps, mounts.
+    for workload in workloads:
+        wname = f"{workload['kind']} {workload['metadata']['name']}"
+        spec = pod_spec(workload)
+        volumes = {v["name"]: v for v in spec.get("volumes", [])}
+        for volume in volumes.values():
+            if "persistentVolumeClaim" in volume and volume["persistentVolumeClaim"]["claimName"] not in claims:
+                errors.append(f"{wname}: volume {volume['name']} claims unknown PVC "
+                              f"{volume['persistentVolumeClaim']['claimName']}")
+            if "configMap" in volume:
+                cm = config_maps.get(volume["configMap"]["name"])
+                if cm is None:
+                    errors.append(f"{wname}: volume {volume['name']} names unknown ConfigMap "
+                                  f"{volume['configMap']['name']}")
+                else:
+                    for item in volume["configMap"].get("items", []):
+                        if item["key"] not in cm.get("data", {}):
+                            errors.append(f"{wname}: ConfigMap {cm['metadata']['name']} has no key {item['key']}")
+        for container in spec["containers"]:
+            if container.get("image") != image:
+                errors.append(f"{wname}: container {container['name']} runs image {container.get('image')}, "
+                              f"compose builds {image}")
+            if container.get("command", [None])[0] not in facts["binaries"]:
+                errors.append(f"{wname}: command {container.get('command')} is not one of the image's binaries "
+                              f"{sorted(facts['binaries'])}")
+            for mount in container.get("volumeMounts", []):
+                if mount["name"] not in volumes:
+                    errors.append(f"{wname}: mount {mount['name']} has no volume")
+            for env in container.get("env", []):
+                if env["name"].startswith("TPCOORD_") and env["name"] not in worker_env_names:
+                    errors.append(f"{wname}: env {env['name']} is read by no tpcoord binary")
+        security = spec.get("securityContext", {})
+        if facts["uid"] is not None and security.get("runAsUser") != facts["uid"]:
+            errors.append(f"{wname}: runAsUser {security.get('runAsUser')} is not the image's user {facts['uid']}")
+        if facts["gid"] is not None and security.get("runAsGroup") != facts["gid"]:
+            errors.append(f"{wname}: runAsGroup {security.get('runAsGroup')} is not the image's group {facts['gid']}")
+        if facts["gid"] is not None and spec["volumes"] and security.get("fsGroup") != facts["gid"]:
+            errors.append(f"{wname}: fsGroup {security.get('fsGroup')} would leave its volumes unwritable for "
+                          f"the image's group {facts['gid']}")
+
+    # The coordinator: its port, its probes, its Service.
+    ccontainer = pod_spec(coordinator)["containers"][0]
+    port = listen_port(ccontainer.get("command", [])[1:] + ccontainer.get("args", []))
+    if port is None:
+        errors.append("coordinator: no --listen HOST:PORT in its command/args")
+    if port not in [p["containerPort"] for p in ccontainer.get("ports", [])]:
+        errors.append(f"coordinator: --listen port {port} is not a containerPort")
+    for probe in ("readinessProbe", "livenessProbe"):
+        grpc = ccontainer.get(probe, {}).get("grpc")
+        if not grpc:
+            errors.append(f"coordinator: {probe} is not a gRPC health probe")
+        elif grpc.get("port") != port:
+            errors.append(f"coordinator: {probe} probes port {grpc.get('port')}, it listens on {port}")
+    coordinator_services = [s for s in services.values()
+                            if all(pod_labels(coordinator).get(k) == v for k, v in s["spec"].get("selector", {}).items())
+                            and s["spec"].get("clusterIP") != "None"]
+    if len(coordinator_services) != 1:
+        errors.append(f"coordinator: expected one Service selecting it, found {len(coordinator_services)}")
+    if pod_spec(coordinator)["volumes"] and coordinator["spec"].get("strategy", {}).get("type") != "Recreate":
+        errors.append("coordinator: a Deployment with a state volume needs strategy Recreate (one coordinator "
+                      "per state dir)")
+    if coordinator["spec"].get("replicas", 1) != 1:
+        errors.append("coordinator: replicas must be 1")
+    state_mounts = [m["mountPath"] for m in ccontainer.get("volumeMounts", [])]
+    args = ccontainer.get("args", [])
+    if "--state-dir" in args and args[args.index("--state-dir") + 1] not in state_mounts:
+        errors.append(f"coordinator: --state-dir {args[args.index('--state-dir') + 1]} is not a volume mount")
+
+    # The workers: an Indexed Job whose size is the world size, reaching the coordinator's Service.
+    jspec = job["spec"]
+    wcontainer = pod_spec(job)["containers"][0]
+    env = {e["name"]: e for e in wcontainer.get("env", [])}
+    value = lambda name: env.get(name, {}).get("value")  # noqa: E731
+    if jspec.get("completionMode") != "Indexed":
+        errors.append("Job: completionMode must be Indexed (JOB_COMPLETION_INDEX is the rank)")
+    world = value("TPCOORD_WORLD_SIZE")
+    if not (world and jspec.get("completions") == jspec.get("parallelism") == int(world)):
+        errors.append(f"Job: completions {jspec.get('completions')} and parallelism {jspec.get('parallelism')} "
+                      f"must both equal TPCOORD_WORLD_SIZE {world}")
+    if "TPCOORD_RANK" in env or "RANK" in env:
+        errors.append("Job: TPCOORD_RANK/RANK would shadow JOB_COMPLETION_INDEX")
+    if coordinator_services:
+        service = coordinator_services[0]
+        expected = {f"{service['metadata']['name']}:{p['port']}" for p in service["spec"]["ports"]}
+        if value("TPCOORD_COORDINATOR") not in expected:
+            errors.append(f"Job: TPCOORD_COORDINATOR {value('TPCOORD_COORDINATOR')} is not the coordinator "
+                          f"Service {sorted(expected)}")
+    for name in ("TPCOORD_HOST", "TPCOORD_GLOO_INTERFACE"):
+        field = env.get(name, {}).get("valueFrom", {}).get("fieldRef", {}).get("fieldPath")
+        if field != "status.podIP":
+            errors.append(f"Job: {name} must come from the downward API status.podIP, not {field}")
+    subdomain = pod_spec(job).get("subdomain")
+    headless = services.get(subdomain)
+    if not headless or headless["spec"].get("clusterIP") != "None":
+        errors.append(f"Job: subdomain {subdomain} is not a headless Service")
+    elif not all(pod_labels(job).get(k) == v for k, v in headless["spec"].get("selector", {}).items()):
+        errors.append(f"Job: the headless Service {subdomain} does not select the worker pods")
+    mounts = {m["mountPath"]: m["name"] for m in wcontainer.get("volumeMounts", [])}
+    volumes = {v["name"]: v for v in pod_spec(job).get("volumes", [])}
+    config_path = value("TPCOORD_CONFIG") or ""
+    config_volume = volumes.get(mounts.get(os.path.dirname(config_path)), {})
+    if "configMap" not in config_volume:
+        errors.append(f"Job: TPCOORD_CONFIG {config_path} is not in a ConfigMap mount")
+    else:
+        cm = config_maps.get(config_volume["configMap"]["name"], {})
+        key = os.path.basename(config_path)
+        items = config_volume["configMap"].get("items")
+        if items:
+            key = next((i["key"] for i in items if i["path"] == key), None)
+        text = cm.get("data", {}).get(key)
+        if text is None:
+            errors.append(f"Job: ConfigMap {config_volume['configMap']['name']} has no key for {config_path}")
+        elif json.loads(text) != ds_config:
+            errors.append(f"ConfigMap {config_volume['configMap']['name']}: {key} differs from deploy/ds_config.json")
+    output = value("TPCOORD_OUTPUT_DIR")
+    if "persistentVolumeClaim" not in volumes.get(mounts.get(output), {}):
+        errors.append(f"Job: TPCOORD_OUTPUT_DIR {output} is not on a PersistentVolumeClaim")
+    claim = claims.get(volumes.get(mounts.get(output), {}).get("persistentVolumeClaim", {}).get("claimName"))
+    if claim and "ReadWriteMany" not in claim["spec"].get("accessModes", []) and jspec.get("parallelism", 1) > 1:
+        terms = (pod_spec(job).get("affinity", {}).get("podAffinity", {})
+                 .get("requiredDuringSchedulingIgnoredDuringExecution", []))
+        if not any(t.get("topologyKey") == "kubernetes.io/hostname" and
+                   all(pod_labels(job).get(k) == v for k, v in t.get("labelSelector", {}).get("matchLabels", {}).items())
+                   for t in terms):
+            errors.append(f"Job: {jspec.get('parallelism')} pods share the {claim['spec'].get('accessModes')} claim "
+                          f"{claim['metadata']['name']} but nothing keeps them on one node")
+    data = value("TPCOORD_DATA")
+    if data not in facts["baked"]:
+        errors.append(f"Job: TPCOORD_DATA {data} is not a file the Dockerfile bakes in {sorted(facts['baked'])}")
+    if not (value("TPCOORD_RANDOM_INIT") or value("TPCOORD_MODEL_DIR")):
+        errors.append("Job: give TPCOORD_RANDOM_INIT or TPCOORD_MODEL_DIR")
+    return errors
+
+
+# --- Compose -------------------------------------------------------------------------------------------
+
+def service_env(service):
+    env = service.get("environment", {})
+    if isinstance(env, list):
+        env = dict(e.split("=", 1) if "=" in e else (e, "") for e in env)
+    return {k: interpolate(v) for k, v in env.items()}
+
+
+def check_compose(base, override, worker_env_names, facts):
+    errors = []
+    if str(base.get("version")) != "2.4":
+        errors.append(f"docker-compose.yml: version {base.get('version')}: Compose v1 needs 2.4 for "
+                      "depends_on conditions")
+    services = base.get("services", {})
+    if set(services) != {"coordinator", *WORKER_SERVICES}:
+        errors.append(f"docker-compose.yml: services {sorted(services)}")
+        return errors
+    coordinator = services["coordinator"]
+    image = interpolate(coordinator.get("image"))
+    port = listen_port(coordinator.get("command", []))
+    if coordinator.get("healthcheck", {}).get("test", [])[1:3] != ["tpctl", "health"]:
+        errors.append("coordinator: its health check must be tpctl health")
+    if service_env(coordinator).get("TPCOORD_COORDINATOR") != f"127.0.0.1:{port}":
+        errors.append(f"coordinator: the health check asks {service_env(coordinator).get('TPCOORD_COORDINATOR')}, "
+                      f"it listens on port {port}")
+    named_volumes = set((base.get("volumes") or {}).keys())
+    ranks, world_sizes = [], set()
+    for name, service in services.items():
+        if interpolate(service.get("image")) != image:
+            errors.append(f"{name}: image {service.get('image')} differs from the coordinator's {image}")
+        for volume in service.get("volumes", []):
+            source = volume.split(":", 1)[0]
+            if not source.startswith((".", "/")) and source not in named_volumes:
+                errors.append(f"{name}: volume {source} is not declared under volumes:")
+        if service.get("networks") or service.get("network_mode"):
+            errors.append(f"{name}: the base file keeps the default network (the override sets host)")
+        if name == "coordinator":
+            continue
+        env = service_env(service)
+        for key in env:
+            if key not in worker_env_names:
+                errors.append(f"{name}: {key} is read by no tpcoord binary")
+        if service.get("depends_on", {}).get("coordinator", {}).get("condition") != "service_healthy":
+            errors.append(f"{name}: must depend on coordinator: condition: service_healthy")
+        if env.get("TPCOORD_COORDINATOR") != f"coordinator:{port}":
+            errors.append(f"{name}: TPCOORD_COORDINATOR {env.get('TPCOORD_COORDINATOR')} is not coordinator:{port}")
+        if service.get("command", [None])[0] != "tp-worker":
+            errors.append(f"{name}: command {service.get('command')} is not tp-worker")
+        ranks.append(env.get("TPCOORD_RANK"))
+        world_sizes.add(env.get("TPCOORD_WORLD_SIZE"))
+        for var in ("TPCOORD_CONFIG", "TPCOORD_DATA"):
+            if env.get(var) not in facts["baked"]:
+                errors.append(f"{name}: {var} {env.get(var)} is not baked into the image")
+        output = env.get("TPCOORD_OUTPUT_DIR")
+        if not any(v.split(":")[1] == output for v in service.get("volumes", [])):
+            errors.append(f"{name}: TPCOORD_OUTPUT_DIR {output} is not a volume")
+    if world_sizes != {str(len(WORKER_SERVICES))}:
+        errors.append(f"workers: TPCOORD_WORLD_SIZE {sorted(world_sizes)} is not {len(WORKER_SERVICES)}")
+    if sorted(ranks) != [str(r) for r in range(len(WORKER_SERVICES))]:
+        errors.append(f"workers: ranks {ranks} are not 0..{len(WORKER_SERVICES) - 1}")
+
+    # The host-network override: every service on the host network, one address for the coordinator.
+    oservices = override.get("services", {})
+    if set(oservices) != set(services):
+        errors.append(f"override: services {sorted(oservices)} differ from the base file's {sorted(services)}")
+    for name in services:
+        if oservices.get(name, {}).get("network_mode") != "host":
+            errors.append(f"override: {name} is not on the host network (Compose would create a network)")
+    if override.get("networks"):
+        errors.append("override: declares networks")
+    ocoordinator = oservices.get("coordinator", {})
+    command = ocoordinator.get("command", coordinator.get("command"))
+    listen = interpolate(command[command.index("--listen") + 1]) if "--listen" in command else None
+    if not listen or not listen.startswith("127.0.0.1:"):
+        errors.append(f"override: the coordinator listens on {listen}, not 127.0.0.1")
+    if service_env(ocoordinator).get("TPCOORD_COORDINATOR") != listen:
+        errors.append(f"override: the coordinator's health check asks "
+                      f"{service_env(ocoordinator).get('TPCOORD_COORDINATOR')}, it listens on {listen}")
+    for name in WORKER_SERVICES:
+        env = service_env(oservices.get(name, {}))
+        if env.get("TPCOORD_COORDINATOR") != listen:
+            errors.append(f"override: {name} asks {env.get('TPCOORD_COORDINATOR')}, the coordinator is {listen}")
+        for var in ("TPCOORD_HOST", "TPCOORD_GLOO_INTERFACE"):
+            if env.get(var) != "127.0.0.1":
+                errors.append(f"override: {name} {var} is {env.get(var)}, not 127.0.0.1")
+        for key in env:
+            if key not in worker_env_names:
+                errors.append(f"override: {name}: {key} is read by no tpcoord binary")
+    return errors
+
+
+class ManifestTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.base = load_yaml("docker-compose.yml")
+        cls.override = load_yaml("tests/compose/docker-compose.host.yml")
+        cls.docs = k8s_documents()
+        cls.env_names = env_names_read_by_binaries()
+        cls.facts = dockerfile_facts()
+        cls.ds_config = json.loads(read("deploy/ds_config.json"))
+        cls.image = interpolate(cls.base["services"]["coordinator"]["image"])
+
+    def k8s_errors(self, docs=None):
+        return check_k8s(docs if docs is not None else self.docs, self.image, self.env_names, self.facts,
+                         self.ds_config)
+
+    def test_sources_of_truth_are_found(self):
+        self.assertIn("TPCOORD_COORDINATOR", self.env_names)
+        self.assertIn("JOB_COMPLETION_INDEX", self.env_names)
+        self.assertEqual(self.facts["binaries"], {"tp-coordinator", "tpctl", "tp-worker"})
+        self.assertIn("/opt/tpcoord/data/public_domain.txt", self.facts["baked"])
+        self.assertIn("/opt/tpcoord/ds_config.json", self.facts["baked"])
+        self.assertEqual(self.facts["uid"], 10001)
+        self.assertEqual(self.facts["gid"], 10001)
+        self.assertEqual(self.image, "tpcoord:latest")
+        self.assertEqual(len(self.docs), 7)
+
+    def test_compose_files_agree(self):
+        self.assertEqual(check_compose(self.base, self.override, self.env_names, self.facts), [])
+
+    def test_k8s_manifests_agree(self):
+        self.assertEqual(self.k8s_errors(), [])
+
+    def test_any_tp_config_leaves_the_shape_open(self):
+        config = json.loads(read("deploy/docker/ds_config_any_tp.json"))
+        self.assertNotIn("train_batch_size", config)
+        self.assertNotIn("autotp_size", config.get("tensor_parallel", {}))
+        expected = copy.deepcopy(self.ds_config)
+        for key in ("train_batch_size", "tensor_parallel"):
+            expected.pop(key)
+        self.assertEqual(config, expected)
+
+    # The checks themselves catch what they are for.
+    def mutated(self, kind, name, change):
+        docs = copy.deepcopy(self.docs)
+        for _, doc in docs:
+            if doc["kind"] == kind and doc["metadata"]["name"] == name:
+                change(doc)
+        return self.k8s_errors(docs)
+
+    def test_catches_a_wrong_service_port(self):
+        def change(doc):
+            doc["spec"]["ports"][0]["targetPort"] = 50052
+        self.assertTrue(any("targetPort" in e for e in self.mutated("Service", "tpcoord-coordinator", change)))
+
+    def test_catches_a_probe_on_another_port(self):
+        def change(doc):
+            doc["spec"]["template"]["spec"]["containers"][0]["args"][1] = "0.0.0.0:6000"
+        errors = self.mutated("Deployment", "tpcoord-coordinator", change)
+        self.assertTrue(any("readinessProbe" in e for e in errors), errors)
+
+    def test_catches_a_missing_config_map_and_claim(self):
+        def change(doc):
+            volumes = doc["spec"]["template"]["spec"]["volumes"]
+            volumes[0]["configMap"]["name"] = "nope"
+            volumes[1]["persistentVolumeClaim"]["claimName"] = "nope"
+        errors = self.mutated("Job", "tpcoord-train", change)
+        self.assertTrue(any("unknown ConfigMap" in e for e in errors), errors)
+        self.assertTrue(any("unknown PVC" in e for e in errors), errors)
+
+    def test_catches_an_unknown_env_name_and_a_world_size_mismatch(self):
+        def change(doc):
+            env = doc["spec"]["template"]["spec"]["containers"][0]["env"]
+            env.append({"name": "TPCOORD_WORLDSIZE", "value": "4"})
+            doc["spec"]["parallelism"] = 2
+        errors = self.mutated("Job", "tpcoord-train", change)
+        self.assertTrue(any("TPCOORD_WORLDSIZE" in e for e in errors), errors)
+        self.assertTrue(any("parallelism" in e for e in errors), errors)
+
+    def test_catches_a_shared_read_write_once_claim_without_affinity(self):
+        def change(doc):
+            del doc["spec"]["template"]["spec"]["affinity"]
+        errors = self.mutated("Job", "tpcoord-train", change)
+        self.assertTrue(any("nothing keeps them on one node" in e for e in errors), errors)
+
+    def test_catches_a_selector_that_matches_nothing(self):
+        def change(doc):
+            doc["spec"]["selector"]["app.kubernetes.io/component"] = "workers"
+        errors = self.mutated("Service", "tpcoord-workers", change)
+        self.assertTrue(any("matches no pod template" in e for e in errors), errors)
+
+    def test_catches_a_service_left_off_the_host_network(self):
+        override = copy.deepcopy(self.override)
+        del override["services"]["worker-2"]["network_mode"]
+        errors = check_compose(self.base, override, self.env_names, self.facts)
+        self.assertTrue(any("worker-2 is not on the host network" in e for e in errors), errors)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--repo", default=REPO)
+    args, rest = parser.parse_known_args()
+    REPO = os.path.abspath(args.repo)
+    unittest.main(argv=[sys.argv[0]] + rest)

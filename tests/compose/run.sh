@@ -1,0 +1,227 @@
+#!/usr/bin/env bash
+# Compose test: builds the image, brings docker-compose.yml up for real (with the host-network override
+# beside this file) and checks a TP=2 x DP=2 training job end to end, then a worker whose tp_size
+# conflicts with the job's record, then the same four workers as TP=4 x DP=1 set by variables only.
+#
+#   make test-compose                          # what .ci/run calls after `make test`
+#   TPCOORD_COMPOSE_TEST=1 tests/compose/run.sh
+#
+# Runs only under CI=true or TPCOORD_COMPOSE_TEST=1 (it needs root, installs docker.io, docker-compose
+# and debootstrap with apt-get, and starts its own dockerd). Every container and volume it made is
+# removed and its dockerd stopped when it ends, also on failure. The engine's data root
+# (ENGINE_DIR, default ${TMPDIR:-/tmp}/tpcoord-engine) is kept as the image and layer cache, and
+# ENGINE_DIR/ccache as the builder's compiler cache; remove ENGINE_DIR for a cold run.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+repo=$PWD
+
+if [ "${CI:-}" != "true" ] && [ "${TPCOORD_COMPOSE_TEST:-}" != "1" ]; then
+  echo "compose test skipped: set CI=true or TPCOORD_COMPOSE_TEST=1 (or run make test-compose) to run it"
+  exit 0
+fi
+if [ "$(id -u)" -ne 0 ]; then
+  echo "compose test: needs root (it installs packages and starts dockerd)" >&2
+  exit 1
+fi
+
+# The test's own settings; nothing inherited from the caller's TPCOORD_* variables.
+while read -r name; do unset "$name"; done < <(compgen -e | grep '^TPCOORD_' | grep -v '^TPCOORD_COMPOSE_' || true)
+export COMPOSE_PROJECT_NAME=tpcoord-compose-test
+export TPCOORD_IMAGE=tpcoord:latest
+export TPCOORD_JOB=compose-test
+export TPCOORD_STEPS=${TPCOORD_COMPOSE_STEPS:-30}
+export TPCOORD_RANDOM_INIT=tiny
+export COMPOSE_HTTP_TIMEOUT=300
+coordinator_address=127.0.0.1:29651   # tests/compose/docker-compose.host.yml
+builder_image=tpcoord-builder:latest
+seed=deploy/docker/ccache-seed
+
+source tests/compose/engine.sh
+ccache_store=$ENGINE_DIR/ccache
+work=$(mktemp -d "${TMPDIR:-/tmp}/tpcoord-compose.XXXXXX")
+started=$(date +%s)
+passed=0
+failed=0
+phase_start=$started
+
+compose() {
+  timeout "${COMPOSE_TIMEOUT:-300}" docker-compose -f docker-compose.yml -f tests/compose/docker-compose.host.yml "$@"
+}
+say() { echo "compose test [$(( $(date +%s) - started ))s]: $*"; }
+phase() {  # phase NAME: prints how long the previous phase took
+  local now
+  now=$(date +%s)
+  say "$1 (previous phase $(( now - phase_start ))s)"
+  phase_start=$now
+}
+ok() { passed=$((passed + 1)); say "ok   - $*"; }
+fail() { failed=$((failed + 1)); say "FAIL - $*"; }
+check() {  # check DESCRIPTION COMMAND...: counts the result, keeps going
+  local what=$1
+  shift
+  if "$@"; then ok "$what"; else fail "$what"; fi
+}
+cache_digest() {  # the compiler cache's entries, without its statistics
+  (cd "$1" && find . -type f ! -name stats ! -name README.md ! -name .gitignore -print0 | sort -z | xargs -0 -r sha1sum)
+}
+clear_seed() { find "$seed" -mindepth 1 -maxdepth 1 ! -name README.md ! -name .gitignore -exec rm -rf {} +; }
+
+cleanup() {
+  local status=$?
+  set +e
+  trap - EXIT INT TERM
+  if [ -n "${DOCKER_HOST:-}" ] && docker version >/dev/null 2>&1; then
+    if [ "$status" -ne 0 ] || [ "$failed" -ne 0 ]; then
+      say "logs of the stack:"
+      compose logs --no-color --tail=60 2>&1 | sed 's/^/    /'
+    fi
+    compose down --volumes --remove-orphans --timeout 5 >/dev/null 2>&1
+    docker ps -aq --filter "label=com.docker.compose.project=$COMPOSE_PROJECT_NAME" | xargs -r docker rm -f >/dev/null
+    docker ps -aq --filter label=tpcoord-compose-test | xargs -r docker rm -f >/dev/null
+    docker volume ls -q --filter "label=com.docker.compose.project=$COMPOSE_PROJECT_NAME" | xargs -r docker volume rm >/dev/null
+    docker image prune -f >/dev/null   # earlier versions of the two images; the build cache stays tagged
+    [ -z "$(docker ps -aq)" ] || say "warning: containers left in the engine: $(docker ps -aq | tr '\n' ' ')"
+  fi
+  clear_seed
+  engine_stop
+  rm -rf "$work"
+  if [ "$status" -eq 0 ] && [ "$failed" -ne 0 ]; then status=1; fi
+  say "finished in $(( $(date +%s) - started ))s"
+  exit "$status"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# --- engine and image -------------------------------------------------------------------------------
+phase "starting the engine in $ENGINE_DIR"
+engine_start
+docker ps -aq --filter "label=com.docker.compose.project=$COMPOSE_PROJECT_NAME" | xargs -r docker rm -f >/dev/null
+docker volume ls -q --filter "label=com.docker.compose.project=$COMPOSE_PROJECT_NAME" | xargs -r docker volume rm >/dev/null
+
+phase "building $TPCOORD_IMAGE (deploy/docker/Dockerfile)"
+clear_seed
+if [ -d "$ccache_store" ]; then
+  find "$ccache_store" -mindepth 1 -maxdepth 1 ! -name README.md ! -name .gitignore -exec cp -a {} "$seed"/ \;
+fi
+builder_before=$(docker image inspect -f '{{.Id}}' "$builder_image" 2>/dev/null || true)
+timeout 2700 docker build --network host --force-rm -f deploy/docker/Dockerfile --target builder \
+  -t "$builder_image" . >"$work/build.log" 2>&1 &&
+  timeout 900 docker build --network host --force-rm -f deploy/docker/Dockerfile \
+    -t "$TPCOORD_IMAGE" . >>"$work/build.log" 2>&1 || { tail -40 "$work/build.log"; say "docker build failed"; exit 1; }
+say "build: $(grep -c '^Step ' "$work/build.log") steps, $(grep -c 'Using cache' "$work/build.log") from the layer cache"
+grep -E '^ *(Hits|Misses):' "$work/build.log" | sed 's/^/    ccache /' || true
+builder_after=$(docker image inspect -f '{{.Id}}' "$builder_image")
+if [ "$builder_before" != "$builder_after" ]; then
+  # The builder compiled: keep its compiler cache for the next build, unless only statistics changed
+  # (so that an unchanged tree keeps hitting the layer cache).
+  rm -rf "$ccache_store.new" && mkdir -p "$ccache_store.new"
+  cid=$(docker create "$builder_image" true)
+  docker cp "$cid:/ccache/." "$ccache_store.new/"
+  docker rm "$cid" >/dev/null
+  if [ -d "$ccache_store" ] && [ "$(cache_digest "$ccache_store")" = "$(cache_digest "$ccache_store.new")" ]; then
+    rm -rf "$ccache_store.new"
+  else
+    rm -rf "$ccache_store" && mv "$ccache_store.new" "$ccache_store"
+  fi
+fi
+clear_seed
+say "image $TPCOORD_IMAGE: $(docker image inspect -f '{{.Size}}' "$TPCOORD_IMAGE" | awk '{printf "%.0f MB", $1/1e6}')"
+
+# --- scenario 1: the demo job, TP=2 x DP=2 ------------------------------------------------------------
+if (exec 3<>"/dev/tcp/${coordinator_address%:*}/${coordinator_address#*:}") 2>/dev/null; then
+  say "something already listens on $coordinator_address (tests/compose/docker-compose.host.yml's port)"
+  exit 1
+fi
+phase "compose up (job $TPCOORD_JOB, $TPCOORD_STEPS steps)"
+COMPOSE_TIMEOUT=240 compose up -d --no-build 2>&1 | sed 's/^/    /'
+networks=$(docker network ls --format '{{.Name}}' | sort | tr '\n' ' ')
+check "no network created (networks: $networks)" test "$networks" = "host none "
+coordinator=$(compose ps -q coordinator)
+check "coordinator healthy" test "$(docker inspect -f '{{.State.Health.Status}}' "$coordinator")" = healthy
+
+tpctl() { COMPOSE_TIMEOUT=60 compose exec -T coordinator tpctl "$@"; }
+for _ in $(seq 120); do tpctl job "$TPCOORD_JOB" >/dev/null 2>&1 && break; sleep 0.5; done
+COMPOSE_TIMEOUT=600 compose exec -T coordinator tpctl watch "$TPCOORD_JOB" --interval 1s >"$work/watch.log" 2>&1 &
+watch_pid=$!
+
+phase "waiting for the workers"
+all_zero=true
+for w in 0 1 2 3; do
+  cid=$(compose ps -q "worker-$w")
+  code=$(timeout 600 docker wait "$cid") || code="timeout"
+  docker logs "$cid" >"$work/worker-$w.log" 2>&1
+  say "worker-$w exited $code"
+  [ "$code" = 0 ] || { all_zero=false; sed 's/^/    /' "$work/worker-$w.log" | tail -20; }
+done
+check "every worker exits 0" $all_zero
+
+phase "checking the job"
+tpctl job "$TPCOORD_JOB" >"$work/job.txt" 2>&1 || true
+sed 's/^/    /' "$work/job.txt" | head -12
+check "coordinator reports the job complete" grep -Eq '^  generation [0-9]+: completed, world_size 4$' "$work/job.txt"
+watch_status=0
+wait "$watch_pid" || watch_status=$?
+check "tpctl watch follows the job to completion (exit $watch_status)" \
+  bash -c "[ $watch_status -eq 0 ] && grep -Eq 'generation [0-9]+: completed' '$work/watch.log'"
+
+sed 's/^/    /' "$work/worker-0.log"
+awk '$1 == "step" && $3 == "loss" {print $4}' "$work/worker-0.log" >"$work/losses.txt"
+first_loss=$(head -1 "$work/losses.txt")
+last_loss=$(tail -1 "$work/losses.txt")
+check "losses logged and falling (${first_loss:-none} -> ${last_loss:-none})" \
+  awk -v n="$(wc -l <"$work/losses.txt")" -v a="${first_loss:-0}" -v b="${last_loss:-0}" \
+  'BEGIN { exit !(n >= 2 && b + 0 < a + 0) }'
+train_eval=$(awk '$1 == "eval" && $2 == "loss" {print $3}' "$work/worker-0.log")
+
+volume=$(docker inspect -f '{{range .Mounts}}{{if eq .Destination "/output"}}{{.Name}}{{end}}{{end}}' "$(compose ps -q worker-0)")
+verify_out=$(timeout 120 docker run --rm --label tpcoord-compose-test --network host -v "$volume:/output:ro" \
+  -v "$repo/tests/compose/verify_ds_config.json:/opt/tpcoord/verify.json:ro" "$TPCOORD_IMAGE" \
+  sh -c "ls /output/checkpoint && exec tp-worker --coordinator $coordinator_address --job $TPCOORD_JOB-verify \
+    --world-size 1 --config /opt/tpcoord/verify.json --model-dir /output/checkpoint --steps 0 --host 127.0.0.1" 2>&1) &&
+  verify_status=0 || verify_status=$?
+echo "$verify_out" | sed 's/^/    /'
+check "checkpoint in volume $volume has config.json and model.safetensors" \
+  bash -c "grep -qx config.json <<<\"\$1\" && grep -qx model.safetensors <<<\"\$1\"" _ "$verify_out"
+verify_eval=$(awk '$1 == "eval" && $2 == "loss" {print $3}' <<<"$verify_out")
+check "checkpoint loads at TP=1 (exit $verify_status) and evaluates like the trained model (${verify_eval:-none} vs ${train_eval:-none})" \
+  awk -v s="$verify_status" -v a="${verify_eval:-x}" -v b="${train_eval:-y}" \
+  'BEGIN { d = a - b; if (d < 0) d = -d; exit !(s == 0 && a != "x" && b != "y" && d < 1e-3) }'
+
+# --- scenario 2: a worker whose tp_size conflicts with the job's record ------------------------------
+phase "a worker with a conflicting tp_size"
+conflict=$(COMPOSE_TIMEOUT=120 compose run -d --no-deps -e TPCOORD_TP_SIZE=4 worker-3 2>"$work/run.err" | tail -1) ||
+  { cat "$work/run.err"; exit 1; }
+conflict_status=$(timeout 120 docker wait "$conflict") || conflict_status=timeout
+docker logs "$conflict" >"$work/conflict.log" 2>&1
+docker rm -f "$conflict" >/dev/null
+sed 's/^/    /' "$work/conflict.log"
+check "the conflicting worker exits non-zero (exit $conflict_status)" \
+  bash -c "[[ '$conflict_status' =~ ^[0-9]+\$ ]] && [ '$conflict_status' -ne 0 ]"
+check "with DeepSpeed's message" grep -q "Conflicting tp_model_init arguments detected across multiple calls." \
+  "$work/conflict.log"
+check "the coordinator stays healthy" \
+  bash -c "[ \"\$(docker inspect -f '{{.State.Running}} {{.RestartCount}} {{.State.Health.Status}}' $coordinator)\" = 'true 0 healthy' ]"
+health=$(tpctl health 2>&1 || true)
+check "tpctl health answers $health" test "$health" = SERVING
+tpctl job "$TPCOORD_JOB" >"$work/job-after.txt" 2>&1 || true
+check "the job's record is unchanged (tp_size=2)" grep -q '^  tp_model_init: tp_size=2 ' "$work/job-after.txt"
+
+# --- scenario 3: the same stack at another shape, from environment variables only --------------------
+phase "the workers again as TP=4 x DP=1 (TPCOORD_TP_SIZE=4, ds_config_any_tp.json)"
+TPCOORD_JOB=compose-test-tp4 TPCOORD_TP_SIZE=4 TPCOORD_STEPS=10 TPCOORD_CONFIG=/opt/tpcoord/ds_config_any_tp.json \
+  COMPOSE_TIMEOUT=120 compose up -d --no-deps worker-0 worker-1 worker-2 worker-3 2>&1 | sed 's/^/    /'
+all_zero=true
+for w in 0 1 2 3; do
+  cid=$(compose ps -q "worker-$w")
+  code=$(timeout 300 docker wait "$cid") || code="timeout"
+  docker logs "$cid" >"$work/tp4-worker-$w.log" 2>&1
+  [ "$code" = 0 ] || { all_zero=false; say "worker-$w exited $code"; sed 's/^/    /' "$work/tp4-worker-$w.log" | tail -20; }
+done
+head -1 "$work/tp4-worker-0.log" | sed 's/^/    /'
+check "every TP=4 worker exits 0" $all_zero
+check "rank 0 reports world 4 = tp 4 x dp 1" grep -q "world 4 = tp 4 x dp 1" "$work/tp4-worker-0.log"
+
+phase "done"
+echo "compose: $passed passed, $failed failed"
+[ "$failed" -eq 0 ]
