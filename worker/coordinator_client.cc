@@ -56,8 +56,11 @@ absl::Status CoordinatorClient::Call(Method<Request, Response> method, const Req
       status = absl::DeadlineExceededError(absl::StrCat("no answer from the coordinator at ", options_.address,
                                                         " within ", attempt_timeout.count(), " ms"));
     }
+    // Only DeepSpeed's conflict errors carry a context line: keep them recognisable as such, text exact.
     for (const auto& [key, value] : ctx.GetServerTrailingMetadata()) {
-      if (key == "tpcoord-context") SetErrorContext(&status, absl::string_view(value.data(), value.size()));
+      if (key != "tpcoord-context") continue;
+      status = DeepSpeedError(status.message());
+      SetErrorContext(&status, absl::string_view(value.data(), value.size()));
     }
     if (s.error_code() != grpc::StatusCode::UNAVAILABLE || !idempotent || Clock::now() + backoff > give_up) {
       return status;

@@ -213,7 +213,10 @@ TEST_F(TrainingTest, ConflictingTpSizeIsRejectedWithDeepSpeedsMessage) {
                                     Out("fp32.json"), "--random-init", "tiny", "--data",
                                     absl::StrCat(TPCOORD_SOURCE_DIR, "/deploy/data/public_domain.txt")});
   EXPECT_EQ(worker->Wait(std::chrono::minutes(2)).value_or(-1), 1);
-  EXPECT_TRUE(absl::StrContains(worker->Stderr(), "Conflicting tp_model_init arguments detected across multiple calls."))
+  EXPECT_TRUE(absl::StartsWith(worker->Stderr(),
+                               "tp-worker: Conflicting tp_model_init arguments detected across multiple calls.\n"
+                               "  (job conflict: recorded tp_size=1 dtype=torch.float32 tp_group=None; this call "
+                               "tp_size=2 dtype=torch.float32 tp_group=None)\n"))
       << worker->Stderr();
 }
 
