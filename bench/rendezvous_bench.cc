@@ -442,6 +442,7 @@ Result RunTcpStore(int workers, int tp_size, int connections) {
   for (int p = 0; p < kPhases; ++p) result.phase_end[p] = Seconds(phase_end[p] - start);
   result.total = result.phase_end[kPhases - 1];
   result.calls_per_worker = static_cast<double>(ops.load()) / workers;
+  result.max_calls = 10;  // per worker: 1 record, 2 join, 2 merge, 3 unique ids, 2 barrier (+1 set for two of them)
   result.server_rss_mib = PeakRssMiB((*server)->pid());
   return result;
 }
