@@ -124,6 +124,13 @@ absl::StatusOr<std::unique_ptr<Engine>> initialize(LlamaModel model, const std::
   Engine& e = *engine;
   CoordinatorClient& client = launch.client();
 
+  // A backend that cannot work here fails before this worker takes a place in the rendezvous.
+  if (lc.backend == "nccl") {
+    if (absl::Status s = CheckNcclUsable(); !s.ok()) return s;
+  } else if (lc.backend != "gloo") {
+    return absl::InvalidArgumentError(absl::StrCat("--backend \"", lc.backend, "\" is not gloo or nccl"));
+  }
+
   // Join: the rendezvous assigns this worker's rank and groups.
   Clock::time_point start = Clock::now();
   JoinRequest join{lc.job_id, MakeWorkerId(lc.host), lc.host, lc.world_size, lc.rank,
@@ -190,7 +197,6 @@ absl::Status Engine::Setup(const std::string& ds_config_json, bool has_mpu) {
       {m.rank, m.world_size()}, {m.tp_rank(), m.mesh.tp_size()}, {m.dp_rank(), m.mesh.dp_size()}};
   std::vector<std::unique_ptr<Communicator>> comms;
   if (lc.backend == "nccl") {
-    if (absl::Status s = CheckNcclUsable(); !s.ok()) return s;
     absl::StatusOr<std::map<GroupId, std::string>> ids =
         ExchangeUniqueIds(client, m, groups, NcclUniqueId, lc.collective_timeout);
     if (!ids.ok()) return InPhase("unique ids", ids.status());
@@ -200,7 +206,7 @@ absl::Status Engine::Setup(const std::string& ds_config_json, bool has_mpu) {
       if (!comm.ok()) return InPhase("comm init", comm.status());
       comms.push_back(*std::move(comm));
     }
-  } else if (lc.backend == "gloo") {
+  } else {
     store_ = c10::make_intrusive<CoordinatorStore>(&client, lc.job_id, m.generation, lc.collective_timeout);
     for (size_t i = 0; i < groups.size(); ++i) {
       auto comm = MakeGlooCommunicator(store_, GroupName(groups[i]), places[i].first, places[i].second,
@@ -208,8 +214,6 @@ absl::Status Engine::Setup(const std::string& ds_config_json, bool has_mpu) {
       if (!comm.ok()) return Explain(InPhase("comm init", comm.status()));
       comms.push_back(*std::move(comm));
     }
-  } else {
-    return absl::InvalidArgumentError(absl::StrCat("backend \"", lc.backend, "\" is not gloo or nccl"));
   }
   world_ = std::move(comms[0]);
   tp_ = std::move(comms[1]);

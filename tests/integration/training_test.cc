@@ -15,6 +15,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "tests/support/coordinator_process.h"
+#include "worker/nccl_communicator.h"
 #include "worker/safetensors.h"
 
 namespace tpcoord {
@@ -218,6 +219,23 @@ TEST_F(TrainingTest, ConflictingTpSizeIsRejectedWithDeepSpeedsMessage) {
                                "  (job conflict: recorded tp_size=1 dtype=torch.float32 tp_group=None; this call "
                                "tp_size=2 dtype=torch.float32 tp_group=None)\n"))
       << worker->Stderr();
+}
+
+// Without a usable GPU, --backend nccl fails at once, naming the backend that works, and before it joins.
+TEST_F(TrainingTest, NcclWithoutAGpuFailsFastNamingGloo) {
+  if (CheckNcclUsable().ok()) GTEST_SKIP() << "this machine has a usable GPU";
+  auto worker = *Subprocess::Start({testing::BinPath("worker/tp-worker"), "--coordinator", coordinator_->address(),
+                                    "--job", "nccl", "--world-size", "2", "--tp-size", "2", "--backend", "nccl",
+                                    "--config", Out("fp32.json"), "--random-init", "tiny", "--data",
+                                    absl::StrCat(TPCOORD_SOURCE_DIR, "/deploy/data/public_domain.txt")});
+  EXPECT_EQ(worker->Wait(std::chrono::minutes(1)).value_or(-1), 1);
+  EXPECT_TRUE(absl::StrContains(worker->Stderr(), "use --backend gloo")) << worker->Stderr();
+  auto stub = coordinator_->NewStub();
+  v1::GetJobRequest req;
+  req.set_job_id("nccl");
+  v1::GetJobResponse job;
+  ASSERT_TRUE(stub->GetJob(testing::Deadline().get(), req, &job).ok());
+  EXPECT_EQ(job.job().generation(), 0u);  // recorded, never joined
 }
 
 }  // namespace
