@@ -7,7 +7,7 @@
 #include <thread>
 
 #include "absl/strings/match.h"
-#include "tests/support/coordinator_process.h"
+#include "tests/support/coordinator_test.h"
 #include "worker/coordinator_store.h"
 
 namespace tpcoord {
@@ -15,12 +15,10 @@ namespace {
 
 std::vector<uint8_t> Bytes(const std::string& s) { return std::vector<uint8_t>(s.begin(), s.end()); }
 
-class CoordinatorStoreTest : public ::testing::Test {
+class CoordinatorStoreTest : public testing::CoordinatorTest {
  protected:
   void SetUp() override {
-    auto coordinator = testing::CoordinatorProcess::Start(testing::MakeTempDir("store"));
-    ASSERT_TRUE(coordinator.ok()) << coordinator.status();
-    coordinator_ = *std::move(coordinator);
+    testing::CoordinatorTest::SetUp();
     ClientOptions options;
     options.address = coordinator_->address();
     client_ = std::make_unique<CoordinatorClient>(options);
@@ -30,7 +28,6 @@ class CoordinatorStoreTest : public ::testing::Test {
     store_ = c10::make_intrusive<CoordinatorStore>(client_.get(), "kv", generation_, std::chrono::seconds(5));
   }
 
-  std::unique_ptr<testing::CoordinatorProcess> coordinator_;
   std::unique_ptr<CoordinatorClient> client_;
   uint64_t generation_ = 0;
   c10::intrusive_ptr<CoordinatorStore> store_;

@@ -8,7 +8,7 @@
 
 #include "absl/strings/match.h"
 #include "nlohmann/json.hpp"
-#include "tests/support/coordinator_process.h"
+#include "tests/support/coordinator_test.h"
 
 namespace tpcoord {
 namespace {
@@ -16,15 +16,8 @@ namespace {
 using testing::CoordinatorProcess;
 using testing::Deadline;
 
-class MalformedRequestTest : public ::testing::Test {
+class MalformedRequestTest : public testing::CoordinatorTest {
  protected:
-  void SetUp() override {
-    auto coordinator = CoordinatorProcess::Start(testing::MakeTempDir("malformed"));
-    ASSERT_TRUE(coordinator.ok()) << coordinator.status();
-    coordinator_ = *std::move(coordinator);
-    stub_ = coordinator_->NewStub();
-  }
-
   grpc::Status Record(const std::string& job, int tp_size, v1::Dtype dtype, std::vector<int> group = {}) {
     v1::RecordTpInitArgsRequest req;
     req.set_job_id(job);
@@ -56,8 +49,6 @@ class MalformedRequestTest : public ::testing::Test {
     EXPECT_EQ(status.error_message(), message);
   }
 
-  std::unique_ptr<CoordinatorProcess> coordinator_;
-  std::unique_ptr<v1::Coordinator::Stub> stub_;
 };
 
 TEST_F(MalformedRequestTest, BadJobIds) {

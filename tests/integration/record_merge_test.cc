@@ -5,23 +5,15 @@
 #include "common/wire.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "nlohmann/json.hpp"
-#include "tests/support/coordinator_process.h"
+#include "tests/support/coordinator_test.h"
 
 namespace tpcoord {
 namespace {
 
-using testing::CoordinatorProcess;
 using testing::Deadline;
 
-class RecordMergeTest : public ::testing::Test {
+class RecordMergeTest : public testing::CoordinatorTest {
  protected:
-  void SetUp() override {
-    auto coordinator = CoordinatorProcess::Start(testing::MakeTempDir("record_merge"));
-    ASSERT_TRUE(coordinator.ok()) << coordinator.status();
-    coordinator_ = *std::move(coordinator);
-    stub_ = coordinator_->NewStub();
-  }
-
   grpc::Status Record(v1::Coordinator::Stub* stub, const std::string& job, int tp_size, v1::Dtype dtype,
                       std::vector<int> group = {}, v1::RecordTpInitArgsResponse* out = nullptr) {
     v1::RecordTpInitArgsRequest req;
@@ -51,8 +43,6 @@ class RecordMergeTest : public ::testing::Test {
     EXPECT_EQ(status.error_message(), text);
   }
 
-  std::unique_ptr<CoordinatorProcess> coordinator_;
-  std::unique_ptr<v1::Coordinator::Stub> stub_;
 };
 
 TEST_F(RecordMergeTest, ConflictingRecordsFromTwoClients) {

@@ -9,23 +9,16 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_split.h"
-#include "tests/support/coordinator_process.h"
+#include "tests/support/coordinator_test.h"
 #include "worker/unique_id_exchange.h"
 
 namespace tpcoord {
 namespace {
 
-using testing::CoordinatorProcess;
 using testing::Subprocess;
 
-class RendezvousTest : public ::testing::Test {
+class RendezvousTest : public testing::CoordinatorTest {
  protected:
-  void SetUp() override {
-    auto coordinator = CoordinatorProcess::Start(testing::MakeTempDir("rendezvous"));
-    ASSERT_TRUE(coordinator.ok()) << coordinator.status();
-    coordinator_ = *std::move(coordinator);
-  }
-
   std::unique_ptr<Subprocess> Probe(const std::string& job, std::vector<std::string> args) {
     std::vector<std::string> argv = {testing::BinPath("tests/integration/rendezvous_probe"), "--coordinator",
                                      coordinator_->address(), "--job", job};
@@ -47,7 +40,6 @@ class RendezvousTest : public ::testing::Test {
     return outs;
   }
 
-  std::unique_ptr<CoordinatorProcess> coordinator_;
 };
 
 // "key=value" fields of the line starting with `prefix`.

@@ -6,21 +6,14 @@
 
 #include "absl/strings/match.h"
 #include "nlohmann/json.hpp"
-#include "tests/support/coordinator_process.h"
+#include "tests/support/coordinator_test.h"
 
 namespace tpcoord {
 namespace {
 
-using testing::CoordinatorProcess;
 
-class TpctlTest : public ::testing::Test {
+class TpctlTest : public testing::CoordinatorTest {
  protected:
-  void SetUp() override {
-    auto coordinator = CoordinatorProcess::Start(testing::MakeTempDir("tpctl"));
-    ASSERT_TRUE(coordinator.ok()) << coordinator.status();
-    coordinator_ = *std::move(coordinator);
-  }
-
   testing::RunResult Tpctl(std::vector<std::string> args) {
     std::vector<std::string> argv = {testing::BinPath("coordinator/tpctl"), "--coordinator", coordinator_->address()};
     argv.insert(argv.end(), args.begin(), args.end());
@@ -28,8 +21,6 @@ class TpctlTest : public ::testing::Test {
     EXPECT_TRUE(result.ok()) << result.status();
     return result.ok() ? *result : testing::RunResult{};
   }
-
-  std::unique_ptr<CoordinatorProcess> coordinator_;
 };
 
 TEST_F(TpctlTest, RecordConflictMergeJobsJobHealth) {
