@@ -26,14 +26,29 @@ std::string Seconds(Millis d) {
   return d.count() % 1000 == 0 ? absl::StrCat(d.count() / 1000, "s") : absl::StrCat(d.count(), "ms");
 }
 
-// "a, b, c" with at most kMaxListedMissing entries and a count of the rest.
-std::string ListSome(const std::vector<std::string>& items) {
-  if (items.size() <= kMaxListedMissing) return absl::StrJoin(items, ", ");
-  std::vector<std::string> head(items.begin(), items.begin() + kMaxListedMissing);
-  return absl::StrCat(absl::StrJoin(head, ", "), " and ", items.size() - kMaxListedMissing, " more");
-}
-
 }  // namespace
+
+// The first few items of a list that may be long, and how many there were: what messages and views show of
+// who is missing, without building ten thousand strings for a world of ten thousand.
+class Job::Shortlist {
+ public:
+  template <typename MakeItem>
+  void Add(MakeItem make_item) {
+    if (shown_.size() < kMaxListedMissing) shown_.push_back(make_item());
+    ++total_;
+  }
+  bool empty() const { return total_ == 0; }
+  // "a, b, c", or "a, b, ... and 9984 more".
+  std::string ToString() const {
+    std::string text = absl::StrJoin(shown_, ", ");
+    if (total_ > shown_.size()) absl::StrAppend(&text, " and ", total_ - shown_.size(), " more");
+    return text;
+  }
+
+ private:
+  std::vector<std::string> shown_;
+  size_t total_ = 0;
+};
 
 // Callbacks collected under the job mutex and run after it is released. Declare before the lock so the
 // lock is destroyed first.
@@ -568,21 +583,21 @@ void Job::Expire(uint64_t waiter_id) {
       const Generation& g = *gen_;
       what = absl::StrCat("Join timed out after ", Seconds(waiter->wait), " in generation ", g.number, ": ",
                           g.members.size(), " of ", g.world_size, " workers joined; missing: ",
-                          ListSome(MissingForJoin()));
+                          MissingForJoin().ToString());
       break;
     }
     case Waiter::Kind::kUniqueIds:
       what = absl::StrCat("GetUniqueId timed out after ", Seconds(waiter->wait), " waiting for ",
-                          ListSome(MissingForWaiter(*waiter)));
+                          MissingForWaiter(*waiter).ToString());
       break;
     case Waiter::Kind::kStoreGet:
     case Waiter::Kind::kStoreWait:
       what = absl::StrCat("store wait timed out after ", Seconds(waiter->wait), "; keys never set: ",
-                          ListSome(MissingForWaiter(*waiter)));
+                          MissingForWaiter(*waiter).ToString());
       break;
     case Waiter::Kind::kBarrier:
       what = absl::StrCat("barrier \"", waiter->barrier, "\" timed out after ", Seconds(waiter->wait),
-                          "; ranks that never arrived: ", ListSome(MissingForWaiter(*waiter)));
+                          "; ranks that never arrived: ", MissingForWaiter(*waiter).ToString());
       break;
   }
   Detach(waiter_id, *waiter);
@@ -633,54 +648,56 @@ std::string Job::DescribeRank(int rank) const {
   return absl::StrCat("rank ", rank, " (host ", m.host, ")");
 }
 
-std::vector<std::string> Job::MissingForJoin() const {
+Job::Shortlist Job::MissingForJoin() const {
   const Generation& g = *gen_;
-  std::vector<std::string> missing;
-  for (const PreviousMember& p : previous_members_) {
-    if (!g.by_worker.count(p.worker_id)) {
-      missing.push_back(absl::StrCat("rank ", p.rank, " of generation ", g.number - 1, " (host ", p.host, ")"));
-    }
-  }
   std::vector<bool> requested(g.world_size, false);
   int unrequested = 0;
   for (const Member& m : g.members) {
     if (m.requested_rank) requested[*m.requested_rank] = true;
     else ++unrequested;
   }
+  Shortlist missing;
   if (unrequested == 0) {  // every worker asked for its rank: the free ranks are exactly who is missing
-    missing.clear();
     for (int r = 0; r < g.world_size; ++r) {
-      if (!requested[r]) missing.push_back(absl::StrCat("rank ", r));
+      if (!requested[r]) missing.Add([r] { return absl::StrCat("rank ", r); });
     }
-  } else if (missing.empty()) {
-    missing.push_back(absl::StrCat(g.world_size - static_cast<int>(g.members.size()), " worker(s)"));
+    return missing;
+  }
+  for (const PreviousMember& p : previous_members_) {
+    if (!g.by_worker.count(p.worker_id)) {
+      missing.Add([&] { return absl::StrCat("rank ", p.rank, " of generation ", g.number - 1, " (host ", p.host, ")"); });
+    }
+  }
+  if (missing.empty()) {
+    missing.Add([&] { return absl::StrCat(g.world_size - static_cast<int>(g.members.size()), " worker(s)"); });
   }
   return missing;
 }
 
-std::vector<std::string> Job::MissingForWaiter(const Waiter& waiter) const {
+Job::Shortlist Job::MissingForWaiter(const Waiter& waiter) const {
   const Generation& g = *gen_;
-  std::vector<std::string> missing;
+  Shortlist missing;
   switch (waiter.kind) {
     case Waiter::Kind::kJoin: return MissingForJoin();
     case Waiter::Kind::kUniqueIds:
       for (const GroupId& group : waiter.groups) {
-        if (!g.unique_ids.count(group)) {
-          missing.push_back(absl::StrCat("the unique id of ", GroupName(group), " from its leader ",
-                                         DescribeRank(g.mesh.Leader(group))));
-        }
+        if (g.unique_ids.count(group)) continue;
+        missing.Add([&] {
+          return absl::StrCat("the unique id of ", GroupName(group), " from its leader ",
+                              DescribeRank(g.mesh.Leader(group)));
+        });
       }
       break;
     case Waiter::Kind::kStoreGet:
     case Waiter::Kind::kStoreWait:
       for (const std::string& key : waiter.keys) {
-        if (!g.kv.count(key)) missing.push_back(QuoteForError(key));
+        if (!g.kv.count(key)) missing.Add([&] { return QuoteForError(key); });
       }
       break;
     case Waiter::Kind::kBarrier:
       if (auto it = g.barriers.find(waiter.barrier); it != g.barriers.end()) {
         for (int r = 0; r < g.world_size; ++r) {
-          if (it->second.waiter_of_rank[r] == 0 && r != waiter.rank) missing.push_back(DescribeRank(r));
+          if (it->second.waiter_of_rank[r] == 0 && r != waiter.rank) missing.Add([&] { return DescribeRank(r); });
         }
       }
       break;
@@ -1079,13 +1096,29 @@ JobView Job::View(bool with_members) const {
     view.timings.push_back(
         {t.phase, t.start_unix_ms, t.end ? std::chrono::duration_cast<Millis>(*t.end - t.start).count() : -1});
   }
-  if (g.phase == JobPhase::kJoining) view.missing = MissingForJoin();
-  for (const auto& [id, waiter] : waiters_) {
-    if (waiter->kind == Waiter::Kind::kJoin) continue;
-    for (std::string& m : MissingForWaiter(*waiter)) view.missing.push_back(std::move(m));
+  // What the job is waiting for, per awaited event rather than per parked call: ten thousand calls parked in
+  // one barrier are one line, and the view costs O(world size), not O(world size squared).
+  if (g.phase == JobPhase::kJoining) view.missing.push_back("join: " + MissingForJoin().ToString());
+  for (const auto& [name, barrier] : g.barriers) {
+    Shortlist ranks;
+    for (int r = 0; r < g.world_size; ++r) {
+      if (barrier.waiter_of_rank[r] == 0) ranks.Add([&] { return DescribeRank(r); });
+    }
+    view.missing.push_back(absl::StrCat("barrier \"", name, "\": ", ranks.ToString()));
   }
-  std::sort(view.missing.begin(), view.missing.end());
-  view.missing.erase(std::unique(view.missing.begin(), view.missing.end()), view.missing.end());
+  for (const auto& [group, ids] : g.id_waiters) {
+    if (ids.empty() || g.unique_ids.count(group)) continue;
+    view.missing.push_back(absl::StrCat("the unique id of ", GroupName(group), " from its leader ",
+                                        DescribeRank(g.mesh.Leader(group))));
+  }
+  std::vector<std::string> keys;
+  for (const auto& [key, ids] : g.key_waiters) {
+    if (!ids.empty() && !g.kv.count(key)) keys.push_back(key);
+  }
+  std::sort(keys.begin(), keys.end());
+  Shortlist key_list;
+  for (const std::string& key : keys) key_list.Add([&] { return QuoteForError(key); });
+  if (!key_list.empty()) view.missing.push_back("store keys " + key_list.ToString());
   if (!with_members) return view;
   const Clock::time_point now = Clock::now();
   for (const Member& m : g.members) {

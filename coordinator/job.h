@@ -168,6 +168,7 @@ class Job : public std::enable_shared_from_this<Job> {
   struct BarrierState;
   struct Generation;
   class Completions;
+  class Shortlist;
   using Clock = TimerQueue::Clock;
 
   // All private methods expect mu_ held.
@@ -186,8 +187,8 @@ class Job : public std::enable_shared_from_this<Job> {
   void BeginPhase(const std::string& phase);
   void EndPhase(const std::string& phase);
   std::string DescribeRank(int rank) const;
-  std::vector<std::string> MissingForJoin() const;
-  std::vector<std::string> MissingForWaiter(const Waiter& waiter) const;
+  Shortlist MissingForJoin() const;
+  Shortlist MissingForWaiter(const Waiter& waiter) const;
   absl::Status WithContext(absl::Status status) const;
   void LogEvent(const std::string& what) const;
 

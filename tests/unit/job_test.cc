@@ -328,7 +328,7 @@ TEST_F(JobTest, BarrierReleasesEveryoneWhenTheLastRankArrives) {
   job_->Barrier(1, 0, "start", 5s, b0.callback());
   job_->Barrier(1, 1, "start", 5s, b1.callback());
   EXPECT_FALSE(b0.ready());
-  EXPECT_EQ(job_->View(false).missing, std::vector<std::string>({"rank 2 (host h2)"}));
+  EXPECT_EQ(job_->View(false).missing, std::vector<std::string>({"barrier \"start\": rank 2 (host h2)"}));
   job_->Barrier(1, 2, "start", 5s, b2.callback());
   EXPECT_TRUE(b0.get().ok());
   EXPECT_TRUE(b1.get().ok());
@@ -339,6 +339,15 @@ TEST_F(JobTest, BarrierReleasesEveryoneWhenTheLastRankArrives) {
   EXPECT_EQ(again.get().message(),
             "job job-1: barrier \"start\" timed out after 50ms; ranks that never arrived: rank 1 (host h1), rank 2 "
             "(host h2)");
+}
+
+TEST_F(JobTest, LongListsOfMissingRanksAreShortened) {
+  JoinAll(40);
+  StatusResult alone;
+  job_->Barrier(1, 0, "x", 50ms, alone.callback());
+  const std::string message(alone.get().message());
+  EXPECT_NE(message.find("ranks that never arrived: rank 1 (host h1), rank 2 (host h2), "), std::string::npos);
+  EXPECT_NE(message.find("rank 16 (host h16) and 23 more"), std::string::npos) << message;
 }
 
 TEST_F(JobTest, MissedLeaseEndsTheGenerationAndAbortsParkedCalls) {
