@@ -17,12 +17,7 @@ using testing::CoordinatorProcess;
 using testing::Deadline;
 
 grpc::Status Record(v1::Coordinator::Stub& stub, const std::string& job, int tp_size) {
-  v1::RecordTpInitArgsRequest req;
-  req.set_job_id(job);
-  req.set_tp_size(tp_size);
-  req.set_dtype(v1::DTYPE_BF16);
-  v1::RecordTpInitArgsResponse resp;
-  return stub.RecordTpInitArgs(Deadline().get(), req, &resp);
+  return testing::RecordTpInit(stub, job, tp_size, v1::DTYPE_BF16);
 }
 
 v1::JobStatus GetJob(v1::Coordinator::Stub& stub, const std::string& job) {

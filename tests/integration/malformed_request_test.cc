@@ -19,13 +19,7 @@ using testing::Deadline;
 class MalformedRequestTest : public testing::CoordinatorTest {
  protected:
   grpc::Status Record(const std::string& job, int tp_size, v1::Dtype dtype, std::vector<int> group = {}) {
-    v1::RecordTpInitArgsRequest req;
-    req.set_job_id(job);
-    req.set_tp_size(tp_size);
-    req.set_dtype(dtype);
-    if (!group.empty()) req.mutable_tp_group()->mutable_ranks()->Add(group.begin(), group.end());
-    v1::RecordTpInitArgsResponse resp;
-    return stub_->RecordTpInitArgs(Deadline().get(), req, &resp);
+    return testing::RecordTpInit(*stub_, job, tp_size, dtype, group);
   }
 
   grpc::Status Merge(const std::string& job, const std::string& config) {

@@ -16,13 +16,7 @@ class RecordMergeTest : public testing::CoordinatorTest {
  protected:
   grpc::Status Record(v1::Coordinator::Stub* stub, const std::string& job, int tp_size, v1::Dtype dtype,
                       std::vector<int> group = {}, v1::RecordTpInitArgsResponse* out = nullptr) {
-    v1::RecordTpInitArgsRequest req;
-    req.set_job_id(job);
-    req.set_tp_size(tp_size);
-    req.set_dtype(dtype);
-    if (!group.empty()) req.mutable_tp_group()->mutable_ranks()->Add(group.begin(), group.end());
-    v1::RecordTpInitArgsResponse resp;
-    return stub->RecordTpInitArgs(Deadline().get(), req, out ? out : &resp);
+    return testing::RecordTpInit(*stub, job, tp_size, dtype, group, out);
   }
 
   grpc::Status Merge(const std::string& job, const std::string& config, bool has_mpu = false,

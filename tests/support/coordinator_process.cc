@@ -24,6 +24,17 @@ std::unique_ptr<v1::Coordinator::Stub> CoordinatorProcess::NewStub() const {
   return v1::Coordinator::NewStub(grpc::CreateCustomChannel(address_, grpc::InsecureChannelCredentials(), args));
 }
 
+grpc::Status RecordTpInit(v1::Coordinator::Stub& stub, const std::string& job, int tp_size, v1::Dtype dtype,
+                          const std::vector<int>& group, v1::RecordTpInitArgsResponse* out) {
+  v1::RecordTpInitArgsRequest req;
+  req.set_job_id(job);
+  req.set_tp_size(tp_size);
+  req.set_dtype(dtype);
+  if (!group.empty()) req.mutable_tp_group()->mutable_ranks()->Add(group.begin(), group.end());
+  v1::RecordTpInitArgsResponse resp;
+  return stub.RecordTpInitArgs(Deadline().get(), req, out ? out : &resp);
+}
+
 std::unique_ptr<grpc::ClientContext> Deadline(int seconds) {
   auto ctx = std::make_unique<grpc::ClientContext>();
   ctx->set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(seconds));

@@ -31,6 +31,11 @@ class CoordinatorProcess {
   std::string address_;
 };
 
+// RecordTpInitArgs(job, tp_size, dtype, tp_group) with a 10 s deadline; an empty `group` means none. The
+// response goes to `out` when given.
+grpc::Status RecordTpInit(v1::Coordinator::Stub& stub, const std::string& job, int tp_size, v1::Dtype dtype,
+                          const std::vector<int>& group = {}, v1::RecordTpInitArgsResponse* out = nullptr);
+
 // A ClientContext with a deadline `seconds` from now.
 std::unique_ptr<grpc::ClientContext> Deadline(int seconds = 10);
 
