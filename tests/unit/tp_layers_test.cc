@@ -151,7 +151,10 @@ TEST_P(TpLayersTest, ColumnThenRowIsTheUnshardedPairInFp32AndBf16) {
     torch::Tensor a = Leaf(w1, type), c = Leaf(w2, type), in = Leaf(x, type);
     const torch::Tensor y_full = torch::matmul(torch::silu(torch::matmul(in, a.t())), c.t());
     y_full.to(torch::kFloat).sum().backward();
-    const double rel = type == torch::kFloat ? 1e-5 : 2e-2;
+    // bf16 keeps 8 mantissa bits: sums taken in another order (per shard, then all-reduced) land a few
+    // ulps of the largest value apart, and how many depends on the CPU's bf16 kernels (5 ulps, 2.2%, on
+    // an AVX2-only AMD EPYC).
+    const double rel = type == torch::kFloat ? 1e-5 : 3e-2;
 
     RunOnGlooRanks(tp(), [&](Communicator& comm) {
       const int r = comm.rank();
