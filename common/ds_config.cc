@@ -1,11 +1,11 @@
 #include "common/ds_config.h"
 
-#include <set>
 #include <vector>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "common/identifiers.h"
+#include "common/json_text.h"
 
 namespace tpcoord {
 namespace {
@@ -60,35 +60,11 @@ absl::StatusOr<json> ParseDsConfig(absl::string_view text, absl::string_view fie
     return absl::InvalidArgumentError(absl::StrCat(field, " is ", text.size(), " bytes; the limit is ",
                                                    kMaxConfigBytes, " bytes (1 MiB)"));
   }
-  // The parser callback sees every key as it is read; one set of keys per open object finds duplicates.
-  std::vector<std::set<std::string>> open_objects;
-  std::string duplicate;
-  auto on_event = [&](int /*depth*/, json::parse_event_t event, json& parsed) {
-    switch (event) {
-      case json::parse_event_t::object_start: open_objects.emplace_back(); break;
-      case json::parse_event_t::object_end: open_objects.pop_back(); break;
-      case json::parse_event_t::key:
-        if (!open_objects.back().insert(parsed.get<std::string>()).second && duplicate.empty()) {
-          duplicate = parsed.get<std::string>();
-        }
-        break;
-      default: break;
-    }
-    return true;
-  };
-  json config;
-  try {
-    config = json::parse(text.begin(), text.end(), on_event);
-  } catch (const json::parse_error& e) {
-    return absl::InvalidArgumentError(absl::StrCat(field, " is not valid JSON: ", e.what()));
-  }
-  if (!duplicate.empty()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(field, " has the key ", QuoteForError(duplicate), " twice in one object"));
-  }
-  if (!config.is_object()) {
+  absl::StatusOr<json> config = ParseJsonText(text, field, kMaxJsonDepth);
+  if (!config.ok()) return config.status();
+  if (!config->is_object()) {
     return absl::InvalidArgumentError(absl::StrCat(field, " must be a JSON object, got ",
-                                                   QuoteForError(config.dump())));
+                                                   QuoteForError(config->dump())));
   }
   return config;
 }

@@ -7,14 +7,14 @@
 #include "absl/strings/string_view.h"
 
 #include "absl/status/statusor.h"
+#include "common/limits.h"
 #include "nlohmann/json.hpp"
 
 namespace tpcoord {
 
-inline constexpr size_t kMaxConfigBytes = 1 << 20;
-
-// Parses a DeepSpeed config: at most 1 MiB of JSON text whose top level is an object, without duplicate
-// keys at any level (DeepSpeed's loader rejects those too). INVALID_ARGUMENT naming `field` otherwise.
+// Parses a DeepSpeed config: at most kMaxConfigBytes of JSON text nested at most kMaxJsonDepth levels,
+// whose top level is an object, without duplicate keys at any level (DeepSpeed's loader rejects those too).
+// INVALID_ARGUMENT naming `field` otherwise.
 absl::StatusOr<nlohmann::json> ParseDsConfig(absl::string_view text, absl::string_view field = "config_json");
 
 // Where two configs first differ, for the cross-worker agreement check (spec gap G27).

@@ -40,27 +40,27 @@ std::string QuoteForError(absl::string_view value) {
 }
 
 absl::Status ValidateJobId(absl::string_view job_id) {
-  return CheckName("job_id", job_id, kMaxJobIdLength, "._-", "[A-Za-z0-9._-]");
+  return CheckName("job_id", job_id, kMaxJobIdBytes, "._-", "[A-Za-z0-9._-]");
 }
 
 absl::Status ValidateWorkerId(absl::string_view worker_id) {
-  return CheckName("worker_id", worker_id, 128, "!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~",
+  return CheckName("worker_id", worker_id, kMaxWorkerIdBytes, "!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~",
                    "printable ASCII without spaces");
 }
 
 absl::Status ValidateHost(absl::string_view host) {
-  return CheckName("host", host, 253, "._:-", "[A-Za-z0-9._:-]");
+  return CheckName("host", host, kMaxHostBytes, "._:-", "[A-Za-z0-9._:-]");
 }
 
 absl::Status ValidateBarrierName(absl::string_view name) {
-  return CheckName("name", name, 128, "._:/-", "[A-Za-z0-9._:/-]");
+  return CheckName("name", name, kMaxBarrierNameBytes, "._:/-", "[A-Za-z0-9._:/-]");
 }
 
 absl::Status ValidateStoreKey(absl::string_view key) {
   if (key.empty()) return absl::InvalidArgumentError("key is empty");
-  if (key.size() > kMaxStoreKeyLength) {
+  if (key.size() > kMaxStoreKeyBytes) {
     return absl::InvalidArgumentError(absl::StrCat("key ", QuoteForError(key), " is ", key.size(),
-                                                   " bytes long; the limit is ", kMaxStoreKeyLength));
+                                                   " bytes long; the limit is ", kMaxStoreKeyBytes));
   }
   if (key.find('\0') != absl::string_view::npos) {
     return absl::InvalidArgumentError(absl::StrCat("key ", QuoteForError(key), " contains a NUL byte"));

@@ -6,11 +6,9 @@
 #include "absl/strings/string_view.h"
 
 #include "absl/status/status.h"
+#include "common/limits.h"
 
 namespace tpcoord {
-
-inline constexpr size_t kMaxJobIdLength = 128;
-inline constexpr size_t kMaxStoreKeyLength = 1024;
 
 // job_id: 1-128 characters from [A-Za-z0-9._-].
 absl::Status ValidateJobId(absl::string_view job_id);

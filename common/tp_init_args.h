@@ -14,14 +14,12 @@
 
 #include "absl/status/statusor.h"
 #include "common/dtype.h"
+#include "common/limits.h"
 
 namespace tpcoord {
 
 // Global ranks of a process group: ascending, distinct, >= 0.
 using RankList = std::vector<int>;
-
-inline constexpr int kMaxTpSize = 65536;
-inline constexpr int kMaxWorldSize = 1000000;
 
 // One tp_model_init call (or, for a merge, the record as it applies to one caller).
 struct TpInitArgs {

@@ -1,22 +1,26 @@
 #include "coordinator/coordinator_service.h"
 
+#include <google/protobuf/descriptor.h>
+#include <google/protobuf/stubs/logging.h>
+#include <grpcpp/support/proto_buffer_reader.h>
+
 #include <algorithm>
+#include <iostream>
 #include <mutex>
 #include <utility>
 
+#include "absl/base/call_once.h"
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
 #include "common/deepspeed_error.h"
-#include "common/dtype.h"
 #include "common/identifiers.h"
+#include "common/limits.h"
 #include "common/wire.h"
+#include "coordinator/request_checks.h"
 
 namespace tpcoord {
 namespace {
-
-constexpr int kMaxGroupsPerCall = 16;
-constexpr int kMaxKeysPerCall = 1024;
-constexpr size_t kMaxReasonLength = 1024;
 
 // absl::Status -> grpc::Status; the codes share their numbers. DeepSpeed errors keep their exact text as
 // the message and carry the job context in the "tpcoord-context" trailing metadata.
@@ -26,49 +30,107 @@ grpc::Status ToGrpc(grpc::CallbackServerContext* ctx, const absl::Status& status
   return grpc::Status(static_cast<grpc::StatusCode>(status.code()), std::string(status.message()));
 }
 
-grpc::ServerUnaryReactor* Reply(grpc::CallbackServerContext* ctx, const absl::Status& status) {
-  grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
-  reactor->Finish(ToGrpc(ctx, status));
-  return reactor;
+// Protobuf reports why a message does not parse (a string field holding invalid UTF-8, say) only through
+// its log. While a request is parsed on this thread, that log line becomes part of the answer instead of
+// a line on the coordinator's stderr (which a hostile client could otherwise flood).
+thread_local std::string* parse_log = nullptr;
+
+void CapturingLogHandler(google::protobuf::LogLevel level, const char* file, int line, const std::string& message) {
+  if (parse_log != nullptr) {
+    if (parse_log->empty()) *parse_log = message;
+    return;
+  }
+  static const char* const kLevels[] = {"INFO", "WARNING", "ERROR", "FATAL"};
+  std::cerr << "[libprotobuf " << kLevels[std::clamp<int>(level, 0, 3)] << " " << file << ":" << line << "] "
+            << message << std::endl;
 }
 
-// A reactor for a call parked in a job: the job finishes it through the done callback; a client that goes
-// away cancels the parked call. gRPC runs OnCancel and OnDone only after the handler returned, so the
-// handler can record the waiter id without racing them.
-class ParkedReactor final : public grpc::ServerUnaryReactor {
+template <typename Request>
+absl::Status Parse(const grpc::ByteBuffer& bytes, Request* request) {
+  static absl::once_flag once;
+  absl::call_once(once, [] { google::protobuf::SetLogHandler(&CapturingLogHandler); });
+  std::string why;
+  parse_log = &why;
+  grpc::ProtoBufferReader reader(const_cast<grpc::ByteBuffer*>(&bytes));
+  const bool ok = request->ParseFromZeroCopyStream(&reader);
+  parse_log = nullptr;
+  if (ok) return absl::OkStatus();
+  return absl::InvalidArgumentError(absl::StrCat("the request is not a valid ", Request::descriptor()->full_name(),
+                                                 " message (", bytes.Length(), " bytes)",
+                                                 why.empty() ? "" : ": ", why));
+}
+
+}  // namespace
+
+// One unary call served from raw bytes: its request and response, answered exactly once with Reply. A call
+// parked in a job is cancelled there when its client goes away. gRPC runs OnCancel and OnDone only after
+// the handler returned, and OnDone only after Reply, so the handler may use the call until it returns.
+template <typename Request, typename Response>
+class UnaryCall final : public grpc::ServerUnaryReactor {
  public:
-  ParkedReactor(grpc::CallbackServerContext* ctx, std::shared_ptr<Job> job) : ctx_(ctx), job_(std::move(job)) {}
+  UnaryCall(grpc::CallbackServerContext* ctx, grpc::ByteBuffer* out) : ctx_(ctx), out_(out) {}
 
-  void Finish(const absl::Status& status) { grpc::ServerUnaryReactor::Finish(ToGrpc(ctx_, status)); }
+  grpc::CallbackServerContext* context() const { return ctx_; }
+  Request request;
+  Response response;
 
-  void set_waiter(uint64_t id) {
-    std::lock_guard<std::mutex> lock(mu_);
-    waiter_ = id;
+  void Reply(const absl::Status& status) {
+    {
+      absl::MutexLock lock(&mu_);
+      if (replied_) return;  // a guard against a second answer, never expected
+      replied_ = true;
+    }
+    if (status.ok()) {
+      std::string bytes = response.SerializeAsString();
+      grpc::Slice slice(std::move(bytes));
+      *out_ = grpc::ByteBuffer(&slice, 1);
+    }
+    Finish(ToGrpc(ctx_, status));
+  }
+
+  // The call waits in `job` under `id`: a client that goes away cancels it there.
+  void Parked(std::shared_ptr<Job> job, uint64_t id) {
+    absl::MutexLock lock(&mu_);
+    job_ = std::move(job);
+    parked_ = id;
   }
 
   void OnCancel() override {
+    std::shared_ptr<Job> job;
     uint64_t id;
     {
-      std::lock_guard<std::mutex> lock(mu_);
-      id = waiter_;
+      absl::MutexLock lock(&mu_);
+      job = job_;
+      id = parked_;
     }
-    if (id != 0) job_->Cancel(id);
+    if (job) job->Cancel(id);
   }
 
   void OnDone() override { delete this; }
 
  private:
   grpc::CallbackServerContext* const ctx_;
-  const std::shared_ptr<Job> job_;
-  std::mutex mu_;
-  uint64_t waiter_ = 0;
+  grpc::ByteBuffer* const out_;
+  absl::Mutex mu_;
+  bool replied_ ABSL_GUARDED_BY(mu_) = false;
+  std::shared_ptr<Job> job_ ABSL_GUARDED_BY(mu_);
+  uint64_t parked_ ABSL_GUARDED_BY(mu_) = 0;
 };
 
-absl::Status CheckCount(absl::string_view field, int count, int max) {
-  if (count < 1 || count > max) {
-    return absl::InvalidArgumentError(absl::StrCat(field, " has ", count, " entries; give 1 to ", max));
-  }
-  return absl::OkStatus();
+namespace {
+
+// A callback that answers `call` with its job's answer, filling the response with `fill` when it is a value.
+template <typename T, typename Call, typename Fill>
+Done<T> AnswerWith(Call* call, Fill fill) {
+  return [call, fill](absl::StatusOr<T> value) {
+    if (value.ok()) fill(*std::move(value), &call->response);
+    call->Reply(value.status());
+  };
+}
+
+template <typename Call>
+StatusDone AnswerWith(Call* call) {
+  return [call](absl::Status status) { call->Reply(status); };
 }
 
 void JobViewToProto(const JobView& view, v1::JobStatus* out) {
@@ -79,6 +141,7 @@ void JobViewToProto(const JobView& view, v1::JobStatus* out) {
   out->set_generation(view.generation);
   out->set_phase(static_cast<v1::Phase>(static_cast<int>(view.phase) + 1));
   out->set_world_size(view.world_size);
+  out->set_member_count(view.member_count);
   out->set_end_reason(view.end_reason);
   for (const MemberView& m : view.members) {
     v1::Member* member = out->add_members();
@@ -97,33 +160,67 @@ void JobViewToProto(const JobView& view, v1::JobStatus* out) {
   }
 }
 
-}  // namespace
-
-CoordinatorService::CoordinatorService(JobRegistry* registry, const JobOptions& options)
-    : registry_(registry), options_(options) {}
-
-absl::StatusOr<std::shared_ptr<Job>> CoordinatorService::ExistingJob(const std::string& job_id) const {
-  if (absl::Status s = ValidateJobId(job_id); !s.ok()) return s;
-  std::shared_ptr<Job> job = registry_->Find(job_id);
-  if (!job) return absl::NotFoundError(absl::StrCat("job ", job_id, " does not exist"));
-  return job;
+absl::Status NoSuchJob(const std::string& job_id) {
+  return absl::NotFoundError(absl::StrCat("job ", job_id, " does not exist"));
 }
 
-absl::StatusOr<std::shared_ptr<Job>> CoordinatorService::StoreJob(const std::string& job_id,
-                                                                  const std::vector<std::string>& keys) const {
-  absl::StatusOr<std::shared_ptr<Job>> job = ExistingJob(job_id);
-  if (!job.ok()) return job;
-  absl::Status status = CheckCount("keys", static_cast<int>(keys.size()), kMaxKeysPerCall);
-  for (const std::string& key : keys) {
-    if (status.ok()) status = ValidateStoreKey(key);
-  }
-  if (!status.ok()) return WithJobContext(job_id, status);
+}  // namespace
+
+template <typename Request, typename Response>
+void CoordinatorService::Serve(const char* method, Handler<Request, Response> handler) {
+  const google::protobuf::ServiceDescriptor* service =
+      google::protobuf::DescriptorPool::generated_pool()->FindServiceByName(v1::Coordinator::service_full_name());
+  const int index = service->FindMethodByName(method)->index();
+  MarkMethodRawCallback(index, new grpc::internal::CallbackUnaryHandler<grpc::ByteBuffer, grpc::ByteBuffer>(
+                                   [this, method, handler](grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* in,
+                                                           grpc::ByteBuffer* out) -> grpc::ServerUnaryReactor* {
+                                     auto* call = new UnaryCall<Request, Response>(ctx, out);
+                                     try {
+                                       if (absl::Status s = Parse(*in, &call->request); !s.ok()) {
+                                         call->Reply(s);
+                                       } else {
+                                         (this->*handler)(call);
+                                       }
+                                     } catch (const std::exception& e) {  // a bug: answer it, keep serving
+                                       call->Reply(absl::InternalError(absl::StrCat("internal error in ", method,
+                                                                                    ": ", e.what())));
+                                     }
+                                     return call;
+                                   }));
+}
+
+CoordinatorService::CoordinatorService(JobRegistry* registry, const JobOptions& options)
+    : registry_(registry), options_(options) {
+  Serve("RecordTpInitArgs", &CoordinatorService::RecordTpInitArgs);
+  Serve("MergeConfig", &CoordinatorService::MergeConfig);
+  Serve("Join", &CoordinatorService::Join);
+  Serve("PublishUniqueId", &CoordinatorService::PublishUniqueId);
+  Serve("GetUniqueId", &CoordinatorService::GetUniqueId);
+  Serve("StoreSet", &CoordinatorService::StoreSet);
+  Serve("StoreGet", &CoordinatorService::StoreGet);
+  Serve("StoreAdd", &CoordinatorService::StoreAdd);
+  Serve("StoreCompareSet", &CoordinatorService::StoreCompareSet);
+  Serve("StoreCheck", &CoordinatorService::StoreCheck);
+  Serve("StoreDelete", &CoordinatorService::StoreDelete);
+  Serve("StoreNumKeys", &CoordinatorService::StoreNumKeys);
+  Serve("StoreWait", &CoordinatorService::StoreWait);
+  Serve("Barrier", &CoordinatorService::Barrier);
+  Serve("Heartbeat", &CoordinatorService::Heartbeat);
+  Serve("Leave", &CoordinatorService::Leave);
+  Serve("ListJobs", &CoordinatorService::ListJobs);
+  Serve("GetJob", &CoordinatorService::GetJob);
+  Serve("DeleteJob", &CoordinatorService::DeleteJob);
+}
+
+absl::StatusOr<std::shared_ptr<Job>> CoordinatorService::ExistingJob(const std::string& job_id) const {
+  std::shared_ptr<Job> job = registry_->Find(job_id);
+  if (!job) return NoSuchJob(job_id);
   return job;
 }
 
 Millis CoordinatorService::WaitFor(const grpc::CallbackServerContext* ctx, uint32_t wait_timeout_ms) const {
   Millis wait = wait_timeout_ms == 0 ? options_.default_wait : Millis(wait_timeout_ms);
-  wait = std::min(wait, options_.max_wait);
+  wait = std::min(wait, Millis(kMaxWaitMs));
   const auto deadline = ctx->deadline();
   if (deadline != std::chrono::system_clock::time_point::max()) {
     const Millis left = std::chrono::duration_cast<Millis>(deadline - std::chrono::system_clock::now());
@@ -135,265 +232,230 @@ Millis CoordinatorService::WaitFor(const grpc::CallbackServerContext* ctx, uint3
 
 // --- tp_model_init and the config merge -----------------------------------------------------------------
 
-grpc::ServerUnaryReactor* CoordinatorService::RecordTpInitArgs(grpc::CallbackServerContext* ctx,
-                                                               const v1::RecordTpInitArgsRequest* req,
-                                                               v1::RecordTpInitArgsResponse* resp) {
-  if (absl::Status s = ValidateJobId(req->job_id()); !s.ok()) return Reply(ctx, s);
-  absl::StatusOr<Dtype> dtype = DtypeFromProto(req->dtype());
-  if (!dtype.ok()) return Reply(ctx, WithJobContext(req->job_id(), dtype.status()));
-  std::optional<std::vector<int>> group;
-  if (req->has_tp_group()) group.emplace(req->tp_group().ranks().begin(), req->tp_group().ranks().end());
-  absl::StatusOr<TpInitArgs> args = NormalizeTpInitArgs(req->tp_size(), *dtype, std::move(group));
-  if (!args.ok()) return Reply(ctx, WithJobContext(req->job_id(), args.status()));
-
-  absl::StatusOr<RecordOutcome> outcome = registry_->GetOrCreate(req->job_id())->Record(*args);
-  if (!outcome.ok()) return Reply(ctx, outcome.status());
-  TpInitRecordToProto(outcome->record, resp->mutable_recorded());
-  resp->set_created(outcome->created);
-  return Reply(ctx, absl::OkStatus());
+void CoordinatorService::RecordTpInitArgs(UnaryCall<v1::RecordTpInitArgsRequest, v1::RecordTpInitArgsResponse>* call) {
+  absl::StatusOr<TpInitArgs> args = CheckRequest(call->request);
+  if (!args.ok()) return call->Reply(args.status());
+  absl::StatusOr<PinnedJob> job = registry_->GetOrCreate(call->request.job_id());
+  if (!job.ok()) return call->Reply(job.status());
+  (*job)->Record(*args, AnswerWith<RecordOutcome>(call, [](RecordOutcome o, auto* resp) {
+                   TpInitRecordToProto(o.record, resp->mutable_recorded());
+                   resp->set_created(o.created);
+                 }));
 }
 
-grpc::ServerUnaryReactor* CoordinatorService::MergeConfig(grpc::CallbackServerContext* ctx,
-                                                          const v1::MergeConfigRequest* req,
-                                                          v1::MergeConfigResponse* resp) {
-  absl::StatusOr<std::shared_ptr<Job>> job;
-  if (req->generation() == 0) {
-    if (absl::Status s = ValidateJobId(req->job_id()); !s.ok()) return Reply(ctx, s);
-    job = registry_->GetOrCreate(req->job_id());
+void CoordinatorService::MergeConfig(UnaryCall<v1::MergeConfigRequest, v1::MergeConfigResponse>* call) {
+  const v1::MergeConfigRequest& req = call->request;
+  if (absl::Status s = CheckRequest(req); !s.ok()) return call->Reply(s);
+  // A standalone merge may name a job that does not exist: it is validated against no record, and leaves
+  // no job behind.
+  std::shared_ptr<Job> job;
+  std::optional<PinnedJob> pin;
+  if (req.generation() == 0) {
+    absl::StatusOr<PinnedJob> pinned = registry_->GetOrCreate(req.job_id());
+    if (!pinned.ok()) return call->Reply(pinned.status());
+    job = pinned->get();
+    pin.emplace(*std::move(pinned));
   } else {
-    job = ExistingJob(req->job_id());
-    if (!job.ok()) return Reply(ctx, job.status());
+    absl::StatusOr<std::shared_ptr<Job>> existing = ExistingJob(req.job_id());
+    if (!existing.ok()) return call->Reply(existing.status());
+    job = *std::move(existing);
   }
-  absl::StatusOr<MergeOutcome> outcome =
-      (*job)->Merge(req->config_json(), req->has_mpu(), req->generation(), req->rank());
-  if (!outcome.ok()) return Reply(ctx, outcome.status());
-  resp->set_merged_config_json(std::move(outcome->merged_config));
-  resp->set_tp_init_recorded(outcome->tp_init_recorded);
-  return Reply(ctx, absl::OkStatus());
+  job->Merge(req.config_json(), req.has_mpu(), req.generation(), req.rank(),
+                AnswerWith<MergeOutcome>(call, [](MergeOutcome o, auto* resp) {
+                  resp->set_merged_config_json(std::move(o.merged_config));
+                  resp->set_tp_init_recorded(o.tp_init_recorded);
+                }));
 }
 
 // --- Join and unique IDs --------------------------------------------------------------------------------
 
-grpc::ServerUnaryReactor* CoordinatorService::Join(grpc::CallbackServerContext* ctx, const v1::JoinRequest* req,
-                                                   v1::JoinResponse* resp) {
-  absl::Status status = ValidateJobId(req->job_id());
-  if (status.ok()) status = ValidateWorkerId(req->worker_id());
-  if (status.ok()) status = ValidateHost(req->host());
-  if (status.ok() && (req->tp_size() < 0 || req->tp_size() > kMaxTpSize)) {
-    status = absl::InvalidArgumentError(
-        absl::StrCat("tp_size ", req->tp_size(), " is out of range; give 0 (the recorded tp_size) to ", kMaxTpSize));
-  }
-  if (!status.ok()) return Reply(ctx, WithJobContext(req->job_id(), status));
-
-  JoinArgs args{req->worker_id(), req->host(), req->world_size(), std::nullopt, req->tp_size()};
-  if (req->has_requested_rank()) args.requested_rank = req->requested_rank();
-  std::shared_ptr<Job> job = registry_->GetOrCreate(req->job_id());
-  auto* reactor = new ParkedReactor(ctx, job);
-  reactor->set_waiter(job->Join(args, WaitFor(ctx, req->wait_timeout_ms()),
-                                [reactor, resp](absl::StatusOr<Assignment> a) {
-                                  if (a.ok()) {
-                                    const Mesh& mesh = a->mesh;
-                                    resp->set_generation(a->generation);
-                                    resp->set_rank(a->rank);
+void CoordinatorService::Join(UnaryCall<v1::JoinRequest, v1::JoinResponse>* call) {
+  absl::StatusOr<JoinArgs> args = CheckRequest(call->request);
+  if (!args.ok()) return call->Reply(args.status());
+  absl::StatusOr<PinnedJob> job = registry_->GetOrCreate(call->request.job_id());
+  if (!job.ok()) return call->Reply(job.status());
+  const Millis wait = WaitFor(call->context(), call->request.wait_timeout_ms());
+  call->Parked(job->get(), (*job)->Join(*std::move(args), wait,
+                                  AnswerWith<Assignment>(call, [](Assignment a, v1::JoinResponse* resp) {
+                                    const Mesh& mesh = a.mesh;
+                                    resp->set_generation(a.generation);
+                                    resp->set_rank(a.rank);
                                     resp->mutable_mesh()->set_world_size(mesh.world_size());
                                     resp->mutable_mesh()->set_tp_size(mesh.tp_size());
                                     resp->mutable_mesh()->set_dp_size(mesh.dp_size());
-                                    resp->set_tp_rank(mesh.tp_rank(a->rank));
-                                    resp->set_dp_rank(mesh.dp_rank(a->rank));
-                                    *resp->mutable_tp_group() = GroupToProto(mesh, mesh.tp_group_of(a->rank));
-                                    *resp->mutable_dp_group() = GroupToProto(mesh, mesh.dp_group_of(a->rank));
-                                    resp->set_heartbeat_interval_ms(static_cast<uint32_t>(a->heartbeat_interval.count()));
-                                    resp->set_lease_ms(static_cast<uint32_t>(a->lease.count()));
-                                  }
-                                  reactor->Finish(a.status());
-                                }));
-  return reactor;
+                                    resp->set_tp_rank(mesh.tp_rank(a.rank));
+                                    resp->set_dp_rank(mesh.dp_rank(a.rank));
+                                    *resp->mutable_tp_group() = GroupToProto(mesh, mesh.tp_group_of(a.rank));
+                                    *resp->mutable_dp_group() = GroupToProto(mesh, mesh.dp_group_of(a.rank));
+                                    resp->set_heartbeat_interval_ms(static_cast<uint32_t>(a.heartbeat_interval.count()));
+                                    resp->set_lease_ms(static_cast<uint32_t>(a.lease.count()));
+                                  })));
 }
 
-grpc::ServerUnaryReactor* CoordinatorService::PublishUniqueId(grpc::CallbackServerContext* ctx,
-                                                              const v1::PublishUniqueIdRequest* req,
-                                                              v1::PublishUniqueIdResponse* resp) {
-  absl::StatusOr<std::shared_ptr<Job>> job = ExistingJob(req->job_id());
-  if (!job.ok()) return Reply(ctx, job.status());
-  if (absl::Status s = CheckCount("ids", req->ids_size(), kMaxGroupsPerCall); !s.ok()) {
-    return Reply(ctx, WithJobContext(req->job_id(), s));
-  }
-  std::vector<std::pair<GroupId, std::string>> ids;
-  for (int i = 0; i < req->ids_size(); ++i) {
-    absl::StatusOr<GroupId> group = GroupIdFromProto(req->ids(i).group(), absl::StrCat("ids[", i, "].group"));
-    if (!group.ok()) return Reply(ctx, WithJobContext(req->job_id(), group.status()));
-    ids.emplace_back(*group, req->ids(i).id());
-  }
-  return Reply(ctx, (*job)->PublishUniqueIds(req->generation(), req->rank(), ids));
+void CoordinatorService::PublishUniqueId(UnaryCall<v1::PublishUniqueIdRequest, v1::PublishUniqueIdResponse>* call) {
+  absl::StatusOr<std::vector<std::pair<GroupId, std::string>>> ids = CheckRequest(call->request);
+  if (!ids.ok()) return call->Reply(ids.status());
+  absl::StatusOr<std::shared_ptr<Job>> job = ExistingJob(call->request.job_id());
+  if (!job.ok()) return call->Reply(job.status());
+  (*job)->PublishUniqueIds(call->request.generation(), call->request.rank(), *std::move(ids), AnswerWith(call));
 }
 
-grpc::ServerUnaryReactor* CoordinatorService::GetUniqueId(grpc::CallbackServerContext* ctx,
-                                                          const v1::GetUniqueIdRequest* req,
-                                                          v1::GetUniqueIdResponse* resp) {
-  absl::StatusOr<std::shared_ptr<Job>> job = ExistingJob(req->job_id());
-  if (!job.ok()) return Reply(ctx, job.status());
-  if (absl::Status s = CheckCount("groups", req->groups_size(), kMaxGroupsPerCall); !s.ok()) {
-    return Reply(ctx, WithJobContext(req->job_id(), s));
-  }
-  std::vector<GroupId> groups;
-  for (int i = 0; i < req->groups_size(); ++i) {
-    absl::StatusOr<GroupId> group = GroupIdFromProto(req->groups(i), absl::StrCat("groups[", i, "]"));
-    if (!group.ok()) return Reply(ctx, WithJobContext(req->job_id(), group.status()));
-    groups.push_back(*group);
-  }
-  auto* reactor = new ParkedReactor(ctx, *job);
-  reactor->set_waiter((*job)->GetUniqueIds(
-      req->generation(), req->rank(), groups, WaitFor(ctx, req->wait_timeout_ms()),
-      [reactor, resp, groups](absl::StatusOr<std::vector<std::string>> ids) {
-        if (ids.ok()) {
-          for (size_t i = 0; i < groups.size(); ++i) {
-            v1::UniqueId* out = resp->add_ids();
-            *out->mutable_group() = GroupIdToProto(groups[i]);
-            out->set_id((*ids)[i]);
-          }
-        }
-        reactor->Finish(ids.status());
-      }));
-  return reactor;
+void CoordinatorService::GetUniqueId(UnaryCall<v1::GetUniqueIdRequest, v1::GetUniqueIdResponse>* call) {
+  absl::StatusOr<std::vector<GroupId>> groups = CheckRequest(call->request);
+  if (!groups.ok()) return call->Reply(groups.status());
+  absl::StatusOr<std::shared_ptr<Job>> job = ExistingJob(call->request.job_id());
+  if (!job.ok()) return call->Reply(job.status());
+  const v1::GetUniqueIdRequest& req = call->request;
+  call->Parked(*job, (*job)->GetUniqueIds(
+                         req.generation(), req.rank(), *groups, WaitFor(call->context(), req.wait_timeout_ms()),
+                         AnswerWith<std::vector<std::string>>(
+                             call, [groups = *groups](std::vector<std::string> ids, v1::GetUniqueIdResponse* resp) {
+                               for (size_t i = 0; i < groups.size(); ++i) {
+                                 v1::UniqueId* out = resp->add_ids();
+                                 *out->mutable_group() = GroupIdToProto(groups[i]);
+                                 out->set_id(std::move(ids[i]));
+                               }
+                             })));
 }
 
 // --- the key-value store --------------------------------------------------------------------------------
 
-grpc::ServerUnaryReactor* CoordinatorService::StoreSet(grpc::CallbackServerContext* ctx,
-                                                       const v1::StoreSetRequest* req, v1::StoreSetResponse*) {
-  absl::StatusOr<std::shared_ptr<Job>> job = StoreJob(req->job_id(), {req->key()});
-  if (!job.ok()) return Reply(ctx, job.status());
-  return Reply(ctx, (*job)->StoreSet(req->generation(), req->key(), req->value()));
+void CoordinatorService::StoreSet(UnaryCall<v1::StoreSetRequest, v1::StoreSetResponse>* call) {
+  if (absl::Status s = CheckRequest(call->request); !s.ok()) return call->Reply(s);
+  absl::StatusOr<std::shared_ptr<Job>> job = ExistingJob(call->request.job_id());
+  if (!job.ok()) return call->Reply(job.status());
+  v1::StoreSetRequest& req = call->request;
+  (*job)->StoreSet(req.generation(), std::move(*req.mutable_key()), std::move(*req.mutable_value()), AnswerWith(call));
 }
 
-grpc::ServerUnaryReactor* CoordinatorService::StoreGet(grpc::CallbackServerContext* ctx,
-                                                       const v1::StoreGetRequest* req, v1::StoreGetResponse* resp) {
-  absl::StatusOr<std::shared_ptr<Job>> job = StoreJob(req->job_id(), {req->key()});
-  if (!job.ok()) return Reply(ctx, job.status());
-  auto* reactor = new ParkedReactor(ctx, *job);
-  reactor->set_waiter((*job)->StoreGet(req->generation(), req->key(), WaitFor(ctx, req->wait_timeout_ms()),
-                                       [reactor, resp](absl::StatusOr<std::string> value) {
-                                         if (value.ok()) resp->set_value(*std::move(value));
-                                         reactor->Finish(value.status());
-                                       }));
-  return reactor;
+void CoordinatorService::StoreGet(UnaryCall<v1::StoreGetRequest, v1::StoreGetResponse>* call) {
+  if (absl::Status s = CheckRequest(call->request); !s.ok()) return call->Reply(s);
+  absl::StatusOr<std::shared_ptr<Job>> job = ExistingJob(call->request.job_id());
+  if (!job.ok()) return call->Reply(job.status());
+  const v1::StoreGetRequest& req = call->request;
+  call->Parked(*job, (*job)->StoreGet(req.generation(), req.key(), WaitFor(call->context(), req.wait_timeout_ms()),
+                                      AnswerWith<std::string>(
+                                          call, [](std::string v, v1::StoreGetResponse* resp) { resp->set_value(std::move(v)); })));
 }
 
-grpc::ServerUnaryReactor* CoordinatorService::StoreAdd(grpc::CallbackServerContext* ctx,
-                                                       const v1::StoreAddRequest* req, v1::StoreAddResponse* resp) {
-  absl::StatusOr<std::shared_ptr<Job>> job = StoreJob(req->job_id(), {req->key()});
-  if (!job.ok()) return Reply(ctx, job.status());
-  absl::StatusOr<int64_t> value = (*job)->StoreAdd(req->generation(), req->key(), req->delta());
-  if (value.ok()) resp->set_value(*value);
-  return Reply(ctx, value.status());
+void CoordinatorService::StoreAdd(UnaryCall<v1::StoreAddRequest, v1::StoreAddResponse>* call) {
+  if (absl::Status s = CheckRequest(call->request); !s.ok()) return call->Reply(s);
+  absl::StatusOr<std::shared_ptr<Job>> job = ExistingJob(call->request.job_id());
+  if (!job.ok()) return call->Reply(job.status());
+  const v1::StoreAddRequest& req = call->request;
+  (*job)->StoreAdd(req.generation(), req.key(), req.delta(),
+                   AnswerWith<int64_t>(call, [](int64_t v, v1::StoreAddResponse* resp) { resp->set_value(v); }));
 }
 
-grpc::ServerUnaryReactor* CoordinatorService::StoreCompareSet(grpc::CallbackServerContext* ctx,
-                                                              const v1::StoreCompareSetRequest* req,
-                                                              v1::StoreCompareSetResponse* resp) {
-  absl::StatusOr<std::shared_ptr<Job>> job = StoreJob(req->job_id(), {req->key()});
-  if (!job.ok()) return Reply(ctx, job.status());
-  absl::StatusOr<std::string> value =
-      (*job)->StoreCompareSet(req->generation(), req->key(), req->expected_value(), req->desired_value());
-  if (value.ok()) resp->set_value(*std::move(value));
-  return Reply(ctx, value.status());
+void CoordinatorService::StoreCompareSet(UnaryCall<v1::StoreCompareSetRequest, v1::StoreCompareSetResponse>* call) {
+  if (absl::Status s = CheckRequest(call->request); !s.ok()) return call->Reply(s);
+  absl::StatusOr<std::shared_ptr<Job>> job = ExistingJob(call->request.job_id());
+  if (!job.ok()) return call->Reply(job.status());
+  const v1::StoreCompareSetRequest& req = call->request;
+  (*job)->StoreCompareSet(req.generation(), req.key(), req.expected_value(), req.desired_value(),
+                          AnswerWith<std::string>(
+                              call, [](std::string v, v1::StoreCompareSetResponse* resp) { resp->set_value(std::move(v)); }));
 }
 
-grpc::ServerUnaryReactor* CoordinatorService::StoreCheck(grpc::CallbackServerContext* ctx,
-                                                         const v1::StoreCheckRequest* req,
-                                                         v1::StoreCheckResponse* resp) {
-  const std::vector<std::string> keys(req->keys().begin(), req->keys().end());
-  absl::StatusOr<std::shared_ptr<Job>> job = StoreJob(req->job_id(), keys);
-  if (!job.ok()) return Reply(ctx, job.status());
-  absl::StatusOr<bool> present = (*job)->StoreCheck(req->generation(), keys);
-  if (present.ok()) resp->set_all_present(*present);
-  return Reply(ctx, present.status());
+void CoordinatorService::StoreCheck(UnaryCall<v1::StoreCheckRequest, v1::StoreCheckResponse>* call) {
+  if (absl::Status s = CheckRequest(call->request); !s.ok()) return call->Reply(s);
+  absl::StatusOr<std::shared_ptr<Job>> job = ExistingJob(call->request.job_id());
+  if (!job.ok()) return call->Reply(job.status());
+  const std::vector<std::string> keys(call->request.keys().begin(), call->request.keys().end());
+  absl::StatusOr<bool> present = (*job)->StoreCheck(call->request.generation(), keys);
+  if (present.ok()) call->response.set_all_present(*present);
+  call->Reply(present.status());
 }
 
-grpc::ServerUnaryReactor* CoordinatorService::StoreDelete(grpc::CallbackServerContext* ctx,
-                                                          const v1::StoreDeleteRequest* req,
-                                                          v1::StoreDeleteResponse* resp) {
-  absl::StatusOr<std::shared_ptr<Job>> job = StoreJob(req->job_id(), {req->key()});
-  if (!job.ok()) return Reply(ctx, job.status());
-  absl::StatusOr<bool> deleted = (*job)->StoreDelete(req->generation(), req->key());
-  if (deleted.ok()) resp->set_deleted(*deleted);
-  return Reply(ctx, deleted.status());
+void CoordinatorService::StoreDelete(UnaryCall<v1::StoreDeleteRequest, v1::StoreDeleteResponse>* call) {
+  if (absl::Status s = CheckRequest(call->request); !s.ok()) return call->Reply(s);
+  absl::StatusOr<std::shared_ptr<Job>> job = ExistingJob(call->request.job_id());
+  if (!job.ok()) return call->Reply(job.status());
+  (*job)->StoreDelete(call->request.generation(), call->request.key(),
+                      AnswerWith<bool>(call, [](bool d, v1::StoreDeleteResponse* resp) { resp->set_deleted(d); }));
 }
 
-grpc::ServerUnaryReactor* CoordinatorService::StoreNumKeys(grpc::CallbackServerContext* ctx,
-                                                           const v1::StoreNumKeysRequest* req,
-                                                           v1::StoreNumKeysResponse* resp) {
-  absl::StatusOr<std::shared_ptr<Job>> job = ExistingJob(req->job_id());
-  if (!job.ok()) return Reply(ctx, job.status());
-  absl::StatusOr<int64_t> n = (*job)->StoreNumKeys(req->generation());
-  if (n.ok()) resp->set_num_keys(*n);
-  return Reply(ctx, n.status());
+void CoordinatorService::StoreNumKeys(UnaryCall<v1::StoreNumKeysRequest, v1::StoreNumKeysResponse>* call) {
+  if (absl::Status s = CheckRequest(call->request); !s.ok()) return call->Reply(s);
+  absl::StatusOr<std::shared_ptr<Job>> job = ExistingJob(call->request.job_id());
+  if (!job.ok()) return call->Reply(job.status());
+  absl::StatusOr<int64_t> n = (*job)->StoreNumKeys(call->request.generation());
+  if (n.ok()) call->response.set_num_keys(*n);
+  call->Reply(n.status());
 }
 
-grpc::ServerUnaryReactor* CoordinatorService::StoreWait(grpc::CallbackServerContext* ctx,
-                                                        const v1::StoreWaitRequest* req, v1::StoreWaitResponse*) {
-  std::vector<std::string> keys(req->keys().begin(), req->keys().end());
-  absl::StatusOr<std::shared_ptr<Job>> job = StoreJob(req->job_id(), keys);
-  if (!job.ok()) return Reply(ctx, job.status());
-  auto* reactor = new ParkedReactor(ctx, *job);
-  reactor->set_waiter((*job)->StoreWait(req->generation(), std::move(keys), WaitFor(ctx, req->wait_timeout_ms()),
-                                        [reactor](absl::Status s) { reactor->Finish(s); }));
-  return reactor;
+void CoordinatorService::StoreWait(UnaryCall<v1::StoreWaitRequest, v1::StoreWaitResponse>* call) {
+  if (absl::Status s = CheckRequest(call->request); !s.ok()) return call->Reply(s);
+  absl::StatusOr<std::shared_ptr<Job>> job = ExistingJob(call->request.job_id());
+  if (!job.ok()) return call->Reply(job.status());
+  const v1::StoreWaitRequest& req = call->request;
+  call->Parked(*job, (*job)->StoreWait(req.generation(), std::vector<std::string>(req.keys().begin(), req.keys().end()),
+                                       WaitFor(call->context(), req.wait_timeout_ms()), AnswerWith(call)));
 }
 
 // --- barriers, heartbeats, leaving ----------------------------------------------------------------------
 
-grpc::ServerUnaryReactor* CoordinatorService::Barrier(grpc::CallbackServerContext* ctx,
-                                                      const v1::BarrierRequest* req, v1::BarrierResponse*) {
-  absl::StatusOr<std::shared_ptr<Job>> job = ExistingJob(req->job_id());
-  if (!job.ok()) return Reply(ctx, job.status());
-  if (absl::Status s = ValidateBarrierName(req->name()); !s.ok()) {
-    return Reply(ctx, WithJobContext(req->job_id(), s));
-  }
-  auto* reactor = new ParkedReactor(ctx, *job);
-  reactor->set_waiter((*job)->Barrier(req->generation(), req->rank(), req->name(),
-                                      WaitFor(ctx, req->wait_timeout_ms()),
-                                      [reactor](absl::Status s) { reactor->Finish(s); }));
-  return reactor;
+void CoordinatorService::Barrier(UnaryCall<v1::BarrierRequest, v1::BarrierResponse>* call) {
+  if (absl::Status s = CheckRequest(call->request); !s.ok()) return call->Reply(s);
+  absl::StatusOr<std::shared_ptr<Job>> job = ExistingJob(call->request.job_id());
+  if (!job.ok()) return call->Reply(job.status());
+  const v1::BarrierRequest& req = call->request;
+  call->Parked(*job, (*job)->Barrier(req.generation(), req.rank(), req.name(), req.round(),
+                                     WaitFor(call->context(), req.wait_timeout_ms()), AnswerWith(call)));
 }
 
-grpc::ServerUnaryReactor* CoordinatorService::Heartbeat(grpc::CallbackServerContext* ctx,
-                                                        const v1::HeartbeatRequest* req,
-                                                        v1::HeartbeatResponse* resp) {
-  absl::StatusOr<std::shared_ptr<Job>> job = ExistingJob(req->job_id());
-  if (!job.ok()) return Reply(ctx, job.status());
-  absl::StatusOr<Millis> lease = (*job)->Heartbeat(req->generation(), req->rank());
-  if (lease.ok()) resp->set_lease_ms(static_cast<uint32_t>(lease->count()));
-  return Reply(ctx, lease.status());
+void CoordinatorService::Heartbeat(UnaryCall<v1::HeartbeatRequest, v1::HeartbeatResponse>* call) {
+  if (absl::Status s = CheckRequest(call->request); !s.ok()) return call->Reply(s);
+  absl::StatusOr<std::shared_ptr<Job>> job = ExistingJob(call->request.job_id());
+  if (!job.ok()) return call->Reply(job.status());
+  absl::StatusOr<Millis> lease = (*job)->Heartbeat(call->request.generation(), call->request.rank());
+  if (lease.ok()) call->response.set_lease_ms(static_cast<uint32_t>(lease->count()));
+  call->Reply(lease.status());
 }
 
-grpc::ServerUnaryReactor* CoordinatorService::Leave(grpc::CallbackServerContext* ctx, const v1::LeaveRequest* req,
-                                                    v1::LeaveResponse*) {
-  absl::StatusOr<std::shared_ptr<Job>> job = ExistingJob(req->job_id());
-  if (!job.ok()) return Reply(ctx, job.status());
-  if (req->reason().size() > kMaxReasonLength) {
-    return Reply(ctx, WithJobContext(req->job_id(),
-                                     absl::InvalidArgumentError(absl::StrCat(
-                                         "reason is ", req->reason().size(), " bytes; the limit is ",
-                                         kMaxReasonLength))));
-  }
-  return Reply(ctx, (*job)->Leave(req->generation(), req->rank(), req->finished(), req->reason()));
+void CoordinatorService::Leave(UnaryCall<v1::LeaveRequest, v1::LeaveResponse>* call) {
+  if (absl::Status s = CheckRequest(call->request); !s.ok()) return call->Reply(s);
+  absl::StatusOr<std::shared_ptr<Job>> job = ExistingJob(call->request.job_id());
+  if (!job.ok()) return call->Reply(job.status());
+  const v1::LeaveRequest& req = call->request;
+  (*job)->Leave(req.generation(), req.rank(), req.finished(), req.reason(), AnswerWith(call));
 }
 
 // --- operator views -------------------------------------------------------------------------------------
 
-grpc::ServerUnaryReactor* CoordinatorService::ListJobs(grpc::CallbackServerContext* ctx,
-                                                       const v1::ListJobsRequest*, v1::ListJobsResponse* resp) {
-  for (const std::shared_ptr<Job>& job : registry_->All()) JobViewToProto(job->View(false), resp->add_jobs());
-  return Reply(ctx, absl::OkStatus());
+void CoordinatorService::ListJobs(UnaryCall<v1::ListJobsRequest, v1::ListJobsResponse>* call) {
+  absl::StatusOr<int> page_size = CheckRequest(call->request);
+  if (!page_size.ok()) return call->Reply(page_size.status());
+  // One more than the page, to tell whether another page follows.
+  const std::vector<std::shared_ptr<Job>> jobs = registry_->Page(call->request.page_token(), *page_size + 1);
+  for (size_t i = 0; i < jobs.size(); ++i) {
+    if (static_cast<int>(i) == *page_size) {
+      call->response.set_next_page_token(jobs[i - 1]->id());
+      break;
+    }
+    std::optional<JobView> view = jobs[i]->View(false);
+    if (!view) continue;
+    view->merged_config.clear();
+    view->timings.clear();
+    JobViewToProto(*view, call->response.add_jobs());
+  }
+  call->Reply(absl::OkStatus());
 }
 
-grpc::ServerUnaryReactor* CoordinatorService::GetJob(grpc::CallbackServerContext* ctx, const v1::GetJobRequest* req,
-                                                     v1::GetJobResponse* resp) {
-  absl::StatusOr<std::shared_ptr<Job>> job = ExistingJob(req->job_id());
-  if (!job.ok()) return Reply(ctx, job.status());
-  JobViewToProto((*job)->View(true), resp->mutable_job());
-  return Reply(ctx, absl::OkStatus());
+void CoordinatorService::GetJob(UnaryCall<v1::GetJobRequest, v1::GetJobResponse>* call) {
+  if (absl::Status s = CheckRequest(call->request); !s.ok()) return call->Reply(s);
+  std::shared_ptr<Job> job = registry_->Find(call->request.job_id());
+  std::optional<JobView> view = job ? job->View(true) : std::nullopt;
+  if (!view) return call->Reply(NoSuchJob(call->request.job_id()));
+  JobViewToProto(*view, call->response.mutable_job());
+  call->Reply(absl::OkStatus());
+}
+
+void CoordinatorService::DeleteJob(UnaryCall<v1::DeleteJobRequest, v1::DeleteJobResponse>* call) {
+  if (absl::Status s = CheckRequest(call->request); !s.ok()) return call->Reply(s);
+  absl::StatusOr<std::shared_ptr<Job>> job = ExistingJob(call->request.job_id());
+  if (!job.ok()) return call->Reply(job.status());
+  (*job)->Delete(call->request.force(), AnswerWith(call));
 }
 
 }  // namespace tpcoord

@@ -1,6 +1,10 @@
-// The gRPC face of the coordinator. Each handler only translates: it validates the request's shape, calls
-// one JobRegistry/Job method and writes the reply. Calls that wait park a reactor in the job (callback
-// API), so a parked call holds no thread.
+// The gRPC face of the coordinator. Each handler only translates: its request passed its checks
+// (request_checks.h), it calls one JobRegistry/Job method, and the job's answer becomes the reply.
+//
+// Every method is served from raw bytes: the request is parsed here, so that bytes that are not a valid
+// message (garbage, invalid UTF-8 in a string field) are answered INVALID_ARGUMENT naming the message,
+// where gRPC's own parsing answers an empty UNIMPLEMENTED. No exception leaves a handler: a bug is answered
+// INTERNAL naming the method. Calls that wait park in their job (callback API), holding no thread.
 #ifndef TPCOORD_COORDINATOR_COORDINATOR_SERVICE_H_
 #define TPCOORD_COORDINATOR_COORDINATOR_SERVICE_H_
 
@@ -9,59 +13,46 @@
 
 namespace tpcoord {
 
+template <typename Request, typename Response>
+class UnaryCall;
+
 class CoordinatorService final : public v1::Coordinator::CallbackService {
  public:
   // `registry` must outlive the service.
   CoordinatorService(JobRegistry* registry, const JobOptions& options);
 
-  grpc::ServerUnaryReactor* RecordTpInitArgs(grpc::CallbackServerContext* ctx,
-                                             const v1::RecordTpInitArgsRequest* req,
-                                             v1::RecordTpInitArgsResponse* resp) override;
-  grpc::ServerUnaryReactor* MergeConfig(grpc::CallbackServerContext* ctx, const v1::MergeConfigRequest* req,
-                                        v1::MergeConfigResponse* resp) override;
-  grpc::ServerUnaryReactor* Join(grpc::CallbackServerContext* ctx, const v1::JoinRequest* req,
-                                 v1::JoinResponse* resp) override;
-  grpc::ServerUnaryReactor* PublishUniqueId(grpc::CallbackServerContext* ctx,
-                                            const v1::PublishUniqueIdRequest* req,
-                                            v1::PublishUniqueIdResponse* resp) override;
-  grpc::ServerUnaryReactor* GetUniqueId(grpc::CallbackServerContext* ctx, const v1::GetUniqueIdRequest* req,
-                                        v1::GetUniqueIdResponse* resp) override;
-  grpc::ServerUnaryReactor* StoreSet(grpc::CallbackServerContext* ctx, const v1::StoreSetRequest* req,
-                                     v1::StoreSetResponse* resp) override;
-  grpc::ServerUnaryReactor* StoreGet(grpc::CallbackServerContext* ctx, const v1::StoreGetRequest* req,
-                                     v1::StoreGetResponse* resp) override;
-  grpc::ServerUnaryReactor* StoreAdd(grpc::CallbackServerContext* ctx, const v1::StoreAddRequest* req,
-                                     v1::StoreAddResponse* resp) override;
-  grpc::ServerUnaryReactor* StoreCompareSet(grpc::CallbackServerContext* ctx,
-                                            const v1::StoreCompareSetRequest* req,
-                                            v1::StoreCompareSetResponse* resp) override;
-  grpc::ServerUnaryReactor* StoreCheck(grpc::CallbackServerContext* ctx, const v1::StoreCheckRequest* req,
-                                       v1::StoreCheckResponse* resp) override;
-  grpc::ServerUnaryReactor* StoreDelete(grpc::CallbackServerContext* ctx, const v1::StoreDeleteRequest* req,
-                                        v1::StoreDeleteResponse* resp) override;
-  grpc::ServerUnaryReactor* StoreNumKeys(grpc::CallbackServerContext* ctx, const v1::StoreNumKeysRequest* req,
-                                         v1::StoreNumKeysResponse* resp) override;
-  grpc::ServerUnaryReactor* StoreWait(grpc::CallbackServerContext* ctx, const v1::StoreWaitRequest* req,
-                                      v1::StoreWaitResponse* resp) override;
-  grpc::ServerUnaryReactor* Barrier(grpc::CallbackServerContext* ctx, const v1::BarrierRequest* req,
-                                    v1::BarrierResponse* resp) override;
-  grpc::ServerUnaryReactor* Heartbeat(grpc::CallbackServerContext* ctx, const v1::HeartbeatRequest* req,
-                                      v1::HeartbeatResponse* resp) override;
-  grpc::ServerUnaryReactor* Leave(grpc::CallbackServerContext* ctx, const v1::LeaveRequest* req,
-                                  v1::LeaveResponse* resp) override;
-  grpc::ServerUnaryReactor* ListJobs(grpc::CallbackServerContext* ctx, const v1::ListJobsRequest* req,
-                                     v1::ListJobsResponse* resp) override;
-  grpc::ServerUnaryReactor* GetJob(grpc::CallbackServerContext* ctx, const v1::GetJobRequest* req,
-                                   v1::GetJobResponse* resp) override;
-
  private:
-  // The job a generation-scoped call names: INVALID_ARGUMENT for a malformed id, NOT_FOUND if unknown.
+  template <typename Request, typename Response>
+  using Handler = void (CoordinatorService::*)(UnaryCall<Request, Response>*);
+  // Serves `method` from raw bytes with `handler`.
+  template <typename Request, typename Response>
+  void Serve(const char* method, Handler<Request, Response> handler);
+
+  void RecordTpInitArgs(UnaryCall<v1::RecordTpInitArgsRequest, v1::RecordTpInitArgsResponse>* call);
+  void MergeConfig(UnaryCall<v1::MergeConfigRequest, v1::MergeConfigResponse>* call);
+  void Join(UnaryCall<v1::JoinRequest, v1::JoinResponse>* call);
+  void PublishUniqueId(UnaryCall<v1::PublishUniqueIdRequest, v1::PublishUniqueIdResponse>* call);
+  void GetUniqueId(UnaryCall<v1::GetUniqueIdRequest, v1::GetUniqueIdResponse>* call);
+  void StoreSet(UnaryCall<v1::StoreSetRequest, v1::StoreSetResponse>* call);
+  void StoreGet(UnaryCall<v1::StoreGetRequest, v1::StoreGetResponse>* call);
+  void StoreAdd(UnaryCall<v1::StoreAddRequest, v1::StoreAddResponse>* call);
+  void StoreCompareSet(UnaryCall<v1::StoreCompareSetRequest, v1::StoreCompareSetResponse>* call);
+  void StoreCheck(UnaryCall<v1::StoreCheckRequest, v1::StoreCheckResponse>* call);
+  void StoreDelete(UnaryCall<v1::StoreDeleteRequest, v1::StoreDeleteResponse>* call);
+  void StoreNumKeys(UnaryCall<v1::StoreNumKeysRequest, v1::StoreNumKeysResponse>* call);
+  void StoreWait(UnaryCall<v1::StoreWaitRequest, v1::StoreWaitResponse>* call);
+  void Barrier(UnaryCall<v1::BarrierRequest, v1::BarrierResponse>* call);
+  void Heartbeat(UnaryCall<v1::HeartbeatRequest, v1::HeartbeatResponse>* call);
+  void Leave(UnaryCall<v1::LeaveRequest, v1::LeaveResponse>* call);
+  void ListJobs(UnaryCall<v1::ListJobsRequest, v1::ListJobsResponse>* call);
+  void GetJob(UnaryCall<v1::GetJobRequest, v1::GetJobResponse>* call);
+  void DeleteJob(UnaryCall<v1::DeleteJobRequest, v1::DeleteJobResponse>* call);
+
+  // The job a call within a generation names: NOT_FOUND unless it exists.
   absl::StatusOr<std::shared_ptr<Job>> ExistingJob(const std::string& job_id) const;
-  // ExistingJob for a key-value store call, after checking its keys (1..1024 valid keys).
-  absl::StatusOr<std::shared_ptr<Job>> StoreJob(const std::string& job_id, const std::vector<std::string>& keys) const;
-  // How long a parked call may wait: the request's wait_timeout_ms (0: the default, capped), but ending
-  // a little before the client's own gRPC deadline so that our DEADLINE_EXCEEDED, which names what is
-  // missing, reaches the client.
+  // How long a parked call may wait: the request's wait_timeout_ms (0: the default), capped at kMaxWaitMs,
+  // and ending a little before the client's own gRPC deadline, so that our DEADLINE_EXCEEDED, which names
+  // what is missing, reaches the client.
   Millis WaitFor(const grpc::CallbackServerContext* ctx, uint32_t wait_timeout_ms) const;
 
   JobRegistry* const registry_;

@@ -1,22 +1,24 @@
 #include "coordinator/job.h"
 
 #include <algorithm>
-#include <charconv>
+#include <set>
 #include <utility>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_join.h"
 #include "common/config_merge.h"
 #include "common/deepspeed_error.h"
 #include "common/ds_config.h"
 #include "common/identifiers.h"
+#include "common/limits.h"
 #include "common/rank_assignment.h"
+#include "coordinator/barrier_set.h"
+#include "coordinator/config_agreement.h"
+#include "coordinator/lease_monitor.h"
+#include "coordinator/unique_id_table.h"
 
 namespace tpcoord {
 namespace {
-
-constexpr size_t kMaxListedMissing = 16;
 
 int64_t UnixMillisNow() {
   return std::chrono::duration_cast<Millis>(std::chrono::system_clock::now().time_since_epoch()).count();
@@ -26,104 +28,37 @@ std::string Seconds(Millis d) {
   return d.count() % 1000 == 0 ? absl::StrCat(d.count() / 1000, "s") : absl::StrCat(d.count(), "ms");
 }
 
+// Items a change claims in its batch (see Batch).
+std::string StoreItem(absl::string_view key) { return absl::StrCat("kv/", key); }
+std::string GroupItem(const GroupId& group) { return absl::StrCat("id/", GroupName(group)); }
+std::string MemberItem(int rank) { return absl::StrCat("member/", rank); }
+std::string BarrierItem(absl::string_view name) { return absl::StrCat("barrier/", name); }
+
 }  // namespace
-
-// The first few items of a list that may be long, and how many there were: what messages and views show of
-// who is missing, without building ten thousand strings for a world of ten thousand.
-class Job::Shortlist {
- public:
-  template <typename MakeItem>
-  void Add(MakeItem make_item) {
-    if (shown_.size() < kMaxListedMissing) shown_.push_back(make_item());
-    ++total_;
-  }
-  bool empty() const { return total_ == 0; }
-  // "a, b, c", or "a, b, ... and 9984 more".
-  std::string ToString() const {
-    std::string text = absl::StrJoin(shown_, ", ");
-    if (total_ > shown_.size()) absl::StrAppend(&text, " and ", total_ - shown_.size(), " more");
-    return text;
-  }
-
- private:
-  std::vector<std::string> shown_;
-  size_t total_ = 0;
-};
-
-// Callbacks collected under the job mutex and run after it is released. Declare before the lock so the
-// lock is destroyed first.
-class Job::Completions {
- public:
-  Completions() = default;
-  Completions(const Completions&) = delete;
-  Completions& operator=(const Completions&) = delete;
-  ~Completions() {
-    for (auto& fn : fns_) fn();
-  }
-  void Add(std::function<void()> fn) { fns_.push_back(std::move(fn)); }
-
- private:
-  std::vector<std::function<void()>> fns_;
-};
-
-struct Job::Waiter {
-  enum class Kind { kJoin, kUniqueIds, kStoreGet, kStoreWait, kBarrier };
-  Kind kind = Kind::kJoin;
-  TimerQueue::Id timer = 0;
-  Millis wait{0};
-  int rank = -1;                   // kUniqueIds, kBarrier
-  std::string worker_id;           // kJoin
-  std::vector<GroupId> groups;     // kUniqueIds, in the order asked
-  std::vector<std::string> keys;   // kStoreGet (one key), kStoreWait
-  std::string barrier;             // kBarrier
-  Done<Assignment> on_join;
-  Done<std::vector<std::string>> on_ids;
-  Done<std::string> on_value;
-  StatusDone on_status;            // kStoreWait, kBarrier
-};
 
 struct Job::Member {
   std::string worker_id;
   std::string host;
   std::optional<int> requested_rank;
-  int rank = -1;
-  uint64_t join_waiter = 0;  // the parked Join, 0 once answered
-  Clock::time_point last_heartbeat;
-  bool finished = false;
+  int rank = -1;           // once the world is complete
+  uint64_t join_call = 0;  // the parked Join while joining
   bool merged = false;
 };
 
-struct Job::BarrierState {
-  std::vector<uint64_t> waiter_of_rank;  // 0: not arrived
-  int arrived = 0;
-};
-
 struct Job::Generation {
-  uint64_t number = 0;
-  JobPhase phase = JobPhase::kIdle;
-  int world_size = 0;
+  Generation(const JobContext& context, const Mesh& mesh)
+      : mesh(mesh), kv(context.store_quota), barriers(kMaxBarriersPerGeneration), leases(context.options.lease) {}
+
   Mesh mesh;
-  std::vector<Member> members;                      // arrival order
+  std::vector<Member> members;                        // joining: in arrival order; from running on: by rank
   std::unordered_map<std::string, size_t> by_worker;  // worker_id -> index in members
-  std::vector<size_t> by_rank;                      // rank -> index in members, once running
-  std::string end_reason;
-
-  // Config agreement (G27): the first config merged in this generation, and merged results by TP group
-  // for configs byte-identical to it.
-  std::string reference_text;
-  nlohmann::json reference;
-  int reference_rank = -1;
-  std::unordered_map<int, std::string> merged_by_tp_group;
+  ConfigAgreement agreement;
   int merged_members = 0;
-
-  std::map<GroupId, std::string> unique_ids;
-  std::map<GroupId, std::vector<uint64_t>> id_waiters;
-
-  std::unordered_map<std::string, std::string> kv;
-  size_t kv_bytes = 0;
-  std::unordered_map<std::string, std::vector<uint64_t>> key_waiters;
-
-  std::map<std::string, BarrierState> barriers;
+  UniqueIdTable ids;
+  KeyValueStore kv;
+  BarrierSet barriers;
+  LeaseMonitor leases;
+  TimerQueue::Id lease_timer = 0;
 
   struct Timing {
     std::string phase;
@@ -132,938 +67,1190 @@ struct Job::Generation {
     std::optional<Clock::time_point> end;
   };
   std::vector<Timing> timings;
-  TimerQueue::Id lease_timer = 0;
+
+  void IndexMembers() {
+    by_worker.clear();
+    for (size_t i = 0; i < members.size(); ++i) by_worker.emplace(members[i].worker_id, i);
+  }
 };
 
-Job::Job(std::string id, StateStore* store, TimerQueue* timers, const JobOptions& options)
-    : id_(std::move(id)), store_(store), timers_(timers), options_(options),
-      gen_(std::make_unique<Generation>()) {}
+// What the changes of one batch claim, so that nothing a change decided on is changed by an earlier change
+// of the same batch before it is applied: each claims the items it reads and writes (a store key, a group's
+// unique ID, a member, a barrier), or the whole job. Claims on an empty batch always succeed.
+class Job::Batch {
+ public:
+  bool ClaimJob() {
+    if (changes_ > 0) return false;
+    whole_job_ = true;
+    return true;
+  }
+  bool Claim(const std::string& item) { return !whole_job_ && items_.insert(item).second; }
+  // No change joins a batch that a whole-job change holds.
+  bool closed() const { return whole_job_ && changes_ > 0; }
+  void Accepted() { ++changes_; }
+  bool empty() const { return changes_ == 0; }
+
+  StateWrites writes;
+  int64_t store_bytes = 0;  // what the batch's store writes add to the StoreQuota
+
+ private:
+  bool whole_job_ = false;
+  size_t changes_ = 0;
+  std::set<std::string> items_;
+};
+
+struct Job::Decision {
+  enum class Kind { kWait, kReject, kApply };
+  Kind kind = Kind::kApply;
+  absl::Status rejection;                                     // kReject, final (with the job's context)
+  std::function<void(Completions&)> apply;                    // kApply: runs once the batch is durable
+  std::function<void(absl::Status, Completions&)> answer_error;  // set by Drain: answers the caller an error
+
+  static Decision Wait() { return {Kind::kWait, {}, {}, {}}; }
+  static Decision Reject(absl::Status status) { return {Kind::kReject, std::move(status), {}, {}}; }
+  static Decision Apply(std::function<void(Completions&)> apply) { return {Kind::kApply, {}, std::move(apply), {}}; }
+};
+
+struct Job::Mutation {
+  Decide decide;
+  std::function<void(absl::Status, Completions&)> answer_error;
+};
+
+Job::Job(std::string id, const JobContext* context)
+    : id_(std::move(id)),
+      context_(context),
+      options_(context->options),
+      gen_(std::make_unique<Generation>(*context, Mesh())),
+      parked_(context->timers, context->options.max_parked_calls) {}
 
 Job::~Job() { Shutdown(); }
 
-void Job::Shutdown() {
-  Completions done;
-  std::lock_guard<std::mutex> lock(mu_);
-  if (gen_->lease_timer) timers_->Cancel(gen_->lease_timer);
-  gen_->lease_timer = 0;
-  const absl::Status status = WithJobContext(id_, absl::UnavailableError("the coordinator is shutting down"));
-  for (auto& [id, waiter] : waiters_) {
-    Detach(id, *waiter);
-    Fail(*waiter, status, done);
-  }
-  waiters_.clear();
+// --- the commit path ------------------------------------------------------------------------------------
+
+template <typename T>
+void Job::Mutate(Done<T> done, Decide decide) {
+  auto mutation = std::make_unique<Mutation>();
+  mutation->decide = std::move(decide);
+  mutation->answer_error = [done = std::move(done)](absl::Status s, Completions& c) { c.Answer<T>(done, std::move(s)); };
+  Enqueue(std::move(mutation));
 }
 
-void Job::Restore(const PersistedJob& persisted) {
-  std::lock_guard<std::mutex> lock(mu_);
-  tp_init_ = persisted.tp_init;
-  merged_config_ = persisted.merged_config;
-  gen_->number = persisted.generation;
-  gen_->world_size = persisted.world_size;
-  gen_->phase = persisted.phase;
-  gen_->end_reason = persisted.end_reason;
-  if (gen_->phase == JobPhase::kJoining || gen_->phase == JobPhase::kRunning) {
-    gen_->phase = JobPhase::kFailed;
-    gen_->end_reason = absl::StrCat("the coordinator restarted while generation ", gen_->number, " was ",
-                                    JobPhaseName(persisted.phase), "; rejoin to start generation ",
-                                    gen_->number + 1);
+void Job::Mutate(StatusDone done, Decide decide) {
+  auto mutation = std::make_unique<Mutation>();
+  mutation->decide = std::move(decide);
+  mutation->answer_error = [done = std::move(done)](absl::Status s, Completions& c) { c.Answer(done, std::move(s)); };
+  Enqueue(std::move(mutation));
+}
+
+void Job::Enqueue(std::unique_ptr<Mutation> mutation) {
+  Completions done;
+  absl::MutexLock lock(&mu_);
+  queue_.push_back(std::move(mutation));
+  if (!writing_) Drain(done);
+}
+
+Job::Decision Job::Rejected(absl::Status status) const { return Decision::Reject(WithContext(std::move(status))); }
+
+void Job::Drain(Completions& done) {
+  while (!writing_ && !queue_.empty()) {
+    Batch batch;
+    std::vector<Decision> decided;
+    while (!queue_.empty() && !batch.closed()) {
+      Mutation& m = *queue_.front();
+      Decision d;
+      try {
+        d = m.decide(batch);
+      } catch (const std::exception& e) {  // a bug, not the caller's fault: answer it, keep serving
+        d = Rejected(absl::InternalError(absl::StrCat("internal error: ", e.what())));
+      }
+      if (d.kind == Decision::Kind::kWait && !batch.empty()) break;  // first of the next batch
+      if (d.kind != Decision::Kind::kApply) {
+        m.answer_error(d.kind == Decision::Kind::kReject
+                           ? d.rejection
+                           : WithContext(absl::InternalError("internal error: a change waited on an empty batch")),
+                       done);
+      } else {
+        d.answer_error = std::move(m.answer_error);
+        decided.push_back(std::move(d));
+      }
+      queue_.pop_front();
+      batch.Accepted();
+    }
+    if (batch.writes.empty()) {
+      for (Decision& d : decided) d.apply(done);
+      continue;
+    }
+    writing_ = true;
+    context_->committer->Submit(std::move(batch.writes), absl::StrCat("write of job ", id_),
+                                [self = shared_from_this(), decided = std::move(decided)](absl::Status s) mutable {
+                                  self->Written(s, std::move(decided));
+                                });
   }
+  MaybeGone(done);
+}
+
+void Job::Written(const absl::Status& status, std::vector<Decision> batch) {
+  Completions done;
+  absl::MutexLock lock(&mu_);
+  writing_ = false;
+  for (Decision& d : batch) {
+    if (status.ok()) d.apply(done);
+    else d.answer_error(WithContext(status), done);
+  }
+  Drain(done);
+}
+
+void Job::MaybeGone(Completions& done) {
+  if (born_ || gone() || pins_ > 0 || writing_ || !queue_.empty() || parked_.size() > 0) return;
+  gone_.store(true, std::memory_order_release);
+  if (!stopping_ && context_->on_gone) done.Add([self = shared_from_this(), on_gone = context_->on_gone] { on_gone(self); });
+}
+
+bool Job::TryPin() {
+  absl::MutexLock lock(&mu_);
+  if (gone()) return false;
+  ++pins_;
+  return true;
+}
+
+void Job::Unpin() {
+  Completions done;
+  absl::MutexLock lock(&mu_);
+  --pins_;
+  MaybeGone(done);
+}
+
+void Job::Sync(StatusDone on_done) {
+  Mutate(on_done, [this, on_done](Batch& batch) -> Decision {
+    if (!batch.ClaimJob()) return Decision::Wait();
+    return Decision::Apply([on_done](Completions& c) { c.Answer(on_done, absl::OkStatus()); });
+  });
+}
+
+absl::Status Job::CheckServing() const {
+  if (stopping_) return absl::UnavailableError("the coordinator is shutting down; retry");
+  if (gone()) return absl::NotFoundError("the job does not exist");
+  return corrupt_;
+}
+
+JobHeader Job::NextHeader() const {
+  JobHeader next = header_;
+  next.updated_unix_ms = UnixMillisNow();
+  if (!born_) next.created_unix_ms = next.updated_unix_ms;
+  return next;
+}
+
+void Job::ApplyHeader(const JobHeader& header) {
+  header_ = header;
+  born_ = true;
+}
+
+// --- restore and shutdown -------------------------------------------------------------------------------
+
+void Job::Restore(StoredJob stored) {
+  Completions done;
+  absl::MutexLock lock(&mu_);
+  ApplyHeader(stored.header);
+  merged_config_ = std::move(stored.merged_config);
+  if (header_.generation == 0) return;
+  gen_ = std::make_unique<Generation>(*context_, *Mesh::Create(header_.world_size, header_.tp_size));
+  Generation& g = *gen_;
+  for (size_t r = 0; r < stored.members.size(); ++r) {
+    Member m;
+    m.worker_id = std::move(stored.members[r].worker_id);
+    m.host = std::move(stored.members[r].host);
+    m.rank = static_cast<int>(r);
+    g.members.push_back(std::move(m));
+  }
+  g.IndexMembers();
+  for (auto& [group, id] : stored.unique_ids) g.ids.Put(group, std::move(id));
+  for (auto& [key, value] : stored.kv) g.kv.Put(key, std::move(value));
+  for (const auto& [name, rounds] : stored.barrier_rounds) g.barriers.RestoreRounds(name, rounds);
+  if (stored.reference) {
+    absl::StatusOr<nlohmann::json> config = ParseDsConfig(stored.reference->config_text);
+    if (config.ok()) g.agreement.SetReference(stored.reference->rank, std::move(stored.reference->config_text), *config);
+  }
+  if (g.members.empty()) return;
+  g.leases.Start(header_.world_size, Clock::now());
+  for (int rank : stored.finished) g.leases.Finish(rank);
+  if (header_.phase == JobPhase::kRunning) {
+    BeginPhase("run");
+    ScheduleLeaseCheck(Clock::now() + options_.lease);
+    MaybeComplete();  // every member finished just before the restart
+  }
+}
+
+void Job::MarkCorrupt(absl::Status status) {
+  absl::MutexLock lock(&mu_);
+  born_ = true;
+  corrupt_ = std::move(status);
+  header_.phase = JobPhase::kFailed;
+  header_.end_reason = std::string(corrupt_.message());
+}
+
+void Job::Shutdown() {
+  Completions done;
+  absl::MutexLock lock(&mu_);
+  stopping_ = true;
+  if (gen_->lease_timer) context_->timers->Cancel(gen_->lease_timer);
+  gen_->lease_timer = 0;
+  FailAllParked(WithJobContext(id_, absl::UnavailableError("the coordinator is shutting down; retry")), done);
 }
 
 void Job::LogEvent(const std::string& what) const {
-  if (options_.log) options_.log(absl::StrCat("job ", id_, " generation ", gen_->number, ": ", what));
-}
-
-PersistedJob Job::Persisted() const {
-  return PersistedJob{id_, tp_init_, merged_config_, gen_->number, gen_->phase, gen_->world_size,
-                      gen_->end_reason};
+  if (options_.log) options_.log(absl::StrCat("job ", id_, " generation ", header_.generation, ": ", what));
 }
 
 absl::Status Job::WithContext(absl::Status status) const {
   std::string detail;
-  if (IsDeepSpeedError(status) && tp_init_.has_value()) {
-    detail = absl::StrCat("recorded ", DescribeTpInitArgs(ArgsForMerge(*tp_init_, nullptr)));
+  if (IsDeepSpeedError(status) && header_.tp_init.has_value()) {
+    detail = absl::StrCat("recorded ", DescribeTpInitArgs(ArgsForMerge(*header_.tp_init, nullptr)));
   }
   return WithJobContext(id_, std::move(status), detail);
 }
 
 // --- tp_model_init and the config merge -----------------------------------------------------------------
 
-absl::StatusOr<RecordOutcome> Job::Record(const TpInitArgs& call) {
-  std::lock_guard<std::mutex> lock(mu_);
-  absl::StatusOr<TpInitRecord> updated = RecordTpInitArgs(tp_init_, call);
-  if (!updated.ok()) {
-    return WithJobContext(id_, updated.status(),
-                          absl::StrCat("recorded ", DescribeTpInitArgs(ArgsForMerge(*tp_init_, nullptr)),
-                                       "; this call ", DescribeTpInitArgs(call)));
-  }
-  const bool created = !tp_init_.has_value();
-  const bool changed = created || updated->tp_groups.size() != tp_init_->tp_groups.size();
-  if (changed) {
-    PersistedJob next = Persisted();
+void Job::Record(const TpInitArgs& args, Done<RecordOutcome> on_done) {
+  Mutate(on_done, [this, args, on_done](Batch& batch) -> Decision {
+    mu_.AssertHeld();
+    if (!batch.ClaimJob()) return Decision::Wait();
+    if (absl::Status s = CheckServing(); !s.ok()) return Rejected(s);
+    absl::StatusOr<TpInitRecord> updated = RecordTpInitArgs(header_.tp_init, args);
+    if (!updated.ok()) {
+      return Decision::Reject(WithJobContext(
+          id_, updated.status(),
+          absl::StrCat("recorded ", DescribeTpInitArgs(ArgsForMerge(*header_.tp_init, nullptr)), "; this call ",
+                       DescribeTpInitArgs(args))));
+    }
+    const bool created = !header_.tp_init.has_value();
+    if (!created && updated->tp_groups.size() == header_.tp_init->tp_groups.size()) {
+      return Decision::Apply([on_done, outcome = RecordOutcome{*updated, false}](Completions& c) {
+        c.Answer<RecordOutcome>(on_done, outcome);
+      });
+    }
+    JobHeader next = NextHeader();
     next.tp_init = *updated;
-    if (absl::Status s = store_->SaveJob(next); !s.ok()) return WithContext(s);
-    tp_init_ = *updated;
-  }
-  return RecordOutcome{*tp_init_, created};
+    batch.writes.push_back(job_storage::PutHeader(id_, next));
+    return Decision::Apply([this, next, created, on_done](Completions& c) {
+      mu_.AssertHeld();
+      ApplyHeader(next);
+      c.Answer<RecordOutcome>(on_done, RecordOutcome{*next.tp_init, created});
+    });
+  });
 }
 
-absl::StatusOr<MergeOutcome> Job::Merge(absl::string_view config_text, bool has_mpu, uint64_t generation,
-                                        int rank) {
-  std::lock_guard<std::mutex> lock(mu_);
-  const bool recorded = tp_init_.has_value();
-  auto merge_json = [&](const nlohmann::json& config, const RankList* tp_group) -> absl::StatusOr<std::string> {
-    std::optional<TpInitArgs> args;
-    if (recorded) args = ArgsForMerge(*tp_init_, tp_group);
-    absl::StatusOr<nlohmann::json> merged = MergeTpInitIntoConfig(args, config, has_mpu);
-    if (!merged.ok()) return merged.status();
-    return merged->dump();
-  };
-  auto persist_merged = [&](const std::string& merged) -> absl::Status {
-    if (merged == merged_config_) return absl::OkStatus();
-    PersistedJob next = Persisted();
-    next.merged_config = merged;
-    if (absl::Status s = store_->SaveJob(next); !s.ok()) return s;
-    merged_config_ = merged;
-    return absl::OkStatus();
-  };
+void Job::Merge(std::string config_text, bool has_mpu, uint64_t generation, int rank, Done<MergeOutcome> on_done) {
+  Mutate(on_done, [this, text = std::move(config_text), has_mpu, generation, rank, on_done](Batch& batch) -> Decision {
+    mu_.AssertHeld();
+    if (!batch.ClaimJob()) return Decision::Wait();
+    if (absl::Status s = CheckServing(); !s.ok()) return Rejected(s);
+    const bool recorded = header_.tp_init.has_value();
+    auto merge = [&](const nlohmann::json& config, const RankList* tp_group) -> absl::StatusOr<std::string> {
+      std::optional<TpInitArgs> args;
+      if (recorded) args = ArgsForMerge(*header_.tp_init, tp_group);
+      absl::StatusOr<nlohmann::json> merged = MergeTpInitIntoConfig(args, config, has_mpu);
+      if (!merged.ok()) return merged.status();
+      return merged->dump();
+    };
+    auto answer = [on_done, recorded](std::string merged) {
+      return [on_done, recorded, merged = std::move(merged)](Completions& c) {
+        c.Answer<MergeOutcome>(on_done, MergeOutcome{merged, recorded});
+      };
+    };
 
-  if (generation == 0) {  // standalone: validate and merge, no agreement check
-    absl::StatusOr<nlohmann::json> config = ParseDsConfig(config_text);
-    if (!config.ok()) return WithContext(config.status());
-    absl::StatusOr<std::string> merged = merge_json(*config, nullptr);
-    if (!merged.ok()) return WithContext(merged.status());
-    if (absl::Status s = persist_merged(*merged); !s.ok()) return WithContext(s);
-    return MergeOutcome{*merged, recorded};
-  }
-
-  if (absl::Status s = CheckGeneration(generation); !s.ok()) return WithContext(s);
-  if (absl::Status s = CheckRank(rank); !s.ok()) return WithContext(s);
-  Generation& g = *gen_;
-  const GroupId tp_group = g.mesh.tp_group_of(rank);
-  const RankList tp_ranks = g.mesh.Ranks(tp_group);
-
-  std::string merged;
-  if (g.reference_rank >= 0 && config_text == g.reference_text) {
-    auto cached = g.merged_by_tp_group.find(tp_group.index);
-    if (cached != g.merged_by_tp_group.end()) {
-      merged = cached->second;
-    } else {
-      absl::StatusOr<std::string> m = merge_json(g.reference, &tp_ranks);
-      if (!m.ok()) return WithContext(m.status());
-      merged = *m;
-      g.merged_by_tp_group.emplace(tp_group.index, merged);
+    if (generation == 0) {  // standalone: validate and merge, no agreement; stored only for a job that exists
+      absl::StatusOr<nlohmann::json> config = ParseDsConfig(text);
+      if (!config.ok()) return Rejected(config.status());
+      absl::StatusOr<std::string> merged = merge(*config, nullptr);
+      if (!merged.ok()) return Rejected(merged.status());
+      if (!born_ || *merged == merged_config_) return Decision::Apply(answer(*merged));
+      batch.writes.push_back(job_storage::PutMergedConfig(id_, *merged));
+      return Decision::Apply([this, merged = *merged, reply = answer(*merged)](Completions& c) {
+        mu_.AssertHeld();
+        merged_config_ = merged;
+        reply(c);
+      });
     }
-  } else {
-    absl::StatusOr<nlohmann::json> config = ParseDsConfig(config_text);
-    if (!config.ok()) return WithContext(config.status());
-    if (g.reference_rank >= 0) {
-      if (std::optional<JsonDifference> diff = FirstDifference(g.reference, *config)) {
-        return WithContext(absl::FailedPreconditionError(absl::StrCat(
-            "the config of rank ", rank, " differs from the config rank ", g.reference_rank,
-            " merged first in generation ", g.number, " at ", diff->path.empty() ? "/" : diff->path,
-            ": rank ", g.reference_rank, " has ", diff->left, ", rank ", rank, " has ", diff->right,
-            "; every worker of a job must use the same DeepSpeed config")));
+
+    if (absl::Status s = CheckLive(generation); !s.ok()) return Rejected(s);
+    if (absl::Status s = CheckRank(rank); !s.ok()) return Rejected(s);
+    Generation& g = *gen_;
+    const GroupId tp_group = g.mesh.tp_group_of(rank);
+    const RankList tp_ranks = g.mesh.Ranks(tp_group);
+    auto count_member = [this, rank] {
+      mu_.AssertHeld();
+      Member& m = gen_->members[rank];
+      if (m.merged) return;
+      m.merged = true;
+      if (++gen_->merged_members == header_.world_size) EndPhase("merge");
+    };
+
+    if (g.agreement.has_reference() && text == g.agreement.reference_text()) {  // the common case: no parse
+      std::string merged;
+      if (const std::string* cached = g.agreement.MergedFor(tp_group.index)) {
+        merged = *cached;
+      } else {
+        absl::StatusOr<std::string> m = merge(g.agreement.reference(), &tp_ranks);
+        if (!m.ok()) return Rejected(m.status());
+        merged = *m;
       }
+      return Decision::Apply([this, tp_group, merged, count_member, reply = answer(merged)](Completions& c) {
+        mu_.AssertHeld();
+        gen_->agreement.CacheMerged(tp_group.index, merged);
+        count_member();
+        reply(c);
+      });
     }
-    absl::StatusOr<std::string> m = merge_json(*config, &tp_ranks);
-    if (!m.ok()) return WithContext(m.status());
-    merged = *m;
-    if (g.reference_rank < 0) {
-      if (absl::Status s = persist_merged(merged); !s.ok()) return WithContext(s);
-      g.reference_text = std::string(config_text);
-      g.reference = *std::move(config);
-      g.reference_rank = rank;
-      g.merged_by_tp_group.emplace(tp_group.index, merged);
+    absl::StatusOr<nlohmann::json> config = ParseDsConfig(text);
+    if (!config.ok()) return Rejected(config.status());
+    if (absl::Status s = g.agreement.Check(rank, *config, header_.generation); !s.ok()) return Rejected(s);
+    absl::StatusOr<std::string> merged = merge(*config, &tp_ranks);
+    if (!merged.ok()) return Rejected(merged.status());
+    if (g.agreement.has_reference()) {  // equal after parsing, though not byte for byte
+      return Decision::Apply([count_member, reply = answer(*merged)](Completions& c) {
+        count_member();
+        reply(c);
+      });
+    }
+    // The first merge of the generation: its config becomes the reference every member must agree with.
+    batch.writes.push_back(job_storage::PutReference(id_, {rank, text}));
+    if (*merged != merged_config_) batch.writes.push_back(job_storage::PutMergedConfig(id_, *merged));
+    return Decision::Apply([this, rank, text, config = *std::move(config), merged = *merged, tp_group, count_member,
+                            reply = answer(*merged)](Completions& c) mutable {
+      mu_.AssertHeld();
+      gen_->agreement.SetReference(rank, text, std::move(config));
+      gen_->agreement.CacheMerged(tp_group.index, merged);
+      merged_config_ = merged;
       BeginPhase("merge");
-    }
-  }
-  Member& member = g.members[g.by_rank[rank]];
-  if (!member.merged) {
-    member.merged = true;
-    if (++g.merged_members == g.world_size) EndPhase("merge");
-  }
-  return MergeOutcome{merged, recorded};
+      count_member();
+      reply(c);
+    });
+  });
 }
 
-// --- Join and generations -------------------------------------------------------------------------------
+// --- Join and the generation lifecycle ------------------------------------------------------------------
 
-uint64_t Job::Join(const JoinArgs& args, Millis wait, Done<Assignment> on_done) {
-  Completions done;
-  std::lock_guard<std::mutex> lock(mu_);
-  auto reject = [&](absl::Status status) {
-    done.Add([on_done, s = WithContext(std::move(status))] { on_done(s); });
-    return uint64_t{0};
-  };
+uint64_t Job::Join(JoinArgs args, Millis wait, Done<Assignment> on_done) {
+  const uint64_t call = next_call_.fetch_add(1);
+  Mutate(on_done, [this, args = std::move(args), call, wait, on_done](Batch& batch) {
+    mu_.AssertHeld();
+    return DecideJoin(batch, args, call, wait, on_done);
+  });
+  return call;
+}
 
+Assignment Job::AssignmentOf(int rank) const {
+  return Assignment{header_.generation, rank, gen_->mesh, options_.lease / 4, options_.lease};
+}
+
+Job::Decision Job::DecideJoin(Batch& batch, const JoinArgs& args, uint64_t call, Millis wait, Done<Assignment> done) {
+  if (!batch.ClaimJob()) return Decision::Wait();
+  if (absl::Status s = CheckServing(); !s.ok()) return Rejected(s);
   int tp_size = args.tp_size;
-  if (tp_init_.has_value()) {
-    if (tp_size != 0 && tp_size != tp_init_->tp_size) {
-      return reject(absl::FailedPreconditionError(
-          absl::StrCat("Join asks for tp_size ", tp_size, " but tp_model_init recorded tp_size ",
-                       tp_init_->tp_size, " for this job")));
+  if (header_.tp_init.has_value()) {
+    if (tp_size != 0 && tp_size != header_.tp_init->tp_size) {
+      return Rejected(absl::FailedPreconditionError(absl::StrCat("Join asks for tp_size ", tp_size,
+                                                                 " but tp_model_init recorded tp_size ",
+                                                                 header_.tp_init->tp_size, " for this job")));
     }
-    tp_size = tp_init_->tp_size;
+    tp_size = header_.tp_init->tp_size;
   } else if (tp_size == 0) {
     tp_size = 1;
   }
   absl::StatusOr<Mesh> mesh = Mesh::Create(args.world_size, tp_size);
-  if (!mesh.ok()) return reject(mesh.status());
+  if (!mesh.ok()) return Rejected(mesh.status());
   if (args.requested_rank && (*args.requested_rank < 0 || *args.requested_rank >= args.world_size)) {
-    return reject(absl::InvalidArgumentError(absl::StrCat("requested_rank ", *args.requested_rank,
-                                                          " is out of range for world_size ",
-                                                          args.world_size)));
+    return Rejected(absl::InvalidArgumentError(absl::StrCat("requested_rank ", *args.requested_rank,
+                                                            " is out of range for world_size ", args.world_size)));
+  }
+  const Generation& g = *gen_;
+  if (header_.phase == JobPhase::kRunning) {
+    if (auto it = g.by_worker.find(args.worker_id); it != g.by_worker.end()) {  // a retry: the same answer
+      return Decision::Apply([done, a = AssignmentOf(g.members[it->second].rank)](Completions& c) {
+        c.Answer<Assignment>(done, a);
+      });
+    }
   }
 
-  Generation& g = *gen_;
-  if (g.phase == JobPhase::kRunning) {
-    auto it = g.by_worker.find(args.worker_id);
-    if (it != g.by_worker.end()) {  // a retried Join of a member: answer it again
-      const Member& m = g.members[it->second];
-      Assignment a{g.number, m.rank, g.mesh, options_.lease / 4, options_.lease};
-      done.Add([on_done, a] { on_done(a); });
-      return 0;
+  // This Join opens the next generation unless one is joining; a running one ends first.
+  const bool fresh = header_.phase != JobPhase::kJoining;
+  std::string ended;
+  if (header_.phase == JobPhase::kRunning) {
+    ended = absl::StrCat("worker ", args.worker_id, " (host ", args.host, ") joined while generation ",
+                         header_.generation, " was running");
+  }
+  JobHeader next = NextHeader();
+  if (fresh) {
+    next.generation = header_.generation + 1;
+    next.phase = JobPhase::kJoining;
+    next.world_size = args.world_size;
+    next.tp_size = tp_size;
+    next.end_reason.clear();
+  } else {
+    if (args.world_size != header_.world_size || tp_size != header_.tp_size) {
+      return Rejected(absl::FailedPreconditionError(absl::StrCat(
+          "Join asks for world_size ", args.world_size, " and tp_size ", tp_size, ", but the ", g.members.size(),
+          " worker(s) already in generation ", header_.generation, " joined with world_size ", header_.world_size,
+          " and tp_size ", header_.tp_size)));
     }
-    EndGeneration(absl::StrCat("worker ", args.worker_id, " (host ", args.host, ") joined while generation ",
-                               g.number, " was running"),
-                  done);
-  }
-  if (gen_->phase != JobPhase::kJoining) {  // start the next generation
-    auto next = std::make_unique<Generation>();
-    next->number = gen_->number + 1;
-    next->phase = JobPhase::kJoining;
-    next->world_size = args.world_size;
-    next->mesh = *mesh;
-    // Remember who was in the previous generation, so a join timeout can say who has not come back.
-    previous_members_.clear();
-    for (const Member& m : gen_->members) {
-      if (m.rank >= 0) previous_members_.push_back({m.rank, m.host, m.worker_id});
-    }
-    gen_ = std::move(next);
-    BeginPhase("join");
-    LogEvent(absl::StrCat("joining, world_size ", args.world_size, ", tp_size ", tp_size));
-  }
-  Generation& j = *gen_;
-  if (args.world_size != j.world_size || tp_size != j.mesh.tp_size()) {
-    return reject(absl::FailedPreconditionError(absl::StrCat(
-        "Join asks for world_size ", args.world_size, " and tp_size ", tp_size, ", but the ", j.members.size(),
-        " worker(s) already in generation ", j.number, " joined with world_size ", j.world_size,
-        " and tp_size ", j.mesh.tp_size())));
-  }
-  if (args.requested_rank) {
-    for (const Member& m : j.members) {
-      if (m.requested_rank == args.requested_rank && m.worker_id != args.worker_id) {
-        return reject(absl::AlreadyExistsError(
-            absl::StrCat("requested_rank ", *args.requested_rank, " is already held by worker ", m.worker_id,
-                         " (host ", m.host, ") in generation ", j.number)));
+    if (args.requested_rank) {
+      for (const Member& m : g.members) {
+        if (m.requested_rank == args.requested_rank && m.worker_id != args.worker_id) {
+          return Rejected(absl::AlreadyExistsError(absl::StrCat("requested_rank ", *args.requested_rank,
+                                                                " is already held by worker ", m.worker_id, " (host ",
+                                                                m.host, ") in generation ", header_.generation)));
+        }
       }
     }
   }
 
-  auto existing = j.by_worker.find(args.worker_id);
-  if (existing != j.by_worker.end()) {  // a retry: the new call replaces the old one
-    Member& m = j.members[existing->second];
-    if (auto w = waiters_.find(m.join_waiter); w != waiters_.end()) {
-      std::unique_ptr<Waiter> old = std::move(w->second);
-      waiters_.erase(w);
-      Fail(*old, absl::CancelledError("replaced by a newer Join from the same worker_id"), done);
+  // The joining world with this worker in it (a retried Join replaces the worker's earlier one).
+  std::vector<Member> world = fresh ? std::vector<Member>() : g.members;
+  Member joiner{args.worker_id, args.host, args.requested_rank};
+  auto same = std::find_if(world.begin(), world.end(), [&](const Member& m) { return m.worker_id == args.worker_id; });
+  const uint64_t replaced = same == world.end() ? 0 : same->join_call;
+  if (same == world.end()) world.push_back(joiner);
+  else *same = joiner;
+  const bool complete = static_cast<int>(world.size()) == args.world_size;
+  if (!complete) {
+    if (absl::Status s = CheckPark(); !s.ok()) return Rejected(s);
+  }
+
+  absl::Status start_error;
+  if (complete) {
+    std::vector<RankRequest> requests;
+    for (const Member& m : world) requests.push_back({m.host, m.requested_rank});
+    const std::vector<int> ranks = AssignRanks(requests, tp_size);
+    std::vector<Member> by_rank(world.size());
+    for (size_t i = 0; i < world.size(); ++i) {
+      world[i].rank = ranks[i];
+      by_rank[ranks[i]] = std::move(world[i]);
     }
-    m.host = args.host;
-    m.requested_rank = args.requested_rank;
-  } else {
-    j.by_worker.emplace(args.worker_id, j.members.size());
-    j.members.push_back(Member{args.worker_id, args.host, args.requested_rank});
-  }
-  Waiter waiter;
-  waiter.kind = Waiter::Kind::kJoin;
-  waiter.worker_id = args.worker_id;
-  waiter.on_join = std::move(on_done);
-  const uint64_t id = Park(std::move(waiter), wait);
-  j.members[j.by_worker[args.worker_id]].join_waiter = id;
-  if (static_cast<int>(j.members.size()) == j.world_size) {
-    CompleteWorld(done);
-    return 0;
-  }
-  return id;
-}
-
-void Job::CompleteWorld(Completions& done) {
-  Generation& g = *gen_;
-  std::vector<RankRequest> requests;
-  for (const Member& m : g.members) requests.push_back({m.host, m.requested_rank});
-  const std::vector<int> ranks = AssignRanks(requests, g.mesh.tp_size());
-
-  // The recorded tp_groups must be TP groups of this mesh: the groups are what tpcoord shards with, so a
-  // recorded group is honoured or rejected, never silently replaced (DeepSpeed gap G4).
-  absl::Status status;
-  if (tp_init_.has_value() && tp_init_->has_tp_group) {
-    for (const RankList& group : tp_init_->tp_groups) {
-      if (g.mesh.TpGroupIndex(group) < 0) {
-        status = absl::FailedPreconditionError(absl::StrCat(
+    world = std::move(by_rank);
+    // The recorded tp_groups must be TP groups of this mesh: the groups are what tpcoord shards with, so a
+    // recorded group is honoured or rejected, never silently replaced (DeepSpeed gap G4).
+    if (header_.tp_init.has_value() && header_.tp_init->has_tp_group) {
+      for (const RankList& group : header_.tp_init->tp_groups) {
+        if (mesh->TpGroupIndex(group) >= 0) continue;
+        start_error = absl::FailedPreconditionError(absl::StrCat(
             "the recorded tp_group ", RankListString(group), " is not a TP group of the mesh (world_size ",
-            g.world_size, ", tp_size ", g.mesh.tp_size(), "), whose TP groups are the contiguous blocks ",
-            RankListString(g.mesh.Ranks({GroupKind::kTp, 0})), ", ...; record the groups of that layout"));
+            args.world_size, ", tp_size ", tp_size, "), whose TP groups are the contiguous blocks ",
+            RankListString(mesh->Ranks({GroupKind::kTp, 0})), ", ...; record the groups of that layout"));
         break;
       }
     }
-  }
-  g.by_rank.assign(g.world_size, 0);
-  for (size_t i = 0; i < g.members.size(); ++i) {
-    g.members[i].rank = ranks[i];
-    g.by_rank[ranks[i]] = i;
-  }
-  if (status.ok()) {
-    PersistedJob next = Persisted();
-    next.phase = JobPhase::kRunning;
-    status = store_->SaveJob(next);
-  }
-  if (!status.ok()) {
-    g.phase = JobPhase::kFailed;
-    g.end_reason = std::string(status.message());
-    LogEvent(absl::StrCat("failed to start: ", g.end_reason));
-    for (Member& m : g.members) {
-      if (auto w = waiters_.find(m.join_waiter); w != waiters_.end()) {
-        std::unique_ptr<Waiter> waiter = std::move(w->second);
-        waiters_.erase(w);
-        Fail(*waiter, status, done);
-      }
-      m.join_waiter = 0;
-    }
-    return;
+    next.phase = start_error.ok() ? JobPhase::kRunning : JobPhase::kFailed;
+    next.end_reason = std::string(start_error.message());
   }
 
-  g.phase = JobPhase::kRunning;
-  EndPhase("join");
-  BeginPhase("run");
-  LogEvent(absl::StrCat("running: ", g.world_size, " workers = tp ", g.mesh.tp_size(), " x dp ", g.mesh.dp_size()));
-  const Clock::time_point now = Clock::now();
-  for (Member& m : g.members) {
-    m.last_heartbeat = now;
-    auto w = waiters_.find(m.join_waiter);
-    m.join_waiter = 0;
-    if (w == waiters_.end()) continue;
-    std::unique_ptr<Waiter> waiter = std::move(w->second);
-    waiters_.erase(w);
-    timers_->Cancel(waiter->timer);
-    Assignment a{g.number, m.rank, g.mesh, options_.lease / 4, options_.lease};
-    done.Add([fn = std::move(waiter->on_join), a] { fn(a); });
+  if (fresh) batch.writes.push_back(job_storage::ClearGeneration(id_));
+  if (fresh || complete) batch.writes.push_back(job_storage::PutHeader(id_, next));
+  if (complete && start_error.ok()) {
+    std::vector<StoredMember> stored;
+    for (const Member& m : world) stored.push_back({m.worker_id, m.host});
+    job_storage::PutMembers(id_, stored, &batch.writes);
   }
-  ScheduleLeaseCheck(now + options_.lease);
+
+  return Decision::Apply([this, fresh, ended, next, world = std::move(world), complete, start_error, replaced, joiner,
+                          call, wait, done](Completions& c) mutable {
+    mu_.AssertHeld();
+    if (!ended.empty()) {
+      JobHeader failed = header_;
+      failed.phase = JobPhase::kFailed;
+      failed.end_reason = ended;
+      EndGeneration(failed, c);
+    }
+    if (fresh) StartGeneration(next, c);
+    if (replaced != 0) {
+      if (std::optional<Parked> old = parked_.Take(replaced)) {
+        FailParkedCall(old->call, WithJobContext(id_, absl::CancelledError("replaced by a newer Join from the same worker_id")), c);
+      }
+    }
+    Generation& g = *gen_;
+    if (!complete) {  // park until the world is complete
+      std::string worker_id = joiner.worker_id;
+      joiner.join_call = call;
+      auto it = g.by_worker.find(joiner.worker_id);
+      if (it == g.by_worker.end()) {
+        g.by_worker.emplace(joiner.worker_id, g.members.size());
+        g.members.push_back(std::move(joiner));
+      } else {
+        g.members[it->second] = std::move(joiner);
+      }
+      if (!fresh) ApplyHeader(next);
+      Park(call, JoinCall{std::move(worker_id), done}, wait, c);
+      return;
+    }
+    if (!start_error.ok()) {
+      ApplyHeader(next);
+      const absl::Status status = WithContext(start_error);
+      LogEvent(absl::StrCat("failed to start: ", start_error.message()));
+      for (const Member& m : g.members) {
+        if (std::optional<Parked> p = parked_.Take(m.join_call)) FailParkedCall(p->call, status, c);
+      }
+      c.Answer<Assignment>(done, status);
+      return;
+    }
+    // The world is complete: every member learns its rank.
+    std::vector<uint64_t> waiting;
+    for (const Member& m : world) waiting.push_back(m.join_call);
+    g.members = std::move(world);
+    for (Member& m : g.members) m.join_call = 0;
+    g.IndexMembers();
+    ApplyHeader(next);
+    const Clock::time_point now = Clock::now();
+    g.leases.Start(header_.world_size, now);
+    EndPhase("join");
+    BeginPhase("run");
+    LogEvent(absl::StrCat("running: ", header_.world_size, " workers = tp ", g.mesh.tp_size(), " x dp ", g.mesh.dp_size()));
+    for (size_t rank = 0; rank < waiting.size(); ++rank) {
+      if (g.members[rank].worker_id == joiner.worker_id) {
+        c.Answer<Assignment>(done, AssignmentOf(static_cast<int>(rank)));
+      } else if (std::optional<Parked> p = parked_.Take(waiting[rank])) {
+        c.Answer<Assignment>(std::move(std::get<JoinCall>(p->call).done), AssignmentOf(static_cast<int>(rank)));
+      }
+    }
+    ScheduleLeaseCheck(now + options_.lease);
+  });
 }
 
-void Job::EndGeneration(const std::string& reason, Completions& done) {
-  Generation& g = *gen_;
-  g.phase = JobPhase::kFailed;
-  g.end_reason = reason;
-  EndPhase("run");
-  LogEvent(absl::StrCat("ended: ", reason));
-  if (g.lease_timer) timers_->Cancel(g.lease_timer);
-  g.lease_timer = 0;
-  if (absl::Status s = store_->SaveJob(Persisted()); !s.ok()) {
-    // The generation ends either way; after a restart it would be marked failed anyway.
+void Job::StartGeneration(const JobHeader& header, Completions& done) {
+  // Calls still parked in the generation that is over (a store wait after completion, say) end with it.
+  FailAllParked(WithJobContext(id_, absl::FailedPreconditionError(absl::StrCat(
+                                        "generation ", header_.generation, " is over; the job is in generation ",
+                                        header.generation, ": rejoin"))),
+                done);
+  previous_members_.clear();
+  for (const Member& m : gen_->members) {
+    if (m.rank >= 0) previous_members_.push_back({m.rank, m.host, m.worker_id});
   }
-  const absl::Status aborted = WithJobContext(
-      id_, absl::AbortedError(absl::StrCat("generation ", g.number, " ended: ", reason)));
-  for (auto& [id, waiter] : waiters_) Fail(*waiter, aborted, done);
-  waiters_.clear();
+  if (gen_->lease_timer) context_->timers->Cancel(gen_->lease_timer);
+  gen_ = std::make_unique<Generation>(*context_, *Mesh::Create(header.world_size, header.tp_size));
+  ApplyHeader(header);
+  BeginPhase("join");
+  LogEvent(absl::StrCat("joining, world_size ", header.world_size, ", tp_size ", header.tp_size));
+}
+
+void Job::EndGeneration(const JobHeader& header, Completions& done) {
+  ApplyHeader(header);
+  EndPhase("run");
+  LogEvent(absl::StrCat("ended: ", header.end_reason));
+  if (gen_->lease_timer) context_->timers->Cancel(gen_->lease_timer);
+  gen_->lease_timer = 0;
+  FailAllParked(WithJobContext(id_, absl::AbortedError(absl::StrCat("generation ", header.generation, " ended: ",
+                                                                    header.end_reason))),
+                done);
+}
+
+void Job::MaybeComplete() {
+  if (header_.phase != JobPhase::kRunning || !gen_->leases.AllFinished()) return;
+  auto mutation = std::make_unique<Mutation>();
+  mutation->answer_error = [](absl::Status, Completions&) {};  // retried by the next restart's MaybeComplete
+  mutation->decide = [this, generation = header_.generation](Batch& batch) -> Decision {
+    mu_.AssertHeld();
+    if (!batch.ClaimJob()) return Decision::Wait();
+    if (header_.generation != generation || header_.phase != JobPhase::kRunning) return Decision::Apply([](Completions&) {});
+    JobHeader next = NextHeader();
+    next.phase = JobPhase::kCompleted;
+    batch.writes.push_back(job_storage::PutHeader(id_, next));
+    return Decision::Apply([this, next](Completions&) {
+      mu_.AssertHeld();
+      Complete(next);
+    });
+  };
+  queue_.push_back(std::move(mutation));
+}
+
+void Job::Complete(const JobHeader& header) {
+  ApplyHeader(header);
+  EndPhase("run");
+  LogEvent("completed: every worker finished");
+  if (gen_->lease_timer) context_->timers->Cancel(gen_->lease_timer);
+  gen_->lease_timer = 0;
 }
 
 void Job::ScheduleLeaseCheck(Clock::time_point when) {
   std::weak_ptr<Job> weak = weak_from_this();
-  gen_->lease_timer = timers_->Schedule(when, [weak] {
+  gen_->lease_timer = context_->timers->Schedule(when, [weak] {
     if (auto job = weak.lock()) job->CheckLeases();
   });
 }
 
 void Job::CheckLeases() {
-  Completions done;
-  std::lock_guard<std::mutex> lock(mu_);
-  Generation& g = *gen_;
-  g.lease_timer = 0;
-  if (g.phase != JobPhase::kRunning) return;
-  const Clock::time_point now = Clock::now();
-  Clock::time_point next = now + options_.lease;
-  std::vector<int> expired;
-  for (int rank = 0; rank < g.world_size; ++rank) {
-    const Member& m = g.members[g.by_rank[rank]];
-    if (m.finished) continue;
-    const Clock::time_point deadline = m.last_heartbeat + options_.lease;
-    if (deadline <= now) expired.push_back(rank);
-    else next = std::min(next, deadline);
-  }
-  if (expired.empty()) {
-    ScheduleLeaseCheck(next);
-    return;
-  }
-  const Member& first = g.members[g.by_rank[expired.front()]];
-  std::string reason = absl::StrCat("rank ", first.rank, " (host ", first.host, ", worker ", first.worker_id,
-                                    ") missed its heartbeat lease of ", Seconds(options_.lease));
-  if (expired.size() > 1) absl::StrAppend(&reason, ", and ", expired.size() - 1, " more rank(s) with it");
-  EndGeneration(reason, done);
+  auto mutation = std::make_unique<Mutation>();
+  mutation->answer_error = [](absl::Status, Completions&) {};
+  mutation->decide = [this](Batch& batch) -> Decision {
+    mu_.AssertHeld();
+    if (!batch.ClaimJob()) return Decision::Wait();
+    if (stopping_ || header_.phase != JobPhase::kRunning) return Decision::Apply([](Completions&) {});
+    const Generation& g = *gen_;
+    const std::vector<int> expired = g.leases.Expired(Clock::now());
+    if (expired.empty()) {
+      return Decision::Apply([this](Completions&) {
+        mu_.AssertHeld();
+        ScheduleLeaseCheck(std::min(gen_->leases.NextDeadline(), Clock::now() + options_.lease));
+      });
+    }
+    const Member& first = g.members[expired.front()];
+    JobHeader next = NextHeader();
+    next.phase = JobPhase::kFailed;
+    next.end_reason = absl::StrCat("rank ", first.rank, " (host ", first.host, ", worker ", first.worker_id,
+                                   ") missed its heartbeat lease of ", Seconds(options_.lease));
+    if (expired.size() > 1) absl::StrAppend(&next.end_reason, ", and ", expired.size() - 1, " more rank(s) with it");
+    batch.writes.push_back(job_storage::PutHeader(id_, next));
+    return Decision::Apply([this, next](Completions& c) {
+      mu_.AssertHeld();
+      EndGeneration(next, c);
+    });
+  };
+  Enqueue(std::move(mutation));
 }
 
-absl::Status Job::CheckGeneration(uint64_t generation) const {
-  const Generation& g = *gen_;
-  if (generation == 0 || generation > g.number) {
+absl::Status Job::CheckLive(uint64_t generation, bool allow_completed) const {
+  if (!born_) return absl::NotFoundError("the job does not exist");
+  if (header_.generation == 0) {
     return absl::FailedPreconditionError(
-        absl::StrCat("generation ", generation, " does not exist; the job is in generation ", g.number));
+        absl::StrCat("generation ", generation, " does not exist; the job has no generation yet"));
   }
-  if (generation < g.number) {
+  if (generation == 0 || generation > header_.generation) {
     return absl::FailedPreconditionError(absl::StrCat("generation ", generation,
-                                                      " is over; the job is in generation ", g.number,
-                                                      ": rejoin"));
+                                                      " does not exist; the job is in generation ", header_.generation));
   }
-  switch (g.phase) {
-    case JobPhase::kRunning:
-    case JobPhase::kCompleted: return absl::OkStatus();
+  if (generation < header_.generation) {
+    return absl::FailedPreconditionError(absl::StrCat("generation ", generation, " is over; the job is in generation ",
+                                                      header_.generation, ": rejoin"));
+  }
+  switch (header_.phase) {
+    case JobPhase::kRunning: return absl::OkStatus();
+    case JobPhase::kCompleted:
+      if (allow_completed) return absl::OkStatus();
+      return absl::FailedPreconditionError(
+          absl::StrCat("generation ", generation, " has completed: every member left finished"));
     case JobPhase::kFailed:
-      return absl::AbortedError(absl::StrCat("generation ", generation, " ended: ", g.end_reason));
+      return absl::AbortedError(absl::StrCat("generation ", generation, " ended: ", header_.end_reason));
     default:
       return absl::FailedPreconditionError(
-          absl::StrCat("generation ", generation, " is still ", JobPhaseName(g.phase), "; wait for Join"));
+          absl::StrCat("generation ", generation, " is still ", JobPhaseName(header_.phase), "; wait for Join"));
   }
 }
 
 absl::Status Job::CheckRank(int rank) const {
-  if (rank < 0 || rank >= gen_->world_size) {
+  if (rank < 0 || rank >= header_.world_size || rank >= static_cast<int>(gen_->members.size())) {
     return absl::InvalidArgumentError(absl::StrCat("rank ", rank, " is out of range for world_size ",
-                                                   gen_->world_size, " of generation ", gen_->number));
+                                                   header_.world_size, " of generation ", header_.generation));
   }
   return absl::OkStatus();
+}
+
+bool Job::HasWorkers() const {
+  return header_.phase == JobPhase::kRunning || (header_.phase == JobPhase::kJoining && !gen_->members.empty());
 }
 
 // --- parked calls ---------------------------------------------------------------------------------------
 
-uint64_t Job::Park(Waiter waiter, Millis wait) {
-  const uint64_t id = next_waiter_id_++;
-  waiter.wait = wait;
+absl::Status Job::CheckPark() const { return parked_.CheckRoom(); }
+
+void Job::Park(uint64_t call, ParkedCall parked, Millis wait, Completions& done) {
+  if (stopping_) {  // a call decided before the coordinator began to stop, applied after
+    FailParkedCall(parked, WithJobContext(id_, absl::UnavailableError("the coordinator is shutting down; retry")), done);
+    return;
+  }
   std::weak_ptr<Job> weak = weak_from_this();
-  waiter.timer = timers_->Schedule(Clock::now() + wait, [weak, id] {
-    if (auto job = weak.lock()) job->Expire(id);
+  parked_.Park(call, std::move(parked), wait, [weak, call] {
+    if (auto job = weak.lock()) job->Expire(call);
   });
-  waiters_.emplace(id, std::make_unique<Waiter>(std::move(waiter)));
-  return id;
 }
 
-void Job::Fail(Waiter& waiter, absl::Status status, Completions& done) {
-  timers_->Cancel(waiter.timer);
-  switch (waiter.kind) {
-    case Waiter::Kind::kJoin: done.Add([fn = std::move(waiter.on_join), status] { fn(status); }); break;
-    case Waiter::Kind::kUniqueIds: done.Add([fn = std::move(waiter.on_ids), status] { fn(status); }); break;
-    case Waiter::Kind::kStoreGet: done.Add([fn = std::move(waiter.on_value), status] { fn(status); }); break;
-    case Waiter::Kind::kStoreWait:
-    case Waiter::Kind::kBarrier: done.Add([fn = std::move(waiter.on_status), status] { fn(status); }); break;
-  }
-}
-
-// Removes every trace of a waiter that is about to fail: its Join membership, barrier arrival or
-// registration under groups and keys.
-void Job::Cancel(uint64_t waiter_id) {
-  Completions done;
-  std::lock_guard<std::mutex> lock(mu_);
-  auto it = waiters_.find(waiter_id);
-  if (it == waiters_.end()) return;
-  std::unique_ptr<Waiter> waiter = std::move(it->second);
-  waiters_.erase(it);
-  Detach(waiter_id, *waiter);
-  Fail(*waiter, WithJobContext(id_, absl::CancelledError("the client cancelled the call")), done);
-}
-
-void Job::Expire(uint64_t waiter_id) {
-  Completions done;
-  std::lock_guard<std::mutex> lock(mu_);
-  auto it = waiters_.find(waiter_id);
-  if (it == waiters_.end()) return;
-  std::unique_ptr<Waiter> waiter = std::move(it->second);
-  waiters_.erase(it);
-  waiter->timer = 0;
-  std::string what;
-  switch (waiter->kind) {
-    case Waiter::Kind::kJoin: {
-      const Generation& g = *gen_;
-      what = absl::StrCat("Join timed out after ", Seconds(waiter->wait), " in generation ", g.number, ": ",
-                          g.members.size(), " of ", g.world_size, " workers joined; missing: ",
-                          MissingForJoin().ToString());
-      break;
-    }
-    case Waiter::Kind::kUniqueIds:
-      what = absl::StrCat("GetUniqueId timed out after ", Seconds(waiter->wait), " waiting for ",
-                          MissingForWaiter(*waiter).ToString());
-      break;
-    case Waiter::Kind::kStoreGet:
-    case Waiter::Kind::kStoreWait:
-      what = absl::StrCat("store wait timed out after ", Seconds(waiter->wait), "; keys never set: ",
-                          MissingForWaiter(*waiter).ToString());
-      break;
-    case Waiter::Kind::kBarrier:
-      what = absl::StrCat("barrier \"", waiter->barrier, "\" timed out after ", Seconds(waiter->wait),
-                          "; ranks that never arrived: ", MissingForWaiter(*waiter).ToString());
-      break;
-  }
-  Detach(waiter_id, *waiter);
-  Fail(*waiter, WithJobContext(id_, absl::DeadlineExceededError(what)), done);
-}
-
-void Job::Detach(uint64_t waiter_id, const Waiter& waiter) {
-  Generation& g = *gen_;
-  auto erase_from = [waiter_id](std::vector<uint64_t>& ids) {
-    ids.erase(std::remove(ids.begin(), ids.end(), waiter_id), ids.end());
+void Job::Cancel(uint64_t call) {
+  auto mutation = std::make_unique<Mutation>();
+  mutation->answer_error = [](absl::Status, Completions&) {};
+  // Claims nothing: it reads nothing at decide time, and its effect is applied in order.
+  mutation->decide = [this, call](Batch&) {
+    return Decision::Apply([this, call](Completions& c) {
+      mu_.AssertHeld();
+      std::optional<Parked> parked = parked_.Take(call);
+      if (!parked) return;
+      Detach(call, parked->call);
+      FailParkedCall(parked->call, WithJobContext(id_, absl::CancelledError("the client cancelled the call")), c);
+    });
   };
-  switch (waiter.kind) {
-    case Waiter::Kind::kJoin: {
-      // A worker that stops waiting leaves the joining world.
-      auto it = g.by_worker.find(waiter.worker_id);
-      if (g.phase != JobPhase::kJoining || it == g.by_worker.end() ||
-          g.members[it->second].join_waiter != waiter_id) {
-        return;
-      }
-      g.members.erase(g.members.begin() + static_cast<long>(it->second));
-      g.by_worker.clear();
-      for (size_t i = 0; i < g.members.size(); ++i) g.by_worker.emplace(g.members[i].worker_id, i);
-      break;
-    }
-    case Waiter::Kind::kUniqueIds:
-      for (const GroupId& group : waiter.groups) {
-        if (auto it = g.id_waiters.find(group); it != g.id_waiters.end()) erase_from(it->second);
-      }
-      break;
-    case Waiter::Kind::kStoreGet:
-    case Waiter::Kind::kStoreWait:
-      for (const std::string& key : waiter.keys) {
-        if (auto it = g.key_waiters.find(key); it != g.key_waiters.end()) erase_from(it->second);
-      }
-      break;
-    case Waiter::Kind::kBarrier:
-      if (auto it = g.barriers.find(waiter.barrier); it != g.barriers.end() &&
-          it->second.waiter_of_rank[waiter.rank] == waiter_id) {
-        it->second.waiter_of_rank[waiter.rank] = 0;
-        --it->second.arrived;
-      }
-      break;
-  }
+  Enqueue(std::move(mutation));
 }
 
-std::string Job::DescribeRank(int rank) const {
-  const Member& m = gen_->members[gen_->by_rank[rank]];
-  return absl::StrCat("rank ", rank, " (host ", m.host, ")");
+void Job::Expire(uint64_t call) {
+  auto mutation = std::make_unique<Mutation>();
+  mutation->answer_error = [](absl::Status, Completions&) {};
+  mutation->decide = [this, call](Batch&) {
+    return Decision::Apply([this, call](Completions& c) {
+      mu_.AssertHeld();
+      std::optional<Parked> parked = parked_.Take(call);
+      if (!parked) return;
+      const std::string missing = MissingFor(parked->call).ToString();
+      const std::string waited = Seconds(parked->wait);
+      std::string what;
+      std::visit(
+          [&](const auto& p) {
+            mu_.AssertHeld();
+            using T = std::decay_t<decltype(p)>;
+            if constexpr (std::is_same_v<T, JoinCall>) {
+              what = absl::StrCat("Join timed out after ", waited, " in generation ", header_.generation, ": ",
+                                  gen_->members.size(), " of ", header_.world_size, " workers joined; missing: ", missing);
+            } else if constexpr (std::is_same_v<T, UniqueIdsCall>) {
+              what = absl::StrCat("GetUniqueId timed out after ", waited, " waiting for ", missing);
+            } else if constexpr (std::is_same_v<T, BarrierCall>) {
+              what = absl::StrCat("barrier \"", p.name, "\" timed out after ", waited, "; ranks that never arrived: ",
+                                  missing);
+            } else {
+              what = absl::StrCat("store wait timed out after ", waited, "; keys never set: ", missing);
+            }
+          },
+          parked->call);
+      Detach(call, parked->call);
+      FailParkedCall(parked->call, WithJobContext(id_, absl::DeadlineExceededError(what)), c);
+    });
+  };
+  Enqueue(std::move(mutation));
 }
 
-Job::Shortlist Job::MissingForJoin() const {
-  const Generation& g = *gen_;
-  std::vector<bool> requested(g.world_size, false);
-  int unrequested = 0;
-  for (const Member& m : g.members) {
-    if (m.requested_rank) requested[*m.requested_rank] = true;
-    else ++unrequested;
-  }
-  Shortlist missing;
-  if (unrequested == 0) {  // every worker asked for its rank: the free ranks are exactly who is missing
-    for (int r = 0; r < g.world_size; ++r) {
-      if (!requested[r]) missing.Add([r] { return absl::StrCat("rank ", r); });
-    }
-    return missing;
-  }
-  for (const PreviousMember& p : previous_members_) {
-    if (!g.by_worker.count(p.worker_id)) {
-      missing.Add([&] { return absl::StrCat("rank ", p.rank, " of generation ", g.number - 1, " (host ", p.host, ")"); });
-    }
-  }
-  if (missing.empty()) {
-    missing.Add([&] { return absl::StrCat(g.world_size - static_cast<int>(g.members.size()), " worker(s)"); });
-  }
-  return missing;
-}
-
-Job::Shortlist Job::MissingForWaiter(const Waiter& waiter) const {
-  const Generation& g = *gen_;
-  Shortlist missing;
-  switch (waiter.kind) {
-    case Waiter::Kind::kJoin: return MissingForJoin();
-    case Waiter::Kind::kUniqueIds:
-      for (const GroupId& group : waiter.groups) {
-        if (g.unique_ids.count(group)) continue;
-        missing.Add([&] {
-          return absl::StrCat("the unique id of ", GroupName(group), " from its leader ",
-                              DescribeRank(g.mesh.Leader(group)));
-        });
-      }
-      break;
-    case Waiter::Kind::kStoreGet:
-    case Waiter::Kind::kStoreWait:
-      for (const std::string& key : waiter.keys) {
-        if (!g.kv.count(key)) missing.Add([&] { return QuoteForError(key); });
-      }
-      break;
-    case Waiter::Kind::kBarrier:
-      if (auto it = g.barriers.find(waiter.barrier); it != g.barriers.end()) {
-        for (int r = 0; r < g.world_size; ++r) {
-          if (it->second.waiter_of_rank[r] == 0 && r != waiter.rank) missing.Add([&] { return DescribeRank(r); });
+void Job::Detach(uint64_t call, const ParkedCall& parked) {
+  Generation& g = *gen_;
+  std::visit(
+      [&](const auto& p) {
+        mu_.AssertHeld();
+        using T = std::decay_t<decltype(p)>;
+        if constexpr (std::is_same_v<T, JoinCall>) {
+          // A worker that stops waiting leaves the joining world.
+          auto it = g.by_worker.find(p.worker_id);
+          if (header_.phase != JobPhase::kJoining || it == g.by_worker.end() || g.members[it->second].join_call != call) {
+            return;
+          }
+          g.members.erase(g.members.begin() + static_cast<long>(it->second));
+          g.IndexMembers();
+        } else if constexpr (std::is_same_v<T, UniqueIdsCall>) {
+          for (const GroupId& group : p.groups) g.ids.watchers().Unwatch(call, group);
+        } else if constexpr (std::is_same_v<T, StoreGetCall>) {
+          g.kv.watchers().Unwatch(call, p.key);
+        } else if constexpr (std::is_same_v<T, StoreWaitCall>) {
+          for (const std::string& key : p.keys) g.kv.watchers().Unwatch(call, key);
+        } else {
+          g.barriers.Depart(p.name, p.rank, call);
         }
-      }
-      break;
-  }
-  return missing;
+      },
+      parked);
+}
+
+void Job::FailAllParked(const absl::Status& status, Completions& done) {
+  for (Parked& p : parked_.TakeAll()) FailParkedCall(p.call, status, done);
 }
 
 // --- unique IDs -----------------------------------------------------------------------------------------
 
-absl::Status Job::PublishUniqueIds(uint64_t generation, int rank,
-                                   const std::vector<std::pair<GroupId, std::string>>& ids) {
-  Completions done;
-  std::lock_guard<std::mutex> lock(mu_);
-  if (absl::Status s = CheckGeneration(generation); !s.ok()) return WithContext(s);
-  if (absl::Status s = CheckRank(rank); !s.ok()) return WithContext(s);
+void Job::PublishUniqueIds(uint64_t generation, int rank, std::vector<std::pair<GroupId, std::string>> ids,
+                           StatusDone on_done) {
+  Mutate(on_done, [this, generation, rank, ids = std::move(ids), on_done](Batch& batch) -> Decision {
+    mu_.AssertHeld();
+    for (const auto& [group, bytes] : ids) {
+      if (!batch.Claim(GroupItem(group))) return Decision::Wait();
+    }
+    if (absl::Status s = CheckServing(); !s.ok()) return Rejected(s);
+    if (absl::Status s = CheckLive(generation); !s.ok()) return Rejected(s);
+    if (absl::Status s = CheckRank(rank); !s.ok()) return Rejected(s);
+    const Generation& g = *gen_;
+    if (absl::Status s = g.ids.CheckPublish(g.mesh, rank, ids, header_.generation); !s.ok()) return Rejected(s);
+    std::vector<std::pair<GroupId, std::string>> fresh;
+    for (const auto& [group, bytes] : ids) {
+      if (!g.ids.Find(group)) {
+        batch.writes.push_back(job_storage::PutUniqueId(id_, group, bytes));
+        fresh.emplace_back(group, bytes);
+      }
+    }
+    return Decision::Apply([this, fresh = std::move(fresh), on_done](Completions& c) mutable {
+      mu_.AssertHeld();
+      Generation& g = *gen_;
+      if (g.ids.size() == 0 && !fresh.empty()) BeginPhase("unique_ids");
+      for (auto& [group, bytes] : fresh) {
+        g.ids.Put(group, std::move(bytes));
+        WakeGroup(group, c);
+      }
+      const int total = g.mesh.num_groups(GroupKind::kTp) + g.mesh.num_groups(GroupKind::kDp) + 1;
+      if (!fresh.empty() && static_cast<int>(g.ids.size()) == total) EndPhase("unique_ids");
+      c.Answer(on_done, absl::OkStatus());
+    });
+  });
+}
+
+void Job::WakeGroup(const GroupId& group, Completions& done) {
   Generation& g = *gen_;
-  // Validate every entry before storing any.
-  for (size_t i = 0; i < ids.size(); ++i) {
-    const auto& [group, bytes] = ids[i];
-    if (!g.mesh.Contains(group)) {
-      return WithContext(absl::InvalidArgumentError(absl::StrCat(
-          "ids[", i, "].group ", GroupName(group), " is not a group of the mesh (", g.mesh.dp_size(),
-          " TP groups, ", g.mesh.tp_size(), " DP groups, 1 world group)")));
-    }
-    if (bytes.size() != kUniqueIdBytes) {
-      return WithContext(absl::InvalidArgumentError(absl::StrCat("ids[", i, "].id for ", GroupName(group),
-                                                                 " is ", bytes.size(), " bytes; a NCCL unique "
-                                                                 "id is exactly ", kUniqueIdBytes, " bytes")));
-    }
-    if (g.mesh.Leader(group) != rank) {
-      return WithContext(absl::PermissionDeniedError(
-          absl::StrCat("rank ", rank, " may not publish the unique id of ", GroupName(group),
-                       ": only its leader, rank ", g.mesh.Leader(group), ", may")));
-    }
-    for (size_t k = 0; k < i; ++k) {
-      if (ids[k].first == group) {
-        return WithContext(absl::InvalidArgumentError(
-            absl::StrCat("ids[", k, "] and ids[", i, "] both publish ", GroupName(group))));
-      }
-    }
-    if (auto it = g.unique_ids.find(group); it != g.unique_ids.end() && it->second != bytes) {
-      return WithContext(absl::FailedPreconditionError(
-          absl::StrCat("the unique id of ", GroupName(group), " in generation ", g.number,
-                       " was already published with different bytes; a communicator has one id")));
-    }
+  for (uint64_t call : g.ids.watchers().Take(group)) {
+    const Parked* parked = parked_.Find(call);
+    if (!parked) continue;
+    const auto& p = std::get<UniqueIdsCall>(parked->call);
+    std::optional<std::vector<std::string>> answer = g.ids.Lookup(p.groups);
+    if (!answer) continue;  // still watched under the groups it lacks
+    std::optional<Parked> taken = parked_.Take(call);
+    done.Answer<std::vector<std::string>>(std::move(std::get<UniqueIdsCall>(taken->call).done), *std::move(answer));
   }
-  if (g.unique_ids.empty() && !ids.empty()) BeginPhase("unique_ids");
-  for (const auto& [group, bytes] : ids) {
-    if (!g.unique_ids.emplace(group, bytes).second) continue;
-    auto waiting = g.id_waiters.find(group);
-    if (waiting == g.id_waiters.end()) continue;
-    std::vector<uint64_t> ready = std::move(waiting->second);
-    g.id_waiters.erase(waiting);
-    for (uint64_t id : ready) {
-      auto w = waiters_.find(id);
-      if (w == waiters_.end()) continue;
-      Waiter& waiter = *w->second;
-      std::vector<std::string> answer;
-      for (const GroupId& wanted : waiter.groups) {
-        auto found = g.unique_ids.find(wanted);
-        if (found == g.unique_ids.end()) break;
-        answer.push_back(found->second);
-      }
-      if (answer.size() != waiter.groups.size()) continue;
-      timers_->Cancel(waiter.timer);
-      done.Add([fn = std::move(waiter.on_ids), answer = std::move(answer)] { fn(answer); });
-      waiters_.erase(w);
-    }
-  }
-  const int total = g.mesh.num_groups(GroupKind::kTp) + g.mesh.num_groups(GroupKind::kDp) + 1;
-  if (static_cast<int>(g.unique_ids.size()) == total) EndPhase("unique_ids");
-  return absl::OkStatus();
 }
 
 uint64_t Job::GetUniqueIds(uint64_t generation, int rank, std::vector<GroupId> groups, Millis wait,
                            Done<std::vector<std::string>> on_done) {
+  const uint64_t call = next_call_.fetch_add(1);
   Completions done;
-  std::lock_guard<std::mutex> lock(mu_);
-  auto reject = [&](absl::Status status) {
-    done.Add([on_done, s = WithContext(std::move(status))] { on_done(s); });
-    return uint64_t{0};
-  };
-  if (absl::Status s = CheckGeneration(generation); !s.ok()) return reject(s);
-  if (absl::Status s = CheckRank(rank); !s.ok()) return reject(s);
-  Generation& g = *gen_;
-  std::vector<std::string> answer;
-  for (size_t i = 0; i < groups.size(); ++i) {
-    const GroupId& group = groups[i];
-    if (!g.mesh.Contains(group)) {
-      return reject(absl::InvalidArgumentError(
-          absl::StrCat("groups[", i, "] ", GroupName(group), " is not a group of the mesh")));
-    }
-    if (!g.mesh.IsMember(group, rank)) {
-      return reject(absl::PermissionDeniedError(
-          absl::StrCat("rank ", rank, " is not a member of ", GroupName(group), " ",
-                       RankListString(g.mesh.Ranks(group)))));
-    }
-    if (auto it = g.unique_ids.find(group); it != g.unique_ids.end()) answer.push_back(it->second);
+  absl::MutexLock lock(&mu_);
+  absl::Status status = CheckServing();
+  if (status.ok()) status = CheckLive(generation);
+  if (status.ok()) status = CheckRank(rank);
+  if (status.ok()) status = gen_->ids.CheckGet(gen_->mesh, rank, groups);
+  if (!status.ok()) {
+    done.Answer<std::vector<std::string>>(on_done, WithContext(status));
+    return call;
   }
-  if (answer.size() == groups.size()) {
-    done.Add([on_done, answer = std::move(answer)] { on_done(answer); });
-    return 0;
+  if (std::optional<std::vector<std::string>> answer = gen_->ids.Lookup(groups)) {
+    done.Answer<std::vector<std::string>>(on_done, *std::move(answer));
+    return call;
   }
-  Waiter waiter;
-  waiter.kind = Waiter::Kind::kUniqueIds;
-  waiter.rank = rank;
-  waiter.groups = groups;
-  waiter.on_ids = std::move(on_done);
-  const uint64_t id = Park(std::move(waiter), wait);
+  if (absl::Status s = CheckPark(); !s.ok()) {
+    done.Answer<std::vector<std::string>>(on_done, WithContext(s));
+    return call;
+  }
   for (const GroupId& group : groups) {
-    if (!g.unique_ids.count(group)) g.id_waiters[group].push_back(id);
+    if (!gen_->ids.Find(group)) gen_->ids.watchers().Watch(call, group);
   }
-  return id;
+  Park(call, UniqueIdsCall{rank, std::move(groups), std::move(on_done)}, wait, done);
+  return call;
 }
 
 // --- the key-value store --------------------------------------------------------------------------------
 
 void Job::WakeKey(const std::string& key, Completions& done) {
   Generation& g = *gen_;
-  auto waiting = g.key_waiters.find(key);
-  if (waiting == g.key_waiters.end()) return;
-  std::vector<uint64_t> ids = std::move(waiting->second);
-  g.key_waiters.erase(waiting);
-  for (uint64_t id : ids) {
-    auto w = waiters_.find(id);
-    if (w == waiters_.end()) continue;
-    Waiter& waiter = *w->second;
-    const bool ready = std::all_of(waiter.keys.begin(), waiter.keys.end(),
-                                   [&](const std::string& k) { return g.kv.count(k) > 0; });
-    if (!ready) continue;  // still registered under its other missing keys
-    timers_->Cancel(waiter.timer);
-    if (waiter.kind == Waiter::Kind::kStoreGet) {
-      done.Add([fn = std::move(waiter.on_value), value = g.kv[key]] { fn(value); });
+  for (uint64_t call : g.kv.watchers().Take(key)) {
+    const Parked* parked = parked_.Find(call);
+    if (!parked) continue;
+    if (const auto* wait = std::get_if<StoreWaitCall>(&parked->call); wait && !g.kv.ContainsAll(wait->keys)) {
+      continue;  // still watched under the keys it lacks
+    }
+    std::optional<Parked> taken = parked_.Take(call);
+    if (auto* get = std::get_if<StoreGetCall>(&taken->call)) {
+      done.Answer<std::string>(std::move(get->done), *g.kv.Find(key));
     } else {
-      done.Add([fn = std::move(waiter.on_status)] { fn(absl::OkStatus()); });
-    }
-    waiters_.erase(w);
-  }
-}
-
-absl::Status Job::StoreSet(uint64_t generation, const std::string& key, std::string value) {
-  Completions done;
-  std::lock_guard<std::mutex> lock(mu_);
-  if (absl::Status s = CheckGeneration(generation); !s.ok()) return WithContext(s);
-  if (value.size() > kMaxStoreValueBytes) {
-    return WithContext(absl::InvalidArgumentError(absl::StrCat("value for key ", QuoteForError(key), " is ",
-                                                               value.size(), " bytes; the limit is ",
-                                                               kMaxStoreValueBytes)));
-  }
-  Generation& g = *gen_;
-  auto it = g.kv.find(key);
-  const size_t old_bytes = it == g.kv.end() ? 0 : key.size() + it->second.size();
-  const size_t new_bytes = g.kv_bytes - old_bytes + key.size() + value.size();
-  if (new_bytes > options_.max_store_bytes) {
-    return WithContext(absl::ResourceExhaustedError(absl::StrCat(
-        "the key-value store of generation ", g.number, " would hold ", new_bytes, " bytes; the limit is ",
-        options_.max_store_bytes)));
-  }
-  g.kv_bytes = new_bytes;
-  g.kv[key] = std::move(value);
-  WakeKey(key, done);
-  return absl::OkStatus();
-}
-
-absl::StatusOr<int64_t> Job::StoreAdd(uint64_t generation, const std::string& key, int64_t delta) {
-  Completions done;
-  std::lock_guard<std::mutex> lock(mu_);
-  if (absl::Status s = CheckGeneration(generation); !s.ok()) return WithContext(s);
-  Generation& g = *gen_;
-  int64_t value = 0;
-  auto it = g.kv.find(key);
-  if (it != g.kv.end()) {
-    const std::string& text = it->second;
-    auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
-    if (ec != std::errc() || end != text.data() + text.size()) {
-      return WithContext(absl::FailedPreconditionError(
-          absl::StrCat("key ", QuoteForError(key), " holds ", QuoteForError(text), ", not an integer to add to")));
+      done.Answer(std::move(std::get<StoreWaitCall>(taken->call).done), absl::OkStatus());
     }
   }
-  value += delta;
-  std::string text = std::to_string(value);
-  g.kv_bytes += text.size() + (it == g.kv.end() ? key.size() : 0) - (it == g.kv.end() ? 0 : it->second.size());
-  g.kv[key] = std::move(text);
-  WakeKey(key, done);
-  return value;
 }
 
-absl::StatusOr<std::string> Job::StoreCompareSet(uint64_t generation, const std::string& key,
-                                                 const std::string& expected, std::string desired) {
-  Completions done;
-  std::lock_guard<std::mutex> lock(mu_);
-  if (absl::Status s = CheckGeneration(generation); !s.ok()) return WithContext(s);
-  if (desired.size() > kMaxStoreValueBytes) {
-    return WithContext(absl::InvalidArgumentError(absl::StrCat(
-        "desired_value is ", desired.size(), " bytes; the limit is ", kMaxStoreValueBytes)));
-  }
-  Generation& g = *gen_;
-  auto it = g.kv.find(key);
-  if (it == g.kv.end()) {
-    if (!expected.empty()) return expected;
-    g.kv_bytes += key.size() + desired.size();
-    g.kv.emplace(key, desired);
-    WakeKey(key, done);
-    return desired;
-  }
-  if (it->second != expected) return it->second;
-  g.kv_bytes += desired.size() - it->second.size();
-  it->second = desired;
-  return desired;
+void Job::StoreSet(uint64_t generation, std::string key, std::string value, StatusDone on_done) {
+  Mutate(on_done, [this, generation, key = std::move(key), value = std::move(value), on_done](Batch& batch) -> Decision {
+    mu_.AssertHeld();
+    if (!batch.Claim(StoreItem(key))) return Decision::Wait();
+    if (absl::Status s = CheckServing(); !s.ok()) return Rejected(s);
+    if (absl::Status s = CheckLive(generation); !s.ok()) return Rejected(s);
+    const int64_t delta = gen_->kv.PutDelta(key, value.size());
+    if (absl::Status s = context_->store_quota->CheckFits(batch.store_bytes + delta); !s.ok()) return Rejected(s);
+    batch.store_bytes += delta;
+    batch.writes.push_back(job_storage::PutStoreValue(id_, key, value));
+    return Decision::Apply([this, key, value, on_done](Completions& c) {
+      mu_.AssertHeld();
+      gen_->kv.Put(key, value);
+      WakeKey(key, c);
+      c.Answer(on_done, absl::OkStatus());
+    });
+  });
+}
+
+void Job::StoreAdd(uint64_t generation, std::string key, int64_t delta, Done<int64_t> on_done) {
+  Mutate(on_done, [this, generation, key = std::move(key), delta, on_done](Batch& batch) -> Decision {
+    mu_.AssertHeld();
+    if (!batch.Claim(StoreItem(key))) return Decision::Wait();
+    if (absl::Status s = CheckServing(); !s.ok()) return Rejected(s);
+    if (absl::Status s = CheckLive(generation); !s.ok()) return Rejected(s);
+    absl::StatusOr<int64_t> sum = gen_->kv.Sum(key, delta);
+    if (!sum.ok()) return Rejected(sum.status());
+    const std::string text = std::to_string(*sum);
+    const int64_t bytes = gen_->kv.PutDelta(key, text.size());
+    if (absl::Status s = context_->store_quota->CheckFits(batch.store_bytes + bytes); !s.ok()) return Rejected(s);
+    batch.store_bytes += bytes;
+    batch.writes.push_back(job_storage::PutStoreValue(id_, key, text));
+    return Decision::Apply([this, key, text, sum = *sum, on_done](Completions& c) {
+      mu_.AssertHeld();
+      gen_->kv.Put(key, text);
+      WakeKey(key, c);
+      c.Answer<int64_t>(on_done, sum);
+    });
+  });
+}
+
+void Job::StoreCompareSet(uint64_t generation, std::string key, std::string expected, std::string desired,
+                          Done<std::string> on_done) {
+  Mutate(on_done, [this, generation, key = std::move(key), expected = std::move(expected),
+                   desired = std::move(desired), on_done](Batch& batch) -> Decision {
+    mu_.AssertHeld();
+    if (!batch.Claim(StoreItem(key))) return Decision::Wait();
+    if (absl::Status s = CheckServing(); !s.ok()) return Rejected(s);
+    if (absl::Status s = CheckLive(generation); !s.ok()) return Rejected(s);
+    // c10d compareSet: a missing key is set only when `expected` is empty, a present one only when it holds
+    // `expected`; the answer is the value afterwards (`expected` for a key that stays missing).
+    const std::string* current = gen_->kv.Find(key);
+    const bool swap = current ? *current == expected : expected.empty();
+    if (!swap) {
+      return Decision::Apply([on_done, value = current ? *current : expected](Completions& c) {
+        c.Answer<std::string>(on_done, value);
+      });
+    }
+    const int64_t bytes = gen_->kv.PutDelta(key, desired.size());
+    if (absl::Status s = context_->store_quota->CheckFits(batch.store_bytes + bytes); !s.ok()) return Rejected(s);
+    batch.store_bytes += bytes;
+    batch.writes.push_back(job_storage::PutStoreValue(id_, key, desired));
+    return Decision::Apply([this, key, desired, on_done](Completions& c) {
+      mu_.AssertHeld();
+      gen_->kv.Put(key, desired);
+      WakeKey(key, c);
+      c.Answer<std::string>(on_done, desired);
+    });
+  });
+}
+
+void Job::StoreDelete(uint64_t generation, std::string key, Done<bool> on_done) {
+  Mutate(on_done, [this, generation, key = std::move(key), on_done](Batch& batch) -> Decision {
+    mu_.AssertHeld();
+    if (!batch.Claim(StoreItem(key))) return Decision::Wait();
+    if (absl::Status s = CheckServing(); !s.ok()) return Rejected(s);
+    if (absl::Status s = CheckLive(generation); !s.ok()) return Rejected(s);
+    if (!gen_->kv.Contains(key)) {
+      return Decision::Apply([on_done](Completions& c) { c.Answer<bool>(on_done, false); });
+    }
+    batch.writes.push_back(job_storage::DeleteStoreValue(id_, key));
+    return Decision::Apply([this, key, on_done](Completions& c) {
+      mu_.AssertHeld();
+      gen_->kv.Erase(key);
+      c.Answer<bool>(on_done, true);
+    });
+  });
 }
 
 absl::StatusOr<bool> Job::StoreCheck(uint64_t generation, const std::vector<std::string>& keys) {
-  std::lock_guard<std::mutex> lock(mu_);
-  if (absl::Status s = CheckGeneration(generation); !s.ok()) return WithContext(s);
-  return std::all_of(keys.begin(), keys.end(), [&](const std::string& k) { return gen_->kv.count(k) > 0; });
-}
-
-absl::StatusOr<bool> Job::StoreDelete(uint64_t generation, const std::string& key) {
-  std::lock_guard<std::mutex> lock(mu_);
-  if (absl::Status s = CheckGeneration(generation); !s.ok()) return WithContext(s);
-  auto it = gen_->kv.find(key);
-  if (it == gen_->kv.end()) return false;
-  gen_->kv_bytes -= key.size() + it->second.size();
-  gen_->kv.erase(it);
-  return true;
+  absl::MutexLock lock(&mu_);
+  absl::Status status = CheckServing();
+  if (status.ok()) status = CheckLive(generation);
+  if (!status.ok()) return WithContext(status);
+  return gen_->kv.ContainsAll(keys);
 }
 
 absl::StatusOr<int64_t> Job::StoreNumKeys(uint64_t generation) {
-  std::lock_guard<std::mutex> lock(mu_);
-  if (absl::Status s = CheckGeneration(generation); !s.ok()) return WithContext(s);
+  absl::MutexLock lock(&mu_);
+  absl::Status status = CheckServing();
+  if (status.ok()) status = CheckLive(generation);
+  if (!status.ok()) return WithContext(status);
   return static_cast<int64_t>(gen_->kv.size());
 }
 
 uint64_t Job::StoreGet(uint64_t generation, std::string key, Millis wait, Done<std::string> on_done) {
+  const uint64_t call = next_call_.fetch_add(1);
   Completions done;
-  std::lock_guard<std::mutex> lock(mu_);
-  if (absl::Status s = CheckGeneration(generation); !s.ok()) {
-    done.Add([on_done, s = WithContext(s)] { on_done(s); });
-    return 0;
+  absl::MutexLock lock(&mu_);
+  absl::Status status = CheckServing();
+  if (status.ok()) status = CheckLive(generation);
+  if (status.ok()) {
+    if (const std::string* value = gen_->kv.Find(key)) {
+      done.Answer<std::string>(on_done, *value);
+      return call;
+    }
+    status = CheckPark();
   }
-  if (auto it = gen_->kv.find(key); it != gen_->kv.end()) {
-    done.Add([on_done, value = it->second] { on_done(value); });
-    return 0;
+  if (!status.ok()) {
+    done.Answer<std::string>(on_done, WithContext(status));
+    return call;
   }
-  Waiter waiter;
-  waiter.kind = Waiter::Kind::kStoreGet;
-  waiter.keys = {key};
-  waiter.on_value = std::move(on_done);
-  const uint64_t id = Park(std::move(waiter), wait);
-  gen_->key_waiters[key].push_back(id);
-  return id;
+  gen_->kv.watchers().Watch(call, key);
+  Park(call, StoreGetCall{std::move(key), std::move(on_done)}, wait, done);
+  return call;
 }
 
 uint64_t Job::StoreWait(uint64_t generation, std::vector<std::string> keys, Millis wait, StatusDone on_done) {
+  const uint64_t call = next_call_.fetch_add(1);
   Completions done;
-  std::lock_guard<std::mutex> lock(mu_);
-  if (absl::Status s = CheckGeneration(generation); !s.ok()) {
-    done.Add([on_done, s = WithContext(s)] { on_done(s); });
-    return 0;
+  absl::MutexLock lock(&mu_);
+  absl::Status status = CheckServing();
+  if (status.ok()) status = CheckLive(generation);
+  if (status.ok()) {
+    if (gen_->kv.ContainsAll(keys)) {
+      done.Answer(on_done, absl::OkStatus());
+      return call;
+    }
+    status = CheckPark();
   }
-  std::vector<std::string> missing;
+  if (!status.ok()) {
+    done.Answer(on_done, WithContext(status));
+    return call;
+  }
   for (const std::string& key : keys) {
-    if (!gen_->kv.count(key)) missing.push_back(key);
+    if (!gen_->kv.Contains(key)) gen_->kv.watchers().Watch(call, key);
   }
-  if (missing.empty()) {
-    done.Add([on_done] { on_done(absl::OkStatus()); });
-    return 0;
-  }
-  Waiter waiter;
-  waiter.kind = Waiter::Kind::kStoreWait;
-  waiter.keys = std::move(keys);
-  waiter.on_status = std::move(on_done);
-  const uint64_t id = Park(std::move(waiter), wait);
-  for (const std::string& key : missing) gen_->key_waiters[key].push_back(id);
-  return id;
+  Park(call, StoreWaitCall{std::move(keys), std::move(on_done)}, wait, done);
+  return call;
 }
 
 // --- barriers, heartbeats, leaving ----------------------------------------------------------------------
 
-uint64_t Job::Barrier(uint64_t generation, int rank, std::string name, Millis wait, StatusDone on_done) {
-  Completions done;
-  std::lock_guard<std::mutex> lock(mu_);
-  absl::Status status = CheckGeneration(generation);
-  if (status.ok()) status = CheckRank(rank);
-  if (!status.ok()) {
-    done.Add([on_done, s = WithContext(status)] { on_done(s); });
-    return 0;
-  }
-  Generation& g = *gen_;
-  BarrierState& barrier = g.barriers[name];
-  if (barrier.waiter_of_rank.empty()) {
-    barrier.waiter_of_rank.assign(g.world_size, 0);
-    BeginPhase("barrier:" + name);
-  }
-  if (uint64_t previous = barrier.waiter_of_rank[rank]) {  // a retry replaces the earlier call
-    if (auto w = waiters_.find(previous); w != waiters_.end()) {
-      std::unique_ptr<Waiter> old = std::move(w->second);
-      waiters_.erase(w);
-      Fail(*old, absl::CancelledError("replaced by a newer Barrier call from the same rank"), done);
+uint64_t Job::Barrier(uint64_t generation, int rank, std::string name, uint64_t round, Millis wait,
+                      StatusDone on_done) {
+  const uint64_t call = next_call_.fetch_add(1);
+  Mutate(on_done, [this, generation, rank, name = std::move(name), round, wait, call, on_done](Batch& batch) -> Decision {
+    mu_.AssertHeld();
+    if (!batch.Claim(BarrierItem(name))) return Decision::Wait();
+    if (absl::Status s = CheckServing(); !s.ok()) return Rejected(s);
+    if (absl::Status s = CheckLive(generation); !s.ok()) return Rejected(s);
+    if (absl::Status s = CheckRank(rank); !s.ok()) return Rejected(s);
+    const BarrierSet& barriers = gen_->barriers;
+    const uint64_t completed = barriers.completed(name);
+    if (round != 0 && round <= completed) {  // a retry whose answer was lost: that round is past
+      return Decision::Apply([on_done](Completions& c) { c.Answer(on_done, absl::OkStatus()); });
     }
-    barrier.waiter_of_rank[rank] = 0;
-    --barrier.arrived;
-  }
-  if (barrier.arrived + 1 == g.world_size) {  // the last one: release everybody and reset the barrier
-    for (uint64_t id : barrier.waiter_of_rank) {
-      auto w = waiters_.find(id);
-      if (w == waiters_.end()) continue;
-      timers_->Cancel(w->second->timer);
-      done.Add([fn = std::move(w->second->on_status)] { fn(absl::OkStatus()); });
-      waiters_.erase(w);
+    if (round > completed + 1) {
+      return Rejected(absl::FailedPreconditionError(absl::StrCat(
+          "rank ", rank, " asks for round ", round, " of barrier \"", name, "\", which has completed ", completed,
+          " round(s); the next is ", completed + 1)));
     }
-    done.Add([on_done] { on_done(absl::OkStatus()); });
-    EndPhase("barrier:" + name);
-    g.barriers.erase(name);
-    return 0;
-  }
-  Waiter waiter;
-  waiter.kind = Waiter::Kind::kBarrier;
-  waiter.rank = rank;
-  waiter.barrier = name;
-  waiter.on_status = std::move(on_done);
-  const uint64_t id = Park(std::move(waiter), wait);
-  barrier.waiter_of_rank[rank] = id;
-  ++barrier.arrived;
-  return id;
+    if (absl::Status s = gen_->barriers.CheckRoom(name); !s.ok()) return Rejected(s);
+    const bool arrived_before = barriers.CallOf(name, rank) != 0;
+    const bool last = barriers.arrived(name) + (arrived_before ? 0 : 1) == header_.world_size;
+    if (!last) {
+      if (absl::Status s = CheckPark(); !s.ok()) return Rejected(s);
+      return Decision::Apply([this, name, rank, call, wait, on_done](Completions& c) {
+        mu_.AssertHeld();
+        if (gen_->barriers.arrived(name) == 0) BeginPhase("barrier:" + name);
+        const uint64_t replaced = gen_->barriers.Arrive(name, header_.world_size, rank, call);
+        if (std::optional<Parked> old = parked_.Take(replaced)) {
+          FailParkedCall(old->call,
+                         WithJobContext(id_, absl::CancelledError("replaced by a newer Barrier call from the same rank")), c);
+        }
+        Park(call, BarrierCall{rank, name, on_done}, wait, c);
+      });
+    }
+    batch.writes.push_back(job_storage::PutBarrierRounds(id_, name, completed + 1));
+    return Decision::Apply([this, name, rank, on_done](Completions& c) {
+      mu_.AssertHeld();
+      if (gen_->barriers.arrived(name) == 0) BeginPhase("barrier:" + name);
+      const uint64_t replaced = gen_->barriers.Arrive(name, header_.world_size, rank, 0);
+      if (std::optional<Parked> old = parked_.Take(replaced)) {
+        FailParkedCall(old->call,
+                       WithJobContext(id_, absl::CancelledError("replaced by a newer Barrier call from the same rank")), c);
+      }
+      for (uint64_t call : gen_->barriers.Complete(name)) {
+        if (std::optional<Parked> p = parked_.Take(call)) c.Answer(std::move(std::get<BarrierCall>(p->call).done), absl::OkStatus());
+      }
+      EndPhase("barrier:" + name);
+      c.Answer(on_done, absl::OkStatus());
+    });
+  });
+  return call;
 }
 
 absl::StatusOr<Millis> Job::Heartbeat(uint64_t generation, int rank) {
-  std::lock_guard<std::mutex> lock(mu_);
-  if (absl::Status s = CheckGeneration(generation); !s.ok()) return WithContext(s);
-  if (absl::Status s = CheckRank(rank); !s.ok()) return WithContext(s);
-  Member& m = gen_->members[gen_->by_rank[rank]];
-  m.last_heartbeat = Clock::now();
+  absl::MutexLock lock(&mu_);
+  absl::Status status = CheckServing();
+  if (status.ok()) status = CheckLive(generation);
+  if (status.ok()) status = CheckRank(rank);
+  if (!status.ok()) return WithContext(status);
+  gen_->leases.Renew(rank, Clock::now());
   return options_.lease;
 }
 
-absl::Status Job::Leave(uint64_t generation, int rank, bool finished, const std::string& reason) {
-  Completions done;
-  std::lock_guard<std::mutex> lock(mu_);
-  if (absl::Status s = CheckGeneration(generation); !s.ok()) return WithContext(s);
-  if (absl::Status s = CheckRank(rank); !s.ok()) return WithContext(s);
-  Generation& g = *gen_;
-  Member& m = g.members[g.by_rank[rank]];
-  if (!finished) {
-    if (g.phase == JobPhase::kRunning) {
-      EndGeneration(absl::StrCat("rank ", rank, " (host ", m.host, ", worker ", m.worker_id, ") left",
-                                 reason.empty() ? "" : ": ", reason),
-                    done);
+void Job::Leave(uint64_t generation, int rank, bool finished, std::string reason, StatusDone on_done) {
+  Mutate(on_done, [this, generation, rank, finished, reason = std::move(reason), on_done](Batch& batch) -> Decision {
+    mu_.AssertHeld();
+    // Finishing touches only the member, unless it is the last one (which completes the generation in the
+    // same write); leaving early ends the generation.
+    const bool last = finished && header_.phase == JobPhase::kRunning && CheckRank(rank).ok() &&
+                      gen_->leases.unfinished() == 1 && !gen_->leases.finished(rank);
+    if (!(finished && !last ? batch.Claim(MemberItem(rank)) : batch.ClaimJob())) return Decision::Wait();
+    if (absl::Status s = CheckServing(); !s.ok()) return Rejected(s);
+    if (absl::Status s = CheckLive(generation, /*allow_completed=*/finished); !s.ok()) return Rejected(s);
+    if (absl::Status s = CheckRank(rank); !s.ok()) return Rejected(s);
+    const Member& m = gen_->members[rank];
+    if (finished) {
+      if (gen_->leases.finished(rank)) {  // a retry
+        return Decision::Apply([on_done](Completions& c) { c.Answer(on_done, absl::OkStatus()); });
+      }
+      batch.writes.push_back(job_storage::PutFinished(id_, rank));
+      std::optional<JobHeader> completed;
+      if (last) {
+        completed = NextHeader();
+        completed->phase = JobPhase::kCompleted;
+        batch.writes.push_back(job_storage::PutHeader(id_, *completed));
+      }
+      return Decision::Apply([this, rank, completed, on_done](Completions& c) {
+        mu_.AssertHeld();
+        gen_->leases.Finish(rank);
+        if (completed) Complete(*completed);
+        else MaybeComplete();  // the last ones finished together, in one batch
+        c.Answer(on_done, absl::OkStatus());
+      });
     }
-    return absl::OkStatus();
-  }
-  if (m.finished || g.phase != JobPhase::kRunning) return absl::OkStatus();
-  const bool last = std::all_of(g.members.begin(), g.members.end(),
-                                [&](const Member& other) { return other.finished || &other == &m; });
-  if (last) {
-    PersistedJob next = Persisted();
-    next.phase = JobPhase::kCompleted;
-    if (absl::Status s = store_->SaveJob(next); !s.ok()) return WithContext(s);
-    g.phase = JobPhase::kCompleted;
-    EndPhase("run");
-    LogEvent("completed: every worker finished");
-    if (g.lease_timer) timers_->Cancel(g.lease_timer);
-    g.lease_timer = 0;
-  }
-  m.finished = true;
-  return absl::OkStatus();
+    JobHeader next = NextHeader();
+    next.phase = JobPhase::kFailed;
+    next.end_reason = absl::StrCat("rank ", rank, " (host ", m.host, ", worker ", m.worker_id, ") left",
+                                   reason.empty() ? "" : ": ", reason);
+    batch.writes.push_back(job_storage::PutHeader(id_, next));
+    return Decision::Apply([this, next, on_done](Completions& c) {
+      mu_.AssertHeld();
+      EndGeneration(next, c);
+      c.Answer(on_done, absl::OkStatus());
+    });
+  });
+}
+
+// --- deleting and expiring ------------------------------------------------------------------------------
+
+void Job::Forget(Completions& done) {
+  FailAllParked(WithJobContext(id_, absl::AbortedError("the job was deleted")), done);
+  if (gen_->lease_timer) context_->timers->Cancel(gen_->lease_timer);
+  gen_ = std::make_unique<Generation>(*context_, Mesh());  // releases the store's bytes
+  header_ = JobHeader();
+  merged_config_.clear();
+  corrupt_ = absl::OkStatus();
+  born_ = false;
+  LogEvent("deleted");
+  gone_.store(true, std::memory_order_release);
+  if (!stopping_ && context_->on_gone) done.Add([self = shared_from_this(), on_gone = context_->on_gone] { on_gone(self); });
+}
+
+void Job::Delete(bool force, StatusDone on_done) {
+  Mutate(on_done, [this, force, on_done](Batch& batch) -> Decision {
+    mu_.AssertHeld();
+    if (!batch.ClaimJob()) return Decision::Wait();
+    if (stopping_) return Rejected(absl::UnavailableError("the coordinator is shutting down; retry"));
+    if (gone() || !born_) return Rejected(absl::NotFoundError("the job does not exist"));
+    if (!force && HasWorkers()) {
+      return Rejected(absl::FailedPreconditionError(absl::StrCat(
+          "generation ", header_.generation, " is ", JobPhaseName(header_.phase), " with ", gen_->members.size(),
+          " worker(s); stop them first, or delete with force (tpctl delete --force) to end it")));
+    }
+    job_storage::DeleteJob(id_, &batch.writes);
+    return Decision::Apply([this, on_done](Completions& c) {
+      mu_.AssertHeld();
+      Forget(c);
+      c.Answer(on_done, absl::OkStatus());
+    });
+  });
+}
+
+void Job::ExpireIfIdleSince(int64_t cutoff_unix_ms, Done<bool> on_done) {
+  Mutate(on_done, [this, cutoff_unix_ms, on_done](Batch& batch) -> Decision {
+    mu_.AssertHeld();
+    if (!batch.ClaimJob()) return Decision::Wait();
+    const bool idle = !stopping_ && !gone() && born_ && corrupt_.ok() && !HasWorkers() && parked_.size() == 0 &&
+                      header_.updated_unix_ms < cutoff_unix_ms;
+    if (!idle) return Decision::Apply([on_done](Completions& c) { c.Answer<bool>(on_done, false); });
+    job_storage::DeleteJob(id_, &batch.writes);
+    return Decision::Apply([this, on_done](Completions& c) {
+      mu_.AssertHeld();
+      LogEvent("expired: inactive for longer than --job-ttl");
+      Forget(c);
+      c.Answer<bool>(on_done, true);
+    });
+  });
 }
 
 // --- phase timings and views ----------------------------------------------------------------------------
@@ -1081,51 +1268,115 @@ void Job::EndPhase(const std::string& phase) {
   }
 }
 
-JobView Job::View(bool with_members) const {
-  std::lock_guard<std::mutex> lock(mu_);
+std::string Job::DescribeRank(int rank) const {
+  if (rank < 0 || rank >= static_cast<int>(gen_->members.size())) return absl::StrCat("rank ", rank);
+  return absl::StrCat("rank ", rank, " (host ", gen_->members[rank].host, ")");
+}
+
+Shortlist Job::MissingForJoin() const {
+  const Generation& g = *gen_;
+  std::vector<bool> requested(header_.world_size, false);
+  int unrequested = 0;
+  for (const Member& m : g.members) {
+    if (m.requested_rank) requested[*m.requested_rank] = true;
+    else ++unrequested;
+  }
+  Shortlist missing;
+  if (unrequested == 0) {  // every worker asked for its rank: the free ranks are exactly who is missing
+    for (int r = 0; r < header_.world_size; ++r) {
+      if (!requested[r]) missing.Add([r] { return absl::StrCat("rank ", r); });
+    }
+    return missing;
+  }
+  for (const PreviousMember& p : previous_members_) {
+    if (!g.by_worker.count(p.worker_id)) {
+      missing.Add([&] {
+        return absl::StrCat("rank ", p.rank, " of generation ", header_.generation - 1, " (host ", p.host, ")");
+      });
+    }
+  }
+  if (missing.empty()) {
+    missing.Add([&] { return absl::StrCat(header_.world_size - static_cast<int>(g.members.size()), " worker(s)"); });
+  }
+  return missing;
+}
+
+Shortlist Job::MissingFor(const ParkedCall& parked) const {
+  const Generation& g = *gen_;
+  Shortlist missing;
+  std::visit(
+      [&](const auto& p) {
+        mu_.AssertHeld();
+        using T = std::decay_t<decltype(p)>;
+        if constexpr (std::is_same_v<T, JoinCall>) {
+          missing = MissingForJoin();
+        } else if constexpr (std::is_same_v<T, UniqueIdsCall>) {
+          for (const GroupId& group : p.groups) {
+            if (g.ids.Find(group)) continue;
+            missing.Add([&] {
+              mu_.AssertHeld();
+              return absl::StrCat("the unique id of ", GroupName(group), " from its leader ",
+                                  DescribeRank(g.mesh.Leader(group)));
+            });
+          }
+        } else if constexpr (std::is_same_v<T, StoreGetCall>) {
+          missing.Add([&] { return QuoteForError(p.key); });
+        } else if constexpr (std::is_same_v<T, StoreWaitCall>) {
+          for (const std::string& key : p.keys) {
+            if (!g.kv.Contains(key)) missing.Add([&] { return QuoteForError(key); });
+          }
+        } else {
+          for (int r : g.barriers.Missing(p.name, header_.world_size)) {
+            missing.Add([&] {
+              mu_.AssertHeld();
+              return DescribeRank(r);
+            });
+          }
+        }
+      },
+      parked);
+  return missing;
+}
+
+std::optional<JobView> Job::View(bool with_members) const {
+  absl::MutexLock lock(&mu_);
+  if (!born_ || gone()) return std::nullopt;
   const Generation& g = *gen_;
   JobView view;
   view.job_id = id_;
-  view.tp_init = tp_init_;
+  view.tp_init = header_.tp_init;
   view.merged_config = merged_config_;
-  view.generation = g.number;
-  view.phase = g.phase;
-  view.world_size = g.world_size;
-  view.end_reason = g.end_reason;
+  view.generation = header_.generation;
+  view.phase = header_.phase;
+  view.world_size = header_.world_size;
+  view.end_reason = header_.end_reason;
+  view.member_count = static_cast<int>(g.members.size());
   for (const auto& t : g.timings) {
     view.timings.push_back(
         {t.phase, t.start_unix_ms, t.end ? std::chrono::duration_cast<Millis>(*t.end - t.start).count() : -1});
   }
-  // What the job is waiting for, per awaited event rather than per parked call: ten thousand calls parked in
-  // one barrier are one line, and the view costs O(world size), not O(world size squared).
-  if (g.phase == JobPhase::kJoining) view.missing.push_back("join: " + MissingForJoin().ToString());
-  for (const auto& [name, barrier] : g.barriers) {
+  // What the job waits for, per awaited event rather than per parked call: ten thousand calls parked in one
+  // barrier are one line, and the view costs O(world size), not O(world size squared).
+  if (header_.phase == JobPhase::kJoining) view.missing.push_back("join: " + MissingForJoin().ToString());
+  for (const std::string& name : g.barriers.Open()) {
     Shortlist ranks;
-    for (int r = 0; r < g.world_size; ++r) {
-      if (barrier.waiter_of_rank[r] == 0) ranks.Add([&] { return DescribeRank(r); });
-    }
+    for (int r : g.barriers.Missing(name, header_.world_size)) ranks.Add([&] { return DescribeRank(r); });
     view.missing.push_back(absl::StrCat("barrier \"", name, "\": ", ranks.ToString()));
   }
-  for (const auto& [group, ids] : g.id_waiters) {
-    if (ids.empty() || g.unique_ids.count(group)) continue;
+  for (const GroupId& group : g.ids.watchers().Keys()) {
     view.missing.push_back(absl::StrCat("the unique id of ", GroupName(group), " from its leader ",
                                         DescribeRank(g.mesh.Leader(group))));
   }
-  std::vector<std::string> keys;
-  for (const auto& [key, ids] : g.key_waiters) {
-    if (!ids.empty() && !g.kv.count(key)) keys.push_back(key);
-  }
-  std::sort(keys.begin(), keys.end());
-  Shortlist key_list;
-  for (const std::string& key : keys) key_list.Add([&] { return QuoteForError(key); });
-  if (!key_list.empty()) view.missing.push_back("store keys " + key_list.ToString());
+  Shortlist keys;
+  for (const std::string& key : g.kv.watchers().Keys()) keys.Add([&] { return QuoteForError(key); });
+  if (!keys.empty()) view.missing.push_back("store keys " + keys.ToString());
   if (!with_members) return view;
   const Clock::time_point now = Clock::now();
-  for (const Member& m : g.members) {
-    const int64_t age = m.rank >= 0 && g.phase == JobPhase::kRunning
-                            ? std::chrono::duration_cast<Millis>(now - m.last_heartbeat).count()
-                            : -1;
-    view.members.push_back({m.rank, m.host, m.worker_id, m.finished, age});
+  const bool live = g.leases.started() && header_.phase == JobPhase::kRunning;
+  for (size_t i = 0; i < g.members.size() && view.members.size() < static_cast<size_t>(kMaxMembersInView); ++i) {
+    const Member& m = g.members[i];
+    const bool finished = m.rank >= 0 && g.leases.started() && g.leases.finished(m.rank);
+    view.members.push_back({m.rank, m.host, m.worker_id, finished, live && m.rank >= 0 ? g.leases.AgeMs(m.rank, now) : -1});
   }
   std::sort(view.members.begin(), view.members.end(), [](const MemberView& a, const MemberView& b) {
     return a.rank != b.rank ? a.rank < b.rank : a.worker_id < b.worker_id;

@@ -1,55 +1,76 @@
-// One training job as the coordinator sees it: its recorded tp_model_init arguments, and its current
-// generation (one rendezvous of world_size workers) with everything that belongs to that generation —
-// members and ranks, the merged config every member agreed on, NCCL unique IDs, the c10d key-value store,
-// barriers and heartbeat leases.
+// One training job as the coordinator sees it: its recorded tp_model_init arguments and its current
+// generation (one rendezvous of world_size workers) with everything that belongs to that generation.
+// The generation's state lives in plain parts, each owning its data (completions.h, parked_calls.h,
+// key_value_store.h, unique_id_table.h, barrier_set.h, config_agreement.h, lease_monitor.h, job_view.h);
+// this class keeps the generation lifecycle: joining, running, completed or failed, and the next one.
 //
-// Thread-safety: every public method may be called from any thread. One mutex guards the job. Callbacks of
-// parked calls run exactly once, never under that mutex, on the thread of whichever call or timer
-// completes them.
+// Thread-safety: every public method may be called from any thread. One mutex guards the job. Every call
+// answers exactly once through its callback, never under that mutex, possibly before the method returns.
+//
+// How state changes (the one commit path, Mutate):
+//   - A change is decided under the mutex against the job's current state. If it needs durable writes, they
+//     go to the StateCommitter, and the change is applied in memory, and answered, only once they are on
+//     disk. A write that fails answers its error and changes nothing: memory never holds what the store
+//     does not.
+//   - Changes are decided and applied in the order they were asked for. While a write is on its way to
+//     disk, later changes queue; the next batch takes every queued change that touches something no earlier
+//     change of the batch touches (a store key, a group's unique ID, a member, a barrier; some changes touch
+//     the whole job), so concurrent writers share one transaction.
+//   - Reads (GetUniqueIds, StoreGet, StoreWait, StoreCheck, StoreNumKeys, Heartbeat, View) see only what is
+//     durable, and never wait for a write.
 //
 // Invariants:
-//   - A parked call is in waiters_ until it completes; completing it removes it and cancels its timer, so
-//     the event, its deadline and a client cancellation can race and exactly one of them finishes it.
-//   - State changes that must survive a restart are written to the StateStore before they are made in
-//     memory; a failed write leaves the job as it was.
+//   - A parked call is in parked_ until it is answered; whoever answers it takes it out first.
 //   - Everything generation-scoped lives in gen_ and is dropped when the next generation starts.
+//   - header_ and merged_config_ are exactly what the state store holds of the job.
 #ifndef TPCOORD_COORDINATOR_JOB_H_
 #define TPCOORD_COORDINATOR_JOB_H_
 
-#include <chrono>
+#include <atomic>
 #include <cstdint>
+#include <deque>
 #include <functional>
-#include <map>
 #include <memory>
-#include <mutex>
 #include <optional>
 #include <string>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
-#include "absl/strings/string_view.h"
+#include "absl/synchronization/mutex.h"
+#include "common/limits.h"
 #include "common/mesh.h"
 #include "common/tp_init_args.h"
-#include "coordinator/state_store.h"
+#include "coordinator/completions.h"
+#include "coordinator/job_storage.h"
+#include "coordinator/job_view.h"
+#include "coordinator/key_value_store.h"
+#include "coordinator/parked_calls.h"
+#include "coordinator/state_committer.h"
 #include "coordinator/timer_queue.h"
-#include "nlohmann/json.hpp"
 
 namespace tpcoord {
 
-using Millis = std::chrono::milliseconds;
-
 struct JobOptions {
-  Millis lease{10000};           // a member silent this long ends the generation
-  Millis default_wait{60000};    // wait_timeout_ms == 0
-  Millis max_wait{3600000};      // longer waits are capped
-  size_t max_store_bytes = 512u << 20;  // keys + values of one generation's key-value store
-  // Receives one line per generation event (started, complete, ended, completed); may be empty.
+  Millis lease{10000};         // a member silent this long ends the generation
+  Millis default_wait{60000};  // for wait_timeout_ms == 0
+  size_t max_parked_calls = kMaxParkedCallsPerJob;
+  // Receives one line per generation event (joining, running, ended, completed); may be empty.
   std::function<void(const std::string&)> log;
 };
 
-inline constexpr size_t kUniqueIdBytes = 128;
-inline constexpr size_t kMaxStoreValueBytes = 1u << 20;
+// What every job of one coordinator shares. Everything must outlive the jobs.
+struct JobContext {
+  StateCommitter* committer = nullptr;
+  TimerQueue* timers = nullptr;
+  StoreQuota* store_quota = nullptr;
+  JobOptions options;
+  // Runs (not under any job lock) when a job is gone — deleted, expired, or created by a call that left no
+  // state — so that its registry can drop it.
+  std::function<void(const std::shared_ptr<class Job>&)> on_gone;
+};
 
 struct JoinArgs {
   std::string worker_id;
@@ -57,15 +78,6 @@ struct JoinArgs {
   int world_size = 0;
   std::optional<int> requested_rank;
   int tp_size = 0;  // 0: the recorded tp_size, or 1
-};
-
-// What Join answers every member once the world is complete.
-struct Assignment {
-  uint64_t generation = 0;
-  int rank = 0;
-  Mesh mesh;
-  Millis heartbeat_interval{0};
-  Millis lease{0};
 };
 
 struct RecordOutcome {
@@ -78,137 +90,162 @@ struct MergeOutcome {
   bool tp_init_recorded = false;
 };
 
-struct MemberView {
-  int rank = -1;
-  std::string host;
-  std::string worker_id;
-  bool finished = false;
-  int64_t heartbeat_age_ms = -1;
-};
-
-struct PhaseTimingView {
-  std::string phase;
-  int64_t start_unix_ms = 0;
-  int64_t duration_ms = -1;  // -1: in progress
-};
-
-struct JobView {
-  std::string job_id;
-  std::optional<TpInitRecord> tp_init;
-  std::string merged_config;
-  uint64_t generation = 0;
-  JobPhase phase = JobPhase::kIdle;
-  int world_size = 0;
-  std::vector<MemberView> members;
-  std::vector<std::string> missing;
-  std::vector<PhaseTimingView> timings;
-  std::string end_reason;
-};
-
-template <typename T>
-using Done = std::function<void(absl::StatusOr<T>)>;
-using StatusDone = std::function<void(absl::Status)>;
-
 class Job : public std::enable_shared_from_this<Job> {
  public:
-  // `store` and `timers` must outlive the job.
-  Job(std::string id, StateStore* store, TimerQueue* timers, const JobOptions& options);
+  // A job that does not exist yet: it comes to exist with its first durable change (a record, a Join).
+  Job(std::string id, const JobContext* context);
   ~Job();
   Job(const Job&) = delete;
   Job& operator=(const Job&) = delete;
 
-  // Loads what a previous coordinator persisted. A generation that was joining or running when it stopped
-  // is marked failed ("coordinator restarted"): its members rejoin into the next generation.
-  void Restore(const PersistedJob& persisted);
+  // Builds the job from what the state store holds, after a restart. A running generation goes on: its
+  // members keep their ranks, unique IDs and store entries, and every lease starts afresh. A joining one
+  // waits for its workers' retried Joins. Call once, on a new job, before any other call.
+  void Restore(StoredJob stored);
+  // The job's stored state is unreadable: every call but Delete and View answers `status` (DATA_LOSS).
+  void MarkCorrupt(absl::Status status);
 
   const std::string& id() const { return id_; }
+  // The store holds the job: it is visible to every call, not only to the ones that create it.
+  bool exists() const { return born_.load(std::memory_order_acquire) && !gone(); }
+  // Deleted, expired, or never came to exist: its registry drops it and every call answers NOT_FOUND.
+  bool gone() const { return gone_.load(std::memory_order_acquire); }
+  // A job that does not exist yet is gone as soon as nothing is pending in it and nobody holds a pin: a
+  // caller about to make a call that may create it pins it first (false: it is gone already; make a new one).
+  bool TryPin() ABSL_LOCKS_EXCLUDED(mu_);
+  void Unpin() ABSL_LOCKS_EXCLUDED(mu_);
 
-  absl::StatusOr<RecordOutcome> Record(const TpInitArgs& call);
+  void Record(const TpInitArgs& args, Done<RecordOutcome> done);
+  // generation == 0: a standalone merge against the record (stored only if the job exists). Otherwise
+  // `rank` must be a member of that generation, and the config must agree with the first one merged in it.
+  void Merge(std::string config_text, bool has_mpu, uint64_t generation, int rank, Done<MergeOutcome> done);
 
-  // generation == 0: a standalone merge against the record. Otherwise `rank` must be a member of that
-  // generation, and the config must agree with the first one merged in it (G27).
-  absl::StatusOr<MergeOutcome> Merge(absl::string_view config_text, bool has_mpu, uint64_t generation, int rank);
-
-  // Parked calls: `done` runs exactly once, possibly before the method returns. The returned id identifies
-  // the parked call for Cancel (0 when it already completed).
-  uint64_t Join(const JoinArgs& args, Millis wait, Done<Assignment> done);
+  // Calls that may park return an id for Cancel.
+  uint64_t Join(JoinArgs args, Millis wait, Done<Assignment> done);
   uint64_t GetUniqueIds(uint64_t generation, int rank, std::vector<GroupId> groups, Millis wait,
                         Done<std::vector<std::string>> done);
   uint64_t StoreGet(uint64_t generation, std::string key, Millis wait, Done<std::string> done);
   uint64_t StoreWait(uint64_t generation, std::vector<std::string> keys, Millis wait, StatusDone done);
-  uint64_t Barrier(uint64_t generation, int rank, std::string name, Millis wait, StatusDone done);
+  // `round`: see BarrierRequest.round (0: the next one).
+  uint64_t Barrier(uint64_t generation, int rank, std::string name, uint64_t round, Millis wait, StatusDone done);
+  // The client gave up on a parked call: it is answered CANCELLED. Unknown ids are ignored.
+  void Cancel(uint64_t call);
 
-  // The client gave up on a parked call: it finishes with CANCELLED. Unknown ids are ignored.
-  void Cancel(uint64_t waiter_id);
-
-  absl::Status PublishUniqueIds(uint64_t generation, int rank,
-                                const std::vector<std::pair<GroupId, std::string>>& ids);
-
-  absl::Status StoreSet(uint64_t generation, const std::string& key, std::string value);
-  absl::StatusOr<int64_t> StoreAdd(uint64_t generation, const std::string& key, int64_t delta);
-  absl::StatusOr<std::string> StoreCompareSet(uint64_t generation, const std::string& key,
-                                              const std::string& expected, std::string desired);
+  void PublishUniqueIds(uint64_t generation, int rank, std::vector<std::pair<GroupId, std::string>> ids,
+                        StatusDone done);
+  void StoreSet(uint64_t generation, std::string key, std::string value, StatusDone done);
+  void StoreAdd(uint64_t generation, std::string key, int64_t delta, Done<int64_t> done);
+  void StoreCompareSet(uint64_t generation, std::string key, std::string expected, std::string desired,
+                       Done<std::string> done);
+  void StoreDelete(uint64_t generation, std::string key, Done<bool> done);
   absl::StatusOr<bool> StoreCheck(uint64_t generation, const std::vector<std::string>& keys);
-  absl::StatusOr<bool> StoreDelete(uint64_t generation, const std::string& key);
   absl::StatusOr<int64_t> StoreNumKeys(uint64_t generation);
 
   // Renews the member's lease; returns the lease length.
   absl::StatusOr<Millis> Heartbeat(uint64_t generation, int rank);
-  absl::Status Leave(uint64_t generation, int rank, bool finished, const std::string& reason);
+  void Leave(uint64_t generation, int rank, bool finished, std::string reason, StatusDone done);
 
-  JobView View(bool with_members) const;
+  // Forgets the job and everything it holds. FAILED_PRECONDITION while a generation runs or workers wait in
+  // Join, unless `force`: then every parked call is answered ABORTED.
+  void Delete(bool force, StatusDone done);
+  // Deletes the job if nothing happened to it since `cutoff_unix_ms` and nothing runs or waits in it;
+  // answers whether it did.
+  void ExpireIfIdleSince(int64_t cutoff_unix_ms, Done<bool> done);
 
-  // Answers every parked call with UNAVAILABLE (the coordinator is stopping; clients retry elsewhere or
-  // after the restart).
+  // nullopt while the job does not exist (yet, or any more).
+  std::optional<JobView> View(bool with_members) const;
+  // Answers once every call made before it has been applied (or answered with its error).
+  void Sync(StatusDone done);
+
+  // The coordinator is stopping: every parked call, and every call from now on, answers UNAVAILABLE
+  // (clients retry against the restarted coordinator).
   void Shutdown();
 
  private:
-  struct Waiter;
   struct Member;
-  struct BarrierState;
   struct Generation;
-  class Completions;
-  class Shortlist;
+  class Batch;
+  struct Decision;
+  struct Mutation;
+  using Decide = std::function<Decision(Batch&)>;
   using Clock = TimerQueue::Clock;
 
-  // All private methods expect mu_ held.
-  PersistedJob Persisted() const;
-  absl::Status CheckGeneration(uint64_t generation) const;
-  absl::Status CheckRank(int rank) const;
-  uint64_t Park(Waiter waiter, Millis wait);
-  void Expire(uint64_t waiter_id);
-  void Fail(Waiter& waiter, absl::Status status, Completions& done);
-  void Detach(uint64_t waiter_id, const Waiter& waiter);
-  void CompleteWorld(Completions& done);
-  void EndGeneration(const std::string& reason, Completions& done);
-  void CheckLeases();
-  void ScheduleLeaseCheck(Clock::time_point when);
-  void WakeKey(const std::string& key, Completions& done);
-  void BeginPhase(const std::string& phase);
-  void EndPhase(const std::string& phase);
-  std::string DescribeRank(int rank) const;
-  Shortlist MissingForJoin() const;
-  Shortlist MissingForWaiter(const Waiter& waiter) const;
-  absl::Status WithContext(absl::Status status) const;
-  void LogEvent(const std::string& what) const;
+  // The commit path: `decide` runs under the lock once every earlier change is applied; a call that the job
+  // cannot serve, or whose decide throws, is answered through `done`.
+  template <typename T>
+  void Mutate(Done<T> done, Decide decide) ABSL_LOCKS_EXCLUDED(mu_);
+  void Mutate(StatusDone done, Decide decide) ABSL_LOCKS_EXCLUDED(mu_);
+  void Enqueue(std::unique_ptr<Mutation> mutation) ABSL_LOCKS_EXCLUDED(mu_);
+  Decision Rejected(absl::Status status) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void Drain(Completions& done) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void Written(const absl::Status& status, std::vector<Decision> batch) ABSL_LOCKS_EXCLUDED(mu_);
+  // An unborn job that nothing refers to any more is gone.
+  void MaybeGone(Completions& done) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Whether calls are served at all: NOT_FOUND once gone, UNAVAILABLE once stopping, DATA_LOSS if corrupt.
+  absl::Status CheckServing() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  JobHeader NextHeader() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void ApplyHeader(const JobHeader& header) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  // The generation lifecycle.
+  Decision DecideJoin(Batch& batch, const JoinArgs& args, uint64_t call, Millis wait, Done<Assignment> done)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void StartGeneration(const JobHeader& header, Completions& done) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Once every member left finished, the completion is written (a change of its own, after theirs).
+  void MaybeComplete() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void Complete(const JobHeader& header) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void Forget(Completions& done) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  Assignment AssignmentOf(int rank) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void EndGeneration(const JobHeader& header, Completions& done) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void ScheduleLeaseCheck(Clock::time_point when) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void CheckLeases() ABSL_LOCKS_EXCLUDED(mu_);
+  // OK when `generation` is the current one and running; `allow_completed` also lets a completed one pass.
+  absl::Status CheckLive(uint64_t generation, bool allow_completed = false) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status CheckRank(int rank) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  bool HasWorkers() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  // Parked calls.
+  absl::Status CheckPark() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void Park(uint64_t call, ParkedCall parked, Millis wait, Completions& done) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void Expire(uint64_t call) ABSL_LOCKS_EXCLUDED(mu_);
+  // Removes what a parked call left in the generation (a joining member, a barrier arrival, watches).
+  void Detach(uint64_t call, const ParkedCall& parked) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void FailAllParked(const absl::Status& status, Completions& done) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void WakeKey(const std::string& key, Completions& done) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void WakeGroup(const GroupId& group, Completions& done) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  // Views and messages.
+  void BeginPhase(const std::string& phase) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void EndPhase(const std::string& phase) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  std::string DescribeRank(int rank) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  Shortlist MissingForJoin() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  Shortlist MissingFor(const ParkedCall& parked) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status WithContext(absl::Status status) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void LogEvent(const std::string& what) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const std::string id_;
-  StateStore* const store_;
-  TimerQueue* const timers_;
-  const JobOptions options_;
+  const JobContext* const context_;
+  const JobOptions& options_;
+  std::atomic<uint64_t> next_call_{1};
+  std::atomic<bool> gone_{false};
 
-  mutable std::mutex mu_;
-  std::optional<TpInitRecord> tp_init_;
-  std::string merged_config_;  // the latest merged config persisted
-  std::unique_ptr<Generation> gen_;
+  mutable absl::Mutex mu_;
+  std::atomic<bool> born_{false};  // the store holds the job; changed under mu_
+  int pins_ ABSL_GUARDED_BY(mu_) = 0;
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  absl::Status corrupt_ ABSL_GUARDED_BY(mu_);
+  JobHeader header_ ABSL_GUARDED_BY(mu_);
+  std::string merged_config_ ABSL_GUARDED_BY(mu_);
+  std::unique_ptr<Generation> gen_ ABSL_GUARDED_BY(mu_);
+  // Who was in the generation before gen_, so that a Join timeout can say who has not come back.
   struct PreviousMember {
     int rank;
     std::string host;
     std::string worker_id;
   };
-  std::vector<PreviousMember> previous_members_;  // of the generation before gen_, for join timeouts
-  std::unordered_map<uint64_t, std::unique_ptr<Waiter>> waiters_;
-  uint64_t next_waiter_id_ = 1;
+  std::vector<PreviousMember> previous_members_ ABSL_GUARDED_BY(mu_);
+  ParkedCalls parked_ ABSL_GUARDED_BY(mu_);
+  std::deque<std::unique_ptr<Mutation>> queue_ ABSL_GUARDED_BY(mu_);
+  bool writing_ ABSL_GUARDED_BY(mu_) = false;  // a batch is on its way to disk
 };
 
 }  // namespace tpcoord

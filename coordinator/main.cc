@@ -3,15 +3,11 @@
 //   tp-coordinator --listen 127.0.0.1:50051 --state-dir /var/lib/tpcoord
 //
 // Prints "tp-coordinator listening on <address>" on stdout once it serves (with --listen host:0 the
-// address holds the port the kernel picked). SIGTERM/SIGINT: stop accepting calls, answer parked calls
-// with UNAVAILABLE, let in-flight calls finish, exit 0.
-#include <fcntl.h>
+// address holds the port the kernel picked). SIGTERM/SIGINT: answer every parked and every new call with
+// UNAVAILABLE (clients retry against the next coordinator on this state directory), let in-flight calls
+// finish, write what is being written, exit 0.
 #include <signal.h>
-#include <sys/file.h>
-#include <unistd.h>
 
-#include <cstdio>
-#include <filesystem>
 #include <iostream>
 #include <memory>
 #include <string>
@@ -24,11 +20,14 @@
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "common/limits.h"
 #include "common/process_init.h"
 #include "coordinator/coordinator_service.h"
 #include "coordinator/job_registry.h"
-#include "coordinator/state_store.h"
+#include "coordinator/state_committer.h"
+#include "coordinator/state_dir.h"
 #include "coordinator/timer_queue.h"
 
 ABSL_FLAG(std::string, listen, "0.0.0.0:50051", "address to serve on; port 0 picks a free port");
@@ -40,6 +39,12 @@ ABSL_FLAG(absl::Duration, default_wait, absl::Seconds(60),
           "how long a parked call waits when it asks for wait_timeout_ms = 0");
 ABSL_FLAG(absl::Duration, shutdown_grace, absl::Seconds(2),
           "on SIGTERM, how long in-flight calls (and idle client connections) get to finish");
+ABSL_FLAG(int64_t, max_jobs, 10000, "most jobs the coordinator holds at once (RESOURCE_EXHAUSTED past it)");
+ABSL_FLAG(absl::Duration, job_ttl, absl::Hours(24 * 7),
+          "a job nothing has happened to for this long, with no generation running and nobody waiting, is "
+          "forgotten");
+ABSL_FLAG(int64_t, max_store_bytes, int64_t{1} << 30,
+          "most bytes the key-value stores of all jobs hold together (RESOURCE_EXHAUSTED past it)");
 
 namespace {
 
@@ -53,21 +58,11 @@ void Log(const std::string& message) {
   std::exit(1);
 }
 
-// One coordinator per state directory: a second one would corrupt the first one's view of its jobs.
-int LockStateDir(const std::filesystem::path& dir) {
-  const std::string lock_path = (dir / "LOCK").string();
-  const int fd = ::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
-  if (fd < 0) Die(absl::StrCat("cannot open ", lock_path, ": ", std::strerror(errno)));
-  if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
-    Die(absl::StrCat("another tp-coordinator holds ", lock_path, "; one coordinator per --state-dir"));
-  }
-  return fd;
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
-  absl::SetProgramUsageMessage("tp-coordinator --listen HOST:PORT --state-dir DIR [--lease 10s]");
+  absl::SetProgramUsageMessage(
+      "tp-coordinator --listen HOST:PORT --state-dir DIR [--lease 10s] [--max-jobs N] [--job-ttl 168h]");
   tpcoord::InitProcess(argc, argv);
 
   // Block the stop signals before any thread starts, so that only sigwait below receives them.
@@ -77,24 +72,28 @@ int main(int argc, char** argv) {
   sigaddset(&stop_signals, SIGINT);
   pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
 
-  const std::filesystem::path state_dir = absl::GetFlag(FLAGS_state_dir);
-  std::error_code ec;
-  std::filesystem::create_directories(state_dir, ec);
-  if (ec) Die(absl::StrCat("cannot create --state-dir ", state_dir.string(), ": ", ec.message()));
-  const int lock_fd = LockStateDir(state_dir);
-
   tpcoord::JobOptions options;
   options.lease = absl::ToChronoMilliseconds(absl::GetFlag(FLAGS_lease));
   options.default_wait = absl::ToChronoMilliseconds(absl::GetFlag(FLAGS_default_wait));
   if (options.lease < tpcoord::Millis(100)) Die("--lease must be at least 100ms");
+  if (absl::GetFlag(FLAGS_max_jobs) < 1) Die("--max-jobs must be at least 1");
+  const tpcoord::Millis ttl = absl::ToChronoMilliseconds(absl::GetFlag(FLAGS_job_ttl));
+  if (ttl < tpcoord::Millis(1000)) Die("--job-ttl must be at least 1s");
   options.log = Log;
 
-  const std::string db_path = (state_dir / "coordinator.db").string();
-  absl::StatusOr<std::unique_ptr<tpcoord::StateStore>> store = tpcoord::OpenSqliteStateStore(db_path);
-  if (!store.ok()) Die(std::string(store.status().message()));
+  // Declared in the order they depend on each other, so that they are destroyed in the reverse one.
   tpcoord::TimerQueue timers;
-  tpcoord::JobRegistry registry(store->get(), &timers, options);
-  if (absl::Status s = registry.Restore(); !s.ok()) Die(absl::StrCat("cannot restore state: ", s.message()));
+  absl::StatusOr<std::unique_ptr<tpcoord::StateDir>> state = tpcoord::StateDir::Open(absl::GetFlag(FLAGS_state_dir));
+  if (!state.ok()) Die(std::string(state.status().message()));
+  tpcoord::StoreQuota store_quota(absl::GetFlag(FLAGS_max_store_bytes));
+  tpcoord::JobContext context{nullptr, &timers, &store_quota, options, nullptr};
+  tpcoord::StateCommitter committer((*state)->store());  // drains its writes (into the jobs) before `context` goes
+  context.committer = &committer;
+  tpcoord::JobRegistry registry(&context, static_cast<size_t>(absl::GetFlag(FLAGS_max_jobs)));
+  absl::StatusOr<tpcoord::JobRegistry::Restored> restored = registry.Restore();
+  if (!restored.ok()) Die(absl::StrCat("cannot restore state: ", restored.status().message()));
+  for (const std::string& corrupt : restored->corrupt) Log(absl::StrCat("restore: ", corrupt));
+  registry.ExpireIdleJobs(ttl, std::min(ttl / 4, tpcoord::Millis(60000)));
   tpcoord::CoordinatorService service(&registry, options);
 
   grpc::EnableDefaultHealthCheckService(true);
@@ -104,7 +103,7 @@ int main(int argc, char** argv) {
   const std::string listen = absl::GetFlag(FLAGS_listen);
   builder.AddListeningPort(listen, grpc::InsecureServerCredentials(), &port);
   builder.RegisterService(&service);
-  builder.SetMaxReceiveMessageSize(8 << 20);
+  builder.SetMaxReceiveMessageSize(tpcoord::kMaxRequestBytes);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (!server || port == 0) Die(absl::StrCat("cannot listen on ", listen));
   server->GetHealthCheckService()->SetServingStatus(true);
@@ -112,18 +111,21 @@ int main(int argc, char** argv) {
   const std::string host = listen.substr(0, listen.rfind(':'));
   const std::string address = absl::StrCat(host, ":", port);
   std::cout << "tp-coordinator listening on " << address << std::endl;
-  Log(absl::StrCat("serving on ", address, ", state in ", db_path, ", ", registry.All().size(),
-                   " job(s) restored, lease ", absl::FormatDuration(absl::GetFlag(FLAGS_lease))));
+  Log(absl::StrCat("serving on ", address, ", state in ", (*state)->database_path(), ", ", restored->jobs,
+                   " job(s) restored", restored->corrupt.empty() ? "" : absl::StrCat(" (", restored->corrupt.size(), " unreadable)"),
+                   ", lease ", absl::FormatDuration(absl::GetFlag(FLAGS_lease))));
 
   int signal_number = 0;
   sigwait(&stop_signals, &signal_number);
   Log(absl::StrCat("received ", strsignal(signal_number), ": shutting down"));
   server->GetHealthCheckService()->SetServingStatus(false);
-  for (const auto& job : registry.All()) job->Shutdown();
-  server->Shutdown(std::chrono::system_clock::now() +
-                   absl::ToChronoMilliseconds(absl::GetFlag(FLAGS_shutdown_grace)));
+  registry.Shutdown();
+  // For a moment every call is still served, and answered UNAVAILABLE: clients back off and retry. Calls
+  // that arrive once gRPC's own shutdown has begun are cancelled by gRPC (CANCELLED, which the worker client
+  // retries too); the drain keeps that window to the last moment.
+  absl::SleepFor(std::min(absl::GetFlag(FLAGS_shutdown_grace), absl::Milliseconds(500)));
+  server->Shutdown(std::chrono::system_clock::now() + absl::ToChronoMilliseconds(absl::GetFlag(FLAGS_shutdown_grace)));
   server->Wait();
-  ::close(lock_fd);
   Log("stopped");
   return 0;
 }

@@ -1,153 +1,211 @@
-// StateStore on an embedded SQLite database. One row per job; the TP init record is stored as JSON text.
-// WAL journal with synchronous=FULL: every SaveJob is durable before it returns, and writes are rare (a
-// record, the first merge of a generation, a generation changing phase), never per heartbeat or per Join.
+// StateStore on an embedded SQLite database: one table of (key, value) blobs.
+//
+// Durability: WAL journal with synchronous=FULL, so a Write is on disk when it returns. Exclusive locking
+// mode keeps the WAL index in this process's memory instead of an mmap'd -shm file, so a state directory
+// that fills up or loses a file while we serve makes calls fail with an error, never the process die with
+// SIGBUS. Writes are few (StateCommitter groups concurrent ones into one transaction).
 #include <sqlite3.h>
-
-#include <mutex>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
 #include "coordinator/state_store.h"
-#include "nlohmann/json.hpp"
 
 namespace tpcoord {
-
 namespace {
 
-using nlohmann::json;
-
-std::string RecordToJson(const std::optional<TpInitRecord>& record) {
-  if (!record) return "";
-  json j = {{"tp_size", record->tp_size},
-            {"dtype", static_cast<int>(record->dtype)},
-            {"has_tp_group", record->has_tp_group},
-            {"tp_groups", record->tp_groups}};
-  return j.dump();
-}
-
-absl::StatusOr<std::optional<TpInitRecord>> RecordFromJson(const std::string& text) {
-  if (text.empty()) return std::optional<TpInitRecord>();
-  try {
-    json j = json::parse(text);
-    TpInitRecord record;
-    record.tp_size = j.at("tp_size").get<int>();
-    record.dtype = static_cast<Dtype>(j.at("dtype").get<int>());
-    record.has_tp_group = j.at("has_tp_group").get<bool>();
-    record.tp_groups = j.at("tp_groups").get<std::vector<RankList>>();
-    return std::optional<TpInitRecord>(record);
-  } catch (const json::exception& e) {
-    return absl::DataLossError(absl::StrCat("stored tp_init record is corrupt: ", e.what()));
+// The smallest string greater than every string starting with `prefix`; "" when there is none.
+std::string PrefixEnd(absl::string_view prefix) {
+  std::string end(prefix);
+  while (!end.empty()) {
+    unsigned char& last = reinterpret_cast<unsigned char&>(end.back());
+    if (last != 0xff) {
+      ++last;
+      return end;
+    }
+    end.pop_back();
   }
+  return end;
 }
 
-class SqliteStateStore : public StateStore {
+class SqliteStateStore final : public StateStore {
  public:
-  explicit SqliteStateStore(sqlite3* db) : db_(db) {}
-  ~SqliteStateStore() override { sqlite3_close(db_); }
+  SqliteStateStore(sqlite3* db, std::string path) : db_(db), name_(absl::StrCat("state store ", path)) {}
+  ~SqliteStateStore() override {
+    for (sqlite3_stmt* stmt : {put_, delete_, delete_range_, scan_}) sqlite3_finalize(stmt);
+    sqlite3_close(db_);
+  }
+  SqliteStateStore(const SqliteStateStore&) = delete;
+  SqliteStateStore& operator=(const SqliteStateStore&) = delete;
 
   absl::Status Init() {
-    const char* schema =
-        "PRAGMA journal_mode=WAL;"
-        "PRAGMA synchronous=FULL;"
-        "CREATE TABLE IF NOT EXISTS jobs ("
-        "  job_id TEXT PRIMARY KEY,"
-        "  tp_init TEXT NOT NULL,"
-        "  merged_config TEXT NOT NULL,"
-        "  generation INTEGER NOT NULL,"
-        "  phase INTEGER NOT NULL,"
-        "  world_size INTEGER NOT NULL,"
-        "  end_reason TEXT NOT NULL);";
-    return Exec(schema);
-  }
-
-  absl::Status SaveJob(const PersistedJob& job) override {
-    std::lock_guard<std::mutex> lock(mu_);
-    sqlite3_stmt* stmt = nullptr;
-    const char* sql =
-        "INSERT OR REPLACE INTO jobs (job_id, tp_init, merged_config, generation, phase, world_size, end_reason)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?)";
-    if (sqlite3_prepare_v2(db_, sql, -1, &stmt, nullptr) != SQLITE_OK) return Error("prepare save");
-    const std::string record = RecordToJson(job.tp_init);
-    sqlite3_bind_text(stmt, 1, job.job_id.data(), static_cast<int>(job.job_id.size()), SQLITE_TRANSIENT);
-    sqlite3_bind_text(stmt, 2, record.data(), static_cast<int>(record.size()), SQLITE_TRANSIENT);
-    sqlite3_bind_text(stmt, 3, job.merged_config.data(), static_cast<int>(job.merged_config.size()),
-                      SQLITE_TRANSIENT);
-    sqlite3_bind_int64(stmt, 4, static_cast<sqlite3_int64>(job.generation));
-    sqlite3_bind_int(stmt, 5, static_cast<int>(job.phase));
-    sqlite3_bind_int(stmt, 6, job.world_size);
-    sqlite3_bind_text(stmt, 7, job.end_reason.data(), static_cast<int>(job.end_reason.size()), SQLITE_TRANSIENT);
-    const int rc = sqlite3_step(stmt);
-    sqlite3_finalize(stmt);
-    if (rc != SQLITE_DONE) return Error(absl::StrCat("save job ", job.job_id));
+    // Exclusive locking must be chosen before WAL is first used, or SQLite creates the -shm file anyway.
+    for (const char* pragma : {"PRAGMA locking_mode=EXCLUSIVE", "PRAGMA journal_mode=WAL", "PRAGMA synchronous=FULL"}) {
+      if (int rc = sqlite3_exec(db_, pragma, nullptr, nullptr, nullptr); rc != SQLITE_OK) return Error(rc, pragma);
+    }
+    if (absl::Status s = CheckIntegrity(); !s.ok()) return s;
+    if (TableExists("jobs")) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          name_, " holds state in the format of an earlier tpcoord (table \"jobs\"), which this version cannot "
+                 "read; move the file away to start with an empty state"));
+    }
+    const char* schema = "CREATE TABLE IF NOT EXISTS state (key BLOB PRIMARY KEY, value BLOB NOT NULL) WITHOUT ROWID";
+    if (int rc = sqlite3_exec(db_, schema, nullptr, nullptr, nullptr); rc != SQLITE_OK) return Error(rc, "create schema");
+    for (auto [stmt, sql] : {std::pair{&put_, "INSERT OR REPLACE INTO state (key, value) VALUES (?, ?)"},
+                             std::pair{&delete_, "DELETE FROM state WHERE key = ?"},
+                             std::pair{&delete_range_, "DELETE FROM state WHERE key >= ? AND (? IS NULL OR key < ?)"},
+                             std::pair{&scan_, "SELECT key, value FROM state WHERE key >= ? AND (? IS NULL OR key < ?) "
+                                               "ORDER BY key"}}) {
+      if (int rc = sqlite3_prepare_v2(db_, sql, -1, stmt, nullptr); rc != SQLITE_OK) return Error(rc, "prepare");
+    }
     return absl::OkStatus();
   }
 
-  absl::StatusOr<std::vector<PersistedJob>> LoadJobs() override {
-    std::lock_guard<std::mutex> lock(mu_);
-    sqlite3_stmt* stmt = nullptr;
-    const char* sql =
-        "SELECT job_id, tp_init, merged_config, generation, phase, world_size, end_reason FROM jobs "
-        "ORDER BY job_id";
-    if (sqlite3_prepare_v2(db_, sql, -1, &stmt, nullptr) != SQLITE_OK) return Error("prepare load");
-    std::vector<PersistedJob> jobs;
-    int rc;
-    while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
-      PersistedJob job;
-      job.job_id = Text(stmt, 0);
-      absl::StatusOr<std::optional<TpInitRecord>> record = RecordFromJson(Text(stmt, 1));
-      if (!record.ok()) {
-        sqlite3_finalize(stmt);
-        return absl::DataLossError(absl::StrCat("job ", job.job_id, ": ", record.status().message()));
-      }
-      job.tp_init = *record;
-      job.merged_config = Text(stmt, 2);
-      job.generation = static_cast<uint64_t>(sqlite3_column_int64(stmt, 3));
-      job.phase = static_cast<JobPhase>(sqlite3_column_int(stmt, 4));
-      job.world_size = sqlite3_column_int(stmt, 5);
-      job.end_reason = Text(stmt, 6);
-      jobs.push_back(std::move(job));
+  absl::Status Write(const StateWrites& writes, absl::string_view what) override {
+    absl::MutexLock lock(&mu_);
+    if (int rc = sqlite3_exec(db_, "BEGIN IMMEDIATE", nullptr, nullptr, nullptr); rc != SQLITE_OK) {
+      return Error(rc, what);
     }
-    sqlite3_finalize(stmt);
-    if (rc != SQLITE_DONE) return Error("load jobs");
-    return jobs;
+    for (const StateWrite& w : writes) {
+      int rc = SQLITE_OK;
+      switch (w.kind) {
+        case StateWrite::Kind::kPut:
+          rc = Step(put_, {w.key, w.value});
+          break;
+        case StateWrite::Kind::kDelete:
+          rc = Step(delete_, {w.key});
+          break;
+        case StateWrite::Kind::kDeletePrefix:
+          rc = StepRange(delete_range_, w.key);
+          break;
+      }
+      if (rc != SQLITE_DONE) return Rollback(rc, what);
+    }
+    if (int rc = sqlite3_exec(db_, "COMMIT", nullptr, nullptr, nullptr); rc != SQLITE_OK) return Rollback(rc, what);
+    return absl::OkStatus();
   }
+
+  absl::StatusOr<std::vector<StateEntry>> Scan(absl::string_view prefix) override {
+    absl::MutexLock lock(&mu_);
+    std::vector<StateEntry> entries;
+    BindRange(scan_, prefix);
+    int rc;
+    while ((rc = sqlite3_step(scan_)) == SQLITE_ROW) entries.push_back({Blob(scan_, 0), Blob(scan_, 1)});
+    sqlite3_reset(scan_);
+    sqlite3_clear_bindings(scan_);
+    if (rc != SQLITE_DONE) return Error(rc, absl::StrCat("read of ", prefix.empty() ? "everything" : prefix));
+    return entries;
+  }
+
+  const std::string& name() const override { return name_; }
 
  private:
-  static std::string Text(sqlite3_stmt* stmt, int column) {
-    const unsigned char* text = sqlite3_column_text(stmt, column);
-    return text ? std::string(reinterpret_cast<const char*>(text), sqlite3_column_bytes(stmt, column)) : "";
-  }
-
-  absl::Status Exec(const char* sql) {
-    char* message = nullptr;
-    if (sqlite3_exec(db_, sql, nullptr, nullptr, &message) != SQLITE_OK) {
-      absl::Status status = absl::InternalError(absl::StrCat("sqlite: ", message ? message : "error"));
-      sqlite3_free(message);
-      return status;
+  absl::Status CheckIntegrity() {
+    sqlite3_stmt* stmt = nullptr;
+    int rc = sqlite3_prepare_v2(db_, "PRAGMA quick_check", -1, &stmt, nullptr);
+    std::string first;
+    if (rc == SQLITE_OK && (rc = sqlite3_step(stmt)) == SQLITE_ROW) first = Blob(stmt, 0);
+    sqlite3_finalize(stmt);
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE) return Error(rc, "integrity check");
+    if (first != "ok") {
+      return absl::DataLossError(absl::StrCat(name_, " is corrupt: integrity check: ", first,
+                                              "; restore it from a backup or move it away"));
     }
     return absl::OkStatus();
   }
 
-  absl::Status Error(absl::string_view what) {
-    return absl::UnavailableError(absl::StrCat("state store: ", what, ": ", sqlite3_errmsg(db_)));
+  bool TableExists(const char* table) {
+    sqlite3_stmt* stmt = nullptr;
+    bool exists = false;
+    if (sqlite3_prepare_v2(db_, "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", -1, &stmt,
+                           nullptr) == SQLITE_OK) {
+      sqlite3_bind_text(stmt, 1, table, -1, SQLITE_STATIC);
+      exists = sqlite3_step(stmt) == SQLITE_ROW;
+    }
+    sqlite3_finalize(stmt);
+    return exists;
   }
 
-  std::mutex mu_;
-  sqlite3* db_;
+  static std::string Blob(sqlite3_stmt* stmt, int column) {
+    const void* data = sqlite3_column_blob(stmt, column);
+    return data ? std::string(static_cast<const char*>(data), sqlite3_column_bytes(stmt, column)) : "";
+  }
+
+  static int Step(sqlite3_stmt* stmt, std::initializer_list<absl::string_view> values) {
+    int i = 1;
+    for (absl::string_view v : values) {
+      sqlite3_bind_blob64(stmt, i++, v.empty() ? "" : v.data(), v.size(), SQLITE_STATIC);
+    }
+    const int rc = sqlite3_step(stmt);
+    sqlite3_reset(stmt);
+    sqlite3_clear_bindings(stmt);
+    return rc;
+  }
+
+  // Binds [prefix, PrefixEnd(prefix)) to parameters 1-3 of a range statement (NULL: no upper bound).
+  static void BindRange(sqlite3_stmt* stmt, absl::string_view prefix) {
+    const std::string end = PrefixEnd(prefix);
+    sqlite3_bind_blob64(stmt, 1, prefix.empty() ? "" : prefix.data(), prefix.size(), SQLITE_TRANSIENT);
+    if (end.empty()) {
+      sqlite3_bind_null(stmt, 2);
+      sqlite3_bind_null(stmt, 3);
+    } else {
+      sqlite3_bind_blob64(stmt, 2, end.data(), end.size(), SQLITE_TRANSIENT);
+      sqlite3_bind_blob64(stmt, 3, end.data(), end.size(), SQLITE_TRANSIENT);
+    }
+  }
+
+  static int StepRange(sqlite3_stmt* stmt, absl::string_view prefix) {
+    BindRange(stmt, prefix);
+    const int rc = sqlite3_step(stmt);
+    sqlite3_reset(stmt);
+    sqlite3_clear_bindings(stmt);
+    return rc;
+  }
+
+  absl::Status Rollback(int rc, absl::string_view what) {
+    absl::Status status = Error(rc, what);
+    sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
+    return status;
+  }
+
+  absl::Status Error(int rc, absl::string_view what) const {
+    const std::string detail = absl::StrCat(what, " failed: ", sqlite3_errmsg(db_), " (sqlite error ",
+                                            sqlite3_extended_errcode(db_), ")");
+    const std::string message = absl::StrCat(name_, ": ", detail);
+    switch (rc & 0xff) {
+      case SQLITE_FULL: return absl::ResourceExhaustedError(message);
+      case SQLITE_CORRUPT:
+      case SQLITE_NOTADB:
+        return absl::DataLossError(
+            absl::StrCat(name_, " is corrupt: ", detail, "; restore it from a backup or move it away"));
+      case SQLITE_BUSY:
+      case SQLITE_LOCKED: return absl::UnavailableError(message);
+      default: return absl::InternalError(message);
+    }
+  }
+
+  absl::Mutex mu_;
+  sqlite3* const db_;
+  const std::string name_;
+  sqlite3_stmt* put_ = nullptr;
+  sqlite3_stmt* delete_ = nullptr;
+  sqlite3_stmt* delete_range_ = nullptr;
+  sqlite3_stmt* scan_ = nullptr;
 };
 
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<StateStore>> OpenSqliteStateStore(const std::string& path) {
   sqlite3* db = nullptr;
-  const int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX;
-  if (sqlite3_open_v2(path.c_str(), &db, flags, nullptr) != SQLITE_OK) {
+  const int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX;
+  if (int rc = sqlite3_open_v2(path.c_str(), &db, flags, nullptr); rc != SQLITE_OK) {
     std::string message = db ? sqlite3_errmsg(db) : "out of memory";
     sqlite3_close(db);
-    return absl::UnavailableError(absl::StrCat("cannot open state database ", path, ": ", message));
+    return absl::InternalError(absl::StrCat("cannot open state store ", path, ": ", message));
   }
-  sqlite3_busy_timeout(db, 5000);
-  auto store = std::make_unique<SqliteStateStore>(db);
+  sqlite3_extended_result_codes(db, 1);
+  auto store = std::make_unique<SqliteStateStore>(db, path);
   if (absl::Status s = store->Init(); !s.ok()) return s;
   return std::unique_ptr<StateStore>(std::move(store));
 }

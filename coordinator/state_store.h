@@ -1,57 +1,58 @@
-// Durable coordinator state: what a coordinator killed with SIGKILL must still know when it restarts on the
-// same state directory. Per job that is the recorded tp_model_init arguments, the latest merged config and
-// the current generation with its phase. Membership, unique IDs, key-value entries and barriers are not
-// kept: they belong to a generation, and a restart ends the running generation (workers rejoin).
+// Durable coordinator state: an ordered map from byte-string keys to byte-string values, changed only in
+// atomic batches. Everything a coordinator killed with SIGKILL must still know when it restarts goes
+// through this interface (coordinator/job_storage.h says what is kept under which key); embedded SQLite by
+// default, and the same keyspace maps onto etcd.
+//
+// Thread-safety: implementations are safe to call from any thread.
 #ifndef TPCOORD_COORDINATOR_STATE_STORE_H_
 #define TPCOORD_COORDINATOR_STATE_STORE_H_
 
-#include <cstdint>
 #include <memory>
-#include <optional>
 #include <string>
-#include "absl/strings/string_view.h"
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "common/tp_init_args.h"
+#include "absl/strings/string_view.h"
 
 namespace tpcoord {
 
-enum class JobPhase { kIdle, kJoining, kRunning, kCompleted, kFailed };
+struct StateWrite {
+  enum class Kind { kPut, kDelete, kDeletePrefix };
+  Kind kind = Kind::kPut;
+  std::string key;    // for kDeletePrefix: every key starting with it
+  std::string value;  // kPut only
 
-inline absl::string_view JobPhaseName(JobPhase phase) {
-  switch (phase) {
-    case JobPhase::kIdle: return "idle";
-    case JobPhase::kJoining: return "joining";
-    case JobPhase::kRunning: return "running";
-    case JobPhase::kCompleted: return "completed";
-    case JobPhase::kFailed: return "failed";
-  }
-  return "unknown";
-}
+  static StateWrite Put(std::string key, std::string value) { return {Kind::kPut, std::move(key), std::move(value)}; }
+  static StateWrite Delete(std::string key) { return {Kind::kDelete, std::move(key), {}}; }
+  static StateWrite DeletePrefix(std::string prefix) { return {Kind::kDeletePrefix, std::move(prefix), {}}; }
+};
+using StateWrites = std::vector<StateWrite>;
 
-struct PersistedJob {
-  std::string job_id;
-  std::optional<TpInitRecord> tp_init;
-  std::string merged_config;  // "" until a merge succeeded
-  uint64_t generation = 0;    // 0: none yet
-  JobPhase phase = JobPhase::kIdle;
-  int world_size = 0;
-  std::string end_reason;
+struct StateEntry {
+  std::string key;
+  std::string value;
 };
 
 class StateStore {
  public:
   virtual ~StateStore() = default;
 
-  // Replaces the job's row atomically. On error nothing was written.
-  virtual absl::Status SaveJob(const PersistedJob& job) = 0;
+  // Applies `writes` in order, atomically and durably: when it returns OK every write is on disk; on error
+  // none took effect. `what` names the change for error messages ("save of job llama-run1"). Errors name the
+  // store and `what`: RESOURCE_EXHAUSTED for a full disk, INTERNAL for an I/O error, DATA_LOSS for a store
+  // found corrupt.
+  virtual absl::Status Write(const StateWrites& writes, absl::string_view what) = 0;
 
-  // Every saved job, in job_id order.
-  virtual absl::StatusOr<std::vector<PersistedJob>> LoadJobs() = 0;
+  // Every entry whose key starts with `prefix`, in key order.
+  virtual absl::StatusOr<std::vector<StateEntry>> Scan(absl::string_view prefix) = 0;
+
+  // "state store /var/lib/tpcoord/coordinator.db", for messages.
+  virtual const std::string& name() const = 0;
 };
 
-// An SQLite database at `path` (created if missing; ":memory:" for tests). Thread-safe.
+// An SQLite database at `path`, created if missing (":memory:" for tests). The caller must make sure no
+// other process opens the same file (tp-coordinator locks its state directory): the database is opened in
+// exclusive locking mode, so the WAL index lives in this process's heap and no -shm file is ever mapped.
 absl::StatusOr<std::unique_ptr<StateStore>> OpenSqliteStateStore(const std::string& path);
 
 }  // namespace tpcoord

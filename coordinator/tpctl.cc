@@ -5,6 +5,7 @@
 //   tpctl [--coordinator HOST:PORT] jobs
 //   tpctl [--coordinator HOST:PORT] job ID
 //   tpctl [--coordinator HOST:PORT] watch ID [--interval 1s]
+//   tpctl [--coordinator HOST:PORT] delete ID [--force]
 //   tpctl [--coordinator HOST:PORT] health
 //
 // On failure it prints the coordinator's message (and its context line, if any) on stderr and exits 1;
@@ -46,6 +47,7 @@ ABSL_FLAG(bool, mpu, false, "merge: as if deepspeed.initialize were given an mpu
 ABSL_FLAG(absl::Duration, timeout, absl::Seconds(10), "deadline of each call");
 ABSL_FLAG(absl::Duration, interval, absl::Seconds(1), "watch: refresh interval");
 ABSL_FLAG(int, count, 0, "watch: stop after this many refreshes (0: until the job completes or fails)");
+ABSL_FLAG(bool, force, false, "delete: also a job whose generation is running (its workers are told it ended)");
 
 namespace {
 
@@ -109,8 +111,11 @@ void PrintJob(const v1::JobStatus& job, bool details) {
   if (!job.end_reason().empty()) std::cout << "  ended: " << job.end_reason() << "\n";
   if (!details) return;
   if (job.members_size() > 0) {
-    std::cout << absl::StrFormat("  members (%d):\n    %-6s %-24s %-36s %s\n", job.members_size(), "rank", "host",
-                                 "worker", "heartbeat");
+    std::cout << absl::StrFormat("  members (%d%s):\n    %-6s %-24s %-36s %s\n", job.member_count(),
+                                 job.member_count() > job.members_size()
+                                     ? absl::StrCat(", the first ", job.members_size(), " shown")
+                                     : "",
+                                 "rank", "host", "worker", "heartbeat");
     for (const v1::Member& m : job.members()) {
       const std::string heartbeat = m.finished()                      ? "finished"
                                     : m.last_heartbeat_age_ms() < 0 ? "-"
@@ -173,17 +178,36 @@ int Merge(v1::Coordinator::Stub& stub) {
 }
 
 int Jobs(v1::Coordinator::Stub& stub) {
-  v1::ListJobsResponse resp;
+  std::cout << absl::StrFormat("%-32s %-10s %-11s %-6s %s\n", "JOB", "GENERATION", "PHASE", "WORLD", "TP_MODEL_INIT");
+  v1::ListJobsRequest req;
+  req.set_page_size(500);
+  do {  // a page at a time, so that any number of jobs can be listed
+    v1::ListJobsResponse resp;
+    grpc::ClientContext ctx;
+    SetDeadline(&ctx);
+    grpc::Status status = stub.ListJobs(&ctx, req, &resp);
+    if (!status.ok()) return Failed(ctx, status);
+    for (const v1::JobStatus& job : resp.jobs()) {
+      std::cout << absl::StrFormat("%-32s %-10d %-11s %-6d %s\n", job.job_id(), job.generation(),
+                                   PhaseName(job.phase()), job.world_size(),
+                                   job.tp_init_recorded() ? DescribeArgs(job.tp_init()) : "-");
+    }
+    req.set_page_token(resp.next_page_token());
+  } while (!req.page_token().empty());
+  return 0;
+}
+
+int Delete(v1::Coordinator::Stub& stub, const std::string& job_id) {
+  if (job_id.empty()) return UsageError("give the job id: tpctl delete ID [--force]");
+  v1::DeleteJobRequest req;
+  req.set_job_id(job_id);
+  req.set_force(absl::GetFlag(FLAGS_force));
+  v1::DeleteJobResponse resp;
   grpc::ClientContext ctx;
   SetDeadline(&ctx);
-  grpc::Status status = stub.ListJobs(&ctx, v1::ListJobsRequest(), &resp);
+  grpc::Status status = stub.DeleteJob(&ctx, req, &resp);
   if (!status.ok()) return Failed(ctx, status);
-  std::cout << absl::StrFormat("%-32s %-10s %-11s %-6s %s\n", "JOB", "GENERATION", "PHASE", "WORLD", "TP_MODEL_INIT");
-  for (const v1::JobStatus& job : resp.jobs()) {
-    std::cout << absl::StrFormat("%-32s %-10d %-11s %-6d %s\n", job.job_id(), job.generation(),
-                                 PhaseName(job.phase()), job.world_size(),
-                                 job.tp_init_recorded() ? DescribeArgs(job.tp_init()) : "-");
-  }
+  std::cout << "deleted job " << job_id << std::endl;
   return 0;
 }
 
@@ -231,6 +255,7 @@ int main(int argc, char** argv) {
       "  tpctl [--coordinator HOST:PORT] jobs\n"
       "  tpctl [--coordinator HOST:PORT] job ID\n"
       "  tpctl [--coordinator HOST:PORT] watch ID [--interval 1s] [--count N]\n"
+      "  tpctl [--coordinator HOST:PORT] delete ID [--force]\n"
       "  tpctl [--coordinator HOST:PORT] health");
   if (const char* env = std::getenv("TPCOORD_COORDINATOR"); env && *env) absl::SetFlag(&FLAGS_coordinator, env);
   std::vector<char*> args = tpcoord::InitProcess(argc, argv);
@@ -244,6 +269,7 @@ int main(int argc, char** argv) {
   if (command == "jobs") return Jobs(stub);
   if (command == "job") return Job(stub, JobArg(args), false);
   if (command == "watch") return Job(stub, JobArg(args), true);
+  if (command == "delete") return Delete(stub, JobArg(args));
   if (command == "health") return Health(channel);
   return UsageError(absl::StrCat("unknown command \"", command, "\""));
 }

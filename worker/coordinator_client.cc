@@ -8,6 +8,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "common/deepspeed_error.h"
+#include "common/limits.h"
 #include "common/wire.h"
 
 namespace tpcoord {
@@ -19,6 +20,14 @@ uint32_t WaitMillis(Millis wait) {
   return static_cast<uint32_t>(std::clamp<int64_t>(wait.count(), 1, UINT32_MAX));
 }
 
+// At most `max` bytes of `text`, cut at a character boundary (the reason is a proto string: UTF-8).
+std::string TruncateUtf8(const std::string& text, size_t max) {
+  if (text.size() <= max) return text;
+  size_t end = max;
+  while (end > 0 && (static_cast<unsigned char>(text[end]) & 0xC0) == 0x80) --end;
+  return text.substr(0, end);
+}
+
 }  // namespace
 
 std::string MakeWorkerId(const std::string& host) {
@@ -26,8 +35,32 @@ std::string MakeWorkerId(const std::string& host) {
   return absl::StrCat(host, ":", getpid(), ":", absl::Hex(random(), absl::kZeroPad8));
 }
 
-CoordinatorClient::CoordinatorClient(ClientOptions options)
-    : CoordinatorClient(grpc::CreateChannel(options.address, grpc::InsecureChannelCredentials()), options) {}
+namespace {
+
+std::shared_ptr<grpc::Channel> MakeChannel(const ClientOptions& options) {
+  grpc::ChannelArguments args;
+  // gRPC's default reconnect backoff grows to two minutes: a coordinator back after a 10 s outage would be
+  // noticed 17 s late. Reconnect within about a second instead.
+  args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
+  args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 100);
+  args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, static_cast<int>(options.max_backoff.count()));
+  args.SetMaxReceiveMessageSize(kMaxRequestBytes);
+  return grpc::CreateCustomChannel(options.address, grpc::InsecureChannelCredentials(), args);
+}
+
+// Whether an attempt failed for want of a coordinator rather than because of its answer.
+bool Unreachable(const grpc::Status& s, bool own_deadline) {
+  switch (s.error_code()) {
+    case grpc::StatusCode::UNAVAILABLE:
+    case grpc::StatusCode::CANCELLED: return true;
+    case grpc::StatusCode::DEADLINE_EXCEEDED: return own_deadline;
+    default: return false;
+  }
+}
+
+}  // namespace
+
+CoordinatorClient::CoordinatorClient(ClientOptions options) : CoordinatorClient(MakeChannel(options), options) {}
 
 CoordinatorClient::CoordinatorClient(std::shared_ptr<grpc::Channel> channel, ClientOptions options)
     : options_(std::move(options)), channel_(std::move(channel)), stub_(v1::Coordinator::NewStub(channel_)) {}
@@ -40,21 +73,45 @@ absl::Status CoordinatorClient::WaitForConnected(Millis timeout) {
 
 template <typename Request, typename Response>
 absl::Status CoordinatorClient::Call(Method<Request, Response> method, const Request& request, Response* response,
-                                     Millis attempt_timeout, bool idempotent) {
+                                     bool idempotent, std::optional<Millis> budget) {
+  Request copy = request;
+  return Attempts<Request, Response>(method, copy, response, idempotent, Clock::now() + budget.value_or(options_.retry_budget),
+                  [this](Request&, Millis) { return options_.call_timeout; });
+}
+
+template <typename Request, typename Response>
+absl::Status CoordinatorClient::Wait(Method<Request, Response> method, Request request, Response* response,
+                                     Millis wait) {
+  // Each attempt asks the coordinator to wait for what is left, and gives it room to answer.
+  return Attempts<Request, Response>(method, request, response, /*idempotent=*/true, Clock::now() + wait,
+                  [this](Request& r, Millis left) {
+                    r.set_wait_timeout_ms(WaitMillis(left));
+                    return left + options_.wait_slack;
+                  });
+}
+
+template <typename Request, typename Response>
+absl::Status CoordinatorClient::Attempts(Method<Request, Response> method, Request& request, Response* response,
+                                         bool idempotent, Clock::time_point give_up,
+                                         const std::function<Millis(Request&, Millis)>& prepare) {
   thread_local std::mt19937_64 rng(std::random_device{}());
-  const Clock::time_point give_up = Clock::now() + options_.retry_budget;
   Millis backoff = options_.initial_backoff;
   while (true) {
+    // Rounded up, so that a first attempt asks for the whole wait ("timed out after 1s", not "after 999ms").
+    const Millis left = std::max(Millis(1), std::chrono::ceil<Millis>(give_up - Clock::now()));
+    const Millis attempt = prepare(request, left);
     grpc::ClientContext ctx;
-    ctx.set_deadline(std::chrono::system_clock::now() + attempt_timeout);
+    ctx.set_deadline(std::chrono::system_clock::now() + attempt);
     ctx.set_wait_for_ready(true);  // a coordinator that is still starting is waited for, not failed
     const grpc::Status s = (stub_.get()->*method)(&ctx, request, response);
     if (s.ok()) return absl::OkStatus();
+    // The client's own deadline, not the coordinator's answer (which always names what it waited for).
+    const bool own_deadline =
+        s.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED && s.error_message() == "Deadline Exceeded";
     absl::Status status(static_cast<absl::StatusCode>(s.error_code()), s.error_message());
-    if (s.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED && s.error_message() == "Deadline Exceeded") {
-      // The client's own deadline, not the coordinator's answer: say where we were waiting.
+    if (own_deadline) {
       status = absl::DeadlineExceededError(absl::StrCat("no answer from the coordinator at ", options_.address,
-                                                        " within ", attempt_timeout.count(), " ms"));
+                                                        " within ", attempt.count(), " ms"));
     }
     // Only DeepSpeed's conflict errors carry a context line: keep them recognisable as such, text exact.
     for (const auto& [key, value] : ctx.GetServerTrailingMetadata()) {
@@ -62,9 +119,7 @@ absl::Status CoordinatorClient::Call(Method<Request, Response> method, const Req
       status = DeepSpeedError(status.message());
       SetErrorContext(&status, absl::string_view(value.data(), value.size()));
     }
-    if (s.error_code() != grpc::StatusCode::UNAVAILABLE || !idempotent || Clock::now() + backoff > give_up) {
-      return status;
-    }
+    if (!idempotent || !Unreachable(s, own_deadline) || Clock::now() + backoff >= give_up) return status;
     std::uniform_int_distribution<int64_t> jitter(0, backoff.count());
     std::this_thread::sleep_for(Millis(jitter(rng)));
     backoff = std::min(backoff * 2, options_.max_backoff);
@@ -78,7 +133,7 @@ absl::StatusOr<TpInitRecord> CoordinatorClient::RecordTpInitArgs(const std::stri
   req.set_dtype(DtypeToProto(args.dtype));
   if (args.tp_group) req.mutable_tp_group()->mutable_ranks()->Add(args.tp_group->begin(), args.tp_group->end());
   v1::RecordTpInitArgsResponse resp;
-  if (absl::Status s = Call(&v1::Coordinator::Stub::RecordTpInitArgs, req, &resp, options_.call_timeout); !s.ok()) {
+  if (absl::Status s = Call(&v1::Coordinator::Stub::RecordTpInitArgs, req, &resp); !s.ok()) {
     return s;
   }
   const v1::TpInitArgs& r = resp.recorded();
@@ -98,7 +153,7 @@ absl::StatusOr<std::string> CoordinatorClient::MergeConfig(const std::string& jo
   req.set_generation(generation);
   req.set_rank(rank);
   v1::MergeConfigResponse resp;
-  if (absl::Status s = Call(&v1::Coordinator::Stub::MergeConfig, req, &resp, options_.call_timeout); !s.ok()) return s;
+  if (absl::Status s = Call(&v1::Coordinator::Stub::MergeConfig, req, &resp); !s.ok()) return s;
   return std::move(*resp.mutable_merged_config_json());
 }
 
@@ -110,9 +165,8 @@ absl::StatusOr<Membership> CoordinatorClient::Join(const JoinRequest& request, M
   req.set_world_size(request.world_size);
   if (request.requested_rank) req.set_requested_rank(*request.requested_rank);
   req.set_tp_size(request.tp_size);
-  req.set_wait_timeout_ms(WaitMillis(wait));
   v1::JoinResponse resp;
-  if (absl::Status s = Call(&v1::Coordinator::Stub::Join, req, &resp, wait + options_.wait_slack); !s.ok()) return s;
+  if (absl::Status s = Wait(&v1::Coordinator::Stub::Join, req, &resp, wait); !s.ok()) return s;
   absl::StatusOr<Mesh> mesh = Mesh::Create(resp.mesh().world_size(), resp.mesh().tp_size());
   if (!mesh.ok()) return absl::InternalError(absl::StrCat("the coordinator answered an invalid mesh: ", mesh.status().message()));
   return Membership{request.job_id,        resp.generation(),         resp.rank(), *mesh,
@@ -131,7 +185,7 @@ absl::Status CoordinatorClient::PublishUniqueIds(const Membership& m,
     id->set_id(bytes);
   }
   v1::PublishUniqueIdResponse resp;
-  return Call(&v1::Coordinator::Stub::PublishUniqueId, req, &resp, options_.call_timeout);
+  return Call(&v1::Coordinator::Stub::PublishUniqueId, req, &resp);
 }
 
 absl::StatusOr<std::vector<std::string>> CoordinatorClient::GetUniqueIds(const Membership& m,
@@ -142,9 +196,8 @@ absl::StatusOr<std::vector<std::string>> CoordinatorClient::GetUniqueIds(const M
   req.set_generation(m.generation);
   req.set_rank(m.rank);
   for (const GroupId& group : groups) *req.add_groups() = GroupIdToProto(group);
-  req.set_wait_timeout_ms(WaitMillis(wait));
   v1::GetUniqueIdResponse resp;
-  if (absl::Status s = Call(&v1::Coordinator::Stub::GetUniqueId, req, &resp, wait + options_.wait_slack); !s.ok()) {
+  if (absl::Status s = Wait(&v1::Coordinator::Stub::GetUniqueId, req, &resp, wait); !s.ok()) {
     return s;
   }
   std::vector<std::string> ids;
@@ -160,7 +213,7 @@ absl::Status CoordinatorClient::StoreSet(const std::string& job_id, uint64_t gen
   req.set_key(key);
   req.set_value(value);
   v1::StoreSetResponse resp;
-  return Call(&v1::Coordinator::Stub::StoreSet, req, &resp, options_.call_timeout);
+  return Call(&v1::Coordinator::Stub::StoreSet, req, &resp);
 }
 
 absl::StatusOr<std::string> CoordinatorClient::StoreGet(const std::string& job_id, uint64_t generation,
@@ -169,9 +222,8 @@ absl::StatusOr<std::string> CoordinatorClient::StoreGet(const std::string& job_i
   req.set_job_id(job_id);
   req.set_generation(generation);
   req.set_key(key);
-  req.set_wait_timeout_ms(WaitMillis(wait));
   v1::StoreGetResponse resp;
-  if (absl::Status s = Call(&v1::Coordinator::Stub::StoreGet, req, &resp, wait + options_.wait_slack); !s.ok()) {
+  if (absl::Status s = Wait(&v1::Coordinator::Stub::StoreGet, req, &resp, wait); !s.ok()) {
     return s;
   }
   return std::move(*resp.mutable_value());
@@ -185,7 +237,7 @@ absl::StatusOr<int64_t> CoordinatorClient::StoreAdd(const std::string& job_id, u
   req.set_key(key);
   req.set_delta(delta);
   v1::StoreAddResponse resp;
-  if (absl::Status s = Call(&v1::Coordinator::Stub::StoreAdd, req, &resp, options_.call_timeout, /*idempotent=*/false);
+  if (absl::Status s = Call(&v1::Coordinator::Stub::StoreAdd, req, &resp, /*idempotent=*/false);
       !s.ok()) {
     return s;
   }
@@ -202,7 +254,7 @@ absl::StatusOr<std::string> CoordinatorClient::StoreCompareSet(const std::string
   req.set_expected_value(expected);
   req.set_desired_value(desired);
   v1::StoreCompareSetResponse resp;
-  if (absl::Status s = Call(&v1::Coordinator::Stub::StoreCompareSet, req, &resp, options_.call_timeout); !s.ok()) {
+  if (absl::Status s = Call(&v1::Coordinator::Stub::StoreCompareSet, req, &resp); !s.ok()) {
     return s;
   }
   return std::move(*resp.mutable_value());
@@ -215,7 +267,7 @@ absl::StatusOr<bool> CoordinatorClient::StoreCheck(const std::string& job_id, ui
   req.set_generation(generation);
   for (const std::string& key : keys) req.add_keys(key);
   v1::StoreCheckResponse resp;
-  if (absl::Status s = Call(&v1::Coordinator::Stub::StoreCheck, req, &resp, options_.call_timeout); !s.ok()) return s;
+  if (absl::Status s = Call(&v1::Coordinator::Stub::StoreCheck, req, &resp); !s.ok()) return s;
   return resp.all_present();
 }
 
@@ -226,7 +278,7 @@ absl::StatusOr<bool> CoordinatorClient::StoreDelete(const std::string& job_id, u
   req.set_generation(generation);
   req.set_key(key);
   v1::StoreDeleteResponse resp;
-  if (absl::Status s = Call(&v1::Coordinator::Stub::StoreDelete, req, &resp, options_.call_timeout); !s.ok()) return s;
+  if (absl::Status s = Call(&v1::Coordinator::Stub::StoreDelete, req, &resp); !s.ok()) return s;
   return resp.deleted();
 }
 
@@ -235,7 +287,7 @@ absl::StatusOr<int64_t> CoordinatorClient::StoreNumKeys(const std::string& job_i
   req.set_job_id(job_id);
   req.set_generation(generation);
   v1::StoreNumKeysResponse resp;
-  if (absl::Status s = Call(&v1::Coordinator::Stub::StoreNumKeys, req, &resp, options_.call_timeout); !s.ok()) return s;
+  if (absl::Status s = Call(&v1::Coordinator::Stub::StoreNumKeys, req, &resp); !s.ok()) return s;
   return resp.num_keys();
 }
 
@@ -245,9 +297,8 @@ absl::Status CoordinatorClient::StoreWait(const std::string& job_id, uint64_t ge
   req.set_job_id(job_id);
   req.set_generation(generation);
   for (const std::string& key : keys) req.add_keys(key);
-  req.set_wait_timeout_ms(WaitMillis(wait));
   v1::StoreWaitResponse resp;
-  return Call(&v1::Coordinator::Stub::StoreWait, req, &resp, wait + options_.wait_slack);
+  return Wait(&v1::Coordinator::Stub::StoreWait, req, &resp, wait);
 }
 
 absl::Status CoordinatorClient::Barrier(const Membership& m, const std::string& name, Millis wait) {
@@ -256,9 +307,12 @@ absl::Status CoordinatorClient::Barrier(const Membership& m, const std::string& 
   req.set_generation(m.generation);
   req.set_rank(m.rank);
   req.set_name(name);
-  req.set_wait_timeout_ms(WaitMillis(wait));
+  {
+    std::lock_guard<std::mutex> lock(rounds_mu_);
+    req.set_round(++barrier_rounds_[{m.job_id, m.generation, name}]);
+  }
   v1::BarrierResponse resp;
-  return Call(&v1::Coordinator::Stub::Barrier, req, &resp, wait + options_.wait_slack);
+  return Wait(&v1::Coordinator::Stub::Barrier, req, &resp, wait);
 }
 
 absl::StatusOr<Millis> CoordinatorClient::Heartbeat(const Membership& m) {
@@ -267,7 +321,10 @@ absl::StatusOr<Millis> CoordinatorClient::Heartbeat(const Membership& m) {
   req.set_generation(m.generation);
   req.set_rank(m.rank);
   v1::HeartbeatResponse resp;
-  if (absl::Status s = Call(&v1::Coordinator::Stub::Heartbeat, req, &resp, options_.call_timeout); !s.ok()) return s;
+  // One attempt: the HeartbeatLoop is what retries.
+  if (absl::Status s = Call(&v1::Coordinator::Stub::Heartbeat, req, &resp, /*idempotent=*/true, Millis(0)); !s.ok()) {
+    return s;
+  }
   return Millis(resp.lease_ms());
 }
 
@@ -277,16 +334,16 @@ absl::Status CoordinatorClient::Leave(const Membership& m, bool finished, const 
   req.set_generation(m.generation);
   req.set_rank(m.rank);
   req.set_finished(finished);
-  req.set_reason(reason.substr(0, 1024));
+  req.set_reason(TruncateUtf8(reason, kMaxReasonBytes));
   v1::LeaveResponse resp;
-  return Call(&v1::Coordinator::Stub::Leave, req, &resp, options_.call_timeout);
+  return Call(&v1::Coordinator::Stub::Leave, req, &resp);
 }
 
 absl::StatusOr<v1::JobStatus> CoordinatorClient::GetJob(const std::string& job_id) {
   v1::GetJobRequest req;
   req.set_job_id(job_id);
   v1::GetJobResponse resp;
-  if (absl::Status s = Call(&v1::Coordinator::Stub::GetJob, req, &resp, options_.call_timeout); !s.ok()) return s;
+  if (absl::Status s = Call(&v1::Coordinator::Stub::GetJob, req, &resp); !s.ok()) return s;
   return std::move(*resp.mutable_job());
 }
 
@@ -307,6 +364,7 @@ HeartbeatLoop::~HeartbeatLoop() {
 
 void HeartbeatLoop::Run() {
   const Millis interval = std::max(membership_.heartbeat_interval, Millis(10));
+  const Millis patience = client_->options().retry_budget;
   Clock::time_point last_ok = Clock::now();
   std::unique_lock<std::mutex> lock(mu_);
   while (!wake_.wait_for(lock, interval, [this] { return stopping_; })) {
@@ -318,11 +376,19 @@ void HeartbeatLoop::Run() {
       continue;
     }
     const absl::StatusCode code = lease.status().code();
-    const bool over = code == absl::StatusCode::kAborted || code == absl::StatusCode::kFailedPrecondition ||
-                      code == absl::StatusCode::kNotFound || Clock::now() - last_ok > membership_.lease;
-    if (over && !stopping_) {
+    absl::Status lost;
+    if (code == absl::StatusCode::kAborted || code == absl::StatusCode::kFailedPrecondition ||
+        code == absl::StatusCode::kNotFound) {
+      lost = lease.status();  // the coordinator says the generation is over
+    } else if (Clock::now() - last_ok > patience) {
+      lost = absl::UnavailableError(absl::StrCat(
+          "the coordinator at ", client_->options().address, " has not answered a heartbeat for ",
+          std::chrono::duration_cast<std::chrono::seconds>(Clock::now() - last_ok).count(), " s: ",
+          lease.status().message()));
+    }
+    if (!lost.ok() && !stopping_) {
       lock.unlock();
-      on_lost_(lease.status());
+      on_lost_(lost);
       return;
     }
   }

@@ -1,10 +1,15 @@
 // A typed client of the tp-coordinator for workers (and tools). No LibTorch in here.
 //
-// Every call has a deadline. Calls are retried with exponential backoff and full jitter while the
-// coordinator is UNAVAILABLE (starting up, restarting, briefly unreachable), except StoreAdd, which is not
-// idempotent. Calls that wait in the coordinator (Join, GetUniqueIds, StoreGet, StoreWait, Barrier) pass
-// their wait to the coordinator and set the gRPC deadline a little later, so that a timeout arrives as the
-// coordinator's DEADLINE_EXCEEDED naming what is missing.
+// Every call has a deadline. While the coordinator cannot be reached (starting, restarting after kill -9,
+// stopping with SIGTERM, briefly unreachable), a call is retried with exponential backoff and full jitter
+// until its retry budget (the worker's --timeout) is spent: UNAVAILABLE, CANCELLED (this client never
+// cancels its own calls, so that came from a connection or server going away) and an attempt that got no
+// answer within its own deadline are retried; every answer the coordinator gives is final. Retries are
+// safe because the coordinator makes them so (see coordinator.proto); StoreAdd, which is not idempotent, is
+// the one call never retried. The channel reconnects within about a second of the coordinator coming back.
+// Calls that wait in the coordinator (Join, GetUniqueIds, StoreGet, StoreWait, Barrier) pass what is left
+// of their wait to the coordinator on every attempt and set the gRPC deadline a little later, so that a
+// timeout arrives as the coordinator's DEADLINE_EXCEEDED naming what is missing.
 //
 // Thread-safe: one client may serve a worker's main thread, its heartbeat thread and a c10d store.
 #ifndef TPCOORD_WORKER_COORDINATOR_CLIENT_H_
@@ -14,11 +19,13 @@
 #include <condition_variable>
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
 #include <string>
 #include <thread>
+#include <tuple>
 #include <utility>
 #include <vector>
 
@@ -36,9 +43,9 @@ using Millis = std::chrono::milliseconds;
 struct ClientOptions {
   std::string address = "127.0.0.1:50051";
   Millis call_timeout{10000};      // deadline of each attempt of a call that does not wait
-  Millis retry_budget{60000};      // how long UNAVAILABLE is retried, in total
+  Millis retry_budget{60000};      // how long an unreachable coordinator is retried, per call
   Millis initial_backoff{50};
-  Millis max_backoff{2000};
+  Millis max_backoff{1000};        // also caps gRPC's reconnect backoff
   Millis wait_slack{5000};         // gRPC deadline beyond a parked call's wait
 };
 
@@ -104,6 +111,8 @@ class CoordinatorClient {
   absl::Status StoreWait(const std::string& job_id, uint64_t generation, const std::vector<std::string>& keys,
                          Millis wait);
 
+  // Every rank's n-th call with `name` in a generation is round n of that barrier; a retry of a round that
+  // already completed returns at once.
   absl::Status Barrier(const Membership& m, const std::string& name, Millis wait);
   absl::StatusOr<Millis> Heartbeat(const Membership& m);
   absl::Status Leave(const Membership& m, bool finished, const std::string& reason);
@@ -113,19 +122,32 @@ class CoordinatorClient {
   template <typename Request, typename Response>
   using Method = grpc::Status (v1::Coordinator::Stub::*)(grpc::ClientContext*, const Request&, Response*);
 
-  // One call with retries on UNAVAILABLE (if `idempotent`); each attempt gets `attempt_timeout`.
+  // A call that answers at once: each attempt gets call_timeout; retried for `budget` while unreachable
+  // (not at all unless `idempotent`).
   template <typename Request, typename Response>
   absl::Status Call(Method<Request, Response> method, const Request& request, Response* response,
-                    Millis attempt_timeout, bool idempotent = true);
+                    bool idempotent = true, std::optional<Millis> budget = std::nullopt);
+  // A call that waits in the coordinator for up to `wait`, retried while unreachable within that time.
+  template <typename Request, typename Response>
+  absl::Status Wait(Method<Request, Response> method, Request request, Response* response, Millis wait);
+  // Attempts until an answer, or until `give_up` while unreachable; `prepare` readies the request for an
+  // attempt with `left` until give_up and returns the attempt's deadline.
+  template <typename Request, typename Response>
+  absl::Status Attempts(Method<Request, Response> method, Request& request, Response* response, bool idempotent,
+                        std::chrono::steady_clock::time_point give_up,
+                        const std::function<Millis(Request&, Millis)>& prepare);
 
   ClientOptions options_;
   std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<v1::Coordinator::Stub> stub_;
+  std::mutex rounds_mu_;
+  std::map<std::tuple<std::string, uint64_t, std::string>, uint64_t> barrier_rounds_;  // (job, generation, name)
 };
 
 // Renews a membership's lease from a background thread every heartbeat_interval. When the coordinator
-// says the generation is over (ABORTED, or FAILED_PRECONDITION for a stale generation), or heartbeats fail
-// for longer than the lease, it calls `on_lost` once with that status and stops.
+// says the generation is over (ABORTED; FAILED_PRECONDITION for a stale generation; NOT_FOUND for a deleted
+// job), or has not answered for the client's whole retry budget, it calls `on_lost` once with that status and
+// stops. A coordinator that restarts within the budget is not a loss: its generation goes on.
 class HeartbeatLoop {
  public:
   HeartbeatLoop(CoordinatorClient* client, Membership membership, std::function<void(absl::Status)> on_lost);

@@ -1,5 +1,6 @@
 #include "worker/engine.h"
 
+#include <signal.h>
 #include <unistd.h>
 
 #include <cmath>
@@ -61,6 +62,14 @@ void AddKind(const TensorMap& tensors, const std::string& suffix, TensorMap* out
 
 constexpr const char* kStateKinds[] = {"exp_avg", "exp_avg_sq", "momentum_buffer", "master"};
 
+// A test hook, for fault tests through real processes: with TPCOORD_TEST_STOP_AT=<phase> the worker stops
+// itself (SIGSTOP) as it reaches that start-up phase, so that a test can act on a job held there (kill the
+// coordinator while the others wait in the store for this worker, say) and then let it go on (SIGCONT).
+void StopHereIfAsked(absl::string_view phase) {
+  const char* stop_at = std::getenv("TPCOORD_TEST_STOP_AT");
+  if (stop_at != nullptr && phase == stop_at) ::raise(SIGSTOP);
+}
+
 }  // namespace
 
 // --- Launch and tp_model_init ---------------------------------------------------------------------------
@@ -70,6 +79,9 @@ Launch::Launch(LaunchConfig config) : config_(std::move(config)) {
   if (config_.gloo_interface.empty()) config_.gloo_interface = config_.host;
   ClientOptions options;
   options.address = config_.coordinator;
+  // A coordinator that restarts, or is unreachable for a while, costs this worker nothing as long as it
+  // comes back within the worker's own deadline.
+  options.retry_budget = config_.join_timeout;
   client_ = std::make_unique<CoordinatorClient>(options);
 }
 
@@ -191,6 +203,7 @@ absl::Status Engine::Setup(const std::string& ds_config_json, bool has_mpu) {
   data_ = *std::move(data);
 
   // Communicators for the world, this rank's TP group and its DP group.
+  StopHereIfAsked("comm_init");
   start = Clock::now();
   const std::vector<GroupId> groups = {{GroupKind::kWorld, 0}, m.tp_group(), m.dp_group()};
   const std::vector<std::pair<int, int>> places = {

@@ -2,14 +2,12 @@
 
 #include <unistd.h>
 
-#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <set>
-#include <tuple>
 #include <utility>
 #include <vector>
 
@@ -18,7 +16,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "absl/strings/str_join.h"
+#include "common/safetensors_header.h"
 
 static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "safetensors data is little-endian");
 
@@ -28,25 +26,16 @@ namespace {
 namespace fs = std::filesystem;
 using Json = nlohmann::json;
 
-// The reference implementation refuses headers above 100 MB.
-constexpr uint64_t kMaxHeaderBytes = 100'000'000;
-
+// The dtypes a file may hold, as LibTorch types.
 struct DtypeName {
-  const char* name;
+  SafetensorsDtype dtype;
   torch::ScalarType type;
 };
 constexpr DtypeName kDtypes[] = {
-    {"F32", torch::kFloat},
-    {"F16", torch::kHalf},
-    {"BF16", torch::kBFloat16},
+    {SafetensorsDtype::kF32, torch::kFloat},
+    {SafetensorsDtype::kF16, torch::kHalf},
+    {SafetensorsDtype::kBF16, torch::kBFloat16},
 };
-
-const DtypeName* FindDtype(const std::string& name) {
-  for (const DtypeName& d : kDtypes) {
-    if (name == d.name) return &d;
-  }
-  return nullptr;
-}
 
 const DtypeName* FindDtype(torch::ScalarType type) {
   for (const DtypeName& d : kDtypes) {
@@ -55,60 +44,11 @@ const DtypeName* FindDtype(torch::ScalarType type) {
   return nullptr;
 }
 
-std::string ShapeString(const std::vector<int64_t>& shape) {
-  return absl::StrCat("[", absl::StrJoin(shape, ", "), "]");
-}
-
-// One tensor's entry in a header.
-struct Entry {
-  std::string name;
-  const DtypeName* dtype;
-  std::vector<int64_t> shape;
-  uint64_t begin;
-  uint64_t end;
-};
-
-// Parses and checks one header entry; errors are prefixed by the caller with the file name.
-absl::StatusOr<Entry> ParseEntry(const std::string& name, const Json& value) {
-  const std::string where = absl::StrCat("tensor '", name, "'");
-  if (!value.is_object() || !value.contains("dtype") || !value.contains("shape") || !value.contains("data_offsets")) {
-    return absl::DataLossError(absl::StrCat(where, ": header entry needs dtype, shape and data_offsets"));
+torch::ScalarType TorchType(SafetensorsDtype dtype) {
+  for (const DtypeName& d : kDtypes) {
+    if (dtype == d.dtype) return d.type;
   }
-  const Json& dtype = value["dtype"];
-  const Json& shape = value["shape"];
-  const Json& offsets = value["data_offsets"];
-  if (!dtype.is_string()) return absl::DataLossError(absl::StrCat(where, ": dtype is not a string"));
-  Entry entry{name, FindDtype(dtype.get<std::string>()), {}, 0, 0};
-  if (entry.dtype == nullptr) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(where, " has dtype ", dtype.get<std::string>(), "; only F32, F16 and BF16 are supported"));
-  }
-  if (!shape.is_array()) return absl::DataLossError(absl::StrCat(where, ": shape is not an array"));
-  uint64_t numel = 1;
-  for (const Json& dim : shape) {
-    if (!dim.is_number_unsigned()) {
-      return absl::DataLossError(absl::StrCat(where, ": shape ", shape.dump(), " is not a list of sizes"));
-    }
-    const uint64_t d = dim.get<uint64_t>();
-    if (d > static_cast<uint64_t>(INT64_MAX) || __builtin_mul_overflow(numel, d, &numel)) {
-      return absl::DataLossError(absl::StrCat(where, ": shape ", shape.dump(), " overflows"));
-    }
-    entry.shape.push_back(static_cast<int64_t>(d));
-  }
-  if (!offsets.is_array() || offsets.size() != 2 || !offsets[0].is_number_unsigned() ||
-      !offsets[1].is_number_unsigned()) {
-    return absl::DataLossError(absl::StrCat(where, ": data_offsets ", offsets.dump(), " is not [begin, end]"));
-  }
-  entry.begin = offsets[0].get<uint64_t>();
-  entry.end = offsets[1].get<uint64_t>();
-  const uint64_t item = torch::elementSize(entry.dtype->type);
-  uint64_t bytes = 0;
-  if (entry.end < entry.begin || __builtin_mul_overflow(numel, item, &bytes) || entry.end - entry.begin != bytes) {
-    return absl::DataLossError(absl::StrCat(where, ": data_offsets [", entry.begin, ", ", entry.end, ") hold ",
-                                            entry.end - entry.begin, " bytes, but ", dtype.get<std::string>(), " ",
-                                            ShapeString(entry.shape), " needs ", numel * item));
-  }
-  return entry;
+  return torch::kFloat;  // unreachable: every SafetensorsDtype is in the table
 }
 
 absl::Status WithFile(const std::string& path, const absl::Status& status) {
@@ -129,7 +69,7 @@ std::string BuildHeader(const TensorMap& tensors, const std::map<std::string, st
   uint64_t offset = 0;
   for (const auto& [name, tensor] : tensors) {
     const uint64_t bytes = tensor.numel() * tensor.element_size();
-    header[name] = {{"dtype", FindDtype(tensor.scalar_type())->name},
+    header[name] = {{"dtype", std::string(SafetensorsDtypeName(FindDtype(tensor.scalar_type())->dtype))},
                     {"shape", tensor.sizes().vec()},
                     {"data_offsets", {offset, offset + bytes}}};
     offset += bytes;
@@ -248,64 +188,24 @@ absl::StatusOr<SafetensorsFile> ReadSafetensors(const std::string& path) {
   const uint64_t file_size = fs::file_size(path, ec);
   if (ec) return absl::NotFoundError(absl::StrCat(path, ": ", ec.message()));
 
-  unsigned char length_bytes[8];
-  if (file_size < 8 || !in.read(reinterpret_cast<char*>(length_bytes), 8)) {
-    return absl::DataLossError(absl::StrCat(path, ": shorter than the 8-byte header length"));
-  }
-  uint64_t header_size = 0;
-  for (int i = 0; i < 8; ++i) header_size |= static_cast<uint64_t>(length_bytes[i]) << (8 * i);
-  if (header_size > kMaxHeaderBytes || header_size > file_size - 8) {
-    return absl::DataLossError(
-        absl::StrCat(path, ": header length ", header_size, " does not fit a file of ", file_size, " bytes"));
-  }
-  std::string header_text(header_size, '\0');
-  if (!in.read(header_text.data(), static_cast<std::streamsize>(header_size))) {
-    return absl::DataLossError(absl::StrCat(path, ": truncated header"));
-  }
-  const Json header = Json::parse(header_text, nullptr, /*allow_exceptions=*/false);
-  if (header.is_discarded() || !header.is_object()) {
-    return absl::DataLossError(absl::StrCat(path, ": header is not a JSON object"));
-  }
+  // The length first, to learn how much more to read; then the header, parsed and validated in common/.
+  // A short read leaves a short prefix, which the parser reports (as too short, or as a truncated header).
+  std::string prefix(8, '\0');
+  in.read(prefix.data(), 8);
+  prefix.resize(static_cast<size_t>(in.gcount()));
+  absl::StatusOr<uint64_t> header_size = ParseSafetensorsHeaderLength(prefix, file_size, path);
+  if (!header_size.ok()) return header_size.status();
+  prefix.resize(8 + *header_size);
+  in.read(prefix.data() + 8, static_cast<std::streamsize>(*header_size));
+  prefix.resize(8 + static_cast<size_t>(in.gcount()));
+  absl::StatusOr<SafetensorsHeader> header = ParseSafetensorsHeader(prefix, file_size, path);
+  if (!header.ok()) return header.status();
 
+  // The entries are in file order, so the data is read front to back.
   SafetensorsFile result;
-  std::vector<Entry> entries;
-  for (const auto& [name, value] : header.items()) {
-    if (name == "__metadata__") {
-      if (!value.is_object()) return absl::DataLossError(absl::StrCat(path, ": __metadata__ is not an object"));
-      for (const auto& [key, text] : value.items()) {
-        if (!text.is_string()) {
-          return absl::DataLossError(absl::StrCat(path, ": __metadata__ value '", key, "' is not a string"));
-        }
-        result.metadata[key] = text.get<std::string>();
-      }
-      continue;
-    }
-    absl::StatusOr<Entry> entry = ParseEntry(name, value);
-    if (!entry.ok()) return WithFile(path, entry.status());
-    entries.push_back(*std::move(entry));
-  }
-
-  // The tensors must tile the data section exactly: sorted by offset, each starts where the last ended.
-  std::sort(entries.begin(), entries.end(),
-            [](const Entry& a, const Entry& b) { return std::tie(a.begin, a.end) < std::tie(b.begin, b.end); });
-  const uint64_t data_size = file_size - 8 - header_size;
-  uint64_t expected_begin = 0;
-  for (const Entry& e : entries) {
-    if (e.begin != expected_begin) {
-      return absl::DataLossError(absl::StrCat(path, ": tensor '", e.name, "' starts at byte ", e.begin,
-                                              " of the data section, expected ", expected_begin,
-                                              " (tensors must not overlap or leave gaps)"));
-    }
-    expected_begin = e.end;
-  }
-  if (expected_begin != data_size) {
-    return absl::DataLossError(absl::StrCat(path, ": the tensors cover ", expected_begin,
-                                            " bytes but the data section has ", data_size,
-                                            " (truncated or trailing data)"));
-  }
-
-  for (const Entry& e : entries) {
-    torch::Tensor tensor = torch::empty(e.shape, torch::TensorOptions().dtype(e.dtype->type));
+  result.metadata = std::move(header->metadata);
+  for (const SafetensorsEntry& e : header->tensors) {
+    torch::Tensor tensor = torch::empty(e.shape, torch::TensorOptions().dtype(TorchType(e.dtype)));
     const uint64_t bytes = e.end - e.begin;
     if (bytes > 0 && !in.read(static_cast<char*>(tensor.data_ptr()), static_cast<std::streamsize>(bytes))) {
       return absl::DataLossError(absl::StrCat(path, ": tensor '", e.name, "': data truncated"));

@@ -1,13 +1,18 @@
-// A coordinator killed with SIGKILL and restarted on the same state directory still knows every job's
-// recorded args, merged config and generation; SIGTERM stops it cleanly.
+// A coordinator killed with SIGKILL (or stopped with SIGTERM) and restarted on the same state directory
+// goes on exactly where it was: a running generation keeps its members, ranks, unique IDs and store
+// entries; a completed job stays completed and answers every call about it; calls parked during SIGTERM are
+// answered UNAVAILABLE; a state directory whose database was emptied, truncated or corrupted is refused,
+// loudly, or serves every other job while the broken one answers DATA_LOSS.
 #include <signal.h>
 
 #include <gtest/gtest.h>
 
+#include <filesystem>
 #include <future>
 #include <thread>
 
 #include "absl/strings/match.h"
+#include "coordinator/state_store.h"
 #include "tests/support/coordinator_process.h"
 
 namespace tpcoord {
@@ -15,10 +20,6 @@ namespace {
 
 using testing::CoordinatorProcess;
 using testing::Deadline;
-
-grpc::Status Record(v1::Coordinator::Stub& stub, const std::string& job, int tp_size) {
-  return testing::RecordTpInit(stub, job, tp_size, v1::DTYPE_BF16);
-}
 
 v1::JobStatus GetJob(v1::Coordinator::Stub& stub, const std::string& job) {
   v1::GetJobRequest req;
@@ -39,66 +40,188 @@ grpc::Status Join(v1::Coordinator::Stub& stub, const std::string& job, const std
   return stub.Join(Deadline(deadline_s).get(), req, resp);
 }
 
-TEST(CoordinatorRestartTest, SigkillLosesNothingThatWasAnswered) {
-  const std::string state_dir = testing::MakeTempDir("restart");
-  std::string merged;
-  {
-    auto coordinator = *CoordinatorProcess::Start(state_dir);
-    auto stub = coordinator->NewStub();
-    ASSERT_TRUE(Record(*stub, "llama-run1", 2).ok());
-    ASSERT_TRUE(Record(*stub, "other", 4).ok());
-    v1::MergeConfigRequest req;
-    req.set_job_id("llama-run1");
-    req.set_config_json(R"({"bf16": {"enabled": true}, "train_batch_size": 8})");
-    v1::MergeConfigResponse resp;
-    ASSERT_TRUE(stub->MergeConfig(Deadline().get(), req, &resp).ok());
-    merged = resp.merged_config_json();
-    // Generation 1 of llama-run1 completes its rendezvous.
-    auto second = coordinator->NewStub();
-    v1::JoinResponse a, b;
-    auto joined = std::async(std::launch::async, [&] { return Join(*second, "llama-run1", "w1", 2, &b); });
-    ASSERT_TRUE(Join(*stub, "llama-run1", "w0", 2, &a).ok());
-    ASSERT_TRUE(joined.get().ok());
-    EXPECT_EQ(a.generation(), 1u);
-    coordinator->process().Signal(SIGKILL);
-    EXPECT_EQ(*coordinator->process().Wait(std::chrono::seconds(10)), 128 + SIGKILL);
-  }
-  auto coordinator = *CoordinatorProcess::Start(state_dir);
-  auto stub = coordinator->NewStub();
-  v1::JobStatus job = GetJob(*stub, "llama-run1");
-  ASSERT_TRUE(job.tp_init_recorded());
-  EXPECT_EQ(job.tp_init().tp_size(), 2);
-  EXPECT_EQ(job.tp_init().dtype(), v1::DTYPE_BF16);
-  EXPECT_EQ(job.merged_config_json(), merged);
-  EXPECT_EQ(job.generation(), 1u);
-  EXPECT_EQ(job.phase(), v1::PHASE_FAILED);
-  EXPECT_EQ(job.end_reason(), "the coordinator restarted while generation 1 was running; rejoin to start generation 2");
-  EXPECT_EQ(GetJob(*stub, "other").tp_init().tp_size(), 4);
-
-  // The record still binds: a conflicting call is rejected, a matching one accepted.
-  grpc::Status conflict = Record(*stub, "llama-run1", 4);
-  EXPECT_EQ(conflict.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
-  EXPECT_EQ(conflict.error_message(), "Conflicting tp_model_init arguments detected across multiple calls.");
-  EXPECT_TRUE(Record(*stub, "llama-run1", 2).ok());
-
-  // Workers rejoin into generation 2.
-  auto second = coordinator->NewStub();
+// Joins a world of two and returns both answers.
+std::pair<v1::JoinResponse, v1::JoinResponse> JoinTwo(CoordinatorProcess& coordinator, const std::string& job) {
+  auto first = coordinator.NewStub();
+  auto second = coordinator.NewStub();
   v1::JoinResponse a, b;
-  auto joined = std::async(std::launch::async, [&] { return Join(*second, "llama-run1", "w1", 2, &b); });
-  ASSERT_TRUE(Join(*stub, "llama-run1", "w0", 2, &a).ok());
-  ASSERT_TRUE(joined.get().ok());
-  EXPECT_EQ(a.generation(), 2u);
-  EXPECT_EQ(a.mesh().tp_size(), 2);
+  auto joined = std::async(std::launch::async, [&] { return Join(*second, job, "w1", 2, &b); });
+  EXPECT_TRUE(Join(*first, job, "w0", 2, &a).ok());
+  EXPECT_TRUE(joined.get().ok());
+  return {a, b};
 }
 
-TEST(CoordinatorRestartTest, SigtermAnswersParkedCallsAndExitsZero) {
+void Kill(CoordinatorProcess& coordinator, int signal_number) {
+  coordinator.process().Signal(signal_number);
+  EXPECT_EQ(*coordinator.process().Wait(std::chrono::seconds(20)), signal_number == SIGKILL ? 128 + SIGKILL : 0);
+}
+
+TEST(CoordinatorRestartTest, SigkillLosesNothingARunningGenerationNeeds) {
+  const std::string state_dir = testing::MakeTempDir("restart");
+  std::string merged, address;
+  v1::JoinResponse a, b;
+  {
+    auto coordinator = *CoordinatorProcess::Start(state_dir);
+    address = coordinator->address();
+    auto stub = coordinator->NewStub();
+    ASSERT_TRUE(testing::RecordTpInit(*stub, "llama-run1", 2, v1::DTYPE_BF16).ok());
+    ASSERT_TRUE(testing::RecordTpInit(*stub, "other", 4, v1::DTYPE_BF16).ok());
+    std::tie(a, b) = JoinTwo(*coordinator, "llama-run1");
+    v1::MergeConfigRequest merge;
+    merge.set_job_id("llama-run1");
+    merge.set_config_json(R"({"bf16": {"enabled": true}, "train_batch_size": 8})");
+    merge.set_generation(1);
+    merge.set_rank(0);
+    v1::MergeConfigResponse merged_resp;
+    ASSERT_TRUE(stub->MergeConfig(Deadline().get(), merge, &merged_resp).ok());
+    merged = merged_resp.merged_config_json();
+    v1::PublishUniqueIdRequest publish;
+    publish.set_job_id("llama-run1");
+    publish.set_generation(1);
+    publish.set_rank(0);
+    v1::UniqueId* id = publish.add_ids();
+    id->mutable_group()->set_kind(v1::GROUP_KIND_WORLD);
+    id->set_id(std::string(128, 'n'));
+    v1::PublishUniqueIdResponse published;
+    ASSERT_TRUE(stub->PublishUniqueId(Deadline().get(), publish, &published).ok());
+    v1::StoreSetRequest set;
+    set.set_job_id("llama-run1");
+    set.set_generation(1);
+    set.set_key("/default_pg/0//cpu//0");
+    set.set_value("127.0.0.1:31337");
+    v1::StoreSetResponse set_resp;
+    ASSERT_TRUE(stub->StoreSet(Deadline().get(), set, &set_resp).ok());
+    Kill(*coordinator, SIGKILL);
+  }
+  auto coordinator = *CoordinatorProcess::StartAt(address, state_dir);
+  auto stub = coordinator->NewStub();
+  v1::JobStatus job = GetJob(*stub, "llama-run1");
+  EXPECT_EQ(job.tp_init().tp_size(), 2);
+  EXPECT_EQ(job.merged_config_json(), merged);
+  EXPECT_EQ(job.generation(), 1u);
+  EXPECT_EQ(job.phase(), v1::PHASE_RUNNING);
+  EXPECT_EQ(job.member_count(), 2);
+  EXPECT_EQ(GetJob(*stub, "other").tp_init().tp_size(), 4);
+
+  // Retried Joins get their answers again; the unique ID and the store entry are there; leases renew.
+  v1::JoinResponse again;
+  ASSERT_TRUE(Join(*stub, "llama-run1", "w1", 2, &again).ok());
+  EXPECT_EQ(again.generation(), 1u);
+  EXPECT_EQ(again.rank(), b.rank());
+  v1::GetUniqueIdRequest get;
+  get.set_job_id("llama-run1");
+  get.set_generation(1);
+  get.set_rank(1);
+  get.add_groups()->set_kind(v1::GROUP_KIND_WORLD);
+  v1::GetUniqueIdResponse ids;
+  ASSERT_TRUE(stub->GetUniqueId(Deadline().get(), get, &ids).ok());
+  EXPECT_EQ(ids.ids(0).id(), std::string(128, 'n'));
+  v1::StoreGetRequest store_get;
+  store_get.set_job_id("llama-run1");
+  store_get.set_generation(1);
+  store_get.set_key("/default_pg/0//cpu//0");
+  v1::StoreGetResponse value;
+  ASSERT_TRUE(stub->StoreGet(Deadline().get(), store_get, &value).ok());
+  EXPECT_EQ(value.value(), "127.0.0.1:31337");
+  v1::HeartbeatRequest heartbeat;
+  heartbeat.set_job_id("llama-run1");
+  heartbeat.set_generation(1);
+  heartbeat.set_rank(0);
+  v1::HeartbeatResponse lease;
+  EXPECT_TRUE(stub->Heartbeat(Deadline().get(), heartbeat, &lease).ok());
+
+  // The record still binds.
+  grpc::Status conflict = testing::RecordTpInit(*stub, "llama-run1", 4, v1::DTYPE_BF16);
+  EXPECT_EQ(conflict.error_message(), "Conflicting tp_model_init arguments detected across multiple calls.");
+}
+
+TEST(CoordinatorRestartTest, ARestoredCompletedJobAnswersEveryCallAboutIt) {  // regression: SIGSEGV
+  const std::string state_dir = testing::MakeTempDir("restart-completed");
+  std::string address;
+  {
+    auto coordinator = *CoordinatorProcess::Start(state_dir);
+    address = coordinator->address();
+    auto stub = coordinator->NewStub();
+    JoinTwo(*coordinator, "done");
+    for (int rank : {0, 1}) {
+      v1::LeaveRequest leave;
+      leave.set_job_id("done");
+      leave.set_generation(1);
+      leave.set_rank(rank);
+      leave.set_finished(true);
+      v1::LeaveResponse left;
+      ASSERT_TRUE(stub->Leave(Deadline().get(), leave, &left).ok());
+    }
+    EXPECT_EQ(GetJob(*stub, "done").phase(), v1::PHASE_COMPLETED);
+    Kill(*coordinator, SIGKILL);
+  }
+  auto coordinator = *CoordinatorProcess::StartAt(address, state_dir);
+  auto stub = coordinator->NewStub();
+  EXPECT_EQ(GetJob(*stub, "done").phase(), v1::PHASE_COMPLETED);
+  const grpc::StatusCode over = grpc::StatusCode::FAILED_PRECONDITION;
+  {
+    v1::HeartbeatRequest req;
+    req.set_job_id("done");
+    req.set_generation(1);
+    v1::HeartbeatResponse resp;
+    EXPECT_EQ(stub->Heartbeat(Deadline().get(), req, &resp).error_code(), over);
+  }
+  {
+    v1::LeaveRequest req;
+    req.set_job_id("done");
+    req.set_generation(1);
+    req.set_rank(1);
+    req.set_finished(true);
+    v1::LeaveResponse resp;
+    EXPECT_TRUE(stub->Leave(Deadline().get(), req, &resp).ok());  // a retry of a finished member
+    req.set_finished(false);
+    EXPECT_EQ(stub->Leave(Deadline().get(), req, &resp).error_code(), over);
+  }
+  {
+    v1::MergeConfigRequest req;
+    req.set_job_id("done");
+    req.set_config_json("{}");
+    req.set_generation(1);
+    v1::MergeConfigResponse resp;
+    EXPECT_EQ(stub->MergeConfig(Deadline().get(), req, &resp).error_code(), over);
+  }
+  {
+    v1::BarrierRequest req;
+    req.set_job_id("done");
+    req.set_generation(1);
+    req.set_name("b");
+    v1::BarrierResponse resp;
+    EXPECT_EQ(stub->Barrier(Deadline().get(), req, &resp).error_code(), over);
+  }
+  {
+    v1::GetUniqueIdRequest req;
+    req.set_job_id("done");
+    req.set_generation(1);
+    req.add_groups()->set_kind(v1::GROUP_KIND_WORLD);
+    v1::GetUniqueIdResponse resp;
+    EXPECT_EQ(stub->GetUniqueId(Deadline().get(), req, &resp).error_code(), over);
+  }
+  {
+    v1::StoreSetRequest req;
+    req.set_job_id("done");
+    req.set_generation(1);
+    req.set_key("k");
+    v1::StoreSetResponse resp;
+    grpc::Status set = stub->StoreSet(Deadline().get(), req, &resp);
+    EXPECT_EQ(set.error_code(), over);
+    EXPECT_EQ(set.error_message(), "job done: generation 1 has completed: every member left finished");
+  }
+  EXPECT_TRUE(coordinator->process().running());
+  EXPECT_EQ(GetJob(*stub, "done").phase(), v1::PHASE_COMPLETED);
+}
+
+TEST(CoordinatorRestartTest, SigtermAnswersParkedAndNewCallsWithUnavailable) {
   auto coordinator = *CoordinatorProcess::Start(testing::MakeTempDir("sigterm"));
   auto stub = coordinator->NewStub();
   v1::JoinResponse resp;
   auto parked = std::async(std::launch::async, [&] { return Join(*stub, "j", "w0", 2, &resp); });
-  // Wait until the Join is parked in the coordinator.
   auto observer = coordinator->NewStub();
-  for (int i = 0; i < 500; ++i) {
+  for (int i = 0; i < 500; ++i) {  // until the Join is parked in the coordinator
     v1::GetJobRequest req;
     req.set_job_id("j");
     v1::GetJobResponse job;
@@ -108,6 +231,13 @@ TEST(CoordinatorRestartTest, SigtermAnswersParkedCallsAndExitsZero) {
   coordinator->process().Signal(SIGTERM);
   grpc::Status status = parked.get();
   EXPECT_EQ(status.error_code(), grpc::StatusCode::UNAVAILABLE) << status.error_message();
+  EXPECT_EQ(status.error_message(), "job j: the coordinator is shutting down; retry");
+  // A retry that still reaches the stopping coordinator is answered UNAVAILABLE too.
+  for (int i = 0; i < 5; ++i) {
+    v1::JoinResponse retry;
+    grpc::Status again = Join(*observer, "j", "w0", 2, &retry, 5);
+    EXPECT_EQ(again.error_code(), grpc::StatusCode::UNAVAILABLE) << again.error_message();
+  }
   EXPECT_EQ(*coordinator->process().Wait(std::chrono::seconds(20)), 0);
   EXPECT_TRUE(absl::StrContains(coordinator->process().Stderr(), "shutting down"));
 }
@@ -115,9 +245,79 @@ TEST(CoordinatorRestartTest, SigtermAnswersParkedCallsAndExitsZero) {
 TEST(CoordinatorRestartTest, OneCoordinatorPerStateDir) {
   const std::string state_dir = testing::MakeTempDir("lock");
   auto first = *CoordinatorProcess::Start(state_dir);
-  auto second = CoordinatorProcess::Start(state_dir);
-  ASSERT_FALSE(second.ok());
-  EXPECT_TRUE(absl::StrContains(second.status().message(), "another tp-coordinator holds")) << second.status();
+  auto second = testing::Run({testing::BinPath("coordinator/tp-coordinator"), "--listen", "127.0.0.1:0",
+                              "--state-dir", state_dir},
+                             std::chrono::seconds(30));
+  ASSERT_TRUE(second.ok());
+  EXPECT_EQ(second->exit_code, 1);
+  EXPECT_TRUE(absl::StrContains(second->err, "another tp-coordinator holds")) << second->err;
+}
+
+// The coordinator's exit code and stderr when it starts on `state_dir`.
+testing::RunResult StartAndFail(const std::string& state_dir) {
+  auto run = testing::Run({testing::BinPath("coordinator/tp-coordinator"), "--listen", "127.0.0.1:0", "--state-dir",
+                           state_dir},
+                          std::chrono::seconds(30));
+  EXPECT_TRUE(run.ok()) << run.status();
+  return run.ok() ? *run : testing::RunResult{};
+}
+
+void MakeJobs(const std::string& state_dir, const std::vector<std::string>& jobs) {
+  auto coordinator = *CoordinatorProcess::Start(state_dir);
+  auto stub = coordinator->NewStub();
+  for (const std::string& job : jobs) ASSERT_TRUE(testing::RecordTpInit(*stub, job, 2, v1::DTYPE_BF16).ok());
+  Kill(*coordinator, SIGTERM);
+}
+
+TEST(CoordinatorRestartTest, AnEmptiedOrMissingDatabaseIsRefusedLoudly) {  // regression: "0 job(s) restored"
+  const std::string state_dir = testing::MakeTempDir("emptied");
+  MakeJobs(state_dir, {"a"});
+  std::filesystem::resize_file(state_dir + "/coordinator.db", 0);
+  std::filesystem::remove(state_dir + "/coordinator.db-wal");
+  testing::RunResult emptied = StartAndFail(state_dir);
+  EXPECT_EQ(emptied.exit_code, 1);
+  EXPECT_TRUE(absl::StrContains(emptied.err, "refusing to start with an empty state")) << emptied.err;
+  EXPECT_TRUE(absl::StrContains(emptied.err, "coordinator.db (0 bytes) holds no state")) << emptied.err;
+  std::filesystem::remove(state_dir + "/coordinator.db");
+  testing::RunResult missing = StartAndFail(state_dir);
+  EXPECT_EQ(missing.exit_code, 1);
+  EXPECT_TRUE(absl::StrContains(missing.err, "coordinator.db is missing")) << missing.err;
+}
+
+TEST(CoordinatorRestartTest, ATruncatedDatabaseIsRefused) {
+  const std::string state_dir = testing::MakeTempDir("truncated");
+  std::vector<std::string> jobs;
+  for (int i = 0; i < 300; ++i) jobs.push_back("job-" + std::to_string(i));
+  MakeJobs(state_dir, jobs);
+  const std::string db = state_dir + "/coordinator.db";
+  std::filesystem::resize_file(db, std::filesystem::file_size(db) / 2);
+  testing::RunResult truncated = StartAndFail(state_dir);
+  EXPECT_EQ(truncated.exit_code, 1);
+  EXPECT_TRUE(absl::StrContains(truncated.err, "state store " + db + " is corrupt: ")) << truncated.err;
+}
+
+TEST(CoordinatorRestartTest, OneCorruptJobAnswersDataLossAndTheOthersAreServed) {
+  const std::string state_dir = testing::MakeTempDir("corrupt-row");
+  MakeJobs(state_dir, {"good", "bad"});
+  {
+    auto store = *OpenSqliteStateStore(state_dir + "/coordinator.db");
+    ASSERT_TRUE(store->Write({StateWrite::Put("j/bad", "\xff\xfe not a header")}, "corrupting it").ok());
+  }
+  auto coordinator = *CoordinatorProcess::Start(state_dir);
+  EXPECT_TRUE(absl::StrContains(coordinator->process().Stderr(), "2 job(s) restored (1 unreadable)"))
+      << coordinator->process().Stderr();
+  auto stub = coordinator->NewStub();
+  EXPECT_EQ(GetJob(*stub, "good").tp_init().tp_size(), 2);
+  grpc::Status bad = testing::RecordTpInit(*stub, "bad", 2, v1::DTYPE_BF16);
+  EXPECT_EQ(bad.error_code(), grpc::StatusCode::DATA_LOSS);
+  EXPECT_TRUE(absl::StrContains(bad.error_message(), "job bad: the stored state is corrupt: key \"j/bad\""))
+      << bad.error_message();
+  // Deleting it frees the id.
+  v1::DeleteJobRequest del;
+  del.set_job_id("bad");
+  v1::DeleteJobResponse deleted;
+  ASSERT_TRUE(stub->DeleteJob(Deadline().get(), del, &deleted).ok());
+  EXPECT_TRUE(testing::RecordTpInit(*stub, "bad", 4, v1::DTYPE_BF16).ok());
 }
 
 }  // namespace

@@ -6,7 +6,12 @@ namespace tpcoord::testing {
 
 absl::StatusOr<std::unique_ptr<CoordinatorProcess>> CoordinatorProcess::Start(
     const std::string& state_dir, const std::vector<std::string>& extra_args) {
-  std::vector<std::string> argv = {BinPath("coordinator/tp-coordinator"), "--listen", "127.0.0.1:0",
+  return StartAt("127.0.0.1:0", state_dir, extra_args);
+}
+
+absl::StatusOr<std::unique_ptr<CoordinatorProcess>> CoordinatorProcess::StartAt(
+    const std::string& address, const std::string& state_dir, const std::vector<std::string>& extra_args) {
+  std::vector<std::string> argv = {BinPath("coordinator/tp-coordinator"), "--listen", address,
                                    "--state-dir", state_dir};
   argv.insert(argv.end(), extra_args.begin(), extra_args.end());
   absl::StatusOr<std::unique_ptr<Subprocess>> process = Subprocess::Start(argv);

@@ -19,6 +19,10 @@ class CoordinatorProcess {
   // prints its address.
   static absl::StatusOr<std::unique_ptr<CoordinatorProcess>> Start(const std::string& state_dir,
                                                                    const std::vector<std::string>& extra_args = {});
+  // The same, listening on `address` (HOST:PORT): a coordinator restarted where its workers expect it.
+  static absl::StatusOr<std::unique_ptr<CoordinatorProcess>> StartAt(const std::string& address,
+                                                                     const std::string& state_dir,
+                                                                     const std::vector<std::string>& extra_args = {});
 
   const std::string& address() const { return address_; }
   Subprocess& process() { return *process_; }

@@ -1,5 +1,7 @@
-// The per-job state machine without a network: records, merges and config agreement, Join and rank
-// assignment, unique IDs, the key-value store, barriers, leases, generations and restore.
+// The per-job state machine without a network, over a real (in-memory) SQLite state store: records, merges
+// and config agreement, Join and rank assignment, unique IDs, the key-value store, barriers, leases,
+// generations, restarts that the job's members cannot see, failed writes that change nothing, group commit,
+// deletion and expiry.
 #include "coordinator/job.h"
 
 #include <gtest/gtest.h>
@@ -7,14 +9,18 @@
 #include <future>
 #include <thread>
 
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "common/deepspeed_error.h"
+#include "nlohmann/json.hpp"
+#include "tests/support/failing_state_store.h"
 
 namespace tpcoord {
 namespace {
 
 using namespace std::chrono_literals;
 
-// The outcome of a parked call, filled by its callback.
+// The outcome of a call, filled by its callback.
 template <typename T>
 class Result {
  public:
@@ -48,12 +54,50 @@ class StatusResult {
   std::shared_future<absl::Status> future_ = promise_->get_future().share();
 };
 
-class JobTest : public testing::Test {
- protected:
-  JobTest() : store_(*OpenSqliteStateStore(":memory:")) {
-    options_.lease = 300ms;
-    job_ = std::make_shared<Job>("job-1", store_.get(), &timers_, options_);
+TpInitArgs Args(int tp_size, Dtype dtype, std::optional<std::vector<int>> group = std::nullopt) {
+  return *NormalizeTpInitArgs(tp_size, dtype, std::move(group));
+}
+
+std::string Id(char c) { return std::string(kUniqueIdBytes, c); }
+
+// What the store holds and what the view shows that must survive anything: compared before and after a
+// failed write, and between a job and its restored copy.
+std::string Durable(const std::optional<JobView>& view) {
+  if (!view) return "<no job>";
+  std::string s = absl::StrCat("generation ", view->generation, " ", JobPhaseName(view->phase), " world ",
+                               view->world_size, " reason '", view->end_reason, "' config '", view->merged_config, "'");
+  if (view->tp_init) absl::StrAppend(&s, " tp ", view->tp_init->tp_size, " groups ", view->tp_init->tp_groups.size());
+  for (const MemberView& m : view->members) {
+    if (m.rank >= 0) absl::StrAppend(&s, " [", m.rank, " ", m.worker_id, " ", m.host, m.finished ? " done" : "", "]");
   }
+  return s;
+}
+
+class JobTest : public ::testing::Test {
+ protected:
+  JobTest() : sqlite_(*OpenSqliteStateStore(":memory:")), store_(sqlite_.get()) {
+    options_.lease = 300ms;
+    context_ = JobContext{nullptr, &timers_, &quota_, options_, nullptr};
+    committer_ = std::make_unique<StateCommitter>(&store_);
+    context_.committer = committer_.get();
+    job_ = std::make_shared<Job>("job-1", &context_);
+  }
+
+  // A coordinator restart: the job as a new coordinator builds it from the store.
+  std::shared_ptr<Job> Restart() {
+    StatusResult synced;  // what was asked for before the "crash" is on disk
+    job_->Sync(synced.callback());
+    EXPECT_TRUE(synced.get().ok());
+    job_->Shutdown();
+    auto restored = std::make_shared<Job>("job-1", &context_);
+    std::map<std::string, std::vector<StateEntry>> jobs = SplitByJob(*sqlite_->Scan("j/"));
+    absl::StatusOr<StoredJob> stored = DecodeJob("job-1", jobs["job-1"]);
+    EXPECT_TRUE(stored.ok()) << stored.status();
+    if (stored.ok()) restored->Restore(*std::move(stored));
+    return restored;
+  }
+
+  std::vector<StateEntry> Stored() { return *sqlite_->Scan(""); }
 
   JoinArgs Worker(int i, int world_size, std::string host = "", std::optional<int> rank = std::nullopt) {
     return JoinArgs{"w" + std::to_string(i), host.empty() ? "h" + std::to_string(i) : host, world_size, rank, 0};
@@ -76,72 +120,160 @@ class JobTest : public testing::Test {
     return out;
   }
 
+  // The job's calls, waited for.
+  absl::StatusOr<RecordOutcome> Record(const TpInitArgs& args) {
+    Result<RecordOutcome> r;
+    job_->Record(args, r.callback());
+    return r.get();
+  }
+  absl::StatusOr<MergeOutcome> Merge(const std::string& config, uint64_t generation, int rank) {
+    Result<MergeOutcome> r;
+    job_->Merge(config, false, generation, rank, r.callback());
+    return r.get();
+  }
+  absl::Status Publish(uint64_t generation, int rank, std::vector<std::pair<GroupId, std::string>> ids) {
+    StatusResult r;
+    job_->PublishUniqueIds(generation, rank, std::move(ids), r.callback());
+    return r.get();
+  }
+  absl::Status Set(uint64_t generation, const std::string& key, const std::string& value) {
+    StatusResult r;
+    job_->StoreSet(generation, key, value, r.callback());
+    return r.get();
+  }
+  absl::StatusOr<int64_t> Add(uint64_t generation, const std::string& key, int64_t delta) {
+    Result<int64_t> r;
+    job_->StoreAdd(generation, key, delta, r.callback());
+    return r.get();
+  }
+  absl::StatusOr<std::string> CompareSet(uint64_t generation, const std::string& key, const std::string& expected,
+                                         const std::string& desired) {
+    Result<std::string> r;
+    job_->StoreCompareSet(generation, key, expected, desired, r.callback());
+    return r.get();
+  }
+  absl::StatusOr<bool> Erase(uint64_t generation, const std::string& key) {
+    Result<bool> r;
+    job_->StoreDelete(generation, key, r.callback());
+    return r.get();
+  }
+  absl::Status Leave(uint64_t generation, int rank, bool finished, const std::string& reason = "") {
+    StatusResult r;
+    job_->Leave(generation, rank, finished, reason, r.callback());
+    return r.get();
+  }
+  absl::Status Barrier(uint64_t generation, int rank, const std::string& name, uint64_t round = 0) {
+    StatusResult r;
+    job_->Barrier(generation, rank, name, round, 5s, r.callback());
+    return r.get();
+  }
+  absl::Status Delete(bool force) {
+    StatusResult r;
+    job_->Delete(force, r.callback());
+    return r.get();
+  }
+  // The view once every call made so far has been applied.
+  JobView View(bool with_members = true) {
+    StatusResult synced;
+    job_->Sync(synced.callback());
+    EXPECT_TRUE(synced.get().ok());
+    std::optional<JobView> view = job_->View(with_members);
+    EXPECT_TRUE(view.has_value());
+    return view.value_or(JobView{});
+  }
+
   JobOptions options_;
   TimerQueue timers_;
-  std::unique_ptr<StateStore> store_;
+  std::unique_ptr<StateStore> sqlite_;
+  testing::FailingStateStore store_;
+  StoreQuota quota_{int64_t{1} << 30};
+  JobContext context_;
+  std::unique_ptr<StateCommitter> committer_;
   std::shared_ptr<Job> job_;
 };
-
-TpInitArgs Args(int tp_size, Dtype dtype, std::optional<std::vector<int>> group = std::nullopt) {
-  return *NormalizeTpInitArgs(tp_size, dtype, std::move(group));
-}
 
 // --- record and merge -----------------------------------------------------------------------------------
 
 TEST_F(JobTest, RecordPersistsAndConflictsChangeNothing) {
-  ASSERT_TRUE(job_->Record(Args(2, Dtype::kBFloat16)).value().created);
-  EXPECT_FALSE(job_->Record(Args(2, Dtype::kBFloat16)).value().created);
-  absl::StatusOr<RecordOutcome> conflict = job_->Record(Args(4, Dtype::kBFloat16));
+  ASSERT_TRUE(Record(Args(2, Dtype::kBFloat16)).value().created);
+  EXPECT_FALSE(Record(Args(2, Dtype::kBFloat16)).value().created);
+  const std::vector<StateEntry> before = Stored();
+  absl::StatusOr<RecordOutcome> conflict = Record(Args(4, Dtype::kBFloat16));
   ASSERT_FALSE(conflict.ok());
   EXPECT_EQ(conflict.status().message(), "Conflicting tp_model_init arguments detected across multiple calls.");
   EXPECT_EQ(*ErrorContext(conflict.status()),
             "job job-1: recorded tp_size=2 dtype=torch.bfloat16 tp_group=None; this call tp_size=4 "
             "dtype=torch.bfloat16 tp_group=None");
-  std::vector<PersistedJob> saved = *store_->LoadJobs();
-  ASSERT_EQ(saved.size(), 1u);
-  EXPECT_EQ(saved[0].tp_init->tp_size, 2);
-  EXPECT_EQ(job_->View(false).tp_init->tp_size, 2);
+  EXPECT_EQ(Stored().size(), before.size());
+  job_ = Restart();
+  EXPECT_EQ(View(false).tp_init->tp_size, 2);
 }
 
 TEST_F(JobTest, StandaloneMergeValidatesAndPersists) {
-  ASSERT_TRUE(job_->Record(Args(2, Dtype::kBFloat16)).ok());
-  absl::StatusOr<MergeOutcome> merged = job_->Merge(R"({"bf16": {"enabled": true}})", false, 0, 0);
+  ASSERT_TRUE(Record(Args(2, Dtype::kBFloat16)).ok());
+  absl::StatusOr<MergeOutcome> merged = Merge(R"({"bf16": {"enabled": true}})", 0, 0);
   ASSERT_TRUE(merged.ok()) << merged.status();
   EXPECT_TRUE(merged->tp_init_recorded);
   EXPECT_EQ(merged->merged_config, R"({"bf16":{"enabled":true},"tensor_parallel":{"autotp_size":2,"tp":{"tp_size":2}}})");
-  EXPECT_EQ((*store_->LoadJobs())[0].merged_config, merged->merged_config);
-
-  absl::StatusOr<MergeOutcome> bad = job_->Merge(R"({"fp16": {"enabled": true}})", false, 0, 0);
+  absl::StatusOr<MergeOutcome> bad = Merge(R"({"fp16": {"enabled": true}})", 0, 0);
   ASSERT_FALSE(bad.ok());
   EXPECT_EQ(bad.status().message(),
             "Conflicting dtype: config uses torch.float16 but tp_model_init requested torch.bfloat16.");
-  EXPECT_EQ(job_->View(false).merged_config, merged->merged_config);  // unchanged
-  EXPECT_EQ(job_->Merge("{", false, 0, 0).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(Merge("{", 0, 0).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(View().merged_config, merged->merged_config);  // unchanged by the failures
+  job_ = Restart();
+  EXPECT_EQ(View().merged_config, merged->merged_config);
+}
+
+TEST_F(JobTest, CallsOnAJobThatDoesNotExistLeaveNoTrace) {
+  // A standalone merge of a job nobody recorded answers, and the job still does not exist.
+  absl::StatusOr<MergeOutcome> merged = Merge(R"({"train_batch_size": 8})", 0, 0);
+  ASSERT_TRUE(merged.ok()) << merged.status();
+  EXPECT_FALSE(merged->tp_init_recorded);
+  EXPECT_FALSE(job_->View(false).has_value());
+  EXPECT_TRUE(job_->gone());
+  EXPECT_TRUE(Stored().empty());
+}
+
+TEST_F(JobTest, RejectedJoinOfANewJobLeavesNoTrace) {
+  Result<Assignment> r;
+  JoinArgs args = Worker(0, 4);
+  args.tp_size = 3;  // does not divide the world
+  job_->Join(args, 5s, r.callback());
+  EXPECT_EQ(r.get().status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE(job_->gone());
+  EXPECT_FALSE(job_->View(false).has_value());
+  EXPECT_TRUE(Stored().empty());
 }
 
 TEST_F(JobTest, MembersMustAgreeOnTheConfig) {  // gap G27
-  ASSERT_TRUE(job_->Record(Args(2, Dtype::kFloat32)).ok());
+  ASSERT_TRUE(Record(Args(2, Dtype::kFloat32)).ok());
   JoinAll(4);
   const std::string config = R"({"train_batch_size": 16, "gradient_clipping": 1.0})";
-  ASSERT_TRUE(job_->Merge(config, false, 1, 0).ok());
-  ASSERT_TRUE(job_->Merge(R"({"gradient_clipping": 1.0, "train_batch_size": 16})", false, 1, 1).ok());
-  absl::StatusOr<MergeOutcome> differs = job_->Merge(R"({"train_batch_size": 32, "gradient_clipping": 1.0})", false, 1, 3);
+  ASSERT_TRUE(Merge(config, 1, 0).ok());
+  ASSERT_TRUE(Merge(R"({"gradient_clipping": 1.0, "train_batch_size": 16})", 1, 1).ok());
+  absl::StatusOr<MergeOutcome> differs = Merge(R"({"train_batch_size": 32, "gradient_clipping": 1.0})", 1, 3);
   ASSERT_FALSE(differs.ok());
   EXPECT_EQ(differs.status().code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_EQ(differs.status().message(),
             "job job-1: the config of rank 3 differs from the config rank 0 merged first in generation 1 at "
             "/train_batch_size: rank 0 has 16, rank 3 has 32; every worker of a job must use the same DeepSpeed "
             "config");
-  EXPECT_EQ(job_->Merge(config, false, 1, 4).status().code(), absl::StatusCode::kInvalidArgument);  // rank range
-  EXPECT_EQ(job_->Merge(config, false, 2, 0).status().code(), absl::StatusCode::kFailedPrecondition);  // generation
+  EXPECT_EQ(Merge(config, 1, 4).status().code(), absl::StatusCode::kInvalidArgument);  // rank range
+  EXPECT_EQ(Merge(config, 2, 0).status().code(), absl::StatusCode::kFailedPrecondition);  // generation
+  // The reference survives a restart: a member merging after it is still held to it.
+  job_ = Restart();
+  EXPECT_EQ(Merge(R"({"train_batch_size": 32, "gradient_clipping": 1.0})", 1, 2).status().code(),
+            absl::StatusCode::kFailedPrecondition);
+  EXPECT_TRUE(Merge(config, 1, 2).ok());
 }
 
 TEST_F(JobTest, EachMemberGetsItsOwnRecordedTpGroup) {
-  ASSERT_TRUE(job_->Record(Args(2, Dtype::kFloat32, std::vector<int>{0, 1})).ok());
-  ASSERT_TRUE(job_->Record(Args(2, Dtype::kFloat32, std::vector<int>{2, 3})).ok());
+  ASSERT_TRUE(Record(Args(2, Dtype::kFloat32, std::vector<int>{0, 1})).ok());
+  ASSERT_TRUE(Record(Args(2, Dtype::kFloat32, std::vector<int>{2, 3})).ok());
   JoinAll(4);
   auto group_of = [&](int rank) {
-    return nlohmann::json::parse(job_->Merge("{}", false, 1, rank)->merged_config)["tensor_parallel"]["tp"]["tp_group"];
+    return nlohmann::json::parse(Merge("{}", 1, rank)->merged_config)["tensor_parallel"]["tp"]["tp_group"];
   };
   EXPECT_EQ(group_of(0), nlohmann::json::array({0, 1}));
   EXPECT_EQ(group_of(3), nlohmann::json::array({2, 3}));
@@ -150,11 +282,11 @@ TEST_F(JobTest, EachMemberGetsItsOwnRecordedTpGroup) {
 // --- Join -----------------------------------------------------------------------------------------------
 
 TEST_F(JobTest, JoinParksUntilTheWorldIsCompleteThenAnswersEveryone) {
-  ASSERT_TRUE(job_->Record(Args(2, Dtype::kFloat32)).ok());
+  ASSERT_TRUE(Record(Args(2, Dtype::kFloat32)).ok());
   Result<Assignment> first;
-  EXPECT_NE(job_->Join(Worker(0, 4, "a"), 5s, first.callback()), 0u);
+  job_->Join(Worker(0, 4, "a"), 5s, first.callback());
   EXPECT_FALSE(first.ready());
-  EXPECT_EQ(job_->View(false).phase, JobPhase::kJoining);
+  EXPECT_EQ(View(false).phase, JobPhase::kJoining);
   std::vector<Result<Assignment>> rest(3);
   job_->Join(Worker(1, 4, "b"), 5s, rest[0].callback());
   job_->Join(Worker(2, 4, "a"), 5s, rest[1].callback());
@@ -169,8 +301,9 @@ TEST_F(JobTest, JoinParksUntilTheWorldIsCompleteThenAnswersEveryone) {
   EXPECT_EQ(a.mesh.tp_size(), 2);
   EXPECT_EQ(a.mesh.dp_size(), 2);
   EXPECT_EQ(a.lease, 300ms);
-  EXPECT_EQ(job_->View(false).phase, JobPhase::kRunning);
-  EXPECT_EQ((*store_->LoadJobs())[0].phase, JobPhase::kRunning);
+  EXPECT_EQ(View(false).phase, JobPhase::kRunning);
+  job_ = Restart();
+  EXPECT_EQ(View(false).phase, JobPhase::kRunning);
 }
 
 TEST_F(JobTest, JoinTimeoutNamesWhoIsMissing) {
@@ -182,14 +315,14 @@ TEST_F(JobTest, JoinTimeoutNamesWhoIsMissing) {
   EXPECT_EQ(timed_out.status().message(),
             "job job-1: Join timed out after 100ms in generation 1: 2 of 4 workers joined; missing: rank 1, rank 3");
   // The worker that gave up left the joining world.
-  EXPECT_EQ(job_->View(true).members.size(), 1u);
+  EXPECT_EQ(View().members.size(), 1u);
 }
 
 TEST_F(JobTest, JoinRejectsBadRanksAndMismatchedWorlds) {
   Result<Assignment> out_of_range, duplicate, mismatch, too_big, ok;
-  job_->Join(Worker(0, 4, "a", 4), 5s, out_of_range.callback());
-  EXPECT_EQ(out_of_range.get().status().message(), "job job-1: requested_rank 4 is out of range for world_size 4");
   job_->Join(Worker(0, 4, "a", 1), 5s, ok.callback());
+  job_->Join(Worker(5, 4, "a", 4), 5s, out_of_range.callback());
+  EXPECT_EQ(out_of_range.get().status().message(), "job job-1: requested_rank 4 is out of range for world_size 4");
   job_->Join(Worker(1, 4, "b", 1), 5s, duplicate.callback());
   EXPECT_EQ(duplicate.get().status().code(), absl::StatusCode::kAlreadyExists);
   EXPECT_EQ(duplicate.get().status().message(),
@@ -206,7 +339,7 @@ TEST_F(JobTest, JoinRejectsBadRanksAndMismatchedWorlds) {
 }
 
 TEST_F(JobTest, JoinTpSizeMustMatchTheRecord) {
-  ASSERT_TRUE(job_->Record(Args(2, Dtype::kFloat32)).ok());
+  ASSERT_TRUE(Record(Args(2, Dtype::kFloat32)).ok());
   Result<Assignment> r;
   JoinArgs args = Worker(0, 4);
   args.tp_size = 4;
@@ -216,12 +349,13 @@ TEST_F(JobTest, JoinTpSizeMustMatchTheRecord) {
 }
 
 TEST_F(JobTest, RecordedGroupsMustBeTpGroupsOfTheMesh) {  // table rows 9/11, stricter than DeepSpeed (G4)
-  ASSERT_TRUE(job_->Record(Args(2, Dtype::kFloat32, std::vector<int>{1, 2})).ok());
+  ASSERT_TRUE(Record(Args(2, Dtype::kFloat32, std::vector<int>{1, 2})).ok());
   std::vector<Result<Assignment>> r(4);
   for (int i = 0; i < 4; ++i) job_->Join(Worker(i, 4), 5s, r[i].callback());
   EXPECT_EQ(r[3].get().status().code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_NE(r[0].get().status().message().find("the recorded tp_group [1, 2] is not a TP group of the mesh"),
             absl::string_view::npos);
+  EXPECT_EQ(View(false).phase, JobPhase::kFailed);
 }
 
 TEST_F(JobTest, CancelledJoinLeavesTheWorld) {
@@ -229,7 +363,7 @@ TEST_F(JobTest, CancelledJoinLeavesTheWorld) {
   const uint64_t id = job_->Join(Worker(0, 2), 5s, r.callback());
   job_->Cancel(id);
   EXPECT_EQ(r.get().status().code(), absl::StatusCode::kCancelled);
-  EXPECT_TRUE(job_->View(true).members.empty());
+  EXPECT_TRUE(View().members.empty());
 }
 
 TEST_F(JobTest, RetriedJoinOfAMemberGetsTheSameAnswer) {
@@ -240,44 +374,48 @@ TEST_F(JobTest, RetriedJoinOfAMemberGetsTheSameAnswer) {
   EXPECT_EQ(again.get()->generation, 1u);
 }
 
+TEST_F(JobTest, ParkedCallsAreBounded) {
+  context_.options.max_parked_calls = 64;
+  job_ = std::make_shared<Job>("job-1", &context_);
+  std::vector<Result<Assignment>> joins(65);
+  for (size_t i = 0; i < joins.size(); ++i) job_->Join(Worker(static_cast<int>(i), 1000), 5s, joins[i].callback());
+  absl::StatusOr<Assignment> refused = joins.back().get();
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_EQ(refused.status().message(), "job job-1: 64 calls are parked in this job already; the limit is 64");
+  EXPECT_FALSE(joins.front().ready());
+  job_->Shutdown();
+}
+
 // --- unique IDs -----------------------------------------------------------------------------------------
 
 TEST_F(JobTest, UniqueIdsReachEveryMemberByteIdentical) {
   JoinAll(4, 2);
-  const std::string id0(kUniqueIdBytes, '\x07');
   Result<std::vector<std::string>> member;
   job_->GetUniqueIds(1, 1, {{GroupKind::kTp, 0}, {GroupKind::kWorld, 0}}, 5s, member.callback());
   EXPECT_FALSE(member.ready());
-  ASSERT_TRUE(job_->PublishUniqueIds(1, 0, {{{GroupKind::kTp, 0}, id0}}).ok());
+  ASSERT_TRUE(Publish(1, 0, {{{GroupKind::kTp, 0}, Id('\x07')}}).ok());
   EXPECT_FALSE(member.ready());  // still waiting for the world id
-  const std::string world(kUniqueIdBytes, '\x09');
-  ASSERT_TRUE(job_->PublishUniqueIds(1, 0, {{{GroupKind::kWorld, 0}, world}}).ok());
-  EXPECT_EQ(*member.get(), std::vector<std::string>({id0, world}));
-  // Publishing the same bytes again is a no-op; a late Get answers at once.
-  EXPECT_TRUE(job_->PublishUniqueIds(1, 0, {{{GroupKind::kTp, 0}, id0}}).ok());
+  ASSERT_TRUE(Publish(1, 0, {{{GroupKind::kWorld, 0}, Id('\x09')}}).ok());
+  EXPECT_EQ(*member.get(), std::vector<std::string>({Id('\x07'), Id('\x09')}));
+  // Publishing the same bytes again is a no-op; a late Get answers at once, also after a restart.
+  EXPECT_TRUE(Publish(1, 0, {{{GroupKind::kTp, 0}, Id('\x07')}}).ok());
+  job_ = Restart();
   Result<std::vector<std::string>> late;
-  EXPECT_EQ(job_->GetUniqueIds(1, 0, {{GroupKind::kTp, 0}}, 5s, late.callback()), 0u);
-  EXPECT_EQ(*late.get(), std::vector<std::string>({id0}));
+  job_->GetUniqueIds(1, 0, {{GroupKind::kTp, 0}}, 5s, late.callback());
+  EXPECT_EQ(*late.get(), std::vector<std::string>({Id('\x07')}));
 }
 
 TEST_F(JobTest, MalformedPublishesChangeNothing) {
   JoinAll(4, 2);
-  auto code = [&](int rank, GroupId group, std::string bytes) {
-    return job_->PublishUniqueIds(1, rank, {{group, std::move(bytes)}});
-  };
-  EXPECT_EQ(code(0, {GroupKind::kTp, 0}, std::string(127, 'x')).message(),
-            "job job-1: ids[0].id for tp/0 is 127 bytes; a NCCL unique id is exactly 128 bytes");
-  EXPECT_EQ(code(1, {GroupKind::kTp, 0}, std::string(128, 'x')).code(), absl::StatusCode::kPermissionDenied);
-  EXPECT_EQ(code(0, {GroupKind::kTp, 5}, std::string(128, 'x')).code(), absl::StatusCode::kInvalidArgument);
-  ASSERT_TRUE(code(2, {GroupKind::kTp, 1}, std::string(128, 'a')).ok());
-  absl::Status different = code(2, {GroupKind::kTp, 1}, std::string(128, 'b'));
-  EXPECT_EQ(different.code(), absl::StatusCode::kFailedPrecondition);
+  auto publish = [&](int rank, GroupId group, std::string bytes) { return Publish(1, rank, {{group, std::move(bytes)}}); };
+  EXPECT_EQ(publish(1, {GroupKind::kTp, 0}, Id('x')).code(), absl::StatusCode::kPermissionDenied);
+  EXPECT_EQ(publish(0, {GroupKind::kTp, 5}, Id('x')).code(), absl::StatusCode::kInvalidArgument);
+  ASSERT_TRUE(publish(2, {GroupKind::kTp, 1}, Id('a')).ok());
+  EXPECT_EQ(publish(2, {GroupKind::kTp, 1}, Id('b')).code(), absl::StatusCode::kFailedPrecondition);
   // A publish with one bad entry stores none of its entries.
-  EXPECT_FALSE(job_->PublishUniqueIds(1, 0, {{{GroupKind::kTp, 0}, std::string(128, 'c')},
-                                             {{GroupKind::kTp, 1}, std::string(128, 'c')}})
-                   .ok());
+  EXPECT_FALSE(Publish(1, 0, {{{GroupKind::kTp, 0}, Id('c')}, {{GroupKind::kTp, 1}, Id('c')}}).ok());
   Result<std::vector<std::string>> r;
-  EXPECT_NE(job_->GetUniqueIds(1, 1, {{GroupKind::kTp, 0}}, 50ms, r.callback()), 0u);
+  job_->GetUniqueIds(1, 1, {{GroupKind::kTp, 0}}, 50ms, r.callback());
   EXPECT_EQ(r.get().status().message(),
             "job job-1: GetUniqueId timed out after 50ms waiting for the unique id of tp/0 from its leader rank 0 "
             "(host h0)");
@@ -291,60 +429,116 @@ TEST_F(JobTest, MalformedPublishesChangeNothing) {
 TEST_F(JobTest, StoreHasC10dSemantics) {
   JoinAll(2);
   Result<std::string> get;
-  EXPECT_NE(job_->StoreGet(1, "k", 5s, get.callback()), 0u);
+  job_->StoreGet(1, "k", 5s, get.callback());
   StatusResult wait;
   job_->StoreWait(1, {"k", "n"}, 5s, wait.callback());
-  ASSERT_TRUE(job_->StoreSet(1, "k", "v1").ok());
+  ASSERT_TRUE(Set(1, "k", "v1").ok());
   EXPECT_EQ(*get.get(), "v1");
   EXPECT_FALSE(wait.ready());
-  EXPECT_EQ(*job_->StoreAdd(1, "n", 5), 5);
-  EXPECT_EQ(*job_->StoreAdd(1, "n", -2), 3);
+  EXPECT_EQ(*Add(1, "n", 5), 5);
+  EXPECT_EQ(*Add(1, "n", -2), 3);
   EXPECT_TRUE(wait.get().ok());
-  EXPECT_EQ(job_->StoreAdd(1, "k", 1).status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(Add(1, "k", 1).status().code(), absl::StatusCode::kFailedPrecondition);
   // compareSet: missing key + empty expected sets; mismatch returns the current value.
-  EXPECT_EQ(*job_->StoreCompareSet(1, "c", "", "x"), "x");
-  EXPECT_EQ(*job_->StoreCompareSet(1, "c", "nope", "y"), "x");
-  EXPECT_EQ(*job_->StoreCompareSet(1, "c", "x", "y"), "y");
-  EXPECT_EQ(*job_->StoreCompareSet(1, "missing", "e", "z"), "e");
+  EXPECT_EQ(*CompareSet(1, "c", "", "x"), "x");
+  EXPECT_EQ(*CompareSet(1, "c", "nope", "y"), "x");
+  EXPECT_EQ(*CompareSet(1, "c", "x", "y"), "y");
+  EXPECT_EQ(*CompareSet(1, "missing", "e", "z"), "e");
   EXPECT_TRUE(*job_->StoreCheck(1, {"k", "n", "c"}));
   EXPECT_FALSE(*job_->StoreCheck(1, {"k", "missing"}));
   EXPECT_EQ(*job_->StoreNumKeys(1), 3);
-  EXPECT_TRUE(*job_->StoreDelete(1, "k"));
-  EXPECT_FALSE(*job_->StoreDelete(1, "k"));
+  EXPECT_TRUE(*Erase(1, "k"));
+  EXPECT_FALSE(*Erase(1, "k"));
   EXPECT_EQ(*job_->StoreNumKeys(1), 2);
   StatusResult never;
   job_->StoreWait(1, {"never"}, 50ms, never.callback());
   EXPECT_EQ(never.get().message(), "job job-1: store wait timed out after 50ms; keys never set: \"never\"");
-  EXPECT_EQ(job_->StoreSet(1, "big", std::string(kMaxStoreValueBytes + 1, 'x')).code(),
-            absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(job_->StoreSet(7, "k", "v").code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(Set(7, "k", "v").code(), absl::StatusCode::kFailedPrecondition);
+  // Every entry survives a restart.
+  job_ = Restart();
+  EXPECT_EQ(*job_->StoreNumKeys(1), 2);
+  EXPECT_EQ(*CompareSet(1, "c", "", "?"), "y");
+}
+
+TEST_F(JobTest, StoreAddPastInt64MaxFailsAndChangesNothing) {
+  JoinAll(1);
+  ASSERT_EQ(*Add(1, "n", INT64_MAX - 1), INT64_MAX - 1);
+  absl::StatusOr<int64_t> overflow = Add(1, "n", 2);
+  EXPECT_EQ(overflow.status().code(), absl::StatusCode::kOutOfRange);
+  EXPECT_EQ(overflow.status().message(),
+            "job job-1: adding 2 to key \"n\" (9223372036854775806) leaves the range of a 64-bit integer; the key is "
+            "unchanged");
+  EXPECT_EQ(Add(1, "m", INT64_MIN).value(), INT64_MIN);
+  EXPECT_EQ(Add(1, "m", -1).status().code(), absl::StatusCode::kOutOfRange);
+  EXPECT_EQ(*Add(1, "n", 1), INT64_MAX);
+}
+
+TEST_F(JobTest, EveryStoreWriteCountsAgainstTheQuota) {
+  StoreQuota small(3000);
+  context_.store_quota = &small;
+  job_ = std::make_shared<Job>("job-1", &context_);
+  JoinAll(1);
+  ASSERT_TRUE(Set(1, "a", std::string(1000, 'x')).ok());
+  ASSERT_EQ(*CompareSet(1, "b", "", std::string(1000, 'y')), std::string(1000, 'y'));
+  absl::StatusOr<std::string> full = CompareSet(1, "c", "", std::string(1000, 'z'));
+  EXPECT_EQ(full.status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_EQ(Set(1, "d", std::string(1000, 'z')).code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_EQ(*job_->StoreNumKeys(1), 2);
+  // Freed bytes can be used again; the quota is given back when the job goes.
+  ASSERT_TRUE(*Erase(1, "a"));
+  EXPECT_TRUE(Set(1, "d", std::string(1000, 'z')).ok());
+  job_->Shutdown();
+  std::weak_ptr<Job> weak = job_;
+  job_.reset();
+  for (int i = 0; i < 1000 && !weak.expired(); ++i) std::this_thread::sleep_for(1ms);  // the committer lets go
+  EXPECT_TRUE(weak.expired());
+  EXPECT_EQ(small.used(), 0);
+  context_.store_quota = &quota_;
 }
 
 // --- barriers, leases, generations ----------------------------------------------------------------------
 
 TEST_F(JobTest, BarrierReleasesEveryoneWhenTheLastRankArrives) {
   JoinAll(3);
-  StatusResult b0, b1, b2;
-  job_->Barrier(1, 0, "start", 5s, b0.callback());
-  job_->Barrier(1, 1, "start", 5s, b1.callback());
+  StatusResult b0, b1;
+  job_->Barrier(1, 0, "start", 0, 5s, b0.callback());
+  job_->Barrier(1, 1, "start", 0, 5s, b1.callback());
   EXPECT_FALSE(b0.ready());
-  EXPECT_EQ(job_->View(false).missing, std::vector<std::string>({"barrier \"start\": rank 2 (host h2)"}));
-  job_->Barrier(1, 2, "start", 5s, b2.callback());
+  EXPECT_EQ(View(false).missing, std::vector<std::string>({"barrier \"start\": rank 2 (host h2)"}));
+  EXPECT_TRUE(Barrier(1, 2, "start").ok());
   EXPECT_TRUE(b0.get().ok());
   EXPECT_TRUE(b1.get().ok());
-  EXPECT_TRUE(b2.get().ok());
   // The same name can be used again.
   StatusResult again;
-  job_->Barrier(1, 0, "start", 50ms, again.callback());
+  job_->Barrier(1, 0, "start", 0, 50ms, again.callback());
   EXPECT_EQ(again.get().message(),
             "job job-1: barrier \"start\" timed out after 50ms; ranks that never arrived: rank 1 (host h1), rank 2 "
             "(host h2)");
 }
 
+TEST_F(JobTest, BarrierRoundsMakeRetriesIdempotent) {
+  JoinAll(2);
+  StatusResult first;
+  job_->Barrier(1, 0, "b", 1, 5s, first.callback());
+  job_->Barrier(1, 0, "b", 1, 5s, StatusResult().callback());  // a retry of the same round replaces it
+  EXPECT_EQ(first.get().code(), absl::StatusCode::kCancelled);
+  StatusResult zero;
+  job_->Barrier(1, 0, "b", 1, 5s, zero.callback());
+  ASSERT_TRUE(Barrier(1, 1, "b", 1).ok());  // round 1 completes: the arrival of rank 0 counted once
+  EXPECT_TRUE(zero.get().ok());
+  // Rank 0's answer was lost in a coordinator restart; its retry of round 1 passes at once.
+  job_ = Restart();
+  EXPECT_TRUE(Barrier(1, 0, "b", 1).ok());
+  absl::Status ahead = Barrier(1, 0, "b", 3);
+  EXPECT_EQ(ahead.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(ahead.message(),
+            "job job-1: rank 0 asks for round 3 of barrier \"b\", which has completed 1 round(s); the next is 2");
+}
+
 TEST_F(JobTest, LongListsOfMissingRanksAreShortened) {
   JoinAll(40);  // hosts h0..h39, ranked in host-name order: h0, h1, h10, h11, ...
   StatusResult alone;
-  job_->Barrier(1, 0, "x", 50ms, alone.callback());
+  job_->Barrier(1, 0, "x", 0, 50ms, alone.callback());
   const std::string message(alone.get().message());
   EXPECT_NE(message.find("ranks that never arrived: rank 1 (host h1), rank 2 (host h10), "), std::string::npos);
   EXPECT_NE(message.find("rank 16 (host h23) and 23 more"), std::string::npos) << message;
@@ -353,7 +547,7 @@ TEST_F(JobTest, LongListsOfMissingRanksAreShortened) {
 TEST_F(JobTest, MissedLeaseEndsTheGenerationAndAbortsParkedCalls) {
   JoinAll(3);
   StatusResult parked;
-  job_->Barrier(1, 0, "step", 10s, parked.callback());
+  job_->Barrier(1, 0, "step", 0, 10s, parked.callback());
   // Ranks 0 and 1 keep heartbeating; rank 2 (host h2) is silent.
   for (int i = 0; i < 8 && !parked.ready(); ++i) {
     std::this_thread::sleep_for(100ms);
@@ -365,7 +559,7 @@ TEST_F(JobTest, MissedLeaseEndsTheGenerationAndAbortsParkedCalls) {
   EXPECT_EQ(aborted.message(),
             "job job-1: generation 1 ended: rank 2 (host h2, worker w2) missed its heartbeat lease of 300ms");
   EXPECT_EQ(job_->Heartbeat(1, 0).status().code(), absl::StatusCode::kAborted);
-  EXPECT_EQ(job_->View(false).phase, JobPhase::kFailed);
+  EXPECT_EQ(View(false).phase, JobPhase::kFailed);
   // Survivors and a replacement rejoin into generation 2; generation 1 is then stale.
   std::vector<Assignment> second = JoinAll(3);
   EXPECT_EQ(second[0].generation, 2u);
@@ -377,52 +571,228 @@ TEST_F(JobTest, MissedLeaseEndsTheGenerationAndAbortsParkedCalls) {
 TEST_F(JobTest, JoinWhileRunningEndsTheGeneration) {
   JoinAll(2);
   StatusResult parked;
-  job_->Barrier(1, 0, "x", 5s, parked.callback());
+  job_->Barrier(1, 0, "x", 0, 5s, parked.callback());
   Result<Assignment> newcomer;
   job_->Join(Worker(9, 2, "z"), 5s, newcomer.callback());
   EXPECT_EQ(parked.get().message(),
             "job job-1: generation 1 ended: worker w9 (host z) joined while generation 1 was running");
-  EXPECT_EQ(job_->View(false).generation, 2u);
+  EXPECT_EQ(View(false).generation, 2u);
 }
 
 TEST_F(JobTest, LeaveEndsOrCompletesTheGeneration) {
   JoinAll(2);
-  ASSERT_TRUE(job_->Leave(1, 0, true, "").ok());
-  EXPECT_EQ(job_->View(false).phase, JobPhase::kRunning);
-  ASSERT_TRUE(job_->Leave(1, 1, true, "").ok());
-  EXPECT_EQ(job_->View(false).phase, JobPhase::kCompleted);
-  EXPECT_EQ((*store_->LoadJobs())[0].phase, JobPhase::kCompleted);
+  ASSERT_TRUE(Leave(1, 0, true).ok());
+  EXPECT_EQ(View(false).phase, JobPhase::kRunning);
+  ASSERT_TRUE(Leave(1, 1, true).ok());
+  EXPECT_EQ(View(false).phase, JobPhase::kCompleted);
+  EXPECT_TRUE(Leave(1, 1, true).ok());  // a retry of a finished member
+  job_ = Restart();
+  EXPECT_EQ(View(false).phase, JobPhase::kCompleted);
 
   JoinAll(2);  // generation 2
   StatusResult parked;
-  job_->Barrier(2, 0, "x", 5s, parked.callback());
-  ASSERT_TRUE(job_->Leave(2, 1, false, "CUDA error: out of memory").ok());
+  job_->Barrier(2, 0, "x", 0, 5s, parked.callback());
+  ASSERT_TRUE(Leave(2, 1, false, "CUDA error: out of memory").ok());
   EXPECT_EQ(parked.get().message(),
             "job job-1: generation 2 ended: rank 1 (host h1, worker w1) left: CUDA error: out of memory");
 }
 
-TEST_F(JobTest, RestoreKeepsTheRecordAndFailsARunningGeneration) {
-  ASSERT_TRUE(job_->Record(Args(2, Dtype::kFloat32)).ok());
-  JoinAll(2);
-  auto restored = std::make_shared<Job>("job-1", store_.get(), &timers_, options_);
-  restored->Restore((*store_->LoadJobs())[0]);
-  JobView view = restored->View(false);
-  EXPECT_EQ(view.tp_init->tp_size, 2);
-  EXPECT_EQ(view.generation, 1u);
-  EXPECT_EQ(view.phase, JobPhase::kFailed);
-  EXPECT_EQ(view.end_reason, "the coordinator restarted while generation 1 was running; rejoin to start generation 2");
+TEST_F(JobTest, MembersFinishingTogetherCompleteTheGeneration) {
+  JoinAll(8);
+  std::vector<std::thread> threads;
+  for (int r = 0; r < 8; ++r) threads.emplace_back([&, r] { EXPECT_TRUE(Leave(1, r, true).ok()); });
+  for (std::thread& t : threads) t.join();
+  for (int i = 0; i < 100 && View(false).phase != JobPhase::kCompleted; ++i) std::this_thread::sleep_for(10ms);
+  EXPECT_EQ(View(false).phase, JobPhase::kCompleted);
+  job_ = Restart();
+  EXPECT_EQ(View(false).phase, JobPhase::kCompleted);
 }
 
-TEST_F(JobTest, ShutdownAnswersParkedCallsWithUnavailable) {
+// --- restarts -------------------------------------------------------------------------------------------
+
+TEST_F(JobTest, RestartContinuesARunningGeneration) {
+  ASSERT_TRUE(Record(Args(2, Dtype::kFloat32)).ok());
+  std::vector<Assignment> a = JoinAll(4);
+  ASSERT_TRUE(Merge("{}", 1, 0).ok());
+  ASSERT_TRUE(Publish(1, 0, {{{GroupKind::kTp, 0}, Id('t')}, {{GroupKind::kWorld, 0}, Id('w')}}).ok());
+  ASSERT_TRUE(Set(1, "addr/0", "127.0.0.1:1234").ok());
+  ASSERT_TRUE(Leave(1, 3, true).ok());
+  const std::string before = Durable(job_->View(true));
+
+  job_ = Restart();
+  EXPECT_EQ(Durable(job_->View(true)), before);
+  // Every member goes on where it was: same ranks for retried Joins, leases renewed, ids and entries there.
+  Result<Assignment> again;
+  job_->Join(Worker(1, 4), 5s, again.callback());
+  EXPECT_EQ(again.get()->rank, a[1].rank);
+  EXPECT_TRUE(job_->Heartbeat(1, 2).ok());
+  Result<std::vector<std::string>> ids;
+  job_->GetUniqueIds(1, 1, {{GroupKind::kTp, 0}, {GroupKind::kWorld, 0}}, 5s, ids.callback());
+  EXPECT_EQ(*ids.get(), std::vector<std::string>({Id('t'), Id('w')}));
+  Result<std::string> addr;
+  job_->StoreGet(1, "addr/0", 5s, addr.callback());
+  EXPECT_EQ(*addr.get(), "127.0.0.1:1234");
+  for (int r = 0; r < 3; ++r) ASSERT_TRUE(Leave(1, r, true).ok());
+  EXPECT_EQ(View(false).phase, JobPhase::kCompleted);
+}
+
+TEST_F(JobTest, RestartKeepsAJoiningGenerationForRetriedJoins) {
+  Result<Assignment> parked;
+  job_->Join(Worker(0, 2), 5s, parked.callback());
+  job_ = Restart();
+  EXPECT_EQ(parked.get().status().code(), absl::StatusCode::kUnavailable);  // its client retries
+  EXPECT_EQ(View(false).phase, JobPhase::kJoining);
+  std::vector<Assignment> a = JoinAll(2);
+  EXPECT_EQ(a[0].generation, 1u);  // the same generation completes
+}
+
+TEST_F(JobTest, CallsOnARestoredCompletedJobAnswerWithoutCrashing) {  // regression: restored members were empty
+  JoinAll(2);
+  ASSERT_TRUE(Leave(1, 0, true).ok());
+  ASSERT_TRUE(Leave(1, 1, true).ok());
+  job_ = Restart();
+  EXPECT_EQ(job_->Heartbeat(1, 0).status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(Leave(1, 5, true).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE(Leave(1, 0, true).ok());
+  EXPECT_EQ(Leave(1, 0, false).code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(Merge("{}", 1, 0).status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(Barrier(1, 0, "x").code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(Set(1, "k", "v").code(), absl::StatusCode::kFailedPrecondition);
+  Result<std::vector<std::string>> ids;
+  job_->GetUniqueIds(1, 0, {{GroupKind::kWorld, 0}}, 5s, ids.callback());
+  EXPECT_EQ(ids.get().status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(View(false).phase, JobPhase::kCompleted);
+}
+
+TEST_F(JobTest, ShutdownAnswersParkedAndLaterCallsWithUnavailable) {
   Result<Assignment> parked;
   job_->Join(Worker(0, 2), 10s, parked.callback());
   job_->Shutdown();
   EXPECT_EQ(parked.get().status().code(), absl::StatusCode::kUnavailable);
+  Result<Assignment> later;
+  job_->Join(Worker(1, 2), 10s, later.callback());
+  EXPECT_EQ(later.get().status().code(), absl::StatusCode::kUnavailable);
+}
+
+// --- failed writes and group commit ---------------------------------------------------------------------
+
+TEST_F(JobTest, AFailedWriteLeavesTheJobUnchanged) {
+  const absl::Status full = absl::ResourceExhaustedError("state store :memory:: write failed: disk is full");
+  // `call` runs with the store's next write failing: it answers that error, and the job and the store are
+  // as they were. Then the same call succeeds once the store is healed.
+  auto expect_unchanged = [&](const char* what, const std::function<absl::Status()>& call) {
+    const std::string before = Durable(job_->View(true));
+    const size_t stored = Stored().size();
+    store_.FailWrite(1, full);
+    const absl::Status status = call();
+    store_.Heal();
+    EXPECT_EQ(status.code(), absl::StatusCode::kResourceExhausted) << what << ": " << status;
+    EXPECT_EQ(status.message(), absl::StrCat("job job-1: ", full.message())) << what;
+    EXPECT_EQ(Durable(job_->View(true)), before) << what;
+    EXPECT_EQ(Stored().size(), stored) << what;
+    if (job_->gone()) job_ = std::make_shared<Job>("job-1", &context_);  // the registry makes a new one
+    const absl::Status healed = call();
+    EXPECT_TRUE(healed.ok()) << what << ": " << healed;
+  };
+  // Worker `worker` of a world of 2 joins: the first parks (and its outcome is known once it shows in the
+  // view, or its answer arrives), the second completes the world.
+  auto join = [&](int worker) {
+    return [this, worker]() -> absl::Status {
+      auto r = std::make_shared<Result<Assignment>>();
+      job_->Join(Worker(worker, 2), 5s, r->callback());
+      if (worker == 1) return r->get().status();
+      for (int i = 0; i < 10000; ++i) {
+        if (r->ready()) return r->get().status();
+        std::optional<JobView> view = job_->View(true);
+        if (view && view->member_count == 1) return absl::OkStatus();
+        std::this_thread::sleep_for(1ms);
+      }
+      return absl::InternalError("the Join neither parked nor answered");
+    };
+  };
+
+  expect_unchanged("record", [&] { return Record(Args(1, Dtype::kFloat32)).status(); });
+  expect_unchanged("opening generation 1", join(0));
+  expect_unchanged("completing the world", join(1));
+  expect_unchanged("merge", [&] { return Merge(R"({"train_batch_size": 2})", 1, 0).status(); });
+  expect_unchanged("publish", [&] { return Publish(1, 0, {{{GroupKind::kWorld, 0}, Id('w')}}); });
+  expect_unchanged("set", [&] { return Set(1, "k", "v"); });
+  expect_unchanged("add", [&] { return Add(1, "n", 1).status(); });
+  expect_unchanged("compare-set", [&] { return CompareSet(1, "c", "", "x").status(); });
+  expect_unchanged("delete a key", [&] { return Erase(1, "k").status(); });
+  StatusResult other;
+  job_->Barrier(1, 1, "b", 1, 5s, other.callback());
+  expect_unchanged("completing a barrier", [&] { return Barrier(1, 0, "b", 1); });
+  EXPECT_TRUE(other.get().ok());
+  expect_unchanged("finish", [&] { return Leave(1, 0, true); });
+  expect_unchanged("leave early", [&] { return Leave(1, 1, false, "gone"); });
+  expect_unchanged("delete the job", [&] { return Delete(false); });
+  EXPECT_TRUE(job_->gone());
+  EXPECT_TRUE(Stored().empty());
+}
+
+TEST_F(JobTest, ConcurrentWritesShareTransactions) {
+  constexpr int kWorld = 256;  // 256 TP groups of one: 256 leaders publishing at once
+  JoinAll(kWorld, 1);
+  const int writes_before = store_.writes();
+  std::vector<StatusResult> results(kWorld);
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 8; ++t) {
+    threads.emplace_back([&, t] {
+      for (int r = t; r < kWorld; r += 8) {
+        job_->PublishUniqueIds(1, r, {{{GroupKind::kTp, r}, Id(static_cast<char>(r))}}, results[r].callback());
+      }
+    });
+  }
+  for (std::thread& t : threads) t.join();
+  for (StatusResult& r : results) ASSERT_TRUE(r.get().ok());
+  const int writes = store_.writes() - writes_before;
+  EXPECT_LT(writes, kWorld / 2) << writes << " transactions for " << kWorld << " publishes";
+  job_ = Restart();
+  Result<std::vector<std::string>> id;
+  job_->GetUniqueIds(1, 200, {{GroupKind::kTp, 200}}, 5s, id.callback());
+  EXPECT_EQ(*id.get(), std::vector<std::string>({Id(static_cast<char>(200))}));
+}
+
+// --- deleting and expiring ------------------------------------------------------------------------------
+
+TEST_F(JobTest, DeleteRefusesARunningGenerationUnlessForced) {
+  ASSERT_TRUE(Record(Args(1, Dtype::kFloat32)).ok());
+  JoinAll(2);
+  absl::Status refused = Delete(false);
+  EXPECT_EQ(refused.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(refused.message(),
+            "job job-1: generation 1 is running with 2 worker(s); stop them first, or delete with force (tpctl "
+            "delete --force) to end it");
+  StatusResult parked;
+  job_->Barrier(1, 0, "x", 0, 5s, parked.callback());
+  ASSERT_TRUE(Delete(true).ok());
+  EXPECT_EQ(parked.get().message(), "job job-1: the job was deleted");
+  EXPECT_TRUE(job_->gone());
+  EXPECT_EQ(job_->Heartbeat(1, 1).status().code(), absl::StatusCode::kNotFound);
+  EXPECT_TRUE(Stored().empty());
+}
+
+TEST_F(JobTest, ExpiryForgetsOnlyJobsThatAreIdle) {
+  ASSERT_TRUE(Record(Args(1, Dtype::kFloat32)).ok());
+  JoinAll(1);
+  auto expire = [&](int64_t cutoff) {
+    Result<bool> r;
+    job_->ExpireIfIdleSince(cutoff, r.callback());
+    return *r.get();
+  };
+  const int64_t future = std::chrono::duration_cast<Millis>(std::chrono::system_clock::now().time_since_epoch() + 1h).count();
+  EXPECT_FALSE(expire(future));  // running
+  ASSERT_TRUE(Leave(1, 0, true).ok());
+  EXPECT_FALSE(expire(0));  // completed just now
+  EXPECT_TRUE(expire(future));
+  EXPECT_TRUE(job_->gone());
+  EXPECT_TRUE(Stored().empty());
 }
 
 TEST_F(JobTest, ViewReportsPhaseTimings) {
   JoinAll(2);
-  JobView view = job_->View(true);
+  JobView view = View();
   ASSERT_GE(view.timings.size(), 2u);
   EXPECT_EQ(view.timings[0].phase, "join");
   EXPECT_GE(view.timings[0].duration_ms, 0);
@@ -430,6 +800,7 @@ TEST_F(JobTest, ViewReportsPhaseTimings) {
   EXPECT_EQ(view.timings[1].duration_ms, -1);
   ASSERT_EQ(view.members.size(), 2u);
   EXPECT_EQ(view.members[1].rank, 1);
+  EXPECT_EQ(view.member_count, 2);
 }
 
 }  // namespace

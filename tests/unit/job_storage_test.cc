@@ -1,0 +1,106 @@
+// A job's durable state is written under its keys and read back whole; entries that cannot be decoded or
+// contradict each other are DATA_LOSS naming the job and the key.
+#include "coordinator/job_storage.h"
+
+#include <gtest/gtest.h>
+
+namespace tpcoord {
+namespace {
+
+std::vector<StateEntry> Entries(const StateWrites& writes) {
+  std::map<std::string, std::string> kv;
+  for (const StateWrite& w : writes) {
+    EXPECT_EQ(w.kind, StateWrite::Kind::kPut);
+    kv[w.key] = w.value;
+  }
+  std::vector<StateEntry> entries;
+  for (auto& [k, v] : kv) entries.push_back({k, v});
+  return entries;
+}
+
+StateWrites Running() {
+  JobHeader h;
+  h.tp_init = TpInitRecord{2, Dtype::kBFloat16, true, {{0, 1}, {2, 3}}};
+  h.generation = 3;
+  h.phase = JobPhase::kRunning;
+  h.world_size = 4;
+  h.tp_size = 2;
+  h.created_unix_ms = 1;
+  h.updated_unix_ms = 2;
+  StateWrites w = {job_storage::PutHeader("j1", h), job_storage::PutMergedConfig("j1", "{\"a\":1}"),
+                   job_storage::PutReference("j1", {1, "{\"a\": 1}"}), job_storage::PutFinished("j1", 2),
+                   job_storage::PutUniqueId("j1", {GroupKind::kDp, 1}, std::string(128, 'd')),
+                   job_storage::PutStoreValue("j1", "/default_pg/0//cuda//0", std::string("\0\1", 2)),
+                   job_storage::PutBarrierRounds("j1", "ready", 5)};
+  job_storage::PutMembers("j1", {{"w0", "a"}, {"w1", "a"}, {"w2", "b"}, {"w3", "b"}}, &w);
+  return w;
+}
+
+TEST(JobStorageTest, ARunningGenerationReadsBackWhole) {
+  absl::StatusOr<StoredJob> job = DecodeJob("j1", Entries(Running()));
+  ASSERT_TRUE(job.ok()) << job.status();
+  EXPECT_EQ(job->header.generation, 3u);
+  EXPECT_EQ(job->header.phase, JobPhase::kRunning);
+  EXPECT_EQ(job->header.tp_init->tp_groups, (std::vector<RankList>{{0, 1}, {2, 3}}));
+  EXPECT_EQ(job->merged_config, "{\"a\":1}");
+  EXPECT_EQ(job->reference->rank, 1);
+  ASSERT_EQ(job->members.size(), 4u);
+  EXPECT_EQ(job->members[2].worker_id, "w2");
+  EXPECT_EQ(job->members[2].host, "b");
+  EXPECT_EQ(job->finished, std::set<int>({2}));
+  EXPECT_EQ(job->unique_ids.at({GroupKind::kDp, 1}), std::string(128, 'd'));
+  EXPECT_EQ(job->kv.at("/default_pg/0//cuda//0"), std::string("\0\1", 2));
+  EXPECT_EQ(job->barrier_rounds.at("ready"), 5u);
+}
+
+TEST(JobStorageTest, MembersOfABigWorldAreChunked) {
+  std::vector<StoredMember> members;
+  for (int r = 0; r < 3000; ++r) members.push_back({"w" + std::to_string(r), "h"});
+  StateWrites w;
+  job_storage::PutMembers("j1", members, &w);
+  EXPECT_EQ(w.size(), 3u);
+  EXPECT_EQ(w[1].key, "j/j1/g/members/00001024");
+}
+
+TEST(JobStorageTest, SplitByJobGroupsEntries) {
+  std::map<std::string, std::vector<StateEntry>> jobs =
+      SplitByJob({{"j/a", ""}, {"j/a/config", ""}, {"j/ab", ""}, {"j/ab/g/done/00000000", ""}});
+  ASSERT_EQ(jobs.size(), 2u);
+  EXPECT_EQ(jobs["a"].size(), 2u);
+  EXPECT_EQ(jobs["ab"].size(), 2u);
+}
+
+TEST(JobStorageTest, CorruptEntriesAreDataLossNamingTheKey) {
+  auto decode_with = [](const std::string& key, const std::string& value) {
+    std::vector<StateEntry> entries = Entries(Running());
+    bool replaced = false;
+    for (StateEntry& e : entries) {
+      if (e.key == key) {
+        e.value = value;
+        replaced = true;
+      }
+    }
+    if (!replaced) entries.push_back({key, value});
+    std::sort(entries.begin(), entries.end(), [](const auto& a, const auto& b) { return a.key < b.key; });
+    return DecodeJob("j1", entries).status();
+  };
+  absl::Status header = decode_with("j/j1", "\xff\xff garbage");
+  EXPECT_EQ(header.code(), absl::StatusCode::kDataLoss);
+  EXPECT_EQ(header.message(),
+            "job j1: the stored state is corrupt: key \"j/j1\": not a JobHeader message; delete the job (tpctl delete "
+            "j1) to start it afresh");
+  EXPECT_EQ(decode_with("j/j1/g/id/tp/00000009", std::string(128, 'x')).code(), absl::StatusCode::kDataLoss);
+  EXPECT_EQ(decode_with("j/j1/g/id/tp/00000000", "short").code(), absl::StatusCode::kDataLoss);
+  EXPECT_EQ(decode_with("j/j1/g/done/00000007", "").code(), absl::StatusCode::kDataLoss);
+  EXPECT_EQ(decode_with("j/j1/g/what", "").code(), absl::StatusCode::kDataLoss);
+  EXPECT_EQ(decode_with("j/j1/g/members/00000000", "\x08\x05").code(), absl::StatusCode::kDataLoss);
+  // A running generation without its members cannot go on.
+  std::vector<StateEntry> no_members;
+  for (const StateEntry& e : Entries(Running())) {
+    if (e.key.find("/members/") == std::string::npos) no_members.push_back(e);
+  }
+  EXPECT_NE(DecodeJob("j1", no_members).status().message().find("missing for a running generation"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace tpcoord
