@@ -2,6 +2,7 @@
 
 #include <google/protobuf/descriptor.h>
 #include <google/protobuf/stubs/logging.h>
+#include <grpcpp/alarm.h>
 #include <grpcpp/support/proto_buffer_reader.h>
 
 #include <algorithm>
@@ -62,59 +63,78 @@ absl::Status Parse(const grpc::ByteBuffer& bytes, Request* request) {
 
 }  // namespace
 
-// One unary call served from raw bytes: its request and response, answered exactly once with Reply. A call
-// parked in a job is cancelled there when its client goes away. gRPC runs OnCancel and OnDone only after
-// the handler returned, and OnDone only after Reply, so the handler may use the call until it returns.
-template <typename Request, typename Response>
-class UnaryCall final : public grpc::ServerUnaryReactor {
+void RunOnGrpcThread(std::function<void()> fn) {
+  struct Hop {
+    grpc::Alarm alarm;
+    std::function<void()> fn;
+  };
+  auto* hop = new Hop{grpc::Alarm(), std::move(fn)};
+  hop->alarm.Set(gpr_time_0(GPR_CLOCK_MONOTONIC), [hop](bool) {
+    hop->fn();
+    delete hop;  // gRPC holds the alarm until its callback returns
+  });
+}
+
+// A parked call's reactor: a client that goes away cancels the call in its job. gRPC runs OnCancel and
+// OnDone only after the handler returned.
+class ParkedReactor final : public grpc::ServerUnaryReactor {
  public:
-  UnaryCall(grpc::CallbackServerContext* ctx, grpc::ByteBuffer* out) : ctx_(ctx), out_(out) {}
-
-  grpc::CallbackServerContext* context() const { return ctx_; }
-  Request request;
-  Response response;
-
-  void Reply(const absl::Status& status) {
-    {
-      absl::MutexLock lock(&mu_);
-      if (replied_) return;  // a guard against a second answer, never expected
-      replied_ = true;
-    }
-    if (status.ok()) {
-      std::string bytes = response.SerializeAsString();
-      grpc::Slice slice(std::move(bytes));
-      *out_ = grpc::ByteBuffer(&slice, 1);
-    }
-    Finish(ToGrpc(ctx_, status));
-  }
-
-  // The call waits in `job` under `id`: a client that goes away cancels it there.
+  // The call waits in `job` under `id`.
   void Parked(std::shared_ptr<Job> job, uint64_t id) {
     absl::MutexLock lock(&mu_);
     job_ = std::move(job);
-    parked_ = id;
+    id_ = id;
   }
-
   void OnCancel() override {
     std::shared_ptr<Job> job;
     uint64_t id;
     {
       absl::MutexLock lock(&mu_);
       job = job_;
-      id = parked_;
+      id = id_;
     }
     if (job) job->Cancel(id);
   }
-
   void OnDone() override { delete this; }
+
+ private:
+  absl::Mutex mu_;
+  std::shared_ptr<Job> job_ ABSL_GUARDED_BY(mu_);
+  uint64_t id_ ABSL_GUARDED_BY(mu_) = 0;
+};
+
+// One unary call served from raw bytes: its request and response, answered exactly once with Reply, from
+// any thread, which also frees it. Calls that never park use gRPC's default reactor, which costs no extra
+// callback; calls that may park (parker() != nullptr) a ParkedReactor.
+template <typename Request, typename Response>
+class UnaryCall {
+ public:
+  UnaryCall(grpc::CallbackServerContext* ctx, grpc::ByteBuffer* out, ParkedReactor* parker)
+      : ctx_(ctx), out_(out), parker_(parker), reactor_(parker ? parker : ctx->DefaultReactor()) {}
+
+  grpc::CallbackServerContext* context() const { return ctx_; }
+  grpc::ServerUnaryReactor* reactor() const { return reactor_; }
+  // Valid until the handler returns, even once the call is answered.
+  ParkedReactor* parker() const { return parker_; }
+  Request request;
+  Response response;
+
+  void Reply(const absl::Status& status) {
+    if (status.ok()) {
+      grpc::Slice slice(response.SerializeAsString());
+      *out_ = grpc::ByteBuffer(&slice, 1);
+    }
+    grpc::ServerUnaryReactor* reactor = reactor_;
+    const grpc::Status answer = ToGrpc(ctx_, status);
+    delete this;
+    reactor->Finish(answer);
+  }
 
  private:
   grpc::CallbackServerContext* const ctx_;
   grpc::ByteBuffer* const out_;
-  absl::Mutex mu_;
-  bool replied_ ABSL_GUARDED_BY(mu_) = false;
-  std::shared_ptr<Job> job_ ABSL_GUARDED_BY(mu_);
-  uint64_t parked_ ABSL_GUARDED_BY(mu_) = 0;
+  ParkedReactor* const parker_;
+  grpc::ServerUnaryReactor* const reactor_;
 };
 
 namespace {
@@ -167,25 +187,28 @@ absl::Status NoSuchJob(const std::string& job_id) {
 }  // namespace
 
 template <typename Request, typename Response>
-void CoordinatorService::Serve(const char* method, Handler<Request, Response> handler) {
+void CoordinatorService::Serve(const char* method, Handler<Request, Response> handler, bool parks) {
   const google::protobuf::ServiceDescriptor* service =
       google::protobuf::DescriptorPool::generated_pool()->FindServiceByName(v1::Coordinator::service_full_name());
   const int index = service->FindMethodByName(method)->index();
   MarkMethodRawCallback(index, new grpc::internal::CallbackUnaryHandler<grpc::ByteBuffer, grpc::ByteBuffer>(
-                                   [this, method, handler](grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* in,
-                                                           grpc::ByteBuffer* out) -> grpc::ServerUnaryReactor* {
-                                     auto* call = new UnaryCall<Request, Response>(ctx, out);
+                                   [this, method, handler, parks](grpc::CallbackServerContext* ctx,
+                                                                  const grpc::ByteBuffer* in,
+                                                                  grpc::ByteBuffer* out) -> grpc::ServerUnaryReactor* {
+                                     auto* call = new UnaryCall<Request, Response>(ctx, out, parks ? new ParkedReactor : nullptr);
+                                     grpc::ServerUnaryReactor* reactor = call->reactor();  // `call` may be gone below
+                                     if (absl::Status s = Parse(*in, &call->request); !s.ok()) {
+                                       call->Reply(s);
+                                       return reactor;
+                                     }
                                      try {
-                                       if (absl::Status s = Parse(*in, &call->request); !s.ok()) {
-                                         call->Reply(s);
-                                       } else {
-                                         (this->*handler)(call);
-                                       }
+                                       (this->*handler)(call);
                                      } catch (const std::exception& e) {  // a bug: answer it, keep serving
+                                       // Handlers throw only before they hand the call to a job, never after.
                                        call->Reply(absl::InternalError(absl::StrCat("internal error in ", method,
                                                                                     ": ", e.what())));
                                      }
-                                     return call;
+                                     return reactor;
                                    }));
 }
 
@@ -193,18 +216,18 @@ CoordinatorService::CoordinatorService(JobRegistry* registry, const JobOptions& 
     : registry_(registry), options_(options) {
   Serve("RecordTpInitArgs", &CoordinatorService::RecordTpInitArgs);
   Serve("MergeConfig", &CoordinatorService::MergeConfig);
-  Serve("Join", &CoordinatorService::Join);
+  Serve("Join", &CoordinatorService::Join, /*parks=*/true);
   Serve("PublishUniqueId", &CoordinatorService::PublishUniqueId);
-  Serve("GetUniqueId", &CoordinatorService::GetUniqueId);
+  Serve("GetUniqueId", &CoordinatorService::GetUniqueId, /*parks=*/true);
   Serve("StoreSet", &CoordinatorService::StoreSet);
-  Serve("StoreGet", &CoordinatorService::StoreGet);
+  Serve("StoreGet", &CoordinatorService::StoreGet, /*parks=*/true);
   Serve("StoreAdd", &CoordinatorService::StoreAdd);
   Serve("StoreCompareSet", &CoordinatorService::StoreCompareSet);
   Serve("StoreCheck", &CoordinatorService::StoreCheck);
   Serve("StoreDelete", &CoordinatorService::StoreDelete);
   Serve("StoreNumKeys", &CoordinatorService::StoreNumKeys);
-  Serve("StoreWait", &CoordinatorService::StoreWait);
-  Serve("Barrier", &CoordinatorService::Barrier);
+  Serve("StoreWait", &CoordinatorService::StoreWait, /*parks=*/true);
+  Serve("Barrier", &CoordinatorService::Barrier, /*parks=*/true);
   Serve("Heartbeat", &CoordinatorService::Heartbeat);
   Serve("Leave", &CoordinatorService::Leave);
   Serve("ListJobs", &CoordinatorService::ListJobs);
@@ -275,7 +298,8 @@ void CoordinatorService::Join(UnaryCall<v1::JoinRequest, v1::JoinResponse>* call
   absl::StatusOr<PinnedJob> job = registry_->GetOrCreate(call->request.job_id());
   if (!job.ok()) return call->Reply(job.status());
   const Millis wait = WaitFor(call->context(), call->request.wait_timeout_ms());
-  call->Parked(job->get(), (*job)->Join(*std::move(args), wait,
+  ParkedReactor* parker = call->parker();  // the Join may answer, and free `call`, before it returns
+  parker->Parked(job->get(), (*job)->Join(*std::move(args), wait,
                                   AnswerWith<Assignment>(call, [](Assignment a, v1::JoinResponse* resp) {
                                     const Mesh& mesh = a.mesh;
                                     resp->set_generation(a.generation);
@@ -306,7 +330,8 @@ void CoordinatorService::GetUniqueId(UnaryCall<v1::GetUniqueIdRequest, v1::GetUn
   absl::StatusOr<std::shared_ptr<Job>> job = ExistingJob(call->request.job_id());
   if (!job.ok()) return call->Reply(job.status());
   const v1::GetUniqueIdRequest& req = call->request;
-  call->Parked(*job, (*job)->GetUniqueIds(
+  ParkedReactor* parker = call->parker();
+  parker->Parked(*job, (*job)->GetUniqueIds(
                          req.generation(), req.rank(), *groups, WaitFor(call->context(), req.wait_timeout_ms()),
                          AnswerWith<std::vector<std::string>>(
                              call, [groups = *groups](std::vector<std::string> ids, v1::GetUniqueIdResponse* resp) {
@@ -333,7 +358,8 @@ void CoordinatorService::StoreGet(UnaryCall<v1::StoreGetRequest, v1::StoreGetRes
   absl::StatusOr<std::shared_ptr<Job>> job = ExistingJob(call->request.job_id());
   if (!job.ok()) return call->Reply(job.status());
   const v1::StoreGetRequest& req = call->request;
-  call->Parked(*job, (*job)->StoreGet(req.generation(), req.key(), WaitFor(call->context(), req.wait_timeout_ms()),
+  ParkedReactor* parker = call->parker();
+  parker->Parked(*job, (*job)->StoreGet(req.generation(), req.key(), WaitFor(call->context(), req.wait_timeout_ms()),
                                       AnswerWith<std::string>(
                                           call, [](std::string v, v1::StoreGetResponse* resp) { resp->set_value(std::move(v)); })));
 }
@@ -389,7 +415,8 @@ void CoordinatorService::StoreWait(UnaryCall<v1::StoreWaitRequest, v1::StoreWait
   absl::StatusOr<std::shared_ptr<Job>> job = ExistingJob(call->request.job_id());
   if (!job.ok()) return call->Reply(job.status());
   const v1::StoreWaitRequest& req = call->request;
-  call->Parked(*job, (*job)->StoreWait(req.generation(), std::vector<std::string>(req.keys().begin(), req.keys().end()),
+  ParkedReactor* parker = call->parker();
+  parker->Parked(*job, (*job)->StoreWait(req.generation(), std::vector<std::string>(req.keys().begin(), req.keys().end()),
                                        WaitFor(call->context(), req.wait_timeout_ms()), AnswerWith(call)));
 }
 
@@ -400,7 +427,8 @@ void CoordinatorService::Barrier(UnaryCall<v1::BarrierRequest, v1::BarrierRespon
   absl::StatusOr<std::shared_ptr<Job>> job = ExistingJob(call->request.job_id());
   if (!job.ok()) return call->Reply(job.status());
   const v1::BarrierRequest& req = call->request;
-  call->Parked(*job, (*job)->Barrier(req.generation(), req.rank(), req.name(), req.round(),
+  ParkedReactor* parker = call->parker();
+  parker->Parked(*job, (*job)->Barrier(req.generation(), req.rank(), req.name(), req.round(),
                                      WaitFor(call->context(), req.wait_timeout_ms()), AnswerWith(call)));
 }
 

@@ -16,6 +16,9 @@ namespace tpcoord {
 template <typename Request, typename Response>
 class UnaryCall;
 
+// Runs `fn` on one of gRPC's threads (see JobContext::apply_on).
+void RunOnGrpcThread(std::function<void()> fn);
+
 class CoordinatorService final : public v1::Coordinator::CallbackService {
  public:
   // `registry` must outlive the service.
@@ -24,9 +27,9 @@ class CoordinatorService final : public v1::Coordinator::CallbackService {
  private:
   template <typename Request, typename Response>
   using Handler = void (CoordinatorService::*)(UnaryCall<Request, Response>*);
-  // Serves `method` from raw bytes with `handler`.
+  // Serves `method` from raw bytes with `handler`; `parks`: its calls may wait in a job.
   template <typename Request, typename Response>
-  void Serve(const char* method, Handler<Request, Response> handler);
+  void Serve(const char* method, Handler<Request, Response> handler, bool parks = false);
 
   void RecordTpInitArgs(UnaryCall<v1::RecordTpInitArgsRequest, v1::RecordTpInitArgsResponse>* call);
   void MergeConfig(UnaryCall<v1::MergeConfigRequest, v1::MergeConfigResponse>* call);

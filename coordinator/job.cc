@@ -34,6 +34,9 @@ std::string GroupItem(const GroupId& group) { return absl::StrCat("id/", GroupNa
 std::string MemberItem(int rank) { return absl::StrCat("member/", rank); }
 std::string BarrierItem(absl::string_view name) { return absl::StrCat("barrier/", name); }
 
+// Job::pins_ of an unborn job that is gone: no call may pin it any more.
+constexpr int64_t kGonePins = -1;
+
 }  // namespace
 
 struct Job::Member {
@@ -74,26 +77,35 @@ struct Job::Generation {
   }
 };
 
-// What the changes of one batch claim, so that nothing a change decided on is changed by an earlier change
-// of the same batch before it is applied: each claims the items it reads and writes (a store key, a group's
-// unique ID, a member, a barrier), or the whole job. Claims on an empty batch always succeed.
+// What the changes of one batch claim, so that nothing a change decided on is changed before it is
+// applied, by an earlier change of the same batch or by a batch still on its way to disk: each claims the
+// items it reads and writes (a store key, a group's unique ID, a member, a barrier), or the whole job, or
+// nothing (a change that reads nothing when it is decided, and so only waits for whole-job changes).
 class Job::Batch {
  public:
+  explicit Batch(const Held& held) : held_(held) {}
+
   bool ClaimJob() {
-    if (changes_ > 0) return false;
+    if (changes_ > 0 || held_.whole_jobs > 0 || !held_.items.empty()) return false;
     whole_job_ = true;
     return true;
   }
-  bool Claim(const std::string& item) { return !whole_job_ && items_.insert(item).second; }
+  bool Claim(const std::string& item) {
+    return ClaimNothing() && held_.items.count(item) == 0 && items_.insert(item).second;
+  }
+  bool ClaimNothing() const { return !whole_job_ && held_.whole_jobs == 0; }
   // No change joins a batch that a whole-job change holds.
   bool closed() const { return whole_job_ && changes_ > 0; }
   void Accepted() { ++changes_; }
   bool empty() const { return changes_ == 0; }
+  bool whole_job() const { return whole_job_; }
+  const std::set<std::string>& items() const { return items_; }
 
   StateWrites writes;
   int64_t store_bytes = 0;  // what the batch's store writes add to the StoreQuota
 
  private:
+  const Held& held_;
   bool whole_job_ = false;
   size_t changes_ = 0;
   std::set<std::string> items_;
@@ -146,14 +158,15 @@ void Job::Enqueue(std::unique_ptr<Mutation> mutation) {
   Completions done;
   absl::MutexLock lock(&mu_);
   queue_.push_back(std::move(mutation));
-  if (!writing_) Drain(done);
+  Drain(done);
 }
 
 Job::Decision Job::Rejected(absl::Status status) const { return Decision::Reject(WithContext(std::move(status))); }
 
 void Job::Drain(Completions& done) {
-  while (!writing_ && !queue_.empty()) {
-    Batch batch;
+  bool blocked = false;  // the first queued change waits for a batch on its way to disk
+  while (!queue_.empty() && !blocked) {
+    Batch batch(held_);
     std::vector<Decision> decided;
     while (!queue_.empty() && !batch.closed()) {
       Mutation& m = *queue_.front();
@@ -163,12 +176,12 @@ void Job::Drain(Completions& done) {
       } catch (const std::exception& e) {  // a bug, not the caller's fault: answer it, keep serving
         d = Rejected(absl::InternalError(absl::StrCat("internal error: ", e.what())));
       }
-      if (d.kind == Decision::Kind::kWait && !batch.empty()) break;  // first of the next batch
-      if (d.kind != Decision::Kind::kApply) {
-        m.answer_error(d.kind == Decision::Kind::kReject
-                           ? d.rejection
-                           : WithContext(absl::InternalError("internal error: a change waited on an empty batch")),
-                       done);
+      if (d.kind == Decision::Kind::kWait) {  // first of the next batch
+        blocked = batch.empty();
+        break;
+      }
+      if (d.kind == Decision::Kind::kReject) {
+        m.answer_error(d.rejection, done);
       } else {
         d.answer_error = std::move(m.answer_error);
         decided.push_back(std::move(d));
@@ -176,15 +189,19 @@ void Job::Drain(Completions& done) {
       queue_.pop_front();
       batch.Accepted();
     }
-    if (batch.writes.empty()) {
+    if (batch.writes.empty()) {  // nothing to wait for: applied in order, now
       for (Decision& d : decided) d.apply(done);
       continue;
     }
-    writing_ = true;
-    context_->committer->Submit(std::move(batch.writes), absl::StrCat("write of job ", id_),
-                                [self = shared_from_this(), decided = std::move(decided)](absl::Status s) mutable {
-                                  self->Written(s, std::move(decided));
-                                });
+    // The batch holds what it claimed until it is applied; the next batch may go to disk meanwhile.
+    held_.items.insert(batch.items().begin(), batch.items().end());
+    held_.whole_jobs += batch.whole_job() ? 1 : 0;
+    in_flight_.push_back({std::vector<std::string>(batch.items().begin(), batch.items().end()), batch.whole_job()});
+    context_->committer->Submit(
+        std::move(batch.writes), absl::StrCat("write of job ", id_),
+        [self = shared_from_this(), decided = std::move(decided)](absl::Status s) mutable {
+          self->Written(s, std::move(decided));
+        });
   }
   MaybeGone(done);
 }
@@ -192,7 +209,11 @@ void Job::Drain(Completions& done) {
 void Job::Written(const absl::Status& status, std::vector<Decision> batch) {
   Completions done;
   absl::MutexLock lock(&mu_);
-  writing_ = false;
+  // The committer answers a job's batches in the order they were submitted: this one is the oldest.
+  const InFlight& written = in_flight_.front();
+  for (const std::string& item : written.items) held_.items.erase(held_.items.find(item));
+  held_.whole_jobs -= written.whole_job ? 1 : 0;
+  in_flight_.pop_front();
   for (Decision& d : batch) {
     if (status.ok()) d.apply(done);
     else d.answer_error(WithContext(status), done);
@@ -201,22 +222,27 @@ void Job::Written(const absl::Status& status, std::vector<Decision> batch) {
 }
 
 void Job::MaybeGone(Completions& done) {
-  if (born_ || gone() || pins_ > 0 || writing_ || !queue_.empty() || parked_.size() > 0) return;
+  if (born_ || gone() || !in_flight_.empty() || !queue_.empty() || parked_.size() > 0) return;
+  int64_t unpinned = 0;
+  if (!pins_.compare_exchange_strong(unpinned, kGonePins)) return;  // pinned: its call will come
   gone_.store(true, std::memory_order_release);
   if (!stopping_ && context_->on_gone) done.Add([self = shared_from_this(), on_gone = context_->on_gone] { on_gone(self); });
 }
 
 bool Job::TryPin() {
-  absl::MutexLock lock(&mu_);
-  if (gone()) return false;
-  ++pins_;
-  return true;
+  int64_t pins = pins_.load();
+  do {
+    if (pins == kGonePins) return false;
+  } while (!pins_.compare_exchange_weak(pins, pins + 1));
+  if (!gone()) return true;  // deleted meanwhile
+  Unpin();
+  return false;
 }
 
 void Job::Unpin() {
-  Completions done;
+  if (pins_.fetch_sub(1) != 1 || born_) return;
+  Completions done;  // the last pin of a job that may never have come to exist
   absl::MutexLock lock(&mu_);
-  --pins_;
   MaybeGone(done);
 }
 
@@ -505,29 +531,38 @@ Job::Decision Job::DecideJoin(Batch& batch, const JoinArgs& args, uint64_t call,
     }
   }
 
-  // The joining world with this worker in it (a retried Join replaces the worker's earlier one).
-  std::vector<Member> world = fresh ? std::vector<Member>() : g.members;
+  // The joining world with this worker in it (a retried Join replaces the worker's earlier one). Only the
+  // Join that completes the world copies it: ten thousand Joins cost O(world), not O(world^2).
   Member joiner{args.worker_id, args.host, args.requested_rank};
-  auto same = std::find_if(world.begin(), world.end(), [&](const Member& m) { return m.worker_id == args.worker_id; });
-  const uint64_t replaced = same == world.end() ? 0 : same->join_call;
-  if (same == world.end()) world.push_back(joiner);
-  else *same = joiner;
-  const bool complete = static_cast<int>(world.size()) == args.world_size;
+  uint64_t replaced = 0;
+  size_t joined = 1;
+  if (!fresh) {
+    auto same = g.by_worker.find(args.worker_id);
+    if (same != g.by_worker.end()) replaced = g.members[same->second].join_call;
+    joined = g.members.size() + (same == g.by_worker.end() ? 1 : 0);
+  }
+  const bool complete = static_cast<int>(joined) == args.world_size;
   if (!complete) {
     if (absl::Status s = CheckPark(); !s.ok()) return Rejected(s);
   }
 
   absl::Status start_error;
+  auto world = std::make_shared<std::vector<Member>>();  // by rank, once complete
   if (complete) {
-    std::vector<RankRequest> requests;
-    for (const Member& m : world) requests.push_back({m.host, m.requested_rank});
-    const std::vector<int> ranks = AssignRanks(requests, tp_size);
-    std::vector<Member> by_rank(world.size());
-    for (size_t i = 0; i < world.size(); ++i) {
-      world[i].rank = ranks[i];
-      by_rank[ranks[i]] = std::move(world[i]);
+    std::vector<Member> arrived = fresh ? std::vector<Member>() : g.members;
+    if (auto same = g.by_worker.find(args.worker_id); !fresh && same != g.by_worker.end()) {
+      arrived[same->second] = joiner;
+    } else {
+      arrived.push_back(joiner);
     }
-    world = std::move(by_rank);
+    std::vector<RankRequest> requests;
+    for (const Member& m : arrived) requests.push_back({m.host, m.requested_rank});
+    const std::vector<int> ranks = AssignRanks(requests, tp_size);
+    world->resize(arrived.size());
+    for (size_t i = 0; i < arrived.size(); ++i) {
+      arrived[i].rank = ranks[i];
+      (*world)[ranks[i]] = std::move(arrived[i]);
+    }
     // The recorded tp_groups must be TP groups of this mesh: the groups are what tpcoord shards with, so a
     // recorded group is honoured or rejected, never silently replaced (DeepSpeed gap G4).
     if (header_.tp_init.has_value() && header_.tp_init->has_tp_group) {
@@ -548,12 +583,12 @@ Job::Decision Job::DecideJoin(Batch& batch, const JoinArgs& args, uint64_t call,
   if (fresh || complete) batch.writes.push_back(job_storage::PutHeader(id_, next));
   if (complete && start_error.ok()) {
     std::vector<StoredMember> stored;
-    for (const Member& m : world) stored.push_back({m.worker_id, m.host});
+    for (const Member& m : *world) stored.push_back({m.worker_id, m.host});
     job_storage::PutMembers(id_, stored, &batch.writes);
   }
 
-  return Decision::Apply([this, fresh, ended, next, world = std::move(world), complete, start_error, replaced, joiner,
-                          call, wait, done](Completions& c) mutable {
+  return Decision::Apply([this, fresh, ended, next, world, complete, start_error, replaced, joiner, call, wait,
+                          done](Completions& c) mutable {
     mu_.AssertHeld();
     if (!ended.empty()) {
       JobHeader failed = header_;
@@ -594,8 +629,8 @@ Job::Decision Job::DecideJoin(Batch& batch, const JoinArgs& args, uint64_t call,
     }
     // The world is complete: every member learns its rank.
     std::vector<uint64_t> waiting;
-    for (const Member& m : world) waiting.push_back(m.join_call);
-    g.members = std::move(world);
+    for (const Member& m : *world) waiting.push_back(m.join_call);
+    g.members = std::move(*world);
     for (Member& m : g.members) m.join_call = 0;
     g.IndexMembers();
     ApplyHeader(next);
@@ -766,7 +801,8 @@ void Job::Cancel(uint64_t call) {
   auto mutation = std::make_unique<Mutation>();
   mutation->answer_error = [](absl::Status, Completions&) {};
   // Claims nothing: it reads nothing at decide time, and its effect is applied in order.
-  mutation->decide = [this, call](Batch&) {
+  mutation->decide = [this, call](Batch& batch) {
+    if (!batch.ClaimNothing()) return Decision::Wait();
     return Decision::Apply([this, call](Completions& c) {
       mu_.AssertHeld();
       std::optional<Parked> parked = parked_.Take(call);
@@ -781,7 +817,8 @@ void Job::Cancel(uint64_t call) {
 void Job::Expire(uint64_t call) {
   auto mutation = std::make_unique<Mutation>();
   mutation->answer_error = [](absl::Status, Completions&) {};
-  mutation->decide = [this, call](Batch&) {
+  mutation->decide = [this, call](Batch& batch) {
+    if (!batch.ClaimNothing()) return Decision::Wait();
     return Decision::Apply([this, call](Completions& c) {
       mu_.AssertHeld();
       std::optional<Parked> parked = parked_.Take(call);

@@ -32,6 +32,7 @@
 #include <functional>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <unordered_map>
 #include <utility>
@@ -112,6 +113,7 @@ class Job : public std::enable_shared_from_this<Job> {
   bool gone() const { return gone_.load(std::memory_order_acquire); }
   // A job that does not exist yet is gone as soon as nothing is pending in it and nobody holds a pin: a
   // caller about to make a call that may create it pins it first (false: it is gone already; make a new one).
+  // Lock-free on a job that exists.
   bool TryPin() ABSL_LOCKS_EXCLUDED(mu_);
   void Unpin() ABSL_LOCKS_EXCLUDED(mu_);
 
@@ -164,6 +166,11 @@ class Job : public std::enable_shared_from_this<Job> {
  private:
   struct Member;
   struct Generation;
+  // What the batches on their way to disk hold: a change that touches any of it waits until they are applied.
+  struct Held {
+    std::multiset<std::string> items;
+    int whole_jobs = 0;
+  };
   class Batch;
   struct Decision;
   struct Mutation;
@@ -230,7 +237,7 @@ class Job : public std::enable_shared_from_this<Job> {
 
   mutable absl::Mutex mu_;
   std::atomic<bool> born_{false};  // the store holds the job; changed under mu_
-  int pins_ ABSL_GUARDED_BY(mu_) = 0;
+  std::atomic<int64_t> pins_{0};   // kGonePins once an unborn job is gone; changed to it only under mu_
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   absl::Status corrupt_ ABSL_GUARDED_BY(mu_);
   JobHeader header_ ABSL_GUARDED_BY(mu_);
@@ -245,7 +252,13 @@ class Job : public std::enable_shared_from_this<Job> {
   std::vector<PreviousMember> previous_members_ ABSL_GUARDED_BY(mu_);
   ParkedCalls parked_ ABSL_GUARDED_BY(mu_);
   std::deque<std::unique_ptr<Mutation>> queue_ ABSL_GUARDED_BY(mu_);
-  bool writing_ ABSL_GUARDED_BY(mu_) = false;  // a batch is on its way to disk
+  // Batches on their way to disk, oldest first, and what they hold.
+  struct InFlight {
+    std::vector<std::string> items;
+    bool whole_job;
+  };
+  std::deque<InFlight> in_flight_ ABSL_GUARDED_BY(mu_);
+  Held held_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace tpcoord

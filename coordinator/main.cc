@@ -87,7 +87,9 @@ int main(int argc, char** argv) {
   if (!state.ok()) Die(std::string(state.status().message()));
   tpcoord::StoreQuota store_quota(absl::GetFlag(FLAGS_max_store_bytes));
   tpcoord::JobContext context{nullptr, &timers, &store_quota, options, nullptr};
-  tpcoord::StateCommitter committer((*state)->store());  // drains its writes (into the jobs) before `context` goes
+  // Drains its writes (into the jobs) before `context` goes. Jobs apply what was written, and answer their
+  // calls, on a gRPC thread, where finishing a call costs no further thread hop.
+  tpcoord::StateCommitter committer((*state)->store(), tpcoord::RunOnGrpcThread);
   context.committer = &committer;
   tpcoord::JobRegistry registry(&context, static_cast<size_t>(absl::GetFlag(FLAGS_max_jobs)));
   absl::StatusOr<tpcoord::JobRegistry::Restored> restored = registry.Restore();

@@ -20,7 +20,8 @@ size_t Bytes(const StateWrites& writes) {
 
 }  // namespace
 
-StateCommitter::StateCommitter(StateStore* store) : store_(store), thread_([this] { Run(); }) {}
+StateCommitter::StateCommitter(StateStore* store, std::function<void(std::function<void()>)> run_callbacks)
+    : store_(store), run_callbacks_(std::move(run_callbacks)), thread_([this] { Run(); }) {}
 
 StateCommitter::~StateCommitter() {
   {
@@ -28,6 +29,9 @@ StateCommitter::~StateCommitter() {
     stopping_ = true;
   }
   thread_.join();
+  absl::MutexLock lock(&mu_);
+  mu_.Await(absl::Condition(
+      +[](int* running) { return *running == 0; }, &running_callbacks_));
 }
 
 void StateCommitter::Submit(StateWrites writes, std::string what, std::function<void(absl::Status)> done) {
@@ -58,17 +62,30 @@ void StateCommitter::Run() {
 }
 
 void StateCommitter::Commit(std::deque<Pending>& group) {
+  std::vector<absl::Status> outcomes;
   if (group.size() > 1) {
     StateWrites all;
     for (Pending& p : group) all.insert(all.end(), p.writes.begin(), p.writes.end());
     const absl::Status status = store_->Write(all, absl::StrCat(group.front().what, " and ", group.size() - 1, " more"));
-    if (status.ok()) {
-      for (Pending& p : group) p.done(absl::OkStatus());
-      return;
-    }
-    // Each submission on its own, so that one that cannot be written does not fail the others.
+    if (status.ok()) outcomes.assign(group.size(), absl::OkStatus());
+    // Otherwise each submission on its own, so that one that cannot be written does not fail the others.
   }
-  for (Pending& p : group) p.done(store_->Write(p.writes, p.what));
+  if (outcomes.empty()) {
+    for (Pending& p : group) outcomes.push_back(store_->Write(p.writes, p.what));
+  }
+  auto callbacks = [group = std::move(group), outcomes = std::move(outcomes)]() mutable {
+    for (size_t i = 0; i < group.size(); ++i) group[i].done(outcomes[i]);
+  };
+  if (!run_callbacks_) return callbacks();
+  {
+    absl::MutexLock lock(&mu_);
+    ++running_callbacks_;
+  }
+  run_callbacks_([this, callbacks = std::move(callbacks)]() mutable {
+    callbacks();
+    absl::MutexLock lock(&mu_);
+    --running_callbacks_;
+  });
 }
 
 }  // namespace tpcoord

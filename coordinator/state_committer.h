@@ -20,17 +20,18 @@ namespace tpcoord {
 
 class StateCommitter {
  public:
-  // `store` must outlive the committer.
-  explicit StateCommitter(StateStore* store);
-  // Writes everything already submitted (running its callbacks), then stops the thread.
+  // `store` must outlive the committer. `run_callbacks` runs the callbacks of each transaction, all of them
+  // in one function, on some thread of its choosing (empty: the committer's own thread).
+  explicit StateCommitter(StateStore* store, std::function<void(std::function<void()>)> run_callbacks = {});
+  // Writes everything already submitted and waits for its callbacks to have run, then stops the thread.
   ~StateCommitter();
   StateCommitter(const StateCommitter&) = delete;
   StateCommitter& operator=(const StateCommitter&) = delete;
 
   StateStore* store() const { return store_; }
 
-  // Writes `writes` atomically and then runs `done` on the committer's thread with the outcome. Submissions
-  // are written in the order they were made; a transaction that fails is retried one submission at a
+  // Writes `writes` atomically and then runs `done` with the outcome. Submissions are written, and their
+  // callbacks run, in the order they were made; a transaction that fails is retried one submission at a
   // time, so each `done` gets the outcome of its own writes. `what` names the change in error messages.
   void Submit(StateWrites writes, std::string what, std::function<void(absl::Status)> done);
 
@@ -45,9 +46,11 @@ class StateCommitter {
   void Commit(std::deque<Pending>& group);
 
   StateStore* const store_;
+  const std::function<void(std::function<void()>)> run_callbacks_;
   absl::Mutex mu_;
   std::deque<Pending> queue_ ABSL_GUARDED_BY(mu_);
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  int running_callbacks_ ABSL_GUARDED_BY(mu_) = 0;  // handed to run_callbacks_, not yet returned
   std::thread thread_;  // last: starts once the members above exist
 };
 
