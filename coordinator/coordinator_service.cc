@@ -13,7 +13,7 @@
 #include "absl/base/call_once.h"
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
-#include "absl/synchronization/mutex.h"
+#include "common/mutex.h"
 #include "common/deepspeed_error.h"
 #include "common/identifiers.h"
 #include "common/limits.h"
@@ -81,7 +81,7 @@ class ParkedReactor final : public grpc::ServerUnaryReactor {
  public:
   // The call waits in `job` under `id`.
   void Parked(std::shared_ptr<Job> job, uint64_t id) {
-    absl::MutexLock lock(&mu_);
+    MutexLock lock(&mu_);
     job_ = std::move(job);
     id_ = id;
   }
@@ -89,7 +89,7 @@ class ParkedReactor final : public grpc::ServerUnaryReactor {
     std::shared_ptr<Job> job;
     uint64_t id;
     {
-      absl::MutexLock lock(&mu_);
+      MutexLock lock(&mu_);
       job = job_;
       id = id_;
     }
@@ -98,7 +98,7 @@ class ParkedReactor final : public grpc::ServerUnaryReactor {
   void OnDone() override { delete this; }
 
  private:
-  absl::Mutex mu_;
+  Mutex mu_;
   std::shared_ptr<Job> job_ ABSL_GUARDED_BY(mu_);
   uint64_t id_ ABSL_GUARDED_BY(mu_) = 0;
 };
@@ -214,25 +214,25 @@ void CoordinatorService::Serve(const char* method, Handler<Request, Response> ha
 
 CoordinatorService::CoordinatorService(JobRegistry* registry, const JobOptions& options)
     : registry_(registry), options_(options) {
-  Serve("RecordTpInitArgs", &CoordinatorService::RecordTpInitArgs);
-  Serve("MergeConfig", &CoordinatorService::MergeConfig);
-  Serve("Join", &CoordinatorService::Join, /*parks=*/true);
-  Serve("PublishUniqueId", &CoordinatorService::PublishUniqueId);
-  Serve("GetUniqueId", &CoordinatorService::GetUniqueId, /*parks=*/true);
-  Serve("StoreSet", &CoordinatorService::StoreSet);
-  Serve("StoreGet", &CoordinatorService::StoreGet, /*parks=*/true);
-  Serve("StoreAdd", &CoordinatorService::StoreAdd);
-  Serve("StoreCompareSet", &CoordinatorService::StoreCompareSet);
-  Serve("StoreCheck", &CoordinatorService::StoreCheck);
-  Serve("StoreDelete", &CoordinatorService::StoreDelete);
-  Serve("StoreNumKeys", &CoordinatorService::StoreNumKeys);
-  Serve("StoreWait", &CoordinatorService::StoreWait, /*parks=*/true);
-  Serve("Barrier", &CoordinatorService::Barrier, /*parks=*/true);
-  Serve("Heartbeat", &CoordinatorService::Heartbeat);
-  Serve("Leave", &CoordinatorService::Leave);
-  Serve("ListJobs", &CoordinatorService::ListJobs);
-  Serve("GetJob", &CoordinatorService::GetJob);
-  Serve("DeleteJob", &CoordinatorService::DeleteJob);
+  Serve("RecordTpInitArgs", &CoordinatorService::HandleRecordTpInitArgs);
+  Serve("MergeConfig", &CoordinatorService::HandleMergeConfig);
+  Serve("Join", &CoordinatorService::HandleJoin, /*parks=*/true);
+  Serve("PublishUniqueId", &CoordinatorService::HandlePublishUniqueId);
+  Serve("GetUniqueId", &CoordinatorService::HandleGetUniqueId, /*parks=*/true);
+  Serve("StoreSet", &CoordinatorService::HandleStoreSet);
+  Serve("StoreGet", &CoordinatorService::HandleStoreGet, /*parks=*/true);
+  Serve("StoreAdd", &CoordinatorService::HandleStoreAdd);
+  Serve("StoreCompareSet", &CoordinatorService::HandleStoreCompareSet);
+  Serve("StoreCheck", &CoordinatorService::HandleStoreCheck);
+  Serve("StoreDelete", &CoordinatorService::HandleStoreDelete);
+  Serve("StoreNumKeys", &CoordinatorService::HandleStoreNumKeys);
+  Serve("StoreWait", &CoordinatorService::HandleStoreWait, /*parks=*/true);
+  Serve("Barrier", &CoordinatorService::HandleBarrier, /*parks=*/true);
+  Serve("Heartbeat", &CoordinatorService::HandleHeartbeat);
+  Serve("Leave", &CoordinatorService::HandleLeave);
+  Serve("ListJobs", &CoordinatorService::HandleListJobs);
+  Serve("GetJob", &CoordinatorService::HandleGetJob);
+  Serve("DeleteJob", &CoordinatorService::HandleDeleteJob);
 }
 
 absl::StatusOr<std::shared_ptr<Job>> CoordinatorService::ExistingJob(const std::string& job_id) const {
@@ -255,7 +255,7 @@ Millis CoordinatorService::WaitFor(const grpc::CallbackServerContext* ctx, uint3
 
 // --- tp_model_init and the config merge -----------------------------------------------------------------
 
-void CoordinatorService::RecordTpInitArgs(UnaryCall<v1::RecordTpInitArgsRequest, v1::RecordTpInitArgsResponse>* call) {
+void CoordinatorService::HandleRecordTpInitArgs(UnaryCall<v1::RecordTpInitArgsRequest, v1::RecordTpInitArgsResponse>* call) {
   absl::StatusOr<TpInitArgs> args = CheckRequest(call->request);
   if (!args.ok()) return call->Reply(args.status());
   absl::StatusOr<PinnedJob> job = registry_->GetOrCreate(call->request.job_id());
@@ -266,7 +266,7 @@ void CoordinatorService::RecordTpInitArgs(UnaryCall<v1::RecordTpInitArgsRequest,
                  }));
 }
 
-void CoordinatorService::MergeConfig(UnaryCall<v1::MergeConfigRequest, v1::MergeConfigResponse>* call) {
+void CoordinatorService::HandleMergeConfig(UnaryCall<v1::MergeConfigRequest, v1::MergeConfigResponse>* call) {
   const v1::MergeConfigRequest& req = call->request;
   if (absl::Status s = CheckRequest(req); !s.ok()) return call->Reply(s);
   // A standalone merge may name a job that does not exist: it is validated against no record, and leaves
@@ -292,7 +292,7 @@ void CoordinatorService::MergeConfig(UnaryCall<v1::MergeConfigRequest, v1::Merge
 
 // --- Join and unique IDs --------------------------------------------------------------------------------
 
-void CoordinatorService::Join(UnaryCall<v1::JoinRequest, v1::JoinResponse>* call) {
+void CoordinatorService::HandleJoin(UnaryCall<v1::JoinRequest, v1::JoinResponse>* call) {
   absl::StatusOr<JoinArgs> args = CheckRequest(call->request);
   if (!args.ok()) return call->Reply(args.status());
   absl::StatusOr<PinnedJob> job = registry_->GetOrCreate(call->request.job_id());
@@ -316,7 +316,7 @@ void CoordinatorService::Join(UnaryCall<v1::JoinRequest, v1::JoinResponse>* call
                                   })));
 }
 
-void CoordinatorService::PublishUniqueId(UnaryCall<v1::PublishUniqueIdRequest, v1::PublishUniqueIdResponse>* call) {
+void CoordinatorService::HandlePublishUniqueId(UnaryCall<v1::PublishUniqueIdRequest, v1::PublishUniqueIdResponse>* call) {
   absl::StatusOr<std::vector<std::pair<GroupId, std::string>>> ids = CheckRequest(call->request);
   if (!ids.ok()) return call->Reply(ids.status());
   absl::StatusOr<std::shared_ptr<Job>> job = ExistingJob(call->request.job_id());
@@ -324,7 +324,7 @@ void CoordinatorService::PublishUniqueId(UnaryCall<v1::PublishUniqueIdRequest, v
   (*job)->PublishUniqueIds(call->request.generation(), call->request.rank(), *std::move(ids), AnswerWith(call));
 }
 
-void CoordinatorService::GetUniqueId(UnaryCall<v1::GetUniqueIdRequest, v1::GetUniqueIdResponse>* call) {
+void CoordinatorService::HandleGetUniqueId(UnaryCall<v1::GetUniqueIdRequest, v1::GetUniqueIdResponse>* call) {
   absl::StatusOr<std::vector<GroupId>> groups = CheckRequest(call->request);
   if (!groups.ok()) return call->Reply(groups.status());
   absl::StatusOr<std::shared_ptr<Job>> job = ExistingJob(call->request.job_id());
@@ -345,7 +345,7 @@ void CoordinatorService::GetUniqueId(UnaryCall<v1::GetUniqueIdRequest, v1::GetUn
 
 // --- the key-value store --------------------------------------------------------------------------------
 
-void CoordinatorService::StoreSet(UnaryCall<v1::StoreSetRequest, v1::StoreSetResponse>* call) {
+void CoordinatorService::HandleStoreSet(UnaryCall<v1::StoreSetRequest, v1::StoreSetResponse>* call) {
   if (absl::Status s = CheckRequest(call->request); !s.ok()) return call->Reply(s);
   absl::StatusOr<std::shared_ptr<Job>> job = ExistingJob(call->request.job_id());
   if (!job.ok()) return call->Reply(job.status());
@@ -353,7 +353,7 @@ void CoordinatorService::StoreSet(UnaryCall<v1::StoreSetRequest, v1::StoreSetRes
   (*job)->StoreSet(req.generation(), std::move(*req.mutable_key()), std::move(*req.mutable_value()), AnswerWith(call));
 }
 
-void CoordinatorService::StoreGet(UnaryCall<v1::StoreGetRequest, v1::StoreGetResponse>* call) {
+void CoordinatorService::HandleStoreGet(UnaryCall<v1::StoreGetRequest, v1::StoreGetResponse>* call) {
   if (absl::Status s = CheckRequest(call->request); !s.ok()) return call->Reply(s);
   absl::StatusOr<std::shared_ptr<Job>> job = ExistingJob(call->request.job_id());
   if (!job.ok()) return call->Reply(job.status());
@@ -364,7 +364,7 @@ void CoordinatorService::StoreGet(UnaryCall<v1::StoreGetRequest, v1::StoreGetRes
                                           call, [](std::string v, v1::StoreGetResponse* resp) { resp->set_value(std::move(v)); })));
 }
 
-void CoordinatorService::StoreAdd(UnaryCall<v1::StoreAddRequest, v1::StoreAddResponse>* call) {
+void CoordinatorService::HandleStoreAdd(UnaryCall<v1::StoreAddRequest, v1::StoreAddResponse>* call) {
   if (absl::Status s = CheckRequest(call->request); !s.ok()) return call->Reply(s);
   absl::StatusOr<std::shared_ptr<Job>> job = ExistingJob(call->request.job_id());
   if (!job.ok()) return call->Reply(job.status());
@@ -373,7 +373,7 @@ void CoordinatorService::StoreAdd(UnaryCall<v1::StoreAddRequest, v1::StoreAddRes
                    AnswerWith<int64_t>(call, [](int64_t v, v1::StoreAddResponse* resp) { resp->set_value(v); }));
 }
 
-void CoordinatorService::StoreCompareSet(UnaryCall<v1::StoreCompareSetRequest, v1::StoreCompareSetResponse>* call) {
+void CoordinatorService::HandleStoreCompareSet(UnaryCall<v1::StoreCompareSetRequest, v1::StoreCompareSetResponse>* call) {
   if (absl::Status s = CheckRequest(call->request); !s.ok()) return call->Reply(s);
   absl::StatusOr<std::shared_ptr<Job>> job = ExistingJob(call->request.job_id());
   if (!job.ok()) return call->Reply(job.status());
@@ -383,7 +383,7 @@ void CoordinatorService::StoreCompareSet(UnaryCall<v1::StoreCompareSetRequest, v
                               call, [](std::string v, v1::StoreCompareSetResponse* resp) { resp->set_value(std::move(v)); }));
 }
 
-void CoordinatorService::StoreCheck(UnaryCall<v1::StoreCheckRequest, v1::StoreCheckResponse>* call) {
+void CoordinatorService::HandleStoreCheck(UnaryCall<v1::StoreCheckRequest, v1::StoreCheckResponse>* call) {
   if (absl::Status s = CheckRequest(call->request); !s.ok()) return call->Reply(s);
   absl::StatusOr<std::shared_ptr<Job>> job = ExistingJob(call->request.job_id());
   if (!job.ok()) return call->Reply(job.status());
@@ -393,7 +393,7 @@ void CoordinatorService::StoreCheck(UnaryCall<v1::StoreCheckRequest, v1::StoreCh
   call->Reply(present.status());
 }
 
-void CoordinatorService::StoreDelete(UnaryCall<v1::StoreDeleteRequest, v1::StoreDeleteResponse>* call) {
+void CoordinatorService::HandleStoreDelete(UnaryCall<v1::StoreDeleteRequest, v1::StoreDeleteResponse>* call) {
   if (absl::Status s = CheckRequest(call->request); !s.ok()) return call->Reply(s);
   absl::StatusOr<std::shared_ptr<Job>> job = ExistingJob(call->request.job_id());
   if (!job.ok()) return call->Reply(job.status());
@@ -401,7 +401,7 @@ void CoordinatorService::StoreDelete(UnaryCall<v1::StoreDeleteRequest, v1::Store
                       AnswerWith<bool>(call, [](bool d, v1::StoreDeleteResponse* resp) { resp->set_deleted(d); }));
 }
 
-void CoordinatorService::StoreNumKeys(UnaryCall<v1::StoreNumKeysRequest, v1::StoreNumKeysResponse>* call) {
+void CoordinatorService::HandleStoreNumKeys(UnaryCall<v1::StoreNumKeysRequest, v1::StoreNumKeysResponse>* call) {
   if (absl::Status s = CheckRequest(call->request); !s.ok()) return call->Reply(s);
   absl::StatusOr<std::shared_ptr<Job>> job = ExistingJob(call->request.job_id());
   if (!job.ok()) return call->Reply(job.status());
@@ -410,7 +410,7 @@ void CoordinatorService::StoreNumKeys(UnaryCall<v1::StoreNumKeysRequest, v1::Sto
   call->Reply(n.status());
 }
 
-void CoordinatorService::StoreWait(UnaryCall<v1::StoreWaitRequest, v1::StoreWaitResponse>* call) {
+void CoordinatorService::HandleStoreWait(UnaryCall<v1::StoreWaitRequest, v1::StoreWaitResponse>* call) {
   if (absl::Status s = CheckRequest(call->request); !s.ok()) return call->Reply(s);
   absl::StatusOr<std::shared_ptr<Job>> job = ExistingJob(call->request.job_id());
   if (!job.ok()) return call->Reply(job.status());
@@ -422,7 +422,7 @@ void CoordinatorService::StoreWait(UnaryCall<v1::StoreWaitRequest, v1::StoreWait
 
 // --- barriers, heartbeats, leaving ----------------------------------------------------------------------
 
-void CoordinatorService::Barrier(UnaryCall<v1::BarrierRequest, v1::BarrierResponse>* call) {
+void CoordinatorService::HandleBarrier(UnaryCall<v1::BarrierRequest, v1::BarrierResponse>* call) {
   if (absl::Status s = CheckRequest(call->request); !s.ok()) return call->Reply(s);
   absl::StatusOr<std::shared_ptr<Job>> job = ExistingJob(call->request.job_id());
   if (!job.ok()) return call->Reply(job.status());
@@ -432,7 +432,7 @@ void CoordinatorService::Barrier(UnaryCall<v1::BarrierRequest, v1::BarrierRespon
                                      WaitFor(call->context(), req.wait_timeout_ms()), AnswerWith(call)));
 }
 
-void CoordinatorService::Heartbeat(UnaryCall<v1::HeartbeatRequest, v1::HeartbeatResponse>* call) {
+void CoordinatorService::HandleHeartbeat(UnaryCall<v1::HeartbeatRequest, v1::HeartbeatResponse>* call) {
   if (absl::Status s = CheckRequest(call->request); !s.ok()) return call->Reply(s);
   absl::StatusOr<std::shared_ptr<Job>> job = ExistingJob(call->request.job_id());
   if (!job.ok()) return call->Reply(job.status());
@@ -441,7 +441,7 @@ void CoordinatorService::Heartbeat(UnaryCall<v1::HeartbeatRequest, v1::Heartbeat
   call->Reply(lease.status());
 }
 
-void CoordinatorService::Leave(UnaryCall<v1::LeaveRequest, v1::LeaveResponse>* call) {
+void CoordinatorService::HandleLeave(UnaryCall<v1::LeaveRequest, v1::LeaveResponse>* call) {
   if (absl::Status s = CheckRequest(call->request); !s.ok()) return call->Reply(s);
   absl::StatusOr<std::shared_ptr<Job>> job = ExistingJob(call->request.job_id());
   if (!job.ok()) return call->Reply(job.status());
@@ -451,7 +451,7 @@ void CoordinatorService::Leave(UnaryCall<v1::LeaveRequest, v1::LeaveResponse>* c
 
 // --- operator views -------------------------------------------------------------------------------------
 
-void CoordinatorService::ListJobs(UnaryCall<v1::ListJobsRequest, v1::ListJobsResponse>* call) {
+void CoordinatorService::HandleListJobs(UnaryCall<v1::ListJobsRequest, v1::ListJobsResponse>* call) {
   absl::StatusOr<int> page_size = CheckRequest(call->request);
   if (!page_size.ok()) return call->Reply(page_size.status());
   // One more than the page, to tell whether another page follows.
@@ -470,7 +470,7 @@ void CoordinatorService::ListJobs(UnaryCall<v1::ListJobsRequest, v1::ListJobsRes
   call->Reply(absl::OkStatus());
 }
 
-void CoordinatorService::GetJob(UnaryCall<v1::GetJobRequest, v1::GetJobResponse>* call) {
+void CoordinatorService::HandleGetJob(UnaryCall<v1::GetJobRequest, v1::GetJobResponse>* call) {
   if (absl::Status s = CheckRequest(call->request); !s.ok()) return call->Reply(s);
   std::shared_ptr<Job> job = registry_->Find(call->request.job_id());
   std::optional<JobView> view = job ? job->View(true) : std::nullopt;
@@ -479,7 +479,7 @@ void CoordinatorService::GetJob(UnaryCall<v1::GetJobRequest, v1::GetJobResponse>
   call->Reply(absl::OkStatus());
 }
 
-void CoordinatorService::DeleteJob(UnaryCall<v1::DeleteJobRequest, v1::DeleteJobResponse>* call) {
+void CoordinatorService::HandleDeleteJob(UnaryCall<v1::DeleteJobRequest, v1::DeleteJobResponse>* call) {
   if (absl::Status s = CheckRequest(call->request); !s.ok()) return call->Reply(s);
   absl::StatusOr<std::shared_ptr<Job>> job = ExistingJob(call->request.job_id());
   if (!job.ok()) return call->Reply(job.status());

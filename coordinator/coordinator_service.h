@@ -31,25 +31,25 @@ class CoordinatorService final : public v1::Coordinator::CallbackService {
   template <typename Request, typename Response>
   void Serve(const char* method, Handler<Request, Response> handler, bool parks = false);
 
-  void RecordTpInitArgs(UnaryCall<v1::RecordTpInitArgsRequest, v1::RecordTpInitArgsResponse>* call);
-  void MergeConfig(UnaryCall<v1::MergeConfigRequest, v1::MergeConfigResponse>* call);
-  void Join(UnaryCall<v1::JoinRequest, v1::JoinResponse>* call);
-  void PublishUniqueId(UnaryCall<v1::PublishUniqueIdRequest, v1::PublishUniqueIdResponse>* call);
-  void GetUniqueId(UnaryCall<v1::GetUniqueIdRequest, v1::GetUniqueIdResponse>* call);
-  void StoreSet(UnaryCall<v1::StoreSetRequest, v1::StoreSetResponse>* call);
-  void StoreGet(UnaryCall<v1::StoreGetRequest, v1::StoreGetResponse>* call);
-  void StoreAdd(UnaryCall<v1::StoreAddRequest, v1::StoreAddResponse>* call);
-  void StoreCompareSet(UnaryCall<v1::StoreCompareSetRequest, v1::StoreCompareSetResponse>* call);
-  void StoreCheck(UnaryCall<v1::StoreCheckRequest, v1::StoreCheckResponse>* call);
-  void StoreDelete(UnaryCall<v1::StoreDeleteRequest, v1::StoreDeleteResponse>* call);
-  void StoreNumKeys(UnaryCall<v1::StoreNumKeysRequest, v1::StoreNumKeysResponse>* call);
-  void StoreWait(UnaryCall<v1::StoreWaitRequest, v1::StoreWaitResponse>* call);
-  void Barrier(UnaryCall<v1::BarrierRequest, v1::BarrierResponse>* call);
-  void Heartbeat(UnaryCall<v1::HeartbeatRequest, v1::HeartbeatResponse>* call);
-  void Leave(UnaryCall<v1::LeaveRequest, v1::LeaveResponse>* call);
-  void ListJobs(UnaryCall<v1::ListJobsRequest, v1::ListJobsResponse>* call);
-  void GetJob(UnaryCall<v1::GetJobRequest, v1::GetJobResponse>* call);
-  void DeleteJob(UnaryCall<v1::DeleteJobRequest, v1::DeleteJobResponse>* call);
+  void HandleRecordTpInitArgs(UnaryCall<v1::RecordTpInitArgsRequest, v1::RecordTpInitArgsResponse>* call);
+  void HandleMergeConfig(UnaryCall<v1::MergeConfigRequest, v1::MergeConfigResponse>* call);
+  void HandleJoin(UnaryCall<v1::JoinRequest, v1::JoinResponse>* call);
+  void HandlePublishUniqueId(UnaryCall<v1::PublishUniqueIdRequest, v1::PublishUniqueIdResponse>* call);
+  void HandleGetUniqueId(UnaryCall<v1::GetUniqueIdRequest, v1::GetUniqueIdResponse>* call);
+  void HandleStoreSet(UnaryCall<v1::StoreSetRequest, v1::StoreSetResponse>* call);
+  void HandleStoreGet(UnaryCall<v1::StoreGetRequest, v1::StoreGetResponse>* call);
+  void HandleStoreAdd(UnaryCall<v1::StoreAddRequest, v1::StoreAddResponse>* call);
+  void HandleStoreCompareSet(UnaryCall<v1::StoreCompareSetRequest, v1::StoreCompareSetResponse>* call);
+  void HandleStoreCheck(UnaryCall<v1::StoreCheckRequest, v1::StoreCheckResponse>* call);
+  void HandleStoreDelete(UnaryCall<v1::StoreDeleteRequest, v1::StoreDeleteResponse>* call);
+  void HandleStoreNumKeys(UnaryCall<v1::StoreNumKeysRequest, v1::StoreNumKeysResponse>* call);
+  void HandleStoreWait(UnaryCall<v1::StoreWaitRequest, v1::StoreWaitResponse>* call);
+  void HandleBarrier(UnaryCall<v1::BarrierRequest, v1::BarrierResponse>* call);
+  void HandleHeartbeat(UnaryCall<v1::HeartbeatRequest, v1::HeartbeatResponse>* call);
+  void HandleLeave(UnaryCall<v1::LeaveRequest, v1::LeaveResponse>* call);
+  void HandleListJobs(UnaryCall<v1::ListJobsRequest, v1::ListJobsResponse>* call);
+  void HandleGetJob(UnaryCall<v1::GetJobRequest, v1::GetJobResponse>* call);
+  void HandleDeleteJob(UnaryCall<v1::DeleteJobRequest, v1::DeleteJobResponse>* call);
 
   // The job a call within a generation names: NOT_FOUND unless it exists.
   absl::StatusOr<std::shared_ptr<Job>> ExistingJob(const std::string& job_id) const;

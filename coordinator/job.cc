@@ -156,7 +156,7 @@ void Job::Mutate(StatusDone done, Decide decide) {
 
 void Job::Enqueue(std::unique_ptr<Mutation> mutation) {
   Completions done;
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   queue_.push_back(std::move(mutation));
   Drain(done);
 }
@@ -208,7 +208,7 @@ void Job::Drain(Completions& done) {
 
 void Job::Written(const absl::Status& status, std::vector<Decision> batch) {
   Completions done;
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   // The committer answers a job's batches in the order they were submitted: this one is the oldest.
   const InFlight& written = in_flight_.front();
   for (const std::string& item : written.items) held_.items.erase(held_.items.find(item));
@@ -242,12 +242,12 @@ bool Job::TryPin() {
 void Job::Unpin() {
   if (pins_.fetch_sub(1) != 1 || born_) return;
   Completions done;  // the last pin of a job that may never have come to exist
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   MaybeGone(done);
 }
 
 void Job::Sync(StatusDone on_done) {
-  Mutate(on_done, [this, on_done](Batch& batch) -> Decision {
+  Mutate(on_done, [on_done](Batch& batch) -> Decision {
     if (!batch.ClaimJob()) return Decision::Wait();
     return Decision::Apply([on_done](Completions& c) { c.Answer(on_done, absl::OkStatus()); });
   });
@@ -275,7 +275,7 @@ void Job::ApplyHeader(const JobHeader& header) {
 
 void Job::Restore(StoredJob stored) {
   Completions done;
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   ApplyHeader(stored.header);
   merged_config_ = std::move(stored.merged_config);
   if (header_.generation == 0) return;
@@ -307,7 +307,7 @@ void Job::Restore(StoredJob stored) {
 }
 
 void Job::MarkCorrupt(absl::Status status) {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   born_ = true;
   corrupt_ = std::move(status);
   header_.phase = JobPhase::kFailed;
@@ -316,7 +316,7 @@ void Job::MarkCorrupt(absl::Status status) {
 
 void Job::Shutdown() {
   Completions done;
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   stopping_ = true;
   if (gen_->lease_timer) context_->timers->Cancel(gen_->lease_timer);
   gen_->lease_timer = 0;
@@ -373,6 +373,7 @@ void Job::Merge(std::string config_text, bool has_mpu, uint64_t generation, int 
     if (absl::Status s = CheckServing(); !s.ok()) return Rejected(s);
     const bool recorded = header_.tp_init.has_value();
     auto merge = [&](const nlohmann::json& config, const RankList* tp_group) -> absl::StatusOr<std::string> {
+      mu_.AssertHeld();
       std::optional<TpInitArgs> args;
       if (recorded) args = ArgsForMerge(*header_.tp_init, tp_group);
       absl::StatusOr<nlohmann::json> merged = MergeTpInitIntoConfig(args, config, has_mpu);
@@ -694,7 +695,7 @@ void Job::MaybeComplete() {
       Complete(next);
     });
   };
-  queue_.push_back(std::move(mutation));
+  queue_.push_front(std::move(mutation));  // it belongs with the change just applied, before any later one
 }
 
 void Job::Complete(const JobHeader& header) {
@@ -934,7 +935,7 @@ uint64_t Job::GetUniqueIds(uint64_t generation, int rank, std::vector<GroupId> g
                            Done<std::vector<std::string>> on_done) {
   const uint64_t call = next_call_.fetch_add(1);
   Completions done;
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   absl::Status status = CheckServing();
   if (status.ok()) status = CheckLive(generation);
   if (status.ok()) status = CheckRank(rank);
@@ -1067,7 +1068,7 @@ void Job::StoreDelete(uint64_t generation, std::string key, Done<bool> on_done) 
 }
 
 absl::StatusOr<bool> Job::StoreCheck(uint64_t generation, const std::vector<std::string>& keys) {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   absl::Status status = CheckServing();
   if (status.ok()) status = CheckLive(generation);
   if (!status.ok()) return WithContext(status);
@@ -1075,7 +1076,7 @@ absl::StatusOr<bool> Job::StoreCheck(uint64_t generation, const std::vector<std:
 }
 
 absl::StatusOr<int64_t> Job::StoreNumKeys(uint64_t generation) {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   absl::Status status = CheckServing();
   if (status.ok()) status = CheckLive(generation);
   if (!status.ok()) return WithContext(status);
@@ -1085,7 +1086,7 @@ absl::StatusOr<int64_t> Job::StoreNumKeys(uint64_t generation) {
 uint64_t Job::StoreGet(uint64_t generation, std::string key, Millis wait, Done<std::string> on_done) {
   const uint64_t call = next_call_.fetch_add(1);
   Completions done;
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   absl::Status status = CheckServing();
   if (status.ok()) status = CheckLive(generation);
   if (status.ok()) {
@@ -1107,7 +1108,7 @@ uint64_t Job::StoreGet(uint64_t generation, std::string key, Millis wait, Done<s
 uint64_t Job::StoreWait(uint64_t generation, std::vector<std::string> keys, Millis wait, StatusDone on_done) {
   const uint64_t call = next_call_.fetch_add(1);
   Completions done;
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   absl::Status status = CheckServing();
   if (status.ok()) status = CheckLive(generation);
   if (status.ok()) {
@@ -1185,7 +1186,7 @@ uint64_t Job::Barrier(uint64_t generation, int rank, std::string name, uint64_t 
 }
 
 absl::StatusOr<Millis> Job::Heartbeat(uint64_t generation, int rank) {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   absl::Status status = CheckServing();
   if (status.ok()) status = CheckLive(generation);
   if (status.ok()) status = CheckRank(rank);
@@ -1328,12 +1329,16 @@ Shortlist Job::MissingForJoin() const {
   for (const PreviousMember& p : previous_members_) {
     if (!g.by_worker.count(p.worker_id)) {
       missing.Add([&] {
+        mu_.AssertHeld();
         return absl::StrCat("rank ", p.rank, " of generation ", header_.generation - 1, " (host ", p.host, ")");
       });
     }
   }
   if (missing.empty()) {
-    missing.Add([&] { return absl::StrCat(header_.world_size - static_cast<int>(g.members.size()), " worker(s)"); });
+    missing.Add([&] {
+      mu_.AssertHeld();
+      return absl::StrCat(header_.world_size - static_cast<int>(g.members.size()), " worker(s)");
+    });
   }
   return missing;
 }
@@ -1376,7 +1381,7 @@ Shortlist Job::MissingFor(const ParkedCall& parked) const {
 }
 
 std::optional<JobView> Job::View(bool with_members) const {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   if (!born_ || gone()) return std::nullopt;
   const Generation& g = *gen_;
   JobView view;
@@ -1397,7 +1402,12 @@ std::optional<JobView> Job::View(bool with_members) const {
   if (header_.phase == JobPhase::kJoining) view.missing.push_back("join: " + MissingForJoin().ToString());
   for (const std::string& name : g.barriers.Open()) {
     Shortlist ranks;
-    for (int r : g.barriers.Missing(name, header_.world_size)) ranks.Add([&] { return DescribeRank(r); });
+    for (int r : g.barriers.Missing(name, header_.world_size)) {
+      ranks.Add([&] {
+        mu_.AssertHeld();
+        return DescribeRank(r);
+      });
+    }
     view.missing.push_back(absl::StrCat("barrier \"", name, "\": ", ranks.ToString()));
   }
   for (const GroupId& group : g.ids.watchers().Keys()) {

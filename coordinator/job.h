@@ -40,7 +40,7 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
-#include "absl/synchronization/mutex.h"
+#include "common/mutex.h"
 #include "common/limits.h"
 #include "common/mesh.h"
 #include "common/tp_init_args.h"
@@ -235,7 +235,7 @@ class Job : public std::enable_shared_from_this<Job> {
   std::atomic<uint64_t> next_call_{1};
   std::atomic<bool> gone_{false};
 
-  mutable absl::Mutex mu_;
+  mutable Mutex mu_;
   std::atomic<bool> born_{false};  // the store holds the job; changed under mu_
   std::atomic<int64_t> pins_{0};   // kGonePins once an unborn job is gone; changed to it only under mu_
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;

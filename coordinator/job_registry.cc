@@ -44,7 +44,7 @@ absl::StatusOr<JobRegistry::Restored> JobRegistry::Restore() {
       job->MarkCorrupt(stored.status());
     }
     Shard& shard = ShardFor(id);
-    absl::MutexLock lock(&shard.mu);
+    MutexLock lock(&shard.mu);
     shard.jobs.emplace(id, std::move(job));
     ++size_;
     ++restored.jobs;
@@ -55,7 +55,7 @@ absl::StatusOr<JobRegistry::Restored> JobRegistry::Restore() {
 absl::StatusOr<PinnedJob> JobRegistry::GetOrCreate(const std::string& job_id) {
   if (stopping_) return absl::UnavailableError("the coordinator is shutting down; retry");
   Shard& shard = ShardFor(job_id);
-  absl::MutexLock lock(&shard.mu);
+  MutexLock lock(&shard.mu);
   std::shared_ptr<Job>& job = shard.jobs[job_id];
   if (job && job->TryPin()) return PinnedJob(job);
   if (!job) ++size_;  // the slot is new; a gone job's slot is reused
@@ -75,7 +75,7 @@ absl::StatusOr<PinnedJob> JobRegistry::GetOrCreate(const std::string& job_id) {
 
 std::shared_ptr<Job> JobRegistry::Find(const std::string& job_id) const {
   Shard& shard = ShardFor(job_id);
-  absl::MutexLock lock(&shard.mu);
+  MutexLock lock(&shard.mu);
   auto it = shard.jobs.find(job_id);
   if (it == shard.jobs.end() || !it->second->exists()) return nullptr;
   return it->second;
@@ -83,7 +83,7 @@ std::shared_ptr<Job> JobRegistry::Find(const std::string& job_id) const {
 
 void JobRegistry::Forget(const std::shared_ptr<Job>& job) {
   Shard& shard = ShardFor(job->id());
-  absl::MutexLock lock(&shard.mu);
+  MutexLock lock(&shard.mu);
   auto it = shard.jobs.find(job->id());
   if (it == shard.jobs.end() || it->second != job) return;  // already replaced by a new job of that id
   shard.jobs.erase(it);
@@ -93,7 +93,7 @@ void JobRegistry::Forget(const std::shared_ptr<Job>& job) {
 std::vector<std::shared_ptr<Job>> JobRegistry::All() const {
   std::vector<std::shared_ptr<Job>> all;
   for (Shard& shard : shards_) {
-    absl::MutexLock lock(&shard.mu);
+    MutexLock lock(&shard.mu);
     for (const auto& [id, job] : shard.jobs) {
       if (job->exists()) all.push_back(job);
     }
@@ -112,7 +112,7 @@ std::vector<std::shared_ptr<Job>> JobRegistry::Page(const std::string& after, si
 }
 
 void JobRegistry::ExpireIdleJobs(Millis ttl, Millis interval) {
-  absl::MutexLock lock(&sweep_mu_);
+  MutexLock lock(&sweep_mu_);
   if (!stopping_) ScheduleSweep(ttl, interval);
 }
 
@@ -122,7 +122,7 @@ void JobRegistry::ScheduleSweep(Millis ttl, Millis interval) {
 }
 
 void JobRegistry::Sweep(Millis ttl, Millis interval) {
-  absl::MutexLock lock(&sweep_mu_);
+  MutexLock lock(&sweep_mu_);
   if (stopping_) return;
   const int64_t cutoff = UnixMillisNow() - ttl.count();
   for (const std::shared_ptr<Job>& job : All()) job->ExpireIfIdleSince(cutoff, [](absl::StatusOr<bool>) {});
@@ -133,7 +133,7 @@ void JobRegistry::Shutdown() {
   stopping_ = true;
   {
     // A sweep that is running finishes first; the next one never starts.
-    absl::MutexLock lock(&sweep_mu_);
+    MutexLock lock(&sweep_mu_);
     context_->timers->Cancel(sweep_timer_);
   }
   for (const std::shared_ptr<Job>& job : All()) job->Shutdown();

@@ -15,7 +15,7 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
-#include "absl/synchronization/mutex.h"
+#include "common/mutex.h"
 #include "coordinator/job.h"
 
 namespace tpcoord {
@@ -71,7 +71,7 @@ class JobRegistry {
 
  private:
   struct Shard {
-    mutable absl::Mutex mu;
+    mutable Mutex mu;
     std::unordered_map<std::string, std::shared_ptr<Job>> jobs ABSL_GUARDED_BY(mu);
   };
   Shard& ShardFor(const std::string& job_id) const;
@@ -85,7 +85,7 @@ class JobRegistry {
   std::atomic<size_t> size_{0};
   std::atomic<bool> stopping_{false};
   mutable std::array<Shard, 16> shards_;
-  absl::Mutex sweep_mu_;
+  Mutex sweep_mu_;
   TimerQueue::Id sweep_timer_ ABSL_GUARDED_BY(sweep_mu_) = 0;
 };
 

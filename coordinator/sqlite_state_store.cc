@@ -8,7 +8,7 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
-#include "absl/synchronization/mutex.h"
+#include "common/mutex.h"
 #include "coordinator/state_store.h"
 
 namespace tpcoord {
@@ -62,7 +62,7 @@ class SqliteStateStore final : public StateStore {
   }
 
   absl::Status Write(const StateWrites& writes, absl::string_view what) override {
-    absl::MutexLock lock(&mu_);
+    MutexLock lock(&mu_);
     if (int rc = sqlite3_exec(db_, "BEGIN IMMEDIATE", nullptr, nullptr, nullptr); rc != SQLITE_OK) {
       return Error(rc, what);
     }
@@ -86,7 +86,7 @@ class SqliteStateStore final : public StateStore {
   }
 
   absl::StatusOr<std::vector<StateEntry>> Scan(absl::string_view prefix) override {
-    absl::MutexLock lock(&mu_);
+    MutexLock lock(&mu_);
     std::vector<StateEntry> entries;
     BindRange(scan_, prefix);
     int rc;
@@ -185,7 +185,7 @@ class SqliteStateStore final : public StateStore {
     }
   }
 
-  absl::Mutex mu_;
+  Mutex mu_;
   sqlite3* const db_;
   const std::string name_;
   sqlite3_stmt* put_ = nullptr;

@@ -25,18 +25,19 @@ StateCommitter::StateCommitter(StateStore* store, std::function<void(std::functi
 
 StateCommitter::~StateCommitter() {
   {
-    absl::MutexLock lock(&mu_);
+    MutexLock lock(&mu_);
     stopping_ = true;
+    work_.Signal();
   }
   thread_.join();
-  absl::MutexLock lock(&mu_);
-  mu_.Await(absl::Condition(
-      +[](int* running) { return *running == 0; }, &running_callbacks_));
+  MutexLock lock(&mu_);
+  while (running_callbacks_ > 0) callbacks_done_.Wait();
 }
 
 void StateCommitter::Submit(StateWrites writes, std::string what, std::function<void(absl::Status)> done) {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   queue_.push_back({std::move(writes), std::move(what), std::move(done)});
+  work_.Signal();
 }
 
 bool StateCommitter::HasWork() const { return stopping_ || !queue_.empty(); }
@@ -45,8 +46,8 @@ void StateCommitter::Run() {
   while (true) {
     std::deque<Pending> group;
     {
-      absl::MutexLock lock(&mu_);
-      mu_.Await(absl::Condition(this, &StateCommitter::HasWork));
+      MutexLock lock(&mu_);
+      while (!HasWork()) work_.Wait();
       if (queue_.empty()) return;  // stopping, and everything submitted is written
       size_t bytes = 0, writes = 0;
       while (!queue_.empty() && (group.empty() || (bytes + Bytes(queue_.front().writes) <= kMaxGroupBytes &&
@@ -78,13 +79,13 @@ void StateCommitter::Commit(std::deque<Pending>& group) {
   };
   if (!run_callbacks_) return callbacks();
   {
-    absl::MutexLock lock(&mu_);
+    MutexLock lock(&mu_);
     ++running_callbacks_;
   }
   run_callbacks_([this, callbacks = std::move(callbacks)]() mutable {
     callbacks();
-    absl::MutexLock lock(&mu_);
-    --running_callbacks_;
+    MutexLock lock(&mu_);
+    if (--running_callbacks_ == 0) callbacks_done_.SignalAll();
   });
 }
 

@@ -13,7 +13,7 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
-#include "absl/synchronization/mutex.h"
+#include "common/mutex.h"
 #include "coordinator/state_store.h"
 
 namespace tpcoord {
@@ -47,10 +47,12 @@ class StateCommitter {
 
   StateStore* const store_;
   const std::function<void(std::function<void()>)> run_callbacks_;
-  absl::Mutex mu_;
+  Mutex mu_;
   std::deque<Pending> queue_ ABSL_GUARDED_BY(mu_);
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   int running_callbacks_ ABSL_GUARDED_BY(mu_) = 0;  // handed to run_callbacks_, not yet returned
+  CondVar work_{&mu_};
+  CondVar callbacks_done_{&mu_};
   std::thread thread_;  // last: starts once the members above exist
 };
 

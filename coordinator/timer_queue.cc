@@ -6,25 +6,25 @@ TimerQueue::TimerQueue() : thread_([this] { Run(); }) {}
 
 TimerQueue::~TimerQueue() {
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     stopping_ = true;
   }
-  wake_.notify_one();
+  wake_.Signal();
   thread_.join();
 }
 
 TimerQueue::Id TimerQueue::Schedule(Clock::time_point when, std::function<void()> fn) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   const Id id = next_id_++;
   const bool earliest = due_.empty() || when < due_.begin()->first.first;
   due_.emplace(std::make_pair(when, id), std::move(fn));
   when_.emplace(id, when);
-  if (earliest) wake_.notify_one();
+  if (earliest) wake_.Signal();
   return id;
 }
 
 void TimerQueue::Cancel(Id id) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   auto it = when_.find(id);
   if (it == when_.end()) return;
   due_.erase({it->second, id});
@@ -32,29 +32,30 @@ void TimerQueue::Cancel(Id id) {
 }
 
 size_t TimerQueue::size() const {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   return due_.size();
 }
 
 void TimerQueue::Run() {
-  std::unique_lock<std::mutex> lock(mu_);
+  mu_.Lock();
   while (!stopping_) {
     if (due_.empty()) {
-      wake_.wait(lock);
+      wake_.Wait();
       continue;
     }
     auto first = due_.begin();
     if (first->first.first > Clock::now()) {
-      wake_.wait_until(lock, first->first.first);
+      wake_.WaitUntil(first->first.first);
       continue;
     }
     std::function<void()> fn = std::move(first->second);
     when_.erase(first->first.second);
     due_.erase(first);
-    lock.unlock();
+    mu_.Unlock();  // callbacks take their own locks
     fn();
-    lock.lock();
+    mu_.Lock();
   }
+  mu_.Unlock();
 }
 
 }  // namespace tpcoord

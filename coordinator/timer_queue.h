@@ -5,14 +5,15 @@
 #define TPCOORD_COORDINATOR_TIMER_QUEUE_H_
 
 #include <chrono>
-#include <condition_variable>
 #include <cstdint>
 #include <functional>
 #include <map>
-#include <mutex>
 #include <thread>
 #include <unordered_map>
 #include <utility>
+
+#include "absl/base/thread_annotations.h"
+#include "common/mutex.h"
 
 namespace tpcoord {
 
@@ -29,22 +30,22 @@ class TimerQueue {
 
   // Runs `fn` on the timer thread at or after `when`. Callbacks must not block for long: they delay every
   // later deadline.
-  Id Schedule(Clock::time_point when, std::function<void()> fn);
+  Id Schedule(Clock::time_point when, std::function<void()> fn) ABSL_LOCKS_EXCLUDED(mu_);
 
   // The callback will not start after Cancel returns (it may be running right now). Unknown ids are ignored.
-  void Cancel(Id id);
+  void Cancel(Id id) ABSL_LOCKS_EXCLUDED(mu_);
 
-  size_t size() const;
+  size_t size() const ABSL_LOCKS_EXCLUDED(mu_);
 
  private:
   void Run();
 
-  mutable std::mutex mu_;
-  std::condition_variable wake_;
-  bool stopping_ = false;
-  Id next_id_ = 1;
-  std::map<std::pair<Clock::time_point, Id>, std::function<void()>> due_;
-  std::unordered_map<Id, Clock::time_point> when_;
+  mutable Mutex mu_;
+  CondVar wake_{&mu_};
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  Id next_id_ ABSL_GUARDED_BY(mu_) = 1;
+  std::map<std::pair<Clock::time_point, Id>, std::function<void()>> due_ ABSL_GUARDED_BY(mu_);
+  std::unordered_map<Id, Clock::time_point> when_ ABSL_GUARDED_BY(mu_);
   std::thread thread_;  // last: starts after the members above exist
 };
 

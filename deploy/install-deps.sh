@@ -2,8 +2,9 @@
 # Installs exactly the Debian 12 (bookworm) packages tpcoord needs to build, test and run.
 # Idempotent: packages already present are skipped, so a warm machine pays only for `dpkg -s`.
 #
-#   deploy/install-deps.sh            # build + test + run (what `make demo` / `make test` call)
-#   deploy/install-deps.sh --runtime  # runtime libraries only (the Docker runtime stage)
+#   deploy/install-deps.sh               # build + test + run (what `make demo` / `make test` call)
+#   deploy/install-deps.sh --runtime     # runtime libraries only (the Docker runtime stage)
+#   deploy/install-deps.sh --sanitizers  # clang and libFuzzer for `make sanitize` / `make fuzz`
 set -euo pipefail
 
 build_packages=(
@@ -13,6 +14,7 @@ build_packages=(
   nlohmann-json3-dev libgtest-dev libgmock-dev libbenchmark-dev libsqlite3-dev
   python3 python3-yaml procps
 )
+sanitizer_packages=(clang-14 libfuzzer-14-dev libclang-rt-14-dev)
 runtime_packages=(
   libgrpc++1.51 libprotobuf32 libsqlite3-0 libtorch1.13 libgloo0 libopenblas0-pthread
   libabsl20220623 ca-certificates procps
@@ -20,6 +22,7 @@ runtime_packages=(
 
 packages=("${build_packages[@]}")
 [ "${1:-}" = "--runtime" ] && packages=("${runtime_packages[@]}")
+[ "${1:-}" = "--sanitizers" ] && packages=("${sanitizer_packages[@]}")
 
 missing=()
 for p in "${packages[@]}"; do

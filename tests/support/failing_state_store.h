@@ -7,7 +7,7 @@
 #include <string>
 
 #include "absl/status/status.h"
-#include "absl/synchronization/mutex.h"
+#include "common/mutex.h"
 #include "coordinator/state_store.h"
 
 namespace tpcoord::testing {
@@ -19,31 +19,39 @@ class FailingStateStore final : public StateStore {
 
   // The `n`-th write from now (1: the next one) fails with `status` and changes nothing.
   void FailWrite(int n, absl::Status status) {
-    absl::MutexLock lock(&mu_);
+    MutexLock lock(&mu_);
     fail_at_ = writes_ + n;
     failure_ = std::move(status);
   }
   // Every write from now fails with `status` until Heal().
   void FailEveryWrite(absl::Status status) {
-    absl::MutexLock lock(&mu_);
+    MutexLock lock(&mu_);
     failure_ = std::move(status);
     fail_all_ = true;
   }
   void Heal() {
-    absl::MutexLock lock(&mu_);
+    MutexLock lock(&mu_);
     fail_all_ = false;
     fail_at_ = 0;
   }
   int writes() const {
-    absl::MutexLock lock(&mu_);
+    MutexLock lock(&mu_);
     return writes_;
+  }
+  // How many writes failed on command.
+  int failures() const {
+    MutexLock lock(&mu_);
+    return failures_;
   }
 
   absl::Status Write(const StateWrites& writes, absl::string_view what) override {
     {
-      absl::MutexLock lock(&mu_);
+      MutexLock lock(&mu_);
       ++writes_;
-      if (fail_all_ || writes_ == fail_at_) return failure_;
+      if (fail_all_ || writes_ == fail_at_) {
+        ++failures_;
+        return failure_;
+      }
     }
     return inner_->Write(writes, what);
   }
@@ -52,8 +60,9 @@ class FailingStateStore final : public StateStore {
 
  private:
   StateStore* const inner_;
-  mutable absl::Mutex mu_;
+  mutable Mutex mu_;
   int writes_ ABSL_GUARDED_BY(mu_) = 0;
+  int failures_ ABSL_GUARDED_BY(mu_) = 0;
   int fail_at_ ABSL_GUARDED_BY(mu_) = 0;
   bool fail_all_ ABSL_GUARDED_BY(mu_) = false;
   absl::Status failure_ ABSL_GUARDED_BY(mu_);
