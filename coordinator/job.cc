@@ -714,9 +714,7 @@ void Job::ScheduleLeaseCheck(Clock::time_point when) {
 }
 
 void Job::CheckLeases() {
-  auto mutation = std::make_unique<Mutation>();
-  mutation->answer_error = [](absl::Status, Completions&) {};
-  mutation->decide = [this](Batch& batch) -> Decision {
+  EnqueueInternal([this](Batch& batch) -> Decision {
     mu_.AssertHeld();
     if (!batch.ClaimJob()) return Decision::Wait();
     if (stopping_ || header_.phase != JobPhase::kRunning) return Decision::Apply([](Completions&) {});
@@ -739,8 +737,7 @@ void Job::CheckLeases() {
       mu_.AssertHeld();
       EndGeneration(next, c);
     });
-  };
-  Enqueue(std::move(mutation));
+  });
 }
 
 absl::Status Job::CheckLive(uint64_t generation, bool allow_completed) const {
@@ -799,55 +796,57 @@ void Job::Park(uint64_t call, ParkedCall parked, Millis wait, Completions& done)
 }
 
 void Job::Cancel(uint64_t call) {
-  auto mutation = std::make_unique<Mutation>();
-  mutation->answer_error = [](absl::Status, Completions&) {};
-  // Claims nothing: it reads nothing at decide time, and its effect is applied in order.
-  mutation->decide = [this, call](Batch& batch) {
-    if (!batch.ClaimNothing()) return Decision::Wait();
-    return Decision::Apply([this, call](Completions& c) {
-      mu_.AssertHeld();
-      std::optional<Parked> parked = parked_.Take(call);
-      if (!parked) return;
-      Detach(call, parked->call);
-      FailParkedCall(parked->call, WithJobContext(id_, absl::CancelledError("the client cancelled the call")), c);
-    });
-  };
-  Enqueue(std::move(mutation));
+  EndParked(call, [this](const Parked&) {
+    return WithJobContext(id_, absl::CancelledError("the client cancelled the call"));
+  });
 }
 
 void Job::Expire(uint64_t call) {
-  auto mutation = std::make_unique<Mutation>();
-  mutation->answer_error = [](absl::Status, Completions&) {};
-  mutation->decide = [this, call](Batch& batch) {
+  EndParked(call, [this](const Parked& parked) {
+    mu_.AssertHeld();
+    const std::string missing = MissingFor(parked.call).ToString();
+    const std::string waited = Seconds(parked.wait);
+    std::string what;
+    std::visit(
+        [&](const auto& p) {
+          mu_.AssertHeld();
+          using T = std::decay_t<decltype(p)>;
+          if constexpr (std::is_same_v<T, JoinCall>) {
+            what = absl::StrCat("Join timed out after ", waited, " in generation ", header_.generation, ": ",
+                                gen_->members.size(), " of ", header_.world_size, " workers joined; missing: ", missing);
+          } else if constexpr (std::is_same_v<T, UniqueIdsCall>) {
+            what = absl::StrCat("GetUniqueId timed out after ", waited, " waiting for ", missing);
+          } else if constexpr (std::is_same_v<T, BarrierCall>) {
+            what = absl::StrCat("barrier \"", p.name, "\" timed out after ", waited, "; ranks that never arrived: ",
+                                missing);
+          } else {
+            what = absl::StrCat("store wait timed out after ", waited, "; keys never set: ", missing);
+          }
+        },
+        parked.call);
+    return WithJobContext(id_, absl::DeadlineExceededError(what));
+  });
+}
+
+void Job::EndParked(uint64_t call, std::function<absl::Status(const Parked&)> why) {
+  // Claims nothing: it reads nothing when it is decided, and its effect is applied in order.
+  EnqueueInternal([this, call, why = std::move(why)](Batch& batch) {
     if (!batch.ClaimNothing()) return Decision::Wait();
-    return Decision::Apply([this, call](Completions& c) {
+    return Decision::Apply([this, call, why](Completions& c) {
       mu_.AssertHeld();
       std::optional<Parked> parked = parked_.Take(call);
       if (!parked) return;
-      const std::string missing = MissingFor(parked->call).ToString();
-      const std::string waited = Seconds(parked->wait);
-      std::string what;
-      std::visit(
-          [&](const auto& p) {
-            mu_.AssertHeld();
-            using T = std::decay_t<decltype(p)>;
-            if constexpr (std::is_same_v<T, JoinCall>) {
-              what = absl::StrCat("Join timed out after ", waited, " in generation ", header_.generation, ": ",
-                                  gen_->members.size(), " of ", header_.world_size, " workers joined; missing: ", missing);
-            } else if constexpr (std::is_same_v<T, UniqueIdsCall>) {
-              what = absl::StrCat("GetUniqueId timed out after ", waited, " waiting for ", missing);
-            } else if constexpr (std::is_same_v<T, BarrierCall>) {
-              what = absl::StrCat("barrier \"", p.name, "\" timed out after ", waited, "; ranks that never arrived: ",
-                                  missing);
-            } else {
-              what = absl::StrCat("store wait timed out after ", waited, "; keys never set: ", missing);
-            }
-          },
-          parked->call);
+      const absl::Status status = why(*parked);  // before Detach: it may name who is missing
       Detach(call, parked->call);
-      FailParkedCall(parked->call, WithJobContext(id_, absl::DeadlineExceededError(what)), c);
+      FailParkedCall(parked->call, status, c);
     });
-  };
+  });
+}
+
+void Job::EnqueueInternal(Decide decide) {
+  auto mutation = std::make_unique<Mutation>();
+  mutation->decide = std::move(decide);
+  mutation->answer_error = [](absl::Status, Completions&) {};  // nobody to answer: its effect is all there is
   Enqueue(std::move(mutation));
 }
 

@@ -214,6 +214,10 @@ class Job : public std::enable_shared_from_this<Job> {
   absl::Status CheckPark() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void Park(uint64_t call, ParkedCall parked, Millis wait, Completions& done) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void Expire(uint64_t call) ABSL_LOCKS_EXCLUDED(mu_);
+  // Answers parked call `call` (if it is still parked) with why(it), in order with every other change.
+  void EndParked(uint64_t call, std::function<absl::Status(const Parked&)> why) ABSL_LOCKS_EXCLUDED(mu_);
+  // A change nobody waits for the answer of (a deadline, a lease check, a completion).
+  void EnqueueInternal(Decide decide) ABSL_LOCKS_EXCLUDED(mu_);
   // Removes what a parked call left in the generation (a joining member, a barrier arrival, watches).
   void Detach(uint64_t call, const ParkedCall& parked) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void FailAllParked(const absl::Status& status, Completions& done) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
