@@ -21,6 +21,12 @@ inline constexpr size_t kMaxBarrierNameBytes = 128;
 // c10d keys are paths such as "/default_pg/0//cuda//0"; 1 KiB leaves room for any prefix store.
 inline constexpr size_t kMaxStoreKeyBytes = 1024;
 
+// --- secrets ------------------------------------------------------------------------------------------
+// Job tokens and member keys (common/secrets.h): 16 characters is the least that is not guessable; 1 KiB
+// holds any token format (a JWT, say) while keeping metadata small.
+inline constexpr size_t kMinSecretBytes = 16;
+inline constexpr size_t kMaxSecretBytes = 1024;
+
 // --- payloads -----------------------------------------------------------------------------------------
 // ncclUniqueId is NCCL_UNIQUE_ID_BYTES = 128 bytes, exactly.
 inline constexpr size_t kUniqueIdBytes = 128;

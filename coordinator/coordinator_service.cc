@@ -46,6 +46,21 @@ void CapturingLogHandler(google::protobuf::LogLevel level, const char* file, int
             << message << std::endl;
 }
 
+// Every value the call's metadata holds under `name`.
+std::vector<absl::string_view> MetadataValues(const grpc::CallbackServerContext* ctx, absl::string_view name) {
+  std::vector<absl::string_view> values;
+  auto [first, last] = ctx->client_metadata().equal_range(grpc::string_ref(name.data(), name.size()));
+  for (auto it = first; it != last; ++it) values.emplace_back(it->second.data(), it->second.size());
+  return values;
+}
+
+// The job a request names (every request but ListJobs has a job_id), for error messages.
+template <typename Request>
+std::string JobIdOf(const Request& request) {
+  const google::protobuf::FieldDescriptor* field = Request::descriptor()->FindFieldByName("job_id");
+  return field ? Request::GetReflection()->GetString(request, field) : std::string();
+}
+
 template <typename Request>
 absl::Status Parse(const grpc::ByteBuffer& bytes, Request* request) {
   static absl::once_flag once;
@@ -113,6 +128,8 @@ class UnaryCall {
       : ctx_(ctx), out_(out), parker_(parker), reactor_(parker ? parker : ctx->DefaultReactor()) {}
 
   grpc::CallbackServerContext* context() const { return ctx_; }
+  // Who makes the call (set before the handler runs).
+  Caller caller;
   grpc::ServerUnaryReactor* reactor() const { return reactor_; }
   // Valid until the handler returns, even once the call is answered.
   ParkedReactor* parker() const { return parker_; }
@@ -201,6 +218,18 @@ void CoordinatorService::Serve(const char* method, Handler<Request, Response> ha
                                        call->Reply(s);
                                        return reactor;
                                      }
+                                     // Every call needs a token: a call without one learns nothing, not even
+                                     // whether its job exists.
+                                     absl::StatusOr<Caller> caller = IdentifyCaller(
+                                         MetadataValues(ctx, kAuthorizationMetadata),
+                                         MetadataValues(ctx, kMemberKeyMetadata), admin_token_sha256_);
+                                     if (caller.ok() && caller->token_sha256.empty()) caller = MissingTokenError();
+                                     if (!caller.ok()) {
+                                       const std::string job = JobIdOf(call->request);
+                                       call->Reply(job.empty() ? caller.status() : WithJobContext(job, caller.status()));
+                                       return reactor;
+                                     }
+                                     call->caller = *std::move(caller);
                                      try {
                                        (this->*handler)(call);
                                      } catch (const std::exception& e) {  // a bug: answer it, keep serving
@@ -212,8 +241,9 @@ void CoordinatorService::Serve(const char* method, Handler<Request, Response> ha
                                    }));
 }
 
-CoordinatorService::CoordinatorService(JobRegistry* registry, const JobOptions& options)
-    : registry_(registry), options_(options) {
+CoordinatorService::CoordinatorService(JobRegistry* registry, const JobOptions& options,
+                                       std::string admin_token_sha256)
+    : registry_(registry), options_(options), admin_token_sha256_(std::move(admin_token_sha256)) {
   Serve("RecordTpInitArgs", &CoordinatorService::HandleRecordTpInitArgs);
   Serve("MergeConfig", &CoordinatorService::HandleMergeConfig);
   Serve("Join", &CoordinatorService::HandleJoin, /*parks=*/true);
@@ -233,6 +263,7 @@ CoordinatorService::CoordinatorService(JobRegistry* registry, const JobOptions& 
   Serve("ListJobs", &CoordinatorService::HandleListJobs);
   Serve("GetJob", &CoordinatorService::HandleGetJob);
   Serve("DeleteJob", &CoordinatorService::HandleDeleteJob);
+  Serve("CreateJob", &CoordinatorService::HandleCreateJob);
 }
 
 absl::StatusOr<std::shared_ptr<Job>> CoordinatorService::ExistingJob(const std::string& job_id) const {
@@ -260,7 +291,7 @@ void CoordinatorService::HandleRecordTpInitArgs(UnaryCall<v1::RecordTpInitArgsRe
   if (!args.ok()) return call->Reply(args.status());
   absl::StatusOr<PinnedJob> job = registry_->GetOrCreate(call->request.job_id());
   if (!job.ok()) return call->Reply(job.status());
-  (*job)->Record(*args, AnswerWith<RecordOutcome>(call, [](RecordOutcome o, auto* resp) {
+  (*job)->Record(call->caller, *args, AnswerWith<RecordOutcome>(call, [](RecordOutcome o, auto* resp) {
                    TpInitRecordToProto(o.record, resp->mutable_recorded());
                    resp->set_created(o.created);
                  }));
@@ -269,8 +300,8 @@ void CoordinatorService::HandleRecordTpInitArgs(UnaryCall<v1::RecordTpInitArgsRe
 void CoordinatorService::HandleMergeConfig(UnaryCall<v1::MergeConfigRequest, v1::MergeConfigResponse>* call) {
   const v1::MergeConfigRequest& req = call->request;
   if (absl::Status s = CheckRequest(req); !s.ok()) return call->Reply(s);
-  // A standalone merge may name a job that does not exist: it is validated against no record, and leaves
-  // no job behind.
+  // A dry run may name a job that does not exist: it is validated against no record, and leaves no job
+  // behind.
   std::shared_ptr<Job> job;
   std::optional<PinnedJob> pin;
   if (req.generation() == 0) {
@@ -283,7 +314,7 @@ void CoordinatorService::HandleMergeConfig(UnaryCall<v1::MergeConfigRequest, v1:
     if (!existing.ok()) return call->Reply(existing.status());
     job = *std::move(existing);
   }
-  job->Merge(req.config_json(), req.has_mpu(), req.generation(), req.rank(),
+  job->Merge(call->caller, req.config_json(), req.has_mpu(), req.generation(), req.rank(),
                 AnswerWith<MergeOutcome>(call, [](MergeOutcome o, auto* resp) {
                   resp->set_merged_config_json(std::move(o.merged_config));
                   resp->set_tp_init_recorded(o.tp_init_recorded);
@@ -299,7 +330,7 @@ void CoordinatorService::HandleJoin(UnaryCall<v1::JoinRequest, v1::JoinResponse>
   if (!job.ok()) return call->Reply(job.status());
   const Millis wait = WaitFor(call->context(), call->request.wait_timeout_ms());
   ParkedReactor* parker = call->parker();  // the Join may answer, and free `call`, before it returns
-  parker->Parked(job->get(), (*job)->Join(*std::move(args), wait,
+  parker->Parked(job->get(), (*job)->Join(call->caller, *std::move(args), wait,
                                   AnswerWith<Assignment>(call, [](Assignment a, v1::JoinResponse* resp) {
                                     const Mesh& mesh = a.mesh;
                                     resp->set_generation(a.generation);
@@ -321,7 +352,7 @@ void CoordinatorService::HandlePublishUniqueId(UnaryCall<v1::PublishUniqueIdRequ
   if (!ids.ok()) return call->Reply(ids.status());
   absl::StatusOr<std::shared_ptr<Job>> job = ExistingJob(call->request.job_id());
   if (!job.ok()) return call->Reply(job.status());
-  (*job)->PublishUniqueIds(call->request.generation(), call->request.rank(), *std::move(ids), AnswerWith(call));
+  (*job)->PublishUniqueIds(call->caller, call->request.generation(), call->request.rank(), *std::move(ids), AnswerWith(call));
 }
 
 void CoordinatorService::HandleGetUniqueId(UnaryCall<v1::GetUniqueIdRequest, v1::GetUniqueIdResponse>* call) {
@@ -332,7 +363,7 @@ void CoordinatorService::HandleGetUniqueId(UnaryCall<v1::GetUniqueIdRequest, v1:
   const v1::GetUniqueIdRequest& req = call->request;
   ParkedReactor* parker = call->parker();
   parker->Parked(*job, (*job)->GetUniqueIds(
-                         req.generation(), req.rank(), *groups, WaitFor(call->context(), req.wait_timeout_ms()),
+                         call->caller, req.generation(), req.rank(), *groups, WaitFor(call->context(), req.wait_timeout_ms()),
                          AnswerWith<std::vector<std::string>>(
                              call, [groups = *groups](std::vector<std::string> ids, v1::GetUniqueIdResponse* resp) {
                                for (size_t i = 0; i < groups.size(); ++i) {
@@ -350,7 +381,7 @@ void CoordinatorService::HandleStoreSet(UnaryCall<v1::StoreSetRequest, v1::Store
   absl::StatusOr<std::shared_ptr<Job>> job = ExistingJob(call->request.job_id());
   if (!job.ok()) return call->Reply(job.status());
   v1::StoreSetRequest& req = call->request;
-  (*job)->StoreSet(req.generation(), std::move(*req.mutable_key()), std::move(*req.mutable_value()), AnswerWith(call));
+  (*job)->StoreSet(call->caller, req.generation(), std::move(*req.mutable_key()), std::move(*req.mutable_value()), AnswerWith(call));
 }
 
 void CoordinatorService::HandleStoreGet(UnaryCall<v1::StoreGetRequest, v1::StoreGetResponse>* call) {
@@ -359,7 +390,7 @@ void CoordinatorService::HandleStoreGet(UnaryCall<v1::StoreGetRequest, v1::Store
   if (!job.ok()) return call->Reply(job.status());
   const v1::StoreGetRequest& req = call->request;
   ParkedReactor* parker = call->parker();
-  parker->Parked(*job, (*job)->StoreGet(req.generation(), req.key(), WaitFor(call->context(), req.wait_timeout_ms()),
+  parker->Parked(*job, (*job)->StoreGet(call->caller, req.generation(), req.key(), WaitFor(call->context(), req.wait_timeout_ms()),
                                       AnswerWith<std::string>(
                                           call, [](std::string v, v1::StoreGetResponse* resp) { resp->set_value(std::move(v)); })));
 }
@@ -369,7 +400,7 @@ void CoordinatorService::HandleStoreAdd(UnaryCall<v1::StoreAddRequest, v1::Store
   absl::StatusOr<std::shared_ptr<Job>> job = ExistingJob(call->request.job_id());
   if (!job.ok()) return call->Reply(job.status());
   const v1::StoreAddRequest& req = call->request;
-  (*job)->StoreAdd(req.generation(), req.key(), req.delta(),
+  (*job)->StoreAdd(call->caller, req.generation(), req.key(), req.delta(),
                    AnswerWith<int64_t>(call, [](int64_t v, v1::StoreAddResponse* resp) { resp->set_value(v); }));
 }
 
@@ -378,7 +409,7 @@ void CoordinatorService::HandleStoreCompareSet(UnaryCall<v1::StoreCompareSetRequ
   absl::StatusOr<std::shared_ptr<Job>> job = ExistingJob(call->request.job_id());
   if (!job.ok()) return call->Reply(job.status());
   const v1::StoreCompareSetRequest& req = call->request;
-  (*job)->StoreCompareSet(req.generation(), req.key(), req.expected_value(), req.desired_value(),
+  (*job)->StoreCompareSet(call->caller, req.generation(), req.key(), req.expected_value(), req.desired_value(),
                           AnswerWith<std::string>(
                               call, [](std::string v, v1::StoreCompareSetResponse* resp) { resp->set_value(std::move(v)); }));
 }
@@ -388,7 +419,7 @@ void CoordinatorService::HandleStoreCheck(UnaryCall<v1::StoreCheckRequest, v1::S
   absl::StatusOr<std::shared_ptr<Job>> job = ExistingJob(call->request.job_id());
   if (!job.ok()) return call->Reply(job.status());
   const std::vector<std::string> keys(call->request.keys().begin(), call->request.keys().end());
-  absl::StatusOr<bool> present = (*job)->StoreCheck(call->request.generation(), keys);
+  absl::StatusOr<bool> present = (*job)->StoreCheck(call->caller, call->request.generation(), keys);
   if (present.ok()) call->response.set_all_present(*present);
   call->Reply(present.status());
 }
@@ -397,7 +428,7 @@ void CoordinatorService::HandleStoreDelete(UnaryCall<v1::StoreDeleteRequest, v1:
   if (absl::Status s = CheckRequest(call->request); !s.ok()) return call->Reply(s);
   absl::StatusOr<std::shared_ptr<Job>> job = ExistingJob(call->request.job_id());
   if (!job.ok()) return call->Reply(job.status());
-  (*job)->StoreDelete(call->request.generation(), call->request.key(),
+  (*job)->StoreDelete(call->caller, call->request.generation(), call->request.key(),
                       AnswerWith<bool>(call, [](bool d, v1::StoreDeleteResponse* resp) { resp->set_deleted(d); }));
 }
 
@@ -405,7 +436,7 @@ void CoordinatorService::HandleStoreNumKeys(UnaryCall<v1::StoreNumKeysRequest, v
   if (absl::Status s = CheckRequest(call->request); !s.ok()) return call->Reply(s);
   absl::StatusOr<std::shared_ptr<Job>> job = ExistingJob(call->request.job_id());
   if (!job.ok()) return call->Reply(job.status());
-  absl::StatusOr<int64_t> n = (*job)->StoreNumKeys(call->request.generation());
+  absl::StatusOr<int64_t> n = (*job)->StoreNumKeys(call->caller, call->request.generation());
   if (n.ok()) call->response.set_num_keys(*n);
   call->Reply(n.status());
 }
@@ -416,7 +447,7 @@ void CoordinatorService::HandleStoreWait(UnaryCall<v1::StoreWaitRequest, v1::Sto
   if (!job.ok()) return call->Reply(job.status());
   const v1::StoreWaitRequest& req = call->request;
   ParkedReactor* parker = call->parker();
-  parker->Parked(*job, (*job)->StoreWait(req.generation(), std::vector<std::string>(req.keys().begin(), req.keys().end()),
+  parker->Parked(*job, (*job)->StoreWait(call->caller, req.generation(), std::vector<std::string>(req.keys().begin(), req.keys().end()),
                                        WaitFor(call->context(), req.wait_timeout_ms()), AnswerWith(call)));
 }
 
@@ -428,7 +459,7 @@ void CoordinatorService::HandleBarrier(UnaryCall<v1::BarrierRequest, v1::Barrier
   if (!job.ok()) return call->Reply(job.status());
   const v1::BarrierRequest& req = call->request;
   ParkedReactor* parker = call->parker();
-  parker->Parked(*job, (*job)->Barrier(req.generation(), req.rank(), req.name(), req.round(),
+  parker->Parked(*job, (*job)->Barrier(call->caller, req.generation(), req.rank(), req.name(), req.round(),
                                      WaitFor(call->context(), req.wait_timeout_ms()), AnswerWith(call)));
 }
 
@@ -436,7 +467,7 @@ void CoordinatorService::HandleHeartbeat(UnaryCall<v1::HeartbeatRequest, v1::Hea
   if (absl::Status s = CheckRequest(call->request); !s.ok()) return call->Reply(s);
   absl::StatusOr<std::shared_ptr<Job>> job = ExistingJob(call->request.job_id());
   if (!job.ok()) return call->Reply(job.status());
-  absl::StatusOr<Millis> lease = (*job)->Heartbeat(call->request.generation(), call->request.rank());
+  absl::StatusOr<Millis> lease = (*job)->Heartbeat(call->caller, call->request.generation(), call->request.rank());
   if (lease.ok()) call->response.set_lease_ms(static_cast<uint32_t>(lease->count()));
   call->Reply(lease.status());
 }
@@ -446,7 +477,7 @@ void CoordinatorService::HandleLeave(UnaryCall<v1::LeaveRequest, v1::LeaveRespon
   absl::StatusOr<std::shared_ptr<Job>> job = ExistingJob(call->request.job_id());
   if (!job.ok()) return call->Reply(job.status());
   const v1::LeaveRequest& req = call->request;
-  (*job)->Leave(req.generation(), req.rank(), req.finished(), req.reason(), AnswerWith(call));
+  (*job)->Leave(call->caller, req.generation(), req.rank(), req.finished(), req.reason(), AnswerWith(call));
 }
 
 // --- operator views -------------------------------------------------------------------------------------
@@ -454,8 +485,10 @@ void CoordinatorService::HandleLeave(UnaryCall<v1::LeaveRequest, v1::LeaveRespon
 void CoordinatorService::HandleListJobs(UnaryCall<v1::ListJobsRequest, v1::ListJobsResponse>* call) {
   absl::StatusOr<int> page_size = CheckRequest(call->request);
   if (!page_size.ok()) return call->Reply(page_size.status());
+  const Caller& caller = call->caller;
   // One more than the page, to tell whether another page follows.
-  const std::vector<std::shared_ptr<Job>> jobs = registry_->Page(call->request.page_token(), *page_size + 1);
+  const std::vector<std::shared_ptr<Job>> jobs = registry_->Page(
+      call->request.page_token(), *page_size + 1, [&caller](const Job& job) { return job.Authorize(caller).ok(); });
   for (size_t i = 0; i < jobs.size(); ++i) {
     if (static_cast<int>(i) == *page_size) {
       call->response.set_next_page_token(jobs[i - 1]->id());
@@ -473,6 +506,9 @@ void CoordinatorService::HandleListJobs(UnaryCall<v1::ListJobsRequest, v1::ListJ
 void CoordinatorService::HandleGetJob(UnaryCall<v1::GetJobRequest, v1::GetJobResponse>* call) {
   if (absl::Status s = CheckRequest(call->request); !s.ok()) return call->Reply(s);
   std::shared_ptr<Job> job = registry_->Find(call->request.job_id());
+  if (job) {
+    if (absl::Status s = job->Authorize(call->caller); !s.ok()) return call->Reply(s);
+  }
   std::optional<JobView> view = job ? job->View(true) : std::nullopt;
   if (!view) return call->Reply(NoSuchJob(call->request.job_id()));
   JobViewToProto(*view, call->response.mutable_job());
@@ -483,7 +519,15 @@ void CoordinatorService::HandleDeleteJob(UnaryCall<v1::DeleteJobRequest, v1::Del
   if (absl::Status s = CheckRequest(call->request); !s.ok()) return call->Reply(s);
   absl::StatusOr<std::shared_ptr<Job>> job = ExistingJob(call->request.job_id());
   if (!job.ok()) return call->Reply(job.status());
-  (*job)->Delete(call->request.force(), AnswerWith(call));
+  (*job)->Delete(call->caller, call->request.force(), AnswerWith(call));
+}
+
+void CoordinatorService::HandleCreateJob(UnaryCall<v1::CreateJobRequest, v1::CreateJobResponse>* call) {
+  absl::StatusOr<std::string> token_sha256 = CheckRequest(call->request);
+  if (!token_sha256.ok()) return call->Reply(token_sha256.status());
+  absl::StatusOr<PinnedJob> job = registry_->GetOrCreate(call->request.job_id());
+  if (!job.ok()) return call->Reply(job.status());
+  (*job)->Create(call->caller, *std::move(token_sha256), AnswerWith(call));
 }
 
 }  // namespace tpcoord

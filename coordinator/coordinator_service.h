@@ -1,5 +1,10 @@
 // The gRPC face of the coordinator. Each handler only translates: its request passed its checks
-// (request_checks.h), it calls one JobRegistry/Job method, and the job's answer becomes the reply.
+// (request_checks.h), its caller is identified from the call's credentials (caller.h), it calls one
+// JobRegistry/Job method, which decides what the caller may do, and the job's answer becomes the reply.
+//
+// Credentials are read here from the call's metadata, so that one check works over TLS and over plaintext
+// alike (gRPC's AuthMetadataProcessor needs secure server credentials, and aborts the process on insecure
+// ones).
 //
 // Every method is served from raw bytes: the request is parsed here, so that bytes that are not a valid
 // message (garbage, invalid UTF-8 in a string field) are answered INVALID_ARGUMENT naming the message,
@@ -21,8 +26,8 @@ void RunOnGrpcThread(std::function<void()> fn);
 
 class CoordinatorService final : public v1::Coordinator::CallbackService {
  public:
-  // `registry` must outlive the service.
-  CoordinatorService(JobRegistry* registry, const JobOptions& options);
+  // `registry` must outlive the service. `admin_token_sha256`: the hash of the admin token ("" none).
+  CoordinatorService(JobRegistry* registry, const JobOptions& options, std::string admin_token_sha256);
 
  private:
   template <typename Request, typename Response>
@@ -50,6 +55,7 @@ class CoordinatorService final : public v1::Coordinator::CallbackService {
   void HandleListJobs(UnaryCall<v1::ListJobsRequest, v1::ListJobsResponse>* call);
   void HandleGetJob(UnaryCall<v1::GetJobRequest, v1::GetJobResponse>* call);
   void HandleDeleteJob(UnaryCall<v1::DeleteJobRequest, v1::DeleteJobResponse>* call);
+  void HandleCreateJob(UnaryCall<v1::CreateJobRequest, v1::CreateJobResponse>* call);
 
   // The job a call within a generation names: NOT_FOUND unless it exists.
   absl::StatusOr<std::shared_ptr<Job>> ExistingJob(const std::string& job_id) const;
@@ -60,6 +66,7 @@ class CoordinatorService final : public v1::Coordinator::CallbackService {
 
   JobRegistry* const registry_;
   const JobOptions options_;
+  const std::string admin_token_sha256_;
 };
 
 }  // namespace tpcoord

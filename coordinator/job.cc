@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <set>
+#include <unordered_set>
 #include <utility>
 
 #include "absl/status/status.h"
@@ -12,6 +13,7 @@
 #include "common/identifiers.h"
 #include "common/limits.h"
 #include "common/rank_assignment.h"
+#include "common/secrets.h"
 #include "coordinator/barrier_set.h"
 #include "coordinator/config_agreement.h"
 #include "coordinator/lease_monitor.h"
@@ -43,6 +45,7 @@ struct Job::Member {
   std::string worker_id;
   std::string host;
   std::optional<int> requested_rank;
+  std::string key_sha256;  // the member key its seat is bound to
   int rank = -1;           // once the world is complete
   uint64_t join_call = 0;  // the parked Join while joining
   bool merged = false;
@@ -55,6 +58,7 @@ struct Job::Generation {
   Mesh mesh;
   std::vector<Member> members;                        // joining: in arrival order; from running on: by rank
   std::unordered_map<std::string, size_t> by_worker;  // worker_id -> index in members
+  std::unordered_set<std::string> member_keys;        // every member's key_sha256, from running on
   ConfigAgreement agreement;
   int merged_members = 0;
   UniqueIdTable ids;
@@ -73,7 +77,11 @@ struct Job::Generation {
 
   void IndexMembers() {
     by_worker.clear();
-    for (size_t i = 0; i < members.size(); ++i) by_worker.emplace(members[i].worker_id, i);
+    member_keys.clear();
+    for (size_t i = 0; i < members.size(); ++i) {
+      by_worker.emplace(members[i].worker_id, i);
+      member_keys.insert(members[i].key_sha256);
+    }
   }
 };
 
@@ -285,6 +293,7 @@ void Job::Restore(StoredJob stored) {
     Member m;
     m.worker_id = std::move(stored.members[r].worker_id);
     m.host = std::move(stored.members[r].host);
+    m.key_sha256 = std::move(stored.members[r].key_sha256);
     m.rank = static_cast<int>(r);
     g.members.push_back(std::move(m));
   }
@@ -337,11 +346,31 @@ absl::Status Job::WithContext(absl::Status status) const {
 
 // --- tp_model_init and the config merge -----------------------------------------------------------------
 
-void Job::Record(const TpInitArgs& args, Done<RecordOutcome> on_done) {
-  Mutate(on_done, [this, args, on_done](Batch& batch) -> Decision {
+void Job::Create(const Caller& caller, std::string token_sha256, StatusDone on_done) {
+  Mutate(on_done, [this, caller, token_sha256 = std::move(token_sha256), on_done](Batch& batch) -> Decision {
     mu_.AssertHeld();
     if (!batch.ClaimJob()) return Decision::Wait();
     if (absl::Status s = CheckServing(); !s.ok()) return Rejected(s);
+    if (absl::Status s = CheckCreator(caller); !s.ok()) return Rejected(s);
+    if (born_) return Rejected(absl::AlreadyExistsError("the job already exists"));
+    JobHeader next = NextHeader();
+    next.token_sha256 = token_sha256.empty() ? caller.token_sha256 : token_sha256;
+    batch.writes.push_back(job_storage::PutHeader(id_, next));
+    return Decision::Apply([this, next, on_done](Completions& c) {
+      mu_.AssertHeld();
+      ApplyHeader(next);
+      LogEvent("created");
+      c.Answer(on_done, absl::OkStatus());
+    });
+  });
+}
+
+void Job::Record(const Caller& caller, const TpInitArgs& args, Done<RecordOutcome> on_done) {
+  Mutate(on_done, [this, caller, args, on_done](Batch& batch) -> Decision {
+    mu_.AssertHeld();
+    if (!batch.ClaimJob()) return Decision::Wait();
+    if (absl::Status s = CheckServing(); !s.ok()) return Rejected(s);
+    if (absl::Status s = CheckCreator(caller); !s.ok()) return Rejected(s);
     absl::StatusOr<TpInitRecord> updated = RecordTpInitArgs(header_.tp_init, args);
     if (!updated.ok()) {
       return Decision::Reject(WithJobContext(
@@ -356,6 +385,7 @@ void Job::Record(const TpInitArgs& args, Done<RecordOutcome> on_done) {
       });
     }
     JobHeader next = NextHeader();
+    if (!born_) next.token_sha256 = caller.token_sha256;  // this call creates the job
     next.tp_init = *updated;
     batch.writes.push_back(job_storage::PutHeader(id_, next));
     return Decision::Apply([this, next, created, on_done](Completions& c) {
@@ -366,8 +396,10 @@ void Job::Record(const TpInitArgs& args, Done<RecordOutcome> on_done) {
   });
 }
 
-void Job::Merge(std::string config_text, bool has_mpu, uint64_t generation, int rank, Done<MergeOutcome> on_done) {
-  Mutate(on_done, [this, text = std::move(config_text), has_mpu, generation, rank, on_done](Batch& batch) -> Decision {
+void Job::Merge(const Caller& caller, std::string config_text, bool has_mpu, uint64_t generation, int rank,
+                Done<MergeOutcome> on_done) {
+  Mutate(on_done, [this, caller, text = std::move(config_text), has_mpu, generation, rank,
+                   on_done](Batch& batch) -> Decision {
     mu_.AssertHeld();
     if (!batch.ClaimJob()) return Decision::Wait();
     if (absl::Status s = CheckServing(); !s.ok()) return Rejected(s);
@@ -386,22 +418,16 @@ void Job::Merge(std::string config_text, bool has_mpu, uint64_t generation, int 
       };
     };
 
-    if (generation == 0) {  // standalone: validate and merge, no agreement; stored only for a job that exists
+    if (generation == 0) {  // a dry run: validate and merge against the record, change nothing
+      if (absl::Status s = CheckCreator(caller); !s.ok()) return Rejected(s);
       absl::StatusOr<nlohmann::json> config = ParseDsConfig(text);
       if (!config.ok()) return Rejected(config.status());
       absl::StatusOr<std::string> merged = merge(*config, nullptr);
       if (!merged.ok()) return Rejected(merged.status());
-      if (!born_ || *merged == merged_config_) return Decision::Apply(answer(*merged));
-      batch.writes.push_back(job_storage::PutMergedConfig(id_, *merged));
-      return Decision::Apply([this, merged = *merged, reply = answer(*merged)](Completions& c) {
-        mu_.AssertHeld();
-        merged_config_ = merged;
-        reply(c);
-      });
+      return Decision::Apply(answer(*merged));
     }
 
-    if (absl::Status s = CheckLive(generation); !s.ok()) return Rejected(s);
-    if (absl::Status s = CheckRank(rank); !s.ok()) return Rejected(s);
+    if (absl::Status s = CheckMember(caller, generation, rank); !s.ok()) return Rejected(s);
     Generation& g = *gen_;
     const GroupId tp_group = g.mesh.tp_group_of(rank);
     const RankList tp_ranks = g.mesh.Ranks(tp_group);
@@ -458,11 +484,11 @@ void Job::Merge(std::string config_text, bool has_mpu, uint64_t generation, int 
 
 // --- Join and the generation lifecycle ------------------------------------------------------------------
 
-uint64_t Job::Join(JoinArgs args, Millis wait, Done<Assignment> on_done) {
+uint64_t Job::Join(const Caller& caller, JoinArgs args, Millis wait, Done<Assignment> on_done) {
   const uint64_t call = next_call_.fetch_add(1);
-  Mutate(on_done, [this, args = std::move(args), call, wait, on_done](Batch& batch) {
+  Mutate(on_done, [this, caller, args = std::move(args), call, wait, on_done](Batch& batch) {
     mu_.AssertHeld();
-    return DecideJoin(batch, args, call, wait, on_done);
+    return DecideJoin(batch, caller, args, call, wait, on_done);
   });
   return call;
 }
@@ -471,9 +497,16 @@ Assignment Job::AssignmentOf(int rank) const {
   return Assignment{header_.generation, rank, gen_->mesh, options_.lease / 4, options_.lease};
 }
 
-Job::Decision Job::DecideJoin(Batch& batch, const JoinArgs& args, uint64_t call, Millis wait, Done<Assignment> done) {
+Job::Decision Job::DecideJoin(Batch& batch, const Caller& caller, const JoinArgs& args, uint64_t call, Millis wait,
+                              Done<Assignment> done) {
   if (!batch.ClaimJob()) return Decision::Wait();
   if (absl::Status s = CheckServing(); !s.ok()) return Rejected(s);
+  if (absl::Status s = CheckCreator(caller); !s.ok()) return Rejected(s);
+  if (caller.member_key_sha256.empty()) {
+    return Rejected(absl::UnauthenticatedError(absl::StrCat(
+        "Join must carry the worker's member key (metadata ", kMemberKeyMetadata,
+        "): a random secret of the worker's own, which every call it makes as a member carries")));
+  }
   int tp_size = args.tp_size;
   if (header_.tp_init.has_value()) {
     if (tp_size != 0 && tp_size != header_.tp_init->tp_size) {
@@ -492,11 +525,20 @@ Job::Decision Job::DecideJoin(Batch& batch, const JoinArgs& args, uint64_t call,
                                                             " is out of range for world_size ", args.world_size)));
   }
   const Generation& g = *gen_;
-  if (header_.phase == JobPhase::kRunning) {
-    if (auto it = g.by_worker.find(args.worker_id); it != g.by_worker.end()) {  // a retry: the same answer
-      return Decision::Apply([done, a = AssignmentOf(g.members[it->second].rank)](Completions& c) {
-        c.Answer<Assignment>(done, a);
-      });
+  // A worker_id that holds a seat (running, or joining) is the same worker only if it proves it with the
+  // seat's member key: a retry after a lost answer or a restart. Anyone else is refused, not seated.
+  if (header_.phase == JobPhase::kRunning || header_.phase == JobPhase::kJoining) {
+    if (auto it = g.by_worker.find(args.worker_id); it != g.by_worker.end()) {
+      if (!ConstantTimeEquals(g.members[it->second].key_sha256, caller.member_key_sha256)) {
+        return Rejected(absl::PermissionDeniedError(absl::StrCat(
+            "worker ", args.worker_id, " already holds a seat in generation ", header_.generation,
+            " under another member key; a Join is that worker's only with the key it joined with")));
+      }
+      if (header_.phase == JobPhase::kRunning) {  // a retry: the same answer
+        return Decision::Apply([done, a = AssignmentOf(g.members[it->second].rank)](Completions& c) {
+          c.Answer<Assignment>(done, a);
+        });
+      }
     }
   }
 
@@ -508,6 +550,7 @@ Job::Decision Job::DecideJoin(Batch& batch, const JoinArgs& args, uint64_t call,
                          header_.generation, " was running");
   }
   JobHeader next = NextHeader();
+  if (!born_) next.token_sha256 = caller.token_sha256;  // this Join creates the job
   if (fresh) {
     next.generation = header_.generation + 1;
     next.phase = JobPhase::kJoining;
@@ -534,7 +577,7 @@ Job::Decision Job::DecideJoin(Batch& batch, const JoinArgs& args, uint64_t call,
 
   // The joining world with this worker in it (a retried Join replaces the worker's earlier one). Only the
   // Join that completes the world copies it: ten thousand Joins cost O(world), not O(world^2).
-  Member joiner{args.worker_id, args.host, args.requested_rank};
+  Member joiner{args.worker_id, args.host, args.requested_rank, caller.member_key_sha256};
   uint64_t replaced = 0;
   size_t joined = 1;
   if (!fresh) {
@@ -584,7 +627,7 @@ Job::Decision Job::DecideJoin(Batch& batch, const JoinArgs& args, uint64_t call,
   if (fresh || complete) batch.writes.push_back(job_storage::PutHeader(id_, next));
   if (complete && start_error.ok()) {
     std::vector<StoredMember> stored;
-    for (const Member& m : *world) stored.push_back({m.worker_id, m.host});
+    for (const Member& m : *world) stored.push_back({m.worker_id, m.host, m.key_sha256});
     job_storage::PutMembers(id_, stored, &batch.writes);
   }
 
@@ -776,6 +819,63 @@ absl::Status Job::CheckRank(int rank) const {
   return absl::OkStatus();
 }
 
+absl::Status Job::CheckCaller(const Caller& caller) const {
+  if (caller.token_sha256.empty()) return MissingTokenError();
+  if (!born_) return absl::NotFoundError("the job does not exist");
+  if (caller.admin) return absl::OkStatus();
+  if (header_.token_sha256.empty()) {  // stored before jobs had tokens, or unreadable
+    return absl::PermissionDeniedError("the job is bound to no token; only the coordinator's admin token may use it");
+  }
+  if (!ConstantTimeEquals(caller.token_sha256, header_.token_sha256)) {
+    return absl::PermissionDeniedError("the call's token is not the job's token");
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Job::CheckCreator(const Caller& caller) const {
+  if (born_ || caller.token_sha256.empty()) return CheckCaller(caller);
+  if (options_.only_admin_creates_jobs && !caller.admin) {
+    return absl::PermissionDeniedError(
+        "the job does not exist, and on this coordinator only the admin token creates jobs (--job-creation admin); "
+        "ask its operator to create it (tpctl create)");
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Job::CheckMember(const Caller& caller, uint64_t generation, int rank, bool allow_completed) const {
+  if (absl::Status s = CheckCaller(caller); !s.ok()) return s;
+  if (absl::Status s = CheckLive(generation, allow_completed); !s.ok()) return s;
+  if (absl::Status s = CheckRank(rank); !s.ok()) return s;
+  if (caller.member_key_sha256.empty()) {
+    return absl::UnauthenticatedError(absl::StrCat("a call acting as rank ", rank, " must carry the member key it "
+                                                   "joined with (metadata ", kMemberKeyMetadata, ")"));
+  }
+  if (!ConstantTimeEquals(caller.member_key_sha256, gen_->members[rank].key_sha256)) {
+    return absl::PermissionDeniedError(absl::StrCat("the call's member key is not the one rank ", rank,
+                                                    " of generation ", generation, " joined with"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Job::CheckAnyMember(const Caller& caller, uint64_t generation) const {
+  if (absl::Status s = CheckCaller(caller); !s.ok()) return s;
+  if (absl::Status s = CheckLive(generation); !s.ok()) return s;
+  if (caller.member_key_sha256.empty()) {
+    return absl::UnauthenticatedError(absl::StrCat("store calls must carry the member key of a member of generation ",
+                                                   generation, " (metadata ", kMemberKeyMetadata, ")"));
+  }
+  if (gen_->member_keys.count(caller.member_key_sha256) == 0) {
+    return absl::PermissionDeniedError(
+        absl::StrCat("the call's member key is not that of any member of generation ", generation));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Job::Authorize(const Caller& caller) const {
+  MutexLock lock(&mu_);
+  return WithContext(CheckCaller(caller));
+}
+
 bool Job::HasWorkers() const {
   return header_.phase == JobPhase::kRunning || (header_.phase == JobPhase::kJoining && !gen_->members.empty());
 }
@@ -883,16 +983,15 @@ void Job::FailAllParked(const absl::Status& status, Completions& done) {
 
 // --- unique IDs -----------------------------------------------------------------------------------------
 
-void Job::PublishUniqueIds(uint64_t generation, int rank, std::vector<std::pair<GroupId, std::string>> ids,
-                           StatusDone on_done) {
-  Mutate(on_done, [this, generation, rank, ids = std::move(ids), on_done](Batch& batch) -> Decision {
+void Job::PublishUniqueIds(const Caller& caller, uint64_t generation, int rank,
+                           std::vector<std::pair<GroupId, std::string>> ids, StatusDone on_done) {
+  Mutate(on_done, [this, caller, generation, rank, ids = std::move(ids), on_done](Batch& batch) -> Decision {
     mu_.AssertHeld();
     for (const auto& [group, bytes] : ids) {
       if (!batch.Claim(GroupItem(group))) return Decision::Wait();
     }
     if (absl::Status s = CheckServing(); !s.ok()) return Rejected(s);
-    if (absl::Status s = CheckLive(generation); !s.ok()) return Rejected(s);
-    if (absl::Status s = CheckRank(rank); !s.ok()) return Rejected(s);
+    if (absl::Status s = CheckMember(caller, generation, rank); !s.ok()) return Rejected(s);
     const Generation& g = *gen_;
     if (absl::Status s = g.ids.CheckPublish(g.mesh, rank, ids, header_.generation); !s.ok()) return Rejected(s);
     std::vector<std::pair<GroupId, std::string>> fresh;
@@ -930,14 +1029,13 @@ void Job::WakeGroup(const GroupId& group, Completions& done) {
   }
 }
 
-uint64_t Job::GetUniqueIds(uint64_t generation, int rank, std::vector<GroupId> groups, Millis wait,
-                           Done<std::vector<std::string>> on_done) {
+uint64_t Job::GetUniqueIds(const Caller& caller, uint64_t generation, int rank, std::vector<GroupId> groups,
+                           Millis wait, Done<std::vector<std::string>> on_done) {
   const uint64_t call = next_call_.fetch_add(1);
   Completions done;
   MutexLock lock(&mu_);
   absl::Status status = CheckServing();
-  if (status.ok()) status = CheckLive(generation);
-  if (status.ok()) status = CheckRank(rank);
+  if (status.ok()) status = CheckMember(caller, generation, rank);
   if (status.ok()) status = gen_->ids.CheckGet(gen_->mesh, rank, groups);
   if (!status.ok()) {
     done.Answer<std::vector<std::string>>(on_done, WithContext(status));
@@ -977,12 +1075,13 @@ void Job::WakeKey(const std::string& key, Completions& done) {
   }
 }
 
-void Job::StoreSet(uint64_t generation, std::string key, std::string value, StatusDone on_done) {
-  Mutate(on_done, [this, generation, key = std::move(key), value = std::move(value), on_done](Batch& batch) -> Decision {
+void Job::StoreSet(const Caller& caller, uint64_t generation, std::string key, std::string value,
+                   StatusDone on_done) {
+  Mutate(on_done, [this, caller, generation, key = std::move(key), value = std::move(value), on_done](Batch& batch) -> Decision {
     mu_.AssertHeld();
     if (!batch.Claim(StoreItem(key))) return Decision::Wait();
     if (absl::Status s = CheckServing(); !s.ok()) return Rejected(s);
-    if (absl::Status s = CheckLive(generation); !s.ok()) return Rejected(s);
+    if (absl::Status s = CheckAnyMember(caller, generation); !s.ok()) return Rejected(s);
     const int64_t delta = gen_->kv.PutDelta(key, value.size());
     if (absl::Status s = context_->store_quota->CheckFits(batch.store_bytes + delta); !s.ok()) return Rejected(s);
     batch.store_bytes += delta;
@@ -996,12 +1095,13 @@ void Job::StoreSet(uint64_t generation, std::string key, std::string value, Stat
   });
 }
 
-void Job::StoreAdd(uint64_t generation, std::string key, int64_t delta, Done<int64_t> on_done) {
-  Mutate(on_done, [this, generation, key = std::move(key), delta, on_done](Batch& batch) -> Decision {
+void Job::StoreAdd(const Caller& caller, uint64_t generation, std::string key, int64_t delta,
+                   Done<int64_t> on_done) {
+  Mutate(on_done, [this, caller, generation, key = std::move(key), delta, on_done](Batch& batch) -> Decision {
     mu_.AssertHeld();
     if (!batch.Claim(StoreItem(key))) return Decision::Wait();
     if (absl::Status s = CheckServing(); !s.ok()) return Rejected(s);
-    if (absl::Status s = CheckLive(generation); !s.ok()) return Rejected(s);
+    if (absl::Status s = CheckAnyMember(caller, generation); !s.ok()) return Rejected(s);
     absl::StatusOr<int64_t> sum = gen_->kv.Sum(key, delta);
     if (!sum.ok()) return Rejected(sum.status());
     const std::string text = std::to_string(*sum);
@@ -1018,14 +1118,14 @@ void Job::StoreAdd(uint64_t generation, std::string key, int64_t delta, Done<int
   });
 }
 
-void Job::StoreCompareSet(uint64_t generation, std::string key, std::string expected, std::string desired,
-                          Done<std::string> on_done) {
-  Mutate(on_done, [this, generation, key = std::move(key), expected = std::move(expected),
+void Job::StoreCompareSet(const Caller& caller, uint64_t generation, std::string key, std::string expected,
+                          std::string desired, Done<std::string> on_done) {
+  Mutate(on_done, [this, caller, generation, key = std::move(key), expected = std::move(expected),
                    desired = std::move(desired), on_done](Batch& batch) -> Decision {
     mu_.AssertHeld();
     if (!batch.Claim(StoreItem(key))) return Decision::Wait();
     if (absl::Status s = CheckServing(); !s.ok()) return Rejected(s);
-    if (absl::Status s = CheckLive(generation); !s.ok()) return Rejected(s);
+    if (absl::Status s = CheckAnyMember(caller, generation); !s.ok()) return Rejected(s);
     // c10d compareSet: a missing key is set only when `expected` is empty, a present one only when it holds
     // `expected`; the answer is the value afterwards (`expected` for a key that stays missing).
     const std::string* current = gen_->kv.Find(key);
@@ -1048,12 +1148,12 @@ void Job::StoreCompareSet(uint64_t generation, std::string key, std::string expe
   });
 }
 
-void Job::StoreDelete(uint64_t generation, std::string key, Done<bool> on_done) {
-  Mutate(on_done, [this, generation, key = std::move(key), on_done](Batch& batch) -> Decision {
+void Job::StoreDelete(const Caller& caller, uint64_t generation, std::string key, Done<bool> on_done) {
+  Mutate(on_done, [this, caller, generation, key = std::move(key), on_done](Batch& batch) -> Decision {
     mu_.AssertHeld();
     if (!batch.Claim(StoreItem(key))) return Decision::Wait();
     if (absl::Status s = CheckServing(); !s.ok()) return Rejected(s);
-    if (absl::Status s = CheckLive(generation); !s.ok()) return Rejected(s);
+    if (absl::Status s = CheckAnyMember(caller, generation); !s.ok()) return Rejected(s);
     if (!gen_->kv.Contains(key)) {
       return Decision::Apply([on_done](Completions& c) { c.Answer<bool>(on_done, false); });
     }
@@ -1066,28 +1166,29 @@ void Job::StoreDelete(uint64_t generation, std::string key, Done<bool> on_done) 
   });
 }
 
-absl::StatusOr<bool> Job::StoreCheck(uint64_t generation, const std::vector<std::string>& keys) {
+absl::StatusOr<bool> Job::StoreCheck(const Caller& caller, uint64_t generation, const std::vector<std::string>& keys) {
   MutexLock lock(&mu_);
   absl::Status status = CheckServing();
-  if (status.ok()) status = CheckLive(generation);
+  if (status.ok()) status = CheckAnyMember(caller, generation);
   if (!status.ok()) return WithContext(status);
   return gen_->kv.ContainsAll(keys);
 }
 
-absl::StatusOr<int64_t> Job::StoreNumKeys(uint64_t generation) {
+absl::StatusOr<int64_t> Job::StoreNumKeys(const Caller& caller, uint64_t generation) {
   MutexLock lock(&mu_);
   absl::Status status = CheckServing();
-  if (status.ok()) status = CheckLive(generation);
+  if (status.ok()) status = CheckAnyMember(caller, generation);
   if (!status.ok()) return WithContext(status);
   return static_cast<int64_t>(gen_->kv.size());
 }
 
-uint64_t Job::StoreGet(uint64_t generation, std::string key, Millis wait, Done<std::string> on_done) {
+uint64_t Job::StoreGet(const Caller& caller, uint64_t generation, std::string key, Millis wait,
+                       Done<std::string> on_done) {
   const uint64_t call = next_call_.fetch_add(1);
   Completions done;
   MutexLock lock(&mu_);
   absl::Status status = CheckServing();
-  if (status.ok()) status = CheckLive(generation);
+  if (status.ok()) status = CheckAnyMember(caller, generation);
   if (status.ok()) {
     if (const std::string* value = gen_->kv.Find(key)) {
       done.Answer<std::string>(on_done, *value);
@@ -1104,12 +1205,13 @@ uint64_t Job::StoreGet(uint64_t generation, std::string key, Millis wait, Done<s
   return call;
 }
 
-uint64_t Job::StoreWait(uint64_t generation, std::vector<std::string> keys, Millis wait, StatusDone on_done) {
+uint64_t Job::StoreWait(const Caller& caller, uint64_t generation, std::vector<std::string> keys, Millis wait,
+                        StatusDone on_done) {
   const uint64_t call = next_call_.fetch_add(1);
   Completions done;
   MutexLock lock(&mu_);
   absl::Status status = CheckServing();
-  if (status.ok()) status = CheckLive(generation);
+  if (status.ok()) status = CheckAnyMember(caller, generation);
   if (status.ok()) {
     if (gen_->kv.ContainsAll(keys)) {
       done.Answer(on_done, absl::OkStatus());
@@ -1130,15 +1232,15 @@ uint64_t Job::StoreWait(uint64_t generation, std::vector<std::string> keys, Mill
 
 // --- barriers, heartbeats, leaving ----------------------------------------------------------------------
 
-uint64_t Job::Barrier(uint64_t generation, int rank, std::string name, uint64_t round, Millis wait,
-                      StatusDone on_done) {
+uint64_t Job::Barrier(const Caller& caller, uint64_t generation, int rank, std::string name, uint64_t round,
+                      Millis wait, StatusDone on_done) {
   const uint64_t call = next_call_.fetch_add(1);
-  Mutate(on_done, [this, generation, rank, name = std::move(name), round, wait, call, on_done](Batch& batch) -> Decision {
+  Mutate(on_done, [this, caller, generation, rank, name = std::move(name), round, wait, call,
+                   on_done](Batch& batch) -> Decision {
     mu_.AssertHeld();
     if (!batch.Claim(BarrierItem(name))) return Decision::Wait();
     if (absl::Status s = CheckServing(); !s.ok()) return Rejected(s);
-    if (absl::Status s = CheckLive(generation); !s.ok()) return Rejected(s);
-    if (absl::Status s = CheckRank(rank); !s.ok()) return Rejected(s);
+    if (absl::Status s = CheckMember(caller, generation, rank); !s.ok()) return Rejected(s);
     const BarrierSet& barriers = gen_->barriers;
     const uint64_t completed = barriers.completed(name);
     if (round != 0 && round <= completed) {  // a retry whose answer was lost: that round is past
@@ -1184,18 +1286,19 @@ uint64_t Job::Barrier(uint64_t generation, int rank, std::string name, uint64_t 
   return call;
 }
 
-absl::StatusOr<Millis> Job::Heartbeat(uint64_t generation, int rank) {
+absl::StatusOr<Millis> Job::Heartbeat(const Caller& caller, uint64_t generation, int rank) {
   MutexLock lock(&mu_);
   absl::Status status = CheckServing();
-  if (status.ok()) status = CheckLive(generation);
-  if (status.ok()) status = CheckRank(rank);
+  if (status.ok()) status = CheckMember(caller, generation, rank);
   if (!status.ok()) return WithContext(status);
   gen_->leases.Renew(rank, Clock::now());
   return options_.lease;
 }
 
-void Job::Leave(uint64_t generation, int rank, bool finished, std::string reason, StatusDone on_done) {
-  Mutate(on_done, [this, generation, rank, finished, reason = std::move(reason), on_done](Batch& batch) -> Decision {
+void Job::Leave(const Caller& caller, uint64_t generation, int rank, bool finished, std::string reason,
+                StatusDone on_done) {
+  Mutate(on_done, [this, caller, generation, rank, finished, reason = std::move(reason),
+                   on_done](Batch& batch) -> Decision {
     mu_.AssertHeld();
     // Finishing touches only the member, unless it is the last one (which completes the generation in the
     // same write); leaving early ends the generation.
@@ -1203,8 +1306,9 @@ void Job::Leave(uint64_t generation, int rank, bool finished, std::string reason
                       gen_->leases.unfinished() == 1 && !gen_->leases.finished(rank);
     if (!(finished && !last ? batch.Claim(MemberItem(rank)) : batch.ClaimJob())) return Decision::Wait();
     if (absl::Status s = CheckServing(); !s.ok()) return Rejected(s);
-    if (absl::Status s = CheckLive(generation, /*allow_completed=*/finished); !s.ok()) return Rejected(s);
-    if (absl::Status s = CheckRank(rank); !s.ok()) return Rejected(s);
+    if (absl::Status s = CheckMember(caller, generation, rank, /*allow_completed=*/finished); !s.ok()) {
+      return Rejected(s);
+    }
     const Member& m = gen_->members[rank];
     if (finished) {
       if (gen_->leases.finished(rank)) {  // a retry
@@ -1253,12 +1357,13 @@ void Job::Forget(Completions& done) {
   if (!stopping_ && context_->on_gone) done.Add([self = shared_from_this(), on_gone = context_->on_gone] { on_gone(self); });
 }
 
-void Job::Delete(bool force, StatusDone on_done) {
-  Mutate(on_done, [this, force, on_done](Batch& batch) -> Decision {
+void Job::Delete(const Caller& caller, bool force, StatusDone on_done) {
+  Mutate(on_done, [this, caller, force, on_done](Batch& batch) -> Decision {
     mu_.AssertHeld();
     if (!batch.ClaimJob()) return Decision::Wait();
     if (stopping_) return Rejected(absl::UnavailableError("the coordinator is shutting down; retry"));
     if (gone() || !born_) return Rejected(absl::NotFoundError("the job does not exist"));
+    if (absl::Status s = CheckCaller(caller); !s.ok()) return Rejected(s);
     if (!force && HasWorkers()) {
       return Rejected(absl::FailedPreconditionError(absl::StrCat(
           "generation ", header_.generation, " is ", JobPhaseName(header_.phase), " with ", gen_->members.size(),

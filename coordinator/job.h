@@ -7,6 +7,12 @@
 // Thread-safety: every public method may be called from any thread. One mutex guards the job. Every call
 // answers exactly once through its callback, never under that mutex, possibly before the method returns.
 //
+// Who may do what (caller.h): every call names its Caller, and the job admits it under its lock in the same
+// step that serves it, so that no change slips between the check and the call. A job is bound at creation
+// to its creator's token; every call must carry that token (or the admin token). Calls that act as a rank
+// must also carry the member key that rank joined with, and store calls the key of some member: holding the
+// job's token is not enough to speak for another worker.
+//
 // How state changes (the one commit path, Mutate):
 //   - A change is decided under the mutex against the job's current state. If it needs durable writes, they
 //     go to the StateCommitter, and the change is applied in memory, and answered, only once they are on
@@ -23,6 +29,7 @@
 //   - A parked call is in parked_ until it is answered; whoever answers it takes it out first.
 //   - Everything generation-scoped lives in gen_ and is dropped when the next generation starts.
 //   - header_ and merged_config_ are exactly what the state store holds of the job.
+//   - header_.token_sha256 never changes once the job is born.
 #ifndef TPCOORD_COORDINATOR_JOB_H_
 #define TPCOORD_COORDINATOR_JOB_H_
 
@@ -44,6 +51,7 @@
 #include "common/limits.h"
 #include "common/mesh.h"
 #include "common/tp_init_args.h"
+#include "coordinator/caller.h"
 #include "coordinator/completions.h"
 #include "coordinator/job_storage.h"
 #include "coordinator/job_view.h"
@@ -58,6 +66,7 @@ struct JobOptions {
   Millis lease{10000};         // a member silent this long ends the generation
   Millis default_wait{60000};  // for wait_timeout_ms == 0
   size_t max_parked_calls = kMaxParkedCallsPerJob;
+  bool only_admin_creates_jobs = false;  // --job-creation admin
   // Receives one line per generation event (joining, running, ended, completed); may be empty.
   std::function<void(const std::string&)> log;
 };
@@ -117,43 +126,52 @@ class Job : public std::enable_shared_from_this<Job> {
   bool TryPin() ABSL_LOCKS_EXCLUDED(mu_);
   void Unpin() ABSL_LOCKS_EXCLUDED(mu_);
 
-  void Record(const TpInitArgs& args, Done<RecordOutcome> done);
-  // generation == 0: a standalone merge against the record (stored only if the job exists). Otherwise
-  // `rank` must be a member of that generation, and the config must agree with the first one merged in it.
-  void Merge(std::string config_text, bool has_mpu, uint64_t generation, int rank, Done<MergeOutcome> done);
+  // Creates the job, idle, bound to `token_sha256` (empty: the caller's token). ALREADY_EXISTS if it exists.
+  void Create(const Caller& caller, std::string token_sha256, StatusDone done);
+  void Record(const Caller& caller, const TpInitArgs& args, Done<RecordOutcome> done);
+  // generation == 0: a dry run against the record, which changes nothing (the job need not exist).
+  // Otherwise `rank` must be the caller's seat in that generation, and the config must agree with the first
+  // one merged in it, which becomes the job's merged config.
+  void Merge(const Caller& caller, std::string config_text, bool has_mpu, uint64_t generation, int rank,
+             Done<MergeOutcome> done);
 
-  // Calls that may park return an id for Cancel.
-  uint64_t Join(JoinArgs args, Millis wait, Done<Assignment> done);
-  uint64_t GetUniqueIds(uint64_t generation, int rank, std::vector<GroupId> groups, Millis wait,
-                        Done<std::vector<std::string>> done);
-  uint64_t StoreGet(uint64_t generation, std::string key, Millis wait, Done<std::string> done);
-  uint64_t StoreWait(uint64_t generation, std::vector<std::string> keys, Millis wait, StatusDone done);
+  // Calls that may park return an id for Cancel. Join binds the worker's seat to the caller's member key.
+  uint64_t Join(const Caller& caller, JoinArgs args, Millis wait, Done<Assignment> done);
+  uint64_t GetUniqueIds(const Caller& caller, uint64_t generation, int rank, std::vector<GroupId> groups,
+                        Millis wait, Done<std::vector<std::string>> done);
+  uint64_t StoreGet(const Caller& caller, uint64_t generation, std::string key, Millis wait, Done<std::string> done);
+  uint64_t StoreWait(const Caller& caller, uint64_t generation, std::vector<std::string> keys, Millis wait,
+                     StatusDone done);
   // `round`: see BarrierRequest.round (0: the next one).
-  uint64_t Barrier(uint64_t generation, int rank, std::string name, uint64_t round, Millis wait, StatusDone done);
+  uint64_t Barrier(const Caller& caller, uint64_t generation, int rank, std::string name, uint64_t round,
+                   Millis wait, StatusDone done);
   // The client gave up on a parked call: it is answered CANCELLED. Unknown ids are ignored.
   void Cancel(uint64_t call);
 
-  void PublishUniqueIds(uint64_t generation, int rank, std::vector<std::pair<GroupId, std::string>> ids,
-                        StatusDone done);
-  void StoreSet(uint64_t generation, std::string key, std::string value, StatusDone done);
-  void StoreAdd(uint64_t generation, std::string key, int64_t delta, Done<int64_t> done);
-  void StoreCompareSet(uint64_t generation, std::string key, std::string expected, std::string desired,
-                       Done<std::string> done);
-  void StoreDelete(uint64_t generation, std::string key, Done<bool> done);
-  absl::StatusOr<bool> StoreCheck(uint64_t generation, const std::vector<std::string>& keys);
-  absl::StatusOr<int64_t> StoreNumKeys(uint64_t generation);
+  void PublishUniqueIds(const Caller& caller, uint64_t generation, int rank,
+                        std::vector<std::pair<GroupId, std::string>> ids, StatusDone done);
+  void StoreSet(const Caller& caller, uint64_t generation, std::string key, std::string value, StatusDone done);
+  void StoreAdd(const Caller& caller, uint64_t generation, std::string key, int64_t delta, Done<int64_t> done);
+  void StoreCompareSet(const Caller& caller, uint64_t generation, std::string key, std::string expected,
+                       std::string desired, Done<std::string> done);
+  void StoreDelete(const Caller& caller, uint64_t generation, std::string key, Done<bool> done);
+  absl::StatusOr<bool> StoreCheck(const Caller& caller, uint64_t generation, const std::vector<std::string>& keys);
+  absl::StatusOr<int64_t> StoreNumKeys(const Caller& caller, uint64_t generation);
 
   // Renews the member's lease; returns the lease length.
-  absl::StatusOr<Millis> Heartbeat(uint64_t generation, int rank);
-  void Leave(uint64_t generation, int rank, bool finished, std::string reason, StatusDone done);
+  absl::StatusOr<Millis> Heartbeat(const Caller& caller, uint64_t generation, int rank);
+  void Leave(const Caller& caller, uint64_t generation, int rank, bool finished, std::string reason, StatusDone done);
 
   // Forgets the job and everything it holds. FAILED_PRECONDITION while a generation runs or workers wait in
   // Join, unless `force`: then every parked call is answered ABORTED.
-  void Delete(bool force, StatusDone done);
+  void Delete(const Caller& caller, bool force, StatusDone done);
   // Deletes the job if nothing happened to it since `cutoff_unix_ms` and nothing runs or waits in it;
   // answers whether it did.
   void ExpireIfIdleSince(int64_t cutoff_unix_ms, Done<bool> done);
 
+  // Whether `caller` may read the job (View): it carries the job's token or the admin token. NOT_FOUND while
+  // the job does not exist. The token never changes, so what this admits stays admitted.
+  absl::Status Authorize(const Caller& caller) const ABSL_LOCKS_EXCLUDED(mu_);
   // nullopt while the job does not exist (yet, or any more).
   std::optional<JobView> View(bool with_members) const;
   // Answers once every call made before it has been applied (or answered with its error).
@@ -190,12 +208,21 @@ class Job : public std::enable_shared_from_this<Job> {
   void MaybeGone(Completions& done) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Whether calls are served at all: NOT_FOUND once gone, UNAVAILABLE once stopping, DATA_LOSS if corrupt.
   absl::Status CheckServing() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Admission (see the top of this file). CheckCaller: the job exists and `caller` carries its token or the
+  // admin token. CheckCreator: the same, or the job does not exist and `caller` may create it.
+  absl::Status CheckCaller(const Caller& caller) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status CheckCreator(const Caller& caller) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // CheckCaller, CheckLive, CheckRank, and the caller's member key is the one `rank` joined with.
+  absl::Status CheckMember(const Caller& caller, uint64_t generation, int rank, bool allow_completed = false) const
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // CheckCaller, CheckLive, and the caller's member key is that of some member (store calls name no rank).
+  absl::Status CheckAnyMember(const Caller& caller, uint64_t generation) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   JobHeader NextHeader() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void ApplyHeader(const JobHeader& header) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   // The generation lifecycle.
-  Decision DecideJoin(Batch& batch, const JoinArgs& args, uint64_t call, Millis wait, Done<Assignment> done)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  Decision DecideJoin(Batch& batch, const Caller& caller, const JoinArgs& args, uint64_t call, Millis wait,
+                      Done<Assignment> done) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void StartGeneration(const JobHeader& header, Completions& done) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Once every member left finished, the completion is written (a change of its own, after theirs).
   void MaybeComplete() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

@@ -102,12 +102,15 @@ std::vector<std::shared_ptr<Job>> JobRegistry::All() const {
   return all;
 }
 
-std::vector<std::shared_ptr<Job>> JobRegistry::Page(const std::string& after, size_t limit) const {
+std::vector<std::shared_ptr<Job>> JobRegistry::Page(const std::string& after, size_t limit,
+                                                    const std::function<bool(const Job&)>& visible) const {
   std::vector<std::shared_ptr<Job>> all = All();
   auto first = std::upper_bound(all.begin(), all.end(), after,
                                 [](const std::string& id, const std::shared_ptr<Job>& job) { return id < job->id(); });
   std::vector<std::shared_ptr<Job>> page;
-  for (auto it = first; it != all.end() && page.size() < limit; ++it) page.push_back(*it);
+  for (auto it = first; it != all.end() && page.size() < limit; ++it) {
+    if (visible(**it)) page.push_back(*it);
+  }
   return page;
 }
 

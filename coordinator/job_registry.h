@@ -8,6 +8,7 @@
 
 #include <array>
 #include <atomic>
+#include <functional>
 #include <memory>
 #include <string>
 #include <unordered_map>
@@ -58,8 +59,9 @@ class JobRegistry {
   absl::StatusOr<PinnedJob> GetOrCreate(const std::string& job_id);
   // nullptr when the job does not exist.
   std::shared_ptr<Job> Find(const std::string& job_id) const;
-  // Up to `limit` jobs with ids after `after`, in id order.
-  std::vector<std::shared_ptr<Job>> Page(const std::string& after, size_t limit) const;
+  // Up to `limit` jobs with ids after `after` for which `visible` holds, in id order.
+  std::vector<std::shared_ptr<Job>> Page(const std::string& after, size_t limit,
+                                         const std::function<bool(const Job&)>& visible) const;
   size_t size() const { return size_.load(); }
 
   // Every `interval`, deletes the jobs nothing has happened to for `ttl` and that nothing runs or waits in.

@@ -85,6 +85,7 @@ StateWrite PutHeader(absl::string_view job, const JobHeader& header) {
   out.set_end_reason(header.end_reason);
   out.set_created_unix_ms(header.created_unix_ms);
   out.set_updated_unix_ms(header.updated_unix_ms);
+  out.set_token_sha256(header.token_sha256);
   return StateWrite::Put(JobKey(job), Serialize(out));
 }
 
@@ -107,6 +108,7 @@ void PutMembers(absl::string_view job, const std::vector<StoredMember>& by_rank,
       pb::MemberChunk::Member* m = chunk.add_members();
       m->set_worker_id(by_rank[r].worker_id);
       m->set_host(by_rank[r].host);
+      m->set_key_sha256(by_rank[r].key_sha256);
     }
     out->push_back(StateWrite::Put(GenerationKey(job, "members/" + RankKey(static_cast<int>(first))), Serialize(chunk)));
   }
@@ -186,6 +188,7 @@ absl::StatusOr<StoredJob> DecodeJob(absl::string_view job, absl::Span<const Stat
       h.end_reason = header.end_reason();
       h.created_unix_ms = header.created_unix_ms();
       h.updated_unix_ms = header.updated_unix_ms();
+      h.token_sha256 = header.token_sha256();
       has_header = true;
       continue;
     }
@@ -259,7 +262,7 @@ absl::StatusOr<StoredJob> DecodeJob(absl::string_view job, absl::Span<const Stat
   if (!mesh.ok()) return Corrupt(job, job_key, mesh.status().message());
   for (const auto& [first, chunk] : chunks) {
     if (first != static_cast<int>(stored.members.size())) return Corrupt(job, GenerationKey(job, "members/"), "a chunk is missing");
-    for (const pb::MemberChunk::Member& m : chunk.members()) stored.members.push_back({m.worker_id(), m.host()});
+    for (const pb::MemberChunk::Member& m : chunk.members()) stored.members.push_back({m.worker_id(), m.host(), m.key_sha256()});
   }
   if (!stored.members.empty() && static_cast<int>(stored.members.size()) != h.world_size) {
     return Corrupt(job, GenerationKey(job, "members/"),

@@ -2,11 +2,12 @@
 // messages are documented in proto/tpcoord/state/v1/state.proto.
 //
 // What is kept: the job's header (recorded tp_model_init args, generation, phase, world shape, why it ended,
-// timestamps), its latest merged config, and of the current generation everything its members need to go
-// on after a coordinator restart: who holds which rank and who has finished, the config they agreed on,
-// the NCCL unique IDs, the key-value entries and how many rounds each barrier completed. Not kept: calls
-// parked in the coordinator (their clients retry), workers still joining (they retry their Join), and
-// heartbeat times (every lease starts afresh when the coordinator does).
+// timestamps, the hash of its token), its latest merged config, and of the current generation everything
+// its members need to go on after a coordinator restart: who holds which rank under which member key
+// (hashed), who has finished, the config they agreed on, the NCCL unique IDs, the key-value entries and how
+// many rounds each barrier completed. Not kept: calls parked in the coordinator (their clients retry),
+// workers still joining (they retry their Join), and heartbeat times (every lease starts afresh when the
+// coordinator does).
 #ifndef TPCOORD_COORDINATOR_JOB_STORAGE_H_
 #define TPCOORD_COORDINATOR_JOB_STORAGE_H_
 
@@ -40,11 +41,13 @@ struct JobHeader {
   std::string end_reason;
   int64_t created_unix_ms = 0;
   int64_t updated_unix_ms = 0;
+  std::string token_sha256;  // the job's bearer token, hashed (caller.h); empty: bound to none
 };
 
 struct StoredMember {
   std::string worker_id;
   std::string host;
+  std::string key_sha256;  // the member key the seat is bound to, hashed
 };
 
 // The config the members of a generation agreed on (spec gap G27): the first one merged, and by whom.

@@ -1,6 +1,11 @@
 // tp-coordinator: the gRPC service that every worker of every job talks to.
 //
 //   tp-coordinator --listen 127.0.0.1:50051 --state-dir /var/lib/tpcoord
+//   tp-coordinator --listen 0.0.0.0:50051 --tls-cert server.crt --tls-key server.key [--tls-client-ca ca.crt]
+//                  [--admin-token-file admin.token] [--job-creation admin] ...
+//
+// Security (README "Security"): every call carries a job token; TLS (mutual with --tls-client-ca) protects
+// them on the network. A listen address other than loopback without TLS is refused unless --allow-insecure.
 //
 // Prints "tp-coordinator listening on <address>" on stdout once it serves (with --listen host:0 the
 // address holds the port the kernel picked). SIGTERM/SIGINT: answer every parked and every new call with
@@ -24,13 +29,26 @@
 #include "absl/time/time.h"
 #include "common/limits.h"
 #include "common/process_init.h"
+#include "common/secrets.h"
 #include "coordinator/coordinator_service.h"
 #include "coordinator/job_registry.h"
 #include "coordinator/state_committer.h"
 #include "coordinator/state_dir.h"
 #include "coordinator/timer_queue.h"
 
-ABSL_FLAG(std::string, listen, "0.0.0.0:50051", "address to serve on; port 0 picks a free port");
+ABSL_FLAG(std::string, listen, "127.0.0.1:50051",
+          "address to serve on; port 0 picks a free port. Other than loopback it needs TLS (or --allow-insecure)");
+ABSL_FLAG(std::string, tls_cert, "", "serve TLS with this certificate chain (PEM)");
+ABSL_FLAG(std::string, tls_key, "", "the private key of --tls-cert (PEM)");
+ABSL_FLAG(std::string, tls_client_ca, "",
+          "mutual TLS: require every client to present a certificate signed by this CA (PEM)");
+ABSL_FLAG(bool, allow_insecure, false, "serve plaintext on an address other than loopback (tokens in the clear)");
+ABSL_FLAG(std::string, admin_token_file, "",
+          "file holding the admin token, which may list, read, create and delete every job");
+ABSL_FLAG(std::string, job_creation, "open",
+          "who creates jobs: open (the first call for a job binds it to its token) or admin (only the admin token, "
+          "with tpctl create)");
+ABSL_FLAG(bool, reflection, false, "serve gRPC server reflection (lists the API to anyone who can connect)");
 ABSL_FLAG(std::string, state_dir, "/var/lib/tpcoord",
           "directory for the coordinator's SQLite database (created if missing)");
 ABSL_FLAG(absl::Duration, lease, absl::Seconds(10),
@@ -58,11 +76,50 @@ void Log(const std::string& message) {
   std::exit(1);
 }
 
+std::string ReadOrDie(const std::string& flag, const std::string& path) {
+  absl::StatusOr<std::string> contents = tpcoord::ReadCredentialFile(path);
+  if (!contents.ok()) Die(absl::StrCat("--", flag, ": ", contents.status().message()));
+  return *std::move(contents);
+}
+
+// Whether `listen` (HOST:PORT, [V6]:PORT or unix:PATH) is reachable only from this machine.
+bool IsLocalOnly(const std::string& listen) {
+  if (listen.rfind("unix:", 0) == 0) return true;
+  const std::string host = listen.substr(0, listen.rfind(':'));
+  return host == "localhost" || host == "[::1]" || host.rfind("127.", 0) == 0;
+}
+
+// TLS when --tls-cert is given, mutual TLS with --tls-client-ca; plaintext otherwise, refused beyond loopback
+// unless --allow-insecure.
+std::shared_ptr<grpc::ServerCredentials> ServerCredentials(const std::string& listen) {
+  const std::string cert = absl::GetFlag(FLAGS_tls_cert), key = absl::GetFlag(FLAGS_tls_key),
+                    client_ca = absl::GetFlag(FLAGS_tls_client_ca);
+  if (cert.empty() != key.empty()) Die("give both --tls-cert and --tls-key, or neither");
+  if (cert.empty()) {
+    if (!client_ca.empty()) Die("--tls-client-ca needs --tls-cert and --tls-key");
+    if (!IsLocalOnly(listen)) {
+      if (!absl::GetFlag(FLAGS_allow_insecure)) {
+        Die(absl::StrCat("--listen ", listen, " without TLS would send every job's tokens over the network in the "
+                         "clear; give --tls-cert and --tls-key (README \"Security\"), or --allow-insecure"));
+      }
+      Log(absl::StrCat("warning: serving plaintext on ", listen, " (--allow-insecure): anyone on the network can "
+                       "read tokens and member keys in transit"));
+    }
+    return grpc::InsecureServerCredentials();
+  }
+  grpc::SslServerCredentialsOptions ssl(client_ca.empty() ? GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE
+                                                          : GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY);
+  ssl.pem_key_cert_pairs.push_back({ReadOrDie("tls-key", key), ReadOrDie("tls-cert", cert)});
+  if (!client_ca.empty()) ssl.pem_root_certs = ReadOrDie("tls-client-ca", client_ca);
+  return grpc::SslServerCredentials(ssl);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
-      "tp-coordinator --listen HOST:PORT --state-dir DIR [--lease 10s] [--max-jobs N] [--job-ttl 168h]");
+      "tp-coordinator --listen HOST:PORT --state-dir DIR [--tls-cert F --tls-key F [--tls-client-ca F]] "
+      "[--admin-token-file F] [--job-creation open|admin] [--lease 10s] [--max-jobs N] [--job-ttl 168h]");
   tpcoord::InitProcess(argc, argv);
 
   // Block the stop signals before any thread starts, so that only sigwait below receives them.
@@ -80,6 +137,20 @@ int main(int argc, char** argv) {
   const tpcoord::Millis ttl = absl::ToChronoMilliseconds(absl::GetFlag(FLAGS_job_ttl));
   if (ttl < tpcoord::Millis(1000)) Die("--job-ttl must be at least 1s");
   options.log = Log;
+  const std::string job_creation = absl::GetFlag(FLAGS_job_creation);
+  if (job_creation != "open" && job_creation != "admin") Die("--job-creation must be open or admin");
+  options.only_admin_creates_jobs = job_creation == "admin";
+  std::string admin_token_sha256;
+  if (const std::string path = absl::GetFlag(FLAGS_admin_token_file); !path.empty()) {
+    absl::StatusOr<std::string> token = tpcoord::ReadSecretFile(path);
+    if (!token.ok()) Die(absl::StrCat("--admin-token-file: ", token.status().message()));
+    admin_token_sha256 = tpcoord::Sha256(*token);
+  }
+  if (options.only_admin_creates_jobs && admin_token_sha256.empty()) {
+    Die("--job-creation admin needs --admin-token-file: nobody could create a job");
+  }
+  const std::string listen = absl::GetFlag(FLAGS_listen);
+  std::shared_ptr<grpc::ServerCredentials> credentials = ServerCredentials(listen);
 
   // Declared in the order they depend on each other, so that they are destroyed in the reverse one.
   tpcoord::TimerQueue timers;
@@ -96,18 +167,20 @@ int main(int argc, char** argv) {
   if (!restored.ok()) Die(absl::StrCat("cannot restore state: ", restored.status().message()));
   for (const std::string& corrupt : restored->corrupt) Log(absl::StrCat("restore: ", corrupt));
   registry.ExpireIdleJobs(ttl, std::min(ttl / 4, tpcoord::Millis(60000)));
-  tpcoord::CoordinatorService service(&registry, options);
+  tpcoord::CoordinatorService service(&registry, options, admin_token_sha256);
 
-  grpc::EnableDefaultHealthCheckService(true);
-  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  grpc::EnableDefaultHealthCheckService(true);  // open to all: probes carry no token
+  if (absl::GetFlag(FLAGS_reflection)) grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
   int port = 0;
-  const std::string listen = absl::GetFlag(FLAGS_listen);
-  builder.AddListeningPort(listen, grpc::InsecureServerCredentials(), &port);
+  builder.AddListeningPort(listen, credentials, &port);
   builder.RegisterService(&service);
   builder.SetMaxReceiveMessageSize(tpcoord::kMaxRequestBytes);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
-  if (!server || port == 0) Die(absl::StrCat("cannot listen on ", listen));
+  if (!server || port == 0) {
+    Die(absl::StrCat("cannot listen on ", listen,
+                     absl::GetFlag(FLAGS_tls_cert).empty() ? "" : " (are --tls-cert and --tls-key a matching PEM pair?)"));
+  }
   server->GetHealthCheckService()->SetServingStatus(true);
 
   const std::string host = listen.substr(0, listen.rfind(':'));
@@ -115,7 +188,10 @@ int main(int argc, char** argv) {
   std::cout << "tp-coordinator listening on " << address << std::endl;
   Log(absl::StrCat("serving on ", address, ", state in ", (*state)->database_path(), ", ", restored->jobs,
                    " job(s) restored", restored->corrupt.empty() ? "" : absl::StrCat(" (", restored->corrupt.size(), " unreadable)"),
-                   ", lease ", absl::FormatDuration(absl::GetFlag(FLAGS_lease))));
+                   ", lease ", absl::FormatDuration(absl::GetFlag(FLAGS_lease)),
+                   absl::GetFlag(FLAGS_tls_cert).empty() ? ", plaintext"
+                   : absl::GetFlag(FLAGS_tls_client_ca).empty() ? ", TLS" : ", mutual TLS",
+                   admin_token_sha256.empty() ? "" : ", admin token set", ", job creation ", job_creation));
 
   int signal_number = 0;
   sigwait(&stop_signals, &signal_number);

@@ -6,6 +6,7 @@
 #include "common/dtype.h"
 #include "common/identifiers.h"
 #include "common/limits.h"
+#include "common/secrets.h"
 #include "common/wire.h"
 
 namespace tpcoord {
@@ -230,5 +231,14 @@ absl::StatusOr<int> CheckRequest(const v1::ListJobsRequest& req) {
 absl::Status CheckRequest(const v1::GetJobRequest& req) { return ValidateJobId(req.job_id()); }
 
 absl::Status CheckRequest(const v1::DeleteJobRequest& req) { return ValidateJobId(req.job_id()); }
+
+absl::StatusOr<std::string> CheckRequest(const v1::CreateJobRequest& req) {
+  const std::string& token = req.job_token();
+  if (absl::Status s = InJob(req.job_id(), {[&] { return token.empty() ? absl::OkStatus() : CheckSecret("job_token", token); }});
+      !s.ok()) {
+    return s;
+  }
+  return token.empty() ? std::string() : Sha256(token);
+}
 
 }  // namespace tpcoord

@@ -37,6 +37,8 @@ absl::Status CheckRequest(const v1::LeaveRequest& req);
 absl::StatusOr<int> CheckRequest(const v1::ListJobsRequest& req);
 absl::Status CheckRequest(const v1::GetJobRequest& req);
 absl::Status CheckRequest(const v1::DeleteJobRequest& req);
+// Returns the SHA-256 of job_token, or "" when there is none.
+absl::StatusOr<std::string> CheckRequest(const v1::CreateJobRequest& req);
 
 }  // namespace tpcoord
 

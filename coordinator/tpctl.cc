@@ -1,5 +1,6 @@
 // tpctl: the operator's command line for a tp-coordinator.
 //
+//   tpctl [--coordinator HOST:PORT] create ID [--job-token-file F]
 //   tpctl [--coordinator HOST:PORT] record --job ID --tp-size N --dtype bf16 [--tp-group 0,1]
 //   tpctl [--coordinator HOST:PORT] merge  --job ID --config ds_config.json [--mpu]
 //   tpctl [--coordinator HOST:PORT] jobs
@@ -8,6 +9,8 @@
 //   tpctl [--coordinator HOST:PORT] delete ID [--force]
 //   tpctl [--coordinator HOST:PORT] health
 //
+// Every command but health carries a token: --token-file F (or TPCOORD_TOKEN_FILE / TPCOORD_TOKEN), the
+// job's or the coordinator's admin token; TLS with --tls-ca F (and --tls-cert F --tls-key F for mutual TLS).
 // On failure it prints the coordinator's message (and its context line, if any) on stderr and exits 1;
 // usage errors exit 2.
 #include <chrono>
@@ -32,10 +35,12 @@
 #include "absl/time/time.h"
 #include "common/dtype.h"
 #include "common/process_init.h"
+#include "common/secrets.h"
 #include "common/wire.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "nlohmann/json.hpp"
 #include "tpcoord/v1/coordinator.grpc.pb.h"
+#include "worker/client_flags.h"
 
 ABSL_FLAG(std::string, coordinator, "127.0.0.1:50051", "coordinator address (env TPCOORD_COORDINATOR)");
 ABSL_FLAG(std::string, job, "", "job id");
@@ -48,6 +53,8 @@ ABSL_FLAG(absl::Duration, timeout, absl::Seconds(10), "deadline of each call");
 ABSL_FLAG(absl::Duration, interval, absl::Seconds(1), "watch: refresh interval");
 ABSL_FLAG(int, count, 0, "watch: stop after this many refreshes (0: until the job completes or fails)");
 ABSL_FLAG(bool, force, false, "delete: also a job whose generation is running (its workers are told it ended)");
+ABSL_FLAG(std::string, job_token_file, "",
+          "create: the token the job's workers will carry (default: the token of this call, --token-file)");
 
 namespace {
 
@@ -72,8 +79,13 @@ int Failed(const grpc::ClientContext& ctx, const grpc::Status& status) {
   return kExitFailure;
 }
 
+// The token every call carries (from --token-file and the like).
+std::string token;
+
+// Readies a call: its deadline and its token.
 void SetDeadline(grpc::ClientContext* ctx) {
   ctx->set_deadline(std::chrono::system_clock::now() + absl::ToChronoMilliseconds(absl::GetFlag(FLAGS_timeout)));
+  if (!token.empty()) ctx->AddMetadata(std::string(tpcoord::kAuthorizationMetadata), absl::StrCat("Bearer ", token));
 }
 
 std::string JobArg(const std::vector<char*>& args) {
@@ -197,6 +209,24 @@ int Jobs(v1::Coordinator::Stub& stub) {
   return 0;
 }
 
+int Create(v1::Coordinator::Stub& stub, const std::string& job_id) {
+  if (job_id.empty()) return UsageError("give the job id: tpctl create ID [--job-token-file F]");
+  v1::CreateJobRequest req;
+  req.set_job_id(job_id);
+  if (const std::string path = absl::GetFlag(FLAGS_job_token_file); !path.empty()) {
+    absl::StatusOr<std::string> job_token = tpcoord::ReadSecretFile(path);
+    if (!job_token.ok()) return UsageError(absl::StrCat("--job-token-file: ", job_token.status().message()));
+    req.set_job_token(*job_token);
+  }
+  v1::CreateJobResponse resp;
+  grpc::ClientContext ctx;
+  SetDeadline(&ctx);
+  grpc::Status status = stub.CreateJob(&ctx, req, &resp);
+  if (!status.ok()) return Failed(ctx, status);
+  std::cout << "created job " << job_id << std::endl;
+  return 0;
+}
+
 int Delete(v1::Coordinator::Stub& stub, const std::string& job_id) {
   if (job_id.empty()) return UsageError("give the job id: tpctl delete ID [--force]");
   v1::DeleteJobRequest req;
@@ -249,7 +279,8 @@ int Health(const std::shared_ptr<grpc::Channel>& channel) {
 
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
-      "usage:\n"
+      "usage (every command takes --token-file F, --tls-ca F, --tls-cert F, --tls-key F):\n"
+      "  tpctl [--coordinator HOST:PORT] create ID [--job-token-file F]\n"
       "  tpctl [--coordinator HOST:PORT] record --job ID --tp-size N --dtype bf16 [--tp-group 0,1]\n"
       "  tpctl [--coordinator HOST:PORT] merge --job ID --config ds_config.json [--mpu]\n"
       "  tpctl [--coordinator HOST:PORT] jobs\n"
@@ -262,8 +293,12 @@ int main(int argc, char** argv) {
   if (args.size() < 2) return UsageError("no command given");
   const std::string command = args[1];
 
-  auto channel = grpc::CreateChannel(absl::GetFlag(FLAGS_coordinator), grpc::InsecureChannelCredentials());
+  absl::StatusOr<tpcoord::ClientCredentials> credentials = tpcoord::ClientCredentialsFromFlags();
+  if (!credentials.ok()) return UsageError(std::string(credentials.status().message()));
+  token = credentials->token;
+  auto channel = grpc::CreateChannel(absl::GetFlag(FLAGS_coordinator), tpcoord::ChannelCredentialsFor(*credentials));
   v1::Coordinator::Stub stub(channel);
+  if (command == "create") return Create(stub, JobArg(args));
   if (command == "record") return Record(stub);
   if (command == "merge") return Merge(stub);
   if (command == "jobs") return Jobs(stub);

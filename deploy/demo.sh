@@ -2,6 +2,8 @@
 # The README's main job on one machine: a coordinator on a free loopback port and four tp-worker processes
 # (TP=2 x DP=2) that rendezvous through it and train a small seeded Llama on the public-domain corpus in
 # deploy/data for 100 steps on the CPU, then write a Hugging Face checkpoint to demo-output/checkpoint.
+# It runs the secure path: mutual TLS and a job token, made by deploy/make-secrets.sh into
+# demo-output/secrets.
 set -euo pipefail
 build=${1:-build}
 cd "$(dirname "$0")/.."
@@ -18,18 +20,24 @@ cleanup() {
 }
 trap cleanup EXIT
 
-"$coordinator_bin" --listen 127.0.0.1:0 --state-dir "$work/state" >"$work/coordinator.out" 2>"$work/coordinator.log" &
+rm -rf "$output"
+secrets=$output/secrets
+deploy/make-secrets.sh "$secrets" localhost 127.0.0.1
+"$coordinator_bin" --listen 127.0.0.1:0 --state-dir "$work/state" --tls-cert "$secrets/server/tls.crt" \
+  --tls-key "$secrets/server/tls.key" --tls-client-ca "$secrets/server/ca.crt" \
+  >"$work/coordinator.out" 2>"$work/coordinator.log" &
 pids+=($!)
 for _ in $(seq 100); do grep -q "listening on" "$work/coordinator.out" 2>/dev/null && break; sleep 0.1; done
 address=$(awk '/listening on/ {print $NF}' "$work/coordinator.out")
 [ -n "$address" ] || { cat "$work/coordinator.log"; exit 1; }
-export TPCOORD_COORDINATOR=$address
-echo "tp-coordinator serving on $address"
+# Workers and tpctl verify the coordinator against the CA, show their own certificate and send the token.
+export TPCOORD_COORDINATOR=$address TPCOORD_TLS_CA=$secrets/client/ca.crt TPCOORD_TLS_CERT=$secrets/client/tls.crt \
+  TPCOORD_TLS_KEY=$secrets/client/tls.key TPCOORD_TOKEN_FILE=$secrets/token
+echo "tp-coordinator serving on $address (mutual TLS; certificates and job token in $secrets)"
 echo "starting 4 tp-workers: job 'demo', TP=2 x DP=2, Llama preset 'small', deploy/ds_config.json"
 echo
 
 # Every worker runs tp_model_init -> initialize -> train; only rank 0 prints (the coordinator picks ranks).
-rm -rf "$output"
 worker_pids=()
 for i in 0 1 2 3; do
   "$worker_bin" --job demo --world-size 4 --host 127.0.0.1 --config deploy/ds_config.json \

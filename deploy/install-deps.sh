@@ -12,12 +12,12 @@ build_packages=(
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler libabsl-dev
   libtorch-dev libgloo-dev libopenblas0-pthread
   nlohmann-json3-dev libgtest-dev libgmock-dev libbenchmark-dev libsqlite3-dev
-  python3 python3-yaml procps
+  libssl-dev openssl python3 python3-yaml procps
 )
 sanitizer_packages=(clang-14 libfuzzer-14-dev libclang-rt-14-dev)
 runtime_packages=(
   libgrpc++1.51 libprotobuf32 libsqlite3-0 libtorch1.13 libgloo0 libopenblas0-pthread
-  libabsl20220623 ca-certificates procps
+  libabsl20220623 libssl3 openssl ca-certificates procps
 )
 
 packages=("${build_packages[@]}")

@@ -1,8 +1,10 @@
 // libFuzzer target: a Job driven by a sequence of calls decoded from the input, over a real (in-memory)
 // SQLite state store that fails writes on command, with coordinator restarts between calls. Checked for
 // every input: nothing crashes, throws or hangs; every call is answered exactly once; a call whose write
-// failed leaves the durable state as it was; and a restart brings back exactly the durable state (the job
-// restored from the store shows what the job it replaces showed).
+// failed leaves the durable state as it was; a call with another job's token never changes it; and a
+// restart brings back exactly the durable state (the job restored from the store shows what the job it
+// replaces showed). Calls come from the job's members, a token holder with another member key, another
+// job's token holder, the admin, and callers without a token.
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
@@ -12,6 +14,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "common/secrets.h"
 #include "coordinator/job.h"
 #include "coordinator/job_storage.h"
 #include "tests/support/failing_state_store.h"
@@ -87,6 +90,25 @@ void Sync(Job& job) {
   if (done->get_future().wait_for(10s) != std::future_status::ready) std::abort();  // a hung job
 }
 
+// Who makes a call: mostly the job's members (one shared key), sometimes someone else.
+const Caller& PickCaller(Input& in) {
+  static const Caller kMember{Sha256("job-token-for-fuzz"), Sha256("member-key-for-fuzz"), false};
+  static const Caller kOtherKey{Sha256("job-token-for-fuzz"), Sha256("another-member-key"), false};
+  static const Caller kOtherJob{Sha256("another-jobs-token"), Sha256("member-key-for-fuzz"), false};
+  static const Caller kAdmin{Sha256("the-admin-token-x"), Sha256("member-key-for-fuzz"), true};
+  static const Caller kNobody{"", Sha256("member-key-for-fuzz"), false};
+  switch (in.Int(16)) {
+    case 11:
+    case 12: return kOtherKey;
+    case 13: return kOtherJob;
+    case 14: return kAdmin;
+    case 15: return kNobody;
+    default: return kMember;
+  }
+}
+
+bool IsOtherJob(const Caller& caller) { return caller.token_sha256 == Sha256("another-jobs-token"); }
+
 const char* const kConfigs[] = {
     "{}",
     R"({"train_batch_size": 8, "train_micro_batch_size_per_gpu": 4})",
@@ -124,58 +146,62 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       const int rank = in.Int(5) - (in.Int(8) == 0 ? 1 : 0);
       const Millis wait = in.Int(4) == 0 ? 1ms : 3600s;
       const std::string key = absl::StrCat("k", in.Int(3));
-      switch (in.Int(20)) {
+      const Caller& caller = PickCaller(in);
+      const bool existed = job->View(false).has_value();
+      const int kind = in.Int(21);
+      switch (kind) {
         case 0: {
           std::optional<std::vector<int>> group;
           if (in.Int(2)) group = std::vector<int>{in.Int(4), in.Int(4)};
           absl::StatusOr<TpInitArgs> args = NormalizeTpInitArgs(1 + in.Int(3), static_cast<Dtype>(in.Int(3)), group);
-          if (args.ok()) job->Record(*args, answers.Expect<RecordOutcome>());
+          if (args.ok()) job->Record(caller, *args, answers.Expect<RecordOutcome>());
           break;
         }
         case 1: {
           JoinArgs args{absl::StrCat("w", in.Int(6)), absl::StrCat("h", in.Int(3)), 1 + in.Int(4), std::nullopt,
                         in.Int(3)};
           if (in.Int(3) == 0) args.requested_rank = in.Int(5);
-          calls.push_back(job->Join(args, wait, answers.Expect<Assignment>()));
+          calls.push_back(job->Join(caller, args, wait, answers.Expect<Assignment>()));
           break;
         }
         case 2:
-          job->Merge(kConfigs[in.Int(6)], in.Int(4) == 0, generation, rank, answers.Expect<MergeOutcome>());
+          job->Merge(caller, kConfigs[in.Int(6)], in.Int(4) == 0, generation, rank, answers.Expect<MergeOutcome>());
           break;
         case 3:
-          job->PublishUniqueIds(generation, rank,
+          job->PublishUniqueIds(caller, generation, rank,
                                 {{GroupId{static_cast<GroupKind>(in.Int(3)), in.Int(3)},
                                   std::string(kUniqueIdBytes, static_cast<char>('a' + in.Int(2)))}},
                                 answers.ExpectStatus());
           break;
         case 4:
-          calls.push_back(job->GetUniqueIds(generation, rank, {GroupId{static_cast<GroupKind>(in.Int(3)), in.Int(3)}},
+          calls.push_back(job->GetUniqueIds(caller, generation, rank, {GroupId{static_cast<GroupKind>(in.Int(3)), in.Int(3)}},
                                             wait, answers.Expect<std::vector<std::string>>()));
           break;
-        case 5: job->StoreSet(generation, key, std::string(in.Int(4) * 8000, 'v'), answers.ExpectStatus()); break;
-        case 6: calls.push_back(job->StoreGet(generation, key, wait, answers.Expect<std::string>())); break;
-        case 7: job->StoreAdd(generation, key, in.Big(), answers.Expect<int64_t>()); break;
-        case 8: job->StoreCompareSet(generation, key, in.Int(2) ? "" : "v", "w", answers.Expect<std::string>()); break;
-        case 9: job->StoreDelete(generation, key, answers.Expect<bool>()); break;
+        case 5: job->StoreSet(caller, generation, key, std::string(in.Int(4) * 8000, 'v'), answers.ExpectStatus()); break;
+        case 6: calls.push_back(job->StoreGet(caller, generation, key, wait, answers.Expect<std::string>())); break;
+        case 7: job->StoreAdd(caller, generation, key, in.Big(), answers.Expect<int64_t>()); break;
+        case 8: job->StoreCompareSet(caller, generation, key, in.Int(2) ? "" : "v", "w", answers.Expect<std::string>()); break;
+        case 9: job->StoreDelete(caller, generation, key, answers.Expect<bool>()); break;
         case 10:
-          calls.push_back(job->StoreWait(generation, {key, "k9"}, wait, answers.ExpectStatus()));
+          calls.push_back(job->StoreWait(caller, generation, {key, "k9"}, wait, answers.ExpectStatus()));
           break;
         case 11:
-          (void)job->StoreCheck(generation, {key});
-          (void)job->StoreNumKeys(generation);
+          (void)job->StoreCheck(caller, generation, {key});
+          (void)job->StoreNumKeys(caller, generation);
           break;
         case 12:
-          calls.push_back(job->Barrier(generation, rank, absl::StrCat("b", in.Int(2)), in.Int(4), wait,
+          calls.push_back(job->Barrier(caller, generation, rank, absl::StrCat("b", in.Int(2)), in.Int(4), wait,
                                        answers.ExpectStatus()));
           break;
-        case 13: (void)job->Heartbeat(generation, rank); break;
-        case 14: job->Leave(generation, rank, in.Int(2) == 0, "r", answers.ExpectStatus()); break;
+        case 13: (void)job->Heartbeat(caller, generation, rank); break;
+        case 14: job->Leave(caller, generation, rank, in.Int(2) == 0, "r", answers.ExpectStatus()); break;
         case 15:
           if (!calls.empty()) job->Cancel(calls[in.Int(static_cast<int>(calls.size()))]);
           break;
-        case 16: job->Delete(in.Int(2) == 0, answers.ExpectStatus()); break;
+        case 16: job->Delete(caller, in.Int(2) == 0, answers.ExpectStatus()); break;
         case 17: job->ExpireIfIdleSince(in.Int(2) ? 0 : INT64_MAX, answers.Expect<bool>()); break;
         case 18: fail_next = true; continue;
+        case 20: job->Create(caller, "", answers.ExpectStatus()); break;
         case 19: {  // a restart: what the store holds must be what the job showed
           Sync(*job);
           const std::string shown = Durable(job->View(true));
@@ -197,6 +223,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       Sync(*job);
       if (job->gone()) job = std::make_shared<Job>("fuzz", &context);  // as the registry would
       if (fail_next && store.failures() > failures_before) Check(Durable(job->View(true)) == before);
+      const bool callers_op = kind != 17 && kind != 19;  // expiry and restarts are the coordinator's own
+      if (existed && callers_op && IsOtherJob(caller)) Check(Durable(job->View(true)) == before);
       fail_next = false;
       store.Heal();
       Check(!answers.TooMany());

@@ -1,5 +1,5 @@
-// libFuzzer target: the input is one request as it arrives on the wire: its first byte picks the RPC, the
-// rest is the serialized request. Whatever parses must pass its check or fail it with INVALID_ARGUMENT
+// libFuzzer target: the input is one request as it arrives on the wire: its first byte picks the RPC (or the
+// call's credential metadata), the rest is the serialized request. Whatever parses must pass its check or fail it with INVALID_ARGUMENT
 // (or, for the DeepSpeed size mismatch of a tp_group, FAILED_PRECONDITION) — never crash or throw.
 #include <cstddef>
 #include <cstdint>
@@ -7,6 +7,8 @@
 
 #include <google/protobuf/stubs/logging.h>
 
+#include "common/secrets.h"
+#include "coordinator/caller.h"
 #include "coordinator/request_checks.h"
 
 namespace {
@@ -39,7 +41,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (size == 0) return 0;
   const absl::string_view bytes(reinterpret_cast<const char*>(data) + 1, size - 1);
   namespace v1 = tpcoord::v1;
-  switch (data[0] % 19) {
+  switch (data[0] % 21) {
     case 0: Check<v1::RecordTpInitArgsRequest>(bytes); break;
     case 1: Check<v1::MergeConfigRequest>(bytes); break;
     case 2: Check<v1::JoinRequest>(bytes); break;
@@ -59,6 +61,15 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     case 16: Check<v1::ListJobsRequest>(bytes); break;
     case 17: Check<v1::GetJobRequest>(bytes); break;
     case 18: Check<v1::DeleteJobRequest>(bytes); break;
+    case 19: Check<v1::CreateJobRequest>(bytes); break;
+    case 20: {  // call metadata: an authorization value, NUL, a member key value
+      const size_t nul = bytes.find('\0');
+      const std::vector<absl::string_view> authorization = {bytes.substr(0, nul)};
+      const std::vector<absl::string_view> keys = {nul == absl::string_view::npos ? "" : bytes.substr(nul + 1)};
+      absl::StatusOr<tpcoord::Caller> caller = tpcoord::IdentifyCaller(authorization, keys, tpcoord::Sha256("admin"));
+      if (!caller.ok() && caller.status().code() != absl::StatusCode::kUnauthenticated) std::abort();
+      break;
+    }
   }
   return 0;
 }

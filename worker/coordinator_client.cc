@@ -9,6 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/deepspeed_error.h"
 #include "common/limits.h"
+#include "common/secrets.h"
 #include "common/wire.h"
 
 namespace tpcoord {
@@ -45,7 +46,7 @@ std::shared_ptr<grpc::Channel> MakeChannel(const ClientOptions& options) {
   args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 100);
   args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, static_cast<int>(options.max_backoff.count()));
   args.SetMaxReceiveMessageSize(kMaxRequestBytes);
-  return grpc::CreateCustomChannel(options.address, grpc::InsecureChannelCredentials(), args);
+  return grpc::CreateCustomChannel(options.address, ChannelCredentialsFor(options.credentials), args);
 }
 
 // Whether an attempt failed for want of a coordinator rather than because of its answer.
@@ -60,6 +61,45 @@ bool Unreachable(const grpc::Status& s, bool own_deadline) {
 
 }  // namespace
 
+absl::StatusOr<ClientCredentials> LoadClientCredentials(const CredentialFiles& files) {
+  auto path = [](const std::string& flag, const char* env) -> std::string {
+    if (!flag.empty()) return flag;
+    const char* value = std::getenv(env);
+    return value ? value : "";
+  };
+  ClientCredentials out;
+  const std::pair<std::string*, std::string> pems[] = {{&out.tls_ca, path(files.tls_ca, "TPCOORD_TLS_CA")},
+                                                       {&out.tls_cert, path(files.tls_cert, "TPCOORD_TLS_CERT")},
+                                                       {&out.tls_key, path(files.tls_key, "TPCOORD_TLS_KEY")}};
+  for (const auto& [pem, file] : pems) {
+    if (file.empty()) continue;
+    absl::StatusOr<std::string> contents = ReadCredentialFile(file);
+    if (!contents.ok()) return contents.status();
+    *pem = *std::move(contents);
+  }
+  if (out.tls_cert.empty() != out.tls_key.empty()) {
+    return absl::InvalidArgumentError("a client certificate needs its key: give both --tls-cert and --tls-key");
+  }
+  if (const std::string token_file = path(files.token, "TPCOORD_TOKEN_FILE"); !token_file.empty()) {
+    absl::StatusOr<std::string> token = ReadSecretFile(token_file);
+    if (!token.ok()) return token.status();
+    out.token = *std::move(token);
+  } else if (const char* token = std::getenv("TPCOORD_TOKEN"); token && *token) {
+    if (absl::Status s = CheckSecret("TPCOORD_TOKEN", token); !s.ok()) return s;
+    out.token = token;
+  }
+  return out;
+}
+
+std::shared_ptr<grpc::ChannelCredentials> ChannelCredentialsFor(const ClientCredentials& credentials) {
+  if (!credentials.tls()) return grpc::InsecureChannelCredentials();
+  grpc::SslCredentialsOptions ssl;
+  ssl.pem_root_certs = credentials.tls_ca;
+  ssl.pem_cert_chain = credentials.tls_cert;
+  ssl.pem_private_key = credentials.tls_key;
+  return grpc::SslCredentials(ssl);
+}
+
 CoordinatorClient::CoordinatorClient(ClientOptions options) : CoordinatorClient(MakeChannel(options), options) {}
 
 CoordinatorClient::CoordinatorClient(std::shared_ptr<grpc::Channel> channel, ClientOptions options)
@@ -73,17 +113,18 @@ absl::Status CoordinatorClient::WaitForConnected(Millis timeout) {
 
 template <typename Request, typename Response>
 absl::Status CoordinatorClient::Call(Method<Request, Response> method, const Request& request, Response* response,
-                                     bool idempotent, std::optional<Millis> budget) {
+                                     const std::string& member_key, bool idempotent, std::optional<Millis> budget) {
   Request copy = request;
-  return Attempts<Request, Response>(method, copy, response, idempotent, Clock::now() + budget.value_or(options_.retry_budget),
-                  [this](Request&, Millis) { return options_.call_timeout; });
+  return Attempts<Request, Response>(method, copy, response, member_key, idempotent,
+                                     Clock::now() + budget.value_or(options_.retry_budget),
+                                     [this](Request&, Millis) { return options_.call_timeout; });
 }
 
 template <typename Request, typename Response>
 absl::Status CoordinatorClient::Wait(Method<Request, Response> method, Request request, Response* response,
-                                     Millis wait) {
+                                     Millis wait, const std::string& member_key) {
   // Each attempt asks the coordinator to wait for what is left, and gives it room to answer.
-  return Attempts<Request, Response>(method, request, response, /*idempotent=*/true, Clock::now() + wait,
+  return Attempts<Request, Response>(method, request, response, member_key, /*idempotent=*/true, Clock::now() + wait,
                   [this](Request& r, Millis left) {
                     r.set_wait_timeout_ms(WaitMillis(left));
                     return left + options_.wait_slack;
@@ -92,7 +133,7 @@ absl::Status CoordinatorClient::Wait(Method<Request, Response> method, Request r
 
 template <typename Request, typename Response>
 absl::Status CoordinatorClient::Attempts(Method<Request, Response> method, Request& request, Response* response,
-                                         bool idempotent, Clock::time_point give_up,
+                                         const std::string& member_key, bool idempotent, Clock::time_point give_up,
                                          const std::function<Millis(Request&, Millis)>& prepare) {
   thread_local std::mt19937_64 rng(std::random_device{}());
   Millis backoff = options_.initial_backoff;
@@ -103,6 +144,10 @@ absl::Status CoordinatorClient::Attempts(Method<Request, Response> method, Reque
     grpc::ClientContext ctx;
     ctx.set_deadline(std::chrono::system_clock::now() + attempt);
     ctx.set_wait_for_ready(true);  // a coordinator that is still starting is waited for, not failed
+    if (!options_.credentials.token.empty()) {
+      ctx.AddMetadata(std::string(kAuthorizationMetadata), absl::StrCat("Bearer ", options_.credentials.token));
+    }
+    if (!member_key.empty()) ctx.AddMetadata(std::string(kMemberKeyMetadata), member_key);
     const grpc::Status s = (stub_.get()->*method)(&ctx, request, response);
     if (s.ok()) return absl::OkStatus();
     // The client's own deadline, not the coordinator's answer (which always names what it waited for).
@@ -145,15 +190,26 @@ absl::StatusOr<TpInitRecord> CoordinatorClient::RecordTpInitArgs(const std::stri
 }
 
 absl::StatusOr<std::string> CoordinatorClient::MergeConfig(const std::string& job_id, const std::string& config_json,
-                                                           bool has_mpu, uint64_t generation, int rank) {
+                                                           bool has_mpu) {
   v1::MergeConfigRequest req;
   req.set_job_id(job_id);
   req.set_config_json(config_json);
   req.set_has_mpu(has_mpu);
-  req.set_generation(generation);
-  req.set_rank(rank);
   v1::MergeConfigResponse resp;
   if (absl::Status s = Call(&v1::Coordinator::Stub::MergeConfig, req, &resp); !s.ok()) return s;
+  return std::move(*resp.mutable_merged_config_json());
+}
+
+absl::StatusOr<std::string> CoordinatorClient::MergeConfig(const Membership& m, const std::string& config_json,
+                                                           bool has_mpu) {
+  v1::MergeConfigRequest req;
+  req.set_job_id(m.job_id);
+  req.set_config_json(config_json);
+  req.set_has_mpu(has_mpu);
+  req.set_generation(m.generation);
+  req.set_rank(m.rank);
+  v1::MergeConfigResponse resp;
+  if (absl::Status s = Call(&v1::Coordinator::Stub::MergeConfig, req, &resp, m.member_key); !s.ok()) return s;
   return std::move(*resp.mutable_merged_config_json());
 }
 
@@ -165,11 +221,12 @@ absl::StatusOr<Membership> CoordinatorClient::Join(const JoinRequest& request, M
   req.set_world_size(request.world_size);
   if (request.requested_rank) req.set_requested_rank(*request.requested_rank);
   req.set_tp_size(request.tp_size);
+  const std::string member_key = request.member_key.empty() ? RandomSecret() : request.member_key;
   v1::JoinResponse resp;
-  if (absl::Status s = Wait(&v1::Coordinator::Stub::Join, req, &resp, wait); !s.ok()) return s;
+  if (absl::Status s = Wait(&v1::Coordinator::Stub::Join, req, &resp, wait, member_key); !s.ok()) return s;
   absl::StatusOr<Mesh> mesh = Mesh::Create(resp.mesh().world_size(), resp.mesh().tp_size());
   if (!mesh.ok()) return absl::InternalError(absl::StrCat("the coordinator answered an invalid mesh: ", mesh.status().message()));
-  return Membership{request.job_id,        resp.generation(),         resp.rank(), *mesh,
+  return Membership{request.job_id, resp.generation(), resp.rank(), member_key, *mesh,
                     Millis(resp.heartbeat_interval_ms()), Millis(resp.lease_ms())};
 }
 
@@ -185,7 +242,7 @@ absl::Status CoordinatorClient::PublishUniqueIds(const Membership& m,
     id->set_id(bytes);
   }
   v1::PublishUniqueIdResponse resp;
-  return Call(&v1::Coordinator::Stub::PublishUniqueId, req, &resp);
+  return Call(&v1::Coordinator::Stub::PublishUniqueId, req, &resp, m.member_key);
 }
 
 absl::StatusOr<std::vector<std::string>> CoordinatorClient::GetUniqueIds(const Membership& m,
@@ -197,7 +254,7 @@ absl::StatusOr<std::vector<std::string>> CoordinatorClient::GetUniqueIds(const M
   req.set_rank(m.rank);
   for (const GroupId& group : groups) *req.add_groups() = GroupIdToProto(group);
   v1::GetUniqueIdResponse resp;
-  if (absl::Status s = Wait(&v1::Coordinator::Stub::GetUniqueId, req, &resp, wait); !s.ok()) {
+  if (absl::Status s = Wait(&v1::Coordinator::Stub::GetUniqueId, req, &resp, wait, m.member_key); !s.ok()) {
     return s;
   }
   std::vector<std::string> ids;
@@ -205,100 +262,87 @@ absl::StatusOr<std::vector<std::string>> CoordinatorClient::GetUniqueIds(const M
   return ids;
 }
 
-absl::Status CoordinatorClient::StoreSet(const std::string& job_id, uint64_t generation, const std::string& key,
-                                         const std::string& value) {
-  v1::StoreSetRequest req;
-  req.set_job_id(job_id);
-  req.set_generation(generation);
+namespace {
+
+// Every store request names the member's job and generation.
+template <typename Request>
+Request StoreRequest(const Membership& m) {
+  Request req;
+  req.set_job_id(m.job_id);
+  req.set_generation(m.generation);
+  return req;
+}
+
+}  // namespace
+
+absl::Status CoordinatorClient::StoreSet(const Membership& m, const std::string& key, const std::string& value) {
+  auto req = StoreRequest<v1::StoreSetRequest>(m);
   req.set_key(key);
   req.set_value(value);
   v1::StoreSetResponse resp;
-  return Call(&v1::Coordinator::Stub::StoreSet, req, &resp);
+  return Call(&v1::Coordinator::Stub::StoreSet, req, &resp, m.member_key);
 }
 
-absl::StatusOr<std::string> CoordinatorClient::StoreGet(const std::string& job_id, uint64_t generation,
-                                                        const std::string& key, Millis wait) {
-  v1::StoreGetRequest req;
-  req.set_job_id(job_id);
-  req.set_generation(generation);
+absl::StatusOr<std::string> CoordinatorClient::StoreGet(const Membership& m, const std::string& key, Millis wait) {
+  auto req = StoreRequest<v1::StoreGetRequest>(m);
   req.set_key(key);
   v1::StoreGetResponse resp;
-  if (absl::Status s = Wait(&v1::Coordinator::Stub::StoreGet, req, &resp, wait); !s.ok()) {
-    return s;
-  }
+  if (absl::Status s = Wait(&v1::Coordinator::Stub::StoreGet, req, &resp, wait, m.member_key); !s.ok()) return s;
   return std::move(*resp.mutable_value());
 }
 
-absl::StatusOr<int64_t> CoordinatorClient::StoreAdd(const std::string& job_id, uint64_t generation,
-                                                    const std::string& key, int64_t delta) {
-  v1::StoreAddRequest req;
-  req.set_job_id(job_id);
-  req.set_generation(generation);
+absl::StatusOr<int64_t> CoordinatorClient::StoreAdd(const Membership& m, const std::string& key, int64_t delta) {
+  auto req = StoreRequest<v1::StoreAddRequest>(m);
   req.set_key(key);
   req.set_delta(delta);
   v1::StoreAddResponse resp;
-  if (absl::Status s = Call(&v1::Coordinator::Stub::StoreAdd, req, &resp, /*idempotent=*/false);
+  if (absl::Status s = Call(&v1::Coordinator::Stub::StoreAdd, req, &resp, m.member_key, /*idempotent=*/false);
       !s.ok()) {
     return s;
   }
   return resp.value();
 }
 
-absl::StatusOr<std::string> CoordinatorClient::StoreCompareSet(const std::string& job_id, uint64_t generation,
-                                                               const std::string& key, const std::string& expected,
+absl::StatusOr<std::string> CoordinatorClient::StoreCompareSet(const Membership& m, const std::string& key,
+                                                               const std::string& expected,
                                                                const std::string& desired) {
-  v1::StoreCompareSetRequest req;
-  req.set_job_id(job_id);
-  req.set_generation(generation);
+  auto req = StoreRequest<v1::StoreCompareSetRequest>(m);
   req.set_key(key);
   req.set_expected_value(expected);
   req.set_desired_value(desired);
   v1::StoreCompareSetResponse resp;
-  if (absl::Status s = Call(&v1::Coordinator::Stub::StoreCompareSet, req, &resp); !s.ok()) {
-    return s;
-  }
+  if (absl::Status s = Call(&v1::Coordinator::Stub::StoreCompareSet, req, &resp, m.member_key); !s.ok()) return s;
   return std::move(*resp.mutable_value());
 }
 
-absl::StatusOr<bool> CoordinatorClient::StoreCheck(const std::string& job_id, uint64_t generation,
-                                                   const std::vector<std::string>& keys) {
-  v1::StoreCheckRequest req;
-  req.set_job_id(job_id);
-  req.set_generation(generation);
+absl::StatusOr<bool> CoordinatorClient::StoreCheck(const Membership& m, const std::vector<std::string>& keys) {
+  auto req = StoreRequest<v1::StoreCheckRequest>(m);
   for (const std::string& key : keys) req.add_keys(key);
   v1::StoreCheckResponse resp;
-  if (absl::Status s = Call(&v1::Coordinator::Stub::StoreCheck, req, &resp); !s.ok()) return s;
+  if (absl::Status s = Call(&v1::Coordinator::Stub::StoreCheck, req, &resp, m.member_key); !s.ok()) return s;
   return resp.all_present();
 }
 
-absl::StatusOr<bool> CoordinatorClient::StoreDelete(const std::string& job_id, uint64_t generation,
-                                                    const std::string& key) {
-  v1::StoreDeleteRequest req;
-  req.set_job_id(job_id);
-  req.set_generation(generation);
+absl::StatusOr<bool> CoordinatorClient::StoreDelete(const Membership& m, const std::string& key) {
+  auto req = StoreRequest<v1::StoreDeleteRequest>(m);
   req.set_key(key);
   v1::StoreDeleteResponse resp;
-  if (absl::Status s = Call(&v1::Coordinator::Stub::StoreDelete, req, &resp); !s.ok()) return s;
+  if (absl::Status s = Call(&v1::Coordinator::Stub::StoreDelete, req, &resp, m.member_key); !s.ok()) return s;
   return resp.deleted();
 }
 
-absl::StatusOr<int64_t> CoordinatorClient::StoreNumKeys(const std::string& job_id, uint64_t generation) {
-  v1::StoreNumKeysRequest req;
-  req.set_job_id(job_id);
-  req.set_generation(generation);
+absl::StatusOr<int64_t> CoordinatorClient::StoreNumKeys(const Membership& m) {
+  auto req = StoreRequest<v1::StoreNumKeysRequest>(m);
   v1::StoreNumKeysResponse resp;
-  if (absl::Status s = Call(&v1::Coordinator::Stub::StoreNumKeys, req, &resp); !s.ok()) return s;
+  if (absl::Status s = Call(&v1::Coordinator::Stub::StoreNumKeys, req, &resp, m.member_key); !s.ok()) return s;
   return resp.num_keys();
 }
 
-absl::Status CoordinatorClient::StoreWait(const std::string& job_id, uint64_t generation,
-                                          const std::vector<std::string>& keys, Millis wait) {
-  v1::StoreWaitRequest req;
-  req.set_job_id(job_id);
-  req.set_generation(generation);
+absl::Status CoordinatorClient::StoreWait(const Membership& m, const std::vector<std::string>& keys, Millis wait) {
+  auto req = StoreRequest<v1::StoreWaitRequest>(m);
   for (const std::string& key : keys) req.add_keys(key);
   v1::StoreWaitResponse resp;
-  return Wait(&v1::Coordinator::Stub::StoreWait, req, &resp, wait);
+  return Wait(&v1::Coordinator::Stub::StoreWait, req, &resp, wait, m.member_key);
 }
 
 absl::Status CoordinatorClient::Barrier(const Membership& m, const std::string& name, Millis wait) {
@@ -312,7 +356,7 @@ absl::Status CoordinatorClient::Barrier(const Membership& m, const std::string& 
     req.set_round(++barrier_rounds_[{m.job_id, m.generation, name}]);
   }
   v1::BarrierResponse resp;
-  return Wait(&v1::Coordinator::Stub::Barrier, req, &resp, wait);
+  return Wait(&v1::Coordinator::Stub::Barrier, req, &resp, wait, m.member_key);
 }
 
 absl::StatusOr<Millis> CoordinatorClient::Heartbeat(const Membership& m) {
@@ -322,7 +366,8 @@ absl::StatusOr<Millis> CoordinatorClient::Heartbeat(const Membership& m) {
   req.set_rank(m.rank);
   v1::HeartbeatResponse resp;
   // One attempt: the HeartbeatLoop is what retries.
-  if (absl::Status s = Call(&v1::Coordinator::Stub::Heartbeat, req, &resp, /*idempotent=*/true, Millis(0)); !s.ok()) {
+  if (absl::Status s = Call(&v1::Coordinator::Stub::Heartbeat, req, &resp, m.member_key, /*idempotent=*/true, Millis(0));
+      !s.ok()) {
     return s;
   }
   return Millis(resp.lease_ms());
@@ -336,7 +381,7 @@ absl::Status CoordinatorClient::Leave(const Membership& m, bool finished, const 
   req.set_finished(finished);
   req.set_reason(TruncateUtf8(reason, kMaxReasonBytes));
   v1::LeaveResponse resp;
-  return Call(&v1::Coordinator::Stub::Leave, req, &resp);
+  return Call(&v1::Coordinator::Stub::Leave, req, &resp, m.member_key);
 }
 
 absl::StatusOr<v1::JobStatus> CoordinatorClient::GetJob(const std::string& job_id) {

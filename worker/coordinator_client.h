@@ -11,6 +11,9 @@
 // of their wait to the coordinator on every attempt and set the gRPC deadline a little later, so that a
 // timeout arrives as the coordinator's DEADLINE_EXCEEDED naming what is missing.
 //
+// Credentials (README "Security"): every call carries the client's token; calls that act as a member carry
+// that membership's member key, drawn at random for each Join unless the caller brings its own.
+//
 // Thread-safe: one client may serve a worker's main thread, its heartbeat thread and a c10d store.
 #ifndef TPCOORD_WORKER_COORDINATOR_CLIENT_H_
 #define TPCOORD_WORKER_COORDINATOR_CLIENT_H_
@@ -40,8 +43,29 @@ namespace tpcoord {
 
 using Millis = std::chrono::milliseconds;
 
+// How a client proves who it is, and checks that it talks to the real coordinator.
+struct ClientCredentials {
+  std::string token;     // the job's bearer token (tpctl: the job's or the admin's); "" none
+  std::string tls_ca;    // PEM of the CA that signed the coordinator's certificate
+  std::string tls_cert;  // PEM of this client's certificate, for mutual TLS (with tls_key)
+  std::string tls_key;
+  // TLS when any of the three is given (with no CA, the system's roots verify the coordinator).
+  bool tls() const { return !tls_ca.empty() || !tls_cert.empty() || !tls_key.empty(); }
+};
+
+// Where credentials come from: files named by flags (each may be empty), else the environment:
+// TPCOORD_TLS_CA, TPCOORD_TLS_CERT, TPCOORD_TLS_KEY (file paths), TPCOORD_TOKEN_FILE, or TPCOORD_TOKEN (the
+// token itself). NOT_FOUND / INVALID_ARGUMENT naming the file or variable that is wrong.
+struct CredentialFiles {
+  std::string tls_ca, tls_cert, tls_key, token;
+};
+absl::StatusOr<ClientCredentials> LoadClientCredentials(const CredentialFiles& files);
+// TLS (verifying the coordinator, presenting the client's certificate if any) or plaintext.
+std::shared_ptr<grpc::ChannelCredentials> ChannelCredentialsFor(const ClientCredentials& credentials);
+
 struct ClientOptions {
   std::string address = "127.0.0.1:50051";
+  ClientCredentials credentials;
   Millis call_timeout{10000};      // deadline of each attempt of a call that does not wait
   Millis retry_budget{60000};      // how long an unreachable coordinator is retried, per call
   Millis initial_backoff{50};
@@ -49,11 +73,12 @@ struct ClientOptions {
   Millis wait_slack{5000};         // gRPC deadline beyond a parked call's wait
 };
 
-// What Join answers a worker: its place in one generation of the job.
+// What Join answers a worker: its place in one generation of the job, and the key that proves it.
 struct Membership {
   std::string job_id;
   uint64_t generation = 0;
   int rank = 0;
+  std::string member_key;  // the secret the seat is bound to; carried by every call made as this member
   Mesh mesh;
   Millis heartbeat_interval{0};
   Millis lease{0};
@@ -72,6 +97,7 @@ struct JoinRequest {
   int world_size = 0;
   std::optional<int> requested_rank;
   int tp_size = 0;  // 0: the recorded tp_size
+  std::string member_key;  // this worker's secret (16-1024 visible ASCII); "": a fresh random one
 };
 
 class CoordinatorClient {
@@ -86,9 +112,10 @@ class CoordinatorClient {
   absl::Status WaitForConnected(Millis timeout);
 
   absl::StatusOr<TpInitRecord> RecordTpInitArgs(const std::string& job_id, const TpInitArgs& args);
-  // generation 0: a standalone merge. Returns the merged config JSON.
-  absl::StatusOr<std::string> MergeConfig(const std::string& job_id, const std::string& config_json, bool has_mpu,
-                                          uint64_t generation = 0, int rank = 0);
+  // A dry run against the job's record: returns the merged config JSON, changes nothing.
+  absl::StatusOr<std::string> MergeConfig(const std::string& job_id, const std::string& config_json, bool has_mpu);
+  // The member's merge: its config must agree with the generation's first one. Returns the merged config.
+  absl::StatusOr<std::string> MergeConfig(const Membership& m, const std::string& config_json, bool has_mpu);
   absl::StatusOr<Membership> Join(const JoinRequest& request, Millis wait);
 
   absl::Status PublishUniqueIds(const Membership& m, const std::vector<std::pair<GroupId, std::string>>& ids);
@@ -96,20 +123,16 @@ class CoordinatorClient {
   absl::StatusOr<std::vector<std::string>> GetUniqueIds(const Membership& m, const std::vector<GroupId>& groups,
                                                         Millis wait);
 
-  absl::Status StoreSet(const std::string& job_id, uint64_t generation, const std::string& key,
-                        const std::string& value);
-  absl::StatusOr<std::string> StoreGet(const std::string& job_id, uint64_t generation, const std::string& key,
-                                       Millis wait);
-  absl::StatusOr<int64_t> StoreAdd(const std::string& job_id, uint64_t generation, const std::string& key,
-                                   int64_t delta);
-  absl::StatusOr<std::string> StoreCompareSet(const std::string& job_id, uint64_t generation, const std::string& key,
+  // The generation's key-value store, as member `m`.
+  absl::Status StoreSet(const Membership& m, const std::string& key, const std::string& value);
+  absl::StatusOr<std::string> StoreGet(const Membership& m, const std::string& key, Millis wait);
+  absl::StatusOr<int64_t> StoreAdd(const Membership& m, const std::string& key, int64_t delta);
+  absl::StatusOr<std::string> StoreCompareSet(const Membership& m, const std::string& key,
                                               const std::string& expected, const std::string& desired);
-  absl::StatusOr<bool> StoreCheck(const std::string& job_id, uint64_t generation,
-                                  const std::vector<std::string>& keys);
-  absl::StatusOr<bool> StoreDelete(const std::string& job_id, uint64_t generation, const std::string& key);
-  absl::StatusOr<int64_t> StoreNumKeys(const std::string& job_id, uint64_t generation);
-  absl::Status StoreWait(const std::string& job_id, uint64_t generation, const std::vector<std::string>& keys,
-                         Millis wait);
+  absl::StatusOr<bool> StoreCheck(const Membership& m, const std::vector<std::string>& keys);
+  absl::StatusOr<bool> StoreDelete(const Membership& m, const std::string& key);
+  absl::StatusOr<int64_t> StoreNumKeys(const Membership& m);
+  absl::Status StoreWait(const Membership& m, const std::vector<std::string>& keys, Millis wait);
 
   // Every rank's n-th call with `name` in a generation is round n of that barrier; a retry of a round that
   // already completed returns at once.
@@ -123,18 +146,20 @@ class CoordinatorClient {
   using Method = grpc::Status (v1::Coordinator::Stub::*)(grpc::ClientContext*, const Request&, Response*);
 
   // A call that answers at once: each attempt gets call_timeout; retried for `budget` while unreachable
-  // (not at all unless `idempotent`).
+  // (not at all unless `idempotent`). `member_key`: carried when the call acts as a member.
   template <typename Request, typename Response>
   absl::Status Call(Method<Request, Response> method, const Request& request, Response* response,
-                    bool idempotent = true, std::optional<Millis> budget = std::nullopt);
+                    const std::string& member_key = "", bool idempotent = true,
+                    std::optional<Millis> budget = std::nullopt);
   // A call that waits in the coordinator for up to `wait`, retried while unreachable within that time.
   template <typename Request, typename Response>
-  absl::Status Wait(Method<Request, Response> method, Request request, Response* response, Millis wait);
+  absl::Status Wait(Method<Request, Response> method, Request request, Response* response, Millis wait,
+                    const std::string& member_key);
   // Attempts until an answer, or until `give_up` while unreachable; `prepare` readies the request for an
   // attempt with `left` until give_up and returns the attempt's deadline.
   template <typename Request, typename Response>
-  absl::Status Attempts(Method<Request, Response> method, Request& request, Response* response, bool idempotent,
-                        std::chrono::steady_clock::time_point give_up,
+  absl::Status Attempts(Method<Request, Response> method, Request& request, Response* response,
+                        const std::string& member_key, bool idempotent, std::chrono::steady_clock::time_point give_up,
                         const std::function<Millis(Request&, Millis)>& prepare);
 
   ClientOptions options_;

@@ -23,41 +23,40 @@ std::chrono::milliseconds Bounded(std::chrono::milliseconds timeout) {
 
 }  // namespace
 
-CoordinatorStore::CoordinatorStore(CoordinatorClient* client, std::string job_id, uint64_t generation,
-                                   std::chrono::milliseconds timeout)
-    : c10d::Store(timeout), client_(client), job_id_(std::move(job_id)), generation_(generation) {}
+CoordinatorStore::CoordinatorStore(CoordinatorClient* client, Membership member, std::chrono::milliseconds timeout)
+    : c10d::Store(timeout), client_(client), member_(std::move(member)) {}
 
 void CoordinatorStore::set(const std::string& key, const std::vector<uint8_t>& value) {
-  OrThrow(client_->StoreSet(job_id_, generation_, key, ToString(value)));
+  OrThrow(client_->StoreSet(member_, key, ToString(value)));
 }
 
 std::vector<uint8_t> CoordinatorStore::compareSet(const std::string& key, const std::vector<uint8_t>& expected,
                                                   const std::vector<uint8_t>& desired) {
-  return ToBytes(OrThrow(client_->StoreCompareSet(job_id_, generation_, key, ToString(expected), ToString(desired))));
+  return ToBytes(OrThrow(client_->StoreCompareSet(member_, key, ToString(expected), ToString(desired))));
 }
 
 std::vector<uint8_t> CoordinatorStore::get(const std::string& key) {
-  return ToBytes(OrThrow(client_->StoreGet(job_id_, generation_, key, Bounded(timeout_))));
+  return ToBytes(OrThrow(client_->StoreGet(member_, key, Bounded(timeout_))));
 }
 
 int64_t CoordinatorStore::add(const std::string& key, int64_t value) {
-  return OrThrow(client_->StoreAdd(job_id_, generation_, key, value));
+  return OrThrow(client_->StoreAdd(member_, key, value));
 }
 
 bool CoordinatorStore::deleteKey(const std::string& key) {
-  return OrThrow(client_->StoreDelete(job_id_, generation_, key));
+  return OrThrow(client_->StoreDelete(member_, key));
 }
 
 bool CoordinatorStore::check(const std::vector<std::string>& keys) {
-  return OrThrow(client_->StoreCheck(job_id_, generation_, keys));
+  return OrThrow(client_->StoreCheck(member_, keys));
 }
 
-int64_t CoordinatorStore::getNumKeys() { return OrThrow(client_->StoreNumKeys(job_id_, generation_)); }
+int64_t CoordinatorStore::getNumKeys() { return OrThrow(client_->StoreNumKeys(member_)); }
 
 void CoordinatorStore::wait(const std::vector<std::string>& keys) { wait(keys, timeout_); }
 
 void CoordinatorStore::wait(const std::vector<std::string>& keys, const std::chrono::milliseconds& timeout) {
-  OrThrow(client_->StoreWait(job_id_, generation_, keys, Bounded(timeout)));
+  OrThrow(client_->StoreWait(member_, keys, Bounded(timeout)));
 }
 
 }  // namespace tpcoord

@@ -1,5 +1,6 @@
 // A c10d::Store whose keys live in the coordinator, scoped to one job generation: what lets
-// c10d::ProcessGroupGloo rendezvous through tpcoord instead of a TCPStore that some rank must host.
+// c10d::ProcessGroupGloo rendezvous through tpcoord instead of a TCPStore that some rank must host. Its calls
+// are a member's: only the generation's members can read or write its keys.
 //
 // c10d stores report failure by throwing; this one throws c10::Error carrying the coordinator's message
 // (a get that times out names the missing key; a generation that ended names the rank and host that failed).
@@ -19,8 +20,7 @@ namespace tpcoord {
 class CoordinatorStore : public c10d::Store {
  public:
   // `client` must outlive the store. `timeout` bounds get and wait (c10d's default is 300 s).
-  CoordinatorStore(CoordinatorClient* client, std::string job_id, uint64_t generation,
-                   std::chrono::milliseconds timeout = kDefaultTimeout);
+  CoordinatorStore(CoordinatorClient* client, Membership member, std::chrono::milliseconds timeout = kDefaultTimeout);
 
   void set(const std::string& key, const std::vector<uint8_t>& value) override;
   std::vector<uint8_t> compareSet(const std::string& key, const std::vector<uint8_t>& expected,
@@ -35,8 +35,7 @@ class CoordinatorStore : public c10d::Store {
 
  private:
   CoordinatorClient* const client_;
-  const std::string job_id_;
-  const uint64_t generation_;
+  const Membership member_;
 };
 
 }  // namespace tpcoord

@@ -79,6 +79,7 @@ Launch::Launch(LaunchConfig config) : config_(std::move(config)) {
   if (config_.gloo_interface.empty()) config_.gloo_interface = config_.host;
   ClientOptions options;
   options.address = config_.coordinator;
+  options.credentials = config_.credentials;
   // A coordinator that restarts, or is unreachable for a while, costs this worker nothing as long as it
   // comes back within the worker's own deadline.
   options.retry_budget = config_.join_timeout;
@@ -146,7 +147,7 @@ absl::StatusOr<std::unique_ptr<Engine>> initialize(LlamaModel model, const std::
   // Join: the rendezvous assigns this worker's rank and groups.
   Clock::time_point start = Clock::now();
   JoinRequest join{lc.job_id, MakeWorkerId(lc.host), lc.host, lc.world_size, lc.rank,
-                   launch.recorded() ? launch.recorded()->tp_size : 0};
+                   launch.recorded() ? launch.recorded()->tp_size : 0, /*member_key=*/""};
   absl::StatusOr<Membership> membership = client.Join(join, lc.join_timeout);
   if (!membership.ok()) return InPhase("join", membership.status());
   e.membership_ = *membership;
@@ -171,7 +172,7 @@ absl::Status Engine::Setup(const std::string& ds_config_json, bool has_mpu) {
 
   // Merge: validated against the record, identical on every worker.
   Clock::time_point start = Clock::now();
-  absl::StatusOr<std::string> merged = client.MergeConfig(lc.job_id, ds_config_json, has_mpu, m.generation, m.rank);
+  absl::StatusOr<std::string> merged = client.MergeConfig(m, ds_config_json, has_mpu);
   if (!merged.ok()) return InPhase("merge", merged.status());
   merged_config_ = *merged;
   absl::StatusOr<TrainConfig> train = ParseTrainConfig(nlohmann::json::parse(*merged), m.mesh.dp_size());
@@ -220,7 +221,7 @@ absl::Status Engine::Setup(const std::string& ds_config_json, bool has_mpu) {
       comms.push_back(*std::move(comm));
     }
   } else {
-    store_ = c10::make_intrusive<CoordinatorStore>(&client, lc.job_id, m.generation, lc.collective_timeout);
+    store_ = c10::make_intrusive<CoordinatorStore>(&client, m, lc.collective_timeout);
     for (size_t i = 0; i < groups.size(); ++i) {
       auto comm = MakeGlooCommunicator(store_, GroupName(groups[i]), places[i].first, places[i].second,
                                        lc.gloo_interface, lc.collective_timeout);

@@ -38,6 +38,7 @@ namespace tpcoord {
 // Where a worker process belongs; DeepSpeed reads the same from MASTER_ADDR, RANK and WORLD_SIZE.
 struct LaunchConfig {
   std::string coordinator = "127.0.0.1:50051";
+  ClientCredentials credentials;  // the job's token, TLS material
   std::string job_id;
   int world_size = 1;
   std::optional<int> rank;     // a requested rank (RANK, JOB_COMPLETION_INDEX); nullopt: assigned

@@ -3,6 +3,7 @@
 //   tp-worker --coordinator HOST:PORT --job ID --world-size 4 --config ds_config.json
 //             (--model-dir DIR | --random-init tiny|small) --data corpus.txt --output-dir out
 //             [--rank R] [--tp-size T] [--dtype fp32|bf16] [--backend gloo|nccl] [--resume DIR] [--steps N]
+//             [--token-file F] [--tls-ca F [--tls-cert F --tls-key F]]
 //
 // Every flag can come from the environment instead (TPCOORD_<FLAG>, e.g. TPCOORD_WORLD_SIZE; the rank
 // also from RANK or JOB_COMPLETION_INDEX, the world size from WORLD_SIZE); a flag on the command line wins.
@@ -26,6 +27,7 @@
 #include "common/ds_config.h"
 #include "common/process_init.h"
 #include "worker/checkpoint.h"
+#include "worker/client_flags.h"
 #include "worker/compute_threads.h"
 #include "worker/engine.h"
 #include "worker/safetensors.h"
@@ -160,6 +162,9 @@ int Main() {
 
   LaunchConfig lc;
   lc.coordinator = absl::GetFlag(FLAGS_coordinator);
+  absl::StatusOr<ClientCredentials> credentials = ClientCredentialsFromFlags();
+  if (!credentials.ok()) return Fail(credentials.status());
+  lc.credentials = *std::move(credentials);
   lc.job_id = absl::GetFlag(FLAGS_job);
   lc.world_size = absl::GetFlag(FLAGS_world_size);
   if (absl::GetFlag(FLAGS_rank) >= 0) lc.rank = absl::GetFlag(FLAGS_rank);
@@ -256,7 +261,8 @@ int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
       "tp-worker --coordinator HOST:PORT --job ID --world-size N --config ds_config.json "
       "(--model-dir DIR | --random-init tiny|small) --data FILE [--output-dir DIR] [--rank R] [--tp-size T] "
-      "[--dtype fp32|bf16] [--backend gloo|nccl] [--resume DIR] [--steps N] [--threads N]");
+      "[--dtype fp32|bf16] [--backend gloo|nccl] [--resume DIR] [--steps N] [--threads N] [--token-file F] "
+      "[--tls-ca F [--tls-cert F --tls-key F]]");
   tpcoord::FlagsFromEnvironment();
   tpcoord::InitProcess(argc, argv);
   return tpcoord::Main();

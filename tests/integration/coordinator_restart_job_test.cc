@@ -46,6 +46,7 @@ class CoordinatorRestartJobTest : public ::testing::TestWithParam<int> {
   }
 
   std::unique_ptr<Subprocess> StartWorker(int rank, std::map<std::string, std::string> env = {}) {
+    env.merge(testing::TokenEnv());
     auto worker = Subprocess::Start({testing::BinPath("worker/tp-worker"), "--coordinator", address_, "--job", "job",
                                      "--world-size", "2", "--rank", std::to_string(rank), "--tp-size", "2", "--host",
                                      "127.0.0.1", "--config", dir_ + "/ds_config.json", "--random-init", "tiny",
@@ -167,7 +168,7 @@ TEST(CoordinatorOutageTest, ThirtySecondsDownLosesNoJob) {
         {testing::BinPath("worker/tp-worker"), "--coordinator", address, "--job", "job", "--world-size", "2", "--rank",
          std::to_string(rank), "--tp-size", "2", "--host", "127.0.0.1", "--config", dir + "/ds_config.json",
          "--random-init", "tiny", "--data", absl::StrCat(TPCOORD_SOURCE_DIR, "/deploy/data/public_domain.txt"),
-         "--timeout", "120s"}));
+         "--timeout", "120s"}, testing::TokenEnv()));
   }
   ASSERT_TRUE(workers[0]->WaitForLine("step 5/100", std::chrono::minutes(2)).ok()) << workers[0]->Stderr();
   coordinator->process().Signal(SIGKILL);

@@ -303,7 +303,7 @@ TEST(CoordinatorRestartTest, OneCorruptJobAnswersDataLossAndTheOthersAreServed) 
     auto store = *OpenSqliteStateStore(state_dir + "/coordinator.db");
     ASSERT_TRUE(store->Write({StateWrite::Put("j/bad", "\xff\xfe not a header")}, "corrupting it").ok());
   }
-  auto coordinator = *CoordinatorProcess::Start(state_dir);
+  auto coordinator = *CoordinatorProcess::Start(state_dir, testing::AdminTokenArgs(state_dir));
   EXPECT_TRUE(absl::StrContains(coordinator->process().Stderr(), "2 job(s) restored (1 unreadable)"))
       << coordinator->process().Stderr();
   auto stub = coordinator->NewStub();
@@ -312,11 +312,12 @@ TEST(CoordinatorRestartTest, OneCorruptJobAnswersDataLossAndTheOthersAreServed) 
   EXPECT_EQ(bad.error_code(), grpc::StatusCode::DATA_LOSS);
   EXPECT_TRUE(absl::StrContains(bad.error_message(), "job bad: the stored state is corrupt: key \"j/bad\""))
       << bad.error_message();
-  // Deleting it frees the id.
+  // Its token binding is unreadable too, so only the admin may delete it; that frees the id.
   v1::DeleteJobRequest del;
   del.set_job_id("bad");
   v1::DeleteJobResponse deleted;
-  ASSERT_TRUE(stub->DeleteJob(Deadline().get(), del, &deleted).ok());
+  EXPECT_EQ(stub->DeleteJob(Deadline().get(), del, &deleted).error_code(), grpc::StatusCode::PERMISSION_DENIED);
+  ASSERT_TRUE(stub->DeleteJob(testing::Credentials(testing::kAdminToken, "").get(), del, &deleted).ok());
   EXPECT_TRUE(testing::RecordTpInit(*stub, "bad", 4, v1::DTYPE_BF16).ok());
 }
 

@@ -19,17 +19,22 @@ class CoordinatorStoreTest : public testing::CoordinatorTest {
  protected:
   void SetUp() override {
     testing::CoordinatorTest::SetUp();
+    client_ = std::make_unique<CoordinatorClient>(Options());
+    absl::StatusOr<Membership> m = client_->Join({"kv", "w0", "127.0.0.1", 1, std::nullopt, 0, ""}, std::chrono::seconds(10));
+    ASSERT_TRUE(m.ok()) << m.status();
+    member_ = *m;
+    store_ = c10::make_intrusive<CoordinatorStore>(client_.get(), member_, std::chrono::seconds(5));
+  }
+
+  ClientOptions Options() const {
     ClientOptions options;
     options.address = coordinator_->address();
-    client_ = std::make_unique<CoordinatorClient>(options);
-    absl::StatusOr<Membership> m = client_->Join({"kv", "w0", "127.0.0.1", 1, std::nullopt, 0}, std::chrono::seconds(10));
-    ASSERT_TRUE(m.ok()) << m.status();
-    generation_ = m->generation;
-    store_ = c10::make_intrusive<CoordinatorStore>(client_.get(), "kv", generation_, std::chrono::seconds(5));
+    options.credentials.token = testing::kTestToken;
+    return options;
   }
 
   std::unique_ptr<CoordinatorClient> client_;
-  uint64_t generation_ = 0;
+  Membership member_;
   c10::intrusive_ptr<CoordinatorStore> store_;
 };
 
@@ -53,10 +58,8 @@ TEST_F(CoordinatorStoreTest, C10dSemantics) {
 TEST_F(CoordinatorStoreTest, GetWaitsForAnotherClientsSet) {
   auto waiting = std::async(std::launch::async, [&] { return store_->get("late"); });
   std::this_thread::sleep_for(std::chrono::milliseconds(200));
-  ClientOptions options;
-  options.address = coordinator_->address();
-  CoordinatorClient other(options);
-  ASSERT_TRUE(other.StoreSet("kv", generation_, "late", "here").ok());
+  CoordinatorClient other(Options());  // the same member on a connection of its own
+  ASSERT_TRUE(other.StoreSet(member_, "late", "here").ok());
   EXPECT_EQ(waiting.get(), Bytes("here"));
 }
 

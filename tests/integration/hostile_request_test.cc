@@ -44,10 +44,13 @@ class HostileRequestTest : public ::testing::Test {
     return done.get_future().get();
   }
 
-  grpc::Status Merge(const std::string& job, const std::string& config, std::string* merged = nullptr) {
+  // A standalone (dry-run) merge, or with `generation` the merge of rank 0 of that generation.
+  grpc::Status Merge(const std::string& job, const std::string& config, std::string* merged = nullptr,
+                     uint64_t generation = 0) {
     v1::MergeConfigRequest req;
     req.set_job_id(job);
     req.set_config_json(config);
+    req.set_generation(generation);
     v1::MergeConfigResponse resp;
     grpc::Status status = stub_->MergeConfig(Deadline().get(), req, &resp);
     if (merged) *merged = resp.merged_config_json();
@@ -202,15 +205,16 @@ TEST_F(HostileRequestTest, ListJobsIsPagedAndLeavesConfigsToGetJob) {  // five 1
   const std::string pad(1000000, 'x');
   for (int i = 0; i < 5; ++i) {
     const std::string job = absl::StrCat("big-", i);
-    ASSERT_TRUE(testing::RecordTpInit(*stub_, job, 2, v1::DTYPE_BF16).ok());
-    ASSERT_TRUE(Merge(job, "{\"pad\": \"" + pad + "\"}").ok());
+    ASSERT_TRUE(testing::RecordTpInit(*stub_, job, 1, v1::DTYPE_BF16).ok());
+    RunningJob(job);  // only a member's merge is stored; a standalone one is a dry run
+    ASSERT_TRUE(Merge(job, "{\"pad\": \"" + pad + "\"}", nullptr, /*generation=*/1).ok());
   }
   std::vector<v1::JobStatus> jobs = Jobs(/*page_size=*/2);
   ASSERT_EQ(jobs.size(), 5u);
   for (const v1::JobStatus& job : jobs) EXPECT_TRUE(job.merged_config_json().empty());
   EXPECT_EQ(jobs[4].job_id(), "big-4");
   auto tpctl = testing::Run({testing::BinPath("coordinator/tpctl"), "--coordinator", coordinator_->address(), "jobs"},
-                            std::chrono::seconds(30));
+                            std::chrono::seconds(30), testing::TokenEnv());
   ASSERT_TRUE(tpctl.ok());
   EXPECT_EQ(tpctl->exit_code, 0) << tpctl->err;
   EXPECT_TRUE(absl::StrContains(tpctl->out, "big-4")) << tpctl->out;
@@ -233,7 +237,7 @@ TEST_F(HostileRequestTest, TheNumberOfJobsIsBoundedAndJobsCanBeDeleted) {  // 10
   auto tpctl = [&](std::vector<std::string> args) {
     std::vector<std::string> argv = {testing::BinPath("coordinator/tpctl"), "--coordinator", coordinator_->address()};
     argv.insert(argv.end(), args.begin(), args.end());
-    return *testing::Run(argv, std::chrono::seconds(30));
+    return *testing::Run(argv, std::chrono::seconds(30), testing::TokenEnv());
   };
   testing::RunResult deleted = tpctl({"delete", "a"});
   EXPECT_EQ(deleted.exit_code, 0) << deleted.err;
@@ -251,7 +255,7 @@ TEST_F(HostileRequestTest, DeleteRefusesARunningGenerationUnlessForced) {
   auto tpctl = [&](std::vector<std::string> args) {
     std::vector<std::string> argv = {testing::BinPath("coordinator/tpctl"), "--coordinator", coordinator_->address()};
     argv.insert(argv.end(), args.begin(), args.end());
-    return *testing::Run(argv, std::chrono::seconds(30));
+    return *testing::Run(argv, std::chrono::seconds(30), testing::TokenEnv());
   };
   testing::RunResult refused = tpctl({"delete", "run"});
   EXPECT_EQ(refused.exit_code, 1);

@@ -23,7 +23,7 @@ class RendezvousTest : public testing::CoordinatorTest {
     std::vector<std::string> argv = {testing::BinPath("tests/integration/rendezvous_probe"), "--coordinator",
                                      coordinator_->address(), "--job", job};
     argv.insert(argv.end(), args.begin(), args.end());
-    auto probe = Subprocess::Start(argv);
+    auto probe = Subprocess::Start(argv, testing::TokenEnv());
     EXPECT_TRUE(probe.ok()) << probe.status();
     return probe.ok() ? *std::move(probe) : nullptr;
   }

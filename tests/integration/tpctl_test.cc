@@ -17,7 +17,7 @@ class TpctlTest : public testing::CoordinatorTest {
   testing::RunResult Tpctl(std::vector<std::string> args) {
     std::vector<std::string> argv = {testing::BinPath("coordinator/tpctl"), "--coordinator", coordinator_->address()};
     argv.insert(argv.end(), args.begin(), args.end());
-    absl::StatusOr<testing::RunResult> result = testing::Run(argv, std::chrono::seconds(30));
+    absl::StatusOr<testing::RunResult> result = testing::Run(argv, std::chrono::seconds(30), testing::TokenEnv());
     EXPECT_TRUE(result.ok()) << result.status();
     return result.ok() ? *result : testing::RunResult{};
   }
@@ -68,7 +68,7 @@ TEST_F(TpctlTest, ErrorsAndUsage) {
   EXPECT_EQ(Tpctl({"frobnicate"}).exit_code, 2);
   auto unreachable = testing::Run({testing::BinPath("coordinator/tpctl"), "--coordinator", "127.0.0.1:1",
                                    "--timeout", "1s", "health"},
-                                  std::chrono::seconds(30));
+                                  std::chrono::seconds(30), testing::TokenEnv());
   ASSERT_TRUE(unreachable.ok());
   EXPECT_EQ(unreachable->exit_code, 1);
 }

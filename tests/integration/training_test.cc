@@ -93,7 +93,7 @@ class TrainingTest : public ::testing::Test {
                                        "--data", absl::StrCat(TPCOORD_SOURCE_DIR, "/deploy/data/public_domain.txt"),
                                        "--timeout", "120s"};
       argv.insert(argv.end(), extra.begin(), extra.end());
-      auto worker = Subprocess::Start(argv);
+      auto worker = Subprocess::Start(argv, testing::TokenEnv());
       EXPECT_TRUE(worker.ok()) << worker.status();
       workers.push_back(*std::move(worker));
     }
@@ -187,7 +187,7 @@ TEST_F(TrainingTest, AWorkerWithAnotherConfigStopsTheWholeJob) {
         {testing::BinPath("worker/tp-worker"), "--coordinator", coordinator_->address(), "--job", "mismatch",
          "--world-size", "2", "--rank", config == "fp32" ? "0" : "1", "--tp-size", "2", "--host", "127.0.0.1",
          "--config", Out(config + ".json"), "--random-init", "tiny", "--data",
-         absl::StrCat(TPCOORD_SOURCE_DIR, "/deploy/data/public_domain.txt"), "--timeout", "60s"}));
+         absl::StrCat(TPCOORD_SOURCE_DIR, "/deploy/data/public_domain.txt"), "--timeout", "60s"}, testing::TokenEnv()));
   }
   for (auto& w : workers) EXPECT_EQ(w->Wait(std::chrono::minutes(2)).value_or(-1), 1) << w->Stdout() << w->Stderr();
   // Whichever merged second is told the difference; the other learns from the coordinator why the job ended.
@@ -212,7 +212,7 @@ TEST_F(TrainingTest, ConflictingTpSizeIsRejectedWithDeepSpeedsMessage) {
   auto worker = *Subprocess::Start({testing::BinPath("worker/tp-worker"), "--coordinator", coordinator_->address(),
                                     "--job", "conflict", "--world-size", "2", "--tp-size", "2", "--config",
                                     Out("fp32.json"), "--random-init", "tiny", "--data",
-                                    absl::StrCat(TPCOORD_SOURCE_DIR, "/deploy/data/public_domain.txt")});
+                                    absl::StrCat(TPCOORD_SOURCE_DIR, "/deploy/data/public_domain.txt")}, testing::TokenEnv());
   EXPECT_EQ(worker->Wait(std::chrono::minutes(2)).value_or(-1), 1);
   EXPECT_TRUE(absl::StartsWith(worker->Stderr(),
                                "tp-worker: Conflicting tp_model_init arguments detected across multiple calls.\n"
@@ -227,7 +227,7 @@ TEST_F(TrainingTest, NcclWithoutAGpuFailsFastNamingGloo) {
   auto worker = *Subprocess::Start({testing::BinPath("worker/tp-worker"), "--coordinator", coordinator_->address(),
                                     "--job", "nccl", "--world-size", "2", "--tp-size", "2", "--backend", "nccl",
                                     "--config", Out("fp32.json"), "--random-init", "tiny", "--data",
-                                    absl::StrCat(TPCOORD_SOURCE_DIR, "/deploy/data/public_domain.txt")});
+                                    absl::StrCat(TPCOORD_SOURCE_DIR, "/deploy/data/public_domain.txt")}, testing::TokenEnv());
   EXPECT_EQ(worker->Wait(std::chrono::minutes(1)).value_or(-1), 1);
   EXPECT_TRUE(absl::StrContains(worker->Stderr(), "use --backend gloo")) << worker->Stderr();
   auto stub = coordinator_->NewStub();

@@ -21,7 +21,7 @@ TEST(WorkerDeathTest, SurvivorsAreToldAndRejoinWithAReplacement) {
                                      coordinator->address(), "--job", "death", "--world-size", "4", "--tp-size", "2",
                                      "--rank", std::to_string(rank), "--host", absl::StrCat("host-", rank)};
     argv.insert(argv.end(), extra.begin(), extra.end());
-    return *Subprocess::Start(argv);
+    return *Subprocess::Start(argv, testing::TokenEnv());
   };
   std::vector<std::unique_ptr<Subprocess>> workers;
   for (int rank = 0; rank < 4; ++rank) {

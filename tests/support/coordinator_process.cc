@@ -1,5 +1,7 @@
 #include "tests/support/coordinator_process.h"
 
+#include <fstream>
+
 #include "absl/status/status.h"
 
 namespace tpcoord::testing {
@@ -40,10 +42,23 @@ grpc::Status RecordTpInit(v1::Coordinator::Stub& stub, const std::string& job, i
   return stub.RecordTpInitArgs(Deadline().get(), req, out ? out : &resp);
 }
 
-std::unique_ptr<grpc::ClientContext> Deadline(int seconds) {
+std::map<std::string, std::string> TokenEnv(const std::string& token) { return {{"TPCOORD_TOKEN", token}}; }
+
+std::vector<std::string> AdminTokenArgs(const std::string& dir) {
+  const std::string path = dir + "/admin-token";
+  std::ofstream(path) << kAdminToken << "\n";
+  return {"--admin-token-file", path};
+}
+
+std::unique_ptr<grpc::ClientContext> Credentials(const std::string& token, const std::string& member_key,
+                                                 int seconds) {
   auto ctx = std::make_unique<grpc::ClientContext>();
   ctx->set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(seconds));
+  if (!token.empty()) ctx->AddMetadata("authorization", "Bearer " + token);
+  if (!member_key.empty()) ctx->AddMetadata("tpcoord-member-key", member_key);
   return ctx;
 }
+
+std::unique_ptr<grpc::ClientContext> Deadline(int seconds) { return Credentials(kTestToken, kTestMemberKey, seconds); }
 
 }  // namespace tpcoord::testing

@@ -2,6 +2,7 @@
 #ifndef TPCOORD_TESTS_SUPPORT_COORDINATOR_PROCESS_H_
 #define TPCOORD_TESTS_SUPPORT_COORDINATOR_PROCESS_H_
 
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -12,6 +13,18 @@
 #include "tpcoord/v1/coordinator.grpc.pb.h"
 
 namespace tpcoord::testing {
+
+// The token every test job is bound to, and the member key of every seat a test takes through a raw stub
+// (the security tests use others).
+inline constexpr char kTestToken[] = "tpcoord-test-token-0123456789";
+inline constexpr char kTestMemberKey[] = "tpcoord-test-member-key-0123456789";
+inline constexpr char kAdminToken[] = "tpcoord-admin-token-0123456789";
+
+// Writes kAdminToken into a file under `dir` and answers {"--admin-token-file", that file}.
+std::vector<std::string> AdminTokenArgs(const std::string& dir);
+
+// The environment that hands a child process (tp-worker, tpctl, a probe) `token`.
+std::map<std::string, std::string> TokenEnv(const std::string& token = kTestToken);
 
 class CoordinatorProcess {
  public:
@@ -40,8 +53,11 @@ class CoordinatorProcess {
 grpc::Status RecordTpInit(v1::Coordinator::Stub& stub, const std::string& job, int tp_size, v1::Dtype dtype,
                           const std::vector<int>& group = {}, v1::RecordTpInitArgsResponse* out = nullptr);
 
-// A ClientContext with a deadline `seconds` from now.
+// A ClientContext with a deadline `seconds` from now, carrying the test token and member key.
 std::unique_ptr<grpc::ClientContext> Deadline(int seconds = 10);
+// The same with other credentials ("" leaves one out).
+std::unique_ptr<grpc::ClientContext> Credentials(const std::string& token, const std::string& member_key,
+                                                 int seconds = 10);
 
 }  // namespace tpcoord::testing
 

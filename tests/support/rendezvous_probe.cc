@@ -62,6 +62,9 @@ absl::StatusOr<Membership> JoinAndPrint(CoordinatorClient& client, const JoinReq
 int Main() {
   ClientOptions options;
   options.address = absl::GetFlag(FLAGS_coordinator);
+  absl::StatusOr<ClientCredentials> credentials = LoadClientCredentials({});  // TPCOORD_TOKEN and friends
+  if (!credentials.ok()) return Fail(credentials.status());
+  options.credentials = *std::move(credentials);
   CoordinatorClient client(options);
   JoinRequest request;
   request.job_id = absl::GetFlag(FLAGS_job);
@@ -87,7 +90,7 @@ int Main() {
   }
 
   if (absl::GetFlag(FLAGS_gloo)) {
-    auto store = c10::make_intrusive<CoordinatorStore>(&client, m->job_id, m->generation, std::chrono::seconds(30));
+    auto store = c10::make_intrusive<CoordinatorStore>(&client, *m, std::chrono::seconds(30));
     auto world = MakeGlooCommunicator(store, "world", m->rank, m->world_size(), "127.0.0.1", std::chrono::seconds(30));
     if (!world.ok()) return Fail(world.status());
     auto tp = MakeGlooCommunicator(store, GroupName(m->tp_group()), m->tp_rank(), m->mesh.tp_size(), "127.0.0.1",

@@ -10,12 +10,16 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "common/secrets.h"
 #include "coordinator/job.h"
 
 namespace tpcoord {
 namespace {
 
 using namespace std::chrono_literals;
+
+// The job's token and a member key that every worker of these tests carries (the admission tests use others).
+const Caller kMember{Sha256("job-token-for-tests"), Sha256("member-key-for-tests"), false};
 
 template <typename T>
 absl::StatusOr<T> Wait(const std::function<void(Done<T>)>& call) {
@@ -47,7 +51,7 @@ TEST(JobStressTest, ManyThreadsManyGenerations) {
   context.committer = &committer;
   auto job = std::make_shared<Job>("stress", &context);
   ASSERT_TRUE(Wait<RecordOutcome>([&](Done<RecordOutcome> d) {
-                job->Record(*NormalizeTpInitArgs(2, Dtype::kBFloat16, std::nullopt), d);
+                job->Record(kMember, *NormalizeTpInitArgs(2, Dtype::kBFloat16, std::nullopt), d);
               }).ok());
 
   std::atomic<int> completed_generations{0};
@@ -58,8 +62,8 @@ TEST(JobStressTest, ManyThreadsManyGenerations) {
     while (!stop_noise) {
       (void)job->View(true);
       const uint64_t g = 1 + rng() % kGenerations;
-      (void)job->StoreCheck(g, {"k"});
-      const uint64_t id = job->StoreGet(g, "never", Millis(rng() % 3), [](absl::StatusOr<std::string>) {});
+      (void)job->StoreCheck(kMember, g, {"k"});
+      const uint64_t id = job->StoreGet(kMember, g, "never", Millis(rng() % 3), [](absl::StatusOr<std::string>) {});
       if (rng() % 2) job->Cancel(id);
       std::this_thread::yield();
     }
@@ -71,12 +75,12 @@ TEST(JobStressTest, ManyThreadsManyGenerations) {
       std::mt19937 rng(w);
       for (int round = 0; round < kGenerations; ++round) {
         absl::StatusOr<Assignment> a = Wait<Assignment>([&](Done<Assignment> d) {
-          job->Join(JoinArgs{absl::StrCat("w", w, "-", round), absl::StrCat("h", w % 2), kWorld, std::nullopt, 0}, 20s, d);
+          job->Join(kMember, JoinArgs{absl::StrCat("w", w, "-", round), absl::StrCat("h", w % 2), kWorld, std::nullopt, 0}, 20s, d);
         });
         ASSERT_TRUE(a.ok()) << a.status();
         const uint64_t g = a->generation;
         const int r = a->rank;
-        ASSERT_TRUE(Wait<MergeOutcome>([&](Done<MergeOutcome> d) { job->Merge("{}", false, g, r, d); }).ok());
+        ASSERT_TRUE(Wait<MergeOutcome>([&](Done<MergeOutcome> d) { job->Merge(kMember, "{}", false, g, r, d); }).ok());
         // Unique IDs for this rank's TP group and the world.
         std::vector<std::pair<GroupId, std::string>> mine;
         std::vector<GroupId> theirs;
@@ -84,25 +88,25 @@ TEST(JobStressTest, ManyThreadsManyGenerations) {
           if (a->mesh.Leader(group) == r) mine.emplace_back(group, std::string(kUniqueIdBytes, static_cast<char>(g)));
           else theirs.push_back(group);
         }
-        if (!mine.empty()) ASSERT_TRUE(WaitStatus([&](StatusDone d) { job->PublishUniqueIds(g, r, mine, d); }).ok());
+        if (!mine.empty()) ASSERT_TRUE(WaitStatus([&](StatusDone d) { job->PublishUniqueIds(kMember, g, r, mine, d); }).ok());
         if (!theirs.empty()) {
           absl::StatusOr<std::vector<std::string>> ids = Wait<std::vector<std::string>>(
-              [&](Done<std::vector<std::string>> d) { job->GetUniqueIds(g, r, theirs, 20s, d); });
+              [&](Done<std::vector<std::string>> d) { job->GetUniqueIds(kMember, g, r, theirs, 20s, d); });
           ASSERT_TRUE(ids.ok()) << ids.status();
           for (const std::string& id : *ids) EXPECT_EQ(id, std::string(kUniqueIdBytes, static_cast<char>(g)));
         }
         // Gloo-like store traffic: each rank sets its key and waits for everybody's.
-        ASSERT_TRUE(WaitStatus([&](StatusDone d) { job->StoreSet(g, absl::StrCat("addr/", r), "x", d); }).ok());
+        ASSERT_TRUE(WaitStatus([&](StatusDone d) { job->StoreSet(kMember, g, absl::StrCat("addr/", r), "x", d); }).ok());
         std::vector<std::string> keys;
         for (int k = 0; k < kWorld; ++k) keys.push_back(absl::StrCat("addr/", k));
-        ASSERT_TRUE(WaitStatus([&](StatusDone d) { job->StoreWait(g, keys, 20s, d); }).ok());
-        ASSERT_TRUE(Wait<int64_t>([&](Done<int64_t> d) { job->StoreAdd(g, "counter", 1, d); }).ok());
+        ASSERT_TRUE(WaitStatus([&](StatusDone d) { job->StoreWait(kMember, g, keys, 20s, d); }).ok());
+        ASSERT_TRUE(Wait<int64_t>([&](Done<int64_t> d) { job->StoreAdd(kMember, g, "counter", 1, d); }).ok());
         for (int step = 0; step < 3; ++step) {
-          (void)job->Heartbeat(g, r);
-          ASSERT_TRUE(WaitStatus([&](StatusDone d) { job->Barrier(g, r, "step", 0, 20s, d); }).ok());
+          (void)job->Heartbeat(kMember, g, r);
+          ASSERT_TRUE(WaitStatus([&](StatusDone d) { job->Barrier(kMember, g, r, "step", 0, 20s, d); }).ok());
         }
         if (rng() % 4 == 0) std::this_thread::sleep_for(1ms);
-        ASSERT_TRUE(WaitStatus([&](StatusDone d) { job->Leave(g, r, true, "", d); }).ok());
+        ASSERT_TRUE(WaitStatus([&](StatusDone d) { job->Leave(kMember, g, r, true, "", d); }).ok());
         // Every member waits for the generation to complete before it joins the next one.
         while (true) {
           std::optional<JobView> view = job->View(false);

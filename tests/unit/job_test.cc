@@ -12,6 +12,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "common/deepspeed_error.h"
+#include "common/secrets.h"
 #include "nlohmann/json.hpp"
 #include "tests/support/failing_state_store.h"
 
@@ -19,6 +20,9 @@ namespace tpcoord {
 namespace {
 
 using namespace std::chrono_literals;
+
+// The job's token and a member key that every worker of these tests carries (the admission tests use others).
+const Caller kMember{Sha256("job-token-for-tests"), Sha256("member-key-for-tests"), false};
 
 // The outcome of a call, filled by its callback.
 template <typename T>
@@ -98,6 +102,12 @@ class JobTest : public ::testing::Test {
   }
 
   std::vector<StateEntry> Stored() { return *sqlite_->Scan(""); }
+  // Everything the store holds, as one string.
+  std::string StoredBytes() {
+    std::string all;
+    for (const StateEntry& e : Stored()) absl::StrAppend(&all, e.key, "=", e.value, ";");
+    return all;
+  }
 
   JoinArgs Worker(int i, int world_size, std::string host = "", std::optional<int> rank = std::nullopt) {
     return JoinArgs{"w" + std::to_string(i), host.empty() ? "h" + std::to_string(i) : host, world_size, rank, 0};
@@ -109,7 +119,7 @@ class JobTest : public ::testing::Test {
     for (int i = 0; i < world_size; ++i) {
       JoinArgs args = Worker(i, world_size);
       args.tp_size = tp_size;
-      job_->Join(args, 5s, results[i].callback());
+      job_->Join(kMember, args, 5s, results[i].callback());
     }
     std::vector<Assignment> out;
     for (auto& r : results) {
@@ -123,53 +133,53 @@ class JobTest : public ::testing::Test {
   // The job's calls, waited for.
   absl::StatusOr<RecordOutcome> Record(const TpInitArgs& args) {
     Result<RecordOutcome> r;
-    job_->Record(args, r.callback());
+    job_->Record(kMember, args, r.callback());
     return r.get();
   }
   absl::StatusOr<MergeOutcome> Merge(const std::string& config, uint64_t generation, int rank) {
     Result<MergeOutcome> r;
-    job_->Merge(config, false, generation, rank, r.callback());
+    job_->Merge(kMember, config, false, generation, rank, r.callback());
     return r.get();
   }
   absl::Status Publish(uint64_t generation, int rank, std::vector<std::pair<GroupId, std::string>> ids) {
     StatusResult r;
-    job_->PublishUniqueIds(generation, rank, std::move(ids), r.callback());
+    job_->PublishUniqueIds(kMember, generation, rank, std::move(ids), r.callback());
     return r.get();
   }
   absl::Status Set(uint64_t generation, const std::string& key, const std::string& value) {
     StatusResult r;
-    job_->StoreSet(generation, key, value, r.callback());
+    job_->StoreSet(kMember, generation, key, value, r.callback());
     return r.get();
   }
   absl::StatusOr<int64_t> Add(uint64_t generation, const std::string& key, int64_t delta) {
     Result<int64_t> r;
-    job_->StoreAdd(generation, key, delta, r.callback());
+    job_->StoreAdd(kMember, generation, key, delta, r.callback());
     return r.get();
   }
   absl::StatusOr<std::string> CompareSet(uint64_t generation, const std::string& key, const std::string& expected,
                                          const std::string& desired) {
     Result<std::string> r;
-    job_->StoreCompareSet(generation, key, expected, desired, r.callback());
+    job_->StoreCompareSet(kMember, generation, key, expected, desired, r.callback());
     return r.get();
   }
   absl::StatusOr<bool> Erase(uint64_t generation, const std::string& key) {
     Result<bool> r;
-    job_->StoreDelete(generation, key, r.callback());
+    job_->StoreDelete(kMember, generation, key, r.callback());
     return r.get();
   }
   absl::Status Leave(uint64_t generation, int rank, bool finished, const std::string& reason = "") {
     StatusResult r;
-    job_->Leave(generation, rank, finished, reason, r.callback());
+    job_->Leave(kMember, generation, rank, finished, reason, r.callback());
     return r.get();
   }
   absl::Status Barrier(uint64_t generation, int rank, const std::string& name, uint64_t round = 0) {
     StatusResult r;
-    job_->Barrier(generation, rank, name, round, 5s, r.callback());
+    job_->Barrier(kMember, generation, rank, name, round, 5s, r.callback());
     return r.get();
   }
   absl::Status Delete(bool force) {
     StatusResult r;
-    job_->Delete(force, r.callback());
+    job_->Delete(kMember, force, r.callback());
     return r.get();
   }
   // The view once every call made so far has been applied.
@@ -209,7 +219,7 @@ TEST_F(JobTest, RecordPersistsAndConflictsChangeNothing) {
   EXPECT_EQ(View(false).tp_init->tp_size, 2);
 }
 
-TEST_F(JobTest, StandaloneMergeValidatesAndPersists) {
+TEST_F(JobTest, StandaloneMergeIsADryRun) {
   ASSERT_TRUE(Record(Args(2, Dtype::kBFloat16)).ok());
   absl::StatusOr<MergeOutcome> merged = Merge(R"({"bf16": {"enabled": true}})", 0, 0);
   ASSERT_TRUE(merged.ok()) << merged.status();
@@ -220,9 +230,11 @@ TEST_F(JobTest, StandaloneMergeValidatesAndPersists) {
   EXPECT_EQ(bad.status().message(),
             "Conflicting dtype: config uses torch.float16 but tp_model_init requested torch.bfloat16.");
   EXPECT_EQ(Merge("{", 0, 0).status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(View().merged_config, merged->merged_config);  // unchanged by the failures
+  // Only a member's merge in a generation becomes the job's merged config (a standalone one could
+  // otherwise replace what a running job shows).
+  EXPECT_EQ(View().merged_config, "");
   job_ = Restart();
-  EXPECT_EQ(View().merged_config, merged->merged_config);
+  EXPECT_EQ(View().merged_config, "");
 }
 
 TEST_F(JobTest, CallsOnAJobThatDoesNotExistLeaveNoTrace) {
@@ -239,7 +251,7 @@ TEST_F(JobTest, RejectedJoinOfANewJobLeavesNoTrace) {
   Result<Assignment> r;
   JoinArgs args = Worker(0, 4);
   args.tp_size = 3;  // does not divide the world
-  job_->Join(args, 5s, r.callback());
+  job_->Join(kMember, args, 5s, r.callback());
   EXPECT_EQ(r.get().status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_TRUE(job_->gone());
   EXPECT_FALSE(job_->View(false).has_value());
@@ -284,13 +296,13 @@ TEST_F(JobTest, EachMemberGetsItsOwnRecordedTpGroup) {
 TEST_F(JobTest, JoinParksUntilTheWorldIsCompleteThenAnswersEveryone) {
   ASSERT_TRUE(Record(Args(2, Dtype::kFloat32)).ok());
   Result<Assignment> first;
-  job_->Join(Worker(0, 4, "a"), 5s, first.callback());
+  job_->Join(kMember, Worker(0, 4, "a"), 5s, first.callback());
   EXPECT_FALSE(first.ready());
   EXPECT_EQ(View(false).phase, JobPhase::kJoining);
   std::vector<Result<Assignment>> rest(3);
-  job_->Join(Worker(1, 4, "b"), 5s, rest[0].callback());
-  job_->Join(Worker(2, 4, "a"), 5s, rest[1].callback());
-  job_->Join(Worker(3, 4, "b"), 5s, rest[2].callback());
+  job_->Join(kMember, Worker(1, 4, "b"), 5s, rest[0].callback());
+  job_->Join(kMember, Worker(2, 4, "a"), 5s, rest[1].callback());
+  job_->Join(kMember, Worker(3, 4, "b"), 5s, rest[2].callback());
   // Hosts a and b each hold one whole TP group.
   EXPECT_EQ(first.get()->rank, 0);
   EXPECT_EQ(rest[1].get()->rank, 1);
@@ -308,8 +320,8 @@ TEST_F(JobTest, JoinParksUntilTheWorldIsCompleteThenAnswersEveryone) {
 
 TEST_F(JobTest, JoinTimeoutNamesWhoIsMissing) {
   Result<Assignment> r0, r2;
-  job_->Join(Worker(0, 4, "a", 0), 100ms, r0.callback());
-  job_->Join(Worker(2, 4, "c", 2), 5s, r2.callback());
+  job_->Join(kMember, Worker(0, 4, "a", 0), 100ms, r0.callback());
+  job_->Join(kMember, Worker(2, 4, "c", 2), 5s, r2.callback());
   absl::StatusOr<Assignment> timed_out = r0.get();
   ASSERT_EQ(timed_out.status().code(), absl::StatusCode::kDeadlineExceeded);
   EXPECT_EQ(timed_out.status().message(),
@@ -320,18 +332,18 @@ TEST_F(JobTest, JoinTimeoutNamesWhoIsMissing) {
 
 TEST_F(JobTest, JoinRejectsBadRanksAndMismatchedWorlds) {
   Result<Assignment> out_of_range, duplicate, mismatch, too_big, ok;
-  job_->Join(Worker(0, 4, "a", 1), 5s, ok.callback());
-  job_->Join(Worker(5, 4, "a", 4), 5s, out_of_range.callback());
+  job_->Join(kMember, Worker(0, 4, "a", 1), 5s, ok.callback());
+  job_->Join(kMember, Worker(5, 4, "a", 4), 5s, out_of_range.callback());
   EXPECT_EQ(out_of_range.get().status().message(), "job job-1: requested_rank 4 is out of range for world_size 4");
-  job_->Join(Worker(1, 4, "b", 1), 5s, duplicate.callback());
+  job_->Join(kMember, Worker(1, 4, "b", 1), 5s, duplicate.callback());
   EXPECT_EQ(duplicate.get().status().code(), absl::StatusCode::kAlreadyExists);
   EXPECT_EQ(duplicate.get().status().message(),
             "job job-1: requested_rank 1 is already held by worker w0 (host a) in generation 1");
-  job_->Join(Worker(2, 8, "c"), 5s, mismatch.callback());
+  job_->Join(kMember, Worker(2, 8, "c"), 5s, mismatch.callback());
   EXPECT_EQ(mismatch.get().status().code(), absl::StatusCode::kFailedPrecondition);
   JoinArgs tp = Worker(3, 4, "d");
   tp.tp_size = 8;
-  job_->Join(tp, 5s, too_big.callback());
+  job_->Join(kMember, tp, 5s, too_big.callback());
   EXPECT_EQ(too_big.get().status().message(),
             "job job-1: tp_size 8 is larger than world_size 4: a TP group cannot span more ranks than exist");
   EXPECT_FALSE(ok.ready());
@@ -343,7 +355,7 @@ TEST_F(JobTest, JoinTpSizeMustMatchTheRecord) {
   Result<Assignment> r;
   JoinArgs args = Worker(0, 4);
   args.tp_size = 4;
-  job_->Join(args, 5s, r.callback());
+  job_->Join(kMember, args, 5s, r.callback());
   EXPECT_EQ(r.get().status().message(),
             "job job-1: Join asks for tp_size 4 but tp_model_init recorded tp_size 2 for this job");
 }
@@ -351,7 +363,7 @@ TEST_F(JobTest, JoinTpSizeMustMatchTheRecord) {
 TEST_F(JobTest, RecordedGroupsMustBeTpGroupsOfTheMesh) {  // table rows 9/11, stricter than DeepSpeed (G4)
   ASSERT_TRUE(Record(Args(2, Dtype::kFloat32, std::vector<int>{1, 2})).ok());
   std::vector<Result<Assignment>> r(4);
-  for (int i = 0; i < 4; ++i) job_->Join(Worker(i, 4), 5s, r[i].callback());
+  for (int i = 0; i < 4; ++i) job_->Join(kMember, Worker(i, 4), 5s, r[i].callback());
   EXPECT_EQ(r[3].get().status().code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_NE(r[0].get().status().message().find("the recorded tp_group [1, 2] is not a TP group of the mesh"),
             absl::string_view::npos);
@@ -360,7 +372,7 @@ TEST_F(JobTest, RecordedGroupsMustBeTpGroupsOfTheMesh) {  // table rows 9/11, st
 
 TEST_F(JobTest, CancelledJoinLeavesTheWorld) {
   Result<Assignment> r;
-  const uint64_t id = job_->Join(Worker(0, 2), 5s, r.callback());
+  const uint64_t id = job_->Join(kMember, Worker(0, 2), 5s, r.callback());
   job_->Cancel(id);
   EXPECT_EQ(r.get().status().code(), absl::StatusCode::kCancelled);
   EXPECT_TRUE(View().members.empty());
@@ -369,7 +381,7 @@ TEST_F(JobTest, CancelledJoinLeavesTheWorld) {
 TEST_F(JobTest, RetriedJoinOfAMemberGetsTheSameAnswer) {
   std::vector<Assignment> a = JoinAll(2);
   Result<Assignment> again;
-  job_->Join(Worker(1, 2), 5s, again.callback());
+  job_->Join(kMember, Worker(1, 2), 5s, again.callback());
   EXPECT_EQ(again.get()->rank, a[1].rank);
   EXPECT_EQ(again.get()->generation, 1u);
 }
@@ -378,7 +390,7 @@ TEST_F(JobTest, ParkedCallsAreBounded) {
   context_.options.max_parked_calls = 64;
   job_ = std::make_shared<Job>("job-1", &context_);
   std::vector<Result<Assignment>> joins(65);
-  for (size_t i = 0; i < joins.size(); ++i) job_->Join(Worker(static_cast<int>(i), 1000), 5s, joins[i].callback());
+  for (size_t i = 0; i < joins.size(); ++i) job_->Join(kMember, Worker(static_cast<int>(i), 1000), 5s, joins[i].callback());
   absl::StatusOr<Assignment> refused = joins.back().get();
   EXPECT_EQ(refused.status().code(), absl::StatusCode::kResourceExhausted);
   EXPECT_EQ(refused.status().message(), "job job-1: 64 calls are parked in this job already; the limit is 64");
@@ -391,7 +403,7 @@ TEST_F(JobTest, ParkedCallsAreBounded) {
 TEST_F(JobTest, UniqueIdsReachEveryMemberByteIdentical) {
   JoinAll(4, 2);
   Result<std::vector<std::string>> member;
-  job_->GetUniqueIds(1, 1, {{GroupKind::kTp, 0}, {GroupKind::kWorld, 0}}, 5s, member.callback());
+  job_->GetUniqueIds(kMember, 1, 1, {{GroupKind::kTp, 0}, {GroupKind::kWorld, 0}}, 5s, member.callback());
   EXPECT_FALSE(member.ready());
   ASSERT_TRUE(Publish(1, 0, {{{GroupKind::kTp, 0}, Id('\x07')}}).ok());
   EXPECT_FALSE(member.ready());  // still waiting for the world id
@@ -401,7 +413,7 @@ TEST_F(JobTest, UniqueIdsReachEveryMemberByteIdentical) {
   EXPECT_TRUE(Publish(1, 0, {{{GroupKind::kTp, 0}, Id('\x07')}}).ok());
   job_ = Restart();
   Result<std::vector<std::string>> late;
-  job_->GetUniqueIds(1, 0, {{GroupKind::kTp, 0}}, 5s, late.callback());
+  job_->GetUniqueIds(kMember, 1, 0, {{GroupKind::kTp, 0}}, 5s, late.callback());
   EXPECT_EQ(*late.get(), std::vector<std::string>({Id('\x07')}));
 }
 
@@ -415,12 +427,12 @@ TEST_F(JobTest, MalformedPublishesChangeNothing) {
   // A publish with one bad entry stores none of its entries.
   EXPECT_FALSE(Publish(1, 0, {{{GroupKind::kTp, 0}, Id('c')}, {{GroupKind::kTp, 1}, Id('c')}}).ok());
   Result<std::vector<std::string>> r;
-  job_->GetUniqueIds(1, 1, {{GroupKind::kTp, 0}}, 50ms, r.callback());
+  job_->GetUniqueIds(kMember, 1, 1, {{GroupKind::kTp, 0}}, 50ms, r.callback());
   EXPECT_EQ(r.get().status().message(),
             "job job-1: GetUniqueId timed out after 50ms waiting for the unique id of tp/0 from its leader rank 0 "
             "(host h0)");
   Result<std::vector<std::string>> not_member;
-  job_->GetUniqueIds(1, 1, {{GroupKind::kTp, 1}}, 5s, not_member.callback());
+  job_->GetUniqueIds(kMember, 1, 1, {{GroupKind::kTp, 1}}, 5s, not_member.callback());
   EXPECT_EQ(not_member.get().status().code(), absl::StatusCode::kPermissionDenied);
 }
 
@@ -429,9 +441,9 @@ TEST_F(JobTest, MalformedPublishesChangeNothing) {
 TEST_F(JobTest, StoreHasC10dSemantics) {
   JoinAll(2);
   Result<std::string> get;
-  job_->StoreGet(1, "k", 5s, get.callback());
+  job_->StoreGet(kMember, 1, "k", 5s, get.callback());
   StatusResult wait;
-  job_->StoreWait(1, {"k", "n"}, 5s, wait.callback());
+  job_->StoreWait(kMember, 1, {"k", "n"}, 5s, wait.callback());
   ASSERT_TRUE(Set(1, "k", "v1").ok());
   EXPECT_EQ(*get.get(), "v1");
   EXPECT_FALSE(wait.ready());
@@ -444,19 +456,19 @@ TEST_F(JobTest, StoreHasC10dSemantics) {
   EXPECT_EQ(*CompareSet(1, "c", "nope", "y"), "x");
   EXPECT_EQ(*CompareSet(1, "c", "x", "y"), "y");
   EXPECT_EQ(*CompareSet(1, "missing", "e", "z"), "e");
-  EXPECT_TRUE(*job_->StoreCheck(1, {"k", "n", "c"}));
-  EXPECT_FALSE(*job_->StoreCheck(1, {"k", "missing"}));
-  EXPECT_EQ(*job_->StoreNumKeys(1), 3);
+  EXPECT_TRUE(*job_->StoreCheck(kMember, 1, {"k", "n", "c"}));
+  EXPECT_FALSE(*job_->StoreCheck(kMember, 1, {"k", "missing"}));
+  EXPECT_EQ(*job_->StoreNumKeys(kMember, 1), 3);
   EXPECT_TRUE(*Erase(1, "k"));
   EXPECT_FALSE(*Erase(1, "k"));
-  EXPECT_EQ(*job_->StoreNumKeys(1), 2);
+  EXPECT_EQ(*job_->StoreNumKeys(kMember, 1), 2);
   StatusResult never;
-  job_->StoreWait(1, {"never"}, 50ms, never.callback());
+  job_->StoreWait(kMember, 1, {"never"}, 50ms, never.callback());
   EXPECT_EQ(never.get().message(), "job job-1: store wait timed out after 50ms; keys never set: \"never\"");
   EXPECT_EQ(Set(7, "k", "v").code(), absl::StatusCode::kFailedPrecondition);
   // Every entry survives a restart.
   job_ = Restart();
-  EXPECT_EQ(*job_->StoreNumKeys(1), 2);
+  EXPECT_EQ(*job_->StoreNumKeys(kMember, 1), 2);
   EXPECT_EQ(*CompareSet(1, "c", "", "?"), "y");
 }
 
@@ -483,7 +495,7 @@ TEST_F(JobTest, EveryStoreWriteCountsAgainstTheQuota) {
   absl::StatusOr<std::string> full = CompareSet(1, "c", "", std::string(1000, 'z'));
   EXPECT_EQ(full.status().code(), absl::StatusCode::kResourceExhausted);
   EXPECT_EQ(Set(1, "d", std::string(1000, 'z')).code(), absl::StatusCode::kResourceExhausted);
-  EXPECT_EQ(*job_->StoreNumKeys(1), 2);
+  EXPECT_EQ(*job_->StoreNumKeys(kMember, 1), 2);
   // Freed bytes can be used again; the quota is given back when the job goes.
   ASSERT_TRUE(*Erase(1, "a"));
   EXPECT_TRUE(Set(1, "d", std::string(1000, 'z')).ok());
@@ -501,8 +513,8 @@ TEST_F(JobTest, EveryStoreWriteCountsAgainstTheQuota) {
 TEST_F(JobTest, BarrierReleasesEveryoneWhenTheLastRankArrives) {
   JoinAll(3);
   StatusResult b0, b1;
-  job_->Barrier(1, 0, "start", 0, 5s, b0.callback());
-  job_->Barrier(1, 1, "start", 0, 5s, b1.callback());
+  job_->Barrier(kMember, 1, 0, "start", 0, 5s, b0.callback());
+  job_->Barrier(kMember, 1, 1, "start", 0, 5s, b1.callback());
   EXPECT_FALSE(b0.ready());
   EXPECT_EQ(View(false).missing, std::vector<std::string>({"barrier \"start\": rank 2 (host h2)"}));
   EXPECT_TRUE(Barrier(1, 2, "start").ok());
@@ -510,7 +522,7 @@ TEST_F(JobTest, BarrierReleasesEveryoneWhenTheLastRankArrives) {
   EXPECT_TRUE(b1.get().ok());
   // The same name can be used again.
   StatusResult again;
-  job_->Barrier(1, 0, "start", 0, 50ms, again.callback());
+  job_->Barrier(kMember, 1, 0, "start", 0, 50ms, again.callback());
   EXPECT_EQ(again.get().message(),
             "job job-1: barrier \"start\" timed out after 50ms; ranks that never arrived: rank 1 (host h1), rank 2 "
             "(host h2)");
@@ -519,11 +531,11 @@ TEST_F(JobTest, BarrierReleasesEveryoneWhenTheLastRankArrives) {
 TEST_F(JobTest, BarrierRoundsMakeRetriesIdempotent) {
   JoinAll(2);
   StatusResult first;
-  job_->Barrier(1, 0, "b", 1, 5s, first.callback());
-  job_->Barrier(1, 0, "b", 1, 5s, StatusResult().callback());  // a retry of the same round replaces it
+  job_->Barrier(kMember, 1, 0, "b", 1, 5s, first.callback());
+  job_->Barrier(kMember, 1, 0, "b", 1, 5s, StatusResult().callback());  // a retry of the same round replaces it
   EXPECT_EQ(first.get().code(), absl::StatusCode::kCancelled);
   StatusResult zero;
-  job_->Barrier(1, 0, "b", 1, 5s, zero.callback());
+  job_->Barrier(kMember, 1, 0, "b", 1, 5s, zero.callback());
   ASSERT_TRUE(Barrier(1, 1, "b", 1).ok());  // round 1 completes: the arrival of rank 0 counted once
   EXPECT_TRUE(zero.get().ok());
   // Rank 0's answer was lost in a coordinator restart; its retry of round 1 passes at once.
@@ -538,7 +550,7 @@ TEST_F(JobTest, BarrierRoundsMakeRetriesIdempotent) {
 TEST_F(JobTest, LongListsOfMissingRanksAreShortened) {
   JoinAll(40);  // hosts h0..h39, ranked in host-name order: h0, h1, h10, h11, ...
   StatusResult alone;
-  job_->Barrier(1, 0, "x", 0, 50ms, alone.callback());
+  job_->Barrier(kMember, 1, 0, "x", 0, 50ms, alone.callback());
   const std::string message(alone.get().message());
   EXPECT_NE(message.find("ranks that never arrived: rank 1 (host h1), rank 2 (host h10), "), std::string::npos);
   EXPECT_NE(message.find("rank 16 (host h23) and 23 more"), std::string::npos) << message;
@@ -547,23 +559,23 @@ TEST_F(JobTest, LongListsOfMissingRanksAreShortened) {
 TEST_F(JobTest, MissedLeaseEndsTheGenerationAndAbortsParkedCalls) {
   JoinAll(3);
   StatusResult parked;
-  job_->Barrier(1, 0, "step", 0, 10s, parked.callback());
+  job_->Barrier(kMember, 1, 0, "step", 0, 10s, parked.callback());
   // Ranks 0 and 1 keep heartbeating; rank 2 (host h2) is silent.
   for (int i = 0; i < 8 && !parked.ready(); ++i) {
     std::this_thread::sleep_for(100ms);
-    (void)job_->Heartbeat(1, 0);
-    (void)job_->Heartbeat(1, 1);
+    (void)job_->Heartbeat(kMember, 1, 0);
+    (void)job_->Heartbeat(kMember, 1, 1);
   }
   absl::Status aborted = parked.get();
   EXPECT_EQ(aborted.code(), absl::StatusCode::kAborted);
   EXPECT_EQ(aborted.message(),
             "job job-1: generation 1 ended: rank 2 (host h2, worker w2) missed its heartbeat lease of 300ms");
-  EXPECT_EQ(job_->Heartbeat(1, 0).status().code(), absl::StatusCode::kAborted);
+  EXPECT_EQ(job_->Heartbeat(kMember, 1, 0).status().code(), absl::StatusCode::kAborted);
   EXPECT_EQ(View(false).phase, JobPhase::kFailed);
   // Survivors and a replacement rejoin into generation 2; generation 1 is then stale.
   std::vector<Assignment> second = JoinAll(3);
   EXPECT_EQ(second[0].generation, 2u);
-  absl::StatusOr<Millis> stale = job_->Heartbeat(1, 0);
+  absl::StatusOr<Millis> stale = job_->Heartbeat(kMember, 1, 0);
   EXPECT_EQ(stale.status().code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_EQ(stale.status().message(), "job job-1: generation 1 is over; the job is in generation 2: rejoin");
 }
@@ -571,9 +583,9 @@ TEST_F(JobTest, MissedLeaseEndsTheGenerationAndAbortsParkedCalls) {
 TEST_F(JobTest, JoinWhileRunningEndsTheGeneration) {
   JoinAll(2);
   StatusResult parked;
-  job_->Barrier(1, 0, "x", 0, 5s, parked.callback());
+  job_->Barrier(kMember, 1, 0, "x", 0, 5s, parked.callback());
   Result<Assignment> newcomer;
-  job_->Join(Worker(9, 2, "z"), 5s, newcomer.callback());
+  job_->Join(kMember, Worker(9, 2, "z"), 5s, newcomer.callback());
   EXPECT_EQ(parked.get().message(),
             "job job-1: generation 1 ended: worker w9 (host z) joined while generation 1 was running");
   EXPECT_EQ(View(false).generation, 2u);
@@ -591,7 +603,7 @@ TEST_F(JobTest, LeaveEndsOrCompletesTheGeneration) {
 
   JoinAll(2);  // generation 2
   StatusResult parked;
-  job_->Barrier(2, 0, "x", 0, 5s, parked.callback());
+  job_->Barrier(kMember, 2, 0, "x", 0, 5s, parked.callback());
   ASSERT_TRUE(Leave(2, 1, false, "CUDA error: out of memory").ok());
   EXPECT_EQ(parked.get().message(),
             "job job-1: generation 2 ended: rank 1 (host h1, worker w1) left: CUDA error: out of memory");
@@ -623,14 +635,14 @@ TEST_F(JobTest, RestartContinuesARunningGeneration) {
   EXPECT_EQ(Durable(job_->View(true)), before);
   // Every member goes on where it was: same ranks for retried Joins, leases renewed, ids and entries there.
   Result<Assignment> again;
-  job_->Join(Worker(1, 4), 5s, again.callback());
+  job_->Join(kMember, Worker(1, 4), 5s, again.callback());
   EXPECT_EQ(again.get()->rank, a[1].rank);
-  EXPECT_TRUE(job_->Heartbeat(1, 2).ok());
+  EXPECT_TRUE(job_->Heartbeat(kMember, 1, 2).ok());
   Result<std::vector<std::string>> ids;
-  job_->GetUniqueIds(1, 1, {{GroupKind::kTp, 0}, {GroupKind::kWorld, 0}}, 5s, ids.callback());
+  job_->GetUniqueIds(kMember, 1, 1, {{GroupKind::kTp, 0}, {GroupKind::kWorld, 0}}, 5s, ids.callback());
   EXPECT_EQ(*ids.get(), std::vector<std::string>({Id('t'), Id('w')}));
   Result<std::string> addr;
-  job_->StoreGet(1, "addr/0", 5s, addr.callback());
+  job_->StoreGet(kMember, 1, "addr/0", 5s, addr.callback());
   EXPECT_EQ(*addr.get(), "127.0.0.1:1234");
   for (int r = 0; r < 3; ++r) ASSERT_TRUE(Leave(1, r, true).ok());
   EXPECT_EQ(View(false).phase, JobPhase::kCompleted);
@@ -638,7 +650,7 @@ TEST_F(JobTest, RestartContinuesARunningGeneration) {
 
 TEST_F(JobTest, RestartKeepsAJoiningGenerationForRetriedJoins) {
   Result<Assignment> parked;
-  job_->Join(Worker(0, 2), 5s, parked.callback());
+  job_->Join(kMember, Worker(0, 2), 5s, parked.callback());
   job_ = Restart();
   EXPECT_EQ(parked.get().status().code(), absl::StatusCode::kUnavailable);  // its client retries
   EXPECT_EQ(View(false).phase, JobPhase::kJoining);
@@ -651,7 +663,7 @@ TEST_F(JobTest, CallsOnARestoredCompletedJobAnswerWithoutCrashing) {  // regress
   ASSERT_TRUE(Leave(1, 0, true).ok());
   ASSERT_TRUE(Leave(1, 1, true).ok());
   job_ = Restart();
-  EXPECT_EQ(job_->Heartbeat(1, 0).status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(job_->Heartbeat(kMember, 1, 0).status().code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_EQ(Leave(1, 5, true).code(), absl::StatusCode::kInvalidArgument);
   EXPECT_TRUE(Leave(1, 0, true).ok());
   EXPECT_EQ(Leave(1, 0, false).code(), absl::StatusCode::kFailedPrecondition);
@@ -659,18 +671,18 @@ TEST_F(JobTest, CallsOnARestoredCompletedJobAnswerWithoutCrashing) {  // regress
   EXPECT_EQ(Barrier(1, 0, "x").code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_EQ(Set(1, "k", "v").code(), absl::StatusCode::kFailedPrecondition);
   Result<std::vector<std::string>> ids;
-  job_->GetUniqueIds(1, 0, {{GroupKind::kWorld, 0}}, 5s, ids.callback());
+  job_->GetUniqueIds(kMember, 1, 0, {{GroupKind::kWorld, 0}}, 5s, ids.callback());
   EXPECT_EQ(ids.get().status().code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_EQ(View(false).phase, JobPhase::kCompleted);
 }
 
 TEST_F(JobTest, ShutdownAnswersParkedAndLaterCallsWithUnavailable) {
   Result<Assignment> parked;
-  job_->Join(Worker(0, 2), 10s, parked.callback());
+  job_->Join(kMember, Worker(0, 2), 10s, parked.callback());
   job_->Shutdown();
   EXPECT_EQ(parked.get().status().code(), absl::StatusCode::kUnavailable);
   Result<Assignment> later;
-  job_->Join(Worker(1, 2), 10s, later.callback());
+  job_->Join(kMember, Worker(1, 2), 10s, later.callback());
   EXPECT_EQ(later.get().status().code(), absl::StatusCode::kUnavailable);
 }
 
@@ -699,7 +711,7 @@ TEST_F(JobTest, AFailedWriteLeavesTheJobUnchanged) {
   auto join = [&](int worker) {
     return [this, worker]() -> absl::Status {
       auto r = std::make_shared<Result<Assignment>>();
-      job_->Join(Worker(worker, 2), 5s, r->callback());
+      job_->Join(kMember, Worker(worker, 2), 5s, r->callback());
       if (worker == 1) return r->get().status();
       for (int i = 0; i < 10000; ++i) {
         if (r->ready()) return r->get().status();
@@ -721,7 +733,7 @@ TEST_F(JobTest, AFailedWriteLeavesTheJobUnchanged) {
   expect_unchanged("compare-set", [&] { return CompareSet(1, "c", "", "x").status(); });
   expect_unchanged("delete a key", [&] { return Erase(1, "k").status(); });
   StatusResult other;
-  job_->Barrier(1, 1, "b", 1, 5s, other.callback());
+  job_->Barrier(kMember, 1, 1, "b", 1, 5s, other.callback());
   expect_unchanged("completing a barrier", [&] { return Barrier(1, 0, "b", 1); });
   EXPECT_TRUE(other.get().ok());
   expect_unchanged("finish", [&] { return Leave(1, 0, true); });
@@ -740,7 +752,7 @@ TEST_F(JobTest, ConcurrentWritesShareTransactions) {
   for (int t = 0; t < 8; ++t) {
     threads.emplace_back([&, t] {
       for (int r = t; r < kWorld; r += 8) {
-        job_->PublishUniqueIds(1, r, {{{GroupKind::kTp, r}, Id(static_cast<char>(r))}}, results[r].callback());
+        job_->PublishUniqueIds(kMember, 1, r, {{{GroupKind::kTp, r}, Id(static_cast<char>(r))}}, results[r].callback());
       }
     });
   }
@@ -750,7 +762,7 @@ TEST_F(JobTest, ConcurrentWritesShareTransactions) {
   EXPECT_LT(writes, kWorld / 2) << writes << " transactions for " << kWorld << " publishes";
   job_ = Restart();
   Result<std::vector<std::string>> id;
-  job_->GetUniqueIds(1, 200, {{GroupKind::kTp, 200}}, 5s, id.callback());
+  job_->GetUniqueIds(kMember, 1, 200, {{GroupKind::kTp, 200}}, 5s, id.callback());
   EXPECT_EQ(*id.get(), std::vector<std::string>({Id(static_cast<char>(200))}));
 }
 
@@ -765,11 +777,11 @@ TEST_F(JobTest, DeleteRefusesARunningGenerationUnlessForced) {
             "job job-1: generation 1 is running with 2 worker(s); stop them first, or delete with force (tpctl "
             "delete --force) to end it");
   StatusResult parked;
-  job_->Barrier(1, 0, "x", 0, 5s, parked.callback());
+  job_->Barrier(kMember, 1, 0, "x", 0, 5s, parked.callback());
   ASSERT_TRUE(Delete(true).ok());
   EXPECT_EQ(parked.get().message(), "job job-1: the job was deleted");
   EXPECT_TRUE(job_->gone());
-  EXPECT_EQ(job_->Heartbeat(1, 1).status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(job_->Heartbeat(kMember, 1, 1).status().code(), absl::StatusCode::kNotFound);
   EXPECT_TRUE(Stored().empty());
 }
 
@@ -801,6 +813,150 @@ TEST_F(JobTest, ViewReportsPhaseTimings) {
   ASSERT_EQ(view.members.size(), 2u);
   EXPECT_EQ(view.members[1].rank, 1);
   EXPECT_EQ(view.member_count, 2);
+}
+
+// --- who may do what ------------------------------------------------------------------------------------
+
+Caller Someone(const std::string& token, const std::string& key = "", bool admin = false) {
+  return Caller{token.empty() ? "" : Sha256(token), key.empty() ? "" : Sha256(key), admin};
+}
+
+TEST_F(JobTest, TheFirstTokenBindsTheJobForGood) {
+  ASSERT_TRUE(Record(Args(2, Dtype::kBFloat16)).ok());  // kMember's token creates the job
+  const std::string before = StoredBytes();
+  auto record_as = [&](const Caller& caller) {
+    Result<RecordOutcome> r;
+    job_->Record(caller, Args(4, Dtype::kFloat16), r.callback());  // what a squatter would record
+    return r.get().status();
+  };
+  absl::Status other = record_as(Someone("another-jobs-token-123"));
+  EXPECT_EQ(other.code(), absl::StatusCode::kPermissionDenied);
+  EXPECT_EQ(other.message(), "job job-1: the call's token is not the job's token");
+  absl::Status none = record_as(Someone(""));
+  EXPECT_EQ(none.code(), absl::StatusCode::kUnauthenticated);
+  EXPECT_EQ(StoredBytes(), before);  // neither left a trace
+  EXPECT_EQ(job_->Authorize(Someone("another-jobs-token-123")).code(), absl::StatusCode::kPermissionDenied);
+  EXPECT_TRUE(job_->Authorize(kMember).ok());
+  EXPECT_TRUE(job_->Authorize(Someone("the-admin-token-1234", "", /*admin=*/true)).ok());
+  job_ = Restart();  // the binding is durable
+  EXPECT_EQ(record_as(Someone("another-jobs-token-123")).code(), absl::StatusCode::kPermissionDenied);
+  EXPECT_TRUE(job_->Authorize(kMember).ok());
+  StatusResult deleted;
+  job_->Delete(Someone("another-jobs-token-123"), false, deleted.callback());
+  EXPECT_EQ(deleted.get().code(), absl::StatusCode::kPermissionDenied);
+  EXPECT_TRUE(Delete(false).ok());
+}
+
+TEST_F(JobTest, CreateBindsTheGivenTokenAndOnlyOnce) {
+  const Caller admin = Someone("the-admin-token-1234", "", /*admin=*/true);
+  StatusResult created;
+  job_->Create(admin, Sha256("job-token-for-tests"), created.callback());
+  ASSERT_TRUE(created.get().ok()) << created.get();
+  EXPECT_EQ(View().phase, JobPhase::kIdle);
+  StatusResult again, stolen;
+  job_->Create(kMember, "", again.callback());
+  EXPECT_EQ(again.get().code(), absl::StatusCode::kAlreadyExists);
+  job_->Create(Someone("another-jobs-token-123"), "", stolen.callback());
+  EXPECT_EQ(stolen.get().code(), absl::StatusCode::kPermissionDenied);
+  EXPECT_TRUE(Record(Args(2, Dtype::kBFloat16)).ok());  // the job's workers carry the token it was created with
+}
+
+TEST_F(JobTest, OnlyTheAdminCreatesJobsWhenSoConfigured) {
+  JobContext admin_only = context_;
+  admin_only.options.only_admin_creates_jobs = true;
+  auto job = std::make_shared<Job>("job-2", &admin_only);
+  Result<RecordOutcome> squat;
+  job->Record(kMember, Args(4, Dtype::kFloat16), squat.callback());
+  EXPECT_EQ(squat.get().status().code(), absl::StatusCode::kPermissionDenied);
+  EXPECT_FALSE(job->View(false).has_value());
+  EXPECT_TRUE(job->gone());
+  job = std::make_shared<Job>("job-2", &admin_only);  // as the registry would
+  StatusResult created;
+  job->Create(Someone("the-admin-token-1234", "", /*admin=*/true), kMember.token_sha256, created.callback());
+  ASSERT_TRUE(created.get().ok()) << created.get();
+  Result<RecordOutcome> record;
+  job->Record(kMember, Args(2, Dtype::kBFloat16), record.callback());
+  EXPECT_TRUE(record.get().ok());
+}
+
+TEST_F(JobTest, CallsAsARankNeedThatRanksMemberKey) {
+  // Two workers with keys of their own.
+  const Caller key0 = Someone("job-token-for-tests", "member-key-of-worker-0");
+  const Caller key1 = Someone("job-token-for-tests", "member-key-of-worker-1");
+  Result<Assignment> a0, a1;
+  job_->Join(key0, Worker(0, 2), 5s, a0.callback());
+  job_->Join(key1, Worker(1, 2), 5s, a1.callback());
+  ASSERT_TRUE(a0.get().ok() && a1.get().ok());
+  const int rank0 = a0.get()->rank, rank1 = a1.get()->rank;
+  const Caller& as_rank0 = rank0 == 0 ? key0 : key1;
+  const Caller& as_rank1 = rank0 == 0 ? key1 : key0;
+  (void)rank1;
+
+  auto checks = [&] {
+    // Worker 1 cannot speak for rank 0: heartbeat, leave, barrier, merge, unique IDs.
+    absl::StatusOr<Millis> spoofed = job_->Heartbeat(as_rank1, 1, 0);
+    EXPECT_EQ(spoofed.status().code(), absl::StatusCode::kPermissionDenied);
+    EXPECT_EQ(spoofed.status().message(),
+              "job job-1: the call's member key is not the one rank 0 of generation 1 joined with");
+    EXPECT_EQ(job_->Heartbeat(kMember, 1, 0).status().code(), absl::StatusCode::kPermissionDenied);
+    EXPECT_EQ(job_->Heartbeat(Someone("job-token-for-tests"), 1, 0).status().code(),
+              absl::StatusCode::kUnauthenticated);
+    EXPECT_EQ(job_->Heartbeat(Someone("the-admin-token-1234", "", true), 1, 0).status().code(),
+              absl::StatusCode::kUnauthenticated);  // the admin is no member
+    StatusResult left;
+    job_->Leave(as_rank1, 1, 0, false, "spoofed", left.callback());
+    EXPECT_EQ(left.get().code(), absl::StatusCode::kPermissionDenied);
+    StatusResult barrier;
+    job_->Barrier(as_rank1, 1, 0, "b", 0, 5s, barrier.callback());
+    EXPECT_EQ(barrier.get().code(), absl::StatusCode::kPermissionDenied);
+    StatusResult published;
+    job_->PublishUniqueIds(as_rank1, 1, 0, {{GroupId{GroupKind::kWorld, 0}, Id('x')}}, published.callback());
+    EXPECT_EQ(published.get().code(), absl::StatusCode::kPermissionDenied);
+    Result<std::vector<std::string>> ids;
+    job_->GetUniqueIds(as_rank1, 1, 0, {GroupId{GroupKind::kWorld, 0}}, 5s, ids.callback());
+    EXPECT_EQ(ids.get().status().code(), absl::StatusCode::kPermissionDenied);
+    // The store is the members': any member's key, and no one else's.
+    StatusResult set_by_outsider;
+    job_->StoreSet(Someone("job-token-for-tests", "not-a-members-key-0"), 1, "k", "garbage", set_by_outsider.callback());
+    EXPECT_EQ(set_by_outsider.get().code(), absl::StatusCode::kPermissionDenied);
+    EXPECT_EQ(job_->StoreNumKeys(Someone("another-jobs-token-123", "member-key-of-worker-0"), 1).status().code(),
+              absl::StatusCode::kPermissionDenied);
+    EXPECT_TRUE(job_->StoreNumKeys(as_rank1, 1).ok());
+    // Each rank as itself.
+    EXPECT_TRUE(job_->Heartbeat(as_rank0, 1, 0).ok());
+    EXPECT_TRUE(job_->Heartbeat(as_rank1, 1, 1).ok());
+    EXPECT_EQ(View().phase, JobPhase::kRunning);
+  };
+  checks();
+  job_ = Restart();  // seats keep their keys across a restart
+  checks();
+}
+
+TEST_F(JobTest, AJoinCannotTakeAnotherWorkersSeat) {
+  const Caller worker = Someone("job-token-for-tests", "member-key-of-worker-0");
+  const Caller intruder = Someone("job-token-for-tests", "member-key-of-intruder");
+  Result<Assignment> parked;
+  job_->Join(worker, Worker(0, 2), 5s, parked.callback());
+  Result<Assignment> stolen;
+  job_->Join(intruder, Worker(0, 2), 5s, stolen.callback());  // the parked worker's worker_id
+  EXPECT_EQ(stolen.get().status().code(), absl::StatusCode::kPermissionDenied);
+  EXPECT_FALSE(parked.ready());  // still waiting, in its seat
+  Result<Assignment> keyless;
+  JoinArgs other = Worker(1, 2);
+  job_->Join(Someone("job-token-for-tests"), other, 5s, keyless.callback());
+  EXPECT_EQ(keyless.get().status().code(), absl::StatusCode::kUnauthenticated);
+  Result<Assignment> second;
+  job_->Join(kMember, other, 5s, second.callback());
+  ASSERT_TRUE(parked.get().ok());
+  ASSERT_TRUE(second.get().ok());
+  // Running: a retry with the worker's key gets its answer again; anyone else's Join with that id is refused.
+  Result<Assignment> retry, stolen_running;
+  job_->Join(worker, Worker(0, 2), 5s, retry.callback());
+  EXPECT_EQ(retry.get()->rank, parked.get()->rank);
+  job_->Join(intruder, Worker(0, 2), 5s, stolen_running.callback());
+  EXPECT_EQ(stolen_running.get().status().code(), absl::StatusCode::kPermissionDenied);
+  EXPECT_EQ(View().generation, 1u);
+  EXPECT_EQ(View().phase, JobPhase::kRunning);
 }
 
 }  // namespace
