@@ -13,6 +13,7 @@
 // finish, write what is being written, exit 0.
 #include <signal.h>
 
+#include <algorithm>
 #include <iostream>
 #include <memory>
 #include <string>
@@ -114,6 +115,25 @@ std::shared_ptr<grpc::ServerCredentials> ServerCredentials(const std::string& li
   return grpc::SslServerCredentials(ssl);
 }
 
+// Linking grpc++_reflection registers its plugin with every ServerBuilder from a static initializer, so
+// reflection would be on whatever the flag says; this option drops it from the builder unless asked for.
+class ReflectionOption : public grpc::ServerBuilderOption {
+ public:
+  explicit ReflectionOption(bool enabled) : enabled_(enabled) {}
+  void UpdateArguments(grpc::ChannelArguments*) override {}
+  void UpdatePlugins(std::vector<std::unique_ptr<grpc::ServerBuilderPlugin>>* plugins) override {
+    if (enabled_) return;
+    plugins->erase(std::remove_if(plugins->begin(), plugins->end(),
+                                  [](const std::unique_ptr<grpc::ServerBuilderPlugin>& plugin) {
+                                    return plugin->name() == "proto_server_reflection";
+                                  }),
+                   plugins->end());
+  }
+
+ private:
+  bool enabled_;
+};
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -170,8 +190,9 @@ int main(int argc, char** argv) {
   tpcoord::CoordinatorService service(&registry, options, admin_token_sha256);
 
   grpc::EnableDefaultHealthCheckService(true);  // open to all: probes carry no token
-  if (absl::GetFlag(FLAGS_reflection)) grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
+  builder.SetOption(std::make_unique<ReflectionOption>(absl::GetFlag(FLAGS_reflection)));
   int port = 0;
   builder.AddListeningPort(listen, credentials, &port);
   builder.RegisterService(&service);
