@@ -2,13 +2,17 @@
 // tp-coordinator process, compared with the same protocol shape over LibTorch's c10d::TCPStore (the store
 // torchrun uses), both with the same number of client connections, in the same run.
 //
-//   build/bench/rendezvous_bench [--workers 1000,10000] [--tp-size 8] [--connections 16]
+//   build/bench/rendezvous_bench [--workers 1000,10000] [--tp-size 8] [--connections 16] [--tls]
 //
 // Protocol per simulated worker (tpcoord): RecordTpInitArgs -> Join -> MergeConfig -> PublishUniqueId for
 // the groups it leads and GetUniqueId for the others (TP, DP and world groups) -> Barrier. Workers are
 // asynchronous gRPC callback clients multiplexed over --connections channels; IDs are 128 random bytes
 // (the coordinator cannot tell them from ncclGetUniqueId output, and 10,000 NCCL bootstrap sockets would
 // measure the kernel, not the rendezvous).
+//
+// Every call carries the job's token and each simulated worker its own member key, as real workers do;
+// with --tls (the default) the same protocol runs a second time over mutual TLS (certificates made by
+// deploy/make-secrets.sh), and the cost of TLS is printed against plaintext, measured in the same run.
 //
 // The TCPStore baseline runs the same steps as torchrun-style store operations: compareSet of the TP init
 // args, add + wait to join (rank = add order), set + get to compare configs with rank 0's, set or get per
@@ -47,6 +51,7 @@ ABSL_FLAG(std::string, workers, "1000,10000", "comma-separated numbers of simula
 ABSL_FLAG(int, tp_size, 8, "tensor-parallel size");
 ABSL_FLAG(int, connections, 16, "client connections (gRPC channels / TCPStore clients)");
 ABSL_FLAG(bool, baseline, true, "also run the c10d::TCPStore baseline");
+ABSL_FLAG(bool, tls, true, "also run tpcoord over mutual TLS");
 ABSL_FLAG(int, tcpstore_server, 0, "internal: host a TCPStore server on this port and wait for stdin to close");
 
 namespace tpcoord {
@@ -61,6 +66,19 @@ constexpr const char* kConfig =
         "tensor_parallel": {"autotp_size": 8}, "steps_per_print": 10})";
 constexpr int kPhases = 5;
 constexpr const char* kPhaseNames[kPhases] = {"record", "join", "merge", "unique_ids", "barrier"};
+
+constexpr const char* kToken = "rendezvous-bench-job-token-0123456789abcdef";
+
+// Files of mutual TLS: a server certificate and key, a client certificate and key, their CA. Empty: none.
+struct TlsFiles {
+  std::string dir;
+  bool enabled() const { return !dir.empty(); }
+};
+
+std::string ReadFile(const std::string& path) {
+  std::ifstream in(path);
+  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+}
 
 double Seconds(Clock::duration d) { return std::chrono::duration<double>(d).count(); }
 
@@ -154,6 +172,8 @@ class TpcoordRun {
     auto* call = new Call;
     call->req = std::move(req);
     call->ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(120));
+    call->ctx.AddMetadata("authorization", absl::StrCat("Bearer ", kToken));
+    call->ctx.AddMetadata("tpcoord-member-key", absl::StrCat("bench-member-key-of-worker-", i));
     state_[i].calls++;
     invoke(StubFor(i)->async(), &call->ctx, &call->req, &call->resp, [this, i, call, next](grpc::Status s) {
       if (s.ok()) {
@@ -289,10 +309,14 @@ class TpcoordRun {
   std::string first_error_;
 };
 
-Result RunTpcoord(int workers, int tp_size, int connections) {
-  auto coordinator = testing::Subprocess::Start(
-      {testing::BinPath("coordinator/tp-coordinator"), "--listen", "127.0.0.1:0", "--state-dir",
-       testing::MakeTempDir("bench-state"), "--lease", "300s"});
+Result RunTpcoord(int workers, int tp_size, int connections, const TlsFiles& tls) {
+  std::vector<std::string> argv = {testing::BinPath("coordinator/tp-coordinator"), "--listen", "127.0.0.1:0",
+                                   "--state-dir", testing::MakeTempDir("bench-state"), "--lease", "300s"};
+  if (tls.enabled()) {
+    argv.insert(argv.end(), {"--tls-cert", tls.dir + "/server/tls.crt", "--tls-key", tls.dir + "/server/tls.key",
+                             "--tls-client-ca", tls.dir + "/server/ca.crt"});
+  }
+  auto coordinator = testing::Subprocess::Start(argv);
   if (!coordinator.ok()) {
     Result r;
     r.failures = workers;
@@ -305,11 +329,19 @@ Result RunTpcoord(int workers, int tp_size, int connections) {
   // its callback API when the last channel that used it goes away, racing with the thread that polls it
   // (a heap corruption seen here about one run in ten). Channels are cheap; the process ends soon.
   static auto* retained = new std::vector<std::shared_ptr<grpc::Channel>>;
+  std::shared_ptr<grpc::ChannelCredentials> credentials = grpc::InsecureChannelCredentials();
+  if (tls.enabled()) {
+    grpc::SslCredentialsOptions ssl;
+    ssl.pem_root_certs = ReadFile(tls.dir + "/client/ca.crt");
+    ssl.pem_cert_chain = ReadFile(tls.dir + "/client/tls.crt");
+    ssl.pem_private_key = ReadFile(tls.dir + "/client/tls.key");
+    credentials = grpc::SslCredentials(ssl);
+  }
   std::vector<std::unique_ptr<v1::Coordinator::Stub>> stubs;
   for (int c = 0; c < connections; ++c) {
     grpc::ChannelArguments args;
     args.SetInt("grpc.use_local_subchannel_pool", 1);  // one TCP connection per channel
-    auto channel = grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args);
+    auto channel = grpc::CreateCustomChannel(address, credentials, args);
     channel->WaitForConnected(std::chrono::system_clock::now() + std::chrono::seconds(10));
     retained->push_back(channel);
     stubs.push_back(v1::Coordinator::NewStub(channel));
@@ -483,6 +515,17 @@ int main(int argc, char** argv) {
   const int connections = absl::GetFlag(FLAGS_connections);
   std::printf("rendezvous_bench: tp_size %d, %d client connections, %u cores\n", tp_size, connections,
               std::thread::hardware_concurrency());
+  tpcoord::TlsFiles tls;
+  if (absl::GetFlag(FLAGS_tls)) {
+    tls.dir = tpcoord::testing::MakeTempDir("bench-tls");
+    auto made = tpcoord::testing::Run(
+        {"/bin/bash", TPCOORD_SOURCE_DIR "/deploy/make-secrets.sh", tls.dir, "localhost", "127.0.0.1"},
+        std::chrono::seconds(60), {});
+    if (!made.ok() || made->exit_code != 0) {
+      std::fprintf(stderr, "deploy/make-secrets.sh failed: %s\n", made.ok() ? made->err.c_str() : "did not run");
+      return 1;
+    }
+  }
   int failures = 0;
   for (absl::string_view n : absl::StrSplit(absl::GetFlag(FLAGS_workers), ',')) {
     int workers = 0;
@@ -492,9 +535,16 @@ int main(int argc, char** argv) {
     }
     std::printf("N = %d workers (phase times are the extra time until the last worker finished the phase)\n",
                 workers);
-    const tpcoord::Result ours = tpcoord::RunTpcoord(workers, tp_size, connections);
+    const tpcoord::Result ours = tpcoord::RunTpcoord(workers, tp_size, connections, {});
     tpcoord::Print("tpcoord", ours);
     failures += ours.failures;
+    if (tls.enabled()) {
+      const tpcoord::Result secure = tpcoord::RunTpcoord(workers, tp_size, connections, tls);
+      tpcoord::Print("+mTLS", secure);
+      failures += secure.failures;
+      std::printf("  ratio     tpcoord over mutual TLS / plaintext = %.2fx (both with token and member keys)\n",
+                  secure.total / ours.total);
+    }
     if (absl::GetFlag(FLAGS_baseline)) {
       const tpcoord::Result base = tpcoord::RunTcpStore(workers, tp_size, connections);
       tpcoord::Print("TCPStore", base);

@@ -74,7 +74,8 @@ int Failed(const grpc::ClientContext& ctx, const grpc::Status& status) {
     if (key == "tpcoord-context") std::cerr << "  (" << std::string(value.data(), value.size()) << ")" << std::endl;
   }
   if (status.error_code() == grpc::StatusCode::UNAVAILABLE) {
-    std::cerr << "  (is a tp-coordinator serving on " << absl::GetFlag(FLAGS_coordinator) << "?)" << std::endl;
+    std::cerr << "  (is a tp-coordinator serving on " << absl::GetFlag(FLAGS_coordinator)
+              << "? If it serves TLS: do --tls-ca, --tls-cert and --tls-key match its certificates?)" << std::endl;
   }
   return kExitFailure;
 }

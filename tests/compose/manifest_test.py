@@ -4,7 +4,9 @@
 Parses every manifest (PyYAML, Debian's python3-yaml) and checks that names, ports, labels and selectors,
 volume and ConfigMap references agree with each other and with what the image and the binaries expect:
 the image name, the coordinator's --listen port, the TPCOORD_* variables tp-worker / tpctl read (taken
-from worker/main.cc and coordinator/tpctl.cc), the paths the Dockerfile bakes in, the image's user id.
+from worker/main.cc, worker/coordinator_client.cc and coordinator/tpctl.cc), the paths the Dockerfile
+bakes in, the image's user id; and that both deployments are secure: the coordinator serves mutual TLS
+from mounted secrets, and every client has a certificate and the job token.
 Needs no Docker and no cluster.
 
     /usr/bin/python3 tests/compose/manifest_test.py [--repo DIR] [-v]
@@ -26,6 +28,8 @@ except ImportError:  # pragma: no cover
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 WORKER_SERVICES = ["worker-0", "worker-1", "worker-2", "worker-3"]
+TLS_FLAGS = ("--tls-cert", "--tls-key", "--tls-client-ca")
+CLIENT_SECRETS = ("TPCOORD_TLS_CA", "TPCOORD_TLS_CERT", "TPCOORD_TLS_KEY")
 
 
 def read(path):
@@ -57,7 +61,7 @@ def interpolate(value):
 def env_names_read_by_binaries():
     """Every TPCOORD_* (and torchrun-style) variable name that tp-worker or tpctl reads."""
     names = set()
-    for path in ("worker/main.cc", "coordinator/tpctl.cc"):
+    for path in ("worker/main.cc", "worker/coordinator_client.cc", "coordinator/tpctl.cc"):
         names |= set(re.findall(r'"((?:TPCOORD_|RANK\b|WORLD_SIZE\b|JOB_COMPLETION_INDEX\b)[A-Z_]*)"', read(path)))
     return names
 
@@ -89,6 +93,38 @@ def listen_port(args):
         if arg.startswith("--listen="):
             return int(arg.split("=", 1)[1].rsplit(":", 1)[1])
     return None
+
+
+def flag_value(args, flag):
+    args = [interpolate(a) for a in args]
+    return args[args.index(flag) + 1] if flag in args[:-1] else None
+
+
+def under(path, mounts):
+    """The mount (a mountPath) that holds `path`, or None."""
+    return next((m for m in mounts if path and path.startswith(m.rstrip("/") + "/")), None)
+
+
+def secure_errors(who, args, mounts, secret_mounts):
+    """Problems of a coordinator command: mutual TLS from files in secret mounts, never plaintext."""
+    errors = []
+    if "--allow-insecure" in args:
+        errors.append(f"{who}: --allow-insecure (plaintext beyond loopback)")
+    for flag in TLS_FLAGS:
+        path = flag_value(args, flag)
+        if path is None:
+            errors.append(f"{who}: no {flag} (the coordinator must serve mutual TLS)")
+        elif under(path, secret_mounts) is None:
+            errors.append(f"{who}: {flag} {path} is in no secret mount {sorted(secret_mounts)}")
+    return errors
+
+
+def client_secret_errors(who, env, secret_mounts, token=True):
+    errors = []
+    for name in CLIENT_SECRETS + (("TPCOORD_TOKEN_FILE",) if token else ()):
+        if under(env.get(name), secret_mounts) is None:
+            errors.append(f"{who}: {name} {env.get(name)} is in no secret mount {sorted(secret_mounts)}")
+    return errors
 
 
 # --- Kubernetes ----------------------------------------------------------------------------------------
@@ -206,12 +242,30 @@ def check_k8s(docs, image, worker_env_names, facts, ds_config):
         errors.append("coordinator: no --listen HOST:PORT in its command/args")
     if port not in [p["containerPort"] for p in ccontainer.get("ports", [])]:
         errors.append(f"coordinator: --listen port {port} is not a containerPort")
+    cenv = {e["name"]: e.get("value") for e in ccontainer.get("env", [])}
     for probe in ("readinessProbe", "livenessProbe"):
-        grpc = ccontainer.get(probe, {}).get("grpc")
-        if not grpc:
-            errors.append(f"coordinator: {probe} is not a gRPC health probe")
-        elif grpc.get("port") != port:
-            errors.append(f"coordinator: {probe} probes port {grpc.get('port')}, it listens on {port}")
+        command = ccontainer.get(probe, {}).get("exec", {}).get("command")
+        if command != ["tpctl", "health"]:
+            errors.append(f"coordinator: {probe} is not `tpctl health` (the kubelet's gRPC probe speaks no TLS)")
+        elif cenv.get("TPCOORD_COORDINATOR") != f"127.0.0.1:{port}":
+            errors.append(f"coordinator: {probe} asks {cenv.get('TPCOORD_COORDINATOR')}, it listens on port {port}")
+
+    # Security: mutual TLS from Secrets, and every client with a certificate (and the workers the token).
+    def secret_mounts(workload, container):
+        secrets = {v["name"]: v["secret"] for v in pod_spec(workload).get("volumes", []) if "secret" in v}
+        mounts = {}
+        for m in container.get("volumeMounts", []):
+            if m["name"] in secrets:
+                mounts[m["mountPath"]] = secrets[m["name"]]
+        for path, secret in mounts.items():
+            mode = secret.get("defaultMode", 0o644)
+            if not mode & 0o040 or pod_spec(workload).get("securityContext", {}).get("fsGroup") is None:
+                errors.append(f"{workload['metadata']['name']}: Secret {secret.get('secretName')} at {path} is "
+                              f"unreadable for the pod user (defaultMode {oct(mode)} needs group read and fsGroup)")
+        return mounts
+    cmounts = secret_mounts(coordinator, ccontainer)
+    errors += secure_errors("coordinator", ccontainer.get("args", []), [], cmounts)
+    errors += client_secret_errors("coordinator (probes, tpctl)", cenv, cmounts, token=False)
     coordinator_services = [s for s in services.values()
                             if all(pod_labels(coordinator).get(k) == v for k, v in s["spec"].get("selector", {}).items())
                             and s["spec"].get("clusterIP") != "None"]
@@ -256,6 +310,8 @@ def check_k8s(docs, image, worker_env_names, facts, ds_config):
         errors.append(f"Job: subdomain {subdomain} is not a headless Service")
     elif not all(pod_labels(job).get(k) == v for k, v in headless["spec"].get("selector", {}).items()):
         errors.append(f"Job: the headless Service {subdomain} does not select the worker pods")
+    errors += client_secret_errors("Job", {n: e.get("value") for n, e in env.items()},
+                                   secret_mounts(job, wcontainer))
     mounts = {m["mountPath"]: m["name"] for m in wcontainer.get("volumeMounts", [])}
     volumes = {v["name"]: v for v in pod_spec(job).get("volumes", [])}
     config_path = value("TPCOORD_CONFIG") or ""
@@ -308,10 +364,35 @@ def check_compose(base, override, worker_env_names, facts):
         errors.append(f"docker-compose.yml: version {base.get('version')}: Compose v1 needs 2.4 for "
                       "depends_on conditions")
     services = base.get("services", {})
-    if set(services) != {"coordinator", *WORKER_SERVICES}:
+    if set(services) != {"certs", "coordinator", *WORKER_SERVICES}:
         errors.append(f"docker-compose.yml: services {sorted(services)}")
         return errors
     coordinator = services["coordinator"]
+
+    # Security: `certs` makes the secrets volume, the coordinator serves mutual TLS from it, and every
+    # client shows the client certificate and sends the token from it.
+    certs = services["certs"]
+    command = certs.get("command", [])
+    if not command or f"/usr/local/bin/{command[0]}" not in facts["baked"]:
+        errors.append(f"certs: command {command} is not a script the Dockerfile bakes in")
+    if "coordinator" not in command[2:]:
+        errors.append(f"certs: the server certificate is not made for the service name coordinator: {command}")
+    secrets_dir = command[1] if len(command) > 1 else None
+    secrets_volume = next((v.split(":")[0] for v in certs.get("volumes", []) if v.split(":")[1] == secrets_dir), None)
+    if secrets_volume is None:
+        errors.append(f"certs: writes {secrets_dir}, which is no volume")
+    if coordinator.get("depends_on", {}).get("certs", {}).get("condition") != "service_completed_successfully":
+        errors.append("coordinator: must depend on certs: condition: service_completed_successfully")
+
+    def secret_mounts(service):
+        return [v.split(":")[1] for v in service.get("volumes", []) if v.split(":")[0] == secrets_volume]
+    errors += secure_errors("coordinator", coordinator.get("command", []), [], secret_mounts(coordinator))
+    errors += client_secret_errors("coordinator (health check, tpctl)", service_env(coordinator),
+                                   secret_mounts(coordinator), token=True)
+    for name in WORKER_SERVICES:
+        errors += client_secret_errors(name, service_env(services[name]), secret_mounts(services[name]))
+    ocommand = override.get("services", {}).get("coordinator", {}).get("command", [])
+    errors += secure_errors("override: coordinator", ocommand, [], secret_mounts(coordinator))
     image = interpolate(coordinator.get("image"))
     port = listen_port(coordinator.get("command", []))
     if coordinator.get("healthcheck", {}).get("test", [])[1:3] != ["tpctl", "health"]:
@@ -330,7 +411,7 @@ def check_compose(base, override, worker_env_names, facts):
                 errors.append(f"{name}: volume {source} is not declared under volumes:")
         if service.get("networks") or service.get("network_mode"):
             errors.append(f"{name}: the base file keeps the default network (the override sets host)")
-        if name == "coordinator":
+        if name in ("certs", "coordinator"):
             continue
         env = service_env(service)
         for key in env:
@@ -406,6 +487,8 @@ class ManifestTest(unittest.TestCase):
         self.assertEqual(self.facts["binaries"], {"tp-coordinator", "tpctl", "tp-worker"})
         self.assertIn("/opt/tpcoord/data/public_domain.txt", self.facts["baked"])
         self.assertIn("/opt/tpcoord/ds_config.json", self.facts["baked"])
+        self.assertIn("/usr/local/bin/tpcoord-make-secrets", self.facts["baked"])
+        self.assertIn("TPCOORD_TOKEN_FILE", self.env_names)
         self.assertEqual(self.facts["uid"], 10001)
         self.assertEqual(self.facts["gid"], 10001)
         self.assertEqual(self.image, "tpcoord:latest")
@@ -474,6 +557,31 @@ class ManifestTest(unittest.TestCase):
             doc["spec"]["selector"]["app.kubernetes.io/component"] = "workers"
         errors = self.mutated("Service", "tpcoord-workers", change)
         self.assertTrue(any("matches no pod template" in e for e in errors), errors)
+
+    def test_catches_a_plaintext_coordinator_and_a_client_without_a_certificate(self):
+        def change(doc):
+            args = doc["spec"]["template"]["spec"]["containers"][0]["args"]
+            del args[args.index("--tls-client-ca"):]
+            args.append("--allow-insecure")
+        errors = self.mutated("Deployment", "tpcoord-coordinator", change)
+        self.assertTrue(any("no --tls-client-ca" in e for e in errors), errors)
+        self.assertTrue(any("--allow-insecure" in e for e in errors), errors)
+
+        def unmount(doc):
+            spec = doc["spec"]["template"]["spec"]
+            spec["containers"][0]["volumeMounts"] = [m for m in spec["containers"][0]["volumeMounts"]
+                                                     if m["name"] != "client-tls"]
+        errors = self.mutated("Job", "tpcoord-train", unmount)
+        self.assertTrue(any("TPCOORD_TLS_CERT" in e for e in errors), errors)
+
+    def test_catches_a_compose_worker_without_the_token(self):
+        base = copy.deepcopy(self.base)
+        del base["x-worker-env"]["TPCOORD_TOKEN_FILE"]
+        base["services"]["worker-1"]["environment"].pop("TPCOORD_TOKEN_FILE", None)
+        base["services"]["coordinator"]["depends_on"] = {}
+        errors = check_compose(base, self.override, self.env_names, self.facts)
+        self.assertTrue(any("worker-1: TPCOORD_TOKEN_FILE" in e for e in errors), errors)
+        self.assertTrue(any("depend on certs" in e for e in errors), errors)
 
     def test_catches_a_service_left_off_the_host_network(self):
         override = copy.deepcopy(self.override)

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Compose test: builds the image, brings docker-compose.yml up for real (with the host-network override
-# beside this file) and checks a TP=2 x DP=2 training job end to end, then a worker whose tp_size
-# conflicts with the job's record, then the same four workers as TP=4 x DP=1 set by variables only.
+# beside this file) and checks a TP=2 x DP=2 training job end to end over mutual TLS with a job token
+# (the `certs` service makes them), that clients without the token or a certificate are refused, then a
+# worker whose tp_size conflicts with the job's record, then the same four workers as TP=4 x DP=1 set by
+# variables only.
 #
 #   make test-compose                          # what .ci/run calls after `make test`
 #   TPCOORD_COMPOSE_TEST=1 tests/compose/run.sh
@@ -141,6 +143,8 @@ coordinator=$(compose ps -q coordinator)
 check "coordinator healthy" test "$(docker inspect -f '{{.State.Health.Status}}' "$coordinator")" = healthy
 
 tpctl() { COMPOSE_TIMEOUT=60 compose exec -T coordinator tpctl "$@"; }
+check "certs made the secrets and exited 0" \
+  test "$(docker inspect -f '{{.State.ExitCode}}' "$(compose ps -q certs)")" = 0
 for _ in $(seq 120); do tpctl job "$TPCOORD_JOB" >/dev/null 2>&1 && break; sleep 0.5; done
 COMPOSE_TIMEOUT=600 compose exec -T coordinator tpctl watch "$TPCOORD_JOB" --interval 1s >"$work/watch.log" 2>&1 &
 watch_pid=$!
@@ -174,8 +178,23 @@ check "losses logged and falling (${first_loss:-none} -> ${last_loss:-none})" \
   'BEGIN { exit !(n >= 2 && b + 0 < a + 0) }'
 train_eval=$(awk '$1 == "eval" && $2 == "loss" {print $3}' "$work/worker-0.log")
 
+phase "security: clients without the token or a certificate"
+no_token=$(COMPOSE_TIMEOUT=60 compose exec -T -e TPCOORD_TOKEN_FILE= coordinator tpctl job "$TPCOORD_JOB" 2>&1 || true)
+echo "$no_token" | sed 's/^/    /'
+check "tpctl without the job token is refused" grep -q "the call carries no token" <<<"$no_token"
+no_cert=$(COMPOSE_TIMEOUT=60 compose exec -T -e TPCOORD_TLS_CERT= -e TPCOORD_TLS_KEY= coordinator \
+  tpctl job "$TPCOORD_JOB" 2>&1 || true)
+echo "$no_cert" | sed 's/^/    /'
+check "tpctl without a client certificate is refused" grep -q "UNAVAILABLE" <<<"$no_cert"
+plaintext=$(COMPOSE_TIMEOUT=60 compose exec -T -e TPCOORD_TLS_CA= -e TPCOORD_TLS_CERT= -e TPCOORD_TLS_KEY= \
+  coordinator tpctl job "$TPCOORD_JOB" 2>&1 || true)
+check "a plaintext tpctl is refused" grep -q "UNAVAILABLE" <<<"$plaintext"
+
 volume=$(docker inspect -f '{{range .Mounts}}{{if eq .Destination "/output"}}{{.Name}}{{end}}{{end}}' "$(compose ps -q worker-0)")
+secrets=$(docker inspect -f '{{range .Mounts}}{{if eq .Destination "/secrets"}}{{.Name}}{{end}}{{end}}' "$(compose ps -q worker-0)")
 verify_out=$(timeout 120 docker run --rm --label tpcoord-compose-test --network host -v "$volume:/output:ro" \
+  -v "$secrets:/secrets:ro" -e TPCOORD_TLS_CA=/secrets/client/ca.crt -e TPCOORD_TLS_CERT=/secrets/client/tls.crt \
+  -e TPCOORD_TLS_KEY=/secrets/client/tls.key -e TPCOORD_TOKEN_FILE=/secrets/token \
   -v "$repo/tests/compose/verify_ds_config.json:/opt/tpcoord/verify.json:ro" "$TPCOORD_IMAGE" \
   sh -c "ls /output/checkpoint && exec tp-worker --coordinator $coordinator_address --job $TPCOORD_JOB-verify \
     --world-size 1 --config /opt/tpcoord/verify.json --model-dir /output/checkpoint --steps 0 --host 127.0.0.1" 2>&1) &&
