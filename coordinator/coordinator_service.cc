@@ -225,8 +225,10 @@ void CoordinatorService::Serve(const char* method, Handler<Request, Response> ha
                                          MetadataValues(ctx, kMemberKeyMetadata), admin_token_sha256_);
                                      if (caller.ok() && caller->token_sha256.empty()) caller = MissingTokenError();
                                      if (!caller.ok()) {
+                                       // Named only when it is a valid id: the request is not checked yet.
                                        const std::string job = JobIdOf(call->request);
-                                       call->Reply(job.empty() ? caller.status() : WithJobContext(job, caller.status()));
+                                       call->Reply(ValidateJobId(job).ok() ? WithJobContext(job, caller.status())
+                                                                           : caller.status());
                                        return reactor;
                                      }
                                      call->caller = *std::move(caller);

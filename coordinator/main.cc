@@ -172,11 +172,13 @@ int main(int argc, char** argv) {
   const std::string listen = absl::GetFlag(FLAGS_listen);
   std::shared_ptr<grpc::ServerCredentials> credentials = ServerCredentials(listen);
 
-  // Declared in the order they depend on each other, so that they are destroyed in the reverse one.
+  // Declared in the order they depend on each other, so that they are destroyed in the reverse one. The
+  // quota outlives the timer thread: a deadline callback may hold the last reference to a Job, whose store
+  // gives its bytes back to the quota when it goes.
+  tpcoord::StoreQuota store_quota(absl::GetFlag(FLAGS_max_store_bytes));
   tpcoord::TimerQueue timers;
   absl::StatusOr<std::unique_ptr<tpcoord::StateDir>> state = tpcoord::StateDir::Open(absl::GetFlag(FLAGS_state_dir));
   if (!state.ok()) Die(std::string(state.status().message()));
-  tpcoord::StoreQuota store_quota(absl::GetFlag(FLAGS_max_store_bytes));
   tpcoord::JobContext context{nullptr, &timers, &store_quota, options, nullptr};
   // Drains its writes (into the jobs) before `context` goes. Jobs apply what was written, and answer their
   // calls, on a gRPC thread, where finishing a call costs no further thread hop.

@@ -587,6 +587,13 @@ TEST_F(SecurityTest, HealthNeedsNoTokenAndReflectionIsOptIn) {
   EXPECT_TRUE(absl::StrContains(status.error_message(), "authorization: Bearer")) << status.error_message();
   grpc::Status malformed = stub_->ListJobs(Credentials("short", "").get(), v1::ListJobsRequest(), &jobs);
   EXPECT_EQ(malformed.error_code(), grpc::StatusCode::UNAUTHENTICATED) << malformed.error_message();
+  // The refusal comes before the request is checked, so it names the job only when the id is valid.
+  v1::GetJobRequest evil;
+  evil.set_job_id(std::string(100000, '\x01'));
+  v1::GetJobResponse evil_resp;
+  grpc::Status refused = stub_->GetJob(Credentials("", "").get(), evil, &evil_resp);
+  EXPECT_EQ(refused.error_code(), grpc::StatusCode::UNAUTHENTICATED);
+  EXPECT_TRUE(absl::StartsWith(refused.error_message(), "the call carries no token")) << refused.error_message();
 
   absl::StatusOr<std::string> off = ListServicesByReflection(coordinator_->address());
   EXPECT_EQ(off.status().code(), absl::StatusCode::kUnimplemented) << off.status();
