@@ -54,9 +54,11 @@ TEST_F(GlooCommunicatorTest, HalfPrecisionIsSummedInFp32) {
 
 TEST_F(GlooCommunicatorTest, AllGatherReturnsEveryRanksTensorInRankOrderBitExact) {
   for (torch::ScalarType type : {torch::kFloat, torch::kBFloat16, torch::kHalf}) {
-    RunOnGlooRanks(3, [type](Communicator& comm) {
-      torch::manual_seed(0);
-      const torch::Tensor all = torch::randn({3, 4, 5}).to(type);
+    // Drawn once, before the ranks start: they are threads, and LibTorch's default generator is shared, so
+    // seeding and drawing in each of them raced (ranks saw different tensors, a flaky failure).
+    torch::manual_seed(0);
+    const torch::Tensor all = torch::randn({3, 4, 5}).to(type);
+    RunOnGlooRanks(3, [type, &all](Communicator& comm) {
       // A non-contiguous input is fine for a gather (it is copied).
       const torch::Tensor mine = all[comm.rank()].t();
       std::vector<torch::Tensor> gathered = comm.AllGather(mine);
