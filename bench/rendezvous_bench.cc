@@ -43,6 +43,7 @@
 #include "absl/strings/str_split.h"
 #include "common/mesh.h"
 #include "common/process_init.h"
+#include "common/secrets.h"
 #include "common/wire.h"
 #include "tests/support/subprocess.h"
 #include "tpcoord/v1/coordinator.grpc.pb.h"
@@ -74,11 +75,6 @@ struct TlsFiles {
   std::string dir;
   bool enabled() const { return !dir.empty(); }
 };
-
-std::string ReadFile(const std::string& path) {
-  std::ifstream in(path);
-  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-}
 
 double Seconds(Clock::duration d) { return std::chrono::duration<double>(d).count(); }
 
@@ -172,8 +168,8 @@ class TpcoordRun {
     auto* call = new Call;
     call->req = std::move(req);
     call->ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(120));
-    call->ctx.AddMetadata("authorization", absl::StrCat("Bearer ", kToken));
-    call->ctx.AddMetadata("tpcoord-member-key", absl::StrCat("bench-member-key-of-worker-", i));
+    call->ctx.AddMetadata(std::string(kAuthorizationMetadata), absl::StrCat("Bearer ", kToken));
+    call->ctx.AddMetadata(std::string(kMemberKeyMetadata), absl::StrCat("bench-member-key-of-worker-", i));
     state_[i].calls++;
     invoke(StubFor(i)->async(), &call->ctx, &call->req, &call->resp, [this, i, call, next](grpc::Status s) {
       if (s.ok()) {
@@ -331,10 +327,12 @@ Result RunTpcoord(int workers, int tp_size, int connections, const TlsFiles& tls
   static auto* retained = new std::vector<std::shared_ptr<grpc::Channel>>;
   std::shared_ptr<grpc::ChannelCredentials> credentials = grpc::InsecureChannelCredentials();
   if (tls.enabled()) {
+    // An unreadable file leaves its PEM empty: the handshake fails and every call counts as failed.
+    auto pem = [&](const char* name) { return ReadCredentialFile(tls.dir + "/client/" + name).value_or(""); };
     grpc::SslCredentialsOptions ssl;
-    ssl.pem_root_certs = ReadFile(tls.dir + "/client/ca.crt");
-    ssl.pem_cert_chain = ReadFile(tls.dir + "/client/tls.crt");
-    ssl.pem_private_key = ReadFile(tls.dir + "/client/tls.key");
+    ssl.pem_root_certs = pem("ca.crt");
+    ssl.pem_cert_chain = pem("tls.crt");
+    ssl.pem_private_key = pem("tls.key");
     credentials = grpc::SslCredentials(ssl);
   }
   std::vector<std::unique_ptr<v1::Coordinator::Stub>> stubs;

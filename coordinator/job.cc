@@ -1082,16 +1082,7 @@ void Job::StoreSet(const Caller& caller, uint64_t generation, std::string key, s
     if (!batch.Claim(StoreItem(key))) return Decision::Wait();
     if (absl::Status s = CheckServing(); !s.ok()) return Rejected(s);
     if (absl::Status s = CheckAnyMember(caller, generation); !s.ok()) return Rejected(s);
-    const int64_t delta = gen_->kv.PutDelta(key, value.size());
-    if (absl::Status s = context_->store_quota->CheckFits(batch.store_bytes + delta); !s.ok()) return Rejected(s);
-    batch.store_bytes += delta;
-    batch.writes.push_back(job_storage::PutStoreValue(id_, key, value));
-    return Decision::Apply([this, key, value, on_done](Completions& c) {
-      mu_.AssertHeld();
-      gen_->kv.Put(key, value);
-      WakeKey(key, c);
-      c.Answer(on_done, absl::OkStatus());
-    });
+    return DecideStorePut(batch, key, value, [on_done](Completions& c) { c.Answer(on_done, absl::OkStatus()); });
   });
 }
 
@@ -1104,17 +1095,8 @@ void Job::StoreAdd(const Caller& caller, uint64_t generation, std::string key, i
     if (absl::Status s = CheckAnyMember(caller, generation); !s.ok()) return Rejected(s);
     absl::StatusOr<int64_t> sum = gen_->kv.Sum(key, delta);
     if (!sum.ok()) return Rejected(sum.status());
-    const std::string text = std::to_string(*sum);
-    const int64_t bytes = gen_->kv.PutDelta(key, text.size());
-    if (absl::Status s = context_->store_quota->CheckFits(batch.store_bytes + bytes); !s.ok()) return Rejected(s);
-    batch.store_bytes += bytes;
-    batch.writes.push_back(job_storage::PutStoreValue(id_, key, text));
-    return Decision::Apply([this, key, text, sum = *sum, on_done](Completions& c) {
-      mu_.AssertHeld();
-      gen_->kv.Put(key, text);
-      WakeKey(key, c);
-      c.Answer<int64_t>(on_done, sum);
-    });
+    return DecideStorePut(batch, key, std::to_string(*sum),
+                          [on_done, sum = *sum](Completions& c) { c.Answer<int64_t>(on_done, sum); });
   });
 }
 
@@ -1135,16 +1117,22 @@ void Job::StoreCompareSet(const Caller& caller, uint64_t generation, std::string
         c.Answer<std::string>(on_done, value);
       });
     }
-    const int64_t bytes = gen_->kv.PutDelta(key, desired.size());
-    if (absl::Status s = context_->store_quota->CheckFits(batch.store_bytes + bytes); !s.ok()) return Rejected(s);
-    batch.store_bytes += bytes;
-    batch.writes.push_back(job_storage::PutStoreValue(id_, key, desired));
-    return Decision::Apply([this, key, desired, on_done](Completions& c) {
-      mu_.AssertHeld();
-      gen_->kv.Put(key, desired);
-      WakeKey(key, c);
-      c.Answer<std::string>(on_done, desired);
-    });
+    return DecideStorePut(batch, key, desired,
+                          [on_done, desired](Completions& c) { c.Answer<std::string>(on_done, desired); });
+  });
+}
+
+Job::Decision Job::DecideStorePut(Batch& batch, const std::string& key, std::string value,
+                                  std::function<void(Completions&)> answer) {
+  const int64_t delta = gen_->kv.PutDelta(key, value.size());
+  if (absl::Status s = context_->store_quota->CheckFits(batch.store_bytes + delta); !s.ok()) return Rejected(s);
+  batch.store_bytes += delta;
+  batch.writes.push_back(job_storage::PutStoreValue(id_, key, value));
+  return Decision::Apply([this, key, value = std::move(value), answer = std::move(answer)](Completions& c) {
+    mu_.AssertHeld();
+    gen_->kv.Put(key, value);
+    WakeKey(key, c);
+    answer(c);
   });
 }
 

@@ -249,6 +249,11 @@ class Job : public std::enable_shared_from_this<Job> {
   void Detach(uint64_t call, const ParkedCall& parked) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void FailAllParked(const absl::Status& status, Completions& done) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void WakeKey(const std::string& key, Completions& done) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Puts `value` under `key` in the generation's store (RESOURCE_EXHAUSTED past the store quota): written,
+  // then applied, waking the key's waiters, and answered by `answer`. What StoreSet, StoreAdd and
+  // StoreCompareSet share.
+  Decision DecideStorePut(Batch& batch, const std::string& key, std::string value,
+                          std::function<void(Completions&)> answer) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void WakeGroup(const GroupId& group, Completions& done) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   // Views and messages.

@@ -84,7 +84,7 @@ int Failed(const grpc::ClientContext& ctx, const grpc::Status& status) {
 std::string token;
 
 // Readies a call: its deadline and its token.
-void SetDeadline(grpc::ClientContext* ctx) {
+void PrepareCall(grpc::ClientContext* ctx) {
   ctx->set_deadline(std::chrono::system_clock::now() + absl::ToChronoMilliseconds(absl::GetFlag(FLAGS_timeout)));
   if (!token.empty()) ctx->AddMetadata(std::string(tpcoord::kAuthorizationMetadata), absl::StrCat("Bearer ", token));
 }
@@ -163,7 +163,7 @@ int Record(v1::Coordinator::Stub& stub) {
   }
   v1::RecordTpInitArgsResponse resp;
   grpc::ClientContext ctx;
-  SetDeadline(&ctx);
+  PrepareCall(&ctx);
   grpc::Status status = stub.RecordTpInitArgs(&ctx, req, &resp);
   if (!status.ok()) return Failed(ctx, status);
   std::cout << (resp.created() ? "recorded " : "matches the record: ") << DescribeArgs(resp.recorded()) << std::endl;
@@ -183,7 +183,7 @@ int Merge(v1::Coordinator::Stub& stub) {
   req.set_has_mpu(absl::GetFlag(FLAGS_mpu));
   v1::MergeConfigResponse resp;
   grpc::ClientContext ctx;
-  SetDeadline(&ctx);
+  PrepareCall(&ctx);
   grpc::Status status = stub.MergeConfig(&ctx, req, &resp);
   if (!status.ok()) return Failed(ctx, status);
   std::cout << nlohmann::json::parse(resp.merged_config_json()).dump(2) << std::endl;
@@ -197,7 +197,7 @@ int Jobs(v1::Coordinator::Stub& stub) {
   do {  // a page at a time, so that any number of jobs can be listed
     v1::ListJobsResponse resp;
     grpc::ClientContext ctx;
-    SetDeadline(&ctx);
+    PrepareCall(&ctx);
     grpc::Status status = stub.ListJobs(&ctx, req, &resp);
     if (!status.ok()) return Failed(ctx, status);
     for (const v1::JobStatus& job : resp.jobs()) {
@@ -221,7 +221,7 @@ int Create(v1::Coordinator::Stub& stub, const std::string& job_id) {
   }
   v1::CreateJobResponse resp;
   grpc::ClientContext ctx;
-  SetDeadline(&ctx);
+  PrepareCall(&ctx);
   grpc::Status status = stub.CreateJob(&ctx, req, &resp);
   if (!status.ok()) return Failed(ctx, status);
   std::cout << "created job " << job_id << std::endl;
@@ -235,7 +235,7 @@ int Delete(v1::Coordinator::Stub& stub, const std::string& job_id) {
   req.set_force(absl::GetFlag(FLAGS_force));
   v1::DeleteJobResponse resp;
   grpc::ClientContext ctx;
-  SetDeadline(&ctx);
+  PrepareCall(&ctx);
   grpc::Status status = stub.DeleteJob(&ctx, req, &resp);
   if (!status.ok()) return Failed(ctx, status);
   std::cout << "deleted job " << job_id << std::endl;
@@ -250,7 +250,7 @@ int Job(v1::Coordinator::Stub& stub, const std::string& job_id, bool watch) {
     req.set_job_id(job_id);
     v1::GetJobResponse resp;
     grpc::ClientContext ctx;
-    SetDeadline(&ctx);
+    PrepareCall(&ctx);
     grpc::Status status = stub.GetJob(&ctx, req, &resp);
     if (!status.ok()) return Failed(ctx, status);
     if (watch) std::cout << "--- " << absl::FormatTime("%H:%M:%S", absl::Now(), absl::LocalTimeZone()) << "\n";
@@ -269,7 +269,7 @@ int Health(const std::shared_ptr<grpc::Channel>& channel) {
   auto stub = grpc::health::v1::Health::NewStub(channel);
   grpc::health::v1::HealthCheckResponse resp;
   grpc::ClientContext ctx;
-  SetDeadline(&ctx);
+  PrepareCall(&ctx);
   grpc::Status status = stub->Check(&ctx, grpc::health::v1::HealthCheckRequest(), &resp);
   if (!status.ok()) return Failed(ctx, status);
   std::cout << grpc::health::v1::HealthCheckResponse::ServingStatus_Name(resp.status()) << std::endl;

@@ -2,13 +2,11 @@
 // one): plaintext clients, clients that do not trust the server, and under mutual TLS clients without a
 // certificate, with one from another CA or with an expired one are refused; real tp-workers and tpctl
 // train and report over mutual TLS with a token; plaintext beyond loopback needs --allow-insecure.
-#include <fstream>
-#include <sstream>
-
 #include <gtest/gtest.h>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "common/secrets.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "tests/support/coordinator_process.h"
 
@@ -18,12 +16,8 @@ namespace {
 using testing::CoordinatorProcess;
 using testing::Subprocess;
 
-std::string Slurp(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream text;
-  text << in.rdbuf();
-  return text.str();
-}
+// A PEM file the test made ("" if it cannot be read: the handshake then fails, and the test says so).
+std::string Pem(const std::string& path) { return ReadCredentialFile(path).value_or(""); }
 
 void Sh(const std::string& command) {
   auto result = testing::Run({"/bin/bash", "-c", command}, std::chrono::seconds(60), {});
@@ -66,10 +60,10 @@ class TlsTest : public ::testing::Test {
     args.SetInt("grpc.use_local_subchannel_pool", 1);
     if (ca.empty()) return grpc::CreateCustomChannel(coordinator_->address(), grpc::InsecureChannelCredentials(), args);
     grpc::SslCredentialsOptions ssl;
-    ssl.pem_root_certs = Slurp(Path(ca));
+    ssl.pem_root_certs = Pem(Path(ca));
     if (!client.empty()) {
-      ssl.pem_cert_chain = Slurp(Path(client + "/tls.crt"));
-      ssl.pem_private_key = Slurp(Path(client + "/tls.key"));
+      ssl.pem_cert_chain = Pem(Path(client + "/tls.crt"));
+      ssl.pem_private_key = Pem(Path(client + "/tls.key"));
     }
     return grpc::CreateCustomChannel(coordinator_->address(), grpc::SslCredentials(ssl), args);
   }

@@ -3,6 +3,7 @@
 #include <fstream>
 
 #include "absl/status/status.h"
+#include "common/secrets.h"
 
 namespace tpcoord::testing {
 
@@ -54,8 +55,8 @@ std::unique_ptr<grpc::ClientContext> Credentials(const std::string& token, const
                                                  int seconds) {
   auto ctx = std::make_unique<grpc::ClientContext>();
   ctx->set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(seconds));
-  if (!token.empty()) ctx->AddMetadata("authorization", "Bearer " + token);
-  if (!member_key.empty()) ctx->AddMetadata("tpcoord-member-key", member_key);
+  if (!token.empty()) ctx->AddMetadata(std::string(kAuthorizationMetadata), "Bearer " + token);
+  if (!member_key.empty()) ctx->AddMetadata(std::string(kMemberKeyMetadata), member_key);
   return ctx;
 }
 

@@ -88,7 +88,9 @@ TEST(JobStressTest, ManyThreadsManyGenerations) {
           if (a->mesh.Leader(group) == r) mine.emplace_back(group, std::string(kUniqueIdBytes, static_cast<char>(g)));
           else theirs.push_back(group);
         }
-        if (!mine.empty()) ASSERT_TRUE(WaitStatus([&](StatusDone d) { job->PublishUniqueIds(kMember, g, r, mine, d); }).ok());
+        if (!mine.empty()) {
+          ASSERT_TRUE(WaitStatus([&](StatusDone d) { job->PublishUniqueIds(kMember, g, r, mine, d); }).ok());
+        }
         if (!theirs.empty()) {
           absl::StatusOr<std::vector<std::string>> ids = Wait<std::vector<std::string>>(
               [&](Done<std::vector<std::string>> d) { job->GetUniqueIds(kMember, g, r, theirs, 20s, d); });
