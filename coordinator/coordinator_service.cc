@@ -243,6 +243,124 @@ void CoordinatorService::Serve(const char* method, Handler<Request, Response> ha
                                    }));
 }
 
+// A member's session (coordinator.proto, Session): reads heartbeats until the stream ends. Its job ends it
+// with the generation (OpenSession's on_end); a stream that ends from the client's side is a member gone
+// (Job::CloseSession decides whether that ends the generation). gRPC runs OnDone once, after Finish; the
+// reactor frees itself there, unless the job's on_end still holds it (it then only finds it finished).
+class SessionReactor final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer> {
+ public:
+  static SessionReactor* Start(grpc::CallbackServerContext* ctx, JobRegistry* registry,
+                               const std::string& admin_token_sha256) {
+    auto reactor = std::shared_ptr<SessionReactor>(new SessionReactor(ctx, registry, admin_token_sha256));
+    reactor->self_ = reactor;
+    reactor->StartRead(&reactor->in_);
+    return reactor.get();
+  }
+
+  void OnReadDone(bool ok) override {
+    if (!ok) return End(absl::OkStatus());  // the client closed its side, or went away
+    v1::HeartbeatRequest beat;
+    absl::Status status = Parse(in_, &beat);
+    if (status.ok()) status = CheckRequest(beat);
+    if (status.ok()) status = job_ ? Renew(beat) : Open(beat);
+    if (!status.ok()) return End(status);
+    {
+      MutexLock lock(&mu_);
+      if (ending_) return;  // ended by the job meanwhile: no read after Finish
+    }
+    StartRead(&in_);
+  }
+
+  void OnWriteDone(bool) override {
+    MutexLock lock(&mu_);
+    writing_ = false;
+    if (ending_) FinishLocked();
+  }
+
+  void OnDone() override {
+    if (job_) job_->CloseSession(generation_, rank_, id_);
+    std::shared_ptr<SessionReactor> self = std::move(self_);  // may free this object: the last thing done here
+  }
+
+  // Finishes the stream with `status` (once; later calls do nothing).
+  void End(const absl::Status& status) {
+    MutexLock lock(&mu_);
+    if (ending_) return;
+    ending_ = true;
+    status_ = ToGrpc(ctx_, status);
+    if (!writing_) FinishLocked();
+  }
+
+ private:
+  SessionReactor(grpc::CallbackServerContext* ctx, JobRegistry* registry, const std::string& admin_token_sha256)
+      : ctx_(ctx), registry_(registry), admin_token_sha256_(admin_token_sha256) {}
+
+  absl::Status Open(const v1::HeartbeatRequest& beat) {
+    absl::StatusOr<Caller> caller = IdentifyCaller(MetadataValues(ctx_, kAuthorizationMetadata),
+                                                   MetadataValues(ctx_, kMemberKeyMetadata), admin_token_sha256_);
+    if (caller.ok() && caller->token_sha256.empty()) caller = MissingTokenError();
+    if (!caller.ok()) return WithJobContext(beat.job_id(), caller.status());
+    std::shared_ptr<Job> job = registry_->Find(beat.job_id());
+    if (!job) return NoSuchJob(beat.job_id());
+    static std::atomic<uint64_t> next_id{1};
+    const uint64_t id = next_id.fetch_add(1);
+    std::weak_ptr<SessionReactor> weak = self_;
+    absl::StatusOr<Millis> lease = job->OpenSession(*caller, beat.generation(), beat.rank(), id,
+                                                    [weak](absl::Status why) {
+                                                      if (auto reactor = weak.lock()) reactor->End(why);
+                                                    });
+    if (!lease.ok()) return lease.status();
+    caller_ = *std::move(caller);
+    job_ = std::move(job);
+    generation_ = beat.generation();
+    rank_ = beat.rank();
+    id_ = id;
+    MutexLock lock(&mu_);
+    if (ending_) return absl::OkStatus();  // the generation ended already
+    event_.set_lease_ms(static_cast<uint32_t>(lease->count()));
+    grpc::Slice slice(event_.SerializeAsString());
+    out_ = grpc::ByteBuffer(&slice, 1);
+    writing_ = true;
+    StartWrite(&out_);
+    return absl::OkStatus();
+  }
+
+  absl::Status Renew(const v1::HeartbeatRequest& beat) {
+    if (beat.job_id() != job_->id() || beat.generation() != generation_ || beat.rank() != rank_) {
+      return WithJobContext(job_->id(), absl::InvalidArgumentError(absl::StrCat(
+          "a session's heartbeats must name the member that opened it (generation ", generation_, " rank ", rank_,
+          "); this one names job ", beat.job_id(), " generation ", beat.generation(), " rank ", beat.rank())));
+    }
+    return job_->Heartbeat(caller_, generation_, rank_).status();
+  }
+
+  void FinishLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (finished_) return;
+    finished_ = true;
+    Finish(status_);
+  }
+
+  grpc::CallbackServerContext* const ctx_;
+  JobRegistry* const registry_;
+  const std::string admin_token_sha256_;
+  std::shared_ptr<SessionReactor> self_;  // until OnDone
+  grpc::ByteBuffer in_;
+  // Set by the first heartbeat, on gRPC's reaction thread; read by the later reactions only.
+  std::shared_ptr<Job> job_;
+  Caller caller_;
+  uint64_t generation_ = 0;
+  int rank_ = 0;
+  uint64_t id_ = 0;
+
+  Mutex mu_;
+  v1::SessionEvent event_ ABSL_GUARDED_BY(mu_);
+  grpc::ByteBuffer out_ ABSL_GUARDED_BY(mu_);
+  bool writing_ ABSL_GUARDED_BY(mu_) = false;
+  bool ending_ ABSL_GUARDED_BY(mu_) = false;
+  bool finished_ ABSL_GUARDED_BY(mu_) = false;
+  grpc::Status status_ ABSL_GUARDED_BY(mu_);
+};
+
 CoordinatorService::CoordinatorService(JobRegistry* registry, const JobOptions& options,
                                        std::string admin_token_sha256)
     : registry_(registry), options_(options), admin_token_sha256_(std::move(admin_token_sha256)) {
@@ -266,6 +384,14 @@ CoordinatorService::CoordinatorService(JobRegistry* registry, const JobOptions& 
   Serve("GetJob", &CoordinatorService::HandleGetJob);
   Serve("DeleteJob", &CoordinatorService::HandleDeleteJob);
   Serve("CreateJob", &CoordinatorService::HandleCreateJob);
+  const int session = google::protobuf::DescriptorPool::generated_pool()
+                          ->FindServiceByName(v1::Coordinator::service_full_name())
+                          ->FindMethodByName("Session")
+                          ->index();
+  MarkMethodRawCallback(session, new grpc::internal::CallbackBidiHandler<grpc::ByteBuffer, grpc::ByteBuffer>(
+                                     [this](grpc::CallbackServerContext* ctx) {
+                                       return SessionReactor::Start(ctx, registry_, admin_token_sha256_);
+                                     }));
 }
 
 absl::StatusOr<std::shared_ptr<Job>> CoordinatorService::ExistingJob(const std::string& job_id) const {

@@ -66,6 +66,11 @@ struct Job::Generation {
   BarrierSet barriers;
   LeaseMonitor leases;
   TimerQueue::Id lease_timer = 0;
+  struct Session {
+    uint64_t id;
+    SessionEnd on_end;
+  };
+  std::unordered_map<int, Session> sessions;  // rank -> its open session
 
   struct Timing {
     std::string phase;
@@ -329,7 +334,9 @@ void Job::Shutdown() {
   stopping_ = true;
   if (gen_->lease_timer) context_->timers->Cancel(gen_->lease_timer);
   gen_->lease_timer = 0;
-  FailAllParked(WithJobContext(id_, absl::UnavailableError("the coordinator is shutting down; retry")), done);
+  const absl::Status stopping = WithJobContext(id_, absl::UnavailableError("the coordinator is shutting down; retry"));
+  FailAllParked(stopping, done);
+  EndSessions(stopping, done);
 }
 
 void Job::LogEvent(const std::string& what) const {
@@ -717,9 +724,17 @@ void Job::EndGeneration(const JobHeader& header, Completions& done) {
   LogEvent(absl::StrCat("ended: ", header.end_reason));
   if (gen_->lease_timer) context_->timers->Cancel(gen_->lease_timer);
   gen_->lease_timer = 0;
-  FailAllParked(WithJobContext(id_, absl::AbortedError(absl::StrCat("generation ", header.generation, " ended: ",
-                                                                    header.end_reason))),
-                done);
+  const absl::Status ended = WithJobContext(
+      id_, absl::AbortedError(absl::StrCat("generation ", header.generation, " ended: ", header.end_reason)));
+  FailAllParked(ended, done);
+  EndSessions(ended, done);
+}
+
+void Job::EndSessions(const absl::Status& status, Completions& done) {
+  for (auto& [rank, session] : gen_->sessions) {
+    done.Add([on_end = std::move(session.on_end), status] { on_end(status); });
+  }
+  gen_->sessions.clear();
 }
 
 void Job::MaybeComplete() {
@@ -1283,6 +1298,45 @@ absl::StatusOr<Millis> Job::Heartbeat(const Caller& caller, uint64_t generation,
   return options_.lease;
 }
 
+absl::StatusOr<Millis> Job::OpenSession(const Caller& caller, uint64_t generation, int rank, uint64_t session,
+                                        SessionEnd on_end) {
+  MutexLock lock(&mu_);
+  absl::Status status = CheckServing();
+  if (status.ok()) status = CheckMember(caller, generation, rank);
+  if (!status.ok()) return WithContext(status);
+  gen_->leases.Renew(rank, Clock::now());
+  gen_->sessions[rank] = {session, std::move(on_end)};
+  return options_.lease;
+}
+
+void Job::CloseSession(uint64_t generation, int rank, uint64_t session) {
+  EnqueueInternal([this, generation, rank, session](Batch& batch) -> Decision {
+    mu_.AssertHeld();
+    if (!batch.ClaimJob()) return Decision::Wait();
+    const bool current = header_.generation == generation && gen_->sessions.count(rank) > 0 &&
+                         gen_->sessions.at(rank).id == session;
+    auto forget = [this, current, rank](Completions&) {
+      mu_.AssertHeld();
+      if (current) gen_->sessions.erase(rank);
+    };
+    if (!current || stopping_ || header_.phase != JobPhase::kRunning || gen_->leases.finished(rank)) {
+      return Decision::Apply(forget);
+    }
+    const Member& m = gen_->members[rank];
+    JobHeader next = NextHeader();
+    next.phase = JobPhase::kFailed;
+    next.end_reason = absl::StrCat("rank ", rank, " (host ", m.host, ", worker ", m.worker_id,
+                                   ") is gone: its session closed before it finished (the process died or lost "
+                                   "its connection)");
+    batch.writes.push_back(job_storage::PutHeader(id_, next));
+    return Decision::Apply([this, next, forget](Completions& c) {
+      mu_.AssertHeld();
+      forget(c);
+      EndGeneration(next, c);
+    });
+  });
+}
+
 void Job::Leave(const Caller& caller, uint64_t generation, int rank, bool finished, std::string reason,
                 StatusDone on_done) {
   Mutate(on_done, [this, caller, generation, rank, finished, reason = std::move(reason),
@@ -1333,7 +1387,9 @@ void Job::Leave(const Caller& caller, uint64_t generation, int rank, bool finish
 // --- deleting and expiring ------------------------------------------------------------------------------
 
 void Job::Forget(Completions& done) {
-  FailAllParked(WithJobContext(id_, absl::AbortedError("the job was deleted")), done);
+  const absl::Status deleted = WithJobContext(id_, absl::AbortedError("the job was deleted"));
+  FailAllParked(deleted, done);
+  EndSessions(deleted, done);
   if (gen_->lease_timer) context_->timers->Cancel(gen_->lease_timer);
   gen_ = std::make_unique<Generation>(*context_, Mesh());  // releases the store's bytes
   header_ = JobHeader();

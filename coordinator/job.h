@@ -162,6 +162,18 @@ class Job : public std::enable_shared_from_this<Job> {
   absl::StatusOr<Millis> Heartbeat(const Caller& caller, uint64_t generation, int rank);
   void Leave(const Caller& caller, uint64_t generation, int rank, bool finished, std::string reason, StatusDone done);
 
+  // A member's session (coordinator.proto, Session). OpenSession admits the caller as member `rank`, renews
+  // its lease and returns the lease's length; `on_end` runs once, never under the job's lock, with why the
+  // session ends: the generation ended (ABORTED), the coordinator stops (UNAVAILABLE), the job was deleted
+  // (ABORTED). A newer session of the same rank replaces an older one, whose on_end then never runs.
+  using SessionEnd = std::function<void(absl::Status)>;
+  absl::StatusOr<Millis> OpenSession(const Caller& caller, uint64_t generation, int rank, uint64_t session,
+                                     SessionEnd on_end);
+  // Session `session` of `rank` closed. If it is still the rank's session, its generation runs, and the
+  // member has neither finished nor left, the member is gone (its process died, or it dropped its
+  // connection): the generation ends now, naming it.
+  void CloseSession(uint64_t generation, int rank, uint64_t session);
+
   // Forgets the job and everything it holds. FAILED_PRECONDITION while a generation runs or workers wait in
   // Join, unless `force`: then every parked call is answered ABORTED.
   void Delete(const Caller& caller, bool force, StatusDone done);
@@ -248,6 +260,8 @@ class Job : public std::enable_shared_from_this<Job> {
   // Removes what a parked call left in the generation (a joining member, a barrier arrival, watches).
   void Detach(uint64_t call, const ParkedCall& parked) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void FailAllParked(const absl::Status& status, Completions& done) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Ends every open session of the generation with `status`.
+  void EndSessions(const absl::Status& status, Completions& done) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void WakeKey(const std::string& key, Completions& done) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Puts `value` under `key` in the generation's store (RESOURCE_EXHAUSTED past the store quota): written,
   // then applied, waking the key's waiters, and answered by `answer`. What StoreSet, StoreAdd and

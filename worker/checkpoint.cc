@@ -4,6 +4,8 @@
 #include <fstream>
 
 #include "absl/status/status.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "nlohmann/json.hpp"
 #include "worker/safetensors.h"
@@ -81,6 +83,19 @@ absl::StatusOr<Checkpoint> ReadCheckpoint(const std::string& dir) {
     }
   }
   return checkpoint;
+}
+
+std::optional<SavedCheckpoint> NewestCheckpoint(const std::string& output_dir) {
+  std::optional<SavedCheckpoint> newest;
+  std::error_code ec;
+  for (const fs::directory_entry& entry : fs::directory_iterator(output_dir, ec)) {
+    const std::string name = entry.path().filename().string();
+    int64_t step = 0;
+    if (!absl::StartsWith(name, "checkpoint-") || !absl::SimpleAtoi(name.substr(11), &step) || step <= 0) continue;
+    if (!fs::is_regular_file(entry.path() / kStateFile, ec)) continue;
+    if (!newest || step > newest->step) newest = SavedCheckpoint{step, entry.path().string()};
+  }
+  return newest;
 }
 
 }  // namespace tpcoord

@@ -38,6 +38,15 @@ absl::Status WriteCheckpoint(const std::string& dir, const LlamaConfig& config, 
 // Reads a checkpoint written by WriteCheckpoint, or a plain Hugging Face model directory.
 absl::StatusOr<Checkpoint> ReadCheckpoint(const std::string& dir);
 
+// The newest complete intermediate checkpoint under `output_dir`: the "checkpoint-<step>" directory with
+// the highest step that holds a trainer state (WriteCheckpoint renames a directory into place only once it
+// is whole, so a "checkpoint-<step>.tmp" left by a crash never counts). nullopt if there is none.
+struct SavedCheckpoint {
+  int64_t step = 0;
+  std::string dir;
+};
+std::optional<SavedCheckpoint> NewestCheckpoint(const std::string& output_dir);
+
 }  // namespace tpcoord
 
 #endif  // TPCOORD_WORKER_CHECKPOINT_H_

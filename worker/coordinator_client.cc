@@ -131,6 +131,13 @@ absl::Status CoordinatorClient::Wait(Method<Request, Response> method, Request r
                   });
 }
 
+void CoordinatorClient::AddCredentials(grpc::ClientContext* ctx, const std::string& member_key) const {
+  if (!options_.credentials.token.empty()) {
+    ctx->AddMetadata(std::string(kAuthorizationMetadata), absl::StrCat("Bearer ", options_.credentials.token));
+  }
+  if (!member_key.empty()) ctx->AddMetadata(std::string(kMemberKeyMetadata), member_key);
+}
+
 template <typename Request, typename Response>
 absl::Status CoordinatorClient::Attempts(Method<Request, Response> method, Request& request, Response* response,
                                          const std::string& member_key, bool idempotent, Clock::time_point give_up,
@@ -144,10 +151,7 @@ absl::Status CoordinatorClient::Attempts(Method<Request, Response> method, Reque
     grpc::ClientContext ctx;
     ctx.set_deadline(std::chrono::system_clock::now() + attempt);
     ctx.set_wait_for_ready(true);  // a coordinator that is still starting is waited for, not failed
-    if (!options_.credentials.token.empty()) {
-      ctx.AddMetadata(std::string(kAuthorizationMetadata), absl::StrCat("Bearer ", options_.credentials.token));
-    }
-    if (!member_key.empty()) ctx.AddMetadata(std::string(kMemberKeyMetadata), member_key);
+    AddCredentials(&ctx, member_key);
     const grpc::Status s = (stub_.get()->*method)(&ctx, request, response);
     if (s.ok()) return absl::OkStatus();
     // The client's own deadline, not the coordinator's answer (which always names what it waited for).
@@ -365,7 +369,7 @@ absl::StatusOr<Millis> CoordinatorClient::Heartbeat(const Membership& m) {
   req.set_generation(m.generation);
   req.set_rank(m.rank);
   v1::HeartbeatResponse resp;
-  // One attempt: the HeartbeatLoop is what retries.
+  // One attempt: callers that beat (tests, tools) retry themselves.
   if (absl::Status s = Call(&v1::Coordinator::Stub::Heartbeat, req, &resp, m.member_key, /*idempotent=*/true, Millis(0));
       !s.ok()) {
     return s;
@@ -392,51 +396,96 @@ absl::StatusOr<v1::JobStatus> CoordinatorClient::GetJob(const std::string& job_i
   return std::move(*resp.mutable_job());
 }
 
-// --- HeartbeatLoop --------------------------------------------------------------------------------------
+// --- MemberSession --------------------------------------------------------------------------------------
 
-HeartbeatLoop::HeartbeatLoop(CoordinatorClient* client, Membership membership,
+MemberSession::MemberSession(CoordinatorClient* client, Membership membership,
                              std::function<void(absl::Status)> on_lost)
     : client_(client), membership_(std::move(membership)), on_lost_(std::move(on_lost)), thread_([this] { Run(); }) {}
 
-HeartbeatLoop::~HeartbeatLoop() {
+MemberSession::~MemberSession() {
   {
     std::lock_guard<std::mutex> lock(mu_);
     stopping_ = true;
+    if (stream_ctx_) stream_ctx_->TryCancel();
   }
-  wake_.notify_one();
+  wake_.notify_all();
   thread_.join();
 }
 
-void HeartbeatLoop::Run() {
-  const Millis interval = std::max(membership_.heartbeat_interval, Millis(10));
-  const Millis patience = client_->options().retry_budget;
-  Clock::time_point last_ok = Clock::now();
-  std::unique_lock<std::mutex> lock(mu_);
-  while (!wake_.wait_for(lock, interval, [this] { return stopping_; })) {
-    lock.unlock();
-    absl::StatusOr<Millis> lease = client_->Heartbeat(membership_);
-    lock.lock();
-    if (lease.ok()) {
-      last_ok = Clock::now();
-      continue;
+void MemberSession::Run() {
+  thread_local std::mt19937_64 rng(std::random_device{}());
+  const ClientOptions& options = client_->options();
+  Clock::time_point last_open = Clock::now();
+  Millis backoff = options.initial_backoff;
+  while (true) {
+    bool opened = false;
+    const grpc::Status s = Stream(&opened);
+    std::unique_lock<std::mutex> lock(mu_);
+    if (stopping_) return;
+    if (opened) {
+      last_open = Clock::now();
+      backoff = options.initial_backoff;
     }
-    const absl::StatusCode code = lease.status().code();
+    const grpc::StatusCode code = s.error_code();
     absl::Status lost;
-    if (code == absl::StatusCode::kAborted || code == absl::StatusCode::kFailedPrecondition ||
-        code == absl::StatusCode::kNotFound) {
-      lost = lease.status();  // the coordinator says the generation is over
-    } else if (Clock::now() - last_ok > patience) {
+    if (code == grpc::StatusCode::ABORTED || code == grpc::StatusCode::FAILED_PRECONDITION ||
+        code == grpc::StatusCode::NOT_FOUND || code == grpc::StatusCode::PERMISSION_DENIED ||
+        code == grpc::StatusCode::UNAUTHENTICATED || code == grpc::StatusCode::INVALID_ARGUMENT) {
+      lost = absl::Status(static_cast<absl::StatusCode>(code), s.error_message());  // the coordinator's verdict
+    } else if (Clock::now() - last_open > options.retry_budget) {
       lost = absl::UnavailableError(absl::StrCat(
-          "the coordinator at ", client_->options().address, " has not answered a heartbeat for ",
-          std::chrono::duration_cast<std::chrono::seconds>(Clock::now() - last_ok).count(), " s: ",
-          lease.status().message()));
+          "the coordinator at ", options.address, " has not held this member's session for ",
+          std::chrono::duration_cast<std::chrono::seconds>(Clock::now() - last_open).count(), " s: ",
+          s.error_message()));
     }
-    if (!lost.ok() && !stopping_) {
+    if (!lost.ok()) {
       lock.unlock();
       on_lost_(lost);
       return;
     }
+    std::uniform_int_distribution<int64_t> jitter(0, backoff.count());
+    if (wake_.wait_for(lock, Millis(jitter(rng)), [this] { return stopping_; })) return;
+    backoff = std::min(backoff * 2, options.max_backoff);
   }
+}
+
+grpc::Status MemberSession::Stream(bool* opened) {
+  grpc::ClientContext ctx;  // not wait_for_ready: an unreachable coordinator fails the stream, and Run retries
+  client_->AddCredentials(&ctx, membership_.member_key);
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (stopping_) return grpc::Status::OK;
+    stream_ctx_ = &ctx;
+  }
+  std::unique_ptr<grpc::ClientReaderWriter<v1::HeartbeatRequest, v1::SessionEvent>> stream =
+      client_->stub_->Session(&ctx);
+  // The reader sees the stream's end the moment the coordinator ends it; the writer beats until then.
+  bool ended = false;
+  std::thread reader([&] {
+    v1::SessionEvent event;
+    while (stream->Read(&event)) *opened = true;
+    std::lock_guard<std::mutex> lock(mu_);
+    ended = true;
+    wake_.notify_all();
+  });
+  v1::HeartbeatRequest beat;
+  beat.set_job_id(membership_.job_id);
+  beat.set_generation(membership_.generation);
+  beat.set_rank(membership_.rank);
+  const Millis interval = std::max(membership_.heartbeat_interval, Millis(10));
+  while (stream->Write(beat)) {
+    std::unique_lock<std::mutex> lock(mu_);
+    if (wake_.wait_for(lock, interval, [&] { return stopping_ || ended; })) break;
+  }
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (stopping_) ctx.TryCancel();
+  }
+  reader.join();
+  grpc::Status status = stream->Finish();
+  std::lock_guard<std::mutex> lock(mu_);
+  stream_ctx_ = nullptr;
+  return stopping_ ? grpc::Status::OK : status;
 }
 
 }  // namespace tpcoord

@@ -162,6 +162,10 @@ class CoordinatorClient {
                         const std::string& member_key, bool idempotent, std::chrono::steady_clock::time_point give_up,
                         const std::function<Millis(Request&, Millis)>& prepare);
 
+  friend class MemberSession;
+  // Adds the token and `member_key` to a call.
+  void AddCredentials(grpc::ClientContext* ctx, const std::string& member_key) const;
+
   ClientOptions options_;
   std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<v1::Coordinator::Stub> stub_;
@@ -169,19 +173,24 @@ class CoordinatorClient {
   std::map<std::tuple<std::string, uint64_t, std::string>, uint64_t> barrier_rounds_;  // (job, generation, name)
 };
 
-// Renews a membership's lease from a background thread every heartbeat_interval. When the coordinator
-// says the generation is over (ABORTED; FAILED_PRECONDITION for a stale generation; NOT_FOUND for a deleted
-// job), or has not answered for the client's whole retry budget, it calls `on_lost` once with that status and
-// stops. A coordinator that restarts within the budget is not a loss: its generation goes on.
-class HeartbeatLoop {
+// A membership's session (coordinator.proto, Session), held by a background thread: a heartbeat every
+// heartbeat_interval up one stream, and the generation's end pushed down it the moment the coordinator
+// decides it. Calls `on_lost` once, from that thread, when the coordinator ends the session (ABORTED naming
+// the rank that failed; NOT_FOUND for a deleted job; FAILED_PRECONDITION for a stale generation), or when
+// it has been unreachable for the client's whole retry budget, and stops. A coordinator that restarts within
+// the budget is not a loss: the session is opened again and the generation goes on. While the session is
+// open, this process's death ends the generation at once, naming its rank.
+class MemberSession {
  public:
-  HeartbeatLoop(CoordinatorClient* client, Membership membership, std::function<void(absl::Status)> on_lost);
-  ~HeartbeatLoop();  // stops the thread
-  HeartbeatLoop(const HeartbeatLoop&) = delete;
-  HeartbeatLoop& operator=(const HeartbeatLoop&) = delete;
+  MemberSession(CoordinatorClient* client, Membership membership, std::function<void(absl::Status)> on_lost);
+  ~MemberSession();  // closes the session (call Leave first, or the coordinator takes it for a death)
+  MemberSession(const MemberSession&) = delete;
+  MemberSession& operator=(const MemberSession&) = delete;
 
  private:
   void Run();
+  // One stream, until it ends: its final status (OK once stopping).
+  grpc::Status Stream(bool* opened);
 
   CoordinatorClient* const client_;
   const Membership membership_;
@@ -189,6 +198,7 @@ class HeartbeatLoop {
   std::mutex mu_;
   std::condition_variable wake_;
   bool stopping_ = false;
+  grpc::ClientContext* stream_ctx_ = nullptr;  // the open stream's, while there is one
   std::thread thread_;  // last
 };
 

@@ -1,5 +1,7 @@
 #include "worker/engine.h"
 
+#include "worker/exit_codes.h"
+
 #include <signal.h>
 #include <unistd.h>
 
@@ -14,6 +16,7 @@
 #include "nlohmann/json.hpp"
 #include "worker/autotp.h"
 #include "worker/checkpoint.h"
+#include "worker/exit_codes.h"
 #include "worker/gloo_communicator.h"
 #include "worker/nccl_communicator.h"
 #include "worker/torch_dtype.h"
@@ -110,15 +113,22 @@ Engine::Engine(Launch& launch, LlamaModel model) : launch_(launch), model_(std::
 Engine::~Engine() { Abandon("the worker stopped before finishing"); }
 
 void Engine::Abandon(const std::string& reason) {
-  heartbeats_.reset();
+  // Leave first: a session that closes before its member left is taken for a death.
   if (!finished_ && membership_.generation != 0 && !lost()) {
     (void)launch_.client().Leave(membership_, /*finished=*/false, reason);
   }
+  session_.reset();
   finished_ = true;
 }
 
 std::optional<std::string> Engine::lost() const {
   std::lock_guard<std::mutex> lock(lost_mu_);
+  return lost_;
+}
+
+std::optional<std::string> Engine::AwaitLost(Millis timeout) const {
+  std::unique_lock<std::mutex> lock(lost_mu_);
+  lost_cv_.wait_for(lock, timeout, [this] { return lost_.has_value(); });
   return lost_;
 }
 
@@ -146,18 +156,24 @@ absl::StatusOr<std::unique_ptr<Engine>> initialize(LlamaModel model, const std::
 
   // Join: the rendezvous assigns this worker's rank and groups.
   Clock::time_point start = Clock::now();
-  JoinRequest join{lc.job_id, MakeWorkerId(lc.host), lc.host, lc.world_size, lc.rank,
-                   launch.recorded() ? launch.recorded()->tp_size : 0, /*member_key=*/""};
+  JoinRequest join{lc.job_id, lc.worker_id.empty() ? MakeWorkerId(lc.host) : lc.worker_id, lc.host, lc.world_size,
+                   lc.rank, launch.recorded() ? launch.recorded()->tp_size : 0, /*member_key=*/""};
   absl::StatusOr<Membership> membership = client.Join(join, lc.join_timeout);
   if (!membership.ok()) return InPhase("join", membership.status());
   e.membership_ = *membership;
-  e.heartbeats_ = std::make_unique<HeartbeatLoop>(&client, e.membership_, [&e](absl::Status status) {
-    std::lock_guard<std::mutex> lock(e.lost_mu_);
-    e.lost_ = std::string(status.message());
+  e.session_ = std::make_unique<MemberSession>(&client, e.membership_, [&e, &lc](absl::Status status) {
+    {
+      std::lock_guard<std::mutex> lock(e.lost_mu_);
+      e.lost_ = std::string(status.message());
+    }
+    e.lost_cv_.notify_all();
+    if (lc.on_generation_end) lc.on_generation_end(status);
   });
   launch.timings().emplace_back("join", SecondsSince(start));
   absl::Status setup = e.Setup(ds_config_json, has_mpu);
   if (!setup.ok()) {
+    // A peer's death fails this worker's set-up first; the coordinator names the peer a moment later.
+    if (ExitCodeFor(setup) == kExitRetryable) (void)e.AwaitLost(e.membership_.lease);
     e.Abandon(std::string(setup.message()));  // the other workers learn why, instead of waiting
     return setup;
   }
@@ -465,9 +481,10 @@ absl::Status Engine::load_checkpoint(const std::string& dir) {
 }
 
 absl::Status Engine::Finish() {
-  heartbeats_.reset();
   finished_ = true;
-  return launch_.client().Leave(membership_, /*finished=*/true, "");
+  absl::Status left = launch_.client().Leave(membership_, /*finished=*/true, "");
+  session_.reset();  // after Leave: a session that closes before its member left is taken for a death
+  return left;
 }
 
 }  // namespace tpcoord

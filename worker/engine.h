@@ -16,6 +16,8 @@
 
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -46,6 +48,11 @@ struct LaunchConfig {
   std::string backend = "gloo";  // "gloo" (CPU) or "nccl" (GPU)
   std::string gloo_interface;  // address Gloo listens on and advertises; "" means `host`
   std::string data;            // training data; overrides the config's tpcoord.data
+  std::string worker_id;       // the same across this worker's generations; "" means a fresh one
+  // Runs on the member session's thread the moment the coordinator says the generation is over (with its
+  // reason, naming the rank that failed), while the main thread may be blocked in a collective that cannot
+  // be aborted (Gloo in LibTorch 1.13). tp-worker exits there; unset, the engine only remembers it (lost()).
+  std::function<void(const absl::Status&)> on_generation_end;
   Millis join_timeout{300000};
   Millis collective_timeout{300000};
 };
@@ -113,8 +120,11 @@ class Engine {
   Dtype dtype() const { return dtype_; }
   int64_t global_steps() const { return step_; }
   LlamaModel& model() { return model_; }
-  // Why the job's generation ended, if the heartbeat learned that it did.
+  // Why the job's generation ended, if the member session learned that it did.
   std::optional<std::string> lost() const;
+  // lost(), waiting up to `timeout` for the coordinator's verdict: a collective that fails because a peer
+  // died fails here within milliseconds, and the coordinator names that peer a moment later.
+  std::optional<std::string> AwaitLost(Millis timeout) const;
 
  private:
   friend absl::StatusOr<std::unique_ptr<Engine>> initialize(LlamaModel, const std::string&, Launch&, bool);
@@ -132,8 +142,9 @@ class Engine {
   std::string merged_config_;
   TrainConfig train_;
   Dtype dtype_ = Dtype::kFloat32;
-  std::unique_ptr<HeartbeatLoop> heartbeats_;
+  std::unique_ptr<MemberSession> session_;
   mutable std::mutex lost_mu_;
+  mutable std::condition_variable lost_cv_;
   std::optional<std::string> lost_;
   c10::intrusive_ptr<CoordinatorStore> store_;
   std::unique_ptr<Communicator> world_;

@@ -3,12 +3,22 @@
 //   tp-worker --coordinator HOST:PORT --job ID --world-size 4 --config ds_config.json
 //             (--model-dir DIR | --random-init tiny|small) --data corpus.txt --output-dir out
 //             [--rank R] [--tp-size T] [--dtype fp32|bf16] [--backend gloo|nccl] [--resume DIR] [--steps N]
-//             [--token-file F] [--tls-ca F [--tls-cert F --tls-key F]]
+//             [--max-restarts N] [--token-file F] [--tls-ca F [--tls-cert F --tls-key F]]
 //
 // Every flag can come from the environment instead (TPCOORD_<FLAG>, e.g. TPCOORD_WORLD_SIZE; the rank
 // also from RANK or JOB_COMPLETION_INDEX, the world size from WORLD_SIZE); a flag on the command line wins.
 // Rank 0 prints progress every steps_per_print steps and a summary, and writes the final checkpoint to
-// <output-dir>/checkpoint. Exit status: 0 done, 1 failed (the reason on stderr), 2 usage.
+// <output-dir>/checkpoint, and <output-dir>/checkpoint-<step> every checkpoint_interval steps.
+//
+// Failures (README "Failures and recovery"): the process started is a supervisor (supervisor.h) that runs
+// the trainer as a child. When a generation ends — a peer died or hung, the coordinator says so on the
+// member session — the trainer exits at once, and the supervisor starts it again (up to --max-restarts
+// times): it rejoins the next generation as the same worker and resumes from the newest complete
+// checkpoint-<step> in --output-dir. Exit status (exit_codes.h): 0 done, 1 an unexpected failure, 2 usage,
+// 3 a fatal configuration error (never restarted), 75 a retryable failure once the restarts are spent.
+#include <unistd.h>
+
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -30,6 +40,8 @@
 #include "worker/client_flags.h"
 #include "worker/compute_threads.h"
 #include "worker/engine.h"
+#include "worker/exit_codes.h"
+#include "worker/supervisor.h"
 #include "worker/safetensors.h"
 
 ABSL_FLAG(std::string, coordinator, "127.0.0.1:50051", "coordinator address");
@@ -50,6 +62,7 @@ ABSL_FLAG(std::string, resume, "", "checkpoint directory to resume from (any TP 
 ABSL_FLAG(int64_t, steps, -1, "total optimizer steps (default: the config's tpcoord.steps)");
 ABSL_FLAG(int, threads, 1, "CPU threads for tensor math in this process");
 ABSL_FLAG(absl::Duration, timeout, absl::Minutes(5), "deadline for the rendezvous and for each collective");
+ABSL_FLAG(int, max_restarts, 0, "how many failed generations this worker rejoins after before it gives up");
 
 namespace tpcoord {
 namespace {
@@ -85,6 +98,7 @@ void FlagsFromEnvironment() {
   set_string(&FLAGS_gloo_interface, {"TPCOORD_GLOO_INTERFACE"});
   set_string(&FLAGS_resume, {"TPCOORD_RESUME"});
   set_int(&FLAGS_threads, {"TPCOORD_THREADS"});
+  set_int(&FLAGS_max_restarts, {"TPCOORD_MAX_RESTARTS"});
   int64_t steps;
   if (const char* v = env({"TPCOORD_STEPS"}); v && absl::SimpleAtoi(v, &steps)) absl::SetFlag(&FLAGS_steps, steps);
 }
@@ -93,15 +107,27 @@ void Log(const std::string& line) {
   std::cout << line << std::endl;
 }
 
+// Prints why the trainer fails, tells its supervisor, and returns the exit status that says what kind of
+// failure it is.
 int Fail(const absl::Status& status) {
   std::cerr << "tp-worker: " << status.message() << std::endl;
   if (std::optional<std::string> context = ErrorContext(status)) std::cerr << "  (" << *context << ")" << std::endl;
-  return 1;
+  ReportToSupervisor(std::string(status.message()));
+  return ExitCodeFor(status);
 }
 
 int Usage(const std::string& message) {
   std::cerr << "tp-worker: " << message << "\n" << absl::ProgramUsageMessage() << std::endl;
-  return 2;
+  return kExitUsage;
+}
+
+// The member session's thread learned that the generation is over: stop now, wherever the main thread is
+// (a Gloo collective in flight cannot be aborted), so that the supervisor can start the next attempt.
+void OnGenerationEnd(const absl::Status& status) {
+  std::cerr << "tp-worker: " << status.message() << "; stopping" << std::endl;
+  ReportToSupervisor(std::string(status.message()));
+  std::cout.flush();
+  _exit(ExitCodeFor(status));
 }
 
 absl::StatusOr<std::string> ReadFile(const std::string& path) {
@@ -135,6 +161,22 @@ absl::StatusOr<LlamaModel> BuildModel(const nlohmann::json& config) {
   if (!model.ok()) return model.status();
   if (absl::Status s = (*model)->LoadStateDict(checkpoint->model); !s.ok()) return s;
   return model;
+}
+
+// Where this generation starts from, the same for every rank: the newest complete checkpoint-<step> in
+// rank 0's --output-dir (this job's own progress, left by an earlier generation), else --resume, else ""
+// (the start). Rank 0 decides and publishes its choice in the generation's store; every rank reads the
+// directory itself, so --output-dir must be shared by the ranks (as DeepSpeed's load_checkpoint needs).
+absl::StatusOr<std::string> ResumeFrom(Engine& e, CoordinatorClient& client, const std::string& output_dir) {
+  constexpr char kKey[] = "tpcoord/resume_from";
+  const Membership& m = e.membership();
+  if (m.rank != 0) return client.StoreGet(m, kKey, absl::ToChronoMilliseconds(absl::GetFlag(FLAGS_timeout)));
+  std::string from = absl::GetFlag(FLAGS_resume);
+  if (!output_dir.empty()) {
+    if (std::optional<SavedCheckpoint> newest = NewestCheckpoint(output_dir)) from = newest->dir;
+  }
+  if (absl::Status s = client.StoreSet(m, kKey, from); !s.ok()) return s;
+  return from;
 }
 
 int Main() {
@@ -173,6 +215,8 @@ int Main() {
   lc.gloo_interface = absl::GetFlag(FLAGS_gloo_interface);
   lc.data = absl::GetFlag(FLAGS_data);
   lc.join_timeout = lc.collective_timeout = absl::ToChronoMilliseconds(absl::GetFlag(FLAGS_timeout));
+  if (const char* id = std::getenv("TPCOORD_WORKER_ID"); id && *id) lc.worker_id = id;
+  lc.on_generation_end = OnGenerationEnd;
   Launch launch(lc);
 
   const auto load_start = std::chrono::steady_clock::now();
@@ -185,26 +229,37 @@ int Main() {
   absl::StatusOr<std::unique_ptr<Engine>> engine = initialize(*std::move(model), *config_text, launch);
   if (!engine.ok()) return Fail(engine.status());
   Engine& e = **engine;
-  // From here on a failure also tells the other workers why this one stops.
-  auto abandon = [&e](const absl::Status& status) {
+  const Membership& m = e.membership();
+  // From here on a failure also tells the other workers why this one stops. A collective that fails
+  // because a peer died fails here first: wait for the coordinator to name that peer (OnGenerationEnd
+  // exits then) before leaving with this worker's own, secondary, reason.
+  auto abandon = [&e, &m](const absl::Status& status) {
+    if (ExitCodeFor(status) == kExitRetryable) (void)e.AwaitLost(m.lease);
     e.Abandon(std::string(status.message()));
     return Fail(status);
   };
   launch.timings().emplace_back("load", load_seconds);
-  const Membership& m = e.membership();
   const bool leader = m.rank == 0;
   const TrainConfig& train = e.train_config();
-  if (const std::string resume = absl::GetFlag(FLAGS_resume); !resume.empty()) {
-    if (absl::Status s = e.load_checkpoint(resume); !s.ok()) return abandon(s);
+  const std::string output_dir = absl::GetFlag(FLAGS_output_dir);
+  absl::StatusOr<std::string> resume = ResumeFrom(e, launch.client(), output_dir);
+  if (!resume.ok()) return abandon(resume.status());
+  if (!resume->empty()) {
+    const auto resume_start = std::chrono::steady_clock::now();
+    if (absl::Status s = e.load_checkpoint(*resume); !s.ok()) return abandon(s);
+    launch.timings().emplace_back(
+        "resume", std::chrono::duration<double>(std::chrono::steady_clock::now() - resume_start).count());
+    if (leader) Log(absl::StrFormat("resumed from %s at step %d", *resume, e.global_steps()));
   }
   const int64_t steps = absl::GetFlag(FLAGS_steps) >= 0 ? absl::GetFlag(FLAGS_steps) : train.steps;
 
   if (leader) {
     std::vector<std::string> phases;
     for (const auto& [phase, seconds] : launch.timings()) phases.push_back(absl::StrFormat("%s %.3fs", phase, seconds));
-    Log(absl::StrFormat("job %s generation %d: world %d = tp %d x dp %d, dtype %s, backend %s, %d thread(s), %s",
+    Log(absl::StrFormat("job %s generation %d: world %d = tp %d x dp %d, dtype %s, backend %s, %d thread(s), %s%s",
                         m.job_id, m.generation, m.world_size(), m.mesh.tp_size(), m.mesh.dp_size(),
-                        ShortDtypeName(e.dtype()), lc.backend, absl::GetFlag(FLAGS_threads), BlasDescription()));
+                        ShortDtypeName(e.dtype()), lc.backend, absl::GetFlag(FLAGS_threads), BlasDescription(),
+                        TrainerAttempt() > 0 ? absl::StrCat(", restart ", TrainerAttempt()) : ""));
     Log(absl::StrCat("startup: ", absl::StrJoin(phases, ", ")));
     Log(absl::StrFormat("batch: %d sequences of %d tokens per step (micro %d x accumulation %d x dp %d), from step %d "
                         "to %d",
@@ -212,7 +267,6 @@ int Main() {
                         train.gradient_accumulation_steps, m.mesh.dp_size(), e.global_steps(), steps));
   }
 
-  const std::string output_dir = absl::GetFlag(FLAGS_output_dir);
   double train_seconds = 0, first_loss = 0, last_loss = 0;
   int64_t tokens = 0;
   const int64_t first_step = e.global_steps();
@@ -261,9 +315,20 @@ int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
       "tp-worker --coordinator HOST:PORT --job ID --world-size N --config ds_config.json "
       "(--model-dir DIR | --random-init tiny|small) --data FILE [--output-dir DIR] [--rank R] [--tp-size T] "
-      "[--dtype fp32|bf16] [--backend gloo|nccl] [--resume DIR] [--steps N] [--threads N] [--token-file F] "
+      "[--dtype fp32|bf16] [--backend gloo|nccl] [--resume DIR] [--steps N] [--threads N] [--max-restarts N] "
+      "[--token-file F] "
       "[--tls-ca F [--tls-cert F --tls-key F]]");
   tpcoord::FlagsFromEnvironment();
   tpcoord::InitProcess(argc, argv);
+  if (!tpcoord::IsSupervisedTrainer()) {
+    std::string host = absl::GetFlag(FLAGS_host);
+    if (host.empty()) {
+      char name[256] = {};
+      host = gethostname(name, sizeof(name) - 1) == 0 && name[0] ? name : "localhost";
+    }
+    const char* id = std::getenv("TPCOORD_WORKER_ID");
+    return tpcoord::Supervise(argv, std::max(0, absl::GetFlag(FLAGS_max_restarts)),
+                              id && *id ? id : tpcoord::MakeWorkerId(host));
+  }
   return tpcoord::Main();
 }

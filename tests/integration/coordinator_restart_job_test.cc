@@ -7,7 +7,9 @@
 
 #include <gtest/gtest.h>
 
+#include <filesystem>
 #include <fstream>
+#include <sstream>
 #include <thread>
 
 #include "absl/strings/match.h"
@@ -29,11 +31,22 @@ constexpr char kConfig[] = R"({
 })";
 
 // Whether process `pid` is stopped (SIGSTOP), from /proc.
-bool Stopped(pid_t pid) {
-  std::ifstream stat(absl::StrCat("/proc/", pid, "/stat"));
-  std::string text((std::istreambuf_iterator<char>(stat)), std::istreambuf_iterator<char>());
-  const size_t close = text.rfind(')');
-  return close != std::string::npos && close + 2 < text.size() && text[close + 2] == 'T';
+// Whether a process of process group `group` (a tp-worker: its supervisor and its trainer) is stopped.
+bool Stopped(pid_t group) {
+  for (const auto& entry : std::filesystem::directory_iterator("/proc")) {
+    pid_t pid = 0;
+    if (!absl::SimpleAtoi(entry.path().filename().string(), &pid)) continue;
+    std::ifstream stat(entry.path() / "stat");
+    std::string text((std::istreambuf_iterator<char>(stat)), std::istreambuf_iterator<char>());
+    const size_t close = text.rfind(')');
+    if (close == std::string::npos || close + 2 >= text.size()) continue;
+    // After the command: state, ppid, pgrp.
+    std::istringstream fields(text.substr(close + 2));
+    char state = 0;
+    pid_t ppid = 0, pgrp = 0;
+    if (fields >> state >> ppid >> pgrp && pgrp == group && state == 'T') return true;
+  }
+  return false;
 }
 
 class CoordinatorRestartJobTest : public ::testing::TestWithParam<int> {
@@ -117,7 +130,7 @@ TEST_P(CoordinatorRestartJobTest, WhileGlooRendezvousesThroughTheStore) {
   std::vector<std::unique_ptr<Subprocess>> workers;
   workers.push_back(StartWorker(0));
   workers.push_back(StartWorker(1, {{"TPCOORD_TEST_STOP_AT", "comm_init"}}));
-  // Rank 1 holds still before its Gloo set-up; rank 0 waits in the store for rank 1's address.
+  // Rank 1's trainer holds still before its Gloo set-up; rank 0 waits in the store for rank 1's address.
   for (int i = 0; i < 6000 && !Stopped(workers[1]->pid()); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
   ASSERT_TRUE(Stopped(workers[1]->pid()));
   ASSERT_TRUE(AwaitJob([](const v1::JobStatus& j) {
@@ -127,7 +140,7 @@ TEST_P(CoordinatorRestartJobTest, WhileGlooRendezvousesThroughTheStore) {
     return false;
   }));
   RestartCoordinator();
-  workers[1]->Signal(SIGCONT);
+  workers[1]->SignalGroup(SIGCONT);
   ExpectCompleted(workers);
 }
 

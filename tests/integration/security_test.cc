@@ -565,7 +565,7 @@ TEST_F(SecurityTest, AJobSquattedInOpenModeRefusesTheRealWorkersClearly) {
        absl::StrCat(TPCOORD_SOURCE_DIR, "/deploy/data/public_domain.txt"), "--timeout", "30s"},
       std::chrono::seconds(60), testing::TokenEnv());
   ASSERT_TRUE(worker.ok());
-  EXPECT_EQ(worker->exit_code, 1);
+  EXPECT_EQ(worker->exit_code, 3);  // a fatal configuration error: restarting cannot help
   EXPECT_TRUE(absl::StrContains(worker->err, "job squatted: the call's token is not the job's token")) << worker->err;
   EXPECT_FALSE(absl::StrContains(worker->err, kTestToken)) << worker->err;
 }

@@ -189,9 +189,12 @@ TEST_F(TrainingTest, AWorkerWithAnotherConfigStopsTheWholeJob) {
          "--config", Out(config + ".json"), "--random-init", "tiny", "--data",
          absl::StrCat(TPCOORD_SOURCE_DIR, "/deploy/data/public_domain.txt"), "--timeout", "60s"}, testing::TokenEnv()));
   }
-  for (auto& w : workers) EXPECT_EQ(w->Wait(std::chrono::minutes(2)).value_or(-1), 1) << w->Stdout() << w->Stderr();
+  for (auto& w : workers) ASSERT_TRUE(w->Wait(std::chrono::minutes(2)).ok()) << w->Stdout() << w->Stderr();
   // Whichever merged second is told the difference; the other learns from the coordinator why the job ended.
   const int refused = absl::StartsWith(workers[0]->Stderr(), "tp-worker: merge:") ? 0 : 1;
+  // The refused one can never succeed (exit 3: do not restart); the other's generation failed (75: retry).
+  EXPECT_EQ(*workers[refused]->Wait(std::chrono::seconds(1)), 3);
+  EXPECT_EQ(*workers[1 - refused]->Wait(std::chrono::seconds(1)), 75);
   const std::string difference = refused == 0 ? "rank 1 has {\"enabled\":false}, rank 0 has <absent>"
                                                : "rank 0 has <absent>, rank 1 has {\"enabled\":false}";
   EXPECT_TRUE(absl::StrContains(workers[refused]->Stderr(),
@@ -213,7 +216,7 @@ TEST_F(TrainingTest, ConflictingTpSizeIsRejectedWithDeepSpeedsMessage) {
                                     "--job", "conflict", "--world-size", "2", "--tp-size", "2", "--config",
                                     Out("fp32.json"), "--random-init", "tiny", "--data",
                                     absl::StrCat(TPCOORD_SOURCE_DIR, "/deploy/data/public_domain.txt")}, testing::TokenEnv());
-  EXPECT_EQ(worker->Wait(std::chrono::minutes(2)).value_or(-1), 1);
+  EXPECT_EQ(worker->Wait(std::chrono::minutes(2)).value_or(-1), 3);  // a fatal configuration error
   EXPECT_TRUE(absl::StartsWith(worker->Stderr(),
                                "tp-worker: Conflicting tp_model_init arguments detected across multiple calls.\n"
                                "  (job conflict: recorded tp_size=1 dtype=torch.float32 tp_group=None; this call "
@@ -228,7 +231,7 @@ TEST_F(TrainingTest, NcclWithoutAGpuFailsFastNamingGloo) {
                                     "--job", "nccl", "--world-size", "2", "--tp-size", "2", "--backend", "nccl",
                                     "--config", Out("fp32.json"), "--random-init", "tiny", "--data",
                                     absl::StrCat(TPCOORD_SOURCE_DIR, "/deploy/data/public_domain.txt")}, testing::TokenEnv());
-  EXPECT_EQ(worker->Wait(std::chrono::minutes(1)).value_or(-1), 1);
+  EXPECT_EQ(worker->Wait(std::chrono::minutes(1)).value_or(-1), 3);
   EXPECT_TRUE(absl::StrContains(worker->Stderr(), "use --backend gloo")) << worker->Stderr();
   auto stub = coordinator_->NewStub();
   v1::GetJobRequest req;

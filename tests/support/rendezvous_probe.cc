@@ -106,7 +106,7 @@ int Main() {
   if (const std::string park = absl::GetFlag(FLAGS_park); !park.empty()) {
     absl::Status lost;
     {
-      HeartbeatLoop heartbeats(&client, *m, [](absl::Status) {});
+      MemberSession session(&client, *m, [](absl::Status) {});
       // A barrier of this rank's own, which the others never enter: it returns only when the generation ends.
       lost = client.Barrier(*m, absl::StrCat(park, "/", m->rank), std::chrono::minutes(5));
     }
@@ -120,8 +120,9 @@ int Main() {
     }
   }
 
+  // One session for the rest of the membership: it closes after the Leave, or with the process.
+  MemberSession session(&client, *m, [](absl::Status) {});
   if (const std::string name = absl::GetFlag(FLAGS_barrier); !name.empty()) {
-    HeartbeatLoop heartbeats(&client, *m, [](absl::Status) {});
     if (absl::Status s = client.Barrier(*m, name, std::chrono::seconds(60)); !s.ok()) return Fail(s);
     std::cout << "barrier " << name << " generation=" << m->generation << std::endl;
   }

@@ -120,14 +120,19 @@ void Subprocess::Signal(int signal_number) {
   if (!reaped_) kill(pid_, signal_number);
 }
 
+void Subprocess::SignalGroup(int signal_number) {
+  if (!reaped_) kill(-pid_, signal_number);
+}
+
 std::string Subprocess::Stdout() const { return ReadFile(out_path_); }
 std::string Subprocess::Stderr() const { return ReadFile(err_path_); }
 
-absl::StatusOr<std::string> Subprocess::WaitForLine(absl::string_view prefix, std::chrono::milliseconds timeout) {
+absl::StatusOr<std::string> Subprocess::WaitForLine(absl::string_view prefix, std::chrono::milliseconds timeout,
+                                                    bool on_stderr) {
   const auto deadline = std::chrono::steady_clock::now() + timeout;
   while (true) {
     const bool alive = running();  // before reading, so that output written just before exiting is seen
-    for (absl::string_view line : absl::StrSplit(Stdout(), '\n')) {
+    for (absl::string_view line : absl::StrSplit(on_stderr ? Stderr() : Stdout(), '\n')) {
       if (absl::StartsWith(line, prefix)) return std::string(line);
     }
     if (!alive) {

@@ -33,11 +33,14 @@ class Subprocess {
   // running after `timeout` (it is left running).
   absl::StatusOr<int> Wait(std::chrono::milliseconds timeout);
   void Signal(int signal_number);
+  // To the whole process group: the process and every child it started (tp-worker's trainer).
+  void SignalGroup(int signal_number);
 
   std::string Stdout() const;
   std::string Stderr() const;
-  // Waits until stdout holds a line starting with `prefix`; returns that line.
-  absl::StatusOr<std::string> WaitForLine(absl::string_view prefix, std::chrono::milliseconds timeout);
+  // Waits until stdout (or stderr) holds a line starting with `prefix`; returns that line.
+  absl::StatusOr<std::string> WaitForLine(absl::string_view prefix, std::chrono::milliseconds timeout,
+                                          bool on_stderr = false);
 
  private:
   Subprocess(pid_t pid, std::string out_path, std::string err_path)
