@@ -71,6 +71,11 @@ struct Job::Generation {
     SessionEnd on_end;
   };
   std::unordered_map<int, Session> sessions;  // rank -> its open session
+  // While joining: the world-size range (JoinRequest.min_world_size) and when the first Join came.
+  int min_world_size = 0;
+  Millis rejoin_timeout{0};
+  Clock::time_point joining_since;
+  TimerQueue::Id shrink_timer = 0;
 
   struct Timing {
     std::string phase;
@@ -527,6 +532,7 @@ Job::Decision Job::DecideJoin(Batch& batch, const Caller& caller, const JoinArgs
   }
   absl::StatusOr<Mesh> mesh = Mesh::Create(args.world_size, tp_size);
   if (!mesh.ok()) return Rejected(mesh.status());
+  const int min_world_size = args.min_world_size > 0 ? std::min(args.min_world_size, args.world_size) : args.world_size;
   if (args.requested_rank && (*args.requested_rank < 0 || *args.requested_rank >= args.world_size)) {
     return Rejected(absl::InvalidArgumentError(absl::StrCat("requested_rank ", *args.requested_rank,
                                                             " is out of range for world_size ", args.world_size)));
@@ -570,6 +576,13 @@ Job::Decision Job::DecideJoin(Batch& batch, const Caller& caller, const JoinArgs
           "Join asks for world_size ", args.world_size, " and tp_size ", tp_size, ", but the ", g.members.size(),
           " worker(s) already in generation ", header_.generation, " joined with world_size ", header_.world_size,
           " and tp_size ", header_.tp_size)));
+    }
+    // (A joining generation restored after a restart has no members yet: its first Join sets the range.)
+    if (!g.members.empty() && (min_world_size != g.min_world_size || args.rejoin_timeout != g.rejoin_timeout)) {
+      return Rejected(absl::FailedPreconditionError(absl::StrCat(
+          "Join asks for a world of ", min_world_size, " to ", args.world_size, " workers after ",
+          args.rejoin_timeout.count(), " ms, but the worker(s) already in generation ", header_.generation,
+          " joined for ", g.min_world_size, " to ", header_.world_size, " after ", g.rejoin_timeout.count(), " ms")));
     }
     if (args.requested_rank) {
       for (const Member& m : g.members) {
@@ -639,7 +652,8 @@ Job::Decision Job::DecideJoin(Batch& batch, const Caller& caller, const JoinArgs
   }
 
   return Decision::Apply([this, fresh, ended, next, world, complete, start_error, replaced, joiner, call, wait,
-                          done](Completions& c) mutable {
+                          done, min_world_size, rejoin_timeout = args.rejoin_timeout,
+                          sets_range = fresh || g.members.empty()](Completions& c) mutable {
     mu_.AssertHeld();
     if (!ended.empty()) {
       JobHeader failed = header_;
@@ -648,6 +662,11 @@ Job::Decision Job::DecideJoin(Batch& batch, const Caller& caller, const JoinArgs
       EndGeneration(failed, c);
     }
     if (fresh) StartGeneration(next, c);
+    if (sets_range) {
+      gen_->min_world_size = min_world_size;
+      gen_->rejoin_timeout = rejoin_timeout;
+      gen_->joining_since = Clock::now();
+    }
     if (replaced != 0) {
       if (std::optional<Parked> old = parked_.Take(replaced)) {
         FailParkedCall(old->call, WithJobContext(id_, absl::CancelledError("replaced by a newer Join from the same worker_id")), c);
@@ -666,6 +685,7 @@ Job::Decision Job::DecideJoin(Batch& batch, const Caller& caller, const JoinArgs
       }
       if (!fresh) ApplyHeader(next);
       Park(call, JoinCall{std::move(worker_id), done}, wait, c);
+      ScheduleShrink();
       return;
     }
     if (!start_error.ok()) {
@@ -678,26 +698,115 @@ Job::Decision Job::DecideJoin(Batch& batch, const Caller& caller, const JoinArgs
       c.Answer<Assignment>(done, status);
       return;
     }
-    // The world is complete: every member learns its rank.
-    std::vector<uint64_t> waiting;
-    for (const Member& m : *world) waiting.push_back(m.join_call);
-    g.members = std::move(*world);
-    for (Member& m : g.members) m.join_call = 0;
-    g.IndexMembers();
-    ApplyHeader(next);
-    const Clock::time_point now = Clock::now();
-    g.leases.Start(header_.world_size, now);
-    EndPhase("join");
-    BeginPhase("run");
-    LogEvent(absl::StrCat("running: ", header_.world_size, " workers = tp ", g.mesh.tp_size(), " x dp ", g.mesh.dp_size()));
-    for (size_t rank = 0; rank < waiting.size(); ++rank) {
-      if (g.members[rank].worker_id == joiner.worker_id) {
-        c.Answer<Assignment>(done, AssignmentOf(static_cast<int>(rank)));
-      } else if (std::optional<Parked> p = parked_.Take(waiting[rank])) {
-        c.Answer<Assignment>(std::move(std::get<JoinCall>(p->call).done), AssignmentOf(static_cast<int>(rank)));
-      }
+    StartRunning(next, std::move(*world), joiner.worker_id, done, c);
+  });
+}
+
+void Job::StartRunning(const JobHeader& next, std::vector<Member> world, const std::string& joiner,
+                       Done<Assignment> joiner_done, Completions& c) {
+  Generation& g = *gen_;
+  if (g.shrink_timer) context_->timers->Cancel(g.shrink_timer);
+  g.shrink_timer = 0;
+  // The world is complete: every member learns its rank.
+  std::vector<uint64_t> waiting;
+  for (const Member& m : world) waiting.push_back(m.join_call);
+  g.members = std::move(world);
+  for (Member& m : g.members) m.join_call = 0;
+  g.IndexMembers();
+  g.mesh = *Mesh::Create(next.world_size, next.tp_size);
+  ApplyHeader(next);
+  const Clock::time_point now = Clock::now();
+  g.leases.Start(header_.world_size, now);
+  EndPhase("join");
+  BeginPhase("run");
+  LogEvent(absl::StrCat("running: ", header_.world_size, " workers = tp ", g.mesh.tp_size(), " x dp ", g.mesh.dp_size()));
+  for (size_t rank = 0; rank < waiting.size(); ++rank) {
+    if (!joiner.empty() && g.members[rank].worker_id == joiner) {
+      c.Answer<Assignment>(joiner_done, AssignmentOf(static_cast<int>(rank)));
+    } else if (std::optional<Parked> p = parked_.Take(waiting[rank])) {
+      c.Answer<Assignment>(std::move(std::get<JoinCall>(p->call).done), AssignmentOf(static_cast<int>(rank)));
     }
-    ScheduleLeaseCheck(now + options_.lease);
+  }
+  ScheduleLeaseCheck(now + options_.lease);
+}
+
+void Job::ScheduleShrink() {
+  Generation& g = *gen_;
+  const int whole_groups = static_cast<int>(g.members.size()) / header_.tp_size * header_.tp_size;
+  if (g.shrink_timer || g.min_world_size >= header_.world_size || whole_groups < g.min_world_size) return;
+  std::weak_ptr<Job> weak = weak_from_this();
+  g.shrink_timer = context_->timers->Schedule(g.joining_since + g.rejoin_timeout, [weak, generation = header_.generation] {
+    if (auto job = weak.lock()) job->Shrink(generation);
+  });
+}
+
+void Job::Shrink(uint64_t generation) {
+  EnqueueInternal([this, generation](Batch& batch) -> Decision {
+    mu_.AssertHeld();
+    if (!batch.ClaimJob()) return Decision::Wait();
+    auto nothing = [this, generation](Completions&) {
+      mu_.AssertHeld();
+      if (header_.generation == generation) gen_->shrink_timer = 0;
+    };
+    if (stopping_ || header_.generation != generation || header_.phase != JobPhase::kJoining) {
+      return Decision::Apply(nothing);
+    }
+    const Generation& g = *gen_;
+    const int tp_size = header_.tp_size;
+    const int world_size = static_cast<int>(g.members.size()) / tp_size * tp_size;
+    // Recorded TP groups name ranks of the full world; a smaller one would not honour them.
+    if (world_size < g.min_world_size || world_size == 0 ||
+        (header_.tp_init.has_value() && header_.tp_init->has_tp_group)) {
+      return Decision::Apply(nothing);
+    }
+    // Requested ranks keep their order (arrival order for the rest) and are renumbered from 0.
+    std::vector<size_t> order(g.members.size());
+    for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+    std::stable_sort(order.begin(), order.end(), [&g](size_t a, size_t b) {
+      return g.members[a].requested_rank.value_or(INT32_MAX) < g.members[b].requested_rank.value_or(INT32_MAX);
+    });
+    std::vector<Member> arrived;
+    std::vector<RankRequest> requests;
+    for (int i = 0; i < world_size; ++i) {
+      arrived.push_back(g.members[order[i]]);
+      if (arrived.back().requested_rank) arrived.back().requested_rank = i;
+      requests.push_back({arrived.back().host, arrived.back().requested_rank});
+    }
+    std::vector<uint64_t> left_over;
+    for (size_t i = world_size; i < order.size(); ++i) left_over.push_back(g.members[order[i]].join_call);
+    const std::vector<int> ranks = AssignRanks(requests, tp_size);
+    std::vector<Member> world(world_size);
+    for (int i = 0; i < world_size; ++i) {
+      arrived[i].rank = ranks[i];
+      world[ranks[i]] = std::move(arrived[i]);
+    }
+    JobHeader next = NextHeader();
+    next.phase = JobPhase::kRunning;
+    next.world_size = world_size;
+    next.end_reason.clear();
+    batch.writes.push_back(job_storage::PutHeader(id_, next));
+    std::vector<StoredMember> stored;
+    for (const Member& m : world) stored.push_back({m.worker_id, m.host, m.key_sha256});
+    job_storage::PutMembers(id_, stored, &batch.writes);
+    return Decision::Apply([this, next, world = std::move(world), left_over, nothing](Completions& c) mutable {
+      mu_.AssertHeld();
+      nothing(c);
+      const int wanted = header_.world_size;
+      const Mesh mesh = *Mesh::Create(next.world_size, next.tp_size);
+      LogEvent(absl::StrCat("shrinking: ", next.world_size, " of ", wanted, " workers joined within ",
+                            Seconds(gen_->rejoin_timeout), "; starting with tp ", mesh.tp_size(), " x dp ",
+                            mesh.dp_size()));
+      for (uint64_t call : left_over) {
+        if (std::optional<Parked> p = parked_.Take(call)) {
+          FailParkedCall(p->call, WithJobContext(id_, absl::FailedPreconditionError(absl::StrCat(
+                                      "generation ", next.generation, " started with ", next.world_size, " of ",
+                                      wanted, " workers (whole TP groups of ", next.tp_size,
+                                      ") without this one; join again when it ends"))),
+                         c);
+        }
+      }
+      StartRunning(next, std::move(world), "", nullptr, c);
+    });
   });
 }
 
@@ -712,7 +821,9 @@ void Job::StartGeneration(const JobHeader& header, Completions& done) {
     if (m.rank >= 0) previous_members_.push_back({m.rank, m.host, m.worker_id});
   }
   if (gen_->lease_timer) context_->timers->Cancel(gen_->lease_timer);
+  if (gen_->shrink_timer) context_->timers->Cancel(gen_->shrink_timer);
   gen_ = std::make_unique<Generation>(*context_, *Mesh::Create(header.world_size, header.tp_size));
+  gen_->joining_since = Clock::now();
   ApplyHeader(header);
   BeginPhase("join");
   LogEvent(absl::StrCat("joining, world_size ", header.world_size, ", tp_size ", header.tp_size));

@@ -88,6 +88,8 @@ struct JoinArgs {
   int world_size = 0;
   std::optional<int> requested_rank;
   int tp_size = 0;  // 0: the recorded tp_size, or 1
+  int min_world_size = 0;  // 0: world_size (see JoinRequest.min_world_size)
+  Millis rejoin_timeout{0};
 };
 
 struct RecordOutcome {
@@ -236,6 +238,14 @@ class Job : public std::enable_shared_from_this<Job> {
   Decision DecideJoin(Batch& batch, const Caller& caller, const JoinArgs& args, uint64_t call, Millis wait,
                       Done<Assignment> done) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void StartGeneration(const JobHeader& header, Completions& done) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The world of generation `next` is complete: its members (by rank) learn their ranks; `joiner` (if not
+  // empty) is answered through `joiner_done`, the others through their parked Joins.
+  void StartRunning(const JobHeader& next, std::vector<Member> world, const std::string& joiner,
+                    Done<Assignment> joiner_done, Completions& done) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // A joining generation with a world-size range: once rejoin_timeout has passed since its first Join, it
+  // starts with the whole TP groups that are there, if they are at least min_world_size workers.
+  void ScheduleShrink() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void Shrink(uint64_t generation) ABSL_LOCKS_EXCLUDED(mu_);
   // Once every member left finished, the completion is written (a change of its own, after theirs).
   void MaybeComplete() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void Complete(const JobHeader& header) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

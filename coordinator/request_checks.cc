@@ -105,11 +105,24 @@ absl::StatusOr<JoinArgs> CheckRequest(const v1::JoinRequest& req) {
                                                      "tp_size ", req.tp_size(),
                                                      " is out of range; give 0 (the recorded tp_size) to ", kMaxTpSize));
                                                }
+                                               if (req.min_world_size() < 0 || req.min_world_size() > req.world_size()) {
+                                                 return absl::InvalidArgumentError(absl::StrCat(
+                                                     "min_world_size ", req.min_world_size(),
+                                                     " is out of range; it must be between 1 and world_size ",
+                                                     req.world_size(), " (0: world_size)"));
+                                               }
+                                               if (req.rejoin_timeout_ms() > kMaxWaitMs) {
+                                                 return absl::InvalidArgumentError(absl::StrCat(
+                                                     "rejoin_timeout_ms ", req.rejoin_timeout_ms(),
+                                                     " is out of range; at most ", kMaxWaitMs));
+                                               }
                                                return absl::OkStatus();
                                              }});
   if (!status.ok()) return status;
   JoinArgs args{req.worker_id(), req.host(), req.world_size(), std::nullopt, req.tp_size()};
   if (req.has_requested_rank()) args.requested_rank = req.requested_rank();
+  args.min_world_size = req.min_world_size() == 0 ? req.world_size() : req.min_world_size();
+  args.rejoin_timeout = Millis(req.rejoin_timeout_ms());
   return args;
 }
 

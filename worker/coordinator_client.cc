@@ -223,6 +223,8 @@ absl::StatusOr<Membership> CoordinatorClient::Join(const JoinRequest& request, M
   req.set_worker_id(request.worker_id);
   req.set_host(request.host);
   req.set_world_size(request.world_size);
+  req.set_min_world_size(request.min_world_size);
+  req.set_rejoin_timeout_ms(static_cast<uint32_t>(request.rejoin_timeout.count()));
   if (request.requested_rank) req.set_requested_rank(*request.requested_rank);
   req.set_tp_size(request.tp_size);
   const std::string member_key = request.member_key.empty() ? RandomSecret() : request.member_key;

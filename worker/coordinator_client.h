@@ -98,6 +98,8 @@ struct JoinRequest {
   std::optional<int> requested_rank;
   int tp_size = 0;  // 0: the recorded tp_size
   std::string member_key;  // this worker's secret (16-1024 visible ASCII); "": a fresh random one
+  int min_world_size = 0;  // 0: world_size; see coordinator.proto
+  Millis rejoin_timeout{0};
 };
 
 class CoordinatorClient {

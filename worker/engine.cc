@@ -158,6 +158,8 @@ absl::StatusOr<std::unique_ptr<Engine>> initialize(LlamaModel model, const std::
   Clock::time_point start = Clock::now();
   JoinRequest join{lc.job_id, lc.worker_id.empty() ? MakeWorkerId(lc.host) : lc.worker_id, lc.host, lc.world_size,
                    lc.rank, launch.recorded() ? launch.recorded()->tp_size : 0, /*member_key=*/""};
+  join.min_world_size = std::min(lc.min_world_size, lc.world_size);
+  join.rejoin_timeout = lc.rejoin_timeout;
   absl::StatusOr<Membership> membership = client.Join(join, lc.join_timeout);
   if (!membership.ok()) return InPhase("join", membership.status());
   e.membership_ = *membership;

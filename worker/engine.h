@@ -43,6 +43,8 @@ struct LaunchConfig {
   ClientCredentials credentials;  // the job's token, TLS material
   std::string job_id;
   int world_size = 1;
+  int min_world_size = 1;      // < world_size: an elastic job (JoinRequest.min_world_size)
+  Millis rejoin_timeout{30000};
   std::optional<int> rank;     // a requested rank (RANK, JOB_COMPLETION_INDEX); nullopt: assigned
   std::string host;            // reported to the coordinator; "" means this machine's host name
   std::string backend = "gloo";  // "gloo" (CPU) or "nccl" (GPU)

@@ -32,6 +32,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
 #include "common/config_merge.h"
 #include "common/deepspeed_error.h"
 #include "common/ds_config.h"
@@ -46,7 +47,11 @@
 
 ABSL_FLAG(std::string, coordinator, "127.0.0.1:50051", "coordinator address");
 ABSL_FLAG(std::string, job, "", "job id");
-ABSL_FLAG(int, world_size, 1, "number of workers in the job");
+ABSL_FLAG(std::string, world_size, "1",
+          "number of workers in the job, or a range MIN:MAX: with fewer than MAX after --rejoin-timeout, a "
+          "generation starts with the whole TP groups there (at least MIN workers)");
+ABSL_FLAG(absl::Duration, rejoin_timeout, absl::Seconds(30),
+          "with a --world-size range: how long a generation waits for MAX workers before it starts smaller");
 ABSL_FLAG(int, rank, -1, "requested global rank (-1: let the coordinator assign one)");
 ABSL_FLAG(std::string, host, "", "host name reported to the coordinator (default: this machine's)");
 ABSL_FLAG(std::string, config, "", "DeepSpeed config (JSON)");
@@ -84,7 +89,7 @@ void FlagsFromEnvironment() {
   };
   set_string(&FLAGS_coordinator, {"TPCOORD_COORDINATOR"});
   set_string(&FLAGS_job, {"TPCOORD_JOB"});
-  set_int(&FLAGS_world_size, {"TPCOORD_WORLD_SIZE", "WORLD_SIZE"});
+  set_string(&FLAGS_world_size, {"TPCOORD_WORLD_SIZE", "WORLD_SIZE"});
   set_int(&FLAGS_rank, {"TPCOORD_RANK", "RANK", "JOB_COMPLETION_INDEX"});
   set_string(&FLAGS_host, {"TPCOORD_HOST"});
   set_string(&FLAGS_config, {"TPCOORD_CONFIG"});
@@ -208,7 +213,14 @@ int Main() {
   if (!credentials.ok()) return Fail(credentials.status());
   lc.credentials = *std::move(credentials);
   lc.job_id = absl::GetFlag(FLAGS_job);
-  lc.world_size = absl::GetFlag(FLAGS_world_size);
+  const std::string world = absl::GetFlag(FLAGS_world_size);
+  const std::vector<std::string> range = absl::StrSplit(world, ':');
+  if (range.size() > 2 || !absl::SimpleAtoi(range.back(), &lc.world_size) ||
+      !absl::SimpleAtoi(range.front(), &lc.min_world_size) || lc.min_world_size < 1 ||
+      lc.min_world_size > lc.world_size) {
+    return Usage(absl::StrCat("--world-size \"", world, "\" is not a number N or a range MIN:MAX with 1 <= MIN <= MAX"));
+  }
+  lc.rejoin_timeout = absl::ToChronoMilliseconds(absl::GetFlag(FLAGS_rejoin_timeout));
   if (absl::GetFlag(FLAGS_rank) >= 0) lc.rank = absl::GetFlag(FLAGS_rank);
   lc.host = absl::GetFlag(FLAGS_host);
   lc.backend = absl::GetFlag(FLAGS_backend);
@@ -265,6 +277,12 @@ int Main() {
                         "to %d",
                         train.train_batch_size, train.seq_len, train.micro_batch_size,
                         train.gradient_accumulation_steps, m.mesh.dp_size(), e.global_steps(), steps));
+    if (m.world_size() < lc.world_size) {
+      Log(absl::StrFormat("shrunk: %d of %d workers, %d of %d data-parallel replicas; gradient accumulation %d keeps "
+                          "train_batch_size %d",
+                          m.world_size(), lc.world_size, m.mesh.dp_size(), lc.world_size / m.mesh.tp_size(),
+                          train.gradient_accumulation_steps, train.train_batch_size));
+    }
   }
 
   double train_seconds = 0, first_loss = 0, last_loss = 0;

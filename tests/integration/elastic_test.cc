@@ -2,7 +2,9 @@
 // killed (kill -9) or frozen (SIGSTOP) mid-training. The survivors are told which rank failed, their
 // supervisors restart them into the next generation, a replacement started with the same arguments joins,
 // everyone resumes from the newest complete checkpoint, and the job ends with the loss of a run that never
-// failed, to the printed digit. --max-restarts bounds the restarts; a fatal configuration is never retried.
+// failed, to the printed digit. With a world-size range, a job that loses a whole data-parallel replica goes on
+// with fewer replicas and the same global batch. --max-restarts bounds the restarts; a fatal configuration is
+// never retried.
 #include <signal.h>
 
 #include <gtest/gtest.h>
@@ -159,6 +161,28 @@ TEST_F(ElasticTest, AFrozenWorkerIsNamedWithinTheLeaseAndReplaced) {
   workers[2] = Worker("frozen", 2, {"--max-restarts", "3"});
   ExpectAllExit(workers, 0);
   EXPECT_EQ(Outcome(workers[0]->Stdout()), expected) << workers[0]->Stdout();
+}
+
+TEST_F(ElasticTest, AJobWithAWorldSizeRangeGoesOnWithoutALostReplica) {
+  const std::string expected = Uninterrupted();
+  const std::vector<std::string> elastic = {"--world-size", "2:4", "--rejoin-timeout", "2s", "--max-restarts", "3"};
+  std::vector<std::unique_ptr<Subprocess>> workers = StartJob("shrunk", elastic);
+  ASSERT_TRUE(workers[0]->WaitForLine("step 25/60 ", seconds(120)).ok());
+  workers[2]->Signal(SIGKILL);  // the whole second data-parallel replica (TP group {2, 3}), and no replacement
+  workers[3]->Signal(SIGKILL);
+  for (int r : {2, 3}) ASSERT_TRUE(workers[r]->Wait(seconds(10)).ok());
+  for (int r : {0, 1}) EXPECT_EQ(workers[r]->Wait(std::chrono::minutes(3)).value_or(-1), 0) << workers[r]->Stderr();
+  const std::string out = workers[0]->Stdout();
+  EXPECT_TRUE(absl::StrContains(out, "generation 2: world 2 = tp 2 x dp 1")) << out;
+  EXPECT_TRUE(absl::StrContains(out, "batch: 8 sequences of 32 tokens per step (micro 4 x accumulation 2 x dp 1), "
+                                     "from step 20 to 60")) << out;
+  EXPECT_TRUE(absl::StrContains(out, "shrunk: 2 of 4 workers, 1 of 2 data-parallel replicas; gradient accumulation "
+                                     "2 keeps train_batch_size 8")) << out;
+  // The same global batches: the same losses up to the order of the gradient sums.
+  const std::vector<std::string> want = absl::StrSplit(expected, ' ');
+  const std::vector<std::string> got = absl::StrSplit(Outcome(out), ' ');
+  ASSERT_EQ(got.size(), want.size()) << Outcome(out);
+  EXPECT_NEAR(std::stod(got[3]), std::stod(want[3]), 1e-4) << Outcome(out) << " vs " << expected;
 }
 
 TEST_F(ElasticTest, SpentRestartsFailTheJobListingEveryReason) {

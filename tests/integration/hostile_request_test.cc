@@ -135,6 +135,55 @@ TEST_F(HostileRequestTest, GarbageBytesAreInvalidArgumentNamingTheMessage) {
   ExpectAlive();
 }
 
+// A member session answers only its member: a session naming no job, a bad rank, another token, or a
+// later heartbeat naming someone else is ended with the error; the last one also ends the generation, as
+// any session that closes before its member finished does.
+TEST_F(HostileRequestTest, SessionsServeOnlyTheMemberThatOpenedThem) {
+  RunningJob("j");
+  auto session = [&](std::unique_ptr<grpc::ClientContext> ctx, std::vector<std::tuple<std::string, int, int>> beats) {
+    auto stream = stub_->Session(ctx.get());
+    for (const auto& [job, generation, rank] : beats) {
+      v1::HeartbeatRequest beat;
+      beat.set_job_id(job);
+      beat.set_generation(generation);
+      beat.set_rank(rank);
+      if (!stream->Write(beat)) break;
+    }
+    stream->WritesDone();
+    v1::SessionEvent event;
+    while (stream->Read(&event)) {
+    }
+    return stream->Finish();
+  };
+  Expect(session(Deadline(), {{"nope", 1, 0}}), grpc::StatusCode::NOT_FOUND, "job nope does not exist");
+  Expect(session(Deadline(), {{"j", 1, -1}}), grpc::StatusCode::INVALID_ARGUMENT,
+         "job j: rank -1 is out of range; ranks are in [0, 1000000)");
+  Expect(session(testing::Credentials("", testing::kTestMemberKey), {{"j", 1, 0}}), grpc::StatusCode::UNAUTHENTICATED,
+         "job j: the call carries no token; give the job's token with --token-file, TPCOORD_TOKEN_FILE or "
+         "TPCOORD_TOKEN (metadata authorization: Bearer <token>)");
+  Expect(session(testing::Credentials(testing::kTestToken, "another-member-key-0123456789"), {{"j", 1, 0}}),
+         grpc::StatusCode::PERMISSION_DENIED,
+         "job j: the call's member key is not the one rank 0 of generation 1 joined with");
+  v1::GetJobRequest get;
+  get.set_job_id("j");
+  v1::GetJobResponse job;
+  ASSERT_TRUE(stub_->GetJob(Deadline().get(), get, &job).ok());
+  EXPECT_EQ(job.job().phase(), v1::PHASE_RUNNING) << job.job().end_reason();
+
+  Expect(session(Deadline(), {{"j", 1, 0}, {"j", 1, 5}}), grpc::StatusCode::INVALID_ARGUMENT,
+         "job j: a session's heartbeats must name the member that opened it (generation 1 rank 0); this one names "
+         "job j generation 1 rank 5");
+  for (int i = 0; i < 100 && job.job().phase() == v1::PHASE_RUNNING; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    ASSERT_TRUE(stub_->GetJob(Deadline().get(), get, &job).ok());
+  }
+  EXPECT_EQ(job.job().phase(), v1::PHASE_FAILED);
+  EXPECT_EQ(job.job().end_reason(),
+            "rank 0 (host 127.0.0.1, worker w0) is gone: its session closed before it finished (the process died or "
+            "lost its connection)");
+  ExpectAlive();
+}
+
 TEST_F(HostileRequestTest, RequestsLargerThanTheLimitAreRefusedBeforeParsing) {
   grpc::Status big = Merge("j", std::string(5 << 20, ' '));
   EXPECT_EQ(big.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED) << big.error_message();

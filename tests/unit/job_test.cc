@@ -580,6 +580,92 @@ TEST_F(JobTest, MissedLeaseEndsTheGenerationAndAbortsParkedCalls) {
   EXPECT_EQ(stale.status().message(), "job job-1: generation 1 is over; the job is in generation 2: rejoin");
 }
 
+// A member session that closes before its member finished is a death, seen at once: the generation ends
+// naming that rank, and every other open session is ended with the same reason.
+TEST_F(JobTest, AClosedSessionEndsTheGenerationNamingItsRank) {
+  JoinAll(3);
+  std::vector<StatusResult> ends(3);
+  for (int rank = 0; rank < 3; ++rank) {
+    ASSERT_EQ(*job_->OpenSession(kMember, 1, rank, 100 + rank, ends[rank].callback()), 300ms);
+  }
+  // Only the key a seat was joined with opens its session.
+  StatusResult refused;
+  const Caller stranger{kMember.token_sha256, Sha256("another-member-key"), false};
+  EXPECT_EQ(job_->OpenSession(stranger, 1, 1, 99, refused.callback()).status().code(),
+            absl::StatusCode::kPermissionDenied);
+  ASSERT_TRUE(Leave(1, 0, true).ok());
+  job_->CloseSession(1, 0, 100);  // finished first: not a death
+  EXPECT_EQ(View(false).phase, JobPhase::kRunning);
+  job_->CloseSession(1, 2, 999);  // not rank 2's session
+  EXPECT_EQ(View(false).phase, JobPhase::kRunning);
+  job_->CloseSession(1, 2, 102);
+  const std::string reason = "job job-1: generation 1 ended: rank 2 (host h2, worker w2) is gone: its session closed "
+                             "before it finished (the process died or lost its connection)";
+  EXPECT_EQ(ends[1].get().code(), absl::StatusCode::kAborted);
+  EXPECT_EQ(ends[1].get().message(), reason);
+  EXPECT_FALSE(ends[0].ready());  // closed already
+  EXPECT_EQ(View(false).phase, JobPhase::kFailed);
+  EXPECT_EQ(View(false).end_reason, reason.substr(std::string("job job-1: generation 1 ended: ").size()));
+  // A session of a generation that ended is refused.
+  StatusResult late;
+  EXPECT_EQ(job_->OpenSession(kMember, 1, 1, 200, late.callback()).status().code(), absl::StatusCode::kAborted);
+}
+
+TEST_F(JobTest, ANewerSessionReplacesAnOlderOneAndShutdownEndsThemUnavailable) {
+  JoinAll(2);
+  StatusResult old_end, new_end, other_end;
+  ASSERT_TRUE(job_->OpenSession(kMember, 1, 0, 1, old_end.callback()).ok());
+  ASSERT_TRUE(job_->OpenSession(kMember, 1, 0, 2, new_end.callback()).ok());  // reconnected
+  ASSERT_TRUE(job_->OpenSession(kMember, 1, 1, 3, other_end.callback()).ok());
+  job_->CloseSession(1, 0, 1);  // the old stream's close comes late
+  EXPECT_EQ(View(false).phase, JobPhase::kRunning);
+  job_->Shutdown();
+  EXPECT_EQ(new_end.get().code(), absl::StatusCode::kUnavailable);
+  EXPECT_EQ(other_end.get().code(), absl::StatusCode::kUnavailable);
+  EXPECT_FALSE(old_end.ready());
+  job_->CloseSession(1, 0, 2);  // streams cut by the stopping server: not deaths
+  job_ = Restart();
+  EXPECT_EQ(View(false).phase, JobPhase::kRunning);
+}
+
+// A world-size range: with fewer than world_size workers after rejoin_timeout, the generation starts with
+// the whole TP groups that joined; requested ranks keep their order, renumbered; a worker of an incomplete
+// TP group is told it was left out.
+TEST_F(JobTest, AJoiningGenerationShrinksToWholeTpGroupsAfterTheRejoinTimeout) {
+  std::vector<Result<Assignment>> joins(3);
+  for (int i = 0; i < 3; ++i) {
+    JoinArgs args = Worker(i, 6, "", 2 + i);  // requested ranks 2, 3, 4 of 6
+    args.tp_size = 2;
+    args.min_world_size = 2;
+    args.rejoin_timeout = 200ms;
+    job_->Join(kMember, args, 5s, joins[i].callback());
+  }
+  ASSERT_TRUE(joins[0].get().ok()) << joins[0].get().status();
+  EXPECT_EQ(joins[0].get()->rank, 0);
+  EXPECT_EQ(joins[1].get()->rank, 1);
+  EXPECT_EQ(joins[0].get()->mesh.world_size(), 2);
+  EXPECT_EQ(joins[0].get()->mesh.dp_size(), 1);
+  EXPECT_EQ(joins[2].get().status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(joins[2].get().status().message(),
+            "job job-1: generation 1 started with 2 of 6 workers (whole TP groups of 2) without this one; join again "
+            "when it ends");
+  const JobView view = View();
+  EXPECT_EQ(view.phase, JobPhase::kRunning);
+  EXPECT_EQ(view.world_size, 2);
+  ASSERT_TRUE(Merge(R"({"train_batch_size": 8, "train_micro_batch_size_per_gpu": 4})", 1, 0).ok());
+  // Every worker of a generation must ask for the same range.
+  JoinArgs other = Worker(7, 6);
+  other.min_world_size = 4;
+  Result<Assignment> first;
+  job_->Join(kMember, Worker(8, 6), 5s, first.callback());  // opens generation 2 (ends 1)
+  Result<Assignment> mismatched;
+  job_->Join(kMember, other, 5s, mismatched.callback());
+  EXPECT_EQ(mismatched.get().status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(mismatched.get().status().message(),
+            "job job-1: Join asks for a world of 4 to 6 workers after 0 ms, but the worker(s) already in generation 2 "
+            "joined for 6 to 6 after 0 ms");
+}
+
 TEST_F(JobTest, JoinWhileRunningEndsTheGeneration) {
   JoinAll(2);
   StatusResult parked;

@@ -48,6 +48,18 @@ TEST(RequestChecksTest, Join) {
   absl::StatusOr<JoinArgs> args = CheckRequest(req);
   ASSERT_TRUE(args.ok());
   EXPECT_EQ(args->requested_rank, 3);
+  EXPECT_EQ(args->min_world_size, 4);  // 0: world_size
+  req.set_min_world_size(5);
+  ExpectInvalid(CheckRequest(req).status(),
+                "job j: min_world_size 5 is out of range; it must be between 1 and world_size 4 (0: world_size)");
+  req.set_min_world_size(2);
+  req.set_rejoin_timeout_ms(3600001);
+  ExpectInvalid(CheckRequest(req).status(), "job j: rejoin_timeout_ms 3600001 is out of range; at most 3600000");
+  req.set_rejoin_timeout_ms(2000);
+  args = CheckRequest(req);
+  ASSERT_TRUE(args.ok());
+  EXPECT_EQ(args->min_world_size, 2);
+  EXPECT_EQ(args->rejoin_timeout, std::chrono::milliseconds(2000));
 }
 
 TEST(RequestChecksTest, UniqueIds) {
