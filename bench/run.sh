@@ -5,3 +5,5 @@ build=${1:-build}
 "$build/bench/rendezvous_bench"
 echo
 "$build/bench/train_bench"
+echo
+"$build/bench/recovery_bench"

@@ -113,6 +113,8 @@ Engine::Engine(Launch& launch, LlamaModel model) : launch_(launch), model_(std::
 Engine::~Engine() { Abandon("the worker stopped before finishing"); }
 
 void Engine::Abandon(const std::string& reason) {
+  // This worker ends the generation itself: the end its session is about to push is no news to react to.
+  leaving_.store(true);
   // Leave first: a session that closes before its member left is taken for a death.
   if (!finished_ && membership_.generation != 0 && !lost()) {
     (void)launch_.client().Leave(membership_, /*finished=*/false, reason);
@@ -169,7 +171,7 @@ absl::StatusOr<std::unique_ptr<Engine>> initialize(LlamaModel model, const std::
       e.lost_ = std::string(status.message());
     }
     e.lost_cv_.notify_all();
-    if (lc.on_generation_end) lc.on_generation_end(status);
+    if (lc.on_generation_end && !e.leaving_.load()) lc.on_generation_end(status);
   });
   launch.timings().emplace_back("join", SecondsSince(start));
   absl::Status setup = e.Setup(ds_config_json, has_mpu);

@@ -145,6 +145,7 @@ class Engine {
   TrainConfig train_;
   Dtype dtype_ = Dtype::kFloat32;
   std::unique_ptr<MemberSession> session_;
+  std::atomic<bool> leaving_{false};  // Abandon runs: the generation's end is this worker's own doing
   mutable std::mutex lost_mu_;
   mutable std::condition_variable lost_cv_;
   std::optional<std::string> lost_;

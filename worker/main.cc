@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <optional>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -227,7 +228,7 @@ int Main() {
   lc.gloo_interface = absl::GetFlag(FLAGS_gloo_interface);
   lc.data = absl::GetFlag(FLAGS_data);
   lc.join_timeout = lc.collective_timeout = absl::ToChronoMilliseconds(absl::GetFlag(FLAGS_timeout));
-  if (const char* id = std::getenv("TPCOORD_WORKER_ID"); id && *id) lc.worker_id = id;
+  lc.worker_id = SupervisedWorkerId();
   lc.on_generation_end = OnGenerationEnd;
   Launch launch(lc);
 
@@ -338,15 +339,10 @@ int main(int argc, char** argv) {
       "[--tls-ca F [--tls-cert F --tls-key F]]");
   tpcoord::FlagsFromEnvironment();
   tpcoord::InitProcess(argc, argv);
-  if (!tpcoord::IsSupervisedTrainer()) {
-    std::string host = absl::GetFlag(FLAGS_host);
-    if (host.empty()) {
-      char name[256] = {};
-      host = gethostname(name, sizeof(name) - 1) == 0 && name[0] ? name : "localhost";
-    }
-    const char* id = std::getenv("TPCOORD_WORKER_ID");
-    return tpcoord::Supervise(argv, std::max(0, absl::GetFlag(FLAGS_max_restarts)),
-                              id && *id ? id : tpcoord::MakeWorkerId(host));
+  // From here on, the supervisor only forks trainers (supervisor.h); each trainer goes on to Main.
+  if (std::optional<int> exit_code =
+          tpcoord::Supervise(std::max(0, absl::GetFlag(FLAGS_max_restarts)), absl::GetFlag(FLAGS_host))) {
+    return *exit_code;
   }
   return tpcoord::Main();
 }

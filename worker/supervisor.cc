@@ -13,46 +13,42 @@
 #include <string>
 #include <vector>
 
-#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "worker/coordinator_client.h"
 #include "worker/exit_codes.h"
 
 namespace tpcoord {
 namespace {
 
-constexpr char kReportFdVariable[] = "TPCOORD_SUPERVISED_REPORT_FD";
 constexpr size_t kMaxReportBytes = 4096;
 
+// The supervisor's: the running trainer, and the signal that ends the supervision.
 volatile sig_atomic_t trainer_pid = 0;
 volatile sig_atomic_t stop_signal = 0;
+// A trainer's: its start, its worker id, and the write end of the pipe to its supervisor.
+int attempt_number = 0;
+std::string* worker_id = nullptr;
+int report_fd = -1;
 
 void PassOn(int signal_number) {
   stop_signal = signal_number;
   if (trainer_pid > 0) kill(trainer_pid, signal_number);
 }
 
-int ReportFd() {
-  int fd = -1;
-  const char* value = std::getenv(kReportFdVariable);
-  return value && absl::SimpleAtoi(value, &fd) ? fd : -1;
+std::string HostName() {
+  char name[256] = {};
+  return gethostname(name, sizeof(name) - 1) == 0 && name[0] ? name : "localhost";
 }
 
-std::string ReadAll(int fd) {
+// Everything the trainer wrote, once it has exited; its last line.
+std::string LastReport(int fd) {
   std::string text;
   char buffer[1024];
-  while (true) {
-    const ssize_t n = read(fd, buffer, sizeof(buffer));
-    if (n > 0) {
-      text.append(buffer, n);
-      continue;
-    }
-    if (n < 0 && errno == EINTR) continue;
-    return text;
+  ssize_t n;
+  while ((n = read(fd, buffer, sizeof(buffer))) != 0) {
+    if (n > 0) text.append(buffer, n);
+    if (n < 0 && errno != EINTR) break;
   }
-}
-
-// The last line the trainer reported.
-std::string LastLine(std::string text) {
   while (!text.empty() && text.back() == '\n') text.pop_back();
   const size_t newline = text.rfind('\n');
   return newline == std::string::npos ? text : text.substr(newline + 1);
@@ -60,26 +56,26 @@ std::string LastLine(std::string text) {
 
 }  // namespace
 
-bool IsSupervisedTrainer() { return ReportFd() >= 0; }
+int TrainerAttempt() { return attempt_number; }
 
-int TrainerAttempt() {
-  int attempt = 0;
-  const char* value = std::getenv("TPCOORD_ATTEMPT");
-  return value && absl::SimpleAtoi(value, &attempt) ? attempt : 0;
+const std::string& SupervisedWorkerId() {
+  static const std::string none;
+  return worker_id ? *worker_id : none;
 }
 
 void ReportToSupervisor(const std::string& reason) {
-  const int fd = ReportFd();
-  if (fd < 0) return;
+  if (report_fd < 0) return;
   std::string line = reason.substr(0, kMaxReportBytes);
   for (char& c : line) {
     if (c == '\n') c = ' ';
   }
   line += '\n';
-  (void)!write(fd, line.data(), line.size());  // one short write to a pipe is atomic
+  (void)!write(report_fd, line.data(), line.size());  // one short write to a pipe is atomic
 }
 
-int Supervise(char** argv, int max_restarts, const std::string& worker_id) {
+std::optional<int> Supervise(int max_restarts, const std::string& host) {
+  const char* id = std::getenv("TPCOORD_WORKER_ID");
+  worker_id = new std::string(id && *id ? id : MakeWorkerId(host.empty() ? HostName() : host));
   struct sigaction pass_on = {};
   pass_on.sa_handler = PassOn;
   sigemptyset(&pass_on.sa_mask);
@@ -98,29 +94,29 @@ int Supervise(char** argv, int max_restarts, const std::string& worker_id) {
       std::cerr << "tp-worker: cannot start the trainer: " << strerror(errno) << std::endl;
       return kExitFailed;
     }
-    if (pid == 0) {  // the trainer: dies with its supervisor
+    if (pid == 0) {  // the trainer: dies with its supervisor, and goes on from here
       prctl(PR_SET_PDEATHSIG, SIGKILL);
       if (getppid() != supervisor) _exit(kExitRetryable);
-      const int fd = report[1];
-      fcntl(fd, F_SETFD, 0);  // the write end survives exec
-      setenv(kReportFdVariable, std::to_string(fd).c_str(), 1);
-      setenv("TPCOORD_WORKER_ID", worker_id.c_str(), 1);
-      setenv("TPCOORD_ATTEMPT", std::to_string(attempt).c_str(), 1);
-      execv("/proc/self/exe", argv);
-      _exit(127);
+      signal(SIGTERM, SIG_DFL);
+      signal(SIGINT, SIG_DFL);
+      close(report[0]);
+      report_fd = report[1];
+      attempt_number = attempt;
+      return std::nullopt;
     }
     trainer_pid = pid;
-    if (stop_signal) kill(pid, stop_signal);  // a signal that came between fork and here
+    if (stop_signal) kill(pid, stop_signal);  // a signal that came before trainer_pid was set
     close(report[1]);
     int status = 0;
     while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
     }
     trainer_pid = 0;
-    std::string reason = LastLine(ReadAll(report[0]));
+    std::string reason = LastReport(report[0]);
     close(report[0]);
 
-    if (WIFEXITED(status) && WEXITSTATUS(status) != kExitRetryable) return WEXITSTATUS(status);
-    if (stop_signal) return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+    if (stop_signal || (WIFEXITED(status) && WEXITSTATUS(status) != kExitRetryable)) {
+      return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+    }
     if (WIFSIGNALED(status)) {
       reason = absl::StrCat("the trainer (pid ", pid, ") was killed by signal ", WTERMSIG(status), " (",
                             strsignal(WTERMSIG(status)), ")");
