@@ -44,7 +44,7 @@ absl::Status WriteCheckpoint(const std::string& dir, const LlamaConfig& config, 
   }
   const json trainer = {{"step", state.step},           {"optimizer_steps", state.optimizer_steps},
                         {"loss_scale", state.loss_scale}, {"tp_size", state.tp_size},
-                        {"world_size", state.world_size}, {"dtype", state.dtype}};
+                        {"world_size", state.world_size}, {"dtype", state.dtype}, {"job", state.job}};
   if (absl::Status s = WriteText(tmp / kStateFile, trainer.dump(2) + "\n"); !s.ok()) return s;
   fs::remove_all(final_dir, ec);
   fs::rename(tmp, final_dir, ec);
@@ -77,6 +77,7 @@ absl::StatusOr<Checkpoint> ReadCheckpoint(const std::string& dir) {
       state.tp_size = j.at("tp_size").get<int>();
       state.world_size = j.at("world_size").get<int>();
       state.dtype = j.at("dtype").get<std::string>();
+      state.job = j.value("job", "");
       checkpoint.state = state;
     } catch (const json::exception& e) {
       return absl::DataLossError(absl::StrCat((root / kStateFile).string(), " is malformed: ", e.what()));
@@ -85,15 +86,18 @@ absl::StatusOr<Checkpoint> ReadCheckpoint(const std::string& dir) {
   return checkpoint;
 }
 
-std::optional<SavedCheckpoint> NewestCheckpoint(const std::string& output_dir) {
+std::optional<SavedCheckpoint> NewestCheckpoint(const std::string& output_dir, const std::string& job) {
   std::optional<SavedCheckpoint> newest;
   std::error_code ec;
   for (const fs::directory_entry& entry : fs::directory_iterator(output_dir, ec)) {
     const std::string name = entry.path().filename().string();
     int64_t step = 0;
     if (!absl::StartsWith(name, "checkpoint-") || !absl::SimpleAtoi(name.substr(11), &step) || step <= 0) continue;
-    if (!fs::is_regular_file(entry.path() / kStateFile, ec)) continue;
-    if (!newest || step > newest->step) newest = SavedCheckpoint{step, entry.path().string()};
+    if (newest && step <= newest->step) continue;
+    std::ifstream in(entry.path() / kStateFile);
+    const json state = json::parse(in, nullptr, /*allow_exceptions=*/false);
+    if (!state.is_object() || state.value("job", "") != job) continue;
+    newest = SavedCheckpoint{step, entry.path().string()};
   }
   return newest;
 }

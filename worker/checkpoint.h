@@ -22,6 +22,7 @@ struct TrainerState {
   int tp_size = 1;
   int world_size = 1;
   std::string dtype = "fp32";
+  std::string job;  // the job that wrote it ("" in checkpoints written before jobs were recorded)
 };
 
 struct Checkpoint {
@@ -38,14 +39,15 @@ absl::Status WriteCheckpoint(const std::string& dir, const LlamaConfig& config, 
 // Reads a checkpoint written by WriteCheckpoint, or a plain Hugging Face model directory.
 absl::StatusOr<Checkpoint> ReadCheckpoint(const std::string& dir);
 
-// The newest complete intermediate checkpoint under `output_dir`: the "checkpoint-<step>" directory with
-// the highest step that holds a trainer state (WriteCheckpoint renames a directory into place only once it
-// is whole, so a "checkpoint-<step>.tmp" left by a crash never counts). nullopt if there is none.
+// The newest complete intermediate checkpoint of job `job` under `output_dir`: the "checkpoint-<step>"
+// directory with the highest step whose trainer state names the job (WriteCheckpoint renames a directory
+// into place only once it is whole, so a "checkpoint-<step>.tmp" left by a crash never counts; another
+// job's checkpoints in the same directory never do either). nullopt if there is none.
 struct SavedCheckpoint {
   int64_t step = 0;
   std::string dir;
 };
-std::optional<SavedCheckpoint> NewestCheckpoint(const std::string& output_dir);
+std::optional<SavedCheckpoint> NewestCheckpoint(const std::string& output_dir, const std::string& job);
 
 }  // namespace tpcoord
 

@@ -426,8 +426,13 @@ absl::Status Engine::save_checkpoint(const std::string& dir) {
     }
     if (!model.ok()) status = model.status();
     if (status.ok() && membership_.rank == 0) {
-      TrainerState trainer{step_, optimizer_->step_count(), loss_scale_, membership_.mesh.tp_size(),
-                           membership_.world_size(), std::string(ShortDtypeName(dtype_))};
+      TrainerState trainer{step_,
+                           optimizer_->step_count(),
+                           loss_scale_,
+                           membership_.mesh.tp_size(),
+                           membership_.world_size(),
+                           std::string(ShortDtypeName(dtype_)),
+                           membership_.job_id};
       status = WriteCheckpoint(dir, model_->config(), dtype_, *model, local_state, trainer);
     }
   }

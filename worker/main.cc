@@ -169,8 +169,8 @@ absl::StatusOr<LlamaModel> BuildModel(const nlohmann::json& config) {
   return model;
 }
 
-// Where this generation starts from, the same for every rank: the newest complete checkpoint-<step> in
-// rank 0's --output-dir (this job's own progress, left by an earlier generation), else --resume, else ""
+// Where this generation starts from, the same for every rank: the newest complete checkpoint-<step> of this
+// job in rank 0's --output-dir (its own progress, left by an earlier generation), else --resume, else ""
 // (the start). Rank 0 decides and publishes its choice in the generation's store; every rank reads the
 // directory itself, so --output-dir must be shared by the ranks (as DeepSpeed's load_checkpoint needs).
 absl::StatusOr<std::string> ResumeFrom(Engine& e, CoordinatorClient& client, const std::string& output_dir) {
@@ -179,7 +179,7 @@ absl::StatusOr<std::string> ResumeFrom(Engine& e, CoordinatorClient& client, con
   if (m.rank != 0) return client.StoreGet(m, kKey, absl::ToChronoMilliseconds(absl::GetFlag(FLAGS_timeout)));
   std::string from = absl::GetFlag(FLAGS_resume);
   if (!output_dir.empty()) {
-    if (std::optional<SavedCheckpoint> newest = NewestCheckpoint(output_dir)) from = newest->dir;
+    if (std::optional<SavedCheckpoint> newest = NewestCheckpoint(output_dir, m.job_id)) from = newest->dir;
   }
   if (absl::Status s = client.StoreSet(m, kKey, from); !s.ok()) return s;
   return from;

@@ -500,6 +500,28 @@ class ManifestTest(unittest.TestCase):
     def test_k8s_manifests_agree(self):
         self.assertEqual(self.k8s_errors(), [])
 
+    def test_failures_restart_only_what_a_restart_can_cure(self):
+        # k8s: fatal configuration (3) and usage (2) fail the Job; other failures replace the pod, a bounded
+        # number of times per index; pods must not restart in place (the Job replaces them).
+        job = next(doc for _, doc in self.docs if doc["kind"] == "Job")
+        spec = job["spec"]
+        self.assertEqual(spec["template"]["spec"]["restartPolicy"], "Never")
+        self.assertGreater(spec.get("backoffLimitPerIndex", 0), 0)
+        rules = spec["podFailurePolicy"]["rules"]
+        fail_job = [r for r in rules if r["action"] == "FailJob"]
+        self.assertEqual(len(fail_job), 1)
+        self.assertEqual(fail_job[0]["onExitCodes"]["operator"], "In")
+        self.assertEqual(sorted(fail_job[0]["onExitCodes"]["values"]), [2, 3])
+        count = [r for r in rules if r["action"] == "Count" and "onExitCodes" in r]
+        self.assertEqual(count[0]["onExitCodes"], {"containerName": "worker", "operator": "NotIn", "values": [0, 2, 3]})
+        worker_env = {e["name"]: e.get("value") for e in pod_spec(job)["containers"][0]["env"]}
+        self.assertGreater(int(worker_env["TPCOORD_MAX_RESTARTS"]), 0)
+        # compose: Docker restarts a worker whose container dies, a bounded number of times.
+        for name in WORKER_SERVICES:
+            service = self.base["services"][name]
+            self.assertRegex(service["restart"], r"^on-failure:[1-9][0-9]*$", name)
+            self.assertGreater(int(interpolate(service_env(service)["TPCOORD_MAX_RESTARTS"])), 0, name)
+
     def test_any_tp_config_leaves_the_shape_open(self):
         config = json.loads(read("deploy/docker/ds_config_any_tp.json"))
         self.assertNotIn("train_batch_size", config)

@@ -2,7 +2,8 @@
 # Compose test: builds the image, brings docker-compose.yml up for real (with the host-network override
 # beside this file) and checks a TP=2 x DP=2 training job end to end over mutual TLS with a job token
 # (the `certs` service makes them), that clients without the token or a certificate are refused, then a
-# worker whose tp_size conflicts with the job's record, then the same four workers as TP=4 x DP=1 set by
+# worker whose tp_size conflicts with the job's record, a worker container killed mid-training (restarted by
+# Docker, the job resumes and ends with the same loss), then the same four workers as TP=4 x DP=1 set by
 # variables only.
 #
 #   make test-compose                          # what .ci/run calls after `make test`
@@ -226,7 +227,49 @@ check "tpctl health answers $health" test "$health" = SERVING
 tpctl job "$TPCOORD_JOB" >"$work/job-after.txt" 2>&1 || true
 check "the job's record is unchanged (tp_size=2)" grep -q '^  tp_model_init: tp_size=2 ' "$work/job-after.txt"
 
-# --- scenario 3: the same stack at another shape, from environment variables only --------------------
+# --- scenario 3: a worker container killed mid-training ---------------------------------------------
+# kill -9 of the container's tp-worker from the host, as the kernel's OOM killer or a crash would: Docker
+# restarts the container (restart: on-failure), its tp-worker rejoins as rank 1, the survivors' trainers
+# restart into the next generation, everyone resumes from the newest checkpoint, and the job ends with the
+# uninterrupted run's loss (scenario 1: the same config, seed and steps).
+phase "a worker container killed mid-training"
+wait_exited() {  # wait_exited CONTAINER: its exit code once Docker will not restart it again
+  local state
+  for _ in $(seq 1500); do
+    state=$(docker inspect -f '{{.State.Running}} {{.State.Restarting}} {{.State.ExitCode}}' "$1")
+    if [ "${state% *}" = "false false" ]; then echo "${state##* }"; return 0; fi
+    sleep 0.2
+  done
+  echo timeout
+}
+TPCOORD_JOB=compose-test-kill TPCOORD_OUTPUT_DIR=/output/kill COMPOSE_TIMEOUT=120 \
+  compose up -d --no-deps worker-0 worker-1 worker-2 worker-3 2>&1 | sed 's/^/    /'
+w0=$(compose ps -q worker-0)
+w1=$(compose ps -q worker-1)
+for _ in $(seq 1500); do docker exec "$w0" test -f /output/kill/checkpoint-10/trainer_state.json && break; sleep 0.2; done
+killed_pid=$(docker inspect -f '{{.State.Pid}}' "$w1")
+kill -9 "$killed_pid"
+say "killed worker-1's tp-worker (pid $killed_pid) once checkpoint-10 was written"
+all_zero=true
+for w in 0 1 2 3; do
+  cid=$(compose ps -q "worker-$w")
+  code=$(wait_exited "$cid")
+  docker logs "$cid" >"$work/kill-worker-$w.log" 2>&1
+  [ "$code" = 0 ] || { all_zero=false; say "worker-$w exited $code"; sed 's/^/    /' "$work/kill-worker-$w.log" | tail -20; }
+done
+grep -v '^step ' "$work/kill-worker-0.log" | sed 's/^/    /'
+check "every worker exits 0 after the kill" $all_zero
+restarts=$(docker inspect -f '{{.RestartCount}}' "$w1")
+check "Docker restarted the killed worker's container once (restarts: $restarts)" test "$restarts" = 1
+check "rank 0 trained on in generation 2, resumed from a checkpoint" \
+  bash -c "grep -q 'generation 2: world 4 = tp 2 x dp 2' '$work/kill-worker-0.log' &&
+           grep -q '^resumed from /output/kill/checkpoint-[0-9]* at step ' '$work/kill-worker-0.log'"
+kill_last_loss=$(awk '$1 == "step" && $3 == "loss" {print $4}' "$work/kill-worker-0.log" | tail -1)
+kill_eval=$(awk '$1 == "eval" && $2 == "loss" {print $3}' "$work/kill-worker-0.log")
+check "the final loss equals the uninterrupted run's (${kill_last_loss:-none} vs ${last_loss:-none}, eval ${kill_eval:-none} vs ${train_eval:-none})" \
+  bash -c "[ -n '$kill_last_loss' ] && [ '$kill_last_loss' = '$last_loss' ] && [ '$kill_eval' = '$train_eval' ]"
+
+# --- scenario 4: the same stack at another shape, from environment variables only --------------------
 phase "the workers again as TP=4 x DP=1 (TPCOORD_TP_SIZE=4, ds_config_any_tp.json)"
 TPCOORD_JOB=compose-test-tp4 TPCOORD_TP_SIZE=4 TPCOORD_STEPS=10 TPCOORD_CONFIG=/opt/tpcoord/ds_config_any_tp.json \
   COMPOSE_TIMEOUT=120 compose up -d --no-deps worker-0 worker-1 worker-2 worker-3 2>&1 | sed 's/^/    /'
