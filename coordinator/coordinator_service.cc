@@ -605,7 +605,8 @@ void CoordinatorService::HandleLeave(UnaryCall<v1::LeaveRequest, v1::LeaveRespon
   absl::StatusOr<std::shared_ptr<Job>> job = ExistingJob(call->request.job_id());
   if (!job.ok()) return call->Reply(job.status());
   const v1::LeaveRequest& req = call->request;
-  (*job)->Leave(call->caller, req.generation(), req.rank(), req.finished(), req.reason(), AnswerWith(call));
+  (*job)->Leave(call->caller, req.generation(), req.rank(), req.finished(), req.reason(), AnswerWith(call),
+                req.fatal());
 }
 
 // --- operator views -------------------------------------------------------------------------------------

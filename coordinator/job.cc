@@ -39,6 +39,13 @@ std::string BarrierItem(absl::string_view name) { return absl::StrCat("barrier/"
 // Job::pins_ of an unborn job that is gone: no call may pin it any more.
 constexpr int64_t kGonePins = -1;
 
+// How calls learn that a generation ended: ABORTED (rejoin the next one), or FAILED_PRECONDITION when a
+// member left on a configuration error that no restart cures (stop too).
+absl::Status GenerationEnded(const JobHeader& header) {
+  const std::string what = absl::StrCat("generation ", header.generation, " ended: ", header.end_reason);
+  return header.end_fatal ? absl::FailedPreconditionError(what) : absl::AbortedError(what);
+}
+
 }  // namespace
 
 struct Job::Member {
@@ -570,6 +577,7 @@ Job::Decision Job::DecideJoin(Batch& batch, const Caller& caller, const JoinArgs
     next.world_size = args.world_size;
     next.tp_size = tp_size;
     next.end_reason.clear();
+    next.end_fatal = false;
   } else {
     if (args.world_size != header_.world_size || tp_size != header_.tp_size) {
       return Rejected(absl::FailedPreconditionError(absl::StrCat(
@@ -784,6 +792,7 @@ void Job::Shrink(uint64_t generation) {
     next.phase = JobPhase::kRunning;
     next.world_size = world_size;
     next.end_reason.clear();
+    next.end_fatal = false;
     batch.writes.push_back(job_storage::PutHeader(id_, next));
     std::vector<StoredMember> stored;
     for (const Member& m : world) stored.push_back({m.worker_id, m.host, m.key_sha256});
@@ -835,8 +844,7 @@ void Job::EndGeneration(const JobHeader& header, Completions& done) {
   LogEvent(absl::StrCat("ended: ", header.end_reason));
   if (gen_->lease_timer) context_->timers->Cancel(gen_->lease_timer);
   gen_->lease_timer = 0;
-  const absl::Status ended = WithJobContext(
-      id_, absl::AbortedError(absl::StrCat("generation ", header.generation, " ended: ", header.end_reason)));
+  const absl::Status ended = WithJobContext(id_, GenerationEnded(header));
   FailAllParked(ended, done);
   EndSessions(ended, done);
 }
@@ -930,7 +938,7 @@ absl::Status Job::CheckLive(uint64_t generation, bool allow_completed) const {
       return absl::FailedPreconditionError(
           absl::StrCat("generation ", generation, " has completed: every member left finished"));
     case JobPhase::kFailed:
-      return absl::AbortedError(absl::StrCat("generation ", generation, " ended: ", header_.end_reason));
+      return GenerationEnded(header_);
     default:
       return absl::FailedPreconditionError(
           absl::StrCat("generation ", generation, " is still ", JobPhaseName(header_.phase), "; wait for Join"));
@@ -1449,9 +1457,9 @@ void Job::CloseSession(uint64_t generation, int rank, uint64_t session) {
 }
 
 void Job::Leave(const Caller& caller, uint64_t generation, int rank, bool finished, std::string reason,
-                StatusDone on_done) {
-  Mutate(on_done, [this, caller, generation, rank, finished, reason = std::move(reason),
-                   on_done](Batch& batch) -> Decision {
+                StatusDone on_done, bool fatal) {
+  Mutate(on_done, [this, caller, generation, rank, finished, reason = std::move(reason), on_done,
+                   fatal](Batch& batch) -> Decision {
     mu_.AssertHeld();
     // Finishing touches only the member, unless it is the last one (which completes the generation in the
     // same write); leaving early ends the generation.
@@ -1486,6 +1494,7 @@ void Job::Leave(const Caller& caller, uint64_t generation, int rank, bool finish
     next.phase = JobPhase::kFailed;
     next.end_reason = absl::StrCat("rank ", rank, " (host ", m.host, ", worker ", m.worker_id, ") left",
                                    reason.empty() ? "" : ": ", reason);
+    next.end_fatal = fatal;
     batch.writes.push_back(job_storage::PutHeader(id_, next));
     return Decision::Apply([this, next, on_done](Completions& c) {
       mu_.AssertHeld();

@@ -162,7 +162,9 @@ class Job : public std::enable_shared_from_this<Job> {
 
   // Renews the member's lease; returns the lease length.
   absl::StatusOr<Millis> Heartbeat(const Caller& caller, uint64_t generation, int rank);
-  void Leave(const Caller& caller, uint64_t generation, int rank, bool finished, std::string reason, StatusDone done);
+  // `fatal` (with finished=false): see LeaveRequest.fatal.
+  void Leave(const Caller& caller, uint64_t generation, int rank, bool finished, std::string reason, StatusDone done,
+             bool fatal = false);
 
   // A member's session (coordinator.proto, Session). OpenSession admits the caller as member `rank`, renews
   // its lease and returns the lease's length; `on_end` runs once, never under the job's lock, with why the

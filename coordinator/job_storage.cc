@@ -83,6 +83,7 @@ StateWrite PutHeader(absl::string_view job, const JobHeader& header) {
   out.set_world_size(header.world_size);
   out.set_tp_size(header.tp_size);
   out.set_end_reason(header.end_reason);
+  out.set_end_fatal(header.end_fatal);
   out.set_created_unix_ms(header.created_unix_ms);
   out.set_updated_unix_ms(header.updated_unix_ms);
   out.set_token_sha256(header.token_sha256);
@@ -186,6 +187,7 @@ absl::StatusOr<StoredJob> DecodeJob(absl::string_view job, absl::Span<const Stat
       h.world_size = header.world_size();
       h.tp_size = header.tp_size();
       h.end_reason = header.end_reason();
+      h.end_fatal = header.end_fatal();
       h.created_unix_ms = header.created_unix_ms();
       h.updated_unix_ms = header.updated_unix_ms();
       h.token_sha256 = header.token_sha256();

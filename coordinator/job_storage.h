@@ -39,6 +39,7 @@ struct JobHeader {
   int world_size = 0;
   int tp_size = 0;
   std::string end_reason;
+  bool end_fatal = false;  // see LeaveRequest.fatal
   int64_t created_unix_ms = 0;
   int64_t updated_unix_ms = 0;
   std::string token_sha256;  // the job's bearer token, hashed (caller.h); empty: bound to none

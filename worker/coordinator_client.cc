@@ -379,13 +379,14 @@ absl::StatusOr<Millis> CoordinatorClient::Heartbeat(const Membership& m) {
   return Millis(resp.lease_ms());
 }
 
-absl::Status CoordinatorClient::Leave(const Membership& m, bool finished, const std::string& reason) {
+absl::Status CoordinatorClient::Leave(const Membership& m, bool finished, const std::string& reason, bool fatal) {
   v1::LeaveRequest req;
   req.set_job_id(m.job_id);
   req.set_generation(m.generation);
   req.set_rank(m.rank);
   req.set_finished(finished);
   req.set_reason(TruncateUtf8(reason, kMaxReasonBytes));
+  req.set_fatal(fatal);
   v1::LeaveResponse resp;
   return Call(&v1::Coordinator::Stub::Leave, req, &resp, m.member_key);
 }

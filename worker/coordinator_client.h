@@ -140,7 +140,8 @@ class CoordinatorClient {
   // already completed returns at once.
   absl::Status Barrier(const Membership& m, const std::string& name, Millis wait);
   absl::StatusOr<Millis> Heartbeat(const Membership& m);
-  absl::Status Leave(const Membership& m, bool finished, const std::string& reason);
+  // `fatal`: see LeaveRequest.fatal.
+  absl::Status Leave(const Membership& m, bool finished, const std::string& reason, bool fatal = false);
   absl::StatusOr<v1::JobStatus> GetJob(const std::string& job_id);
 
  private:

@@ -112,12 +112,12 @@ Engine::Engine(Launch& launch, LlamaModel model) : launch_(launch), model_(std::
 
 Engine::~Engine() { Abandon("the worker stopped before finishing"); }
 
-void Engine::Abandon(const std::string& reason) {
+void Engine::Abandon(const std::string& reason, bool fatal) {
   // This worker ends the generation itself: the end its session is about to push is no news to react to.
   leaving_.store(true);
   // Leave first: a session that closes before its member left is taken for a death.
   if (!finished_ && membership_.generation != 0 && !lost()) {
-    (void)launch_.client().Leave(membership_, /*finished=*/false, reason);
+    (void)launch_.client().Leave(membership_, /*finished=*/false, reason, fatal);
   }
   session_.reset();
   finished_ = true;
@@ -178,7 +178,8 @@ absl::StatusOr<std::unique_ptr<Engine>> initialize(LlamaModel model, const std::
   if (!setup.ok()) {
     // A peer's death fails this worker's set-up first; the coordinator names the peer a moment later.
     if (ExitCodeFor(setup) == kExitRetryable) (void)e.AwaitLost(e.membership_.lease);
-    e.Abandon(std::string(setup.message()));  // the other workers learn why, instead of waiting
+    // The other workers learn why, instead of waiting.
+    e.Abandon(std::string(setup.message()), ExitCodeFor(setup) == kExitFatalConfig);
     return setup;
   }
   return engine;

@@ -112,9 +112,10 @@ class Engine {
   absl::Status load_checkpoint(const std::string& dir);
   // Leaves the job as finished (the coordinator marks the generation complete once every rank has).
   absl::Status Finish();
-  // Leaves the job as failed: the generation ends and every other worker is told `reason`. The destructor
+  // Leaves the job as failed: the generation ends and every other worker is told `reason`; `fatal`: a
+  // configuration error that no restart cures, so the others stop too (LeaveRequest.fatal). The destructor
   // does this with a generic reason when neither Finish nor Abandon ran.
-  void Abandon(const std::string& reason);
+  void Abandon(const std::string& reason, bool fatal = false);
 
   const Membership& membership() const { return membership_; }
   const TrainConfig& train_config() const { return train_; }

@@ -248,7 +248,7 @@ int Main() {
   // exits then) before leaving with this worker's own, secondary, reason.
   auto abandon = [&e, &m](const absl::Status& status) {
     if (ExitCodeFor(status) == kExitRetryable) (void)e.AwaitLost(m.lease);
-    e.Abandon(std::string(status.message()));
+    e.Abandon(std::string(status.message()), ExitCodeFor(status) == kExitFatalConfig);
     return Fail(status);
   };
   launch.timings().emplace_back("load", load_seconds);

@@ -695,6 +695,29 @@ TEST_F(JobTest, LeaveEndsOrCompletesTheGeneration) {
             "job job-1: generation 2 ended: rank 1 (host h1, worker w1) left: CUDA error: out of memory");
 }
 
+// A member that leaves on a configuration error no restart cures says so: the others learn it as
+// FAILED_PRECONDITION (stop), not ABORTED (rejoin), and a restarted coordinator still says the same.
+TEST_F(JobTest, AFatalLeaveEndsTheGenerationForGood) {
+  JoinAll(2);
+  StatusResult parked, session;
+  job_->Barrier(kMember, 1, 1, "x", 0, 5s, parked.callback());
+  ASSERT_TRUE(job_->OpenSession(kMember, 1, 1, 7, session.callback()).ok());
+  StatusResult left;
+  job_->Leave(kMember, 1, 0, false, "merge: Check batch related parameters.", left.callback(), /*fatal=*/true);
+  ASSERT_TRUE(left.get().ok());
+  const std::string reason =
+      "job job-1: generation 1 ended: rank 0 (host h0, worker w0) left: merge: Check batch related parameters.";
+  for (const absl::Status& s : {parked.get(), session.get(), job_->Heartbeat(kMember, 1, 1).status()}) {
+    EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition) << s;
+    EXPECT_EQ(s.message(), reason);
+  }
+  job_ = Restart();
+  EXPECT_EQ(job_->Heartbeat(kMember, 1, 1).status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(JoinAll(2)[0].generation, 2u);  // a fixed configuration starts afresh
+  EXPECT_EQ(Leave(2, 1, false, "Connection reset by peer").code(), absl::StatusCode::kOk);
+  EXPECT_EQ(job_->Heartbeat(kMember, 2, 0).status().code(), absl::StatusCode::kAborted);
+}
+
 TEST_F(JobTest, MembersFinishingTogetherCompleteTheGeneration) {
   JoinAll(8);
   std::vector<std::thread> threads;
