@@ -148,6 +148,13 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     };
     auto job = make_job();
     std::vector<uint64_t> calls;
+    struct OpenSession {
+      uint64_t generation;
+      int rank;
+      uint64_t id;
+    };
+    std::vector<OpenSession> sessions;
+    uint64_t next_session = 1;
     bool fail_next = false;
     for (int op = 0; op < 200 && !in.done(); ++op) {
       const std::string before = Durable(job->View(true));
@@ -162,7 +169,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       // Whoever holds neither the job's token nor the admin's (another job's token holder, a caller without
       // a token; or the job's members, when another job's token holder created it) changes nothing.
       const bool outsider = existed && !job->Authorize(caller).ok();
-      const int kind = in.Int(21);
+      const int kind = in.Int(23);
       switch (kind) {
         case 0: {
           std::optional<std::vector<int>> group;
@@ -208,7 +215,22 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
                                        answers.ExpectStatus()));
           break;
         case 13: (void)job->Heartbeat(caller, generation, rank); break;
-        case 14: job->Leave(caller, generation, rank, in.Int(2) == 0, "r", answers.ExpectStatus()); break;
+        case 14:
+          job->Leave(caller, generation, rank, in.Int(2) == 0, "r", answers.ExpectStatus(), /*fatal=*/in.Int(2) == 0);
+          break;
+        case 21: {  // a member session opens; its on_end may never run (replaced, or closed first)
+          if (job->OpenSession(caller, generation, rank, next_session, [](absl::Status) {}).ok()) {
+            sessions.push_back({generation, rank, next_session});
+          }
+          ++next_session;
+          break;
+        }
+        case 22:  // an open session's stream closes: its process died, or it left first
+          if (!sessions.empty()) {
+            const OpenSession& s = sessions[in.Int(static_cast<int>(sessions.size()))];
+            job->CloseSession(s.generation, s.rank, s.id);
+          }
+          break;
         case 15:
           if (!calls.empty()) job->Cancel(calls[in.Int(static_cast<int>(calls.size()))]);
           break;
@@ -231,14 +253,16 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
           Sync(*job);
           Check(Durable(job->View(true)) == shown);
           calls.clear();
+          sessions.clear();
           break;
         }
       }
       Sync(*job);
       if (job->gone()) job = make_job();  // as the registry would
       if (fail_next && store.failures() > failures_before) Check(Durable(job->View(true)) == before);
-      // Cancelling (a client giving up its own call), expiry and restarts are not the picked caller's acts.
-      const bool callers_op = kind != 15 && kind != 17 && kind != 19;
+      // Cancelling (a client giving up its own call), expiry, restarts and a session's stream closing are not
+      // the picked caller's acts.
+      const bool callers_op = kind != 15 && kind != 17 && kind != 19 && kind != 22;
       if (outsider && callers_op) Check(Durable(job->View(true)) == before);
       fail_next = false;
       store.Heal();
