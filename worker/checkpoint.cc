@@ -1,7 +1,9 @@
 #include "worker/checkpoint.h"
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/strings/numbers.h"
@@ -86,20 +88,38 @@ absl::StatusOr<Checkpoint> ReadCheckpoint(const std::string& dir) {
   return checkpoint;
 }
 
-std::optional<SavedCheckpoint> NewestCheckpoint(const std::string& output_dir, const std::string& job) {
-  std::optional<SavedCheckpoint> newest;
+namespace {
+
+// Job `job`'s complete "checkpoint-<step>" directories under `output_dir`, oldest first.
+std::vector<SavedCheckpoint> SavedCheckpoints(const std::string& output_dir, const std::string& job) {
+  std::vector<SavedCheckpoint> saved;
   std::error_code ec;
   for (const fs::directory_entry& entry : fs::directory_iterator(output_dir, ec)) {
     const std::string name = entry.path().filename().string();
     int64_t step = 0;
     if (!absl::StartsWith(name, "checkpoint-") || !absl::SimpleAtoi(name.substr(11), &step) || step <= 0) continue;
-    if (newest && step <= newest->step) continue;
     std::ifstream in(entry.path() / kStateFile);
     const json state = json::parse(in, nullptr, /*allow_exceptions=*/false);
     if (!state.is_object() || state.value("job", "") != job) continue;
-    newest = SavedCheckpoint{step, entry.path().string()};
+    saved.push_back(SavedCheckpoint{step, entry.path().string()});
   }
-  return newest;
+  std::sort(saved.begin(), saved.end(),
+            [](const SavedCheckpoint& a, const SavedCheckpoint& b) { return a.step < b.step; });
+  return saved;
+}
+
+}  // namespace
+
+std::optional<SavedCheckpoint> NewestCheckpoint(const std::string& output_dir, const std::string& job) {
+  std::vector<SavedCheckpoint> saved = SavedCheckpoints(output_dir, job);
+  if (saved.empty()) return std::nullopt;
+  return saved.back();
+}
+
+void PruneCheckpoints(const std::string& output_dir, const std::string& job, int keep) {
+  std::vector<SavedCheckpoint> saved = SavedCheckpoints(output_dir, job);
+  std::error_code ec;
+  for (size_t i = 0; i + keep < saved.size(); ++i) fs::remove_all(saved[i].dir, ec);
 }
 
 }  // namespace tpcoord

@@ -48,6 +48,9 @@ struct SavedCheckpoint {
   std::string dir;
 };
 std::optional<SavedCheckpoint> NewestCheckpoint(const std::string& output_dir, const std::string& job);
+// Removes job `job`'s intermediate checkpoints under `output_dir` but the `keep` newest, so that a long run
+// does not fill its disk with recovery points it will never resume from.
+void PruneCheckpoints(const std::string& output_dir, const std::string& job, int keep);
 
 }  // namespace tpcoord
 

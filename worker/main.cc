@@ -169,6 +169,9 @@ absl::StatusOr<LlamaModel> BuildModel(const nlohmann::json& config) {
   return model;
 }
 
+// How many of a job's checkpoint-<step> directories rank 0 keeps: the newest, and one before it.
+constexpr int kCheckpointsKept = 2;
+
 // Where this generation starts from, the same for every rank: the newest complete checkpoint-<step> of this
 // job in rank 0's --output-dir (its own progress, left by an earlier generation), else --resume, else ""
 // (the start). Rank 0 decides and publishes its choice in the generation's store; every rank reads the
@@ -306,6 +309,7 @@ int Main() {
       if (absl::Status s = e.save_checkpoint(absl::StrCat(output_dir, "/checkpoint-", stats->step)); !s.ok()) {
         return abandon(s);
       }
+      if (leader) PruneCheckpoints(output_dir, m.job_id, kCheckpointsKept);
     }
   }
 

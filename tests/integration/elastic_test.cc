@@ -10,8 +10,10 @@
 #include <gtest/gtest.h>
 
 #include <chrono>
+#include <filesystem>
 #include <fstream>
 #include <optional>
+#include <set>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
@@ -145,6 +147,12 @@ TEST_F(ElasticTest, AKilledWorkerIsReplacedAndTheJobEndsAsIfNothingHappened) {
   const bool from30 = absl::StrContains(out, absl::StrCat("resumed from ", *dir_, "/killed/checkpoint-30 at step 30"));
   EXPECT_TRUE(from20 || from30) << out;
   EXPECT_EQ(Outcome(out), expected) << out;
+  // Rank 0 keeps the two newest recovery checkpoints, and the final one.
+  std::set<std::string> kept;
+  for (const auto& entry : std::filesystem::directory_iterator(*dir_ + "/killed")) {
+    kept.insert(entry.path().filename().string());
+  }
+  EXPECT_EQ(kept, (std::set<std::string>{"checkpoint", "checkpoint-40", "checkpoint-50"}));
 }
 
 TEST_F(ElasticTest, AFrozenWorkerIsNamedWithinTheLeaseAndReplaced) {
