@@ -166,12 +166,14 @@ absl::StatusOr<std::unique_ptr<Engine>> initialize(LlamaModel model, const std::
   if (!membership.ok()) return InPhase("join", membership.status());
   e.membership_ = *membership;
   e.session_ = std::make_unique<MemberSession>(&client, e.membership_, [&e, &lc](absl::Status status) {
+    // React before waking AwaitLost: a trainer waiting there for the coordinator's verdict sets leaving_
+    // as soon as it wakes, and the end must not pass for its own doing then.
+    if (lc.on_generation_end && !e.leaving_.load()) lc.on_generation_end(status);
     {
       std::lock_guard<std::mutex> lock(e.lost_mu_);
       e.lost_ = std::string(status.message());
     }
     e.lost_cv_.notify_all();
-    if (lc.on_generation_end && !e.leaving_.load()) lc.on_generation_end(status);
   });
   launch.timings().emplace_back("join", SecondsSince(start));
   absl::Status setup = e.Setup(ds_config_json, has_mpu);
