@@ -25,8 +25,8 @@
 #include "absl/strings/str_split.h"
 #include "common/process_init.h"
 #include "tests/support/subprocess.h"
-#include "worker/compute_threads.h"
-#include "worker/llama_model.h"
+#include "worker/model/llama_model.h"
+#include "worker/training/compute_threads.h"
 
 ABSL_FLAG(std::string, preset, "small", "Llama preset");
 ABSL_FLAG(int, steps, 20, "optimizer steps per configuration");

@@ -1,6 +1,6 @@
 // The header of a safetensors file (https://huggingface.co/docs/safetensors), parsed and validated without
 // LibTorch, so that the part of checkpoint reading that sees untrusted bytes can be unit-tested and fuzzed
-// on its own. worker/safetensors.cc reads and writes the tensor data around it.
+// on its own. worker/model/safetensors.cc reads and writes the tensor data around it.
 //
 //   [8 bytes] N, the header length, unsigned little-endian; at most kMaxSafetensorsHeaderBytes
 //   [N bytes] JSON header: {"<tensor name>": {"dtype": "BF16", "shape": [4096, 4096],

@@ -15,13 +15,12 @@
 // usage errors exit 2.
 #include <chrono>
 #include <fstream>
+#include <optional>
 #include <iostream>
 #include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
-
-#include <grpcpp/grpcpp.h>
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
@@ -33,14 +32,14 @@
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "common/deepspeed_error.h"
 #include "common/dtype.h"
 #include "common/process_init.h"
 #include "common/secrets.h"
 #include "common/wire.h"
-#include "grpc/health/v1/health.grpc.pb.h"
 #include "nlohmann/json.hpp"
-#include "tpcoord/v1/coordinator.grpc.pb.h"
-#include "worker/client_flags.h"
+#include "worker/client/client_flags.h"
+#include "worker/client/coordinator_client.h"
 
 ABSL_FLAG(std::string, coordinator, "127.0.0.1:50051", "coordinator address (env TPCOORD_COORDINATOR)");
 ABSL_FLAG(std::string, job, "", "job id");
@@ -68,25 +67,15 @@ int UsageError(const std::string& message) {
   return kExitUsage;
 }
 
-int Failed(const grpc::ClientContext& ctx, const grpc::Status& status) {
-  std::cerr << status.error_message() << std::endl;
-  for (const auto& [key, value] : ctx.GetServerTrailingMetadata()) {
-    if (key == "tpcoord-context") std::cerr << "  (" << std::string(value.data(), value.size()) << ")" << std::endl;
-  }
-  if (status.error_code() == grpc::StatusCode::UNAVAILABLE) {
+// The coordinator's message, its DeepSpeed context line if any, and a hint when it cannot be reached.
+int Failed(const absl::Status& status) {
+  std::cerr << status.message() << std::endl;
+  if (std::optional<std::string> context = tpcoord::ErrorContext(status)) std::cerr << "  (" << *context << ")" << std::endl;
+  if (status.code() == absl::StatusCode::kUnavailable) {
     std::cerr << "  (is a tp-coordinator serving on " << absl::GetFlag(FLAGS_coordinator)
               << "? If it serves TLS: do --tls-ca, --tls-cert and --tls-key match its certificates?)" << std::endl;
   }
   return kExitFailure;
-}
-
-// The token every call carries (from --token-file and the like).
-std::string token;
-
-// Readies a call: its deadline and its token.
-void PrepareCall(grpc::ClientContext* ctx) {
-  ctx->set_deadline(std::chrono::system_clock::now() + absl::ToChronoMilliseconds(absl::GetFlag(FLAGS_timeout)));
-  if (!token.empty()) ctx->AddMetadata(std::string(tpcoord::kAuthorizationMetadata), absl::StrCat("Bearer ", token));
 }
 
 std::string JobArg(const std::vector<char*>& args) {
@@ -147,116 +136,87 @@ void PrintJob(const v1::JobStatus& job, bool details) {
   if (!job.merged_config_json().empty()) std::cout << "  merged config: " << job.merged_config_json() << "\n";
 }
 
-int Record(v1::Coordinator::Stub& stub) {
-  v1::RecordTpInitArgsRequest req;
-  req.set_job_id(absl::GetFlag(FLAGS_job));
-  req.set_tp_size(absl::GetFlag(FLAGS_tp_size));
+using tpcoord::CoordinatorClient;
+
+int Record(CoordinatorClient& client) {
   absl::StatusOr<tpcoord::Dtype> dtype = tpcoord::ParseDtype(absl::GetFlag(FLAGS_dtype));
   if (!dtype.ok()) return UsageError(absl::StrCat("--dtype: ", dtype.status().message()));
-  req.set_dtype(tpcoord::DtypeToProto(*dtype));
+  std::optional<std::vector<int>> tp_group;
   if (const std::string group = absl::GetFlag(FLAGS_tp_group); !group.empty()) {
+    tp_group.emplace();
     for (absl::string_view part : absl::StrSplit(group, ',')) {
       int rank;
       if (!absl::SimpleAtoi(part, &rank)) return UsageError(absl::StrCat("--tp-group: \"", part, "\" is not a rank"));
-      req.mutable_tp_group()->add_ranks(rank);
+      tp_group->push_back(rank);
     }
   }
-  v1::RecordTpInitArgsResponse resp;
-  grpc::ClientContext ctx;
-  PrepareCall(&ctx);
-  grpc::Status status = stub.RecordTpInitArgs(&ctx, req, &resp);
-  if (!status.ok()) return Failed(ctx, status);
-  std::cout << (resp.created() ? "recorded " : "matches the record: ") << DescribeArgs(resp.recorded()) << std::endl;
+  // Sent as given: the coordinator checks the values (and names the job and field when they are wrong).
+  bool created = false;
+  absl::StatusOr<tpcoord::TpInitRecord> record = client.RecordTpInitArgs(
+      absl::GetFlag(FLAGS_job), tpcoord::TpInitArgs{absl::GetFlag(FLAGS_tp_size), *dtype, std::move(tp_group)},
+      &created);
+  if (!record.ok()) return Failed(record.status());
+  v1::TpInitArgs recorded;
+  tpcoord::TpInitRecordToProto(*record, &recorded);
+  std::cout << (created ? "recorded " : "matches the record: ") << DescribeArgs(recorded) << std::endl;
   return 0;
 }
 
-int Merge(v1::Coordinator::Stub& stub) {
+int Merge(CoordinatorClient& client) {
   const std::string path = absl::GetFlag(FLAGS_config);
   if (path.empty()) return UsageError("merge needs --config PATH");
   std::ifstream file(path, std::ios::binary);
   if (!file) return UsageError(absl::StrCat("cannot read ", path));
   std::stringstream text;
   text << file.rdbuf();
-  v1::MergeConfigRequest req;
-  req.set_job_id(absl::GetFlag(FLAGS_job));
-  req.set_config_json(text.str());
-  req.set_has_mpu(absl::GetFlag(FLAGS_mpu));
-  v1::MergeConfigResponse resp;
-  grpc::ClientContext ctx;
-  PrepareCall(&ctx);
-  grpc::Status status = stub.MergeConfig(&ctx, req, &resp);
-  if (!status.ok()) return Failed(ctx, status);
-  std::cout << nlohmann::json::parse(resp.merged_config_json()).dump(2) << std::endl;
+  absl::StatusOr<std::string> merged =
+      client.MergeConfig(absl::GetFlag(FLAGS_job), text.str(), absl::GetFlag(FLAGS_mpu));
+  if (!merged.ok()) return Failed(merged.status());
+  std::cout << nlohmann::json::parse(*merged).dump(2) << std::endl;
   return 0;
 }
 
-int Jobs(v1::Coordinator::Stub& stub) {
+int Jobs(CoordinatorClient& client) {
+  absl::StatusOr<std::vector<v1::JobStatus>> jobs = client.ListJobs();
+  if (!jobs.ok()) return Failed(jobs.status());
   std::cout << absl::StrFormat("%-32s %-10s %-11s %-6s %s\n", "JOB", "GENERATION", "PHASE", "WORLD", "TP_MODEL_INIT");
-  v1::ListJobsRequest req;
-  req.set_page_size(500);
-  do {  // a page at a time, so that any number of jobs can be listed
-    v1::ListJobsResponse resp;
-    grpc::ClientContext ctx;
-    PrepareCall(&ctx);
-    grpc::Status status = stub.ListJobs(&ctx, req, &resp);
-    if (!status.ok()) return Failed(ctx, status);
-    for (const v1::JobStatus& job : resp.jobs()) {
-      std::cout << absl::StrFormat("%-32s %-10d %-11s %-6d %s\n", job.job_id(), job.generation(),
-                                   PhaseName(job.phase()), job.world_size(),
-                                   job.tp_init_recorded() ? DescribeArgs(job.tp_init()) : "-");
-    }
-    req.set_page_token(resp.next_page_token());
-  } while (!req.page_token().empty());
+  for (const v1::JobStatus& job : *jobs) {
+    std::cout << absl::StrFormat("%-32s %-10d %-11s %-6d %s\n", job.job_id(), job.generation(), PhaseName(job.phase()),
+                                 job.world_size(), job.tp_init_recorded() ? DescribeArgs(job.tp_init()) : "-");
+  }
   return 0;
 }
 
-int Create(v1::Coordinator::Stub& stub, const std::string& job_id) {
+int Create(CoordinatorClient& client, const std::string& job_id) {
   if (job_id.empty()) return UsageError("give the job id: tpctl create ID [--job-token-file F]");
-  v1::CreateJobRequest req;
-  req.set_job_id(job_id);
+  std::string job_token;
   if (const std::string path = absl::GetFlag(FLAGS_job_token_file); !path.empty()) {
-    absl::StatusOr<std::string> job_token = tpcoord::ReadSecretFile(path);
-    if (!job_token.ok()) return UsageError(absl::StrCat("--job-token-file: ", job_token.status().message()));
-    req.set_job_token(*job_token);
+    absl::StatusOr<std::string> read = tpcoord::ReadSecretFile(path);
+    if (!read.ok()) return UsageError(absl::StrCat("--job-token-file: ", read.status().message()));
+    job_token = *read;
   }
-  v1::CreateJobResponse resp;
-  grpc::ClientContext ctx;
-  PrepareCall(&ctx);
-  grpc::Status status = stub.CreateJob(&ctx, req, &resp);
-  if (!status.ok()) return Failed(ctx, status);
+  if (absl::Status s = client.CreateJob(job_id, job_token); !s.ok()) return Failed(s);
   std::cout << "created job " << job_id << std::endl;
   return 0;
 }
 
-int Delete(v1::Coordinator::Stub& stub, const std::string& job_id) {
+int Delete(CoordinatorClient& client, const std::string& job_id) {
   if (job_id.empty()) return UsageError("give the job id: tpctl delete ID [--force]");
-  v1::DeleteJobRequest req;
-  req.set_job_id(job_id);
-  req.set_force(absl::GetFlag(FLAGS_force));
-  v1::DeleteJobResponse resp;
-  grpc::ClientContext ctx;
-  PrepareCall(&ctx);
-  grpc::Status status = stub.DeleteJob(&ctx, req, &resp);
-  if (!status.ok()) return Failed(ctx, status);
+  if (absl::Status s = client.DeleteJob(job_id, absl::GetFlag(FLAGS_force)); !s.ok()) return Failed(s);
   std::cout << "deleted job " << job_id << std::endl;
   return 0;
 }
 
-int Job(v1::Coordinator::Stub& stub, const std::string& job_id, bool watch) {
+int Job(CoordinatorClient& client, const std::string& job_id, bool watch) {
   if (job_id.empty()) return UsageError("give the job id: tpctl job ID");
   const int count = absl::GetFlag(FLAGS_count);
   for (int i = 1;; ++i) {
-    v1::GetJobRequest req;
-    req.set_job_id(job_id);
-    v1::GetJobResponse resp;
-    grpc::ClientContext ctx;
-    PrepareCall(&ctx);
-    grpc::Status status = stub.GetJob(&ctx, req, &resp);
-    if (!status.ok()) return Failed(ctx, status);
+    absl::StatusOr<v1::JobStatus> job = client.GetJob(job_id);
+    if (!job.ok()) return Failed(job.status());
     if (watch) std::cout << "--- " << absl::FormatTime("%H:%M:%S", absl::Now(), absl::LocalTimeZone()) << "\n";
-    PrintJob(resp.job(), true);
+    PrintJob(*job, true);
     std::cout.flush();
-    const v1::Phase phase = resp.job().phase();
+    const v1::Phase phase = job->phase();
     if (!watch || (count > 0 && i >= count) ||
         (count == 0 && (phase == v1::PHASE_COMPLETED || phase == v1::PHASE_FAILED))) {
       return 0;
@@ -265,15 +225,11 @@ int Job(v1::Coordinator::Stub& stub, const std::string& job_id, bool watch) {
   }
 }
 
-int Health(const std::shared_ptr<grpc::Channel>& channel) {
-  auto stub = grpc::health::v1::Health::NewStub(channel);
-  grpc::health::v1::HealthCheckResponse resp;
-  grpc::ClientContext ctx;
-  PrepareCall(&ctx);
-  grpc::Status status = stub->Check(&ctx, grpc::health::v1::HealthCheckRequest(), &resp);
-  if (!status.ok()) return Failed(ctx, status);
-  std::cout << grpc::health::v1::HealthCheckResponse::ServingStatus_Name(resp.status()) << std::endl;
-  return resp.status() == grpc::health::v1::HealthCheckResponse::SERVING ? 0 : kExitFailure;
+int Health(CoordinatorClient& client) {
+  absl::StatusOr<bool> serving = client.Serving();
+  if (!serving.ok()) return Failed(serving.status());
+  std::cout << (*serving ? "SERVING" : "NOT_SERVING") << std::endl;
+  return *serving ? 0 : kExitFailure;
 }
 
 }  // namespace
@@ -296,16 +252,22 @@ int main(int argc, char** argv) {
 
   absl::StatusOr<tpcoord::ClientCredentials> credentials = tpcoord::ClientCredentialsFromFlags();
   if (!credentials.ok()) return UsageError(std::string(credentials.status().message()));
-  token = credentials->token;
-  auto channel = grpc::CreateChannel(absl::GetFlag(FLAGS_coordinator), tpcoord::ChannelCredentialsFor(*credentials));
-  v1::Coordinator::Stub stub(channel);
-  if (command == "create") return Create(stub, JobArg(args));
-  if (command == "record") return Record(stub);
-  if (command == "merge") return Merge(stub);
-  if (command == "jobs") return Jobs(stub);
-  if (command == "job") return Job(stub, JobArg(args), false);
-  if (command == "watch") return Job(stub, JobArg(args), true);
-  if (command == "delete") return Delete(stub, JobArg(args));
-  if (command == "health") return Health(channel);
+  // One attempt per call, within --timeout: a person at a terminal wants the answer, or the reason there
+  // is none, at once.
+  tpcoord::ClientOptions options;
+  options.address = absl::GetFlag(FLAGS_coordinator);
+  options.credentials = *credentials;
+  options.call_timeout = absl::ToChronoMilliseconds(absl::GetFlag(FLAGS_timeout));
+  options.retry_budget = tpcoord::Millis(0);
+  options.wait_for_ready = false;
+  CoordinatorClient client(options);
+  if (command == "create") return Create(client, JobArg(args));
+  if (command == "record") return Record(client);
+  if (command == "merge") return Merge(client);
+  if (command == "jobs") return Jobs(client);
+  if (command == "job") return Job(client, JobArg(args), false);
+  if (command == "watch") return Job(client, JobArg(args), true);
+  if (command == "delete") return Delete(client, JobArg(args));
+  if (command == "health") return Health(client);
   return UsageError(absl::StrCat("unknown command \"", command, "\""));
 }

@@ -38,13 +38,13 @@
 #include "common/deepspeed_error.h"
 #include "common/ds_config.h"
 #include "common/process_init.h"
-#include "worker/checkpoint.h"
-#include "worker/client_flags.h"
-#include "worker/compute_threads.h"
-#include "worker/engine.h"
-#include "worker/exit_codes.h"
-#include "worker/supervisor.h"
-#include "worker/safetensors.h"
+#include "worker/client/client_flags.h"
+#include "worker/model/safetensors.h"
+#include "worker/training/checkpoint.h"
+#include "worker/training/compute_threads.h"
+#include "worker/training/engine.h"
+#include "worker/training/exit_codes.h"
+#include "worker/training/supervisor.h"
 
 ABSL_FLAG(std::string, coordinator, "127.0.0.1:50051", "coordinator address");
 ABSL_FLAG(std::string, job, "", "job id");

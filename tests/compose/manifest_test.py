@@ -4,7 +4,7 @@
 Parses every manifest (PyYAML, Debian's python3-yaml) and checks that names, ports, labels and selectors,
 volume and ConfigMap references agree with each other and with what the image and the binaries expect:
 the image name, the coordinator's --listen port, the TPCOORD_* variables tp-worker / tpctl read (taken
-from worker/main.cc, worker/coordinator_client.cc and coordinator/tpctl.cc), the paths the Dockerfile
+from worker/main.cc, worker/client/credentials.cc and coordinator/tpctl.cc), the paths the Dockerfile
 bakes in, the image's user id; and that both deployments are secure: the coordinator serves mutual TLS
 from mounted secrets, and every client has a certificate and the job token.
 Needs no Docker and no cluster.
@@ -61,7 +61,7 @@ def interpolate(value):
 def env_names_read_by_binaries():
     """Every TPCOORD_* (and torchrun-style) variable name that tp-worker or tpctl reads."""
     names = set()
-    for path in ("worker/main.cc", "worker/coordinator_client.cc", "coordinator/tpctl.cc"):
+    for path in ("worker/main.cc", "worker/client/credentials.cc", "coordinator/tpctl.cc"):
         names |= set(re.findall(r'"((?:TPCOORD_|RANK\b|WORLD_SIZE\b|JOB_COMPLETION_INDEX\b)[A-Z_]*)"', read(path)))
     return names
 

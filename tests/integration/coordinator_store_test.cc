@@ -1,4 +1,4 @@
-// worker/coordinator_store.h, the c10d::Store over the coordinator's key-value API, against a real
+// worker/comm/coordinator_store.h, the c10d::Store over the coordinator's key-value API, against a real
 // coordinator: c10d semantics call by call, a get that waits for another client's set, and timeouts that
 // name the missing keys.
 #include <gtest/gtest.h>
@@ -8,7 +8,7 @@
 
 #include "absl/strings/match.h"
 #include "tests/support/coordinator_test.h"
-#include "worker/coordinator_store.h"
+#include "worker/comm/coordinator_store.h"
 
 namespace tpcoord {
 namespace {

@@ -10,7 +10,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_split.h"
 #include "tests/support/coordinator_test.h"
-#include "worker/unique_id_exchange.h"
+#include "worker/comm/unique_id_exchange.h"
 
 namespace tpcoord {
 namespace {
@@ -93,7 +93,9 @@ TEST_F(RendezvousTest, FourWorkersGetDeepSpeedsLayoutAndIdenticalUniqueIds) {
     EXPECT_EQ(seen.size(), 1u) << group;
     distinct.insert(*seen.begin());
   }
-  if (HaveNccl()) EXPECT_EQ(distinct.size(), 5u);  // five real ncclGetUniqueId calls
+  if (HaveNccl()) {
+    EXPECT_EQ(distinct.size(), 5u);  // five real ncclGetUniqueId calls
+  }
 }
 
 TEST_F(RendezvousTest, GlooAllReduceOverTheCoordinatorStore) {

@@ -15,8 +15,8 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "tests/support/coordinator_process.h"
-#include "worker/nccl_communicator.h"
-#include "worker/safetensors.h"
+#include "worker/comm/nccl_communicator.h"
+#include "worker/model/safetensors.h"
 
 namespace tpcoord {
 namespace {

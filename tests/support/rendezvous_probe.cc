@@ -19,10 +19,11 @@
 #include "absl/strings/str_join.h"
 #include "absl/time/time.h"
 #include "common/process_init.h"
-#include "worker/coordinator_client.h"
-#include "worker/coordinator_store.h"
-#include "worker/gloo_communicator.h"
-#include "worker/unique_id_exchange.h"
+#include "worker/client/coordinator_client.h"
+#include "worker/client/member_session.h"
+#include "worker/comm/coordinator_store.h"
+#include "worker/comm/gloo_communicator.h"
+#include "worker/comm/unique_id_exchange.h"
 
 ABSL_FLAG(std::string, coordinator, "127.0.0.1:50051", "coordinator address");
 ABSL_FLAG(std::string, job, "probe", "job id");

@@ -1,6 +1,6 @@
 // AutoTP on whole Llama models: a TP-sharded model over a real Gloo group (ranks as threads) must compute
 // what the unsharded model computes, and give back exactly the weights it was built from.
-#include "worker/autotp.h"
+#include "worker/autotp/autotp.h"
 
 #include <cmath>
 #include <string>
@@ -13,7 +13,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/unit/gloo_ranks.h"
-#include "worker/tp_layers.h"
+#include "worker/autotp/tp_layers.h"
 
 namespace tpcoord {
 namespace {

@@ -19,8 +19,8 @@
 
 #include "absl/status/statusor.h"
 #include "gtest/gtest.h"
-#include "worker/communicator.h"
-#include "worker/gloo_communicator.h"
+#include "worker/comm/communicator.h"
+#include "worker/comm/gloo_communicator.h"
 
 namespace tpcoord {
 namespace testing {

@@ -1,4 +1,4 @@
-#include "worker/llama_model.h"
+#include "worker/model/llama_model.h"
 
 #include <cmath>
 #include <string>

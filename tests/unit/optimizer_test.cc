@@ -1,5 +1,5 @@
 // tpcoord's optimizers take exactly the steps of LibTorch's own torch::optim implementations.
-#include "worker/optimizer.h"
+#include "worker/training/optimizer.h"
 
 #include <gtest/gtest.h>
 

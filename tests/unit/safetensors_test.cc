@@ -1,4 +1,4 @@
-#include "worker/safetensors.h"
+#include "worker/model/safetensors.h"
 
 #include <cstdint>
 #include <cstring>

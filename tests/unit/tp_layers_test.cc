@@ -1,6 +1,6 @@
 // Mirrors spec §5.1 TestTpLayerFwdBwd / TestParamsGather and the sub-parameter cases of §5.2, over real Gloo
 // groups of T ranks (threads).
-#include "worker/tp_layers.h"
+#include "worker/autotp/tp_layers.h"
 
 #include <cstdint>
 #include <vector>

@@ -1,0 +1,494 @@
+#include "worker/training/engine.h"
+
+#include <signal.h>
+#include <unistd.h>
+
+#include <cmath>
+#include <cstdlib>
+
+#include "absl/status/status.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "common/config_merge.h"
+#include "common/deepspeed_error.h"
+#include "nlohmann/json.hpp"
+#include "worker/autotp/autotp.h"
+#include "worker/comm/gloo_communicator.h"
+#include "worker/comm/nccl_communicator.h"
+#include "worker/comm/unique_id_exchange.h"
+#include "worker/model/torch_dtype.h"
+#include "worker/training/checkpoint.h"
+#include "worker/training/exit_codes.h"
+
+namespace tpcoord {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double SecondsSince(Clock::time_point start) { return std::chrono::duration<double>(Clock::now() - start).count(); }
+
+absl::Status InPhase(absl::string_view phase, const absl::Status& status) {
+  if (status.ok() || IsDeepSpeedError(status)) return status;  // DeepSpeed's texts stay exact
+  return absl::Status(status.code(), absl::StrCat(phase, ": ", status.message()));
+}
+
+// The CUDA device of this worker: LOCAL_RANK when set (torchrun's convention), else 0.
+int LocalDevice() {
+  int device = 0;
+  if (const char* local = std::getenv("LOCAL_RANK"); local && absl::SimpleAtoi(local, &device)) return device;
+  return 0;
+}
+
+// The same tensors under "<name>" for the state kind `suffix` ("exp_avg" -> {param: tensor}), and back.
+TensorMap StateOfKind(const TensorMap& state, const std::string& suffix) {
+  TensorMap out;
+  const std::string tail = "." + suffix;
+  for (const auto& [key, t] : state) {
+    if (key.size() > tail.size() && key.compare(key.size() - tail.size(), tail.size(), tail) == 0) {
+      out[key.substr(0, key.size() - tail.size())] = t;
+    }
+  }
+  return out;
+}
+
+void AddKind(const TensorMap& tensors, const std::string& suffix, TensorMap* out) {
+  for (const auto& [name, t] : tensors) (*out)[name + "." + suffix] = t;
+}
+
+constexpr const char* kStateKinds[] = {"exp_avg", "exp_avg_sq", "momentum_buffer", "master"};
+
+// A test hook, for fault tests through real processes: with TPCOORD_TEST_STOP_AT=<phase> the worker stops
+// itself (SIGSTOP) as it reaches that start-up phase, so that a test can act on a job held there (kill the
+// coordinator while the others wait in the store for this worker, say) and then let it go on (SIGCONT).
+void StopHereIfAsked(absl::string_view phase) {
+  const char* stop_at = std::getenv("TPCOORD_TEST_STOP_AT");
+  if (stop_at != nullptr && phase == stop_at) ::raise(SIGSTOP);
+}
+
+}  // namespace
+
+// --- Launch and tp_model_init ---------------------------------------------------------------------------
+
+Launch::Launch(LaunchConfig config) : config_(std::move(config)) {
+  if (config_.host.empty()) config_.host = LocalHostName();
+  if (config_.gloo_interface.empty()) config_.gloo_interface = config_.host;
+  ClientOptions options;
+  options.address = config_.coordinator;
+  options.credentials = config_.credentials;
+  // A coordinator that restarts, or is unreachable for a while, costs this worker nothing as long as it
+  // comes back within the worker's own deadline.
+  options.retry_budget = config_.join_timeout;
+  client_ = std::make_unique<CoordinatorClient>(options);
+}
+
+absl::StatusOr<LlamaModel> tp_model_init(LlamaModel model, int tp_size, Dtype dtype, Launch& launch,
+                                         std::optional<std::vector<int>> tp_group) {
+  Clock::time_point start = Clock::now();
+  if (absl::Status s = launch.client().WaitForConnected(launch.config().join_timeout); !s.ok()) {
+    return InPhase("connect", s);
+  }
+  launch.timings().emplace_back("connect", SecondsSince(start));
+  start = Clock::now();
+  absl::StatusOr<TpInitArgs> args = NormalizeTpInitArgs(tp_size, dtype, std::move(tp_group));
+  if (!args.ok()) return args.status();
+  absl::StatusOr<TpInitRecord> record = launch.client().RecordTpInitArgs(launch.config().job_id, *args);
+  if (!record.ok()) return InPhase("tp_model_init", record.status());
+  launch.set_recorded(*args);
+  launch.timings().emplace_back("record", SecondsSince(start));
+  return model;
+}
+
+// --- initialize -----------------------------------------------------------------------------------------
+
+Engine::Engine(Launch& launch, LlamaModel model) : launch_(launch), model_(std::move(model)) {}
+
+Engine::~Engine() { Abandon("the worker stopped before finishing"); }
+
+void Engine::Abandon(const std::string& reason, bool fatal) {
+  // This worker ends the generation itself: the end its session is about to push is no news to react to.
+  leaving_.store(true);
+  // Leave first: a session that closes before its member left is taken for a death.
+  if (!finished_ && membership_.generation != 0 && !lost()) {
+    (void)launch_.client().Leave(membership_, /*finished=*/false, reason, fatal);
+  }
+  session_.reset();
+  finished_ = true;
+}
+
+std::optional<std::string> Engine::lost() const {
+  std::lock_guard<std::mutex> lock(lost_mu_);
+  return lost_;
+}
+
+std::optional<std::string> Engine::AwaitLost(Millis timeout) const {
+  std::unique_lock<std::mutex> lock(lost_mu_);
+  lost_cv_.wait_for(lock, timeout, [this] { return lost_.has_value(); });
+  return lost_;
+}
+
+absl::Status Engine::Explain(absl::Status status) const {
+  if (status.ok()) return status;
+  if (std::optional<std::string> why = lost()) {
+    return absl::Status(status.code(), absl::StrCat(status.message(), " (the coordinator says: ", *why, ")"));
+  }
+  return status;
+}
+
+absl::StatusOr<std::unique_ptr<Engine>> initialize(LlamaModel model, const std::string& ds_config_json, Launch& launch,
+                                                   bool has_mpu) {
+  const LaunchConfig& lc = launch.config();
+  std::unique_ptr<Engine> engine(new Engine(launch, std::move(model)));
+  Engine& e = *engine;
+  CoordinatorClient& client = launch.client();
+
+  // A backend that cannot work here fails before this worker takes a place in the rendezvous.
+  if (lc.backend == "nccl") {
+    if (absl::Status s = CheckNcclUsable(); !s.ok()) return s;
+  } else if (lc.backend != "gloo") {
+    return absl::InvalidArgumentError(absl::StrCat("--backend \"", lc.backend, "\" is not gloo or nccl"));
+  }
+
+  // Join: the rendezvous assigns this worker's rank and groups.
+  Clock::time_point start = Clock::now();
+  JoinRequest join{lc.job_id, lc.worker_id.empty() ? MakeWorkerId(lc.host) : lc.worker_id, lc.host, lc.world_size,
+                   lc.rank, launch.recorded() ? launch.recorded()->tp_size : 0, /*member_key=*/""};
+  join.min_world_size = std::min(lc.min_world_size, lc.world_size);
+  join.rejoin_timeout = lc.rejoin_timeout;
+  absl::StatusOr<Membership> membership = client.Join(join, lc.join_timeout);
+  if (!membership.ok()) return InPhase("join", membership.status());
+  e.membership_ = *membership;
+  e.session_ = std::make_unique<MemberSession>(&client, e.membership_, [&e, &lc](absl::Status status) {
+    // React before waking AwaitLost: a trainer waiting there for the coordinator's verdict sets leaving_
+    // as soon as it wakes, and the end must not pass for its own doing then.
+    if (lc.on_generation_end && !e.leaving_.load()) lc.on_generation_end(status);
+    {
+      std::lock_guard<std::mutex> lock(e.lost_mu_);
+      e.lost_ = std::string(status.message());
+    }
+    e.lost_cv_.notify_all();
+  });
+  launch.timings().emplace_back("join", SecondsSince(start));
+  absl::Status setup = e.Setup(ds_config_json, has_mpu);
+  if (!setup.ok()) {
+    // A peer's death fails this worker's set-up first; the coordinator names the peer a moment later.
+    if (ExitCodeFor(setup) == kExitRetryable) (void)e.AwaitLost(e.membership_.lease);
+    // The other workers learn why, instead of waiting.
+    e.Abandon(std::string(setup.message()), ExitCodeFor(setup) == kExitFatalConfig);
+    return setup;
+  }
+  return engine;
+}
+
+// Everything after Join: merge, data, communicators, sharding, dtype, optimizer.
+absl::Status Engine::Setup(const std::string& ds_config_json, bool has_mpu) {
+  const LaunchConfig& lc = launch_.config();
+  CoordinatorClient& client = launch_.client();
+  const Membership& m = membership_;
+
+  // Merge: validated against the record, identical on every worker.
+  Clock::time_point start = Clock::now();
+  absl::StatusOr<std::string> merged = client.MergeConfig(m, ds_config_json, has_mpu);
+  if (!merged.ok()) return InPhase("merge", merged.status());
+  merged_config_ = *merged;
+  absl::StatusOr<TrainConfig> train = ParseTrainConfig(nlohmann::json::parse(*merged), m.mesh.dp_size());
+  if (!train.ok()) return InPhase("config", train.status());
+  train_ = *train;
+  dtype_ = launch_.recorded() ? launch_.recorded()->dtype : train_.precision.value_or(Dtype::kFloat32);
+  launch_.timings().emplace_back("merge", SecondsSince(start));
+  if (dtype_ == Dtype::kFloat16 && lc.backend == "gloo") {
+    return absl::FailedPreconditionError(
+        "dtype fp16 needs a GPU: LibTorch has no fp16 matrix multiply on the CPU; use bf16 with --backend gloo");
+  }
+
+  const std::string data_path = lc.data.empty() ? train_.data : lc.data;
+  if (data_path.empty()) {
+    return absl::InvalidArgumentError("no training data: give --data or the config's tpcoord.data");
+  }
+  absl::StatusOr<TokenData> data = TokenData::Load(data_path, train_.seq_len);
+  if (!data.ok()) return InPhase("data", data.status());
+  if (data->max_token() >= model_->config().vocab_size) {
+    return absl::InvalidArgumentError(absl::StrCat("data: ", data_path, " holds token ", data->max_token(),
+                                                   ", outside the model's vocabulary of ",
+                                                   model_->config().vocab_size));
+  }
+  if (train_.seq_len > model_->config().max_position_embeddings) {
+    return absl::InvalidArgumentError(absl::StrCat("tpcoord.seq_len ", train_.seq_len,
+                                                   " exceeds the model's max_position_embeddings ",
+                                                   model_->config().max_position_embeddings));
+  }
+  data_ = *std::move(data);
+
+  // Communicators for the world, this rank's TP group and its DP group.
+  StopHereIfAsked("comm_init");
+  start = Clock::now();
+  const std::vector<GroupId> groups = {{GroupKind::kWorld, 0}, m.tp_group(), m.dp_group()};
+  const std::vector<std::pair<int, int>> places = {
+      {m.rank, m.world_size()}, {m.tp_rank(), m.mesh.tp_size()}, {m.dp_rank(), m.mesh.dp_size()}};
+  std::vector<std::unique_ptr<Communicator>> comms;
+  if (lc.backend == "nccl") {
+    absl::StatusOr<std::map<GroupId, std::string>> ids =
+        ExchangeUniqueIds(client, m, groups, NcclUniqueId, lc.collective_timeout);
+    if (!ids.ok()) return InPhase("unique ids", ids.status());
+    for (size_t i = 0; i < groups.size(); ++i) {
+      auto comm = MakeNcclCommunicator(GroupName(groups[i]), (*ids)[groups[i]], places[i].first, places[i].second,
+                                       LocalDevice());
+      if (!comm.ok()) return InPhase("comm init", comm.status());
+      comms.push_back(*std::move(comm));
+    }
+  } else {
+    store_ = c10::make_intrusive<CoordinatorStore>(&client, m, lc.collective_timeout);
+    for (size_t i = 0; i < groups.size(); ++i) {
+      auto comm = MakeGlooCommunicator(store_, GroupName(groups[i]), places[i].first, places[i].second,
+                                       lc.gloo_interface, lc.collective_timeout);
+      if (!comm.ok()) return Explain(InPhase("comm init", comm.status()));
+      comms.push_back(*std::move(comm));
+    }
+  }
+  world_ = std::move(comms[0]);
+  tp_ = std::move(comms[1]);
+  dp_ = std::move(comms[2]);
+  launch_.timings().emplace_back("comm_init", SecondsSince(start));
+
+  // AutoTP, then the recorded dtype with fp32 masters.
+  start = Clock::now();
+  if (absl::Status s = ShardLlama(model_, *tp_); !s.ok()) return Explain(InPhase("shard", s));
+  TensorMap full_precision = model_->StateDict();
+  if (dtype_ == Dtype::kFloat32) {
+    masters_ = full_precision;
+  } else {
+    for (const auto& [name, p] : full_precision) masters_[name] = p.detach().to(torch::kFloat32).clone();
+    model_->to(ToScalarType(dtype_));
+  }
+  params_ = model_->StateDict();
+  for (const auto& [name, p] : ClassifyTpParameters(*model_).partitioned) partitioned_[name] = masters_.at(name);
+  optimizer_ = std::make_unique<Optimizer>(train_.optimizer, masters_);
+  if (dtype_ == Dtype::kFloat16) {
+    loss_scale_ = train_.loss_scale.static_scale > 0 ? train_.loss_scale.static_scale
+                                                         : std::ldexp(1.0, train_.loss_scale.initial_scale_power);
+  }
+  launch_.timings().emplace_back("shard", SecondsSince(start));
+  return absl::OkStatus();
+}
+
+// --- training -------------------------------------------------------------------------------------------
+
+torch::Tensor Engine::Batch(int64_t step, int micro_step) const {
+  const int rows = train_.micro_batch_size;
+  torch::Tensor batch = torch::empty({rows, train_.seq_len + 1}, torch::kLong);
+  for (int r = 0; r < rows; ++r) {
+    const std::vector<int32_t> seq = data_->TrainSequence(
+        SequenceIndex(step, micro_step, membership_.dp_rank(), r, rows, train_.gradient_accumulation_steps,
+                      membership_.mesh.dp_size()));
+    batch[r].copy_(torch::tensor(seq, torch::kInt).to(torch::kLong));
+  }
+  return batch;
+}
+
+void Engine::CopyGradsToMasters() {
+  for (auto& [name, master] : masters_) {
+    const torch::Tensor& param = params_.at(name);
+    const torch::Tensor& grad = param.grad();
+    if (param.is_same(master)) {  // fp32: the master is the parameter and already holds its gradient
+      if (!grad.defined()) master.mutable_grad() = torch::zeros_like(master);
+      continue;
+    }
+    torch::Tensor g = grad.defined() ? grad.to(torch::kFloat32) : torch::zeros_like(master);
+    if (loss_scale_ != 1.0) g.div_(loss_scale_);
+    master.mutable_grad() = g;
+  }
+}
+
+double Engine::ClipAndNorm() {
+  // spec §4.7: partitioned parameters' squares summed over the TP group, replicated ones counted once.
+  double partitioned = 0, replicated = 0;
+  for (const auto& [name, master] : masters_) {
+    const double sq = master.grad().pow(2).sum().item<double>();
+    (partitioned_.count(name) ? partitioned : replicated) += sq;
+  }
+  torch::Tensor total = torch::tensor({partitioned}, torch::kFloat64);
+  tp_->AllReduceSum(total);
+  const double norm = std::sqrt(total.item<double>() + replicated);
+  if (train_.gradient_clipping > 0) {
+    const double coef = train_.gradient_clipping / (norm + 1e-6);  // DeepSpeed's clip_grad_norm_
+    if (coef < 1.0) {
+      for (auto& [name, master] : masters_) master.mutable_grad().mul_(coef);
+    }
+  }
+  return norm;
+}
+
+absl::StatusOr<StepStats> Engine::train_batch() {
+  const Clock::time_point start = Clock::now();
+  StepStats stats;
+  stats.lr = train_.schedule.LearningRate(step_);
+  stats.tokens = static_cast<int64_t>(train_.train_batch_size) * train_.seq_len;
+  try {
+    for (auto& [name, p] : params_) p.mutable_grad() = torch::Tensor();
+    double loss_sum = 0;
+    const int accumulation = train_.gradient_accumulation_steps;
+    for (int micro = 0; micro < accumulation; ++micro) {
+      const torch::Tensor tokens = Batch(step_, micro);
+      const torch::Tensor loss = NextTokenLoss(model_->forward(tokens), tokens);
+      (loss * (loss_scale_ / accumulation)).backward();
+      loss_sum += loss.item<double>();
+    }
+    CopyGradsToMasters();
+
+    // Average gradients and the loss over the data-parallel group, in one buffer.
+    std::vector<torch::Tensor> grads;
+    for (auto& [name, master] : masters_) grads.push_back(master.grad().view(-1));
+    grads.push_back(torch::tensor({loss_sum / accumulation}, torch::kFloat32));
+    torch::Tensor flat = torch::cat(grads);
+    if (dp_->size() > 1) {
+      dp_->AllReduceSum(flat);
+      flat.div_(dp_->size());
+    }
+    int64_t offset = 0;
+    for (auto& [name, master] : masters_) {
+      const int64_t n = master.numel();
+      master.mutable_grad().copy_(flat.narrow(0, offset, n).view_as(master));
+      offset += n;
+    }
+    stats.loss = flat[offset].item<double>();
+
+    if (dtype_ == Dtype::kFloat16) {  // dynamic loss scaling: every rank must agree to skip
+      torch::Tensor overflow = torch::tensor({std::isfinite(flat.sum().item<double>()) ? 0.0f : 1.0f});
+      world_->AllReduceSum(overflow);
+      if (overflow.item<float>() > 0) {
+        stats.skipped = true;
+        loss_scale_ = std::max(loss_scale_ / 2, train_.loss_scale.min_loss_scale);
+        good_steps_ = 0;
+      } else if (train_.loss_scale.static_scale == 0 && ++good_steps_ % train_.loss_scale.loss_scale_window == 0) {
+        loss_scale_ *= 2;
+      }
+    }
+    if (!stats.skipped) {
+      stats.grad_norm = ClipAndNorm();
+      optimizer_->Step(stats.lr);
+      torch::NoGradGuard no_grad;
+      for (auto& [name, master] : masters_) {
+        torch::Tensor& p = params_.at(name);
+        if (!p.is_same(master)) p.copy_(master);
+      }
+    }
+  } catch (const std::exception& e) {
+    return Explain(absl::UnavailableError(absl::StrCat("train_batch at step ", step_, ": ", e.what())));
+  }
+  ++step_;
+  stats.step = step_;
+  stats.seconds = SecondsSince(start);
+  return stats;
+}
+
+absl::StatusOr<double> Engine::eval_loss() {
+  torch::NoGradGuard no_grad;
+  const int rows = train_.micro_batch_size;
+  double total = 0;
+  const int batches = std::max(1, train_.eval_batches);
+  try {
+    for (int b = 0; b < batches; ++b) {
+      torch::Tensor tokens = torch::empty({rows, train_.seq_len + 1}, torch::kLong);
+      for (int r = 0; r < rows; ++r) {
+        tokens[r].copy_(torch::tensor(data_->EvalSequence(static_cast<int64_t>(b) * rows + r), torch::kInt).to(torch::kLong));
+      }
+      total += NextTokenLoss(model_->forward(tokens), tokens).item<double>();
+    }
+  } catch (const std::exception& e) {
+    return Explain(absl::UnavailableError(absl::StrCat("eval_loss: ", e.what())));
+  }
+  return total / batches;
+}
+
+// --- checkpoints ----------------------------------------------------------------------------------------
+
+absl::Status Engine::save_checkpoint(const std::string& dir) {
+  // DP replicas hold identical shards, so the TP group of DP rank 0 gathers and global rank 0 writes.
+  absl::Status status;
+  if (membership_.dp_rank() == 0) {
+    absl::StatusOr<TensorMap> model = GatherFullStateDict(*model_);
+    TensorMap local_state;
+    const TensorMap state = optimizer_->State();
+    for (const char* kind : kStateKinds) {
+      const TensorMap tensors = std::string(kind) == "master" ? (dtype_ == Dtype::kFloat32 ? TensorMap() : masters_)
+                                                             : StateOfKind(state, kind);
+      if (tensors.empty()) continue;
+      absl::StatusOr<TensorMap> full = GatherFullTensors(*model_, tensors);
+      if (!full.ok()) {
+        status = full.status();
+        break;
+      }
+      AddKind(*full, kind, &local_state);
+    }
+    if (!model.ok()) status = model.status();
+    if (status.ok() && membership_.rank == 0) {
+      TrainerState trainer{step_,
+                           optimizer_->step_count(),
+                           loss_scale_,
+                           membership_.mesh.tp_size(),
+                           membership_.world_size(),
+                           std::string(ShortDtypeName(dtype_)),
+                           membership_.job_id};
+      status = WriteCheckpoint(dir, model_->config(), dtype_, *model, local_state, trainer);
+    }
+  }
+  // Nobody moves on (or exits) before the checkpoint is on disk; a failed write fails every rank.
+  torch::Tensor failed = torch::tensor({status.ok() ? 0.0f : 1.0f});
+  try {
+    world_->AllReduceSum(failed);
+  } catch (const std::exception& e) {
+    return Explain(absl::UnavailableError(absl::StrCat("save_checkpoint: ", e.what())));
+  }
+  if (!status.ok()) return InPhase("save_checkpoint", status);
+  if (failed.item<float>() > 0) return absl::UnavailableError("save_checkpoint failed on another rank");
+  return absl::OkStatus();
+}
+
+absl::Status Engine::load_checkpoint(const std::string& dir) {
+  absl::StatusOr<Checkpoint> checkpoint = ReadCheckpoint(dir);
+  if (!checkpoint.ok()) return InPhase("load_checkpoint", checkpoint.status());
+  const LlamaConfig& mine = model_->config();
+  const LlamaConfig& theirs = checkpoint->config;
+  if (mine.hidden_size != theirs.hidden_size || mine.num_hidden_layers != theirs.num_hidden_layers ||
+      mine.vocab_size != theirs.vocab_size || mine.intermediate_size != theirs.intermediate_size ||
+      mine.num_attention_heads != theirs.num_attention_heads ||
+      mine.num_key_value_heads != theirs.num_key_value_heads) {
+    return absl::FailedPreconditionError(absl::StrCat("load_checkpoint: ", dir,
+                                                      " holds a model of another shape than the one being trained"));
+  }
+  TensorMap masters_full = StateOfKind(checkpoint->optimizer, "master");
+  if (masters_full.empty()) {
+    for (const auto& [name, t] : checkpoint->model) masters_full[name] = t.to(torch::kFloat32);
+  }
+  absl::StatusOr<TensorMap> masters = ShardFullTensors(*model_, masters_full);
+  if (!masters.ok()) return InPhase("load_checkpoint", masters.status());
+  TensorMap state;
+  for (const char* kind : {"exp_avg", "exp_avg_sq", "momentum_buffer"}) {
+    const TensorMap full = StateOfKind(checkpoint->optimizer, kind);
+    if (full.empty()) continue;
+    absl::StatusOr<TensorMap> local = ShardFullTensors(*model_, full);
+    if (!local.ok()) return InPhase("load_checkpoint", local.status());
+    AddKind(*local, kind, &state);
+  }
+  const int64_t optimizer_steps = checkpoint->state ? checkpoint->state->optimizer_steps : 0;
+  if (absl::Status s = optimizer_->LoadState(state, optimizer_steps); !s.ok()) return InPhase("load_checkpoint", s);
+  torch::NoGradGuard no_grad;
+  for (auto& [name, master] : masters_) {
+    master.copy_(masters->at(name));
+    torch::Tensor& p = params_.at(name);
+    if (!p.is_same(master)) p.copy_(master);
+  }
+  if (checkpoint->state) {
+    step_ = checkpoint->state->step;
+    loss_scale_ = checkpoint->state->loss_scale;
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Engine::Finish() {
+  finished_ = true;
+  absl::Status left = launch_.client().Leave(membership_, /*finished=*/true, "");
+  session_.reset();  // after Leave: a session that closes before its member left is taken for a death
+  return left;
+}
+
+}  // namespace tpcoord

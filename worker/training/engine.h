@@ -1,0 +1,178 @@
+// The worker's C++ API, shaped like DeepSpeed's so its users recognise it:
+//
+//   tpcoord::Launch launch(config);                                  // the job this process belongs to
+//   model = *tpcoord::tp_model_init(std::move(model), /*tp_size=*/2, Dtype::kBFloat16, launch);
+//   auto engine = *tpcoord::initialize(std::move(model), ds_config_json, launch);
+//   for (...) engine->train_batch();
+//   engine->save_checkpoint(dir);
+//
+// tp_model_init records the TP arguments through the coordinator (conflicts come back with DeepSpeed's
+// text) and returns the model unchanged. initialize joins the job's rendezvous, merges the DeepSpeed
+// config against the record (with every other worker's config required to be the same), builds the
+// communicators (Gloo over the coordinator's store, or NCCL with brokered unique IDs), shards the model
+// with AutoTP, applies the recorded dtype (DeepSpeed only validates it) and returns the training engine.
+#ifndef TPCOORD_WORKER_TRAINING_ENGINE_H_
+#define TPCOORD_WORKER_TRAINING_ENGINE_H_
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include <torch/torch.h>
+
+#include "absl/status/statusor.h"
+#include "common/token_data.h"
+#include "common/train_config.h"
+#include "worker/client/coordinator_client.h"
+#include "worker/client/member_session.h"
+#include "worker/comm/communicator.h"
+#include "worker/comm/coordinator_store.h"
+#include "worker/model/llama_model.h"
+#include "worker/training/optimizer.h"
+
+namespace tpcoord {
+
+// Where a worker process belongs; DeepSpeed reads the same from MASTER_ADDR, RANK and WORLD_SIZE.
+struct LaunchConfig {
+  std::string coordinator = "127.0.0.1:50051";
+  ClientCredentials credentials;  // the job's token, TLS material
+  std::string job_id;
+  int world_size = 1;
+  int min_world_size = 1;      // < world_size: an elastic job (JoinRequest.min_world_size)
+  Millis rejoin_timeout{30000};
+  std::optional<int> rank;     // a requested rank (RANK, JOB_COMPLETION_INDEX); nullopt: assigned
+  std::string host;            // reported to the coordinator; "" means this machine's host name
+  std::string backend = "gloo";  // "gloo" (CPU) or "nccl" (GPU)
+  std::string gloo_interface;  // address Gloo listens on and advertises; "" means `host`
+  std::string data;            // training data; overrides the config's tpcoord.data
+  std::string worker_id;       // the same across this worker's generations; "" means a fresh one
+  // Runs on the member session's thread the moment the coordinator says the generation is over (with its
+  // reason, naming the rank that failed), while the main thread may be blocked in a collective that cannot
+  // be aborted (Gloo in LibTorch 1.13). tp-worker exits there; unset, the engine only remembers it (lost()).
+  std::function<void(const absl::Status&)> on_generation_end;
+  Millis join_timeout{300000};
+  Millis collective_timeout{300000};
+};
+
+// The process's connection to its job, shared by tp_model_init and initialize (DeepSpeed keeps the same
+// in process globals). Records start-up phase timings as it goes.
+class Launch {
+ public:
+  explicit Launch(LaunchConfig config);
+
+  const LaunchConfig& config() const { return config_; }
+  CoordinatorClient& client() { return *client_; }
+  const std::optional<TpInitArgs>& recorded() const { return recorded_; }
+  void set_recorded(TpInitArgs args) { recorded_ = std::move(args); }
+  // Phase name and seconds, in order: connect, record, join, merge, comm_init, shard (and what the caller adds).
+  std::vector<std::pair<std::string, double>>& timings() { return timings_; }
+
+ private:
+  LaunchConfig config_;
+  std::unique_ptr<CoordinatorClient> client_;
+  std::optional<TpInitArgs> recorded_;
+  std::vector<std::pair<std::string, double>> timings_;
+};
+
+// deepspeed.tp_model_init: records (tp_size, dtype, tp_group) for the job and returns `model` unchanged.
+absl::StatusOr<LlamaModel> tp_model_init(LlamaModel model, int tp_size, Dtype dtype, Launch& launch,
+                                         std::optional<std::vector<int>> tp_group = std::nullopt);
+
+struct StepStats {
+  int64_t step = 0;        // optimizer steps done after this one
+  double loss = 0;         // mean next-token loss over the whole global batch
+  double grad_norm = 0;    // global L2 norm before clipping (spec §4.7 counting)
+  double lr = 0;
+  double seconds = 0;      // wall time of the step
+  int64_t tokens = 0;      // tokens in the global batch
+  bool skipped = false;    // fp16 overflow: no update
+};
+
+class Engine {
+ public:
+  ~Engine();  // leaves the job (finished=false) unless Finish() ran
+  Engine(const Engine&) = delete;
+  Engine& operator=(const Engine&) = delete;
+
+  // One optimizer step over train_batch_size sequences: micro-batches x gradient accumulation on each
+  // data-parallel rank, gradients averaged over the DP group, clipped, and applied. Every rank must call it.
+  absl::StatusOr<StepStats> train_batch();
+  // The mean loss over the held-out sequences (tpcoord.eval_batches micro-batches, the same on every rank).
+  absl::StatusOr<double> eval_loss();
+  // Writes a Hugging Face checkpoint (model.safetensors + config.json) plus optimizer and trainer state to
+  // `dir`, gathered from the shards; global rank 0 writes. A collective: every rank calls it.
+  absl::Status save_checkpoint(const std::string& dir);
+  // Loads a checkpoint written by save_checkpoint (or a plain Hugging Face model directory, weights only)
+  // at any TP size: the full tensors are resharded for this mesh. Every rank calls it.
+  absl::Status load_checkpoint(const std::string& dir);
+  // Leaves the job as finished (the coordinator marks the generation complete once every rank has).
+  absl::Status Finish();
+  // Leaves the job as failed: the generation ends and every other worker is told `reason`; `fatal`: a
+  // configuration error that no restart cures, so the others stop too (LeaveRequest.fatal). The destructor
+  // does this with a generic reason when neither Finish nor Abandon ran.
+  void Abandon(const std::string& reason, bool fatal = false);
+
+  const Membership& membership() const { return membership_; }
+  const TrainConfig& train_config() const { return train_; }
+  const std::string& merged_config() const { return merged_config_; }
+  Dtype dtype() const { return dtype_; }
+  int64_t global_steps() const { return step_; }
+  LlamaModel& model() { return model_; }
+  // Why the job's generation ended, if the member session learned that it did.
+  std::optional<std::string> lost() const;
+  // lost(), waiting up to `timeout` for the coordinator's verdict: a collective that fails because a peer
+  // died fails here within milliseconds, and the coordinator names that peer a moment later.
+  std::optional<std::string> AwaitLost(Millis timeout) const;
+
+ private:
+  friend absl::StatusOr<std::unique_ptr<Engine>> initialize(LlamaModel, const std::string&, Launch&, bool);
+  Engine(Launch& launch, LlamaModel model);
+  absl::Status Setup(const std::string& ds_config_json, bool has_mpu);
+
+  // Per-step pieces.
+  torch::Tensor Batch(int64_t step, int micro_step) const;  // [micro, seq_len + 1] int64
+  void CopyGradsToMasters();
+  double ClipAndNorm();  // returns the norm before clipping
+  absl::Status Explain(absl::Status status) const;  // adds lost() to a collective failure
+
+  Launch& launch_;
+  Membership membership_;
+  std::string merged_config_;
+  TrainConfig train_;
+  Dtype dtype_ = Dtype::kFloat32;
+  std::unique_ptr<MemberSession> session_;
+  std::atomic<bool> leaving_{false};  // Abandon runs: the generation's end is this worker's own doing
+  mutable std::mutex lost_mu_;
+  mutable std::condition_variable lost_cv_;
+  std::optional<std::string> lost_;
+  c10::intrusive_ptr<CoordinatorStore> store_;
+  std::unique_ptr<Communicator> world_;
+  std::unique_ptr<Communicator> tp_;
+  std::unique_ptr<Communicator> dp_;
+  LlamaModel model_;
+  TensorMap params_;        // the model's parameters (shards), Hugging Face names
+  TensorMap masters_;       // fp32 masters: the parameters themselves in fp32 runs, copies otherwise
+  TensorMap partitioned_;   // the subset of masters_ that is TP-partitioned
+  std::unique_ptr<Optimizer> optimizer_;
+  std::optional<TokenData> data_;
+  int64_t step_ = 0;
+  double loss_scale_ = 1.0;  // fp16 only
+  int good_steps_ = 0;
+  bool finished_ = false;
+};
+
+// deepspeed.initialize: joins, merges `ds_config_json`, builds communicators, shards `model` (which must
+// be the identical full model on every TP rank) and returns the engine. The training data comes from the
+// config's tpcoord.data. Errors name the phase that failed.
+absl::StatusOr<std::unique_ptr<Engine>> initialize(LlamaModel model, const std::string& ds_config_json,
+                                                   Launch& launch, bool has_mpu = false);
+
+}  // namespace tpcoord
+
+#endif  // TPCOORD_WORKER_TRAINING_ENGINE_H_
