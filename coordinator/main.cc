@@ -7,16 +7,30 @@
 // Security (README "Security"): every call carries a job token; TLS (mutual with --tls-client-ca) protects
 // them on the network. A listen address other than loopback without TLS is refused unless --allow-insecure.
 //
-// Prints "tp-coordinator listening on <address>" on stdout once it serves (with --listen host:0 the
+// High availability (README "High availability"): with --state-store etcd://HOST:PORT,.../PREFIX every
+// coordinator started on the same cluster and prefix campaigns for the leader key; the leader serves, the
+// others answer UNAVAILABLE naming it (standby_service.h) until it goes, then one of them takes over from
+// the state in etcd. A leader that loses its lease or finds its writes fenced steps down: it executes itself
+// afresh, as a standby.
+//
+// Prints "tp-coordinator listening on <address>" on stdout once it serves (a standby once it listens) (with --listen host:0 the
 // address holds the port the kernel picked). SIGTERM/SIGINT: answer every parked and every new call with
 // UNAVAILABLE (clients retry against the next coordinator on this state directory), let in-flight calls
 // finish, write what is being written, exit 0.
 #include <signal.h>
 
+#include <unistd.h>
+
 #include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <condition_variable>
+#include <cstring>
 #include <iostream>
 #include <memory>
+#include <mutex>
 #include <string>
+#include <thread>
 
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/grpcpp.h>
@@ -32,7 +46,11 @@
 #include "common/process_init.h"
 #include "common/secrets.h"
 #include "coordinator/coordinator_service.h"
+#include "coordinator/etcd_connection.h"
+#include "coordinator/etcd_state_store.h"
 #include "coordinator/job_registry.h"
+#include "coordinator/leader_election.h"
+#include "coordinator/standby_service.h"
 #include "coordinator/state_committer.h"
 #include "coordinator/state_dir.h"
 #include "coordinator/timer_queue.h"
@@ -51,7 +69,19 @@ ABSL_FLAG(std::string, job_creation, "open",
           "with tpctl create)");
 ABSL_FLAG(bool, reflection, false, "serve gRPC server reflection (lists the API to anyone who can connect)");
 ABSL_FLAG(std::string, state_dir, "/var/lib/tpcoord",
-          "directory for the coordinator's SQLite database (created if missing)");
+          "directory for the coordinator's SQLite database (created if missing), unless --state-store is etcd");
+ABSL_FLAG(std::string, state_store, "",
+          "etcd://HOST:PORT[,HOST:PORT...][/PREFIX]: keep state in an etcd cluster, with leader election among "
+          "every coordinator on it (default: SQLite in --state-dir)");
+ABSL_FLAG(std::string, advertise, "",
+          "HA: the address clients are sent to while this coordinator leads (default: the --listen address, "
+          "with this machine's host name for 0.0.0.0)");
+ABSL_FLAG(absl::Duration, leader_lease, absl::Seconds(3),
+          "HA: the leader's etcd lease (whole seconds, at least 2s); a standby takes over about this long after "
+          "the leader dies");
+ABSL_FLAG(std::string, etcd_tls_ca, "", "HA: verify etcd's certificates against this CA (PEM)");
+ABSL_FLAG(std::string, etcd_tls_cert, "", "HA: this coordinator's client certificate for etcd (PEM)");
+ABSL_FLAG(std::string, etcd_tls_key, "", "HA: the private key of --etcd-tls-cert (PEM)");
 ABSL_FLAG(absl::Duration, lease, absl::Seconds(10),
           "heartbeat lease: a worker silent this long ends its job's generation");
 ABSL_FLAG(absl::Duration, default_wait, absl::Seconds(60),
@@ -134,6 +164,73 @@ class ReflectionOption : public grpc::ServerBuilderOption {
   bool enabled_;
 };
 
+// How serving ends: a stop signal, or (HA) this coordinator no longer leading.
+class StopLatch {
+ public:
+  void Signal(int signal_number) { Set(absl::StrCat("received ", strsignal(signal_number)), false); }
+  void StepDown(const std::string& why) { Set(why, true); }
+  // Blocks until one of the two; returns its reason and whether it is a step-down.
+  std::pair<std::string, bool> Wait() {
+    std::unique_lock<std::mutex> lock(mu_);
+    set_cv_.wait(lock, [this] { return set_; });
+    return {reason_, step_down_};
+  }
+
+ private:
+  void Set(const std::string& reason, bool step_down) {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (set_) return;
+    set_ = true;
+    reason_ = reason;
+    step_down_ = step_down;
+    set_cv_.notify_all();
+  }
+  std::mutex mu_;
+  std::condition_variable set_cv_;
+  bool set_ = false;
+  std::string reason_;
+  bool step_down_ = false;
+};
+
+// "HOST:PORT" of --listen with the port it got; the host name of this machine for a wildcard address.
+std::string Advertised(const std::string& listen, int port) {
+  std::string host = listen.substr(0, listen.rfind(':'));
+  if (host == "0.0.0.0" || host == "[::]" || host.empty()) {
+    char name[256] = {};
+    host = gethostname(name, sizeof(name) - 1) == 0 && name[0] != '\0' ? name : "localhost";
+  }
+  return absl::StrCat(host, ":", port);
+}
+
+// Serves as a standby on `listen` (answering every call with where the leader is) until this process wins
+// the election; returns the port it listened on, free again, and the fence of its leadership.
+// `advertise`: the address clients are sent to while this process leads ("": from --listen).
+std::pair<int, tpcoord::Fence> CampaignAsStandby(tpcoord::LeaderElection& election, const std::string& listen,
+                                                 const std::shared_ptr<grpc::ServerCredentials>& credentials,
+                                                 std::string advertise) {
+  tpcoord::StandbyService standby;
+  grpc::ServerBuilder builder;
+  builder.SetOption(std::make_unique<ReflectionOption>(false));
+  int port = 0;
+  builder.AddListeningPort(listen, credentials, &port);
+  builder.RegisterCallbackGenericService(&standby);
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  if (!server || port == 0) Die(absl::StrCat("cannot listen on ", listen));
+  server->GetHealthCheckService()->SetServingStatus(false);
+  const std::string host = listen.substr(0, listen.rfind(':'));
+  std::cout << "tp-coordinator listening on " << host << ":" << port << std::endl;
+  if (advertise.empty()) advertise = Advertised(listen, port);
+  Log(absl::StrCat("standby on ", host, ":", port, ", campaigning for ", election.key(), " as ", advertise));
+  absl::StatusOr<tpcoord::Fence> fence = election.Campaign(advertise, [&standby](const std::string& leader) {
+    standby.SetLeader(leader);
+    Log(leader.empty() ? "no coordinator leads" : absl::StrCat("the leader is at ", leader));
+  });
+  if (!fence.ok()) Die(absl::StrCat("campaign: ", fence.status().message()));
+  server->Shutdown(std::chrono::system_clock::now());
+  server->Wait();
+  return {port, *fence};
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -171,18 +268,72 @@ int main(int argc, char** argv) {
   }
   const std::string listen = absl::GetFlag(FLAGS_listen);
   std::shared_ptr<grpc::ServerCredentials> credentials = ServerCredentials(listen);
+  grpc::EnableDefaultHealthCheckService(true);  // open to all: probes carry no token
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+
+  // The stop signals, on a thread of their own: the main thread may be campaigning when one comes.
+  static StopLatch stop;
+  static std::atomic<bool> serving{false};
+  std::thread([stop_signals] {
+    int signal_number = 0;
+    sigwait(&stop_signals, &signal_number);
+    if (!serving.load()) {  // a standby holds nothing: it just goes
+      Log(absl::StrCat("received ", strsignal(signal_number), " while not leading: exiting"));
+      std::_Exit(0);
+    }
+    stop.Signal(signal_number);
+  }).detach();
+
+  // Where state lives: SQLite in --state-dir, or (HA) etcd once this coordinator leads.
+  std::string serve_on = listen;
+  std::unique_ptr<tpcoord::StateDir> state_dir;
+  std::unique_ptr<tpcoord::EtcdConnection> etcd;
+  std::unique_ptr<tpcoord::LeaderElection> election;
+  std::unique_ptr<tpcoord::StateStore> etcd_store;
+  tpcoord::StateStore* store = nullptr;
+  std::string state_where;
+  if (const std::string url = absl::GetFlag(FLAGS_state_store); !url.empty()) {
+    absl::StatusOr<tpcoord::EtcdTarget> target = tpcoord::ParseEtcdTarget(url);
+    if (!target.ok()) Die(absl::StrCat("--state-store: ", target.status().message()));
+    tpcoord::EtcdCredentials etcd_credentials;
+    if (const std::string f = absl::GetFlag(FLAGS_etcd_tls_ca); !f.empty()) etcd_credentials.ca = ReadOrDie("etcd-tls-ca", f);
+    if (const std::string f = absl::GetFlag(FLAGS_etcd_tls_cert); !f.empty()) {
+      etcd_credentials.cert = ReadOrDie("etcd-tls-cert", f);
+    }
+    if (const std::string f = absl::GetFlag(FLAGS_etcd_tls_key); !f.empty()) etcd_credentials.key = ReadOrDie("etcd-tls-key", f);
+    if (etcd_credentials.cert.empty() != etcd_credentials.key.empty()) {
+      Die("give both --etcd-tls-cert and --etcd-tls-key, or neither");
+    }
+    const tpcoord::Millis lease = absl::ToChronoMilliseconds(absl::GetFlag(FLAGS_leader_lease));
+    if (lease < tpcoord::Millis(2000)) Die("--leader-lease must be at least 2s (etcd's shortest lease)");
+    etcd = std::make_unique<tpcoord::EtcdConnection>(*target, etcd_credentials, tpcoord::Millis(5000));
+    election = std::make_unique<tpcoord::LeaderElection>(etcd.get(), lease, Log);
+    auto [port, fence] = CampaignAsStandby(*election, listen, credentials, absl::GetFlag(FLAGS_advertise));
+    const std::string host = listen.substr(0, listen.rfind(':'));
+    serve_on = absl::StrCat(host, ":", port);
+    election->OnLost([](const std::string& why) { stop.StepDown(why); });
+    etcd_store = tpcoord::MakeEtcdStateStore(etcd.get(), fence, [e = election.get()](const std::string& why) {
+      e->Fenced(why);
+    });
+    store = etcd_store.get();
+    state_where = absl::StrCat(etcd_store->name(), " (leading: fence revision ", fence.create_revision, ")");
+  } else {
+    absl::StatusOr<std::unique_ptr<tpcoord::StateDir>> opened = tpcoord::StateDir::Open(absl::GetFlag(FLAGS_state_dir));
+    if (!opened.ok()) Die(std::string(opened.status().message()));
+    state_dir = *std::move(opened);
+    store = state_dir->store();
+    state_where = state_dir->database_path();
+  }
 
   // Declared in the order they depend on each other, so that they are destroyed in the reverse one. The
   // quota outlives the timer thread: a deadline callback may hold the last reference to a Job, whose store
   // gives its bytes back to the quota when it goes.
   tpcoord::StoreQuota store_quota(absl::GetFlag(FLAGS_max_store_bytes));
   tpcoord::TimerQueue timers;
-  absl::StatusOr<std::unique_ptr<tpcoord::StateDir>> state = tpcoord::StateDir::Open(absl::GetFlag(FLAGS_state_dir));
-  if (!state.ok()) Die(std::string(state.status().message()));
   tpcoord::JobContext context{nullptr, &timers, &store_quota, options, nullptr};
   // Drains its writes (into the jobs) before `context` goes. Jobs apply what was written, and answer their
   // calls, on a gRPC thread, where finishing a call costs no further thread hop.
-  tpcoord::StateCommitter committer((*state)->store(), tpcoord::RunOnGrpcThread);
+  tpcoord::StateCommitter committer(store, tpcoord::RunOnGrpcThread);
   context.committer = &committer;
   tpcoord::JobRegistry registry(&context, static_cast<size_t>(absl::GetFlag(FLAGS_max_jobs)));
   absl::StatusOr<tpcoord::JobRegistry::Restored> restored = registry.Restore();
@@ -191,34 +342,41 @@ int main(int argc, char** argv) {
   registry.ExpireIdleJobs(ttl, std::min(ttl / 4, tpcoord::Millis(60000)));
   tpcoord::CoordinatorService service(&registry, options, admin_token_sha256);
 
-  grpc::EnableDefaultHealthCheckService(true);  // open to all: probes carry no token
-  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
   builder.SetOption(std::make_unique<ReflectionOption>(absl::GetFlag(FLAGS_reflection)));
   int port = 0;
-  builder.AddListeningPort(listen, credentials, &port);
+  builder.AddListeningPort(serve_on, credentials, &port);
   builder.RegisterService(&service);
   builder.SetMaxReceiveMessageSize(tpcoord::kMaxRequestBytes);
+  // Clients of replicated coordinators ping every 2 s to notice one that stopped answering (client library).
+  builder.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, 1000);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (!server || port == 0) {
-    Die(absl::StrCat("cannot listen on ", listen,
+    Die(absl::StrCat("cannot listen on ", serve_on,
                      absl::GetFlag(FLAGS_tls_cert).empty() ? "" : " (are --tls-cert and --tls-key a matching PEM pair?)"));
   }
   server->GetHealthCheckService()->SetServingStatus(true);
 
   const std::string host = listen.substr(0, listen.rfind(':'));
   const std::string address = absl::StrCat(host, ":", port);
-  std::cout << "tp-coordinator listening on " << address << std::endl;
-  Log(absl::StrCat("serving on ", address, ", state in ", (*state)->database_path(), ", ", restored->jobs,
+  if (!election) std::cout << "tp-coordinator listening on " << address << std::endl;  // a standby said it
+  serving.store(true);
+  Log(absl::StrCat("serving on ", address, ", state in ", state_where, ", ", restored->jobs,
                    " job(s) restored", restored->corrupt.empty() ? "" : absl::StrCat(" (", restored->corrupt.size(), " unreadable)"),
                    ", lease ", absl::FormatDuration(absl::GetFlag(FLAGS_lease)),
                    absl::GetFlag(FLAGS_tls_cert).empty() ? ", plaintext"
                    : absl::GetFlag(FLAGS_tls_client_ca).empty() ? ", TLS" : ", mutual TLS",
                    admin_token_sha256.empty() ? "" : ", admin token set", ", job creation ", job_creation));
 
-  int signal_number = 0;
-  sigwait(&stop_signals, &signal_number);
-  Log(absl::StrCat("received ", strsignal(signal_number), ": shutting down"));
+  const auto [why, step_down] = stop.Wait();
+  if (step_down) {
+    // Another coordinator leads, or will as soon as this one's lease runs out: stop answering at once and
+    // start afresh as a standby. Nothing here is worth saving: whatever was not written is not acknowledged.
+    Log(absl::StrCat("stepping down: ", why));
+    execv("/proc/self/exe", argv);
+    Die(absl::StrCat("cannot execute /proc/self/exe to become a standby: ", strerror(errno)));
+  }
+  Log(absl::StrCat(why, ": shutting down"));
   server->GetHealthCheckService()->SetServingStatus(false);
   registry.Shutdown();
   // For a moment every call is still served, and answered UNAVAILABLE: clients back off and retry. Calls

@@ -13,6 +13,7 @@ build_packages=(
   libtorch-dev libgloo-dev libopenblas0-pthread
   nlohmann-json3-dev libgtest-dev libgmock-dev libbenchmark-dev libsqlite3-dev
   libssl-dev openssl python3 python3-yaml procps
+  etcd-server  # the HA tests' etcd cluster (tests/support/etcd_cluster.cc)
 )
 sanitizer_packages=(clang-14 libfuzzer-14-dev libclang-rt-14-dev)
 runtime_packages=(
