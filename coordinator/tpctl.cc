@@ -260,6 +260,8 @@ int main(int argc, char** argv) {
   options.call_timeout = absl::ToChronoMilliseconds(absl::GetFlag(FLAGS_timeout));
   options.retry_budget = tpcoord::Millis(0);
   options.wait_for_ready = false;
+  // A watch outlives blips: each refresh is retried within --timeout, and follows a new HA leader.
+  if (command == "watch") options.retry_budget = options.call_timeout;
   CoordinatorClient client(options);
   if (command == "create") return Create(client, JobArg(args));
   if (command == "record") return Record(client);

@@ -11,6 +11,7 @@
 #include <mutex>
 #include <string>
 #include <tuple>
+#include <vector>
 
 #include <grpcpp/grpcpp.h>
 
@@ -46,12 +47,39 @@ struct CoordinatorClient::Impl {
   // Adds the token and `member_key` to a call.
   void AddCredentials(grpc::ClientContext* ctx, const std::string& member_key) const;
 
+  // One coordinator of options.address (a comma-separated list: HA replicas).
+  struct Target {
+    std::string address;
+    std::shared_ptr<grpc::Channel> channel;
+    std::unique_ptr<v1::Coordinator::Stub> stub;
+  };
+  // The coordinator to call now: the leader, as far as this client knows.
+  Target* Current();
+  size_t TargetCount();
+  // After a call on `used` failed for want of a coordinator: go to `leader` (a standby's answer names it
+  // in its trailing metadata; it may be one this client was not given) or else to the next in the list.
+  void Follow(const Target* used, const std::string& leader);
+  // Whether each attempt waits for its coordinator to be up: with one address, as the options say; with
+  // several, never (a dead replica must fail at once, so that the next is tried).
+  bool WaitForReady() const { return options.wait_for_ready && !replicas; }
+  // With several coordinators: whether `target`'s connection is up, or comes up within a second. (gRPC
+  // reports a channel whose connection failed as failed, and fails calls that do not wait for it, until a
+  // new connection is up; and with the synchronous API only a thread waiting on the channel moves that
+  // connection forward. This is that thread.) With one coordinator: true, the attempt itself waits.
+  bool Reachable(Target* target) const;
+
   const ClientOptions options;
-  const std::shared_ptr<grpc::Channel> channel;
-  const std::unique_ptr<v1::Coordinator::Stub> stub;
+  const bool replicas;  // options.address lists several coordinators
+  std::mutex targets_mu;
+  std::vector<std::unique_ptr<Target>> targets;  // never shrinks: a Target* stays valid
+  size_t current = 0;
   std::mutex rounds_mu;
   std::map<std::tuple<std::string, uint64_t, std::string>, uint64_t> barrier_rounds;  // (job, generation, name)
 };
+
+// The leader a standby named in its answer (coordinator/standby_service.h: trailing metadata
+// "tpcoord-leader"); "" if none.
+std::string LeaderNamedIn(const grpc::ClientContext& ctx);
 
 }  // namespace tpcoord
 

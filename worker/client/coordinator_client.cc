@@ -9,7 +9,10 @@
 #include "grpc/health/v1/health.grpc.pb.h"
 
 #include "absl/status/status.h"
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "common/deepspeed_error.h"
 #include "common/limits.h"
 #include "common/secrets.h"
@@ -57,15 +60,24 @@ std::shared_ptr<grpc::ChannelCredentials> ChannelCredentialsFor(const ClientCred
   return grpc::SslCredentials(ssl);
 }
 
-std::shared_ptr<grpc::Channel> MakeChannel(const ClientOptions& options) {
+// `replicas`: one of several coordinators (HA). Then HTTP/2 keepalive pings find a coordinator that stopped
+// answering (frozen, its machine gone) within seconds even while a stream is open, so that the client moves
+// on to the leader; with one coordinator there is nowhere to go, and an open session simply waits for it.
+std::shared_ptr<grpc::Channel> MakeChannel(const ClientOptions& options, const std::string& address, bool replicas) {
   grpc::ChannelArguments args;
   // gRPC's default reconnect backoff grows to two minutes: a coordinator back after a 10 s outage would be
   // noticed 17 s late. Reconnect within about a second instead.
   args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
-  args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 100);
   args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, static_cast<int>(options.max_backoff.count()));
+  // gRPC also takes this for the connect timeout: a TLS handshake with a busy coordinator may take longer
+  // than a short one, and one that never completes (a frozen coordinator) is left after 5 s.
+  args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 5000);
   args.SetMaxReceiveMessageSize(kMaxRequestBytes);
-  return grpc::CreateCustomChannel(options.address, ChannelCredentialsFor(options.credentials), args);
+  if (replicas) {
+    args.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, 2000);
+    args.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 2000);
+  }
+  return grpc::CreateCustomChannel(address, ChannelCredentialsFor(options.credentials), args);
 }
 
 // Whether an attempt failed for want of a coordinator rather than because of its answer.
@@ -80,8 +92,60 @@ bool Unreachable(const grpc::Status& s, bool own_deadline) {
 
 }  // namespace
 
+std::string LeaderNamedIn(const grpc::ClientContext& ctx) {
+  for (const auto& [key, value] : ctx.GetServerTrailingMetadata()) {
+    if (key == "tpcoord-leader") return std::string(value.data(), value.size());
+  }
+  return "";
+}
+
 CoordinatorClient::Impl::Impl(ClientOptions options_in)
-    : options(std::move(options_in)), channel(MakeChannel(options)), stub(v1::Coordinator::NewStub(channel)) {}
+    : options(std::move(options_in)), replicas(absl::StrContains(options.address, ',')) {
+  for (absl::string_view address : absl::StrSplit(options.address, ',', absl::SkipWhitespace())) {
+    const std::string a(absl::StripAsciiWhitespace(address));
+    targets.push_back(std::make_unique<Target>(Target{a, MakeChannel(options, a, replicas), nullptr}));
+    targets.back()->stub = v1::Coordinator::NewStub(targets.back()->channel);
+  }
+  if (targets.empty()) {  // an empty address fails every call with gRPC's own message
+    targets.push_back(std::make_unique<Target>(Target{"", MakeChannel(options, "", false), nullptr}));
+    targets.back()->stub = v1::Coordinator::NewStub(targets.back()->channel);
+  }
+}
+
+bool CoordinatorClient::Impl::Reachable(Target* target) const {
+  if (!replicas) return true;
+  return target->channel->WaitForConnected(std::chrono::system_clock::now() + Millis(1000));
+}
+
+size_t CoordinatorClient::Impl::TargetCount() {
+  std::lock_guard<std::mutex> lock(targets_mu);
+  return targets.size();
+}
+
+CoordinatorClient::Impl::Target* CoordinatorClient::Impl::Current() {
+  std::lock_guard<std::mutex> lock(targets_mu);
+  return targets[current].get();
+}
+
+void CoordinatorClient::Impl::Follow(const Target* used, const std::string& leader) {
+  std::lock_guard<std::mutex> lock(targets_mu);
+  if (targets[current].get() != used) return;  // another call already moved on
+  if (!leader.empty()) {
+    for (size_t i = 0; i < targets.size(); ++i) {
+      if (targets[i]->address == leader) {
+        current = i;
+        return;
+      }
+    }
+    if (targets.size() < 16) {  // bounded: a leader address per replica, not one per answer
+      targets.push_back(std::make_unique<Target>(Target{leader, MakeChannel(options, leader, true), nullptr}));
+      targets.back()->stub = v1::Coordinator::NewStub(targets.back()->channel);
+      current = targets.size() - 1;
+      return;
+    }
+  }
+  current = (current + 1) % targets.size();
+}
 
 CoordinatorClient::CoordinatorClient(ClientOptions options) : impl_(std::make_unique<Impl>(std::move(options))) {}
 
@@ -90,7 +154,13 @@ CoordinatorClient::~CoordinatorClient() = default;
 const ClientOptions& CoordinatorClient::options() const { return impl_->options; }
 
 absl::Status CoordinatorClient::WaitForConnected(Millis timeout) {
-  if (impl_->channel->WaitForConnected(std::chrono::system_clock::now() + timeout)) return absl::OkStatus();
+  const auto deadline = std::chrono::system_clock::now() + timeout;
+  while (std::chrono::system_clock::now() < deadline) {
+    Impl::Target* target = impl_->Current();
+    const auto slice = impl_->WaitForReady() ? deadline : std::min(deadline, std::chrono::system_clock::now() + Millis(500));
+    if (target->channel->WaitForConnected(slice)) return absl::OkStatus();
+    impl_->Follow(target, "");
+  }
   return absl::UnavailableError(absl::StrCat("cannot reach the coordinator at ", impl_->options.address, " within ",
                                              timeout.count(), " ms"));
 }
@@ -128,22 +198,28 @@ absl::Status CoordinatorClient::Impl::Attempts(Method<Request, Response> method,
                                          const std::function<Millis(Request&, Millis)>& prepare) {
   thread_local std::mt19937_64 rng(std::random_device{}());
   Millis backoff = options.initial_backoff;
+  int hops = 0;     // calls sent straight to a leader a standby named
+  size_t tried = 1;  // coordinators tried since the last backoff
   while (true) {
     // Rounded up, so that a first attempt asks for the whole wait ("timed out after 1s", not "after 999ms").
     const Millis left = std::max(Millis(1), std::chrono::ceil<Millis>(give_up - Clock::now()));
     const Millis attempt = prepare(request, left);
     grpc::ClientContext ctx;
     ctx.set_deadline(std::chrono::system_clock::now() + attempt);
-    ctx.set_wait_for_ready(options.wait_for_ready);  // a coordinator that is still starting is waited for
+    ctx.set_wait_for_ready(WaitForReady());  // a coordinator that is still starting is waited for
     AddCredentials(&ctx, member_key);
-    const grpc::Status s = (stub.get()->*method)(&ctx, request, response);
+    Target* target = Current();
+    const grpc::Status s = Reachable(target)
+                               ? (target->stub.get()->*method)(&ctx, request, response)
+                               : grpc::Status(grpc::StatusCode::UNAVAILABLE,
+                                              absl::StrCat("cannot connect to the coordinator at ", target->address));
     if (s.ok()) return absl::OkStatus();
     // The client's own deadline, not the coordinator's answer (which always names what it waited for).
     const bool own_deadline =
         s.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED && s.error_message() == "Deadline Exceeded";
     absl::Status status(static_cast<absl::StatusCode>(s.error_code()), s.error_message());
     if (own_deadline) {
-      status = absl::DeadlineExceededError(absl::StrCat("no answer from the coordinator at ", options.address,
+      status = absl::DeadlineExceededError(absl::StrCat("no answer from the coordinator at ", target->address,
                                                         " within ", attempt.count(), " ms"));
     }
     // Only DeepSpeed's conflict errors carry a context line: keep them recognisable as such, text exact.
@@ -152,10 +228,18 @@ absl::Status CoordinatorClient::Impl::Attempts(Method<Request, Response> method,
       status = DeepSpeedError(status.message());
       SetErrorContext(&status, absl::string_view(value.data(), value.size()));
     }
-    if (!idempotent || !Unreachable(s, own_deadline) || Clock::now() + backoff >= give_up) return status;
+    // A standby refused the call without acting on it: even a call that is not idempotent goes to the leader.
+    const std::string leader = s.error_code() == grpc::StatusCode::UNAVAILABLE ? LeaderNamedIn(ctx) : "";
+    if (!Unreachable(s, own_deadline) || !(idempotent || !leader.empty())) return status;
+    Follow(target, leader);
+    // Straight to the leader a standby named (unless standbys disagree), and to every other replica once,
+    // whatever is left of the budget; then back off.
+    if (!leader.empty() ? hops++ < 2 : tried++ < TargetCount()) continue;
+    if (Clock::now() + backoff >= give_up) return status;
     std::uniform_int_distribution<int64_t> jitter(0, backoff.count());
     std::this_thread::sleep_for(Millis(jitter(rng)));
     backoff = std::min(backoff * 2, options.max_backoff);
+    tried = 1;
   }
 }
 
@@ -415,11 +499,11 @@ absl::StatusOr<std::vector<v1::JobStatus>> CoordinatorClient::ListJobs() {
 }
 
 absl::StatusOr<bool> CoordinatorClient::Serving() {
-  auto health = grpc::health::v1::Health::NewStub(impl_->channel);
+  auto health = grpc::health::v1::Health::NewStub(impl_->Current()->channel);
   grpc::health::v1::HealthCheckResponse resp;
   grpc::ClientContext ctx;
   ctx.set_deadline(std::chrono::system_clock::now() + impl_->options.call_timeout);
-  ctx.set_wait_for_ready(impl_->options.wait_for_ready);
+  ctx.set_wait_for_ready(impl_->WaitForReady());
   impl_->AddCredentials(&ctx, "");
   const grpc::Status s = health->Check(&ctx, grpc::health::v1::HealthCheckRequest(), &resp);
   if (!s.ok()) return absl::Status(static_cast<absl::StatusCode>(s.error_code()), s.error_message());

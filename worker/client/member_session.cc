@@ -92,6 +92,11 @@ void MemberSession::Impl::Run() {
 }
 
 grpc::Status MemberSession::Impl::Stream(bool* opened) {
+  if (CoordinatorClient::Impl::Target* target = client_->Current(); !client_->Reachable(target)) {
+    client_->Follow(target, "");
+    return grpc::Status(grpc::StatusCode::UNAVAILABLE,
+                        absl::StrCat("cannot connect to the coordinator at ", target->address));
+  }
   grpc::ClientContext ctx;  // not wait_for_ready: an unreachable coordinator fails the stream, and Run retries
   client_->AddCredentials(&ctx, membership_.member_key);
   {
@@ -99,8 +104,9 @@ grpc::Status MemberSession::Impl::Stream(bool* opened) {
     if (stopping_) return grpc::Status::OK;
     stream_ctx_ = &ctx;
   }
+  CoordinatorClient::Impl::Target* target = client_->Current();
   std::unique_ptr<grpc::ClientReaderWriter<v1::HeartbeatRequest, v1::SessionEvent>> stream =
-      client_->stub->Session(&ctx);
+      target->stub->Session(&ctx);
   // The reader sees the stream's end the moment the coordinator ends it; the writer beats until then.
   bool ended = false;
   std::thread reader([&] {
@@ -125,6 +131,10 @@ grpc::Status MemberSession::Impl::Stream(bool* opened) {
   }
   reader.join();
   grpc::Status status = stream->Finish();
+  // A standby, or a coordinator gone: the session moves to the leader (the membership stays the same).
+  if (status.error_code() == grpc::StatusCode::UNAVAILABLE || status.error_code() == grpc::StatusCode::CANCELLED) {
+    client_->Follow(target, LeaderNamedIn(ctx));
+  }
   std::lock_guard<std::mutex> lock(mu_);
   stream_ctx_ = nullptr;
   return stopping_ ? grpc::Status::OK : status;

@@ -1,0 +1,308 @@
+// High availability through real processes: a 3-member etcd cluster (Debian's etcd-server on loopback),
+// the etcd state store with its fence, and two tp-coordinators on it, one leading and one standing by,
+// with real tp-workers that are given both addresses. The leader is killed (kill -9) during Join and during
+// training, frozen past its lease, cut off from etcd's quorum; an etcd member is lost. Each time the job
+// completes, no worker restarts (they run with --max-restarts 0), and every worker exits 0.
+#include <signal.h>
+
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <fstream>
+
+#include "absl/algorithm/container.h"
+#include <thread>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "coordinator/etcd_connection.h"
+#include "coordinator/etcd_state_store.h"
+#include "coordinator/leader_election.h"
+#include "tests/support/coordinator_process.h"
+#include "tests/support/etcd_cluster.h"
+
+namespace tpcoord {
+namespace {
+
+using testing::CoordinatorProcess;
+using testing::EtcdCluster;
+using testing::Subprocess;
+using std::chrono::milliseconds;
+using std::chrono::seconds;
+
+// Waits until `process`'s stderr contains `text`, at least `count` times.
+bool WaitForLog(Subprocess& process, const std::string& text, milliseconds timeout, int count = 1) {
+  const auto give_up = std::chrono::steady_clock::now() + timeout;
+  while (std::chrono::steady_clock::now() < give_up) {
+    const std::string err = process.Stderr();
+    int seen = 0;
+    for (size_t at = err.find(text); at != std::string::npos; at = err.find(text, at + 1)) ++seen;
+    if (seen >= count) return true;
+    std::this_thread::sleep_for(milliseconds(50));
+  }
+  return false;
+}
+
+void NoLog(const std::string&) {}
+
+// --- the state store on etcd, without coordinators -------------------------------------------------
+
+class EtcdStateStoreTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (!testing::HaveEtcd()) GTEST_SKIP() << "etcd-server is not installed (deploy/install-deps.sh installs it)";
+    auto cluster = EtcdCluster::Start(testing::MakeTempDir("etcd"));
+    ASSERT_TRUE(cluster.ok()) << cluster.status();
+    cluster_ = *std::move(cluster);
+    target_ = *ParseEtcdTarget(cluster_->url("/store-test"));
+    etcd_ = std::make_unique<EtcdConnection>(target_, EtcdCredentials{}, seconds(3));
+  }
+
+  std::unique_ptr<EtcdCluster> cluster_;
+  EtcdTarget target_;
+  std::unique_ptr<EtcdConnection> etcd_;
+};
+
+TEST_F(EtcdStateStoreTest, WritesAreReadBackInKeyOrderBeyondOneTransaction) {
+  LeaderElection election(etcd_.get(), seconds(2), NoLog);
+  absl::StatusOr<Fence> fence = election.Campaign("me:1", [](const std::string&) {});
+  ASSERT_TRUE(fence.ok()) << fence.status();
+  std::unique_ptr<StateStore> store = MakeEtcdStateStore(etcd_.get(), *fence, [](const std::string&) {});
+  StateWrites writes;
+  for (int i = 0; i < 300; ++i) writes.push_back(StateWrite::Put(absl::StrCat("j/a/", 1000 + i), "v"));  // > 128 ops
+  writes.push_back(StateWrite::Put("j/b/x", std::string(1 << 20, 'x')));  // > 1 MiB beside the rest
+  writes.push_back(StateWrite::Put("j/c/1", "1"));
+  ASSERT_TRUE(store->Write(writes, "test").ok());
+  ASSERT_TRUE(store->Write({StateWrite::DeletePrefix("j/a/"), StateWrite::Put("j/a/only", "o"),
+                            StateWrite::Delete("j/c/1")},
+                           "test")
+                  .ok());
+  absl::StatusOr<std::vector<StateEntry>> all = store->Scan("j/");
+  ASSERT_TRUE(all.ok()) << all.status();
+  ASSERT_EQ(all->size(), 2u);
+  EXPECT_EQ((*all)[0].key, "j/a/only");
+  EXPECT_EQ((*all)[1].key, "j/b/x");
+  EXPECT_EQ((*all)[1].value.size(), size_t{1} << 20);
+  // Pages of a long scan come from one snapshot, in order.
+  StateWrites many;
+  for (int i = 0; i < 2500; ++i) many.push_back(StateWrite::Put(absl::StrCat("k/", 10000 + i), ""));
+  ASSERT_TRUE(store->Write(many, "test").ok());
+  absl::StatusOr<std::vector<StateEntry>> scanned = store->Scan("k/");
+  ASSERT_TRUE(scanned.ok());
+  ASSERT_EQ(scanned->size(), 2500u);
+  EXPECT_EQ(scanned->front().key, "k/10000");
+  EXPECT_EQ(scanned->back().key, "k/12499");
+}
+
+TEST_F(EtcdStateStoreTest, ADeposedLeadersWritesAreRefusedAndChangeNothing) {
+  auto first = std::make_unique<LeaderElection>(etcd_.get(), seconds(2), NoLog);
+  absl::StatusOr<Fence> old_fence = first->Campaign("first:1", [](const std::string&) {});
+  ASSERT_TRUE(old_fence.ok());
+  first.reset();  // resigns: revokes its lease, the leader key goes
+  LeaderElection second(etcd_.get(), seconds(2), NoLog);
+  absl::StatusOr<Fence> fence = second.Campaign("second:1", [](const std::string&) {});
+  ASSERT_TRUE(fence.ok());
+  EXPECT_GT(fence->create_revision, old_fence->create_revision);
+
+  std::string fenced_why;
+  std::unique_ptr<StateStore> stale =
+      MakeEtcdStateStore(etcd_.get(), *old_fence, [&](const std::string& why) { fenced_why = why; });
+  absl::Status refused = stale->Write({StateWrite::Put("j/x", "from the old leader")}, "save of job x");
+  EXPECT_EQ(refused.code(), absl::StatusCode::kUnavailable) << refused;
+  EXPECT_TRUE(absl::StrContains(refused.message(), "the save of job x was refused: the leader key /store-test/leader"))
+      << refused;
+  EXPECT_FALSE(fenced_why.empty());
+  std::unique_ptr<StateStore> current = MakeEtcdStateStore(etcd_.get(), *fence, [](const std::string&) {});
+  EXPECT_TRUE(current->Scan("j/")->empty());
+}
+
+TEST_F(EtcdStateStoreTest, WithoutQuorumWritesAreUnavailableAndSucceedOnceItReturns) {
+  LeaderElection election(etcd_.get(), seconds(10), NoLog);
+  absl::StatusOr<Fence> fence = election.Campaign("me:1", [](const std::string&) {});
+  ASSERT_TRUE(fence.ok());
+  std::unique_ptr<StateStore> store = MakeEtcdStateStore(etcd_.get(), *fence, [](const std::string&) {});
+  cluster_->Kill(1);
+  ASSERT_TRUE(store->Write({StateWrite::Put("j/one-member-lost", "1")}, "test").ok());  // 2 of 3: a quorum
+  cluster_->Kill(2);
+  absl::Status lost = store->Write({StateWrite::Put("j/no-quorum", "1")}, "test");
+  EXPECT_EQ(lost.code(), absl::StatusCode::kUnavailable) << lost;
+  ASSERT_TRUE(cluster_->Restart(1).ok());
+  ASSERT_TRUE(cluster_->Restart(2).ok());
+  ASSERT_TRUE(cluster_->Answers(seconds(30)).ok());
+  EXPECT_TRUE(store->Write({StateWrite::Put("j/back", "1")}, "test").ok());
+  absl::StatusOr<std::vector<StateEntry>> all = store->Scan("j/");
+  ASSERT_TRUE(all.ok());
+  std::vector<std::string> keys;
+  for (const StateEntry& e : *all) keys.push_back(e.key);
+  // The write made without quorum either failed or (etcd decided before the answer was lost) applied; the
+  // two made with quorum are there.
+  EXPECT_TRUE(absl::c_linear_search(keys, "j/one-member-lost"));
+  EXPECT_TRUE(absl::c_linear_search(keys, "j/back"));
+}
+
+// --- coordinators on etcd, with real training jobs -------------------------------------------------
+
+constexpr char kConfig[] = R"({
+  "train_batch_size": 4,
+  "train_micro_batch_size_per_gpu": 4,
+  "steps_per_print": 5,
+  "optimizer": {"type": "AdamW", "params": {"lr": 0.003, "weight_decay": 0.01}},
+  "tpcoord": {"steps": 60, "seq_len": 32, "seed": 7, "eval_batches": 2}
+})";
+
+class HaTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (!testing::HaveEtcd()) GTEST_SKIP() << "etcd-server is not installed (deploy/install-deps.sh installs it)";
+    dir_ = testing::MakeTempDir("ha");
+    std::ofstream(dir_ + "/config.json") << kConfig;
+    auto cluster = EtcdCluster::Start(dir_ + "/etcd");
+    ASSERT_TRUE(cluster.ok()) << cluster.status();
+    cluster_ = *std::move(cluster);
+    for (int i = 0; i < 2; ++i) {
+      coordinators_.push_back(StartCoordinator(i));
+      ASSERT_NE(coordinators_.back(), nullptr);
+    }
+    leader_ = WaitForLeader();
+    ASSERT_GE(leader_, 0) << "no coordinator took the lead";
+  }
+
+  std::unique_ptr<CoordinatorProcess> StartCoordinator(int i) {
+    auto c = CoordinatorProcess::Start(absl::StrCat(dir_, "/unused-state-", i),
+                                       {"--state-store", cluster_->url(), "--leader-lease", "2s"});
+    EXPECT_TRUE(c.ok()) << c.status();
+    return c.ok() ? *std::move(c) : nullptr;
+  }
+
+  // The coordinator that serves (-1 if none within 20 s).
+  int WaitForLeader(int not_this = -1) {
+    const auto give_up = std::chrono::steady_clock::now() + seconds(20);
+    while (std::chrono::steady_clock::now() < give_up) {
+      for (int i = 0; i < static_cast<int>(coordinators_.size()); ++i) {
+        if (i != not_this && coordinators_[i] &&
+            absl::StrContains(coordinators_[i]->process().Stderr(), "tp-coordinator serving on")) {
+          return i;
+        }
+      }
+      std::this_thread::sleep_for(milliseconds(50));
+    }
+    return -1;
+  }
+
+  std::string Addresses() const {
+    return absl::StrCat(coordinators_[0]->address(), ",", coordinators_[1]->address());
+  }
+
+  std::unique_ptr<Subprocess> Worker(const std::string& job, int rank) {
+    auto worker = Subprocess::Start(
+        {testing::BinPath("worker/tp-worker"), "--coordinator", Addresses(), "--job", job, "--world-size", "2",
+         "--rank", std::to_string(rank), "--tp-size", "2", "--host", "127.0.0.1", "--config", dir_ + "/config.json",
+         "--random-init", "tiny", "--data", absl::StrCat(TPCOORD_SOURCE_DIR, "/deploy/data/public_domain.txt"),
+         "--output-dir", dir_ + "/" + job, "--timeout", "60s"},
+        testing::TokenEnv());
+    EXPECT_TRUE(worker.ok()) << worker.status();
+    return worker.ok() ? *std::move(worker) : nullptr;
+  }
+
+  // Both workers exit 0; rank 0's last step line.
+  std::string ExpectCompleted(std::vector<std::unique_ptr<Subprocess>>& workers) {
+    for (auto& w : workers) {
+      EXPECT_EQ(w->Wait(std::chrono::minutes(3)).value_or(-1), 0) << w->Stdout() << w->Stderr();
+    }
+    for (absl::string_view line : absl::StrSplit(workers[0]->Stdout(), '\n')) {
+      if (absl::StartsWith(line, "step 60/60 loss ")) return std::string(line.substr(0, line.find(" lr ")));
+    }
+    return "";
+  }
+
+  std::string dir_;
+  std::unique_ptr<EtcdCluster> cluster_;
+  std::vector<std::unique_ptr<CoordinatorProcess>> coordinators_;
+  int leader_ = -1;
+};
+
+TEST_F(HaTest, KillingTheLeaderMidTrainingLosesNoJobAndRestartsNoWorker) {
+  std::vector<std::unique_ptr<Subprocess>> baseline;
+  for (int r = 0; r < 2; ++r) baseline.push_back(Worker("baseline", r));
+  const std::string expected = ExpectCompleted(baseline);
+  ASSERT_FALSE(expected.empty());
+
+  std::vector<std::unique_ptr<Subprocess>> workers;
+  for (int r = 0; r < 2; ++r) workers.push_back(Worker("failover", r));
+  ASSERT_TRUE(workers[0]->WaitForLine("step 20/60 ", seconds(120)).ok()) << workers[0]->Stderr();
+  coordinators_[leader_]->process().Signal(SIGKILL);
+  const int next = WaitForLeader(leader_);
+  ASSERT_GE(next, 0) << "the standby did not take over";
+  EXPECT_EQ(ExpectCompleted(workers), expected);
+  // The job is there, finished, on the new leader.
+  auto tpctl = testing::Run({testing::BinPath("coordinator/tpctl"), "--coordinator", Addresses(), "job", "failover"},
+                            seconds(30), testing::TokenEnv());
+  ASSERT_TRUE(tpctl.ok());
+  EXPECT_EQ(tpctl->exit_code, 0) << tpctl->err;
+  EXPECT_TRUE(absl::StrContains(tpctl->out, "generation 1: completed")) << tpctl->out;
+}
+
+TEST_F(HaTest, KillingTheLeaderDuringJoinLosesNoWorker) {
+  std::vector<std::unique_ptr<Subprocess>> workers;
+  workers.push_back(Worker("join", 0));
+  std::this_thread::sleep_for(seconds(3));  // rank 0 has loaded and is parked in Join, waiting for rank 1
+  coordinators_[leader_]->process().Signal(SIGKILL);
+  workers.push_back(Worker("join", 1));
+  ASSERT_GE(WaitForLeader(leader_), 0);
+  EXPECT_FALSE(ExpectCompleted(workers).empty());
+}
+
+TEST_F(HaTest, AFrozenLeaderIsReplacedAndStepsDownWhenItWakes) {
+  std::vector<std::unique_ptr<Subprocess>> workers;
+  for (int r = 0; r < 2; ++r) workers.push_back(Worker("frozen", r));
+  ASSERT_TRUE(workers[0]->WaitForLine("step 10/60 ", seconds(120)).ok()) << workers[0]->Stderr();
+  Subprocess& old = coordinators_[leader_]->process();
+  old.Signal(SIGSTOP);
+  const int next = WaitForLeader(leader_);
+  ASSERT_GE(next, 0) << "the standby did not take over from a frozen leader";
+  old.Signal(SIGCONT);
+  // It finds its lease gone (or its first write fenced), stops serving, and starts over as a standby.
+  EXPECT_TRUE(WaitForLog(old, "stepping down: ", seconds(15))) << old.Stderr();
+  EXPECT_TRUE(WaitForLog(old, "tp-coordinator standby on ", seconds(15), 2)) << old.Stderr();
+  EXPECT_FALSE(ExpectCompleted(workers).empty());
+}
+
+TEST_F(HaTest, LosingOneEtcdMemberChangesNothing) {
+  std::vector<std::unique_ptr<Subprocess>> workers;
+  for (int r = 0; r < 2; ++r) workers.push_back(Worker("member-lost", r));
+  ASSERT_TRUE(workers[0]->WaitForLine("step 10/60 ", seconds(120)).ok()) << workers[0]->Stderr();
+  cluster_->Kill(0);
+  EXPECT_FALSE(ExpectCompleted(workers).empty());
+  EXPECT_FALSE(absl::StrContains(coordinators_[leader_]->process().Stderr(), "stepping down"))
+      << coordinators_[leader_]->process().Stderr();
+}
+
+TEST_F(HaTest, WithoutQuorumCoordinatorsAnswerUnavailableAndServeAgainWhenItReturns) {
+  cluster_->Kill(1);
+  cluster_->Kill(2);
+  const std::vector<std::string> record = {testing::BinPath("coordinator/tpctl"), "--coordinator", Addresses(),
+                                           "record", "--job", "quorum", "--tp-size", "2", "--dtype", "bf16",
+                                           "--timeout", "10s"};
+  auto refused = testing::Run(record, seconds(60), testing::TokenEnv());
+  ASSERT_TRUE(refused.ok());
+  EXPECT_EQ(refused->exit_code, 1);
+  // UNAVAILABLE (tpctl adds its hint then): the leader's write fails naming etcd, or the leader has
+  // already stepped down for want of its lease and no coordinator leads.
+  EXPECT_TRUE(absl::StrContains(refused->err, "(is a tp-coordinator serving on")) << refused->err;
+  ASSERT_TRUE(cluster_->Restart(1).ok());
+  ASSERT_TRUE(cluster_->Restart(2).ok());
+  ASSERT_TRUE(cluster_->Answers(seconds(30)).ok());
+  // Some coordinator leads again (the old leader may have stepped down meanwhile), and the record lands.
+  absl::StatusOr<testing::RunResult> recorded;
+  const auto give_up = std::chrono::steady_clock::now() + seconds(30);
+  do {
+    recorded = testing::Run(record, seconds(60), testing::TokenEnv());
+  } while (recorded.ok() && recorded->exit_code != 0 && std::chrono::steady_clock::now() < give_up);
+  ASSERT_TRUE(recorded.ok());
+  EXPECT_EQ(recorded->exit_code, 0) << recorded->err;
+  EXPECT_TRUE(absl::StrContains(recorded->out, "recorded tp_size=2 dtype=torch.bfloat16")) << recorded->out;
+}
+
+}  // namespace
+}  // namespace tpcoord
