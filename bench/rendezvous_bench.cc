@@ -45,6 +45,7 @@
 #include "common/process_init.h"
 #include "common/secrets.h"
 #include "common/wire.h"
+#include "tests/support/etcd_cluster.h"
 #include "tests/support/subprocess.h"
 #include "tpcoord/v1/coordinator.grpc.pb.h"
 
@@ -53,6 +54,7 @@ ABSL_FLAG(int, tp_size, 8, "tensor-parallel size");
 ABSL_FLAG(int, connections, 16, "client connections (gRPC channels / TCPStore clients)");
 ABSL_FLAG(bool, baseline, true, "also run the c10d::TCPStore baseline");
 ABSL_FLAG(bool, tls, true, "also run tpcoord over mutual TLS");
+ABSL_FLAG(bool, etcd, true, "also run tpcoord with its state in a 3-member etcd cluster (HA), if etcd-server is installed");
 ABSL_FLAG(int, tcpstore_server, 0, "internal: host a TCPStore server on this port and wait for stdin to close");
 
 namespace tpcoord {
@@ -305,9 +307,11 @@ class TpcoordRun {
   std::string first_error_;
 };
 
-Result RunTpcoord(int workers, int tp_size, int connections, const TlsFiles& tls) {
+// `state_store`: --state-store of the coordinator ("": SQLite in a fresh state directory).
+Result RunTpcoord(int workers, int tp_size, int connections, const TlsFiles& tls, const std::string& state_store = "") {
   std::vector<std::string> argv = {testing::BinPath("coordinator/tp-coordinator"), "--listen", "127.0.0.1:0",
                                    "--state-dir", testing::MakeTempDir("bench-state"), "--lease", "300s"};
+  if (!state_store.empty()) argv.insert(argv.end(), {"--state-store", state_store});
   if (tls.enabled()) {
     argv.insert(argv.end(), {"--tls-cert", tls.dir + "/server/tls.crt", "--tls-key", tls.dir + "/server/tls.key",
                              "--tls-client-ca", tls.dir + "/server/ca.crt"});
@@ -321,6 +325,11 @@ Result RunTpcoord(int workers, int tp_size, int connections, const TlsFiles& tls
   }
   const std::string line = *(*coordinator)->WaitForLine("tp-coordinator listening on ", std::chrono::seconds(30));
   const std::string address = line.substr(line.rfind(' ') + 1);
+  // On etcd it listens as a standby first: start once it leads.
+  for (int i = 0; i < 3000 && !state_store.empty() &&
+                  (*coordinator)->Stderr().find("serving on") == std::string::npos; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
   // The channels outlive the run on purpose: gRPC 1.51 frees the process-wide completion queue behind
   // its callback API when the last channel that used it goes away, racing with the thread that polls it
   // (a heap corruption seen here about one run in ten). Channels are cheap; the process ends soon.
@@ -542,6 +551,17 @@ int main(int argc, char** argv) {
       failures += secure.failures;
       std::printf("  ratio     tpcoord over mutual TLS / plaintext = %.2fx (both with token and member keys)\n",
                   secure.total / ours.total);
+    }
+    if (absl::GetFlag(FLAGS_etcd) && tpcoord::testing::HaveEtcd()) {
+      auto cluster = tpcoord::testing::EtcdCluster::Start(tpcoord::testing::MakeTempDir("bench-etcd"));
+      if (cluster.ok()) {
+        const tpcoord::Result on_etcd = tpcoord::RunTpcoord(workers, tp_size, connections, {}, (*cluster)->url());
+        tpcoord::Print("on etcd", on_etcd);
+        failures += on_etcd.failures;
+        std::printf("  ratio     tpcoord on etcd (3 members) / on SQLite = %.2fx\n", on_etcd.total / ours.total);
+      } else {
+        std::fprintf(stderr, "etcd cluster: %s\n", std::string(cluster.status().message()).c_str());
+      }
     }
     if (absl::GetFlag(FLAGS_baseline)) {
       const tpcoord::Result base = tpcoord::RunTcpStore(workers, tp_size, connections);

@@ -7,3 +7,5 @@ echo
 "$build/bench/train_bench"
 echo
 "$build/bench/recovery_bench"
+echo
+"$build/bench/failover_bench"

@@ -83,6 +83,7 @@ void LeaderElection::WaitForVacancy(int64_t from_revision) {
   // Bounded: a watch on a member cut off from the cluster would never report anything. Campaigning again
   // every few seconds costs one Txn.
   ctx.set_deadline(std::chrono::system_clock::now() + std::max(ttl_, Millis(3000)));
+  ctx.set_wait_for_ready(true);
   std::unique_ptr<pb::Watch::Stub> stub = pb::Watch::NewStub(etcd_->StreamChannel());
   auto stream = stub->Watch(&ctx);
   pb::WatchRequest req;
@@ -154,6 +155,7 @@ void LeaderElection::KeepAlive() {
     grpc::ClientContext ctx;
     // A stream lives half a lease at most: one on a member that hangs cannot outlast the lease unnoticed.
     ctx.set_deadline(std::chrono::system_clock::now() + ttl_ / 2);
+    ctx.set_wait_for_ready(true);  // see EtcdConnection: else a member's failed connection is never remade
     std::unique_ptr<pb::Lease::Stub> stub = pb::Lease::NewStub(etcd_->StreamChannel());
     auto stream = stub->LeaseKeepAlive(&ctx);
     pb::LeaseKeepAliveRequest req;

@@ -19,6 +19,7 @@ sanitizer_packages=(clang-14 libfuzzer-14-dev libclang-rt-14-dev)
 runtime_packages=(
   libgrpc++1.51 libprotobuf32 libsqlite3-0 libtorch1.13 libgloo0 libopenblas0-pthread
   libabsl20220623 libssl3 openssl ca-certificates procps
+  etcd-server  # HA: the etcd members of deploy/k8s/ha/ run from the same image
 )
 
 packages=("${build_packages[@]}")

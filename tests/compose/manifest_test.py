@@ -28,6 +28,8 @@ except ImportError:  # pragma: no cover
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 WORKER_SERVICES = ["worker-0", "worker-1", "worker-2", "worker-3"]
+ETCD_SERVICES = ["etcd-0", "etcd-1", "etcd-2"]
+HA_COORDINATORS = ["coordinator-a", "coordinator-b"]
 TLS_FLAGS = ("--tls-cert", "--tls-key", "--tls-client-ca")
 CLIENT_SECRETS = ("TPCOORD_TLS_CA", "TPCOORD_TLS_CERT", "TPCOORD_TLS_KEY")
 
@@ -41,9 +43,9 @@ def load_yaml(path):
     return yaml.safe_load(read(path))
 
 
-def k8s_documents():
+def k8s_documents(directory=os.path.join("deploy", "k8s")):
     docs = []
-    for path in sorted(glob.glob(os.path.join(REPO, "deploy", "k8s", "*.yaml"))):
+    for path in sorted(glob.glob(os.path.join(REPO, directory, "*.yaml"))):
         with open(path, encoding="utf-8") as f:
             for doc in yaml.safe_load_all(f):
                 if doc is not None:
@@ -80,8 +82,11 @@ def dockerfile_facts():
     for m in re.finditer(r"^COPY --from=\S+ ([^\n]+(?:\\\n[^\n]+)*)", text, re.M):
         parts = m.group(1).replace("\\\n", " ").split()
         binaries |= {os.path.basename(p) for p in parts[:-1]}
+    # Programs of Debian packages the runtime image installs (deploy/install-deps.sh --runtime).
+    runtime = re.search(r"runtime_packages=\(([^)]*)\)", read("deploy/install-deps.sh"))
+    packaged = {"etcd"} if runtime and "etcd-server" in runtime.group(1).split() else set()
     return {"uid": int(uid.group(1)) if uid else None, "gid": int(gid.group(1)) if gid else None,
-            "baked": baked, "binaries": binaries}
+            "baked": baked, "binaries": binaries, "packaged": packaged}
 
 
 def listen_port(args):
@@ -141,8 +146,56 @@ def pod_labels(doc):
     return doc["spec"]["template"]["metadata"].get("labels", {})
 
 
-def check_k8s(docs, image, worker_env_names, facts, ds_config):
-    """Returns a list of problems (empty: consistent)."""
+def ha_errors(coordinator, container, args, by_kind, coordinator_services):
+    """The HA coordinators: replicas, their etcd members, probes, where standbys send clients."""
+    errors = []
+    if coordinator["spec"].get("replicas", 1) < 2:
+        errors.append("coordinator (HA): needs at least 2 replicas")
+    if "--state-dir" in args or pod_spec(coordinator).get("volumes") and any(
+            "persistentVolumeClaim" in v for v in pod_spec(coordinator)["volumes"]):
+        errors.append("coordinator (HA): keeps state in etcd, not in a state directory")
+    store = flag_value(args, "--state-store") or ""
+    match = re.fullmatch(r"etcd://([^/]+)(/.*)?", store)
+    sets = list(by_kind.get("StatefulSet", {}).values())
+    if not match:
+        errors.append(f"coordinator (HA): --state-store {store!r} is not etcd://HOST:PORT,.../PREFIX")
+    elif len(sets) != 1:
+        errors.append(f"coordinator (HA): expected one etcd StatefulSet, found {len(sets)}")
+    else:
+        etcd = sets[0]
+        name, service = etcd["metadata"]["name"], etcd["spec"]["serviceName"]
+        replicas = etcd["spec"].get("replicas", 1)
+        members = [f"{name}-{i}.{service}:2379" for i in range(replicas)]
+        if match.group(1).split(",") != members:
+            errors.append(f"coordinator (HA): --state-store lists {match.group(1)}, the StatefulSet's members "
+                          f"are {','.join(members)}")
+        if replicas < 3 or replicas % 2 == 0:
+            errors.append(f"etcd: {replicas} members; a cluster that survives a lost member needs an odd number >= 3")
+        headless = by_kind.get("Service", {}).get(service)
+        if not headless or headless["spec"].get("clusterIP") != "None":
+            errors.append(f"etcd: serviceName {service} is not a headless Service")
+        etcd_args = pod_spec(etcd)["containers"][0].get("args", [])
+        cluster = flag_value(etcd_args, "--initial-cluster") or ""
+        peers = [f"{name}-{i}=http://{name}-{i}.{service}:2380" for i in range(replicas)]
+        if cluster.split(",") != peers:
+            errors.append(f"etcd: --initial-cluster {cluster} is not its members {','.join(peers)}")
+    if coordinator_services:
+        service = coordinator_services[0]
+        advertised = flag_value(args, "--advertise")
+        expected = f"{service['metadata']['name']}:{service['spec']['ports'][0]['port']}"
+        if advertised != expected:
+            errors.append(f"coordinator (HA): --advertise {advertised}, clients reach it as {expected} (the name "
+                          f"its certificate is for)")
+    liveness = container.get("livenessProbe", {})
+    if "tcpSocket" not in liveness:
+        errors.append("coordinator (HA): livenessProbe must not be `tpctl health` (a standby is NOT_SERVING "
+                      "and would be killed); a tcpSocket probe of its port")
+    return errors
+
+
+def check_k8s(docs, image, worker_env_names, facts, ds_config, ha=False):
+    """Returns a list of problems (empty: consistent). `ha`: the coordinators of deploy/k8s/ha/ (state in the
+    etcd StatefulSet there, several replicas) instead of ../coordinator.yaml's one."""
     errors = []
     by_kind = {}
     for path, doc in docs:
@@ -159,7 +212,7 @@ def check_k8s(docs, image, worker_env_names, facts, ds_config):
     config_maps = by_kind.get("ConfigMap", {})
     claims = by_kind.get("PersistentVolumeClaim", {})
     services = by_kind.get("Service", {})
-    workloads = [d for kind in ("Deployment", "Job") for d in by_kind.get(kind, {}).values()]
+    workloads = [d for kind in ("Deployment", "Job", "StatefulSet") for d in by_kind.get(kind, {}).values()]
 
     coordinators = [d for d in by_kind.get("Deployment", {}).values()
                     if any(c.get("command", [None])[0] == "tp-coordinator" for c in pod_spec(d)["containers"])]
@@ -176,7 +229,7 @@ def check_k8s(docs, image, worker_env_names, facts, ds_config):
     for workload in workloads:
         name = workload["metadata"]["name"]
         selector = workload["spec"].get("selector", {}).get("matchLabels")
-        if workload["kind"] == "Deployment":
+        if workload["kind"] in ("Deployment", "StatefulSet"):
             if not selector:
                 errors.append(f"Deployment {name}: no selector.matchLabels")
             elif any(pod_labels(workload).get(k) != v for k, v in selector.items()):
@@ -200,6 +253,7 @@ def check_k8s(docs, image, worker_env_names, facts, ds_config):
         wname = f"{workload['kind']} {workload['metadata']['name']}"
         spec = pod_spec(workload)
         volumes = {v["name"]: v for v in spec.get("volumes", [])}
+        volumes.update({t["metadata"]["name"]: t for t in workload["spec"].get("volumeClaimTemplates", [])})
         for volume in volumes.values():
             if "persistentVolumeClaim" in volume and volume["persistentVolumeClaim"]["claimName"] not in claims:
                 errors.append(f"{wname}: volume {volume['name']} claims unknown PVC "
@@ -217,7 +271,7 @@ def check_k8s(docs, image, worker_env_names, facts, ds_config):
             if container.get("image") != image:
                 errors.append(f"{wname}: container {container['name']} runs image {container.get('image')}, "
                               f"compose builds {image}")
-            if container.get("command", [None])[0] not in facts["binaries"]:
+            if container.get("command", [None])[0] not in facts["binaries"] | facts["packaged"]:
                 errors.append(f"{wname}: command {container.get('command')} is not one of the image's binaries "
                               f"{sorted(facts['binaries'])}")
             for mount in container.get("volumeMounts", []):
@@ -231,7 +285,7 @@ def check_k8s(docs, image, worker_env_names, facts, ds_config):
             errors.append(f"{wname}: runAsUser {security.get('runAsUser')} is not the image's user {facts['uid']}")
         if facts["gid"] is not None and security.get("runAsGroup") != facts["gid"]:
             errors.append(f"{wname}: runAsGroup {security.get('runAsGroup')} is not the image's group {facts['gid']}")
-        if facts["gid"] is not None and spec["volumes"] and security.get("fsGroup") != facts["gid"]:
+        if facts["gid"] is not None and volumes and security.get("fsGroup") != facts["gid"]:
             errors.append(f"{wname}: fsGroup {security.get('fsGroup')} would leave its volumes unwritable for "
                           f"the image's group {facts['gid']}")
 
@@ -243,7 +297,9 @@ def check_k8s(docs, image, worker_env_names, facts, ds_config):
     if port not in [p["containerPort"] for p in ccontainer.get("ports", [])]:
         errors.append(f"coordinator: --listen port {port} is not a containerPort")
     cenv = {e["name"]: e.get("value") for e in ccontainer.get("env", [])}
-    for probe in ("readinessProbe", "livenessProbe"):
+    # Standbys report NOT_SERVING: with HA, readiness keeps the Service on the leader, and liveness only
+    # asks that the process listens.
+    for probe in ("readinessProbe",) if ha else ("readinessProbe", "livenessProbe"):
         command = ccontainer.get(probe, {}).get("exec", {}).get("command")
         if command != ["tpctl", "health"]:
             errors.append(f"coordinator: {probe} is not `tpctl health` (the kubelet's gRPC probe speaks no TLS)")
@@ -271,13 +327,15 @@ def check_k8s(docs, image, worker_env_names, facts, ds_config):
                             and s["spec"].get("clusterIP") != "None"]
     if len(coordinator_services) != 1:
         errors.append(f"coordinator: expected one Service selecting it, found {len(coordinator_services)}")
-    if pod_spec(coordinator)["volumes"] and coordinator["spec"].get("strategy", {}).get("type") != "Recreate":
+    if pod_spec(coordinator).get("volumes") and not ha and coordinator["spec"].get("strategy", {}).get("type") != "Recreate":
         errors.append("coordinator: a Deployment with a state volume needs strategy Recreate (one coordinator "
                       "per state dir)")
-    if coordinator["spec"].get("replicas", 1) != 1:
+    args = ccontainer.get("args", [])
+    if ha:
+        errors += ha_errors(coordinator, ccontainer, args, by_kind, coordinator_services)
+    elif coordinator["spec"].get("replicas", 1) != 1:
         errors.append("coordinator: replicas must be 1")
     state_mounts = [m["mountPath"] for m in ccontainer.get("volumeMounts", [])]
-    args = ccontainer.get("args", [])
     if "--state-dir" in args and args[args.index("--state-dir") + 1] not in state_mounts:
         errors.append(f"coordinator: --state-dir {args[args.index('--state-dir') + 1]} is not a volume mount")
 
@@ -358,13 +416,56 @@ def service_env(service):
     return {k: interpolate(v) for k, v in env.items()}
 
 
+def ha_compose_errors(services, oservices, certs, secret_mounts, facts):
+    """The `ha` profile: etcd members and coordinators on them, in the base file and in the override."""
+    errors = []
+    for name in ETCD_SERVICES + HA_COORDINATORS:
+        if services[name].get("profiles") != ["ha"]:
+            errors.append(f"{name}: must be in the ha profile only (profiles: [ha])")
+    for layer, files in (("docker-compose.yml", services), ("override", oservices)):
+        def command(name):
+            return [interpolate(a) for a in files.get(name, {}).get("command") or services[name]["command"]]
+        members = []
+        for name in ETCD_SERVICES:
+            args = command(name)
+            if args[0] not in facts["packaged"]:
+                errors.append(f"{layer}: {name}: command {args[0]} is not installed in the image")
+            members.append(flag_value(args, "--advertise-client-urls").removeprefix("http://"))
+        for name in HA_COORDINATORS:
+            args = command(name)
+            errors += secure_errors(f"{layer}: {name}", args, [], secret_mounts(services[name]))
+            store = flag_value(args, "--state-store") or ""
+            if store != f"etcd://{','.join(members)}/tpcoord":
+                errors.append(f"{layer}: {name}: --state-store {store} is not the etcd members {members}")
+            listen = flag_value(args, "--listen")
+            advertise = flag_value(args, "--advertise") or ""
+            expected = f"{name}:{listen.rsplit(':', 1)[1]}" if layer == "docker-compose.yml" else listen
+            if advertise != expected:
+                errors.append(f"{layer}: {name}: --advertise {advertise}, clients reach it as {expected}")
+        replicas = [f"{n}:{listen_port(command(n))}" if layer == "docker-compose.yml" else flag_value(command(n), "--listen")
+                    for n in HA_COORDINATORS]
+        for name in HA_COORDINATORS:
+            env = {**service_env(services[name]), **service_env(files.get(name, {}))}
+            if env.get("TPCOORD_COORDINATOR") != ",".join(replicas):
+                errors.append(f"{layer}: {name}: its health check asks {env.get('TPCOORD_COORDINATOR')}, not the "
+                              f"replicas {','.join(replicas)}")
+    for name in HA_COORDINATORS:
+        if name not in certs.get("command", [])[2:]:
+            errors.append(f"certs: the server certificate is not made for {name}")
+        if services[name].get("healthcheck", {}).get("test", [])[1:3] != ["tpctl", "health"]:
+            errors.append(f"{name}: its health check must be tpctl health")
+        errors += client_secret_errors(f"{name} (health check, tpctl)", service_env(services[name]),
+                                       secret_mounts(services[name]), token=True)
+    return errors
+
+
 def check_compose(base, override, worker_env_names, facts):
     errors = []
     if str(base.get("version")) != "2.4":
         errors.append(f"docker-compose.yml: version {base.get('version')}: Compose v1 needs 2.4 for "
                       "depends_on conditions")
     services = base.get("services", {})
-    if set(services) != {"certs", "coordinator", *WORKER_SERVICES}:
+    if set(services) != {"certs", "coordinator", *WORKER_SERVICES, *ETCD_SERVICES, *HA_COORDINATORS}:
         errors.append(f"docker-compose.yml: services {sorted(services)}")
         return errors
     coordinator = services["coordinator"]
@@ -411,7 +512,7 @@ def check_compose(base, override, worker_env_names, facts):
                 errors.append(f"{name}: volume {source} is not declared under volumes:")
         if service.get("networks") or service.get("network_mode"):
             errors.append(f"{name}: the base file keeps the default network (the override sets host)")
-        if name in ("certs", "coordinator"):
+        if name in ("certs", "coordinator", *ETCD_SERVICES, *HA_COORDINATORS):
             continue
         env = service_env(service)
         for key in env:
@@ -435,6 +536,8 @@ def check_compose(base, override, worker_env_names, facts):
         errors.append(f"workers: TPCOORD_WORLD_SIZE {sorted(world_sizes)} is not {len(WORKER_SERVICES)}")
     if sorted(ranks) != [str(r) for r in range(len(WORKER_SERVICES))]:
         errors.append(f"workers: ranks {ranks} are not 0..{len(WORKER_SERVICES) - 1}")
+
+    errors += ha_compose_errors(services, override.get("services", {}), certs, secret_mounts, facts)
 
     # The host-network override: every service on the host network, one address for the coordinator.
     oservices = override.get("services", {})
@@ -499,6 +602,35 @@ class ManifestTest(unittest.TestCase):
 
     def test_k8s_manifests_agree(self):
         self.assertEqual(self.k8s_errors(), [])
+
+    def test_compose_ha_profile_checks_bite(self):
+        base, override = copy.deepcopy(self.base), copy.deepcopy(self.override)
+        command = base["services"]["coordinator-b"]["command"]
+        command[command.index("--state-store") + 1] = "etcd://etcd-0:2379/tpcoord"
+        command = override["services"]["coordinator-a"]["command"]
+        command[command.index("--advertise") + 1] = "elsewhere:1"
+        del base["services"]["etcd-2"]["profiles"]
+        problems = check_compose(base, override, self.env_names, self.facts)
+        self.assertTrue(any("coordinator-b: --state-store etcd://etcd-0:2379/tpcoord is not" in p for p in problems),
+                        problems)
+        self.assertTrue(any("override: coordinator-a: --advertise elsewhere:1" in p for p in problems), problems)
+        self.assertTrue(any("etcd-2: must be in the ha profile only" in p for p in problems), problems)
+
+    def test_k8s_ha_manifests_agree(self):
+        # deploy/k8s/ha/ replaces coordinator.yaml; the workers and their config stay.
+        docs = [d for d in self.docs if d[0] != os.path.join("deploy", "k8s", "coordinator.yaml")]
+        docs += k8s_documents(os.path.join("deploy", "k8s", "ha"))
+        self.assertEqual(check_k8s(docs, self.image, self.env_names, self.facts, self.ds_config, ha=True), [])
+        # And each check bites: the standby killed by its liveness probe, etcd members the store does not list.
+        broken = copy.deepcopy(docs)
+        for _, doc in broken:
+            if doc["kind"] == "Deployment" and doc["metadata"]["name"] == "tpcoord-coordinator":
+                doc["spec"]["template"]["spec"]["containers"][0]["livenessProbe"] = {"exec": {"command": ["tpctl", "health"]}}
+            if doc["kind"] == "StatefulSet":
+                doc["spec"]["replicas"] = 5
+        problems = check_k8s(broken, self.image, self.env_names, self.facts, self.ds_config, ha=True)
+        self.assertTrue(any("livenessProbe must not be" in p for p in problems), problems)
+        self.assertTrue(any("--state-store lists" in p for p in problems), problems)
 
     def test_failures_restart_only_what_a_restart_can_cure(self):
         # k8s: fatal configuration (3) and usage (2) fail the Job; other failures replace the pod, a bounded

@@ -4,7 +4,7 @@
 # (the `certs` service makes them), that clients without the token or a certificate are refused, then a
 # worker whose tp_size conflicts with the job's record, a worker container killed mid-training (restarted by
 # Docker, the job resumes and ends with the same loss), then the same four workers as TP=4 x DP=1 set by
-# variables only.
+# variables only, then the `ha` profile (etcd and two coordinators) whose leading coordinator is killed.
 #
 #   make test-compose                          # what .ci/run calls after `make test`
 #   TPCOORD_COMPOSE_TEST=1 tests/compose/run.sh
@@ -78,7 +78,7 @@ cleanup() {
       say "logs of the stack:"
       compose logs --no-color --tail=60 2>&1 | sed 's/^/    /'
     fi
-    compose down --volumes --remove-orphans --timeout 5 >/dev/null 2>&1
+    compose --profile ha down --volumes --remove-orphans --timeout 5 >/dev/null 2>&1
     docker ps -aq --filter "label=com.docker.compose.project=$COMPOSE_PROJECT_NAME" | xargs -r docker rm -f >/dev/null
     docker ps -aq --filter label=tpcoord-compose-test | xargs -r docker rm -f >/dev/null
     docker volume ls -q --filter "label=com.docker.compose.project=$COMPOSE_PROJECT_NAME" | xargs -r docker volume rm >/dev/null
@@ -283,6 +283,49 @@ done
 head -1 "$work/tp4-worker-0.log" | sed 's/^/    /'
 check "every TP=4 worker exits 0" $all_zero
 check "rank 0 reports world 4 = tp 4 x dp 1" grep -q "world 4 = tp 4 x dp 1" "$work/tp4-worker-0.log"
+
+# --- scenario 5: high availability (--profile ha), the leading coordinator's container killed -------------
+# Three etcd members and two coordinators on them; the four workers are given both coordinators. Once the
+# job trains, the container of whichever coordinator leads is killed: the other takes over, the job goes on
+# in the same generation, and no worker restarts.
+phase "high availability: etcd x3, coordinator-a and -b (--profile ha); the leader's container killed"
+ha() { compose --profile ha "$@"; }
+COMPOSE_TIMEOUT=240 ha up -d --no-deps etcd-0 etcd-1 etcd-2 coordinator-a coordinator-b 2>&1 | sed 's/^/    /'
+leader=""
+for _ in $(seq 300); do
+  for c in coordinator-a coordinator-b; do
+    docker logs "$(ha ps -q $c)" 2>&1 | grep -q "tp-coordinator serving on" && { leader=$c; break 2; }
+  done
+  sleep 0.2
+done
+check "one of the two coordinators leads (${leader:-none})" test -n "$leader"
+standby=coordinator-a; [ "$leader" = coordinator-a ] && standby=coordinator-b
+TPCOORD_JOB=compose-test-ha TPCOORD_OUTPUT_DIR=/output/ha TPCOORD_COMPOSE_COORDINATOR=127.0.0.1:29652,127.0.0.1:29653 \
+  COMPOSE_TIMEOUT=120 compose up -d --no-deps worker-0 worker-1 worker-2 worker-3 2>&1 | sed 's/^/    /'
+w0=$(compose ps -q worker-0)
+for _ in $(seq 1500); do docker logs "$w0" 2>&1 | grep -q '^step 10/' && break; sleep 0.2; done
+docker kill "$(ha ps -q "$leader")" >/dev/null
+say "killed $leader's container at step 10"
+took_over=false
+for _ in $(seq 300); do
+  docker logs "$(ha ps -q "$standby")" 2>&1 | grep -q "tp-coordinator serving on" && { took_over=true; break; }
+  sleep 0.2
+done
+check "$standby took over" $took_over
+all_zero=true
+for w in 0 1 2 3; do
+  cid=$(compose ps -q "worker-$w")
+  code=$(wait_exited "$cid")
+  docker logs "$cid" >"$work/ha-worker-$w.log" 2>&1
+  [ "$code" = 0 ] || { all_zero=false; say "worker-$w exited $code"; sed 's/^/    /' "$work/ha-worker-$w.log" | tail -20; }
+done
+check "every worker exits 0 across the failover" $all_zero
+restarts=$(for w in 0 1 2 3; do docker inspect -f '{{.RestartCount}}' "$(compose ps -q worker-$w)"; done | sort -u | tr '\n' ' ')
+check "no worker container restarted (restart counts: $restarts)" test "$restarts" = "0 "
+check "rank 0 trained in one generation" bash -c "! grep -q 'generation 2' '$work/ha-worker-0.log'"
+ha_job=$(COMPOSE_TIMEOUT=60 ha exec -T "$standby" tpctl job compose-test-ha 2>&1 || true)
+echo "$ha_job" | head -4 | sed 's/^/    /'
+check "the new leader reports the job complete" grep -Eq '^  generation 1: completed, world_size 4$' <<<"$ha_job"
 
 phase "done"
 echo "compose: $passed passed, $failed failed"

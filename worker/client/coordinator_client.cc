@@ -499,15 +499,29 @@ absl::StatusOr<std::vector<v1::JobStatus>> CoordinatorClient::ListJobs() {
 }
 
 absl::StatusOr<bool> CoordinatorClient::Serving() {
-  auto health = grpc::health::v1::Health::NewStub(impl_->Current()->channel);
-  grpc::health::v1::HealthCheckResponse resp;
-  grpc::ClientContext ctx;
-  ctx.set_deadline(std::chrono::system_clock::now() + impl_->options.call_timeout);
-  ctx.set_wait_for_ready(impl_->WaitForReady());
-  impl_->AddCredentials(&ctx, "");
-  const grpc::Status s = health->Check(&ctx, grpc::health::v1::HealthCheckRequest(), &resp);
-  if (!s.ok()) return absl::Status(static_cast<absl::StatusCode>(s.error_code()), s.error_message());
-  return resp.status() == grpc::health::v1::HealthCheckResponse::SERVING;
+  // With HA replicas, whether one of them serves (the leader; standbys report NOT_SERVING).
+  absl::StatusOr<bool> answer = absl::UnavailableError("no coordinator given");
+  for (size_t i = 0, n = impl_->TargetCount(); i < n; ++i) {
+    Impl::Target* target = impl_->Current();
+    auto health = grpc::health::v1::Health::NewStub(target->channel);
+    grpc::health::v1::HealthCheckResponse resp;
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + impl_->options.call_timeout);
+    ctx.set_wait_for_ready(impl_->WaitForReady());
+    impl_->AddCredentials(&ctx, "");
+    const grpc::Status s = impl_->Reachable(target)
+                               ? health->Check(&ctx, grpc::health::v1::HealthCheckRequest(), &resp)
+                               : grpc::Status(grpc::StatusCode::UNAVAILABLE,
+                                              absl::StrCat("cannot connect to the coordinator at ", target->address));
+    if (s.ok() && resp.status() == grpc::health::v1::HealthCheckResponse::SERVING) return true;
+    if (s.ok()) {
+      answer = false;
+    } else if (!answer.ok()) {
+      answer = absl::Status(static_cast<absl::StatusCode>(s.error_code()), s.error_message());
+    }
+    impl_->Follow(target, "");
+  }
+  return answer;
 }
 
 }  // namespace tpcoord

@@ -140,7 +140,8 @@ class CoordinatorClient {
   absl::StatusOr<v1::JobStatus> GetJob(const std::string& job_id);
   // Every job the caller may see, a page at a time underneath.
   absl::StatusOr<std::vector<v1::JobStatus>> ListJobs();
-  // The coordinator's gRPC health status: true when it serves (false while it drains).
+  // The coordinator's gRPC health status: true when it serves (false while it drains, or as an HA standby);
+  // with several addresses, true when one of them serves.
   absl::StatusOr<bool> Serving();
 
   struct Impl;  // the channel and the stub (client_rpc.h)
