@@ -130,11 +130,16 @@ class EtcdStateStore : public StateStore {
     pb::TxnResponse resp;
     if (absl::Status s = etcd_->Txn(txn, &resp); !s.ok()) {
       // Unreachable or without quorum: UNAVAILABLE, and clients retry. Anything else etcd refused is ours.
-      const absl::StatusCode code =
-          s.code() == absl::StatusCode::kUnavailable || s.code() == absl::StatusCode::kDeadlineExceeded
-              ? absl::StatusCode::kUnavailable
-              : absl::StatusCode::kInternal;
-      return absl::Status(code, absl::StrCat(name_, ": ", what, " failed: ", s.message()));
+      const bool unavailable =
+          s.code() == absl::StatusCode::kUnavailable || s.code() == absl::StatusCode::kDeadlineExceeded;
+      if (unavailable) {
+        // The outcome is unknown: etcd may still apply a proposal whose answer timed out (it did, in the
+        // quorum-loss test). This coordinator's memory would then lag etcd; only a fresh load is right.
+        on_fenced_(absl::StrCat("the outcome of the ", what, " is unknown (", s.message(),
+                                "); the state is to be read again from etcd"));
+      }
+      return absl::Status(unavailable ? absl::StatusCode::kUnavailable : absl::StatusCode::kInternal,
+                          absl::StrCat(name_, ": ", what, " failed: ", s.message()));
     }
     if (!resp.succeeded()) {
       const std::string why = absl::StrCat("the ", what, " was refused: the leader key ", fence_.key,

@@ -18,9 +18,10 @@
 
 namespace tpcoord {
 
-// `on_fenced`: called (once or more) when a write is refused because another coordinator leads now; the
-// Write itself answers UNAVAILABLE. Quorum loss and unreachable members answer UNAVAILABLE too, and change
-// nothing.
+// `on_fenced`: called (once or more) when a write is refused because another coordinator leads now, or
+// when its outcome is unknown (etcd unreachable or without quorum: a proposal that timed out may still be
+// applied); the Write answers UNAVAILABLE, and the caller must stop using its in-memory state (the
+// coordinator steps down and reads the state again when it leads next).
 std::unique_ptr<StateStore> MakeEtcdStateStore(EtcdConnection* etcd, Fence fence,
                                                std::function<void(const std::string&)> on_fenced);
 

@@ -160,6 +160,7 @@ void LeaderElection::KeepAlive() {
     auto stream = stub->LeaseKeepAlive(&ctx);
     pb::LeaseKeepAliveRequest req;
     req.set_id(lease_);
+    bool renewed = false;  // by this stream
     while (true) {
       const Clock::time_point sent = Clock::now();
       if (!stream->Write(req)) break;
@@ -167,6 +168,7 @@ void LeaderElection::KeepAlive() {
       if (!stream->Read(&resp)) break;
       if (resp.ttl() <= 0) return Lose(absl::StrCat("its etcd lease ", lease_, " has expired"));
       valid_until = sent + std::chrono::seconds(resp.ttl());
+      renewed = true;
       std::unique_lock<std::mutex> lock(mu_);
       if (wake_.wait_for(lock, interval, [this] { return stopping_ || lost_; })) {
         ctx.TryCancel();
@@ -178,7 +180,9 @@ void LeaderElection::KeepAlive() {
       std::lock_guard<std::mutex> lock(mu_);
       if (stopping_ || lost_) return;
     }
-    if (status.error_code() != grpc::StatusCode::DEADLINE_EXCEEDED) {
+    // A stream that ends at its deadline after renewing is the normal rotation; one that renewed nothing
+    // (its member is down or cut off, and waiting for it timed out) means: try another member.
+    if (!renewed || status.error_code() != grpc::StatusCode::DEADLINE_EXCEEDED) {
       failure = status.error_message();
       etcd_->NextMember();
     }

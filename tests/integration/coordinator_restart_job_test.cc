@@ -7,13 +7,10 @@
 
 #include <gtest/gtest.h>
 
-#include <filesystem>
 #include <fstream>
-#include <sstream>
 #include <thread>
 
 #include "absl/strings/match.h"
-#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "tests/support/coordinator_process.h"
 
@@ -29,25 +26,6 @@ constexpr char kConfig[] = R"({
   "optimizer": {"type": "AdamW", "params": {"lr": 0.003}},
   "tpcoord": {"steps": 100, "seq_len": 32, "seed": 7, "eval_batches": 2}
 })";
-
-// Whether process `pid` is stopped (SIGSTOP), from /proc.
-// Whether a process of process group `group` (a tp-worker: its supervisor and its trainer) is stopped.
-bool Stopped(pid_t group) {
-  for (const auto& entry : std::filesystem::directory_iterator("/proc")) {
-    pid_t pid = 0;
-    if (!absl::SimpleAtoi(entry.path().filename().string(), &pid)) continue;
-    std::ifstream stat(entry.path() / "stat");
-    std::string text((std::istreambuf_iterator<char>(stat)), std::istreambuf_iterator<char>());
-    const size_t close = text.rfind(')');
-    if (close == std::string::npos || close + 2 >= text.size()) continue;
-    // After the command: state, ppid, pgrp.
-    std::istringstream fields(text.substr(close + 2));
-    char state = 0;
-    pid_t ppid = 0, pgrp = 0;
-    if (fields >> state >> ppid >> pgrp && pgrp == group && state == 'T') return true;
-  }
-  return false;
-}
 
 class CoordinatorRestartJobTest : public ::testing::TestWithParam<int> {
  protected:
@@ -131,8 +109,8 @@ TEST_P(CoordinatorRestartJobTest, WhileGlooRendezvousesThroughTheStore) {
   workers.push_back(StartWorker(0));
   workers.push_back(StartWorker(1, {{"TPCOORD_TEST_STOP_AT", "comm_init"}}));
   // Rank 1's trainer holds still before its Gloo set-up; rank 0 waits in the store for rank 1's address.
-  for (int i = 0; i < 6000 && !Stopped(workers[1]->pid()); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  ASSERT_TRUE(Stopped(workers[1]->pid()));
+  for (int i = 0; i < 6000 && !workers[1]->GroupStopped(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  ASSERT_TRUE(workers[1]->GroupStopped());
   ASSERT_TRUE(AwaitJob([](const v1::JobStatus& j) {
     for (const std::string& m : j.missing()) {
       if (absl::StartsWith(m, "store keys")) return true;

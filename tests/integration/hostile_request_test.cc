@@ -125,7 +125,7 @@ TEST_F(HostileRequestTest, NumbersThatOverflowAndBadUnicodeAreInvalidArgument) {
 
 TEST_F(HostileRequestTest, GarbageBytesAreInvalidArgumentNamingTheMessage) {
   const std::string garbage("\xff\xff\xff\xff\x0f\x12\x34", 7);
-  for (const std::string& method : {"Join", "StoreSet", "Leave", "ListJobs", "DeleteJob"}) {
+  for (const std::string method : {"Join", "StoreSet", "Leave", "ListJobs", "DeleteJob"}) {
     grpc::Status status = Raw(method, garbage);
     EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << method;
     EXPECT_TRUE(absl::StartsWith(status.error_message(), "the request is not a valid tpcoord.v1." + method + "Request message (7 bytes)"))

@@ -125,7 +125,9 @@ class SecurityTest : public ::testing::Test {
     std::vector<std::string> ids;
     for (const v1::JobStatus& job : resp.jobs()) {
       ids.push_back(job.job_id());
-      if (token != kAdminToken) EXPECT_TRUE(job.merged_config_json().empty() || job.job_id() != "victim");
+      if (token != kAdminToken) {
+        EXPECT_TRUE(job.merged_config_json().empty() || job.job_id() != "victim");
+      }
     }
     return ids;
   }

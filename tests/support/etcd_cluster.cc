@@ -5,6 +5,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <fstream>
+#include <iterator>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
@@ -37,8 +39,25 @@ int FreePort() {
 
 bool HaveEtcd() { return access(kEtcd, X_OK) == 0; }
 
-absl::StatusOr<std::unique_ptr<EtcdCluster>> EtcdCluster::Start(const std::string& dir, int members) {
+namespace {
+
+std::string ReadAll(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+}
+
+}  // namespace
+
+EtcdCredentials EtcdCluster::credentials() const {
+  if (tls_dir_.empty()) return {};
+  return {ReadAll(tls_dir_ + "/client/ca.crt"), ReadAll(tls_dir_ + "/client/tls.crt"),
+          ReadAll(tls_dir_ + "/client/tls.key")};
+}
+
+absl::StatusOr<std::unique_ptr<EtcdCluster>> EtcdCluster::Start(const std::string& dir, int members,
+                                                                const std::string& tls_dir) {
   std::unique_ptr<EtcdCluster> cluster(new EtcdCluster());
+  cluster->tls_dir_ = tls_dir;
   std::vector<std::string> peers;
   for (int i = 0; i < members; ++i) {
     Member m;
@@ -63,11 +82,12 @@ absl::StatusOr<std::unique_ptr<EtcdCluster>> EtcdCluster::Start(const std::strin
 EtcdCluster::~EtcdCluster() = default;  // each Subprocess kills its member
 
 absl::Status EtcdCluster::StartMember(Member& m, bool initial) {
+  const std::string client_url = absl::StrCat(tls_dir_.empty() ? "http" : "https", "://127.0.0.1:", m.client_port);
   std::vector<std::string> argv = {kEtcd,
                                    "--name", m.name,
                                    "--data-dir", m.data_dir,
-                                   "--listen-client-urls", absl::StrCat("http://127.0.0.1:", m.client_port),
-                                   "--advertise-client-urls", absl::StrCat("http://127.0.0.1:", m.client_port),
+                                   "--listen-client-urls", client_url,
+                                   "--advertise-client-urls", client_url,
                                    "--listen-peer-urls", absl::StrCat("http://127.0.0.1:", m.peer_port),
                                    "--initial-advertise-peer-urls", absl::StrCat("http://127.0.0.1:", m.peer_port),
                                    "--initial-cluster", initial_cluster_,
@@ -77,6 +97,10 @@ absl::Status EtcdCluster::StartMember(Member& m, bool initial) {
                                    "--election-timeout", "1000",
                                    "--logger", "zap",
                                    "--log-level", "warn"};
+  if (!tls_dir_.empty()) {
+    argv.insert(argv.end(), {"--cert-file", tls_dir_ + "/server/tls.crt", "--key-file", tls_dir_ + "/server/tls.key",
+                             "--client-cert-auth", "--trusted-ca-file", tls_dir_ + "/server/ca.crt"});
+  }
   absl::StatusOr<std::unique_ptr<Subprocess>> process = Subprocess::Start(argv);
   if (!process.ok()) return process.status();
   m.process = *std::move(process);
@@ -103,7 +127,7 @@ absl::Status EtcdCluster::Restart(int member) { return StartMember(members_[memb
 absl::Status EtcdCluster::Answers(std::chrono::milliseconds timeout) const {
   absl::StatusOr<EtcdTarget> target = ParseEtcdTarget(url());
   if (!target.ok()) return target.status();
-  EtcdConnection etcd(*target, {}, std::chrono::milliseconds(1000));
+  EtcdConnection etcd(*target, credentials(), std::chrono::milliseconds(1000));
   const auto give_up = std::chrono::steady_clock::now() + timeout;
   absl::Status last = absl::DeadlineExceededError("not tried");
   while (std::chrono::steady_clock::now() < give_up) {

@@ -9,14 +9,18 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "coordinator/etcd_connection.h"
 #include "tests/support/subprocess.h"
 
 namespace tpcoord::testing {
 
 class EtcdCluster {
  public:
-  // Starts `members` members under `dir` and waits until the cluster has a leader and answers.
-  static absl::StatusOr<std::unique_ptr<EtcdCluster>> Start(const std::string& dir, int members = 3);
+  // Starts `members` members under `dir` and waits until the cluster has a leader and answers. With
+  // `tls_dir` (deploy/make-secrets.sh output for 127.0.0.1), clients must speak mutual TLS: the members
+  // serve tls_dir/server's certificate and require one signed by its CA.
+  static absl::StatusOr<std::unique_ptr<EtcdCluster>> Start(const std::string& dir, int members = 3,
+                                                            const std::string& tls_dir = "");
   ~EtcdCluster();
 
   // "127.0.0.1:P0,127.0.0.1:P1,...", and the --state-store URL for `prefix`.
@@ -28,6 +32,9 @@ class EtcdCluster {
   void Freeze(int member);                   // SIGSTOP
   void Thaw(int member);                     // SIGCONT
   absl::Status Restart(int member);          // a killed member again, on its data directory
+
+  // What a client needs for the cluster: none, or the client certificate of tls_dir.
+  EtcdCredentials credentials() const;
 
   // OK once a linearizable read succeeds on the cluster (it has quorum); the last error after `timeout`.
   absl::Status Answers(std::chrono::milliseconds timeout) const;
@@ -42,6 +49,7 @@ class EtcdCluster {
   absl::Status StartMember(Member& m, bool initial);
 
   std::string initial_cluster_;
+  std::string tls_dir_;
   std::vector<Member> members_;
 };
 

@@ -16,6 +16,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_split.h"
 
 extern char** environ;
@@ -122,6 +123,23 @@ void Subprocess::Signal(int signal_number) {
 
 void Subprocess::SignalGroup(int signal_number) {
   if (!reaped_) kill(-pid_, signal_number);
+}
+
+bool Subprocess::GroupStopped() const {
+  for (const auto& entry : std::filesystem::directory_iterator("/proc")) {
+    pid_t pid = 0;
+    if (!absl::SimpleAtoi(entry.path().filename().string(), &pid)) continue;
+    std::ifstream stat(entry.path() / "stat");
+    std::string text((std::istreambuf_iterator<char>(stat)), std::istreambuf_iterator<char>());
+    const size_t close = text.rfind(')');
+    if (close == std::string::npos || close + 2 >= text.size()) continue;
+    // After the command: state, ppid, pgrp.
+    std::istringstream fields(text.substr(close + 2));
+    char state = 0;
+    pid_t ppid = 0, pgrp = 0;
+    if (fields >> state >> ppid >> pgrp && pgrp == pid_ && state == 'T') return true;
+  }
+  return false;
 }
 
 std::string Subprocess::Stdout() const { return ReadFile(out_path_); }

@@ -35,6 +35,9 @@ class Subprocess {
   void Signal(int signal_number);
   // To the whole process group: the process and every child it started (tp-worker's trainer).
   void SignalGroup(int signal_number);
+  // Whether a process of its group is stopped (SIGSTOP; tp-worker's trainer stops itself at
+  // TPCOORD_TEST_STOP_AT).
+  bool GroupStopped() const;
 
   std::string Stdout() const;
   std::string Stderr() const;
