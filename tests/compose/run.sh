@@ -242,6 +242,18 @@ wait_exited() {  # wait_exited CONTAINER: its exit code once Docker will not res
   done
   echo timeout
 }
+# finish_workers NAME: waits until Docker will not restart any of the four workers again, keeps their logs as
+# $work/NAME-worker-N.log, and sets all_zero to whether every one exited 0.
+finish_workers() {
+  local w cid code
+  all_zero=true
+  for w in 0 1 2 3; do
+    cid=$(compose ps -q "worker-$w")
+    code=$(wait_exited "$cid")
+    docker logs "$cid" >"$work/$1-worker-$w.log" 2>&1
+    [ "$code" = 0 ] || { all_zero=false; say "worker-$w exited $code"; sed 's/^/    /' "$work/$1-worker-$w.log" | tail -20; }
+  done
+}
 TPCOORD_JOB=compose-test-kill TPCOORD_OUTPUT_DIR=/output/kill COMPOSE_TIMEOUT=120 \
   compose up -d --no-deps worker-0 worker-1 worker-2 worker-3 2>&1 | sed 's/^/    /'
 w0=$(compose ps -q worker-0)
@@ -250,13 +262,7 @@ for _ in $(seq 1500); do docker exec "$w0" test -f /output/kill/checkpoint-10/tr
 killed_pid=$(docker inspect -f '{{.State.Pid}}' "$w1")
 kill -9 "$killed_pid"
 say "killed worker-1's tp-worker (pid $killed_pid) once checkpoint-10 was written"
-all_zero=true
-for w in 0 1 2 3; do
-  cid=$(compose ps -q "worker-$w")
-  code=$(wait_exited "$cid")
-  docker logs "$cid" >"$work/kill-worker-$w.log" 2>&1
-  [ "$code" = 0 ] || { all_zero=false; say "worker-$w exited $code"; sed 's/^/    /' "$work/kill-worker-$w.log" | tail -20; }
-done
+finish_workers kill
 grep -v '^step ' "$work/kill-worker-0.log" | sed 's/^/    /'
 check "every worker exits 0 after the kill" $all_zero
 restarts=$(docker inspect -f '{{.RestartCount}}' "$w1")
@@ -312,13 +318,7 @@ for _ in $(seq 300); do
   sleep 0.2
 done
 check "$standby took over" $took_over
-all_zero=true
-for w in 0 1 2 3; do
-  cid=$(compose ps -q "worker-$w")
-  code=$(wait_exited "$cid")
-  docker logs "$cid" >"$work/ha-worker-$w.log" 2>&1
-  [ "$code" = 0 ] || { all_zero=false; say "worker-$w exited $code"; sed 's/^/    /' "$work/ha-worker-$w.log" | tail -20; }
-done
+finish_workers ha
 check "every worker exits 0 across the failover" $all_zero
 restarts=$(for w in 0 1 2 3; do docker inspect -f '{{.RestartCount}}' "$(compose ps -q worker-$w)"; done | sort -u | tr '\n' ' ')
 check "no worker container restarted (restart counts: $restarts)" test "$restarts" = "0 "
