@@ -194,8 +194,14 @@ void LeaderElection::KeepAlive() {
 }
 
 void LeaderElection::OnLost(std::function<void(const std::string&)> on_lost) {
-  std::lock_guard<std::mutex> lock(mu_);
-  on_lost_ = std::move(on_lost);
+  std::string lost_already;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    on_lost_ = on_lost;
+    if (!lost_) return;
+    lost_already = lost_reason_;
+  }
+  on_lost(lost_already);  // lost between Campaign and this call: told now, not never
 }
 
 void LeaderElection::Fenced(const std::string& why) { Lose(why); }
@@ -206,6 +212,7 @@ void LeaderElection::Lose(const std::string& reason) {
     std::lock_guard<std::mutex> lock(mu_);
     if (lost_ || stopping_) return;
     lost_ = true;
+    lost_reason_ = reason;
     on_lost = on_lost_;
   }
   wake_.notify_all();

@@ -49,7 +49,8 @@ class LeaderElection {
   absl::StatusOr<Fence> Campaign(const std::string& address, const std::function<void(const std::string&)>& on_leader);
 
   // Called once, from some thread, when this process stops leading: its lease could not be renewed in
-  // time or has expired, or Fenced() was called. A process must stop serving then.
+  // time or has expired, or Fenced() was called (at once, from this call, if that happened already). A
+  // process must stop serving then.
   void OnLost(std::function<void(const std::string& reason)> on_lost);
   // Another coordinator leads: a write of ours was refused. Fires OnLost.
   void Fenced(const std::string& why);
@@ -73,6 +74,7 @@ class LeaderElection {
   std::condition_variable wake_;
   bool stopping_ = false;
   bool lost_ = false;
+  std::string lost_reason_;
   int64_t lease_ = 0;  // while leading
   std::function<void(const std::string&)> on_lost_;
   std::thread keepalive_;
