@@ -28,7 +28,7 @@ TEST(WorkerDeathTest, SurvivorsAreToldAndRejoinWithAReplacement) {
   for (int rank = 0; rank < 4; ++rank) {
     workers.push_back(probe(rank, {"--park", "hold", "--rejoin", "--barrier", "after-rejoin", "--leave"}));
   }
-  for (auto& w : workers) ASSERT_TRUE(w->WaitForLine("joined generation=1", std::chrono::seconds(60)).ok()) << w->Stderr();
+  for (auto& w : workers) ASSERT_TRUE(w->WaitForLine("session open", std::chrono::seconds(60)).ok()) << w->Stderr();
 
   workers[2]->Signal(SIGKILL);
   ASSERT_EQ(*workers[2]->Wait(std::chrono::seconds(10)), 128 + SIGKILL);

@@ -108,6 +108,8 @@ int Main() {
     absl::Status lost;
     {
       MemberSession session(&client, *m, [](absl::Status) {});
+      if (!session.WaitUntilOpen(std::chrono::seconds(30))) return Fail(absl::DeadlineExceededError("no session"));
+      std::cout << "session open" << std::endl;  // a kill from here on is seen at once
       // A barrier of this rank's own, which the others never enter: it returns only when the generation ends.
       lost = client.Barrier(*m, absl::StrCat(park, "/", m->rank), std::chrono::minutes(5));
     }

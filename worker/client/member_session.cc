@@ -23,6 +23,11 @@ class MemberSession::Impl {
       : client_(client), membership_(std::move(membership)), on_lost_(std::move(on_lost)), thread_([this] { Run(); }) {}
   ~Impl();
 
+  bool WaitUntilOpen(Millis timeout) {
+    std::unique_lock<std::mutex> lock(mu_);
+    return wake_.wait_for(lock, timeout, [this] { return open_; });
+  }
+
  private:
   void Run();
   // One stream, until it ends: its final status (OK once stopping).
@@ -34,6 +39,7 @@ class MemberSession::Impl {
   std::mutex mu_;
   std::condition_variable wake_;
   bool stopping_ = false;
+  bool open_ = false;  // the coordinator has answered a session's first heartbeat
   grpc::ClientContext* stream_ctx_ = nullptr;  // the open stream's, while there is one
   std::thread thread_;  // last
 };
@@ -43,6 +49,8 @@ MemberSession::MemberSession(CoordinatorClient* client, Membership membership,
     : impl_(std::make_unique<Impl>(client->impl_.get(), std::move(membership), std::move(on_lost))) {}
 
 MemberSession::~MemberSession() = default;
+
+bool MemberSession::WaitUntilOpen(Millis timeout) { return impl_->WaitUntilOpen(timeout); }
 
 MemberSession::Impl::~Impl() {
   {
@@ -111,7 +119,12 @@ grpc::Status MemberSession::Impl::Stream(bool* opened) {
   bool ended = false;
   std::thread reader([&] {
     v1::SessionEvent event;
-    while (stream->Read(&event)) *opened = true;
+    while (stream->Read(&event)) {
+      *opened = true;
+      std::lock_guard<std::mutex> lock(mu_);
+      open_ = true;
+      wake_.notify_all();
+    }
     std::lock_guard<std::mutex> lock(mu_);
     ended = true;
     wake_.notify_all();

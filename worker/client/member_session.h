@@ -23,6 +23,10 @@ class MemberSession {
   MemberSession(const MemberSession&) = delete;
   MemberSession& operator=(const MemberSession&) = delete;
 
+  // Whether the coordinator holds the session (it answered its first heartbeat) within `timeout`: from then
+  // on this process's death ends the generation at once; before, only the lease would notice it.
+  bool WaitUntilOpen(Millis timeout);
+
  private:
   class Impl;
   std::unique_ptr<Impl> impl_;
