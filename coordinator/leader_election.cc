@@ -39,7 +39,7 @@ LeaderElection::~LeaderElection() {
 }
 
 absl::StatusOr<bool> LeaderElection::TryAcquire(const std::string& address, std::string* holder,
-                                                int64_t* watch_from) {
+                                                int64_t* revision) {
   pb::LeaseGrantRequest grant;
   grant.set_ttl(std::chrono::duration_cast<std::chrono::seconds>(ttl_).count());
   pb::LeaseGrantResponse granted;
@@ -60,12 +60,14 @@ absl::StatusOr<bool> LeaderElection::TryAcquire(const std::string& address, std:
   txn.add_failure()->mutable_request_range()->set_key(key_);
   pb::TxnResponse resp;
   absl::Status s = etcd_->Txn(txn, &resp);
+  if (s.ok()) *revision = resp.header().revision();
   if (s.ok() && resp.succeeded()) {
     std::lock_guard<std::mutex> lock(mu_);
     lease_ = granted.id();
     return true;
   }
-  pb::LeaseRevokeRequest revoke;  // not needed: a standby's lease would only expire
+  // Not leading: the lease is of no use (left alone, it would only expire).
+  pb::LeaseRevokeRequest revoke;
   revoke.set_id(granted.id());
   pb::LeaseRevokeResponse revoked;
   (void)etcd_->LeaseRevoke(revoke, &revoked);
@@ -74,7 +76,6 @@ absl::StatusOr<bool> LeaderElection::TryAcquire(const std::string& address, std:
   if (resp.responses_size() > 0 && resp.responses(0).response_range().kvs_size() > 0) {
     *holder = resp.responses(0).response_range().kvs(0).value();
   }
-  *watch_from = resp.header().revision() + 1;
   return false;
 }
 
@@ -121,29 +122,22 @@ absl::StatusOr<Fence> LeaderElection::Campaign(const std::string& address,
       if (stopping_) return absl::CancelledError("stopped before leading");
     }
     std::string holder;
-    int64_t watch_from = 0;
-    absl::StatusOr<bool> acquired = TryAcquire(address, &holder, &watch_from);
-    if (acquired.ok() && *acquired) break;
+    int64_t revision = 0;
+    absl::StatusOr<bool> acquired = TryAcquire(address, &holder, &revision);
+    if (acquired.ok() && *acquired) {
+      // The fence is the revision that created the key: the Txn's own.
+      keepalive_ = std::thread([this] { KeepAlive(); });
+      return Fence{key_, revision};
+    }
     if (!acquired.ok()) {
       log_(absl::StrCat("campaign: ", acquired.status().message(), "; trying again"));
-      holder = "";
       std::this_thread::sleep_for(Millis(500));
     } else {
       if (holder != last_seen) on_leader(holder);
       last_seen = holder;
-      WaitForVacancy(watch_from);
+      WaitForVacancy(revision + 1);
     }
   }
-  // The fence is the revision that created the key: the Txn's own revision.
-  pb::RangeRequest read;
-  read.set_key(key_);
-  pb::RangeResponse got;
-  if (absl::Status s = etcd_->Range(read, &got); !s.ok()) return s;
-  if (got.kvs_size() == 0 || got.kvs(0).lease() != lease_) {
-    return absl::UnavailableError(absl::StrCat("lost the leader key ", key_, " right after taking it"));
-  }
-  keepalive_ = std::thread([this] { KeepAlive(); });
-  return Fence{key_, got.kvs(0).create_revision()};
 }
 
 void LeaderElection::KeepAlive() {

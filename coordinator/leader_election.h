@@ -58,8 +58,9 @@ class LeaderElection {
   const std::string& key() const { return key_; }
 
  private:
-  // One try: the key if free, else the current holder's address and the revision to watch from.
-  absl::StatusOr<bool> TryAcquire(const std::string& address, std::string* holder, int64_t* watch_from);
+  // One try: true with the key if it was free, else false with its holder's address. `revision`: etcd's
+  // revision after the try (the key's create_revision when taken).
+  absl::StatusOr<bool> TryAcquire(const std::string& address, std::string* holder, int64_t* revision);
   // Blocks until the leader key is deleted (or a few seconds pass, or the watch fails).
   void WaitForVacancy(int64_t from_revision);
   void KeepAlive();

@@ -13,8 +13,8 @@
 // the state in etcd. A leader that loses its lease or finds its writes fenced steps down: it executes itself
 // afresh, as a standby.
 //
-// Prints "tp-coordinator listening on <address>" on stdout once it serves (a standby once it listens) (with --listen host:0 the
-// address holds the port the kernel picked). SIGTERM/SIGINT: answer every parked and every new call with
+// Prints "tp-coordinator listening on <address>" on stdout once it listens, a standby too (with --listen
+// host:0 the address holds the port the kernel picked). SIGTERM/SIGINT: answer every parked and every new call with
 // UNAVAILABLE (clients retry against the next coordinator on this state directory), let in-flight calls
 // finish, write what is being written, exit 0.
 #include <signal.h>
@@ -42,6 +42,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "common/host_name.h"
 #include "common/limits.h"
 #include "common/process_init.h"
 #include "common/secrets.h"
@@ -164,6 +165,18 @@ class ReflectionOption : public grpc::ServerBuilderOption {
   bool enabled_;
 };
 
+// --etcd-tls-ca/-cert/-key: TLS to etcd with a client certificate, or (none given) plaintext.
+tpcoord::EtcdCredentials EtcdCredentialsFromFlags() {
+  auto read = [](const char* flag, const std::string& path) { return path.empty() ? "" : ReadOrDie(flag, path); };
+  tpcoord::EtcdCredentials credentials{read("etcd-tls-ca", absl::GetFlag(FLAGS_etcd_tls_ca)),
+                                       read("etcd-tls-cert", absl::GetFlag(FLAGS_etcd_tls_cert)),
+                                       read("etcd-tls-key", absl::GetFlag(FLAGS_etcd_tls_key))};
+  if (credentials.cert.empty() != credentials.key.empty()) {
+    Die("give both --etcd-tls-cert and --etcd-tls-key, or neither");
+  }
+  return credentials;
+}
+
 // How serving ends: a stop signal, or (HA) this coordinator no longer leading.
 class StopLatch {
  public:
@@ -195,10 +208,7 @@ class StopLatch {
 // "HOST:PORT" of --listen with the port it got; the host name of this machine for a wildcard address.
 std::string Advertised(const std::string& listen, int port) {
   std::string host = listen.substr(0, listen.rfind(':'));
-  if (host == "0.0.0.0" || host == "[::]" || host.empty()) {
-    char name[256] = {};
-    host = gethostname(name, sizeof(name) - 1) == 0 && name[0] != '\0' ? name : "localhost";
-  }
+  if (host == "0.0.0.0" || host == "[::]" || host.empty()) host = tpcoord::LocalHostName();
   return absl::StrCat(host, ":", port);
 }
 
@@ -295,18 +305,9 @@ int main(int argc, char** argv) {
   if (const std::string url = absl::GetFlag(FLAGS_state_store); !url.empty()) {
     absl::StatusOr<tpcoord::EtcdTarget> target = tpcoord::ParseEtcdTarget(url);
     if (!target.ok()) Die(absl::StrCat("--state-store: ", target.status().message()));
-    tpcoord::EtcdCredentials etcd_credentials;
-    if (const std::string f = absl::GetFlag(FLAGS_etcd_tls_ca); !f.empty()) etcd_credentials.ca = ReadOrDie("etcd-tls-ca", f);
-    if (const std::string f = absl::GetFlag(FLAGS_etcd_tls_cert); !f.empty()) {
-      etcd_credentials.cert = ReadOrDie("etcd-tls-cert", f);
-    }
-    if (const std::string f = absl::GetFlag(FLAGS_etcd_tls_key); !f.empty()) etcd_credentials.key = ReadOrDie("etcd-tls-key", f);
-    if (etcd_credentials.cert.empty() != etcd_credentials.key.empty()) {
-      Die("give both --etcd-tls-cert and --etcd-tls-key, or neither");
-    }
     const tpcoord::Millis lease = absl::ToChronoMilliseconds(absl::GetFlag(FLAGS_leader_lease));
     if (lease < tpcoord::Millis(2000)) Die("--leader-lease must be at least 2s (etcd's shortest lease)");
-    etcd = std::make_unique<tpcoord::EtcdConnection>(*target, etcd_credentials, tpcoord::Millis(5000));
+    etcd = std::make_unique<tpcoord::EtcdConnection>(*target, EtcdCredentialsFromFlags(), tpcoord::Millis(5000));
     election = std::make_unique<tpcoord::LeaderElection>(etcd.get(), lease, Log);
     auto [port, fence] = CampaignAsStandby(*election, listen, credentials, absl::GetFlag(FLAGS_advertise));
     const std::string host = listen.substr(0, listen.rfind(':'));

@@ -38,12 +38,6 @@ std::string TruncateUtf8(const std::string& text, size_t max) {
 
 }  // namespace
 
-std::string LocalHostName() {
-  char name[256] = {};
-  if (gethostname(name, sizeof(name) - 1) != 0 || name[0] == '\0') return "localhost";
-  return name;
-}
-
 std::string MakeWorkerId(const std::string& host) {
   std::random_device random;
   return absl::StrCat(host, ":", getpid(), ":", absl::Hex(random(), absl::kZeroPad8));

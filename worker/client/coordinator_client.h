@@ -151,8 +151,6 @@ class CoordinatorClient {
   friend class MemberSession;
 };
 
-// This machine's host name ("localhost" when it has none).
-std::string LocalHostName();
 // "host:pid:nonce", unique per process.
 std::string MakeWorkerId(const std::string& host);
 

@@ -11,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/config_merge.h"
 #include "common/deepspeed_error.h"
+#include "common/host_name.h"
 #include "nlohmann/json.hpp"
 #include "worker/autotp/autotp.h"
 #include "worker/comm/gloo_communicator.h"

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "common/host_name.h"
 #include "worker/client/coordinator_client.h"
 #include "worker/training/exit_codes.h"
 
