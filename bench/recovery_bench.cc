@@ -106,7 +106,7 @@ Recovery Measure(const std::string& dir, const std::string& name, Fault fault) {
   const std::string config = absl::StrCat(dir, "/config.json");
   std::ofstream(config) << R"({"train_batch_size": 8, "train_micro_batch_size_per_gpu": 4, "steps_per_print": 1,)"
                            R"( "optimizer": {"type": "AdamW", "params": {"lr": 0.001}},)"
-                           R"( "tpcoord": {"steps": 400, "seq_len": 32, "eval_batches": 1, "checkpoint_interval": 10}})";
+                           R"( "tpcoord": {"steps": 400, "seq_len": 32, "eval_windows": 8, "checkpoint_interval": 10}})";
   auto coordinator = testing::CoordinatorProcess::Start(
       absl::StrCat(dir, "/state-", name), {"--lease", absl::FormatDuration(absl::GetFlag(FLAGS_lease))});
   if (!coordinator.ok()) return Failed(std::string(coordinator.status().message()));

@@ -73,7 +73,7 @@ Run RunJob(const std::string& dir, const std::string& name, int world, int tp, i
   const std::string config = absl::StrCat(dir, "/", name, ".json");
   std::ofstream(config) << absl::StrFormat(
       R"({"train_batch_size": 8, "steps_per_print": 1, "optimizer": {"type": "AdamW", "params": {"lr": 0.001}},)"
-      R"( "tpcoord": {"steps": %d, "seq_len": %d, "eval_batches": 1}})",
+      R"( "tpcoord": {"steps": %d, "seq_len": %d, "eval_windows": 8}})",
       steps, seq_len);
   auto coordinator = testing::Subprocess::Start({testing::BinPath("coordinator/tp-coordinator"), "--listen",
                                                  "127.0.0.1:0", "--state-dir", dir + "/state-" + name});

@@ -49,9 +49,13 @@ TokenData::TokenData(std::vector<uint16_t> tokens, int seq_len)
   max_token_ = *std::max_element(tokens_.begin(), tokens_.end());
 }
 
+size_t TokenData::WindowCount(size_t begin, size_t end) const {
+  // Start positions 0, seq_len, 2 seq_len, ... while a whole window fits.
+  return (end - begin - static_cast<size_t>(seq_len_) - 1) / static_cast<size_t>(seq_len_) + 1;
+}
+
 std::vector<int32_t> TokenData::Window(size_t begin, size_t end, int64_t index) const {
-  // Start positions 0, seq_len, 2 seq_len, ... while a whole window fits, then around again.
-  const size_t starts = (end - begin - static_cast<size_t>(seq_len_) - 1) / static_cast<size_t>(seq_len_) + 1;
+  const size_t starts = WindowCount(begin, end);  // then around again
   const size_t start = begin + static_cast<size_t>(index % static_cast<int64_t>(starts)) * seq_len_;
   return std::vector<int32_t>(tokens_.begin() + static_cast<long>(start),
                               tokens_.begin() + static_cast<long>(start + seq_len_ + 1));
@@ -63,10 +67,16 @@ std::vector<int32_t> TokenData::EvalSequence(int64_t index) const {
   return Window(eval_begin_, tokens_.size(), index);
 }
 
+int64_t TokenData::EvalWindows() const { return static_cast<int64_t>(WindowCount(eval_begin_, tokens_.size())); }
+
 int64_t SequenceIndex(int64_t step, int micro_step, int dp_rank, int row, int micro_batch, int accumulation,
                       int dp_size) {
   const int64_t train_batch = static_cast<int64_t>(micro_batch) * accumulation * dp_size;
   return step * train_batch + (static_cast<int64_t>(micro_step) * dp_size + dp_rank) * micro_batch + row;
+}
+
+WindowRange EvalSlice(int64_t windows, int dp_rank, int dp_size) {
+  return {windows * dp_rank / dp_size, windows * (dp_rank + 1) / dp_size};
 }
 
 }  // namespace tpcoord

@@ -29,9 +29,12 @@ class TokenData {
   std::vector<int32_t> TrainSequence(int64_t index) const;
   // Evaluation sequence number `index`, from the held-out split, wrapping likewise.
   std::vector<int32_t> EvalSequence(int64_t index) const;
+  // How many whole windows the held-out split has: EvalSequence(0 .. EvalWindows() - 1) are all different.
+  int64_t EvalWindows() const;
 
  private:
   TokenData(std::vector<uint16_t> tokens, int seq_len);
+  size_t WindowCount(size_t begin, size_t end) const;
   std::vector<int32_t> Window(size_t begin, size_t end, int64_t index) const;
 
   std::vector<uint16_t> tokens_;
@@ -47,6 +50,13 @@ class TokenData {
 // micro_batch + r.
 int64_t SequenceIndex(int64_t step, int micro_step, int dp_rank, int row, int micro_batch, int accumulation,
                       int dp_size);
+
+// The evaluation windows [begin, end) that data-parallel rank `dp_rank` of `dp_size` scores: contiguous
+// slices, disjoint, in rank order, that together cover [0, windows) exactly once (sizes differ by at most 1).
+struct WindowRange {
+  int64_t begin = 0, end = 0;
+};
+WindowRange EvalSlice(int64_t windows, int dp_rank, int dp_size);
 
 }  // namespace tpcoord
 

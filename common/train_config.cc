@@ -147,25 +147,24 @@ absl::Status ParseTpcoordSection(const json& config, TrainConfig* out) {
   if (!it->is_object()) return Invalid("tpcoord", *it, "an object");
   const json& section = *it;
   if (absl::Status s = CheckKeys(section, "tpcoord.",
-                                 {"steps", "seed", "seq_len", "data", "checkpoint_interval", "eval_batches"});
+                                 {"steps", "seed", "seq_len", "data", "checkpoint_interval", "eval_windows"});
       !s.ok()) {
     return s;
   }
-  int64_t seed = static_cast<int64_t>(out->seed), seq_len = out->seq_len, eval = out->eval_batches;
+  int64_t seed = static_cast<int64_t>(out->seed), seq_len = out->seq_len;
   if (absl::Status s = ReadInt(section, "tpcoord.", "steps", 0, &out->steps); !s.ok()) return s;
   if (absl::Status s = ReadInt(section, "tpcoord.", "seed", 0, &seed); !s.ok()) return s;
   if (absl::Status s = ReadInt(section, "tpcoord.", "seq_len", 1, &seq_len); !s.ok()) return s;
   if (absl::Status s = ReadInt(section, "tpcoord.", "checkpoint_interval", 0, &out->checkpoint_interval); !s.ok()) {
     return s;
   }
-  if (absl::Status s = ReadInt(section, "tpcoord.", "eval_batches", 0, &eval); !s.ok()) return s;
+  if (absl::Status s = ReadInt(section, "tpcoord.", "eval_windows", 0, &out->eval_windows); !s.ok()) return s;
   if (auto data = section.find("data"); data != section.end()) {
     if (!data->is_string()) return Invalid("tpcoord.data", *data, "a path");
     out->data = data->get<std::string>();
   }
   out->seed = static_cast<uint64_t>(seed);
   out->seq_len = static_cast<int>(seq_len);
-  out->eval_batches = static_cast<int>(eval);
   return absl::OkStatus();
 }
 

@@ -51,13 +51,13 @@ struct TrainConfig {
   LossScaleConfig loss_scale;          // fp16 only
   int steps_per_print = 10;
 
-  // "tpcoord": {"steps", "seed", "seq_len", "data", "checkpoint_interval", "eval_batches"}.
+  // "tpcoord": {"steps", "seed", "seq_len", "data", "checkpoint_interval", "eval_windows"}.
   int64_t steps = 100;
   uint64_t seed = 1234;
   int seq_len = 64;
   std::string data;                    // "" unless the config names the training data
   int64_t checkpoint_interval = 0;     // 0: only at the end
-  int eval_batches = 4;
+  int64_t eval_windows = 0;            // the first N held-out windows; 0: every one
 };
 
 // Reads the merged config for a mesh with `dp_size` data-parallel ranks. The batch-triple errors keep

@@ -24,7 +24,7 @@ using testing::Subprocess;
 constexpr char kConfig[] = R"({
   "train_batch_size": 8, "train_micro_batch_size_per_gpu": 4, "steps_per_print": 1,
   "optimizer": {"type": "AdamW", "params": {"lr": 0.003}},
-  "tpcoord": {"steps": 100, "seq_len": 32, "seed": 7, "eval_batches": 2}
+  "tpcoord": {"steps": 100, "seq_len": 32, "seed": 7}
 })";
 
 class CoordinatorRestartJobTest : public ::testing::TestWithParam<int> {

@@ -38,7 +38,7 @@ constexpr char kConfig[] = R"({
   "gradient_clipping": 1.0,
   "optimizer": {"type": "AdamW", "params": {"lr": 0.003, "weight_decay": 0.01}},
   "scheduler": {"type": "WarmupDecayLR", "params": {"warmup_num_steps": 5, "warmup_max_lr": 0.003, "total_num_steps": 60}},
-  "tpcoord": {"steps": 60, "seq_len": 32, "seed": 7, "eval_batches": 2, "checkpoint_interval": 10}
+  "tpcoord": {"steps": 60, "seq_len": 32, "seed": 7, "checkpoint_interval": 10}
 })";
 
 // Rank 0's last loss line and eval line, as printed.

@@ -188,7 +188,7 @@ constexpr char kConfig[] = R"({
   "train_micro_batch_size_per_gpu": 4,
   "steps_per_print": 5,
   "optimizer": {"type": "AdamW", "params": {"lr": 0.003, "weight_decay": 0.01}},
-  "tpcoord": {"steps": 60, "seq_len": 32, "seed": 7, "eval_batches": 2}
+  "tpcoord": {"steps": 60, "seq_len": 32, "seed": 7}
 })";
 
 class HaTest : public ::testing::Test {

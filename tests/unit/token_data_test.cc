@@ -23,6 +23,7 @@ TEST(TokenDataTest, WindowsAreConsecutiveAndWrap) {
   EXPECT_EQ(data.TrainSequence(22), data.TrainSequence(0));
   EXPECT_EQ(data.EvalSequence(0), std::vector<int32_t>({90, 91, 92, 93, 94}));
   EXPECT_EQ(data.EvalSequence(2), data.EvalSequence(0));
+  EXPECT_EQ(data.EvalWindows(), 2);  // [90, 95) and [94, 99): 98 + 5 > 100 ends it
 }
 
 TEST(TokenDataTest, TextIsBytesAndBinIsLittleEndianUint16) {
@@ -68,6 +69,25 @@ TEST(TokenDataTest, SequenceIndexPartitionsEachStepAcrossDataParallelRanks) {
     for (int r = 0; r < 2; ++r) single.insert(SequenceIndex(3, m, 0, r, 2, 4, 1));
   }
   EXPECT_EQ(single, seen);
+}
+
+TEST(TokenDataTest, EvalSlicesCoverEveryWindowOnceAtAnyDataParallelSize) {
+  for (int64_t windows : {0, 1, 3, 7, 51, 102}) {
+    for (int dp = 1; dp <= 8; ++dp) {
+      std::vector<int> times(windows, 0);
+      int64_t expected_begin = 0;
+      for (int d = 0; d < dp; ++d) {
+        const WindowRange slice = EvalSlice(windows, d, dp);
+        EXPECT_EQ(slice.begin, expected_begin) << windows << " windows, rank " << d << " of " << dp;
+        EXPECT_LE(slice.end - slice.begin, windows / dp + 1);
+        EXPECT_GE(slice.end - slice.begin, windows / dp);
+        for (int64_t w = slice.begin; w < slice.end; ++w) ++times[w];
+        expected_begin = slice.end;
+      }
+      EXPECT_EQ(expected_begin, windows);
+      for (int64_t w = 0; w < windows; ++w) EXPECT_EQ(times[w], 1) << "window " << w << " at DP " << dp;
+    }
+  }
 }
 
 }  // namespace

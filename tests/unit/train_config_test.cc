@@ -73,7 +73,7 @@ TEST(TrainConfigTest, UnknownKeysAndTypesAreErrors) {
                 .message(),
             "optimizer.params.betas is not a known key; known keys are dampening, lr, momentum, nesterov, weight_decay");
   EXPECT_EQ(ParseTrainConfig({{"train_batch_size", 4}, {"tpcoord", {{"stepz", 1}}}}, 1).status().message(),
-            "tpcoord.stepz is not a known key; known keys are checkpoint_interval, data, eval_batches, seed, seq_len, "
+            "tpcoord.stepz is not a known key; known keys are checkpoint_interval, data, eval_windows, seed, seq_len, "
             "steps");
   EXPECT_EQ(ParseTrainConfig({{"train_batch_size", 4}, {"gradient_clipping", "1"}}, 1).status().message(),
             "gradient_clipping must be a number, got \"1\"");

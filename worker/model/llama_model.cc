@@ -487,6 +487,16 @@ torch::Tensor NextTokenLoss(const torch::Tensor& logits, const torch::Tensor& to
                                               torch::nn::functional::CrossEntropyFuncOptions().ignore_index(-100));
 }
 
+torch::Tensor NextTokenLossPerSequence(const torch::Tensor& logits, const torch::Tensor& tokens) {
+  const int64_t B = logits.size(0), S = logits.size(1), V = logits.size(2);
+  const torch::Tensor predictions = logits.narrow(1, 0, S - 1).reshape({-1, V}).to(torch::kFloat);
+  const torch::Tensor targets = tokens.narrow(1, 1, S - 1).reshape({-1});
+  return torch::nn::functional::cross_entropy(predictions, targets,
+                                              torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kNone))
+      .view({B, S - 1})
+      .mean(1);
+}
+
 namespace {
 
 absl::Status CheckInputIds(const LlamaConfig& config, const torch::Tensor& ids) {

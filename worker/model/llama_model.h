@@ -246,6 +246,8 @@ class LlamaModel : public torch::nn::ModuleHolder<LlamaModelImpl> {
 // tokens[t+1]; the mean over all B * (S-1) predictions whose target is not -100, computed in fp32.
 // logits [B, S, V], tokens [B, S] int64 -> scalar fp32.
 torch::Tensor NextTokenLoss(const torch::Tensor& logits, const torch::Tensor& tokens);
+// The same loss per sequence: the mean over each row's S-1 predictions (no -100 targets), [B] fp32.
+torch::Tensor NextTokenLossPerSequence(const torch::Tensor& logits, const torch::Tensor& tokens);
 
 // model->forward(input_ids), with any error returned: INVALID_ARGUMENT for bad input ids, UNAVAILABLE when a
 // tensor-parallel collective failed (a peer died or timed out), INTERNAL for anything else.
