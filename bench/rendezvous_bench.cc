@@ -5,7 +5,8 @@
 //   build/bench/rendezvous_bench [--workers 1000,10000] [--tp-size 8] [--connections 16] [--tls]
 //
 // Protocol per simulated worker (tpcoord): RecordTpInitArgs -> Join -> MergeConfig -> PublishUniqueId for
-// the groups it leads and GetUniqueId for the others (TP, DP and world groups) -> Barrier. Workers are
+// the ID roots it is and GetUniqueId for the rest of its TP, DP and world groups' ID arrays (one root per 256
+// ranks: the world of 10,000 starts from 40 IDs) -> Barrier. Workers are
 // asynchronous gRPC callback clients multiplexed over --connections channels; IDs are 128 random bytes
 // (the coordinator cannot tell them from ncclGetUniqueId output, and 10,000 NCCL bootstrap sockets would
 // measure the kernel, not the rendezvous).
@@ -246,14 +247,14 @@ class TpcoordRun {
     v1::PublishUniqueIdRequest publish;
     v1::GetUniqueIdRequest get;
     thread_local std::mt19937_64 rng(std::random_device{}());
+    for (const UniqueIdSlot& slot : mesh.RootSlotsOf(w.rank)) {
+      v1::UniqueId* id = publish.add_ids();
+      *id->mutable_group() = GroupIdToProto(slot.group);
+      id->set_root(slot.root);
+      id->set_id(RandomId(rng));
+    }
     for (const GroupId& group : {mesh.tp_group_of(w.rank), mesh.dp_group_of(w.rank), GroupId{GroupKind::kWorld, 0}}) {
-      if (mesh.Leader(group) == w.rank) {
-        v1::UniqueId* id = publish.add_ids();
-        *id->mutable_group() = GroupIdToProto(group);
-        id->set_id(RandomId(rng));
-      } else {
-        *get.add_groups() = GroupIdToProto(group);
-      }
+      if (mesh.UniqueIdRoots(group) > 1 || mesh.Leader(group) != w.rank) *get.add_groups() = GroupIdToProto(group);
     }
     w.pending_ids = (publish.ids_size() > 0) + (get.groups_size() > 0);
     auto one_done = [this, i] {
@@ -443,19 +444,19 @@ Result RunTcpStore(int workers, int tp_size, int connections) {
     }
     mark(2);
     sync_threads();
-    // unique IDs: leaders set, members get.
+    // unique IDs: each root sets its ID, members get every root's of their groups (a get per root, as
+    // ProcessGroupNCCL does with several roots; this TCPStore has no multiGet).
     for (int i = c; i < workers; i += connections) {
-      for (const GroupId& g : {mesh.tp_group_of(rank[i]), mesh.dp_group_of(rank[i]), GroupId{GroupKind::kWorld, 0}}) {
-        if (mesh.Leader(g) == rank[i]) {
-          store.set("uid/" + GroupName(g), to_bytes(RandomId(rng)));
-          ops++;
-        }
+      for (const UniqueIdSlot& slot : mesh.RootSlotsOf(rank[i])) {
+        store.set(absl::StrCat("uid/", GroupName(slot.group), "/", slot.root), to_bytes(RandomId(rng)));
+        ops++;
       }
     }
     for (int i = c; i < workers; i += connections) {
       for (const GroupId& g : {mesh.tp_group_of(rank[i]), mesh.dp_group_of(rank[i]), GroupId{GroupKind::kWorld, 0}}) {
-        if (mesh.Leader(g) != rank[i]) {
-          (void)store.get("uid/" + GroupName(g));
+        if (mesh.UniqueIdRoots(g) == 1 && mesh.Leader(g) == rank[i]) continue;
+        for (int root = 0; root < mesh.UniqueIdRoots(g); ++root) {
+          (void)store.get(absl::StrCat("uid/", GroupName(g), "/", root));
           ops++;
         }
       }

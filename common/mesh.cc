@@ -1,5 +1,8 @@
 #include "common/mesh.h"
 
+#include <algorithm>
+#include <utility>
+
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 
@@ -12,6 +15,10 @@ std::string GroupName(const GroupId& group) {
     case GroupKind::kWorld: return "world";
   }
   return "unknown";
+}
+
+std::string SlotName(const UniqueIdSlot& slot) {
+  return slot.root == 0 ? GroupName(slot.group) : absl::StrCat(GroupName(slot.group), " root ", slot.root);
 }
 
 absl::StatusOr<Mesh> Mesh::Create(int world_size, int tp_size) {
@@ -63,8 +70,49 @@ RankList Mesh::Ranks(const GroupId& group) const {
   return ranks;
 }
 
-int Mesh::Leader(const GroupId& group) const {
-  return group.kind == GroupKind::kTp ? group.index * tp_size_ : group.kind == GroupKind::kDp ? group.index : 0;
+int Mesh::GroupSize(const GroupId& group) const {
+  return group.kind == GroupKind::kTp ? tp_size_ : group.kind == GroupKind::kDp ? dp_size() : world_size_;
+}
+
+namespace {
+
+// The group-local position (0 .. size-1) of the first rank that root `root` of `roots` serves.
+int FirstPositionOfRoot(int root, int size, int roots) {
+  return root * (size / roots) + std::min(root, size % roots);
+}
+
+}  // namespace
+
+int Mesh::UniqueIdRoots(const GroupId& group) const {
+  return (GroupSize(group) + kRanksPerUniqueIdRoot - 1) / kRanksPerUniqueIdRoot;
+}
+
+int Mesh::RootRank(const UniqueIdSlot& slot) const {
+  const int p = FirstPositionOfRoot(slot.root, GroupSize(slot.group), UniqueIdRoots(slot.group));
+  switch (slot.group.kind) {
+    case GroupKind::kTp: return slot.group.index * tp_size_ + p;
+    case GroupKind::kDp: return slot.group.index + p * tp_size_;
+    case GroupKind::kWorld: return p;
+  }
+  return 0;
+}
+
+std::vector<UniqueIdSlot> Mesh::RootSlotsOf(int rank) const {
+  std::vector<UniqueIdSlot> slots;
+  const std::pair<GroupId, int> positions[] = {{tp_group_of(rank), tp_rank(rank)},
+                                               {dp_group_of(rank), dp_rank(rank)},
+                                               {{GroupKind::kWorld, 0}, rank}};
+  for (const auto& [group, position] : positions) {
+    const int size = GroupSize(group), roots = UniqueIdRoots(group);
+    // The root whose slice holds `position`, if `position` starts it.
+    for (int root = std::min(position / std::max(1, size / roots), roots - 1); root >= 0; --root) {
+      const int first = FirstPositionOfRoot(root, size, roots);
+      if (first == position) slots.push_back({group, root});
+      if (first <= position) break;
+    }
+  }
+  std::sort(slots.begin(), slots.end());
+  return slots;
 }
 
 bool Mesh::IsMember(const GroupId& group, int rank) const {

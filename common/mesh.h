@@ -7,6 +7,8 @@
 #ifndef TPCOORD_COMMON_MESH_H_
 #define TPCOORD_COMMON_MESH_H_
 
+#include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -26,6 +28,27 @@ struct GroupId {
 
 // "tp/1", "dp/0", "world".
 std::string GroupName(const GroupId& group);
+
+// NCCL's scalable bootstrap (ncclCommInitRankScalable, NCCL >= 2.23): a communicator of more than this many
+// ranks starts from ceil(size / kRanksPerUniqueIdRoot) unique IDs, each made by its own root process, so
+// that no root serves more than this many ranks (NCCL staggers the contacts to one root past 256).
+inline constexpr int kRanksPerUniqueIdRoot = 256;
+
+// One of a communicator's unique IDs: root 0 (the only one of a group up to kRanksPerUniqueIdRoot ranks) is
+// made by the group's leader.
+struct UniqueIdSlot {
+  GroupId group;
+  int root = 0;
+
+  bool operator==(const UniqueIdSlot& o) const { return group == o.group && root == o.root; }
+  bool operator<(const UniqueIdSlot& o) const { return group == o.group ? root < o.root : group < o.group; }
+};
+
+// Unique IDs and the slots they fill.
+using UniqueIds = std::vector<std::pair<UniqueIdSlot, std::string>>;
+
+// "world", "world root 3".
+std::string SlotName(const UniqueIdSlot& slot);
 
 class Mesh {
  public:
@@ -47,9 +70,19 @@ class Mesh {
   bool Contains(const GroupId& group) const;
   // Ascending ranks of a group; `group` must satisfy Contains.
   RankList Ranks(const GroupId& group) const;
-  // The group's lowest rank, which publishes its unique ID.
-  int Leader(const GroupId& group) const;
+  int GroupSize(const GroupId& group) const;
+  // The group's lowest rank, which publishes its (first) unique ID.
+  int Leader(const GroupId& group) const { return RootRank({group, 0}); }
   bool IsMember(const GroupId& group, int rank) const;
+
+  // How many unique IDs the group's communicator starts from: ceil(size / kRanksPerUniqueIdRoot).
+  int UniqueIdRoots(const GroupId& group) const;
+  // The rank that makes the ID of `slot`: the first of the slot.root-th of UniqueIdRoots(group) near-equal
+  // slices of the group's ranks, split as NCCL's bootstrap splits them among its roots (the first
+  // size % roots slices one rank longer), so each root is one of the ranks it serves.
+  int RootRank(const UniqueIdSlot& slot) const;
+  // The roots of the groups `rank` belongs to that it makes the ID of, in (group, root) order.
+  std::vector<UniqueIdSlot> RootSlotsOf(int rank) const;
 
   // Every group in DeepSpeed's explicit new_group order (spec §3.2): DP groups t = 0..T-1, then TP groups
   // d = 0..D-1. The world group is not part of that order.

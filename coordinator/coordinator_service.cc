@@ -476,7 +476,7 @@ void CoordinatorService::HandleJoin(UnaryCall<v1::JoinRequest, v1::JoinResponse>
 }
 
 void CoordinatorService::HandlePublishUniqueId(UnaryCall<v1::PublishUniqueIdRequest, v1::PublishUniqueIdResponse>* call) {
-  absl::StatusOr<std::vector<std::pair<GroupId, std::string>>> ids = CheckRequest(call->request);
+  absl::StatusOr<UniqueIds> ids = CheckRequest(call->request);
   if (!ids.ok()) return call->Reply(ids.status());
   absl::StatusOr<std::shared_ptr<Job>> job = ExistingJob(call->request.job_id());
   if (!job.ok()) return call->Reply(job.status());
@@ -492,14 +492,14 @@ void CoordinatorService::HandleGetUniqueId(UnaryCall<v1::GetUniqueIdRequest, v1:
   ParkedReactor* parker = call->parker();
   parker->Parked(*job, (*job)->GetUniqueIds(
                          call->caller, req.generation(), req.rank(), *groups, WaitFor(call->context(), req.wait_timeout_ms()),
-                         AnswerWith<std::vector<std::string>>(
-                             call, [groups = *groups](std::vector<std::string> ids, v1::GetUniqueIdResponse* resp) {
-                               for (size_t i = 0; i < groups.size(); ++i) {
-                                 v1::UniqueId* out = resp->add_ids();
-                                 *out->mutable_group() = GroupIdToProto(groups[i]);
-                                 out->set_id(std::move(ids[i]));
-                               }
-                             })));
+                         AnswerWith<UniqueIds>(call, [](UniqueIds ids, v1::GetUniqueIdResponse* resp) {
+                           for (auto& [slot, bytes] : ids) {
+                             v1::UniqueId* out = resp->add_ids();
+                             *out->mutable_group() = GroupIdToProto(slot.group);
+                             out->set_root(slot.root);
+                             out->set_id(std::move(bytes));
+                           }
+                         })));
 }
 
 // --- the key-value store --------------------------------------------------------------------------------

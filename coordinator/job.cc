@@ -32,7 +32,7 @@ std::string Seconds(Millis d) {
 
 // Items a change claims in its batch (see Batch).
 std::string StoreItem(absl::string_view key) { return absl::StrCat("kv/", key); }
-std::string GroupItem(const GroupId& group) { return absl::StrCat("id/", GroupName(group)); }
+std::string SlotItem(const UniqueIdSlot& slot) { return absl::StrCat("id/", GroupName(slot.group), "/", slot.root); }
 std::string MemberItem(int rank) { return absl::StrCat("member/", rank); }
 std::string BarrierItem(absl::string_view name) { return absl::StrCat("barrier/", name); }
 
@@ -315,7 +315,7 @@ void Job::Restore(StoredJob stored) {
     g.members.push_back(std::move(m));
   }
   g.IndexMembers();
-  for (auto& [group, id] : stored.unique_ids) g.ids.Put(group, std::move(id));
+  for (auto& [slot, id] : stored.unique_ids) g.ids.Put(slot, std::move(id));
   for (auto& [key, value] : stored.kv) g.kv.Put(key, std::move(value));
   for (const auto& [name, rounds] : stored.barrier_rounds) g.barriers.RestoreRounds(name, rounds);
   if (stored.reference) {
@@ -1118,32 +1118,35 @@ void Job::FailAllParked(const absl::Status& status, Completions& done) {
 // --- unique IDs -----------------------------------------------------------------------------------------
 
 void Job::PublishUniqueIds(const Caller& caller, uint64_t generation, int rank,
-                           std::vector<std::pair<GroupId, std::string>> ids, StatusDone on_done) {
+                           UniqueIds ids, StatusDone on_done) {
   Mutate(on_done, [this, caller, generation, rank, ids = std::move(ids), on_done](Batch& batch) -> Decision {
     mu_.AssertHeld();
-    for (const auto& [group, bytes] : ids) {
-      if (!batch.Claim(GroupItem(group))) return Decision::Wait();
+    for (const auto& [slot, bytes] : ids) {
+      if (!batch.Claim(SlotItem(slot))) return Decision::Wait();
     }
     if (absl::Status s = CheckServing(); !s.ok()) return Rejected(s);
     if (absl::Status s = CheckMember(caller, generation, rank); !s.ok()) return Rejected(s);
     const Generation& g = *gen_;
     if (absl::Status s = g.ids.CheckPublish(g.mesh, rank, ids, header_.generation); !s.ok()) return Rejected(s);
-    std::vector<std::pair<GroupId, std::string>> fresh;
-    for (const auto& [group, bytes] : ids) {
-      if (!g.ids.Find(group)) {
-        batch.writes.push_back(job_storage::PutUniqueId(id_, group, bytes));
-        fresh.emplace_back(group, bytes);
+    UniqueIds fresh;
+    for (const auto& [slot, bytes] : ids) {
+      if (!g.ids.Find(slot)) {
+        batch.writes.push_back(job_storage::PutUniqueId(id_, slot, bytes));
+        fresh.emplace_back(slot, bytes);
       }
     }
     return Decision::Apply([this, fresh = std::move(fresh), on_done](Completions& c) mutable {
       mu_.AssertHeld();
       Generation& g = *gen_;
       if (g.ids.size() == 0 && !fresh.empty()) BeginPhase("unique_ids");
-      for (auto& [group, bytes] : fresh) {
-        g.ids.Put(group, std::move(bytes));
-        WakeGroup(group, c);
+      for (auto& [slot, bytes] : fresh) {
+        g.ids.Put(slot, std::move(bytes));
+        if (g.ids.Complete(g.mesh, slot.group)) WakeGroup(slot.group, c);
       }
-      const int total = g.mesh.num_groups(GroupKind::kTp) + g.mesh.num_groups(GroupKind::kDp) + 1;
+      const Mesh& mesh = g.mesh;
+      const int total = mesh.num_groups(GroupKind::kTp) * mesh.UniqueIdRoots({GroupKind::kTp, 0}) +
+                        mesh.num_groups(GroupKind::kDp) * mesh.UniqueIdRoots({GroupKind::kDp, 0}) +
+                        mesh.UniqueIdRoots({GroupKind::kWorld, 0});
       if (!fresh.empty() && static_cast<int>(g.ids.size()) == total) EndPhase("unique_ids");
       c.Answer(on_done, absl::OkStatus());
     });
@@ -1156,15 +1159,15 @@ void Job::WakeGroup(const GroupId& group, Completions& done) {
     const Parked* parked = parked_.Find(call);
     if (!parked) continue;
     const auto& p = std::get<UniqueIdsCall>(parked->call);
-    std::optional<std::vector<std::string>> answer = g.ids.Lookup(p.groups);
+    std::optional<UniqueIds> answer = g.ids.Lookup(g.mesh, p.groups);
     if (!answer) continue;  // still watched under the groups it lacks
     std::optional<Parked> taken = parked_.Take(call);
-    done.Answer<std::vector<std::string>>(std::move(std::get<UniqueIdsCall>(taken->call).done), *std::move(answer));
+    done.Answer<UniqueIds>(std::move(std::get<UniqueIdsCall>(taken->call).done), *std::move(answer));
   }
 }
 
 uint64_t Job::GetUniqueIds(const Caller& caller, uint64_t generation, int rank, std::vector<GroupId> groups,
-                           Millis wait, Done<std::vector<std::string>> on_done) {
+                           Millis wait, Done<UniqueIds> on_done) {
   const uint64_t call = next_call_.fetch_add(1);
   Completions done;
   MutexLock lock(&mu_);
@@ -1172,19 +1175,19 @@ uint64_t Job::GetUniqueIds(const Caller& caller, uint64_t generation, int rank, 
   if (status.ok()) status = CheckMember(caller, generation, rank);
   if (status.ok()) status = gen_->ids.CheckGet(gen_->mesh, rank, groups);
   if (!status.ok()) {
-    done.Answer<std::vector<std::string>>(on_done, WithContext(status));
+    done.Answer<UniqueIds>(on_done, WithContext(status));
     return call;
   }
-  if (std::optional<std::vector<std::string>> answer = gen_->ids.Lookup(groups)) {
-    done.Answer<std::vector<std::string>>(on_done, *std::move(answer));
+  if (std::optional<UniqueIds> answer = gen_->ids.Lookup(gen_->mesh, groups)) {
+    done.Answer<UniqueIds>(on_done, *std::move(answer));
     return call;
   }
   if (absl::Status s = CheckPark(); !s.ok()) {
-    done.Answer<std::vector<std::string>>(on_done, WithContext(s));
+    done.Answer<UniqueIds>(on_done, WithContext(s));
     return call;
   }
   for (const GroupId& group : groups) {
-    if (!gen_->ids.Find(group)) gen_->ids.watchers().Watch(call, group);
+    if (!gen_->ids.Complete(gen_->mesh, group)) gen_->ids.watchers().Watch(call, group);
   }
   Park(call, UniqueIdsCall{rank, std::move(groups), std::move(on_done)}, wait, done);
   return call;
@@ -1622,12 +1625,14 @@ Shortlist Job::MissingFor(const ParkedCall& parked) const {
           missing = MissingForJoin();
         } else if constexpr (std::is_same_v<T, UniqueIdsCall>) {
           for (const GroupId& group : p.groups) {
-            if (g.ids.Find(group)) continue;
-            missing.Add([&] {
-              mu_.AssertHeld();
-              return absl::StrCat("the unique id of ", GroupName(group), " from its leader ",
-                                  DescribeRank(g.mesh.Leader(group)));
-            });
+            const bool one_root = g.mesh.UniqueIdRoots(group) == 1;
+            for (const UniqueIdSlot& slot : g.ids.Missing(g.mesh, group)) {
+              missing.Add([&, slot] {
+                mu_.AssertHeld();
+                return absl::StrCat("the unique id of ", SlotName(slot), one_root ? " from its leader " : " from ",
+                                    DescribeRank(g.mesh.RootRank(slot)));
+              });
+            }
           }
         } else if constexpr (std::is_same_v<T, StoreGetCall>) {
           missing.Add([&] { return QuoteForError(p.key); });

@@ -139,8 +139,9 @@ class Job : public std::enable_shared_from_this<Job> {
 
   // Calls that may park return an id for Cancel. Join binds the worker's seat to the caller's member key.
   uint64_t Join(const Caller& caller, JoinArgs args, Millis wait, Done<Assignment> done);
+  // Answers the IDs of `groups` in the order asked, each group's roots in root order (Mesh::UniqueIdRoots).
   uint64_t GetUniqueIds(const Caller& caller, uint64_t generation, int rank, std::vector<GroupId> groups,
-                        Millis wait, Done<std::vector<std::string>> done);
+                        Millis wait, Done<UniqueIds> done);
   uint64_t StoreGet(const Caller& caller, uint64_t generation, std::string key, Millis wait, Done<std::string> done);
   uint64_t StoreWait(const Caller& caller, uint64_t generation, std::vector<std::string> keys, Millis wait,
                      StatusDone done);
@@ -151,7 +152,7 @@ class Job : public std::enable_shared_from_this<Job> {
   void Cancel(uint64_t call);
 
   void PublishUniqueIds(const Caller& caller, uint64_t generation, int rank,
-                        std::vector<std::pair<GroupId, std::string>> ids, StatusDone done);
+                        UniqueIds ids, StatusDone done);
   void StoreSet(const Caller& caller, uint64_t generation, std::string key, std::string value, StatusDone done);
   void StoreAdd(const Caller& caller, uint64_t generation, std::string key, int64_t delta, Done<int64_t> done);
   void StoreCompareSet(const Caller& caller, uint64_t generation, std::string key, std::string expected,

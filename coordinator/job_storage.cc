@@ -7,6 +7,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "common/dtype.h"
 #include "common/identifiers.h"
@@ -119,8 +120,9 @@ StateWrite PutFinished(absl::string_view job, int rank) {
   return StateWrite::Put(GenerationKey(job, "done/" + RankKey(rank)), "");
 }
 
-StateWrite PutUniqueId(absl::string_view job, const GroupId& group, absl::string_view id) {
-  return StateWrite::Put(GenerationKey(job, absl::StrCat("id/", GroupKindName(group.kind), "/", RankKey(group.index))),
+StateWrite PutUniqueId(absl::string_view job, const UniqueIdSlot& slot, absl::string_view id) {
+  return StateWrite::Put(GenerationKey(job, absl::StrCat("id/", GroupKindName(slot.group.kind), "/",
+                                                         RankKey(slot.group.index), "/", RankKey(slot.root))),
                          std::string(id));
 }
 
@@ -214,18 +216,18 @@ absl::StatusOr<StoredJob> DecodeJob(absl::string_view job, absl::Span<const Stat
       if (!ParseRank(rest, &rank)) return Corrupt(job, entry.key, "not a rank");
       stored.finished.insert(rank);
     } else if (absl::ConsumePrefix(&rest, "id/")) {
-      GroupId group;
-      const size_t slash = rest.find('/');
-      const absl::string_view kind = rest.substr(0, slash);
-      if (kind == "tp") group.kind = GroupKind::kTp;
-      else if (kind == "dp") group.kind = GroupKind::kDp;
-      else if (kind == "world") group.kind = GroupKind::kWorld;
+      UniqueIdSlot slot;  // kind/index/root
+      const std::vector<absl::string_view> parts = absl::StrSplit(rest, '/');
+      const absl::string_view kind = parts[0];
+      if (kind == "tp") slot.group.kind = GroupKind::kTp;
+      else if (kind == "dp") slot.group.kind = GroupKind::kDp;
+      else if (kind == "world") slot.group.kind = GroupKind::kWorld;
       else return Corrupt(job, entry.key, "not a group kind");
-      if (slash == absl::string_view::npos || !ParseRank(rest.substr(slash + 1), &group.index) ||
+      if (parts.size() != 3 || !ParseRank(parts[1], &slot.group.index) || !ParseRank(parts[2], &slot.root) ||
           entry.value.size() != kUniqueIdBytes) {
         return Corrupt(job, entry.key, "not a unique id of a group");
       }
-      stored.unique_ids[group] = entry.value;
+      stored.unique_ids[slot] = entry.value;
     } else if (absl::ConsumePrefix(&rest, "kv/")) {
       if (!ValidateStoreKey(rest).ok() || entry.value.size() > kMaxStoreValueBytes) {
         return Corrupt(job, entry.key, "not a store entry");
@@ -276,8 +278,10 @@ absl::StatusOr<StoredJob> DecodeJob(absl::string_view job, absl::Span<const Stat
   for (int rank : stored.finished) {
     if (rank >= static_cast<int>(stored.members.size())) return Corrupt(job, GenerationKey(job, "done/" + RankKey(rank)), "no such member");
   }
-  for (const auto& [group, id] : stored.unique_ids) {
-    if (!mesh->Contains(group)) return Corrupt(job, GenerationKey(job, "id/"), absl::StrCat(GroupName(group), " is not a group of the mesh"));
+  for (const auto& [slot, id] : stored.unique_ids) {
+    if (!mesh->Contains(slot.group) || slot.root >= mesh->UniqueIdRoots(slot.group)) {
+      return Corrupt(job, GenerationKey(job, "id/"), absl::StrCat(SlotName(slot), " is not a unique id of the mesh"));
+    }
   }
   if (stored.reference && (stored.reference->rank < 0 || stored.reference->rank >= h.world_size)) {
     return Corrupt(job, GenerationKey(job, "reference"), "its rank is outside the world");

@@ -64,7 +64,7 @@ struct StoredJob {
   std::optional<StoredReference> reference;
   std::vector<StoredMember> members;  // indexed by rank: empty, or exactly header.world_size of them
   std::set<int> finished;             // ranks that left finished
-  std::map<GroupId, std::string> unique_ids;
+  std::map<UniqueIdSlot, std::string> unique_ids;
   std::map<std::string, std::string> kv;
   std::map<std::string, uint64_t> barrier_rounds;  // completed rounds by barrier name
 };
@@ -80,7 +80,7 @@ StateWrite PutReference(absl::string_view job, const StoredReference& reference)
 // The members of a complete world, `by_rank`, in chunks of 1024 ranks.
 void PutMembers(absl::string_view job, const std::vector<StoredMember>& by_rank, StateWrites* out);
 StateWrite PutFinished(absl::string_view job, int rank);
-StateWrite PutUniqueId(absl::string_view job, const GroupId& group, absl::string_view id);
+StateWrite PutUniqueId(absl::string_view job, const UniqueIdSlot& slot, absl::string_view id);
 StateWrite PutStoreValue(absl::string_view job, absl::string_view key, absl::string_view value);
 StateWrite DeleteStoreValue(absl::string_view job, absl::string_view key);
 StateWrite PutBarrierRounds(absl::string_view job, absl::string_view name, uint64_t completed);

@@ -28,7 +28,7 @@ struct JoinCall {
 struct UniqueIdsCall {
   int rank = 0;
   std::vector<GroupId> groups;  // in the order asked
-  Done<std::vector<std::string>> done;
+  Done<UniqueIds> done;
 };
 struct StoreGetCall {
   std::string key;

@@ -126,8 +126,8 @@ absl::StatusOr<JoinArgs> CheckRequest(const v1::JoinRequest& req) {
   return args;
 }
 
-absl::StatusOr<std::vector<std::pair<GroupId, std::string>>> CheckRequest(const v1::PublishUniqueIdRequest& req) {
-  std::vector<std::pair<GroupId, std::string>> ids;
+absl::StatusOr<UniqueIds> CheckRequest(const v1::PublishUniqueIdRequest& req) {
+  UniqueIds ids;
   absl::Status status = InJob(req.job_id(), {[&] { return CheckMember(req.generation(), req.rank()); },
                                              [&] { return CheckCount("ids", req.ids_size(), kMaxGroupsPerCall); },
                                              [&] {
@@ -141,7 +141,7 @@ absl::StatusOr<std::vector<std::pair<GroupId, std::string>>> CheckRequest(const 
                                                        req.ids(i).id().size(), " bytes; a NCCL unique id is exactly ",
                                                        kUniqueIdBytes, " bytes"));
                                                  }
-                                                 ids.emplace_back(*group, req.ids(i).id());
+                                                 ids.push_back({{*group, req.ids(i).root()}, req.ids(i).id()});
                                                }
                                                return absl::OkStatus();
                                              }});

@@ -20,7 +20,7 @@ namespace tpcoord {
 absl::StatusOr<TpInitArgs> CheckRequest(const v1::RecordTpInitArgsRequest& req);
 absl::Status CheckRequest(const v1::MergeConfigRequest& req);
 absl::StatusOr<JoinArgs> CheckRequest(const v1::JoinRequest& req);
-absl::StatusOr<std::vector<std::pair<GroupId, std::string>>> CheckRequest(const v1::PublishUniqueIdRequest& req);
+absl::StatusOr<UniqueIds> CheckRequest(const v1::PublishUniqueIdRequest& req);
 absl::StatusOr<std::vector<GroupId>> CheckRequest(const v1::GetUniqueIdRequest& req);
 absl::Status CheckRequest(const v1::StoreSetRequest& req);
 absl::Status CheckRequest(const v1::StoreGetRequest& req);

@@ -1,5 +1,6 @@
-// The NCCL unique IDs of one job generation, one per communicator of its mesh (every TP group, every DP
-// group, the world), and which parked GetUniqueId calls wait for which of them.
+// The NCCL unique IDs of one job generation: for every communicator of its mesh (every TP group, every DP
+// group, the world) one ID per root (Mesh::UniqueIdRoots: one up to 256 ranks, then one per 256), and
+// which parked GetUniqueId calls wait for which groups. A group is complete once all its roots published.
 //
 // Not thread-safe: a plain part of its Job, used under the job's lock.
 #ifndef TPCOORD_COORDINATOR_UNIQUE_ID_TABLE_H_
@@ -20,29 +21,34 @@ namespace tpcoord {
 
 class UniqueIdTable {
  public:
-  const std::string* Find(const GroupId& group) const;
-  const std::map<GroupId, std::string>& ids() const { return ids_; }
+  const std::string* Find(const UniqueIdSlot& slot) const;
+  const std::map<UniqueIdSlot, std::string>& ids() const { return ids_; }
   size_t size() const { return ids_.size(); }
-  void Put(const GroupId& group, std::string id) { ids_.emplace(group, std::move(id)); }
+  void Put(const UniqueIdSlot& slot, std::string id) { ids_.emplace(slot, std::move(id)); }
+
+  // Whether every root of `group` has published.
+  bool Complete(const Mesh& mesh, const GroupId& group) const;
+  // The roots of `group` that have not.
+  std::vector<UniqueIdSlot> Missing(const Mesh& mesh, const GroupId& group) const;
 
   // Checks a PublishUniqueId of `ids` by `rank` in `mesh`, entry by entry, before anything is stored: each
-  // group must be of the mesh (INVALID_ARGUMENT), led by `rank` (PERMISSION_DENIED), named once, and not
+  // slot must be of the mesh (INVALID_ARGUMENT), made by `rank` (PERMISSION_DENIED), named once, and not
   // published before with other bytes (FAILED_PRECONDITION). Sizes were checked with the request.
-  absl::Status CheckPublish(const Mesh& mesh, int rank, const std::vector<std::pair<GroupId, std::string>>& ids,
+  absl::Status CheckPublish(const Mesh& mesh, int rank, const UniqueIds& ids,
                             uint64_t generation) const;
   // Checks that `rank` may ask for `groups`: each of the mesh (INVALID_ARGUMENT) and holding `rank`
   // (PERMISSION_DENIED).
   absl::Status CheckGet(const Mesh& mesh, int rank, const std::vector<GroupId>& groups) const;
 
-  // The IDs of `groups` in order, once every one of them is published.
-  std::optional<std::vector<std::string>> Lookup(const std::vector<GroupId>& groups) const;
+  // The IDs of `groups` in order, each group's roots in root order, once every one of them is published.
+  std::optional<UniqueIds> Lookup(const Mesh& mesh, const std::vector<GroupId>& groups) const;
 
-  // Parked GetUniqueId calls, watched under each group they wait for that is not published.
+  // Parked GetUniqueId calls, watched under each group they wait for that is not complete.
   Watchers<GroupId>& watchers() { return watchers_; }
   const Watchers<GroupId>& watchers() const { return watchers_; }
 
  private:
-  std::map<GroupId, std::string> ids_;
+  std::map<UniqueIdSlot, std::string> ids_;
   Watchers<GroupId> watchers_;
 };
 

@@ -190,13 +190,13 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
           break;
         case 3:
           job->PublishUniqueIds(caller, generation, rank,
-                                {{GroupId{static_cast<GroupKind>(in.Int(3)), in.Int(3)},
+                                {{UniqueIdSlot{{static_cast<GroupKind>(in.Int(3)), in.Int(3)}, in.Int(2)},
                                   std::string(kUniqueIdBytes, static_cast<char>('a' + in.Int(2)))}},
                                 answers.ExpectStatus());
           break;
         case 4:
           calls.push_back(job->GetUniqueIds(caller, generation, rank, {GroupId{static_cast<GroupKind>(in.Int(3)), in.Int(3)}},
-                                            wait, answers.Expect<std::vector<std::string>>()));
+                                            wait, answers.Expect<UniqueIds>()));
           break;
         case 5: job->StoreSet(caller, generation, key, std::string(in.Int(4) * 8000, 'v'), answers.ExpectStatus()); break;
         case 6: calls.push_back(job->StoreGet(caller, generation, key, wait, answers.Expect<std::string>())); break;

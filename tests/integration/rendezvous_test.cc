@@ -1,6 +1,7 @@
 // Real worker processes (rendezvous_probe, on the real client library) against a real coordinator:
 // ranks and groups, byte-identical NCCL unique IDs across every group, Gloo all-reduce over the
-// coordinator's c10d store, and join deadlines that name the missing ranks.
+// coordinator's c10d store, multi-root ID arrays for groups of more than 256 ranks, and join deadlines
+// that name the missing ranks.
 #include <gtest/gtest.h>
 
 #include <map>
@@ -8,7 +9,9 @@
 #include <thread>
 
 #include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "common/limits.h"
 #include "tests/support/coordinator_test.h"
 #include "worker/comm/unique_id_exchange.h"
 
@@ -96,6 +99,72 @@ TEST_F(RendezvousTest, FourWorkersGetDeepSpeedsLayoutAndIdenticalUniqueIds) {
   if (HaveNccl()) {
     EXPECT_EQ(distinct.size(), 5u);  // five real ncclGetUniqueId calls
   }
+}
+
+// ncclCommInitRankScalable's contract through the real coordinator: in a world of 1,000 ranks (TP 2) every
+// group of more than 256 ranks starts from one ID per 256 ranks, each made by its root, and every member
+// holds the same array in the same order. 1,000 simulated workers share one client (one connection).
+TEST_F(RendezvousTest, GroupsOfMoreThan256RanksShareOneIdArrayFromTheirRoots) {
+  constexpr int kWorld = 1000, kTp = 2;
+  ClientOptions options;
+  options.address = coordinator_->address();
+  options.credentials.token = testing::kTestToken;
+  CoordinatorClient client(options);
+  std::vector<std::map<GroupId, std::vector<std::string>>> held(kWorld);  // by rank
+  std::vector<absl::Status> failures(kWorld);
+  std::vector<std::thread> workers;
+  for (int w = 0; w < kWorld; ++w) {
+    workers.emplace_back([&, w] {
+      JoinRequest request;
+      request.job_id = "roots";
+      request.worker_id = absl::StrCat("worker-", w);
+      request.host = absl::StrCat("node-", w / 8);
+      request.world_size = kWorld;
+      request.tp_size = kTp;
+      absl::StatusOr<Membership> m = client.Join(request, std::chrono::seconds(120));
+      if (!m.ok()) {
+        failures[w] = m.status();
+        return;
+      }
+      int made = 0;  // each ID names the rank that made it and its count there
+      const UniqueIdSource source = [&made, rank = m->rank] {
+        std::string id = absl::StrCat("made by rank ", rank, " #", made++);
+        id.resize(kUniqueIdBytes, '.');
+        return absl::StatusOr<std::string>(id);
+      };
+      const std::vector<GroupId> groups = {m->tp_group(), m->dp_group(), {GroupKind::kWorld, 0}};
+      absl::StatusOr<std::map<GroupId, std::vector<std::string>>> ids =
+          ExchangeUniqueIds(client, *m, groups, source, std::chrono::seconds(120));
+      if (!ids.ok()) {
+        failures[w] = ids.status();
+        return;
+      }
+      held[m->rank] = *std::move(ids);
+    });
+  }
+  for (std::thread& t : workers) t.join();
+  for (int w = 0; w < kWorld; ++w) ASSERT_TRUE(failures[w].ok()) << "worker " << w << ": " << failures[w];
+
+  const Mesh mesh = *Mesh::Create(kWorld, kTp);
+  const GroupId world{GroupKind::kWorld, 0};
+  EXPECT_EQ(mesh.UniqueIdRoots(world), 4);
+  EXPECT_EQ(mesh.UniqueIdRoots({GroupKind::kDp, 0}), 2);  // 500 ranks
+  for (int rank = 0; rank < kWorld; ++rank) {
+    for (const GroupId& group : {mesh.tp_group_of(rank), mesh.dp_group_of(rank), world}) {
+      const std::vector<std::string>& ids = held[rank].at(group);
+      const std::vector<std::string>& first = held[mesh.Leader(group)].at(group);
+      ASSERT_EQ(ids, first) << "rank " << rank << ", " << GroupName(group);  // byte-identical, same order
+      ASSERT_EQ(static_cast<int>(ids.size()), mesh.UniqueIdRoots(group)) << GroupName(group);
+      for (int root = 0; root < mesh.UniqueIdRoots(group); ++root) {
+        EXPECT_TRUE(absl::StartsWith(ids[root], absl::StrCat("made by rank ", mesh.RootRank({group, root}), " #")))
+            << GroupName(group) << " root " << root << ": " << ids[root].substr(0, 24);
+      }
+    }
+  }
+  std::vector<std::string> world_roots;
+  for (const std::string& id : held[999].at(world)) world_roots.push_back(id.substr(0, id.find('#')));
+  EXPECT_EQ(world_roots, std::vector<std::string>({"made by rank 0 ", "made by rank 250 ", "made by rank 500 ",
+                                                   "made by rank 750 "}));
 }
 
 TEST_F(RendezvousTest, GlooAllReduceOverTheCoordinatorStore) {

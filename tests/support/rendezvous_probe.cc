@@ -83,10 +83,11 @@ int Main() {
       return absl::StatusOr<std::string>(std::string(128, static_cast<char>(getpid() % 251)));
     };
     const std::vector<GroupId> groups = {m->tp_group(), m->dp_group(), {GroupKind::kWorld, 0}};
-    absl::StatusOr<std::map<GroupId, std::string>> ids = ExchangeUniqueIds(client, *m, groups, source, std::chrono::seconds(30));
+    absl::StatusOr<std::map<GroupId, std::vector<std::string>>> ids =
+        ExchangeUniqueIds(client, *m, groups, source, std::chrono::seconds(30));
     if (!ids.ok()) return Fail(ids.status());
-    for (const auto& [group, bytes] : *ids) {
-      std::cout << "id " << GroupName(group) << " " << absl::BytesToHexString(bytes) << std::endl;
+    for (const auto& [group, roots] : *ids) {  // the hex of each root's ID, in root order, back to back
+      std::cout << "id " << GroupName(group) << " " << absl::BytesToHexString(absl::StrJoin(roots, "")) << std::endl;
     }
   }
 

@@ -2,6 +2,8 @@
 // table, the barrier set, the lease monitor, parked calls and config agreement.
 #include <gtest/gtest.h>
 
+#include <optional>
+
 #include <future>
 
 #include "coordinator/barrier_set.h"
@@ -67,13 +69,39 @@ TEST(UniqueIdTableTest, ChecksPublishesAndLooksUpGroups) {
   EXPECT_EQ(table.CheckPublish(mesh, 0, {{{GroupKind::kTp, 0}, id}, {{GroupKind::kTp, 0}, id}}, 1).message(),
             "ids[0] and ids[1] both publish tp/0");
   ASSERT_TRUE(table.CheckPublish(mesh, 0, {{{GroupKind::kTp, 0}, id}}, 1).ok());
-  table.Put({GroupKind::kTp, 0}, id);
+  table.Put({{GroupKind::kTp, 0}}, id);
   EXPECT_TRUE(table.CheckPublish(mesh, 0, {{{GroupKind::kTp, 0}, id}}, 1).ok());
   EXPECT_EQ(table.CheckPublish(mesh, 0, {{{GroupKind::kTp, 0}, std::string(128, 'j')}}, 1).code(),
             absl::StatusCode::kFailedPrecondition);
   EXPECT_EQ(table.CheckGet(mesh, 2, {{GroupKind::kTp, 0}}).code(), absl::StatusCode::kPermissionDenied);
-  EXPECT_FALSE(table.Lookup({{GroupKind::kTp, 0}, {GroupKind::kWorld, 0}}).has_value());
-  EXPECT_EQ(*table.Lookup({{GroupKind::kTp, 0}}), std::vector<std::string>({id}));
+  EXPECT_FALSE(table.Lookup(mesh, {{GroupKind::kTp, 0}, {GroupKind::kWorld, 0}}).has_value());
+  EXPECT_TRUE(*table.Lookup(mesh, {{GroupKind::kTp, 0}}) == UniqueIds({{{{GroupKind::kTp, 0}, 0}, id}}));
+}
+
+TEST(UniqueIdTableTest, AGroupOfMoreThan256RanksIsCompleteOnceEveryRootPublished) {
+  const Mesh mesh = *Mesh::Create(1000, 1);  // the world starts from 4 ids, made by ranks 0, 250, 500, 750
+  const GroupId world{GroupKind::kWorld, 0};
+  UniqueIdTable table;
+  auto id = [](int root) { return std::string(128, static_cast<char>('a' + root)); };
+  EXPECT_EQ(table.CheckPublish(mesh, 250, {{{world, 2}, id(2)}}, 1).message(),
+            "rank 250 may not publish the unique id of world root 2: only that root, rank 500, may");
+  EXPECT_EQ(table.CheckPublish(mesh, 0, {{{world, 4}, id(4)}}, 1).message(),
+            "ids[0].root 4 is not a root of world: its 1000 ranks start from 4 unique id(s), roots 0..3");
+  EXPECT_EQ(table.CheckPublish(mesh, 0, {{{world, -1}, id(0)}}, 1).code(), absl::StatusCode::kInvalidArgument);
+  for (int root : {3, 0, 2}) {  // in any order
+    ASSERT_TRUE(table.CheckPublish(mesh, mesh.RootRank({world, root}), {{{world, root}, id(root)}}, 1).ok());
+    table.Put({world, root}, id(root));
+    EXPECT_FALSE(table.Complete(mesh, world));
+    EXPECT_FALSE(table.Lookup(mesh, {world}).has_value());
+  }
+  EXPECT_TRUE(table.Missing(mesh, world) == std::vector<UniqueIdSlot>({{world, 1}}));
+  table.Put({world, 1}, id(1));
+  EXPECT_TRUE(table.Complete(mesh, world));
+  const std::optional<UniqueIds> ids = table.Lookup(mesh, {world});
+  ASSERT_TRUE(ids.has_value());
+  std::vector<std::string> in_order;
+  for (const auto& [slot, bytes] : *ids) in_order.push_back(bytes);
+  EXPECT_EQ(in_order, std::vector<std::string>({id(0), id(1), id(2), id(3)}));
 }
 
 TEST(BarrierSetTest, RoundsCountOnceAndComplete) {

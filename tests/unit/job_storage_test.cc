@@ -29,7 +29,7 @@ StateWrites Running() {
   h.updated_unix_ms = 2;
   StateWrites w = {job_storage::PutHeader("j1", h), job_storage::PutMergedConfig("j1", "{\"a\":1}"),
                    job_storage::PutReference("j1", {1, "{\"a\": 1}"}), job_storage::PutFinished("j1", 2),
-                   job_storage::PutUniqueId("j1", {GroupKind::kDp, 1}, std::string(128, 'd')),
+                   job_storage::PutUniqueId("j1", {{GroupKind::kDp, 1}}, std::string(128, 'd')),
                    job_storage::PutStoreValue("j1", "/default_pg/0//cuda//0", std::string("\0\1", 2)),
                    job_storage::PutBarrierRounds("j1", "ready", 5)};
   job_storage::PutMembers("j1", {{"w0", "a"}, {"w1", "a"}, {"w2", "b"}, {"w3", "b"}}, &w);
@@ -48,7 +48,7 @@ TEST(JobStorageTest, ARunningGenerationReadsBackWhole) {
   EXPECT_EQ(job->members[2].worker_id, "w2");
   EXPECT_EQ(job->members[2].host, "b");
   EXPECT_EQ(job->finished, std::set<int>({2}));
-  EXPECT_EQ(job->unique_ids.at({GroupKind::kDp, 1}), std::string(128, 'd'));
+  EXPECT_EQ(job->unique_ids.at({{GroupKind::kDp, 1}}), std::string(128, 'd'));
   EXPECT_EQ(job->kv.at("/default_pg/0//cuda//0"), std::string("\0\1", 2));
   EXPECT_EQ(job->barrier_rounds.at("ready"), 5u);
 }

@@ -82,20 +82,20 @@ TEST(JobStressTest, ManyThreadsManyGenerations) {
         const int r = a->rank;
         ASSERT_TRUE(Wait<MergeOutcome>([&](Done<MergeOutcome> d) { job->Merge(kMember, "{}", false, g, r, d); }).ok());
         // Unique IDs for this rank's TP group and the world.
-        std::vector<std::pair<GroupId, std::string>> mine;
+        UniqueIds mine;
         std::vector<GroupId> theirs;
         for (GroupId group : {a->mesh.tp_group_of(r), GroupId{GroupKind::kWorld, 0}}) {
-          if (a->mesh.Leader(group) == r) mine.emplace_back(group, std::string(kUniqueIdBytes, static_cast<char>(g)));
+          if (a->mesh.Leader(group) == r) mine.push_back({{group}, std::string(kUniqueIdBytes, static_cast<char>(g))});
           else theirs.push_back(group);
         }
         if (!mine.empty()) {
           ASSERT_TRUE(WaitStatus([&](StatusDone d) { job->PublishUniqueIds(kMember, g, r, mine, d); }).ok());
         }
         if (!theirs.empty()) {
-          absl::StatusOr<std::vector<std::string>> ids = Wait<std::vector<std::string>>(
-              [&](Done<std::vector<std::string>> d) { job->GetUniqueIds(kMember, g, r, theirs, 20s, d); });
+          absl::StatusOr<UniqueIds> ids =
+              Wait<UniqueIds>([&](Done<UniqueIds> d) { job->GetUniqueIds(kMember, g, r, theirs, 20s, d); });
           ASSERT_TRUE(ids.ok()) << ids.status();
-          for (const std::string& id : *ids) EXPECT_EQ(id, std::string(kUniqueIdBytes, static_cast<char>(g)));
+          for (const auto& [slot, id] : *ids) EXPECT_EQ(id, std::string(kUniqueIdBytes, static_cast<char>(g)));
         }
         // Gloo-like store traffic: each rank sets its key and waits for everybody's.
         ASSERT_TRUE(WaitStatus([&](StatusDone d) { job->StoreSet(kMember, g, absl::StrCat("addr/", r), "x", d); }).ok());

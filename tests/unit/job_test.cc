@@ -64,6 +64,12 @@ TpInitArgs Args(int tp_size, Dtype dtype, std::optional<std::vector<int>> group 
 
 std::string Id(char c) { return std::string(kUniqueIdBytes, c); }
 
+std::vector<std::string> Bytes(const UniqueIds& ids) {
+  std::vector<std::string> bytes;
+  for (const auto& [slot, id] : ids) bytes.push_back(id);
+  return bytes;
+}
+
 // What the store holds and what the view shows that must survive anything: compared before and after a
 // failed write, and between a job and its restored copy.
 std::string Durable(const std::optional<JobView>& view) {
@@ -141,7 +147,7 @@ class JobTest : public ::testing::Test {
     job_->Merge(kMember, config, false, generation, rank, r.callback());
     return r.get();
   }
-  absl::Status Publish(uint64_t generation, int rank, std::vector<std::pair<GroupId, std::string>> ids) {
+  absl::Status Publish(uint64_t generation, int rank, UniqueIds ids) {
     StatusResult r;
     job_->PublishUniqueIds(kMember, generation, rank, std::move(ids), r.callback());
     return r.get();
@@ -402,36 +408,38 @@ TEST_F(JobTest, ParkedCallsAreBounded) {
 
 TEST_F(JobTest, UniqueIdsReachEveryMemberByteIdentical) {
   JoinAll(4, 2);
-  Result<std::vector<std::string>> member;
+  Result<UniqueIds> member;
   job_->GetUniqueIds(kMember, 1, 1, {{GroupKind::kTp, 0}, {GroupKind::kWorld, 0}}, 5s, member.callback());
   EXPECT_FALSE(member.ready());
   ASSERT_TRUE(Publish(1, 0, {{{GroupKind::kTp, 0}, Id('\x07')}}).ok());
   EXPECT_FALSE(member.ready());  // still waiting for the world id
   ASSERT_TRUE(Publish(1, 0, {{{GroupKind::kWorld, 0}, Id('\x09')}}).ok());
-  EXPECT_EQ(*member.get(), std::vector<std::string>({Id('\x07'), Id('\x09')}));
+  EXPECT_EQ(Bytes(*member.get()), std::vector<std::string>({Id('\x07'), Id('\x09')}));
   // Publishing the same bytes again is a no-op; a late Get answers at once, also after a restart.
   EXPECT_TRUE(Publish(1, 0, {{{GroupKind::kTp, 0}, Id('\x07')}}).ok());
   job_ = Restart();
-  Result<std::vector<std::string>> late;
+  Result<UniqueIds> late;
   job_->GetUniqueIds(kMember, 1, 0, {{GroupKind::kTp, 0}}, 5s, late.callback());
-  EXPECT_EQ(*late.get(), std::vector<std::string>({Id('\x07')}));
+  EXPECT_EQ(Bytes(*late.get()), std::vector<std::string>({Id('\x07')}));
 }
 
 TEST_F(JobTest, MalformedPublishesChangeNothing) {
   JoinAll(4, 2);
-  auto publish = [&](int rank, GroupId group, std::string bytes) { return Publish(1, rank, {{group, std::move(bytes)}}); };
+  auto publish = [&](int rank, GroupId group, std::string bytes) {
+    return Publish(1, rank, {{UniqueIdSlot{group}, std::move(bytes)}});
+  };
   EXPECT_EQ(publish(1, {GroupKind::kTp, 0}, Id('x')).code(), absl::StatusCode::kPermissionDenied);
   EXPECT_EQ(publish(0, {GroupKind::kTp, 5}, Id('x')).code(), absl::StatusCode::kInvalidArgument);
   ASSERT_TRUE(publish(2, {GroupKind::kTp, 1}, Id('a')).ok());
   EXPECT_EQ(publish(2, {GroupKind::kTp, 1}, Id('b')).code(), absl::StatusCode::kFailedPrecondition);
   // A publish with one bad entry stores none of its entries.
   EXPECT_FALSE(Publish(1, 0, {{{GroupKind::kTp, 0}, Id('c')}, {{GroupKind::kTp, 1}, Id('c')}}).ok());
-  Result<std::vector<std::string>> r;
+  Result<UniqueIds> r;
   job_->GetUniqueIds(kMember, 1, 1, {{GroupKind::kTp, 0}}, 50ms, r.callback());
   EXPECT_EQ(r.get().status().message(),
             "job job-1: GetUniqueId timed out after 50ms waiting for the unique id of tp/0 from its leader rank 0 "
             "(host h0)");
-  Result<std::vector<std::string>> not_member;
+  Result<UniqueIds> not_member;
   job_->GetUniqueIds(kMember, 1, 1, {{GroupKind::kTp, 1}}, 5s, not_member.callback());
   EXPECT_EQ(not_member.get().status().code(), absl::StatusCode::kPermissionDenied);
 }
@@ -747,9 +755,9 @@ TEST_F(JobTest, RestartContinuesARunningGeneration) {
   job_->Join(kMember, Worker(1, 4), 5s, again.callback());
   EXPECT_EQ(again.get()->rank, a[1].rank);
   EXPECT_TRUE(job_->Heartbeat(kMember, 1, 2).ok());
-  Result<std::vector<std::string>> ids;
+  Result<UniqueIds> ids;
   job_->GetUniqueIds(kMember, 1, 1, {{GroupKind::kTp, 0}, {GroupKind::kWorld, 0}}, 5s, ids.callback());
-  EXPECT_EQ(*ids.get(), std::vector<std::string>({Id('t'), Id('w')}));
+  EXPECT_EQ(Bytes(*ids.get()), std::vector<std::string>({Id('t'), Id('w')}));
   Result<std::string> addr;
   job_->StoreGet(kMember, 1, "addr/0", 5s, addr.callback());
   EXPECT_EQ(*addr.get(), "127.0.0.1:1234");
@@ -779,7 +787,7 @@ TEST_F(JobTest, CallsOnARestoredCompletedJobAnswerWithoutCrashing) {  // regress
   EXPECT_EQ(Merge("{}", 1, 0).status().code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_EQ(Barrier(1, 0, "x").code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_EQ(Set(1, "k", "v").code(), absl::StatusCode::kFailedPrecondition);
-  Result<std::vector<std::string>> ids;
+  Result<UniqueIds> ids;
   job_->GetUniqueIds(kMember, 1, 0, {{GroupKind::kWorld, 0}}, 5s, ids.callback());
   EXPECT_EQ(ids.get().status().code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_EQ(View(false).phase, JobPhase::kCompleted);
@@ -870,9 +878,9 @@ TEST_F(JobTest, ConcurrentWritesShareTransactions) {
   const int writes = store_.writes() - writes_before;
   EXPECT_LT(writes, kWorld / 2) << writes << " transactions for " << kWorld << " publishes";
   job_ = Restart();
-  Result<std::vector<std::string>> id;
+  Result<UniqueIds> id;
   job_->GetUniqueIds(kMember, 1, 200, {{GroupKind::kTp, 200}}, 5s, id.callback());
-  EXPECT_EQ(*id.get(), std::vector<std::string>({Id(static_cast<char>(200))}));
+  EXPECT_EQ(Bytes(*id.get()), std::vector<std::string>({Id(static_cast<char>(200))}));
 }
 
 // --- deleting and expiring ------------------------------------------------------------------------------
@@ -1019,9 +1027,9 @@ TEST_F(JobTest, CallsAsARankNeedThatRanksMemberKey) {
     job_->Barrier(as_rank1, 1, 0, "b", 0, 5s, barrier.callback());
     EXPECT_EQ(barrier.get().code(), absl::StatusCode::kPermissionDenied);
     StatusResult published;
-    job_->PublishUniqueIds(as_rank1, 1, 0, {{GroupId{GroupKind::kWorld, 0}, Id('x')}}, published.callback());
+    job_->PublishUniqueIds(as_rank1, 1, 0, {{UniqueIdSlot{{GroupKind::kWorld, 0}}, Id('x')}}, published.callback());
     EXPECT_EQ(published.get().code(), absl::StatusCode::kPermissionDenied);
-    Result<std::vector<std::string>> ids;
+    Result<UniqueIds> ids;
     job_->GetUniqueIds(as_rank1, 1, 0, {GroupId{GroupKind::kWorld, 0}}, 5s, ids.callback());
     EXPECT_EQ(ids.get().status().code(), absl::StatusCode::kPermissionDenied);
     // The store is the members': any member's key, and no one else's.

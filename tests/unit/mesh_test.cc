@@ -4,6 +4,10 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <map>
+#include <utility>
+
 namespace tpcoord {
 namespace {
 
@@ -67,6 +71,48 @@ TEST(MeshTest, RejectsShapesThatLeaveRanksOut) {
             "tp_size 8 is larger than world_size 4: a TP group cannot span more ranks than exist");
   EXPECT_EQ(Mesh::Create(4, 0).status().message(), "tp_size 0 must be at least 1");
   EXPECT_EQ(Mesh::Create(0, 1).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST(MeshTest, GroupsOfMoreThan256RanksHaveOneUniqueIdRootPer256Ranks) {
+  const Mesh mesh = *Mesh::Create(1000, 2);  // world 1000: 4 roots of 250; DP groups of 500: 2 roots; TP: 1
+  const GroupId world{GroupKind::kWorld, 0}, dp1{GroupKind::kDp, 1}, tp3{GroupKind::kTp, 3};
+  EXPECT_EQ(mesh.UniqueIdRoots(world), 4);
+  EXPECT_EQ(mesh.UniqueIdRoots(dp1), 2);
+  EXPECT_EQ(mesh.UniqueIdRoots(tp3), 1);
+  std::vector<int> world_roots, dp_roots;
+  for (int r = 0; r < 4; ++r) world_roots.push_back(mesh.RootRank({world, r}));
+  for (int r = 0; r < 2; ++r) dp_roots.push_back(mesh.RootRank({dp1, r}));
+  EXPECT_EQ(world_roots, std::vector<int>({0, 250, 500, 750}));
+  EXPECT_EQ(dp_roots, std::vector<int>({1, 501}));  // DP rank 250 of column 1
+  EXPECT_EQ(mesh.RootRank({tp3, 0}), mesh.Leader(tp3));
+  // NCCL's split of 257 ranks over 2 roots: 129 + 128.
+  EXPECT_EQ(Mesh::Create(257, 1)->RootRank({world, 1}), 129);
+  EXPECT_EQ(Mesh::Create(256, 1)->UniqueIdRoots(world), 1);
+  EXPECT_EQ(Mesh::Create(10000, 8)->UniqueIdRoots(world), 40);
+  EXPECT_EQ(SlotName({world, 3}), "world root 3");
+  EXPECT_EQ(SlotName({tp3, 0}), "tp/3");
+}
+
+TEST(MeshTest, EveryRootSlotIsMadeByExactlyTheRankThatListsIt) {
+  for (const auto& [world_size, tp] : {std::pair{1, 1}, {4, 2}, {1000, 4}, {2600, 2}, {1030, 1}}) {
+    const Mesh mesh = *Mesh::Create(world_size, tp);
+    std::map<int, std::vector<UniqueIdSlot>> expected;
+    for (GroupKind kind : {GroupKind::kTp, GroupKind::kDp, GroupKind::kWorld}) {
+      for (int index = 0; index < mesh.num_groups(kind); ++index) {
+        const GroupId group{kind, index};
+        for (int root = 0; root < mesh.UniqueIdRoots(group); ++root) {
+          const int rank = mesh.RootRank({group, root});
+          EXPECT_TRUE(mesh.IsMember(group, rank)) << SlotName({group, root});
+          expected[rank].push_back({group, root});
+        }
+      }
+    }
+    for (int rank = 0; rank < world_size; ++rank) {
+      std::vector<UniqueIdSlot> want = expected[rank];
+      std::sort(want.begin(), want.end());
+      EXPECT_TRUE(mesh.RootSlotsOf(rank) == want) << "rank " << rank << " of " << world_size << " tp " << tp;
+    }
+  }
 }
 
 }  // namespace

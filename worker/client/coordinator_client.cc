@@ -300,24 +300,23 @@ absl::StatusOr<Membership> CoordinatorClient::Join(const JoinRequest& request, M
                     Millis(resp.heartbeat_interval_ms()), Millis(resp.lease_ms())};
 }
 
-absl::Status CoordinatorClient::PublishUniqueIds(const Membership& m,
-                                                 const std::vector<std::pair<GroupId, std::string>>& ids) {
+absl::Status CoordinatorClient::PublishUniqueIds(const Membership& m, const UniqueIds& ids) {
   v1::PublishUniqueIdRequest req;
   req.set_job_id(m.job_id);
   req.set_generation(m.generation);
   req.set_rank(m.rank);
-  for (const auto& [group, bytes] : ids) {
+  for (const auto& [slot, bytes] : ids) {
     v1::UniqueId* id = req.add_ids();
-    *id->mutable_group() = GroupIdToProto(group);
+    *id->mutable_group() = GroupIdToProto(slot.group);
+    id->set_root(slot.root);
     id->set_id(bytes);
   }
   v1::PublishUniqueIdResponse resp;
   return impl_->Call(&v1::Coordinator::Stub::PublishUniqueId, req, &resp, m.member_key);
 }
 
-absl::StatusOr<std::vector<std::string>> CoordinatorClient::GetUniqueIds(const Membership& m,
-                                                                         const std::vector<GroupId>& groups,
-                                                                         Millis wait) {
+absl::StatusOr<UniqueIds> CoordinatorClient::GetUniqueIds(const Membership& m, const std::vector<GroupId>& groups,
+                                                          Millis wait) {
   v1::GetUniqueIdRequest req;
   req.set_job_id(m.job_id);
   req.set_generation(m.generation);
@@ -327,8 +326,12 @@ absl::StatusOr<std::vector<std::string>> CoordinatorClient::GetUniqueIds(const M
   if (absl::Status s = impl_->Wait(&v1::Coordinator::Stub::GetUniqueId, req, &resp, wait, m.member_key); !s.ok()) {
     return s;
   }
-  std::vector<std::string> ids;
-  for (v1::UniqueId& id : *resp.mutable_ids()) ids.push_back(std::move(*id.mutable_id()));
+  UniqueIds ids;
+  for (v1::UniqueId& id : *resp.mutable_ids()) {
+    absl::StatusOr<GroupId> group = GroupIdFromProto(id.group(), "ids.group");
+    if (!group.ok()) return absl::InternalError(absl::StrCat("the coordinator answered ", group.status().message()));
+    ids.push_back({{*group, id.root()}, std::move(*id.mutable_id())});
+  }
   return ids;
 }
 

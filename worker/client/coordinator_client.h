@@ -108,10 +108,9 @@ class CoordinatorClient {
   // The member's merge: its config must agree with the generation's first one. Returns the merged config.
   absl::StatusOr<std::string> MergeConfig(const Membership& m, const std::string& config_json, bool has_mpu);
 
-  absl::Status PublishUniqueIds(const Membership& m, const std::vector<std::pair<GroupId, std::string>>& ids);
-  // The IDs of `groups`, in order, once their leaders published them.
-  absl::StatusOr<std::vector<std::string>> GetUniqueIds(const Membership& m, const std::vector<GroupId>& groups,
-                                                        Millis wait);
+  absl::Status PublishUniqueIds(const Membership& m, const UniqueIds& ids);
+  // The IDs of `groups`, in order, each group's roots in root order, once all their roots published them.
+  absl::StatusOr<UniqueIds> GetUniqueIds(const Membership& m, const std::vector<GroupId>& groups, Millis wait);
 
   // The generation's key-value store, as member `m`.
   absl::Status StoreSet(const Membership& m, const std::string& key, const std::string& value);

@@ -21,8 +21,8 @@ absl::Status CheckNcclUsable() {
       "time); use --backend gloo");
 }
 
-absl::StatusOr<std::unique_ptr<Communicator>> MakeNcclCommunicator(const std::string&, const std::string&, int, int,
-                                                                   int) {
+absl::StatusOr<std::unique_ptr<Communicator>> MakeNcclCommunicator(const std::string&, const std::vector<std::string>&,
+                                                                   int, int, int) {
   return CheckNcclUsable();
 }
 
@@ -183,22 +183,39 @@ absl::Status CheckNcclUsable() {
 }
 
 absl::StatusOr<std::unique_ptr<Communicator>> MakeNcclCommunicator(const std::string& group_name,
-                                                                   const std::string& unique_id, int rank, int size,
-                                                                   int device) {
+                                                                   const std::vector<std::string>& unique_ids,
+                                                                   int rank, int size, int device) {
   if (absl::Status s = CheckNcclUsable(); !s.ok()) return s;
-  if (unique_id.size() != sizeof(ncclUniqueId)) {
-    return absl::InvalidArgumentError(absl::StrCat("nccl ", group_name, ": unique id is ", unique_id.size(),
-                                                   " bytes, not ", sizeof(ncclUniqueId)));
+  if (unique_ids.empty()) return absl::InvalidArgumentError(absl::StrCat("nccl ", group_name, ": no unique id"));
+  std::vector<ncclUniqueId> ids(unique_ids.size());
+  for (size_t i = 0; i < unique_ids.size(); ++i) {
+    if (unique_ids[i].size() != sizeof(ncclUniqueId)) {
+      return absl::InvalidArgumentError(absl::StrCat("nccl ", group_name, ": unique id ", i, " is ",
+                                                     unique_ids[i].size(), " bytes, not ", sizeof(ncclUniqueId)));
+    }
+    std::memcpy(ids[i].internal, unique_ids[i].data(), sizeof(ids[i].internal));
   }
   if (cudaSetDevice(device) != cudaSuccess) {
     return absl::FailedPreconditionError(absl::StrCat("nccl ", group_name, ": cannot use CUDA device ", device));
   }
-  ncclUniqueId id;
-  std::memcpy(id.internal, unique_id.data(), sizeof(id.internal));
   ncclComm_t comm;
-  if (ncclResult_t r = ncclCommInitRank(&comm, size, id, rank); r != ncclSuccess) {
-    return absl::UnavailableError(absl::StrCat("nccl ", group_name, " (rank ", rank, " of ", size,
-                                               "): ncclCommInitRank failed: ", ncclGetErrorString(r)));
+#if NCCL_VERSION_CODE >= NCCL_VERSION(2, 23, 0)
+  const char* init = ids.size() == 1 ? "ncclCommInitRank" : "ncclCommInitRankScalable";
+  const ncclResult_t r = ids.size() == 1 ? ncclCommInitRank(&comm, size, ids[0], rank)
+                                         : ncclCommInitRankScalable(&comm, size, rank, static_cast<int>(ids.size()),
+                                                                    ids.data(), nullptr);
+#else
+  if (ids.size() > 1) {
+    return absl::FailedPreconditionError(absl::StrCat("nccl ", group_name, ": ", size, " ranks start from ",
+                                                      ids.size(), " unique ids, which needs NCCL 2.23 or later "
+                                                      "(ncclCommInitRankScalable); this build has ", NCCL_VERSION_CODE));
+  }
+  const char* init = "ncclCommInitRank";
+  const ncclResult_t r = ncclCommInitRank(&comm, size, ids[0], rank);
+#endif
+  if (r != ncclSuccess) {
+    return absl::UnavailableError(absl::StrCat("nccl ", group_name, " (rank ", rank, " of ", size, "): ", init,
+                                               " failed: ", ncclGetErrorString(r)));
   }
   cudaStream_t stream;
   if (cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking) != cudaSuccess) {

@@ -1,5 +1,6 @@
-// A Communicator over NCCL: ncclCommInitRank with the unique ID the coordinator brokered (every member of
-// the group got the same 128 bytes from its leader's ncclGetUniqueId), collectives on a CUDA stream.
+// A Communicator over NCCL, built from the unique IDs the coordinator brokered (every member of the group
+// got the same array, from its roots' ncclGetUniqueId): ncclCommInitRank for one ID, ncclCommInitRankScalable
+// for several (one per 256 ranks), collectives on a CUDA stream.
 //
 // Tensors on a CUDA device are reduced where they are; CPU tensors (a CPU-only LibTorch build, like
 // Debian's, driving NCCL) are staged through a device buffer of this communicator. Every collective waits
@@ -13,6 +14,7 @@
 
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "worker/comm/communicator.h"
@@ -23,11 +25,11 @@ namespace tpcoord {
 // explaining why and naming --backend gloo.
 absl::Status CheckNcclUsable();
 
-// Joins the NCCL communicator of `group_name` as `rank` of `size` on CUDA device `device`. `unique_id` is the
-// group's 128-byte ID. Blocks until every member has joined (NCCL's own bootstrap).
+// Joins the NCCL communicator of `group_name` as `rank` of `size` on CUDA device `device`. `unique_ids` are
+// the group's 128-byte IDs in root order. Blocks until every member has joined (NCCL's own bootstrap).
 absl::StatusOr<std::unique_ptr<Communicator>> MakeNcclCommunicator(const std::string& group_name,
-                                                                   const std::string& unique_id, int rank, int size,
-                                                                   int device);
+                                                                   const std::vector<std::string>& unique_ids,
+                                                                   int rank, int size, int device);
 
 }  // namespace tpcoord
 

@@ -1,5 +1,7 @@
 #include "worker/comm/unique_id_exchange.h"
 
+#include <algorithm>
+
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 
@@ -31,29 +33,40 @@ absl::StatusOr<std::string> NcclUniqueId() {
 #endif
 }
 
-absl::StatusOr<std::map<GroupId, std::string>> ExchangeUniqueIds(CoordinatorClient& client, const Membership& m,
-                                                                 const std::vector<GroupId>& groups,
-                                                                 const UniqueIdSource& source, Millis wait) {
-  std::map<GroupId, std::string> ids;
-  std::vector<std::pair<GroupId, std::string>> mine;
-  std::vector<GroupId> theirs;
-  for (const GroupId& group : groups) {
-    if (m.mesh.Leader(group) != m.rank) {
-      theirs.push_back(group);
-      continue;
-    }
+absl::StatusOr<std::map<GroupId, std::vector<std::string>>> ExchangeUniqueIds(CoordinatorClient& client,
+                                                                              const Membership& m,
+                                                                              const std::vector<GroupId>& groups,
+                                                                              const UniqueIdSource& source,
+                                                                              Millis wait) {
+  std::map<GroupId, std::vector<std::string>> ids;
+  UniqueIds mine;
+  for (const UniqueIdSlot& slot : m.mesh.RootSlotsOf(m.rank)) {
+    if (std::find(groups.begin(), groups.end(), slot.group) == groups.end()) continue;
     absl::StatusOr<std::string> id = source();
     if (!id.ok()) return id.status();
-    ids[group] = *id;
-    mine.emplace_back(group, *std::move(id));
+    mine.push_back({slot, *std::move(id)});
+  }
+  std::vector<GroupId> theirs;
+  for (const GroupId& group : groups) {
+    if (m.mesh.UniqueIdRoots(group) > 1 || m.mesh.Leader(group) != m.rank) theirs.push_back(group);
   }
   if (!mine.empty()) {
     if (absl::Status s = client.PublishUniqueIds(m, mine); !s.ok()) return s;
   }
+  for (auto& [slot, bytes] : mine) {  // the groups the caller is the only root of
+    if (m.mesh.UniqueIdRoots(slot.group) == 1) ids[slot.group] = {std::move(bytes)};
+  }
   if (!theirs.empty()) {
-    absl::StatusOr<std::vector<std::string>> got = client.GetUniqueIds(m, theirs, wait);
+    absl::StatusOr<UniqueIds> got = client.GetUniqueIds(m, theirs, wait);
     if (!got.ok()) return got.status();
-    for (size_t i = 0; i < theirs.size(); ++i) ids[theirs[i]] = std::move((*got)[i]);
+    for (auto& [slot, bytes] : *got) ids[slot.group].push_back(std::move(bytes));
+    for (const GroupId& group : theirs) {
+      if (static_cast<int>(ids[group].size()) != m.mesh.UniqueIdRoots(group)) {
+        return absl::InternalError(absl::StrCat("the coordinator answered ", ids[group].size(), " unique ids for ",
+                                                GroupName(group), ", which starts from ",
+                                                m.mesh.UniqueIdRoots(group)));
+      }
+    }
   }
   return ids;
 }

@@ -1,5 +1,6 @@
-// NCCL unique IDs brokered by the coordinator: for each communicator the leader (lowest rank) makes the
-// 128-byte ID and publishes it once; every other member gets the same bytes. No LibTorch in here.
+// NCCL unique IDs brokered by the coordinator: each communicator starts from Mesh::UniqueIdRoots IDs (one
+// per 256 ranks); each root rank (Mesh::RootRank, root 0 the leader) makes its 128-byte ID and publishes it
+// once, and every member gets the same array in the same order. No LibTorch in here.
 #ifndef TPCOORD_WORKER_COMM_UNIQUE_ID_EXCHANGE_H_
 #define TPCOORD_WORKER_COMM_UNIQUE_ID_EXCHANGE_H_
 
@@ -19,15 +20,18 @@ using UniqueIdSource = std::function<absl::StatusOr<std::string>()>;
 // True when NCCL was found at build time.
 bool HaveNccl();
 
-// ncclGetUniqueId (works without a GPU: it only opens the bootstrap socket of this process, which must be
-// the one that later calls ncclCommInitRank as the group's rank 0). UNIMPLEMENTED without NCCL.
+// ncclGetUniqueId (works without a GPU: it only opens a bootstrap root socket in this process, which must
+// stay up until the communicator is built). UNIMPLEMENTED without NCCL.
 absl::StatusOr<std::string> NcclUniqueId();
 
-// The IDs of `groups` (the caller must belong to each): the ones the caller leads are made by `source` and
-// published in one call, the others fetched in one call that waits up to `wait` for their leaders.
-absl::StatusOr<std::map<GroupId, std::string>> ExchangeUniqueIds(CoordinatorClient& client, const Membership& m,
-                                                                 const std::vector<GroupId>& groups,
-                                                                 const UniqueIdSource& source, Millis wait);
+// The ID arrays of `groups` (the caller must belong to each), roots in root order: the roots the caller is
+// are made by `source` and published in one call; the arrays not wholly the caller's are fetched in one
+// call that waits up to `wait` for their other roots.
+absl::StatusOr<std::map<GroupId, std::vector<std::string>>> ExchangeUniqueIds(CoordinatorClient& client,
+                                                                              const Membership& m,
+                                                                              const std::vector<GroupId>& groups,
+                                                                              const UniqueIdSource& source,
+                                                                              Millis wait);
 
 }  // namespace tpcoord
 

@@ -3,8 +3,10 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
+#include <numeric>
 
 #include "absl/status/status.h"
 #include "absl/strings/numbers.h"
@@ -227,7 +229,7 @@ absl::Status Engine::Setup(const std::string& ds_config_json, bool has_mpu) {
       {m.rank, m.world_size()}, {m.tp_rank(), m.mesh.tp_size()}, {m.dp_rank(), m.mesh.dp_size()}};
   std::vector<std::unique_ptr<Communicator>> comms;
   if (lc.backend == "nccl") {
-    absl::StatusOr<std::map<GroupId, std::string>> ids =
+    absl::StatusOr<std::map<GroupId, std::vector<std::string>>> ids =
         ExchangeUniqueIds(client, m, groups, NcclUniqueId, lc.collective_timeout);
     if (!ids.ok()) return InPhase("unique ids", ids.status());
     for (size_t i = 0; i < groups.size(); ++i) {
@@ -382,22 +384,29 @@ absl::StatusOr<StepStats> Engine::train_batch() {
 }
 
 absl::StatusOr<double> Engine::eval_loss() {
+  // Each DP replica scores its own slice of the windows, micro batch by micro batch (its TP ranks the same
+  // rows), and writes each window's loss at the window's index; one all-reduce of that vector gives every
+  // rank every loss, summed in window order: the mean cannot depend on the DP size or the micro batch.
   torch::NoGradGuard no_grad;
-  const int rows = train_.micro_batch_size;
-  double total = 0;
-  const int batches = std::max(1, train_.eval_batches);
+  const int64_t all = data_->EvalWindows();
+  const int64_t windows = train_.eval_windows > 0 ? std::min(train_.eval_windows, all) : all;
+  const WindowRange mine = EvalSlice(windows, membership_.dp_rank(), membership_.mesh.dp_size());
+  torch::Tensor losses = torch::zeros({windows}, torch::kDouble);
   try {
-    for (int b = 0; b < batches; ++b) {
+    for (int64_t first = mine.begin; first < mine.end; first += train_.micro_batch_size) {
+      const int64_t rows = std::min<int64_t>(train_.micro_batch_size, mine.end - first);
       torch::Tensor tokens = torch::empty({rows, train_.seq_len + 1}, torch::kLong);
-      for (int r = 0; r < rows; ++r) {
-        tokens[r].copy_(torch::tensor(data_->EvalSequence(static_cast<int64_t>(b) * rows + r), torch::kInt).to(torch::kLong));
+      for (int64_t r = 0; r < rows; ++r) {
+        tokens[r].copy_(torch::tensor(data_->EvalSequence(first + r), torch::kInt).to(torch::kLong));
       }
-      total += NextTokenLoss(model_->forward(tokens), tokens).item<double>();
+      losses.narrow(0, first, rows).copy_(NextTokenLossPerSequence(model_->forward(tokens), tokens));
     }
+    if (dp_->size() > 1) dp_->AllReduceSum(losses);
   } catch (const std::exception& e) {
     return Explain(absl::UnavailableError(absl::StrCat("eval_loss: ", e.what())));
   }
-  return total / batches;
+  const double* loss = losses.data_ptr<double>();
+  return std::accumulate(loss, loss + windows, 0.0) / static_cast<double>(windows);
 }
 
 // --- checkpoints ----------------------------------------------------------------------------------------

@@ -103,7 +103,8 @@ class Engine {
   // One optimizer step over train_batch_size sequences: micro-batches x gradient accumulation on each
   // data-parallel rank, gradients averaged over the DP group, clipped, and applied. Every rank must call it.
   absl::StatusOr<StepStats> train_batch();
-  // The mean loss over the held-out sequences (tpcoord.eval_batches micro-batches, the same on every rank).
+  // The mean loss over the held-out windows (all of them, or the first tpcoord.eval_windows), each scored
+  // exactly once: the same number, up to TP rounding, at any TP and DP size and micro batch.
   absl::StatusOr<double> eval_loss();
   // Writes a Hugging Face checkpoint (model.safetensors + config.json) plus optimizer and trainer state to
   // `dir`, gathered from the shards; global rank 0 writes. A collective: every rank calls it.
