@@ -56,6 +56,7 @@ demo: build
 	@deploy/demo.sh $(BUILD_DIR)
 
 bench: build
+	@deploy/install-deps.sh --bench
 	@bench/run.sh $(BUILD_DIR)
 
 clean:

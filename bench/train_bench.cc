@@ -1,8 +1,9 @@
-// train_bench: training throughput of real tp-worker processes on this machine's CPUs, for TP=1, TP=2 and
-// TP=2 x DP=2 on one fixed model, next to the machine's fp32 GEMM rate measured in the same run, and the
-// model FLOPs utilisation that follows.
+// train_bench: training throughput of real tp-worker processes on this machine's CPUs, for TP=1 on one and
+// on every core, TP=2 and TP=2 x DP=2 on one fixed model, against PyTorch training the same model
+// (bench/pytorch_train_step.py) and the machine's fp32 GEMM rate, all measured in the same run, with the
+// model FLOPs utilisation that follows and the fastest shape.
 //
-//   build/bench/train_bench [--preset small] [--steps 20] [--seq-len 128] [--threads 1]
+//   build/bench/train_bench [--preset small] [--steps 20] [--seq-len 128] [--threads N] [--repeats 3]
 //
 // Each configuration is a real job: a tp-coordinator process and W tp-worker processes (Gloo on loopback),
 // 8 sequences of --seq-len tokens per optimizer step. Step times are rank 0's, averaged over the steps after
@@ -11,6 +12,7 @@
 // GEMM rate of the cores the job's processes can use.
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <fstream>
 #include <numeric>
@@ -24,6 +26,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "common/process_init.h"
+#include "tests/support/coordinator_process.h"
 #include "tests/support/subprocess.h"
 #include "worker/model/llama_model.h"
 #include "worker/training/compute_threads.h"
@@ -31,7 +34,9 @@
 ABSL_FLAG(std::string, preset, "small", "Llama preset");
 ABSL_FLAG(int, steps, 20, "optimizer steps per configuration");
 ABSL_FLAG(int, seq_len, 128, "tokens per sequence");
-ABSL_FLAG(int, threads, 1, "compute threads per worker process");
+ABSL_FLAG(int, threads, 0, "threads of the multi-threaded TP=1 shape (0: one per core)");
+ABSL_FLAG(int, repeats, 3, "interleaved runs of every shape; the median is printed");
+ABSL_FLAG(bool, pytorch, true, "also run bench/pytorch_train_step.py (Debian's python3-torch) as the baseline");
 
 namespace tpcoord {
 namespace {
@@ -87,7 +92,8 @@ Run RunJob(const std::string& dir, const std::string& name, int world, int tp, i
         {testing::BinPath("worker/tp-worker"), "--coordinator", address, "--job", name, "--world-size",
          std::to_string(world), "--rank", std::to_string(rank), "--tp-size", std::to_string(tp), "--host", "127.0.0.1",
          "--config", config, "--random-init", absl::GetFlag(FLAGS_preset), "--data",
-         absl::StrCat(TPCOORD_SOURCE_DIR, "/deploy/data/public_domain.txt"), "--threads", std::to_string(threads)});
+         absl::StrCat(TPCOORD_SOURCE_DIR, "/deploy/data/public_domain.txt"), "--threads", std::to_string(threads)},
+        testing::TokenEnv());
     if (!worker.ok()) return {0, 0, std::string(worker.status().message())};
     workers.push_back(*std::move(worker));
   }
@@ -110,11 +116,35 @@ Run RunJob(const std::string& dir, const std::string& name, int world, int tp, i
   return run;
 }
 
+// PyTorch's step time for the same model, batch and optimizer (bench/pytorch_train_step.py), or an error.
+Run RunPyTorch(int steps, int seq_len, int threads) {
+  auto python = testing::Subprocess::Start({"/usr/bin/python3", absl::StrCat(TPCOORD_SOURCE_DIR, "/bench/pytorch_train_step.py"),
+                                            "--preset", absl::GetFlag(FLAGS_preset), "--seq-len", std::to_string(seq_len),
+                                            "--steps", std::to_string(steps), "--threads", std::to_string(threads)});
+  if (!python.ok()) return {0, 0, std::string(python.status().message())};
+  if ((*python)->Wait(std::chrono::minutes(20)).value_or(-1) != 0) return {0, 0, (*python)->Stderr()};
+  Run run;
+  for (absl::string_view text : absl::StrSplit((*python)->Stdout(), '\n')) {
+    std::vector<std::string> f = absl::StrSplit(text, ' ');
+    if (f.size() == 3 && f[0] == "pytorch" && absl::SimpleAtod(f[2], &run.step_ms)) {
+      run.tokens_per_s = 8.0 * seq_len / (run.step_ms / 1e3);
+      return run;
+    }
+  }
+  return {0, 0, "no step_ms line from " + std::string("bench/pytorch_train_step.py")};
+}
+
+double Median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v.size() % 2 ? v[v.size() / 2] : (v[v.size() / 2 - 1] + v[v.size() / 2]) / 2;
+}
+
 int Main() {
   const int cores = static_cast<int>(std::thread::hardware_concurrency());
-  const int threads = absl::GetFlag(FLAGS_threads);
+  const int threads = absl::GetFlag(FLAGS_threads) > 0 ? absl::GetFlag(FLAGS_threads) : cores;
   const int steps = absl::GetFlag(FLAGS_steps);
   const int seq_len = absl::GetFlag(FLAGS_seq_len);
+  const int repeats = std::max(1, absl::GetFlag(FLAGS_repeats));
   absl::StatusOr<LlamaConfig> config = LlamaConfig::Preset(absl::GetFlag(FLAGS_preset));
   if (!config.ok()) {
     std::fprintf(stderr, "%s\n", std::string(config.status().message()).c_str());
@@ -123,35 +153,67 @@ int Main() {
   const double gemm_1 = GemmGflops(1024, 1);
   const double gemm_all = GemmGflops(1024, cores);
   const double flops_per_token = FlopsPerToken(*config, seq_len);
-  std::printf("train_bench: preset %s (hidden %lld, %lld layers), 8 x %d tokens per step, %d steps, %d thread(s) per "
-              "worker, %d cores\n",
+  std::printf("train_bench: preset %s (hidden %lld, %lld layers), 8 x %d tokens per step, %d steps, %d cores, "
+              "median of %d interleaved runs\n",
               absl::GetFlag(FLAGS_preset).c_str(), static_cast<long long>(config->hidden_size),
-              static_cast<long long>(config->num_hidden_layers), seq_len, steps, threads, cores);
+              static_cast<long long>(config->num_hidden_layers), seq_len, steps, cores, repeats);
   std::printf("  %s\n", BlasDescription().c_str());
   std::printf("  fp32 GEMM 1024^3: %.1f GFLOP/s on 1 thread, %.1f GFLOP/s on %d threads; model %.1f MFLOP per token\n",
               gemm_1, gemm_all, cores, flops_per_token / 1e6);
   const std::string dir = testing::MakeTempDir("train-bench");
   struct Shape {
-    const char* name;
-    int world, tp;
+    std::string name;
+    int world, tp, threads;
+    bool pytorch = false;
+    std::vector<double> step_ms;
+    std::string error;
   };
-  double baseline = 0;
+  std::vector<Shape> shapes = {{"tp1 x1 thread", 1, 1, 1, false, {}, {}},
+                               {absl::StrCat("tp1 x", threads, " threads"), 1, 1, threads, false, {}, {}},
+                               {"tp2 x1 thread", 2, 2, 1, false, {}, {}},
+                               {"tp2-dp2 x1 thread", 4, 2, 1, false, {}, {}}};
+  if (absl::GetFlag(FLAGS_pytorch)) {
+    shapes.push_back({"PyTorch x1 thread", 1, 1, 1, true, {}, {}});
+    shapes.push_back({absl::StrCat("PyTorch x", threads, " threads"), 1, 1, threads, true, {}, {}});
+  }
+  for (int r = 0; r < repeats; ++r) {  // interleaved, so that the machine's drift hits every shape alike
+    for (size_t i = 0; i < shapes.size(); ++i) {
+      Shape& shape = shapes[i];
+      if (!shape.error.empty()) continue;
+      const Run run = shape.pytorch ? RunPyTorch(steps, seq_len, shape.threads)
+                                    : RunJob(dir, absl::StrCat("s", i, "-", r), shape.world, shape.tp, steps, seq_len,
+                                             shape.threads);
+      if (run.error.empty()) shape.step_ms.push_back(run.step_ms);
+      else shape.error = run.error;
+    }
+  }
   int failures = 0;
-  for (const Shape& shape : {Shape{"tp1", 1, 1}, Shape{"tp2", 2, 2}, Shape{"tp2-dp2", 4, 2}}) {
-    const Run run = RunJob(dir, shape.name, shape.world, shape.tp, steps, seq_len, threads);
-    if (!run.error.empty()) {
-      std::printf("  %-8s FAILED: %s\n", shape.name, run.error.c_str());
-      ++failures;
+  const Shape* best = nullptr;
+  for (const Shape& shape : shapes) {
+    if (!shape.error.empty()) {
+      std::printf("  %-20s FAILED: %s\n", shape.name.c_str(), shape.error.c_str());
+      failures += shape.pytorch ? 0 : 1;  // a machine without python3-torch still measures tpcoord
       continue;
     }
-    const int used_cores = std::min(cores, shape.world * threads);
+    const double ms = Median(shape.step_ms);
+    const double tokens_per_s = 8.0 * seq_len / (ms / 1e3);
+    const int used_cores = std::min(cores, shape.world * shape.threads);
     const double peak = used_cores == 1 ? gemm_1 : gemm_all * used_cores / cores;
-    const double achieved = run.tokens_per_s * flops_per_token / 1e9;
-    if (baseline == 0) baseline = run.tokens_per_s;
-    std::printf("  %-8s W=%d: %8.0f tokens/s  %7.1f ms/step  %6.2f GFLOP/s  MFU %4.1f%% of %d core(s)  x%.2f vs tp1\n",
-                shape.name, shape.world, run.tokens_per_s, run.step_ms, achieved, 100 * achieved / peak, used_cores,
-                run.tokens_per_s / baseline);
+    const double achieved = tokens_per_s * flops_per_token / 1e9;
+    std::printf("  %-20s W=%d: %7.0f tokens/s  %7.1f ms/step  %6.2f GFLOP/s  MFU %4.1f%% of %d core(s)  x%.2f vs tp1 x1\n",
+                shape.name.c_str(), shape.world, tokens_per_s, ms, achieved, 100 * achieved / peak, used_cores,
+                shapes[0].step_ms.empty() ? 0.0 : Median(shapes[0].step_ms) / ms);
+    if (!shape.pytorch && (!best || ms < Median(best->step_ms))) best = &shape;
   }
+  auto ratio = [&](size_t a, size_t b) {
+    return shapes[a].step_ms.empty() || shapes[b].step_ms.empty() ? 0.0 : Median(shapes[a].step_ms) / Median(shapes[b].step_ms);
+  };
+  std::printf("  --threads %d against 1 (TP=1): x%.2f faster (goal >= 1.40)\n", threads, ratio(0, 1));
+  if (shapes.size() > 4) {
+    std::printf("  step time against PyTorch on the same model, batch and AdamW: x%.2f at 1 thread (goal <= 1.05), "
+                "x%.2f at %d\n", ratio(0, 4), ratio(1, 5), threads);
+  }
+  if (best) std::printf("  best shape for this machine: %s\n", best->name.c_str());
   return failures == 0 ? 0 : 1;
 }
 

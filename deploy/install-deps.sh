@@ -5,6 +5,7 @@
 #   deploy/install-deps.sh               # build + test + run (what `make demo` / `make test` call)
 #   deploy/install-deps.sh --runtime     # runtime libraries only (the Docker runtime stage)
 #   deploy/install-deps.sh --sanitizers  # clang and libFuzzer for `make sanitize` / `make fuzz`
+#   deploy/install-deps.sh --bench       # PyTorch for `make bench`'s baseline
 set -euo pipefail
 
 build_packages=(
@@ -16,6 +17,7 @@ build_packages=(
   etcd-server  # the HA tests' etcd cluster (tests/support/etcd_cluster.cc)
 )
 sanitizer_packages=(clang-14 libfuzzer-14-dev libclang-rt-14-dev)
+bench_packages=(python3-torch)  # train_bench's baseline: the same model trained in PyTorch
 runtime_packages=(
   libgrpc++1.51 libprotobuf32 libsqlite3-0 libtorch1.13 libgloo0 libopenblas0-pthread
   libabsl20220623 libssl3 openssl ca-certificates procps
@@ -25,6 +27,7 @@ runtime_packages=(
 packages=("${build_packages[@]}")
 [ "${1:-}" = "--runtime" ] && packages=("${runtime_packages[@]}")
 [ "${1:-}" = "--sanitizers" ] && packages=("${sanitizer_packages[@]}")
+[ "${1:-}" = "--bench" ] && packages=("${bench_packages[@]}")
 
 missing=()
 for p in "${packages[@]}"; do

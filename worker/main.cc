@@ -335,6 +335,7 @@ int Main() {
 }  // namespace tpcoord
 
 int main(int argc, char** argv) {
+  tpcoord::PrepareComputeProcess(argv);
   absl::SetProgramUsageMessage(
       "tp-worker --coordinator HOST:PORT --job ID --world-size N --config ds_config.json "
       "(--model-dir DIR | --random-init tiny|small) --data FILE [--output-dir DIR] [--rank R] [--tp-size T] "

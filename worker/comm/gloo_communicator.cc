@@ -57,6 +57,7 @@ class GlooCommunicator final : public Communicator {
 
   void AllReduceSum(torch::Tensor& tensor) override {
     CheckUsable(tensor, "all_reduce");
+    if (size() == 1) return;  // a sum over one rank: skip Gloo's hand-off to its worker thread (TP=1, DP=1)
     torch::NoGradGuard no_grad;
     const bool half = tensor.scalar_type() == torch::kBFloat16 || tensor.scalar_type() == torch::kHalf;
     std::vector<torch::Tensor> buffers = {half ? tensor.to(torch::kFloat) : tensor};
@@ -85,6 +86,7 @@ class GlooCommunicator final : public Communicator {
     if (root < 0 || root >= size()) {
       throw std::invalid_argument(absl::StrCat(Where(), ": broadcast root ", root, " is not a rank of the group"));
     }
+    if (size() == 1) return;
     torch::NoGradGuard no_grad;
     std::vector<torch::Tensor> buffers = {MovableView(tensor)};
     c10d::BroadcastOptions options;

@@ -1,12 +1,24 @@
 #include "worker/training/compute_threads.h"
 
 #include <dlfcn.h>
+#include <malloc.h>
+#include <unistd.h>
 
+#include <cstdlib>
 #include <mutex>
 
 #include <torch/torch.h>
 
 namespace tpcoord {
+
+void PrepareComputeProcess(char** argv) {
+  if (std::getenv("OMP_WAIT_POLICY") == nullptr && setenv("OMP_WAIT_POLICY", "PASSIVE", 1) == 0) {
+    execv("/proc/self/exe", argv);  // returns only on failure: go on as we are
+  }
+  mallopt(M_MMAP_THRESHOLD, 256 << 20);  // fixed: glibc's adaptive threshold stops adapting
+  mallopt(M_TRIM_THRESHOLD, 1 << 30);
+  mallopt(M_TOP_PAD, 64 << 20);
+}
 
 void SetComputeThreads(int threads) {
   if (threads < 1) threads = 1;

@@ -305,7 +305,8 @@ double Engine::ClipAndNorm() {
   // spec §4.7: partitioned parameters' squares summed over the TP group, replicated ones counted once.
   double partitioned = 0, replicated = 0;
   for (const auto& [name, master] : masters_) {
-    const double sq = master.grad().pow(2).sum().item<double>();
+    const torch::Tensor g = master.grad().view(-1);
+    const double sq = g.dot(g).item<double>();  // no squared copy
     (partitioned_.count(name) ? partitioned : replicated) += sq;
   }
   torch::Tensor total = torch::tensor({partitioned}, torch::kFloat64);
@@ -338,24 +339,27 @@ absl::StatusOr<StepStats> Engine::train_batch() {
     CopyGradsToMasters();
 
     // Average gradients and the loss over the data-parallel group, in one buffer.
-    std::vector<torch::Tensor> grads;
-    for (auto& [name, master] : masters_) grads.push_back(master.grad().view(-1));
-    grads.push_back(torch::tensor({loss_sum / accumulation}, torch::kFloat32));
-    torch::Tensor flat = torch::cat(grads);
+    stats.loss = static_cast<float>(loss_sum / accumulation);  // fp32, as it travels at DP > 1
     if (dp_->size() > 1) {
+      std::vector<torch::Tensor> grads;
+      for (auto& [name, master] : masters_) grads.push_back(master.grad().view(-1));
+      grads.push_back(torch::tensor({static_cast<float>(stats.loss)}, torch::kFloat32));
+      torch::Tensor flat = torch::cat(grads);
       dp_->AllReduceSum(flat);
       flat.div_(dp_->size());
+      int64_t offset = 0;
+      for (auto& [name, master] : masters_) {
+        const int64_t n = master.numel();
+        master.mutable_grad().copy_(flat.narrow(0, offset, n).view_as(master));
+        offset += n;
+      }
+      stats.loss = flat[offset].item<double>();
     }
-    int64_t offset = 0;
-    for (auto& [name, master] : masters_) {
-      const int64_t n = master.numel();
-      master.mutable_grad().copy_(flat.narrow(0, offset, n).view_as(master));
-      offset += n;
-    }
-    stats.loss = flat[offset].item<double>();
 
     if (dtype_ == Dtype::kFloat16) {  // dynamic loss scaling: every rank must agree to skip
-      torch::Tensor overflow = torch::tensor({std::isfinite(flat.sum().item<double>()) ? 0.0f : 1.0f});
+      double sum = 0;
+      for (const auto& [name, master] : masters_) sum += master.grad().sum().item<double>();
+      torch::Tensor overflow = torch::tensor({std::isfinite(sum) ? 0.0f : 1.0f});
       world_->AllReduceSum(overflow);
       if (overflow.item<float>() > 0) {
         stats.skipped = true;
