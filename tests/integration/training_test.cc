@@ -4,10 +4,13 @@
 // the written safetensors file reads back bit-exact; bf16 trains.
 #include <gtest/gtest.h>
 
+#include <signal.h>
+
 #include <cmath>
 #include <fstream>
 #include <map>
 #include <sstream>
+#include <thread>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_replace.h"
@@ -240,6 +243,39 @@ TEST_F(TrainingTest, ConflictingTpSizeIsRejectedWithDeepSpeedsMessage) {
 }
 
 // Without a usable GPU, --backend nccl fails at once, naming the backend that works, and before it joins.
+// libgomp reads OMP_WAIT_POLICY once, as it loads: tp-worker re-executes itself with PASSIVE (its spinning
+// default made --threads 2 slower than 1), and leaves a policy the environment sets alone.
+TEST_F(TrainingTest, WorkersRunWithAPassiveOpenMpWaitPolicyUnlessTheEnvironmentSetsOne) {
+  auto environ_of = [](pid_t pid) {
+    std::ifstream in(absl::StrCat("/proc/", pid, "/environ"), std::ios::binary);
+    std::stringstream s;
+    s << in.rdbuf();
+    return s.str();
+  };
+  for (const std::string& given : {std::string(), std::string("ACTIVE")}) {
+    std::map<std::string, std::string> env = testing::TokenEnv();
+    if (!given.empty()) env["OMP_WAIT_POLICY"] = given;
+    // A world of 2 with one worker: it waits in Join, long enough to be looked at.
+    auto worker = Subprocess::Start({testing::BinPath("worker/tp-worker"), "--coordinator", coordinator_->address(),
+                                     "--job", "wait-policy-" + (given.empty() ? "unset" : given), "--world-size", "2",
+                                     "--config", Out("fp32.json"), "--random-init", "tiny", "--data",
+                                     absl::StrCat(TPCOORD_SOURCE_DIR, "/deploy/data/public_domain.txt"),
+                                     "--timeout", "60s"},
+                                    env);
+    ASSERT_TRUE(worker.ok()) << worker.status();
+    const std::string expected = "OMP_WAIT_POLICY=" + (given.empty() ? std::string("PASSIVE") : given);
+    std::string seen;
+    for (int i = 0; i < 300 && !absl::StrContains(seen, expected + '\0'); ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      seen = environ_of((*worker)->pid());
+    }
+    EXPECT_TRUE(absl::StrContains(seen, expected + '\0')) << "given: " << given;
+    if (!given.empty()) EXPECT_FALSE(absl::StrContains(seen, "OMP_WAIT_POLICY=PASSIVE"));
+    (*worker)->SignalGroup(SIGKILL);  // the supervisor and its trainer
+    (*worker)->Wait(std::chrono::seconds(30)).IgnoreError();
+  }
+}
+
 TEST_F(TrainingTest, NcclWithoutAGpuFailsFastNamingGloo) {
   if (CheckNcclUsable().ok()) GTEST_SKIP() << "this machine has a usable GPU";
   auto worker = *Subprocess::Start({testing::BinPath("worker/tp-worker"), "--coordinator", coordinator_->address(),
