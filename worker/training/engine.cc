@@ -357,8 +357,9 @@ absl::StatusOr<StepStats> Engine::train_batch() {
     }
 
     if (dtype_ == Dtype::kFloat16) {  // dynamic loss scaling: every rank must agree to skip
-      double sum = 0;
-      for (const auto& [name, master] : masters_) sum += master.grad().sum().item<double>();
+      std::vector<torch::Tensor> sums;  // one device sync for all of them, not one per tensor
+      for (const auto& [name, master] : masters_) sums.push_back(master.grad().sum());
+      const double sum = torch::stack(sums).sum().item<double>();
       torch::Tensor overflow = torch::tensor({std::isfinite(sum) ? 0.0f : 1.0f});
       world_->AllReduceSum(overflow);
       if (overflow.item<float>() > 0) {
