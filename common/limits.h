@@ -46,6 +46,8 @@ inline constexpr int kMaxWorldSize = 1000000;
 // One call covers one rank's TP, DP and world groups with room to spare.
 inline constexpr int kMaxGroupsPerCall = 16;
 inline constexpr int kMaxKeysPerCall = 1024;
+// Calls a member session may have in flight at once (coordinator.proto, Session).
+inline constexpr int kMaxSessionCalls = 16;
 // Parked calls wait at most an hour; longer waits are capped (a job that needs longer re-issues the call).
 inline constexpr uint32_t kMaxWaitMs = 3600 * 1000;
 // ListJobs pages; a page of 1000 jobs without their configs stays far below 4 MiB.

@@ -6,6 +6,8 @@
 // alike (gRPC's AuthMetadataProcessor needs secure server credentials, and aborts the process on insecure
 // ones).
 //
+// The rendezvous calls are served by MemberCalls, shared with the member session (session_reactor.h).
+//
 // Every method is served from raw bytes: the request is parsed here, so that bytes that are not a valid
 // message (garbage, invalid UTF-8 in a string field) are answered INVALID_ARGUMENT naming the message,
 // where gRPC's own parsing answers an empty UNIMPLEMENTED. No exception leaves a handler: a bug is answered
@@ -14,6 +16,7 @@
 #define TPCOORD_COORDINATOR_COORDINATOR_SERVICE_H_
 
 #include "coordinator/job_registry.h"
+#include "coordinator/member_calls.h"
 #include "tpcoord/v1/coordinator.grpc.pb.h"
 
 namespace tpcoord {
@@ -59,7 +62,7 @@ class CoordinatorService final : public v1::Coordinator::CallbackService {
 
   // The job a call within a generation names: NOT_FOUND unless it exists.
   absl::StatusOr<std::shared_ptr<Job>> ExistingJob(const std::string& job_id) const;
-  // How long a parked call may wait: the request's wait_timeout_ms (0: the default), capped at kMaxWaitMs,
+  // How long a parked call may wait: MemberCalls::Wait,
   // and ending a little before the client's own gRPC deadline, so that our DEADLINE_EXCEEDED, which names
   // what is missing, reaches the client.
   Millis WaitFor(const grpc::CallbackServerContext* ctx, uint32_t wait_timeout_ms) const;
@@ -67,6 +70,7 @@ class CoordinatorService final : public v1::Coordinator::CallbackService {
   JobRegistry* const registry_;
   const JobOptions options_;
   const std::string admin_token_sha256_;
+  const MemberCalls calls_;  // what the rendezvous calls do, unary or on a session
 };
 
 }  // namespace tpcoord

@@ -143,7 +143,7 @@ TEST_F(HostileRequestTest, SessionsServeOnlyTheMemberThatOpenedThem) {
   auto session = [&](std::unique_ptr<grpc::ClientContext> ctx, std::vector<std::tuple<std::string, int, int>> beats) {
     auto stream = stub_->Session(ctx.get());
     for (const auto& [job, generation, rank] : beats) {
-      v1::HeartbeatRequest beat;
+      v1::SessionRequest beat;
       beat.set_job_id(job);
       beat.set_generation(generation);
       beat.set_rank(rank);
