@@ -44,6 +44,9 @@ struct CoordinatorClient::Impl {
                         const std::string& member_key, bool idempotent, std::chrono::steady_clock::time_point give_up,
                         const std::function<Millis(Request&, Millis)>& prepare);
 
+  // The n-th barrier request of `name` in m's generation is its round n (BarrierRequest.round).
+  v1::BarrierRequest BarrierRequestOf(const Membership& m, const std::string& name);
+
   // Adds the token and `member_key` to a call.
   void AddCredentials(grpc::ClientContext* ctx, const std::string& member_key) const;
 
@@ -76,6 +79,17 @@ struct CoordinatorClient::Impl {
   std::mutex rounds_mu;
   std::map<std::tuple<std::string, uint64_t, std::string>, uint64_t> barrier_rounds;  // (job, generation, name)
 };
+
+// The requests and answers of the rendezvous, the same on a unary call and on a member session.
+v1::JoinRequest JoinRequestToProto(const JoinRequest& request);
+absl::StatusOr<Membership> MembershipFrom(const std::string& job_id, const std::string& member_key,
+                                          const v1::JoinResponse& resp);
+v1::PublishUniqueIdRequest PublishRequestOf(const Membership& m, const UniqueIds& ids);
+v1::GetUniqueIdRequest GetRequestOf(const Membership& m, const std::vector<GroupId>& groups);
+absl::StatusOr<UniqueIds> UniqueIdsFrom(v1::GetUniqueIdResponse* resp);
+v1::LeaveRequest LeaveRequestOf(const Membership& m, bool finished, const std::string& reason, bool fatal);
+// The coordinator's error answer as a status; `context` (its "tpcoord-context") marks a DeepSpeed error.
+absl::Status CoordinatorAnswer(int code, const std::string& message, const std::string& context);
 
 // The leader a standby named in its answer (coordinator/standby_service.h: trailing metadata
 // "tpcoord-leader"); "" if none.

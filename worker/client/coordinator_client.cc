@@ -216,11 +216,8 @@ absl::Status CoordinatorClient::Impl::Attempts(Method<Request, Response> method,
       status = absl::DeadlineExceededError(absl::StrCat("no answer from the coordinator at ", target->address,
                                                         " within ", attempt.count(), " ms"));
     }
-    // Only DeepSpeed's conflict errors carry a context line: keep them recognisable as such, text exact.
     for (const auto& [key, value] : ctx.GetServerTrailingMetadata()) {
-      if (key != "tpcoord-context") continue;
-      status = DeepSpeedError(status.message());
-      SetErrorContext(&status, absl::string_view(value.data(), value.size()));
+      if (key == "tpcoord-context") status = CoordinatorAnswer(s.error_code(), s.error_message(), std::string(value.data(), value.size()));
     }
     // A standby refused the call without acting on it: even a call that is not idempotent goes to the leader.
     const std::string leader = s.error_code() == grpc::StatusCode::UNAVAILABLE ? LeaderNamedIn(ctx) : "";
@@ -281,7 +278,7 @@ absl::StatusOr<std::string> CoordinatorClient::MergeConfig(const Membership& m, 
   return std::move(*resp.mutable_merged_config_json());
 }
 
-absl::StatusOr<Membership> CoordinatorClient::Join(const JoinRequest& request, Millis wait) {
+v1::JoinRequest JoinRequestToProto(const JoinRequest& request) {
   v1::JoinRequest req;
   req.set_job_id(request.job_id);
   req.set_worker_id(request.worker_id);
@@ -291,16 +288,18 @@ absl::StatusOr<Membership> CoordinatorClient::Join(const JoinRequest& request, M
   req.set_rejoin_timeout_ms(static_cast<uint32_t>(request.rejoin_timeout.count()));
   if (request.requested_rank) req.set_requested_rank(*request.requested_rank);
   req.set_tp_size(request.tp_size);
-  const std::string member_key = request.member_key.empty() ? RandomSecret() : request.member_key;
-  v1::JoinResponse resp;
-  if (absl::Status s = impl_->Wait(&v1::Coordinator::Stub::Join, req, &resp, wait, member_key); !s.ok()) return s;
+  return req;
+}
+
+absl::StatusOr<Membership> MembershipFrom(const std::string& job_id, const std::string& member_key,
+                                          const v1::JoinResponse& resp) {
   absl::StatusOr<Mesh> mesh = Mesh::Create(resp.mesh().world_size(), resp.mesh().tp_size());
   if (!mesh.ok()) return absl::InternalError(absl::StrCat("the coordinator answered an invalid mesh: ", mesh.status().message()));
-  return Membership{request.job_id, resp.generation(), resp.rank(), member_key, *mesh,
+  return Membership{job_id, resp.generation(), resp.rank(), member_key, *mesh,
                     Millis(resp.heartbeat_interval_ms()), Millis(resp.lease_ms())};
 }
 
-absl::Status CoordinatorClient::PublishUniqueIds(const Membership& m, const UniqueIds& ids) {
+v1::PublishUniqueIdRequest PublishRequestOf(const Membership& m, const UniqueIds& ids) {
   v1::PublishUniqueIdRequest req;
   req.set_job_id(m.job_id);
   req.set_generation(m.generation);
@@ -311,28 +310,83 @@ absl::Status CoordinatorClient::PublishUniqueIds(const Membership& m, const Uniq
     id->set_root(slot.root);
     id->set_id(bytes);
   }
-  v1::PublishUniqueIdResponse resp;
-  return impl_->Call(&v1::Coordinator::Stub::PublishUniqueId, req, &resp, m.member_key);
+  return req;
 }
 
-absl::StatusOr<UniqueIds> CoordinatorClient::GetUniqueIds(const Membership& m, const std::vector<GroupId>& groups,
-                                                          Millis wait) {
+v1::GetUniqueIdRequest GetRequestOf(const Membership& m, const std::vector<GroupId>& groups) {
   v1::GetUniqueIdRequest req;
   req.set_job_id(m.job_id);
   req.set_generation(m.generation);
   req.set_rank(m.rank);
   for (const GroupId& group : groups) *req.add_groups() = GroupIdToProto(group);
-  v1::GetUniqueIdResponse resp;
-  if (absl::Status s = impl_->Wait(&v1::Coordinator::Stub::GetUniqueId, req, &resp, wait, m.member_key); !s.ok()) {
-    return s;
-  }
+  return req;
+}
+
+absl::StatusOr<UniqueIds> UniqueIdsFrom(v1::GetUniqueIdResponse* resp) {
   UniqueIds ids;
-  for (v1::UniqueId& id : *resp.mutable_ids()) {
+  for (v1::UniqueId& id : *resp->mutable_ids()) {
     absl::StatusOr<GroupId> group = GroupIdFromProto(id.group(), "ids.group");
     if (!group.ok()) return absl::InternalError(absl::StrCat("the coordinator answered ", group.status().message()));
     ids.push_back({{*group, id.root()}, std::move(*id.mutable_id())});
   }
   return ids;
+}
+
+v1::BarrierRequest CoordinatorClient::Impl::BarrierRequestOf(const Membership& m, const std::string& name) {
+  v1::BarrierRequest req;
+  req.set_job_id(m.job_id);
+  req.set_generation(m.generation);
+  req.set_rank(m.rank);
+  req.set_name(name);
+  std::lock_guard<std::mutex> lock(rounds_mu);
+  req.set_round(++barrier_rounds[{m.job_id, m.generation, name}]);
+  return req;
+}
+
+v1::LeaveRequest LeaveRequestOf(const Membership& m, bool finished, const std::string& reason, bool fatal) {
+  v1::LeaveRequest req;
+  req.set_job_id(m.job_id);
+  req.set_generation(m.generation);
+  req.set_rank(m.rank);
+  req.set_finished(finished);
+  req.set_reason(TruncateUtf8(reason, kMaxReasonBytes));
+  req.set_fatal(fatal);
+  return req;
+}
+
+absl::Status CoordinatorAnswer(int code, const std::string& message, const std::string& context) {
+  absl::Status status(static_cast<absl::StatusCode>(code), message);
+  // Only DeepSpeed's conflict errors carry a context line: keep them recognisable as such, text exact.
+  if (!context.empty()) {
+    status = DeepSpeedError(status.message());
+    SetErrorContext(&status, context);
+  }
+  return status;
+}
+
+absl::StatusOr<Membership> CoordinatorClient::Join(const JoinRequest& request, Millis wait) {
+  const std::string member_key = request.member_key.empty() ? RandomSecret() : request.member_key;
+  v1::JoinResponse resp;
+  if (absl::Status s = impl_->Wait(&v1::Coordinator::Stub::Join, JoinRequestToProto(request), &resp, wait, member_key);
+      !s.ok()) {
+    return s;
+  }
+  return MembershipFrom(request.job_id, member_key, resp);
+}
+
+absl::Status CoordinatorClient::PublishUniqueIds(const Membership& m, const UniqueIds& ids) {
+  v1::PublishUniqueIdResponse resp;
+  return impl_->Call(&v1::Coordinator::Stub::PublishUniqueId, PublishRequestOf(m, ids), &resp, m.member_key);
+}
+
+absl::StatusOr<UniqueIds> CoordinatorClient::GetUniqueIds(const Membership& m, const std::vector<GroupId>& groups,
+                                                          Millis wait) {
+  v1::GetUniqueIdResponse resp;
+  if (absl::Status s = impl_->Wait(&v1::Coordinator::Stub::GetUniqueId, GetRequestOf(m, groups), &resp, wait, m.member_key);
+      !s.ok()) {
+    return s;
+  }
+  return UniqueIdsFrom(&resp);
 }
 
 namespace {
@@ -419,17 +473,8 @@ absl::Status CoordinatorClient::StoreWait(const Membership& m, const std::vector
 }
 
 absl::Status CoordinatorClient::Barrier(const Membership& m, const std::string& name, Millis wait) {
-  v1::BarrierRequest req;
-  req.set_job_id(m.job_id);
-  req.set_generation(m.generation);
-  req.set_rank(m.rank);
-  req.set_name(name);
-  {
-    std::lock_guard<std::mutex> lock(impl_->rounds_mu);
-    req.set_round(++impl_->barrier_rounds[{m.job_id, m.generation, name}]);
-  }
   v1::BarrierResponse resp;
-  return impl_->Wait(&v1::Coordinator::Stub::Barrier, req, &resp, wait, m.member_key);
+  return impl_->Wait(&v1::Coordinator::Stub::Barrier, impl_->BarrierRequestOf(m, name), &resp, wait, m.member_key);
 }
 
 absl::StatusOr<Millis> CoordinatorClient::Heartbeat(const Membership& m) {
@@ -447,15 +492,8 @@ absl::StatusOr<Millis> CoordinatorClient::Heartbeat(const Membership& m) {
 }
 
 absl::Status CoordinatorClient::Leave(const Membership& m, bool finished, const std::string& reason, bool fatal) {
-  v1::LeaveRequest req;
-  req.set_job_id(m.job_id);
-  req.set_generation(m.generation);
-  req.set_rank(m.rank);
-  req.set_finished(finished);
-  req.set_reason(TruncateUtf8(reason, kMaxReasonBytes));
-  req.set_fatal(fatal);
   v1::LeaveResponse resp;
-  return impl_->Call(&v1::Coordinator::Stub::Leave, req, &resp, m.member_key);
+  return impl_->Call(&v1::Coordinator::Stub::Leave, LeaveRequestOf(m, finished, reason, fatal), &resp, m.member_key);
 }
 
 absl::StatusOr<v1::JobStatus> CoordinatorClient::GetJob(const std::string& job_id) {

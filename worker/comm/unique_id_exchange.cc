@@ -33,11 +33,13 @@ absl::StatusOr<std::string> NcclUniqueId() {
 #endif
 }
 
-absl::StatusOr<std::map<GroupId, std::vector<std::string>>> ExchangeUniqueIds(CoordinatorClient& client,
-                                                                              const Membership& m,
-                                                                              const std::vector<GroupId>& groups,
-                                                                              const UniqueIdSource& source,
-                                                                              Millis wait) {
+namespace {
+
+// `via`: a MemberSession or a CoordinatorClient (the same two calls).
+template <typename Via>
+absl::StatusOr<std::map<GroupId, std::vector<std::string>>> Exchange(Via& via, const Membership& m,
+                                                                     const std::vector<GroupId>& groups,
+                                                                     const UniqueIdSource& source, Millis wait) {
   std::map<GroupId, std::vector<std::string>> ids;
   UniqueIds mine;
   for (const UniqueIdSlot& slot : m.mesh.RootSlotsOf(m.rank)) {
@@ -51,13 +53,13 @@ absl::StatusOr<std::map<GroupId, std::vector<std::string>>> ExchangeUniqueIds(Co
     if (m.mesh.UniqueIdRoots(group) > 1 || m.mesh.Leader(group) != m.rank) theirs.push_back(group);
   }
   if (!mine.empty()) {
-    if (absl::Status s = client.PublishUniqueIds(m, mine); !s.ok()) return s;
+    if (absl::Status s = via.PublishUniqueIds(m, mine); !s.ok()) return s;
   }
   for (auto& [slot, bytes] : mine) {  // the groups the caller is the only root of
     if (m.mesh.UniqueIdRoots(slot.group) == 1) ids[slot.group] = {std::move(bytes)};
   }
   if (!theirs.empty()) {
-    absl::StatusOr<UniqueIds> got = client.GetUniqueIds(m, theirs, wait);
+    absl::StatusOr<UniqueIds> got = via.GetUniqueIds(m, theirs, wait);
     if (!got.ok()) return got.status();
     for (auto& [slot, bytes] : *got) ids[slot.group].push_back(std::move(bytes));
     for (const GroupId& group : theirs) {
@@ -69,6 +71,24 @@ absl::StatusOr<std::map<GroupId, std::vector<std::string>>> ExchangeUniqueIds(Co
     }
   }
   return ids;
+}
+
+}  // namespace
+
+absl::StatusOr<std::map<GroupId, std::vector<std::string>>> ExchangeUniqueIds(MemberSession& session,
+                                                                              const Membership& m,
+                                                                              const std::vector<GroupId>& groups,
+                                                                              const UniqueIdSource& source,
+                                                                              Millis wait) {
+  return Exchange(session, m, groups, source, wait);
+}
+
+absl::StatusOr<std::map<GroupId, std::vector<std::string>>> ExchangeUniqueIds(CoordinatorClient& client,
+                                                                              const Membership& m,
+                                                                              const std::vector<GroupId>& groups,
+                                                                              const UniqueIdSource& source,
+                                                                              Millis wait) {
+  return Exchange(client, m, groups, source, wait);
 }
 
 }  // namespace tpcoord

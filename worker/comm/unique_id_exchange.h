@@ -11,6 +11,7 @@
 
 #include "absl/status/statusor.h"
 #include "worker/client/coordinator_client.h"
+#include "worker/client/member_session.h"
 
 namespace tpcoord {
 
@@ -26,7 +27,13 @@ absl::StatusOr<std::string> NcclUniqueId();
 
 // The ID arrays of `groups` (the caller must belong to each), roots in root order: the roots the caller is
 // are made by `source` and published in one call; the arrays not wholly the caller's are fetched in one
-// call that waits up to `wait` for their other roots.
+// call that waits up to `wait` for their other roots. Through the member's session (tp-worker), or through
+// unary calls of `client`.
+absl::StatusOr<std::map<GroupId, std::vector<std::string>>> ExchangeUniqueIds(MemberSession& session,
+                                                                              const Membership& m,
+                                                                              const std::vector<GroupId>& groups,
+                                                                              const UniqueIdSource& source,
+                                                                              Millis wait);
 absl::StatusOr<std::map<GroupId, std::vector<std::string>>> ExchangeUniqueIds(CoordinatorClient& client,
                                                                               const Membership& m,
                                                                               const std::vector<GroupId>& groups,

@@ -112,7 +112,7 @@ void Engine::Abandon(const std::string& reason, bool fatal) {
   leaving_.store(true);
   // Leave first: a session that closes before its member left is taken for a death.
   if (!finished_ && membership_.generation != 0 && !lost()) {
-    (void)launch_.client().Leave(membership_, /*finished=*/false, reason, fatal);
+    (void)session_->Leave(/*finished=*/false, reason, fatal);
   }
   session_.reset();
   finished_ = true;
@@ -157,10 +157,8 @@ absl::StatusOr<std::unique_ptr<Engine>> initialize(LlamaModel model, const std::
                    lc.rank, launch.recorded() ? launch.recorded()->tp_size : 0, /*member_key=*/""};
   join.min_world_size = std::min(lc.min_world_size, lc.world_size);
   join.rejoin_timeout = lc.rejoin_timeout;
-  absl::StatusOr<Membership> membership = client.Join(join, lc.join_timeout);
-  if (!membership.ok()) return InPhase("join", membership.status());
-  e.membership_ = *membership;
-  e.session_ = std::make_unique<MemberSession>(&client, e.membership_, [&e, &lc](absl::Status status) {
+  // The member session carries the whole rendezvous from here on: Join, merge, unique IDs, Leave.
+  e.session_ = std::make_unique<MemberSession>(&client, /*member_key=*/"", [&e, &lc](absl::Status status) {
     // React before waking AwaitLost: a trainer waiting there for the coordinator's verdict sets leaving_
     // as soon as it wakes, and the end must not pass for its own doing then.
     if (lc.on_generation_end && !e.leaving_.load()) lc.on_generation_end(status);
@@ -170,6 +168,9 @@ absl::StatusOr<std::unique_ptr<Engine>> initialize(LlamaModel model, const std::
     }
     e.lost_cv_.notify_all();
   });
+  absl::StatusOr<Membership> membership = e.session_->Join(join, lc.join_timeout);
+  if (!membership.ok()) return InPhase("join", membership.status());
+  e.membership_ = *membership;
   launch.timings().emplace_back("join", SecondsSince(start));
   absl::Status setup = e.Setup(ds_config_json, has_mpu);
   if (!setup.ok()) {
@@ -190,7 +191,7 @@ absl::Status Engine::Setup(const std::string& ds_config_json, bool has_mpu) {
 
   // Merge: validated against the record, identical on every worker.
   Clock::time_point start = Clock::now();
-  absl::StatusOr<std::string> merged = client.MergeConfig(m, ds_config_json, has_mpu);
+  absl::StatusOr<std::string> merged = session_->MergeConfig(ds_config_json, has_mpu);
   if (!merged.ok()) return InPhase("merge", merged.status());
   merged_config_ = *merged;
   absl::StatusOr<TrainConfig> train = ParseTrainConfig(nlohmann::json::parse(*merged), m.mesh.dp_size());
@@ -230,7 +231,7 @@ absl::Status Engine::Setup(const std::string& ds_config_json, bool has_mpu) {
   std::vector<std::unique_ptr<Communicator>> comms;
   if (lc.backend == "nccl") {
     absl::StatusOr<std::map<GroupId, std::vector<std::string>>> ids =
-        ExchangeUniqueIds(client, m, groups, NcclUniqueId, lc.collective_timeout);
+        ExchangeUniqueIds(*session_, m, groups, NcclUniqueId, lc.collective_timeout);
     if (!ids.ok()) return InPhase("unique ids", ids.status());
     for (size_t i = 0; i < groups.size(); ++i) {
       auto comm = MakeNcclCommunicator(GroupName(groups[i]), (*ids)[groups[i]], places[i].first, places[i].second,
@@ -501,7 +502,7 @@ absl::Status Engine::load_checkpoint(const std::string& dir) {
 
 absl::Status Engine::Finish() {
   finished_ = true;
-  absl::Status left = launch_.client().Leave(membership_, /*finished=*/true, "");
+  absl::Status left = session_->Leave(/*finished=*/true, "");
   session_.reset();  // after Leave: a session that closes before its member left is taken for a death
   return left;
 }
