@@ -2,11 +2,12 @@
 // tp-coordinator process, compared with the same protocol shape over LibTorch's c10d::TCPStore (the store
 // torchrun uses), both with the same number of client connections, in the same run.
 //
-//   build/bench/rendezvous_bench [--workers 1000,10000] [--tp-size 8] [--connections 16] [--tls]
+//   build/bench/rendezvous_bench [--workers 1000,10000,100000] [--tp-size 8] [--connections 16] [--tls]
 //
-// Protocol per simulated worker (tpcoord): RecordTpInitArgs -> Join -> MergeConfig -> PublishUniqueId for
-// the ID roots it is and GetUniqueId for the rest of its TP, DP and world groups' ID arrays (one root per 256
-// ranks: the world of 10,000 starts from 40 IDs) -> Barrier. Workers are
+// Protocol per simulated worker (tpcoord): record the TP init args -> Join -> merge the config -> publish
+// the IDs of the roots it is and get the rest of its TP, DP and world groups' ID arrays (one root per 256
+// ranks: the world of 10,000 starts from 40 IDs) -> barrier. tp-worker runs it as three calls on its member
+// session (SessionRun); --unary also runs it as one unary RPC per step (UnaryRun), for comparison. Workers are
 // asynchronous gRPC callback clients multiplexed over --connections channels; IDs are 128 random bytes
 // (the coordinator cannot tell them from ncclGetUniqueId output, and 10,000 NCCL bootstrap sockets would
 // measure the kernel, not the rendezvous).
@@ -16,8 +17,8 @@
 // deploy/make-secrets.sh), and the cost of TLS is printed against plaintext, measured in the same run.
 //
 // The TCPStore baseline runs the same steps as torchrun-style store operations: compareSet of the TP init
-// args, add + wait to join (rank = add order), set + get to compare configs with rank 0's, set or get per
-// group ID, add + wait for the barrier. TCPStore clients are synchronous, so each connection's thread
+// args, add + wait to join (rank = add order), set + get to compare configs with rank 0's, one set or get per
+// group's IDs, add + wait for the barrier. TCPStore clients are synchronous, so each connection's thread
 // walks its share of the workers through one step at a time (a blocking wait only after every worker
 // has issued the step's writes); its server runs in a separate process, as the coordinator does.
 #include <sys/wait.h>
@@ -54,6 +55,7 @@ ABSL_FLAG(std::string, workers, "1000,10000", "comma-separated numbers of simula
 ABSL_FLAG(int, tp_size, 8, "tensor-parallel size");
 ABSL_FLAG(int, connections, 16, "client connections (gRPC channels / TCPStore clients)");
 ABSL_FLAG(bool, baseline, true, "also run the c10d::TCPStore baseline");
+ABSL_FLAG(bool, unary, true, "also run tpcoord's rendezvous as unary calls (without member sessions)");
 ABSL_FLAG(bool, tls, true, "also run tpcoord over mutual TLS");
 ABSL_FLAG(bool, etcd, true, "also run tpcoord with its state in a 3-member etcd cluster (HA), if etcd-server is installed");
 ABSL_FLAG(int, tcpstore_server, 0, "internal: host a TCPStore server on this port and wait for stdin to close");
@@ -122,43 +124,236 @@ struct Result {
   double server_cpu_s = 0;
   int failures = 0;
   std::string first_error;
+  bool session = false;  // record, join and merge were one call: one phase
 };
 
 // --- tpcoord: asynchronous simulated workers ------------------------------------------------------------
 
-class TpcoordRun {
+// What the two ways of talking to the coordinator share: N simulated workers started at once, each
+// reporting its phases and its messages, until all are done.
+class Simulation {
  public:
-  TpcoordRun(int workers, int tp_size, std::vector<std::unique_ptr<v1::Coordinator::Stub>>* stubs)
-      : n_(workers), tp_size_(tp_size), stubs_(stubs), state_(workers) {}
+  Simulation(int workers, int tp_size, std::vector<std::unique_ptr<v1::Coordinator::Stub>>* stubs)
+      : n_(workers), tp_size_(tp_size), mesh_(*Mesh::Create(workers, tp_size)), stubs_(stubs), messages_(workers) {}
+  virtual ~Simulation() = default;
 
   Result Run() {
     start_ = Clock::now();
-    for (int i = 0; i < n_; ++i) Record(i);
+    for (int i = 0; i < n_; ++i) Begin(i);
     std::unique_lock<std::mutex> lock(mu_);
     done_cv_.wait(lock, [&] { return finished_ == n_; });
     Result r;
     for (int p = 0; p < kPhases; ++p) r.phase_end[p] = Seconds(phase_end_[p] - start_);
     r.total = r.phase_end[kPhases - 1];
-    int64_t calls = 0;
-    for (const Worker& w : state_) {
-      calls += w.calls;
-      r.max_calls = std::max(r.max_calls, w.calls);
+    int64_t messages = 0;
+    for (int m : messages_) {
+      messages += m;
+      r.max_calls = std::max(r.max_calls, m);
     }
-    r.calls_per_worker = static_cast<double>(calls) / n_;
+    r.calls_per_worker = static_cast<double>(messages) / n_;
     r.failures = failures_;
     r.first_error = first_error_;
     return r;
   }
 
- private:
-  struct Worker {
-    uint64_t generation = 0;
-    int rank = -1;
-    int calls = 0;
-    std::atomic<int> pending_ids{0};
-  };
+ protected:
+  virtual void Begin(int i) = 0;
 
   v1::Coordinator::Stub* StubFor(int i) { return (*stubs_)[i % stubs_->size()].get(); }
+  static std::string MemberKey(int i) { return absl::StrCat("bench-member-key-of-worker-", i); }
+  static void AddCredentials(grpc::ClientContext* ctx, int i) {
+    ctx->AddMetadata(std::string(kAuthorizationMetadata), absl::StrCat("Bearer ", kToken));
+    ctx->AddMetadata(std::string(kMemberKeyMetadata), MemberKey(i));
+  }
+  v1::JoinRequest JoinOf(int i) const {
+    v1::JoinRequest req;
+    req.set_job_id(kJob);
+    req.set_worker_id(absl::StrCat("worker-", i));
+    req.set_host(absl::StrCat("node-", i / 8));
+    req.set_world_size(n_);
+    req.set_wait_timeout_ms(100000);
+    return req;
+  }
+  // The IDs of the roots `rank` is, and the groups it needs the IDs of.
+  void UniqueIdsOf(int rank, v1::PublishUniqueIdRequest* publish, v1::GetUniqueIdRequest* get) const {
+    thread_local std::mt19937_64 rng(std::random_device{}());
+    for (const UniqueIdSlot& slot : mesh_.RootSlotsOf(rank)) {
+      v1::UniqueId* id = publish->add_ids();
+      *id->mutable_group() = GroupIdToProto(slot.group);
+      id->set_root(slot.root);
+      id->set_id(RandomId(rng));
+    }
+    for (const GroupId& group : {mesh_.tp_group_of(rank), mesh_.dp_group_of(rank), GroupId{GroupKind::kWorld, 0}}) {
+      if (mesh_.UniqueIdRoots(group) > 1 || mesh_.Leader(group) != rank) *get->add_groups() = GroupIdToProto(group);
+    }
+    get->set_wait_timeout_ms(100000);
+  }
+
+  void PhaseDone(int phase) {
+    const Clock::time_point now = Clock::now();
+    std::lock_guard<std::mutex> lock(mu_);
+    phase_end_[phase] = std::max(phase_end_[phase], now);
+    if (phase == kPhases - 1 && ++finished_ == n_) done_cv_.notify_all();
+  }
+
+  void Fail(int i, const std::string& why) {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (failures_++ == 0) first_error_ = absl::StrCat("worker ", i, ": ", why);
+    if (++finished_ == n_) done_cv_.notify_all();
+  }
+
+  static constexpr const char* kJob = "bench";
+  const int n_;
+  const int tp_size_;
+  const Mesh mesh_;
+  std::vector<std::unique_ptr<v1::Coordinator::Stub>>* stubs_;
+  std::vector<int> messages_;  // per worker: calls (unary) or messages up (session)
+
+ private:
+  Clock::time_point start_;
+  std::mutex mu_;
+  std::condition_variable done_cv_;
+  Clock::time_point phase_end_[kPhases] = {};
+  int finished_ = 0;
+  int failures_ = 0;
+  std::string first_error_;
+};
+
+// The whole rendezvous on one member session per worker: three calls up its stream, three answers down.
+//   1: record + join + merge_config   2: publish_unique_id (roots) + get_unique_id   3: barrier
+// (between 2 and 3 a real worker builds its communicators). Streams stay open until the run is over, as a
+// member's session does for its membership.
+class SessionRun final : public Simulation {
+ public:
+  using Simulation::Simulation;
+  ~SessionRun() override {
+    for (auto& w : workers_) w->ctx.TryCancel();
+    std::unique_lock<std::mutex> lock(streams_mu_);
+    streams_cv_.wait(lock, [&] { return open_streams_ == 0; });
+  }
+
+ private:
+  class Worker final : public grpc::ClientBidiReactor<v1::SessionRequest, v1::SessionEvent> {
+   public:
+    Worker(SessionRun* run, int i) : run_(run), i_(i) {}
+
+    void Start() {
+      AddCredentials(&ctx, i_);
+      run_->StubFor(i_)->async()->Session(&ctx, this);
+      v1::SessionRequest first;
+      first.set_call_id(1);
+      v1::RecordTpInitArgsRequest* record = first.mutable_record();
+      record->set_job_id(kJob);
+      record->set_tp_size(run_->tp_size_);
+      record->set_dtype(v1::DTYPE_BF16);
+      *first.mutable_join() = run_->JoinOf(i_);
+      first.mutable_merge_config()->set_config_json(kConfig);
+      StartRead(&event_);
+      Write(std::move(first));
+      StartCall();
+    }
+
+    void OnReadDone(bool ok) override {
+      if (!ok) return;  // the stream ended: OnDone tells how
+      if (event_.status_code() != 0) {
+        run_->Fail(i_, absl::StrCat("call ", event_.call_id(), ": ", event_.status_message()));
+        return;
+      }
+      v1::SessionRequest next;
+      next.set_call_id(event_.call_id() + 1);
+      switch (event_.call_id()) {
+        case 1: {
+          run_->PhaseDone(0);
+          run_->PhaseDone(1);
+          run_->PhaseDone(2);
+          v1::PublishUniqueIdRequest publish;
+          v1::GetUniqueIdRequest get;
+          run_->UniqueIdsOf(event_.join().rank(), &publish, &get);
+          if (publish.ids_size() > 0) *next.mutable_publish_unique_id() = std::move(publish);
+          if (get.groups_size() > 0) *next.mutable_get_unique_id() = std::move(get);
+          break;
+        }
+        case 2:
+          run_->PhaseDone(3);
+          next.mutable_barrier()->set_name("ready");
+          next.mutable_barrier()->set_wait_timeout_ms(100000);
+          break;
+        case 3:
+          run_->PhaseDone(4);
+          return;  // no more reads: the stream stays open until the run is over
+      }
+      StartRead(&event_);
+      Write(std::move(next));
+    }
+
+    void OnWriteDone(bool ok) override {
+      std::lock_guard<std::mutex> lock(mu_);
+      writing_ = false;
+      if (ok && pending_) {
+        out_ = *std::move(pending_);
+        pending_.reset();
+        writing_ = true;
+        StartWrite(&out_);
+      }
+    }
+
+    void OnDone(const grpc::Status& s) override {
+      if (!s.ok() && s.error_code() != grpc::StatusCode::CANCELLED) run_->Fail(i_, s.error_message());
+      run_->StreamClosed();
+    }
+
+    grpc::ClientContext ctx;
+
+   private:
+    // One write at a time: an answer may arrive before the write it answers reports done.
+    void Write(v1::SessionRequest message) {
+      run_->messages_[i_]++;
+      std::lock_guard<std::mutex> lock(mu_);
+      if (writing_) {
+        pending_ = std::move(message);
+        return;
+      }
+      out_ = std::move(message);
+      writing_ = true;
+      StartWrite(&out_);
+    }
+
+    SessionRun* const run_;
+    const int i_;
+    v1::SessionEvent event_;
+    std::mutex mu_;
+    v1::SessionRequest out_;
+    std::optional<v1::SessionRequest> pending_;
+    bool writing_ = false;
+  };
+
+  void Begin(int i) override {
+    {
+      std::lock_guard<std::mutex> lock(streams_mu_);
+      ++open_streams_;
+    }
+    workers_.push_back(std::make_unique<Worker>(this, i));
+    workers_.back()->Start();
+  }
+
+  void StreamClosed() {
+    std::lock_guard<std::mutex> lock(streams_mu_);
+    if (--open_streams_ == 0) streams_cv_.notify_all();
+  }
+
+  std::vector<std::unique_ptr<Worker>> workers_;
+  std::mutex streams_mu_;
+  std::condition_variable streams_cv_;
+  int open_streams_ = 0;
+};
+
+// The same rendezvous as unary calls, one per step and worker (what a client without a session does).
+class UnaryRun final : public Simulation {
+ public:
+  using Simulation::Simulation;
+
+ private:
+  void Begin(int i) override { Record(i); }
 
   // Sends one asynchronous call; `next` runs on a gRPC thread with the response.
   template <typename Req, typename Resp, typename Invoke, typename Next>
@@ -171,30 +366,16 @@ class TpcoordRun {
     auto* call = new Call;
     call->req = std::move(req);
     call->ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(120));
-    call->ctx.AddMetadata(std::string(kAuthorizationMetadata), absl::StrCat("Bearer ", kToken));
-    call->ctx.AddMetadata(std::string(kMemberKeyMetadata), absl::StrCat("bench-member-key-of-worker-", i));
-    state_[i].calls++;
+    AddCredentials(&call->ctx, i);
+    messages_[i]++;
     invoke(StubFor(i)->async(), &call->ctx, &call->req, &call->resp, [this, i, call, next](grpc::Status s) {
       if (s.ok()) {
         next(call->resp);
       } else {
-        Fail(i, s);
+        Fail(i, s.error_message());
       }
       delete call;
     });
-  }
-
-  void PhaseDone(int phase) {
-    const Clock::time_point now = Clock::now();
-    std::lock_guard<std::mutex> lock(mu_);
-    phase_end_[phase] = std::max(phase_end_[phase], now);
-    if (phase == kPhases - 1 && ++finished_ == n_) done_cv_.notify_all();
-  }
-
-  void Fail(int i, const grpc::Status& s) {
-    std::lock_guard<std::mutex> lock(mu_);
-    if (failures_++ == 0) first_error_ = absl::StrCat("worker ", i, ": ", s.error_message());
-    if (++finished_ == n_) done_cv_.notify_all();
   }
 
   void Record(int i) {
@@ -211,14 +392,8 @@ class TpcoordRun {
   }
 
   void Join(int i) {
-    v1::JoinRequest req;
-    req.set_job_id(kJob);
-    req.set_worker_id(absl::StrCat("worker-", i));
-    req.set_host(absl::StrCat("node-", i / 8));
-    req.set_world_size(n_);
-    req.set_wait_timeout_ms(100000);
     Send<v1::JoinRequest, v1::JoinResponse>(
-        i, req, [](auto* a, auto* c, auto* q, auto* r, auto cb) { a->Join(c, q, r, cb); },
+        i, JoinOf(i), [](auto* a, auto* c, auto* q, auto* r, auto cb) { a->Join(c, q, r, cb); },
         [this, i](const v1::JoinResponse& resp) {
           state_[i].generation = resp.generation();
           state_[i].rank = resp.rank();
@@ -243,19 +418,9 @@ class TpcoordRun {
 
   void UniqueIds(int i) {
     Worker& w = state_[i];
-    const Mesh mesh = *Mesh::Create(n_, tp_size_);
     v1::PublishUniqueIdRequest publish;
     v1::GetUniqueIdRequest get;
-    thread_local std::mt19937_64 rng(std::random_device{}());
-    for (const UniqueIdSlot& slot : mesh.RootSlotsOf(w.rank)) {
-      v1::UniqueId* id = publish.add_ids();
-      *id->mutable_group() = GroupIdToProto(slot.group);
-      id->set_root(slot.root);
-      id->set_id(RandomId(rng));
-    }
-    for (const GroupId& group : {mesh.tp_group_of(w.rank), mesh.dp_group_of(w.rank), GroupId{GroupKind::kWorld, 0}}) {
-      if (mesh.UniqueIdRoots(group) > 1 || mesh.Leader(group) != w.rank) *get.add_groups() = GroupIdToProto(group);
-    }
+    UniqueIdsOf(w.rank, &publish, &get);
     w.pending_ids = (publish.ids_size() > 0) + (get.groups_size() > 0);
     auto one_done = [this, i] {
       if (--state_[i].pending_ids == 0) {
@@ -275,7 +440,6 @@ class TpcoordRun {
       get.set_job_id(kJob);
       get.set_generation(w.generation);
       get.set_rank(w.rank);
-      get.set_wait_timeout_ms(100000);
       Send<v1::GetUniqueIdRequest, v1::GetUniqueIdResponse>(
           i, get, [](auto* a, auto* c, auto* q, auto* r, auto cb) { a->GetUniqueId(c, q, r, cb); },
           [one_done](const v1::GetUniqueIdResponse&) { one_done(); });
@@ -294,22 +458,18 @@ class TpcoordRun {
         [this](const v1::BarrierResponse&) { PhaseDone(4); });
   }
 
-  static constexpr const char* kJob = "bench";
-  const int n_;
-  const int tp_size_;
-  std::vector<std::unique_ptr<v1::Coordinator::Stub>>* stubs_;
-  std::vector<Worker> state_;
-  Clock::time_point start_;
-  std::mutex mu_;
-  std::condition_variable done_cv_;
-  Clock::time_point phase_end_[kPhases] = {};
-  int finished_ = 0;
-  int failures_ = 0;
-  std::string first_error_;
+  struct Worker {
+    uint64_t generation = 0;
+    int rank = -1;
+    std::atomic<int> pending_ids{0};
+  };
+  std::vector<Worker> state_{static_cast<size_t>(n_)};
 };
 
 // `state_store`: --state-store of the coordinator ("": SQLite in a fresh state directory).
-Result RunTpcoord(int workers, int tp_size, int connections, const TlsFiles& tls, const std::string& state_store = "") {
+// `session`: the whole rendezvous on member sessions (else unary calls).
+Result RunTpcoord(bool session, int workers, int tp_size, int connections, const TlsFiles& tls,
+                  const std::string& state_store = "") {
   std::vector<std::string> argv = {testing::BinPath("coordinator/tp-coordinator"), "--listen", "127.0.0.1:0",
                                    "--state-dir", testing::MakeTempDir("bench-state"), "--lease", "300s"};
   if (!state_store.empty()) argv.insert(argv.end(), {"--state-store", state_store});
@@ -354,9 +514,15 @@ Result RunTpcoord(int workers, int tp_size, int connections, const TlsFiles& tls
     retained->push_back(channel);
     stubs.push_back(v1::Coordinator::NewStub(channel));
   }
-  TpcoordRun run(workers, tp_size, &stubs);
+  std::unique_ptr<Simulation> run;
+  if (session) {
+    run = std::make_unique<SessionRun>(workers, tp_size, &stubs);
+  } else {
+    run = std::make_unique<UnaryRun>(workers, tp_size, &stubs);
+  }
   const double cpu_before = CpuSeconds((*coordinator)->pid());
-  Result result = run.Run();
+  Result result = run->Run();
+  result.session = session;
   result.server_cpu_s = CpuSeconds((*coordinator)->pid()) - cpu_before;
   result.server_rss_mib = PeakRssMiB((*coordinator)->pid());
   return result;
@@ -444,21 +610,24 @@ Result RunTcpStore(int workers, int tp_size, int connections) {
     }
     mark(2);
     sync_threads();
-    // unique IDs: each root sets its ID, members get every root's of their groups (a get per root, as
-    // ProcessGroupNCCL does with several roots; this TCPStore has no multiGet).
+    // unique IDs, in the fewest round trips a store allows: each group's leader sets one key holding all of
+    // the group's IDs (as if one rank could make them all), and every other member gets that key once.
+    // The multi-root protocol needs more: each root sets its own ID, and TCPStore 1.13 has no multiGet, so a
+    // member would get each root's key; this baseline is the cheaper, conservative one.
     for (int i = c; i < workers; i += connections) {
       for (const UniqueIdSlot& slot : mesh.RootSlotsOf(rank[i])) {
-        store.set(absl::StrCat("uid/", GroupName(slot.group), "/", slot.root), to_bytes(RandomId(rng)));
+        if (slot.root != 0) continue;
+        std::string ids;
+        for (int root = 0; root < mesh.UniqueIdRoots(slot.group); ++root) ids += RandomId(rng);
+        store.set(absl::StrCat("uid/", GroupName(slot.group)), to_bytes(ids));
         ops++;
       }
     }
     for (int i = c; i < workers; i += connections) {
       for (const GroupId& g : {mesh.tp_group_of(rank[i]), mesh.dp_group_of(rank[i]), GroupId{GroupKind::kWorld, 0}}) {
-        if (mesh.UniqueIdRoots(g) == 1 && mesh.Leader(g) == rank[i]) continue;
-        for (int root = 0; root < mesh.UniqueIdRoots(g); ++root) {
-          (void)store.get(absl::StrCat("uid/", GroupName(g), "/", root));
-          ops++;
-        }
+        if (mesh.Leader(g) == rank[i]) continue;
+        (void)store.get(absl::StrCat("uid/", GroupName(g)));
+        ops++;
       }
     }
     mark(3);
@@ -503,12 +672,12 @@ int HostTcpStoreServer(int port) {
 void Print(const char* name, const Result& r) {
   std::printf("  %-9s total %7.3f s |", name, r.total);
   double previous = 0;
-  for (int p = 0; p < kPhases; ++p) {
-    std::printf(" %s %.3f", kPhaseNames[p], r.phase_end[p] - previous);
+  for (int p = r.session ? 2 : 0; p < kPhases; ++p) {
+    std::printf(" %s %.3f", r.session && p == 2 ? "record+join+merge" : kPhaseNames[p], r.phase_end[p] - previous);
     previous = r.phase_end[p];
   }
-  std::printf(" | %.2f calls/worker (max %d) | server CPU %.2f s, peak RSS %.0f MiB", r.calls_per_worker,
-              r.max_calls, r.server_cpu_s, r.server_rss_mib);
+  std::printf(" | %.2f %s/worker (max %d) | server CPU %.2f s, peak RSS %.0f MiB", r.calls_per_worker,
+              r.session ? "messages up" : "calls", r.max_calls, r.server_cpu_s, r.server_rss_mib);
   if (r.failures) std::printf(" | %d FAILED, first: %s", r.failures, r.first_error.c_str());
   std::printf("\n");
 }
@@ -543,11 +712,17 @@ int main(int argc, char** argv) {
     }
     std::printf("N = %d workers (phase times are the extra time until the last worker finished the phase)\n",
                 workers);
-    const tpcoord::Result ours = tpcoord::RunTpcoord(workers, tp_size, connections, {});
+    const tpcoord::Result ours = tpcoord::RunTpcoord(/*session=*/true, workers, tp_size, connections, {});
     tpcoord::Print("tpcoord", ours);
     failures += ours.failures;
+    if (absl::GetFlag(FLAGS_unary)) {
+      const tpcoord::Result unary = tpcoord::RunTpcoord(/*session=*/false, workers, tp_size, connections, {});
+      tpcoord::Print("unary", unary);
+      failures += unary.failures;
+      std::printf("  ratio     tpcoord with unary calls / on member sessions = %.2fx\n", unary.total / ours.total);
+    }
     if (tls.enabled()) {
-      const tpcoord::Result secure = tpcoord::RunTpcoord(workers, tp_size, connections, tls);
+      const tpcoord::Result secure = tpcoord::RunTpcoord(/*session=*/true, workers, tp_size, connections, tls);
       tpcoord::Print("+mTLS", secure);
       failures += secure.failures;
       std::printf("  ratio     tpcoord over mutual TLS / plaintext = %.2fx (both with token and member keys)\n",
@@ -556,7 +731,8 @@ int main(int argc, char** argv) {
     if (absl::GetFlag(FLAGS_etcd) && tpcoord::testing::HaveEtcd()) {
       auto cluster = tpcoord::testing::EtcdCluster::Start(tpcoord::testing::MakeTempDir("bench-etcd"));
       if (cluster.ok()) {
-        const tpcoord::Result on_etcd = tpcoord::RunTpcoord(workers, tp_size, connections, {}, (*cluster)->url());
+        const tpcoord::Result on_etcd =
+            tpcoord::RunTpcoord(/*session=*/true, workers, tp_size, connections, {}, (*cluster)->url());
         tpcoord::Print("on etcd", on_etcd);
         failures += on_etcd.failures;
         std::printf("  ratio     tpcoord on etcd (3 members) / on SQLite = %.2fx\n", on_etcd.total / ours.total);
@@ -570,6 +746,8 @@ int main(int argc, char** argv) {
       failures += base.failures;
       std::printf("  ratio     TCPStore / tpcoord = %.2fx\n", base.total / ours.total);
     }
+    std::printf("  per worker: %.1f us of coordinator CPU, %.1f KiB of coordinator peak RSS\n",
+                ours.server_cpu_s * 1e6 / workers, ours.server_rss_mib * 1024 / workers);
   }
   return failures == 0 ? 0 : 1;
 }
