@@ -103,8 +103,12 @@ TEST_F(RendezvousTest, FourWorkersGetDeepSpeedsLayoutAndIdenticalUniqueIds) {
 
 // ncclCommInitRankScalable's contract through the real coordinator: in a world of 1,000 ranks (TP 2) every
 // group of more than 256 ranks starts from one ID per 256 ranks, each made by its root, and every member
-// holds the same array in the same order. 1,000 simulated workers share one client (one connection).
-TEST_F(RendezvousTest, GroupsOfMoreThan256RanksShareOneIdArrayFromTheirRoots) {
+// holds the same array in the same order. 1,000 simulated workers share one client (one connection), each
+// with a member session of its own (as tp-worker) or with unary calls.
+class RendezvousOverTest : public RendezvousTest, public ::testing::WithParamInterface<bool> {};
+
+TEST_P(RendezvousOverTest, GroupsOfMoreThan256RanksShareOneIdArrayFromTheirRoots) {
+  const bool on_sessions = GetParam();
   constexpr int kWorld = 1000, kTp = 2;
   ClientOptions options;
   options.address = coordinator_->address();
@@ -112,6 +116,8 @@ TEST_F(RendezvousTest, GroupsOfMoreThan256RanksShareOneIdArrayFromTheirRoots) {
   CoordinatorClient client(options);
   std::vector<std::map<GroupId, std::vector<std::string>>> held(kWorld);  // by rank
   std::vector<absl::Status> failures(kWorld);
+  // Open until every worker is done: a session that closes ends the generation for the others.
+  std::vector<std::unique_ptr<MemberSession>> sessions(kWorld);
   std::vector<std::thread> workers;
   for (int w = 0; w < kWorld; ++w) {
     workers.emplace_back([&, w] {
@@ -121,7 +127,13 @@ TEST_F(RendezvousTest, GroupsOfMoreThan256RanksShareOneIdArrayFromTheirRoots) {
       request.host = absl::StrCat("node-", w / 8);
       request.world_size = kWorld;
       request.tp_size = kTp;
-      absl::StatusOr<Membership> m = client.Join(request, std::chrono::seconds(120));
+      absl::StatusOr<Membership> m;
+      if (on_sessions) {
+        sessions[w] = std::make_unique<MemberSession>(&client, "", [](absl::Status) {});
+        m = sessions[w]->Join(request, std::chrono::seconds(120));
+      } else {
+        m = client.Join(request, std::chrono::seconds(120));
+      }
       if (!m.ok()) {
         failures[w] = m.status();
         return;
@@ -134,7 +146,8 @@ TEST_F(RendezvousTest, GroupsOfMoreThan256RanksShareOneIdArrayFromTheirRoots) {
       };
       const std::vector<GroupId> groups = {m->tp_group(), m->dp_group(), {GroupKind::kWorld, 0}};
       absl::StatusOr<std::map<GroupId, std::vector<std::string>>> ids =
-          ExchangeUniqueIds(client, *m, groups, source, std::chrono::seconds(120));
+          on_sessions ? ExchangeUniqueIds(*sessions[w], *m, groups, source, std::chrono::seconds(120))
+                      : ExchangeUniqueIds(client, *m, groups, source, std::chrono::seconds(120));
       if (!ids.ok()) {
         failures[w] = ids.status();
         return;
@@ -166,6 +179,11 @@ TEST_F(RendezvousTest, GroupsOfMoreThan256RanksShareOneIdArrayFromTheirRoots) {
   EXPECT_EQ(world_roots, std::vector<std::string>({"made by rank 0 ", "made by rank 250 ", "made by rank 500 ",
                                                    "made by rank 750 "}));
 }
+
+INSTANTIATE_TEST_SUITE_P(Calls, RendezvousOverTest, ::testing::Values(true, false),
+                         [](const ::testing::TestParamInfo<bool>& info) {
+                           return std::string(info.param ? "MemberSessions" : "UnaryCalls");
+                         });
 
 TEST_F(RendezvousTest, GlooAllReduceOverTheCoordinatorStore) {
   std::vector<std::unique_ptr<Subprocess>> probes;

@@ -319,19 +319,18 @@ absl::StatusOr<std::string> MemberSession::MergeConfig(const std::string& config
   return std::move(*answer->mutable_merge_config()->mutable_merged_config_json());
 }
 
-absl::Status MemberSession::PublishUniqueIds(const Membership& m, const UniqueIds& ids) {
+absl::StatusOr<UniqueIds> MemberSession::ExchangeUniqueIds(const Membership& m, const UniqueIds& mine,
+                                                           const std::vector<GroupId>& theirs, Millis wait) {
   v1::SessionRequest steps;
-  *steps.mutable_publish_unique_id() = PublishRequestOf(m, ids);
-  return impl_->Call(std::move(steps)).status();
-}
-
-absl::StatusOr<UniqueIds> MemberSession::GetUniqueIds(const Membership& m, const std::vector<GroupId>& groups,
-                                                      Millis wait) {
-  v1::SessionRequest steps;
-  *steps.mutable_get_unique_id() = GetRequestOf(m, groups);
-  steps.mutable_get_unique_id()->set_wait_timeout_ms(
-      static_cast<uint32_t>(std::clamp<int64_t>(wait.count(), 1, UINT32_MAX)));
-  absl::StatusOr<v1::SessionEvent> answer = impl_->Call(std::move(steps), wait + impl_->client()->options.wait_slack);
+  if (!mine.empty()) *steps.mutable_publish_unique_id() = PublishRequestOf(m, mine);
+  if (!theirs.empty()) {
+    *steps.mutable_get_unique_id() = GetRequestOf(m, theirs);
+    steps.mutable_get_unique_id()->set_wait_timeout_ms(
+        static_cast<uint32_t>(std::clamp<int64_t>(wait.count(), 1, UINT32_MAX)));
+  }
+  if (mine.empty() && theirs.empty()) return UniqueIds();
+  absl::StatusOr<v1::SessionEvent> answer =
+      impl_->Call(std::move(steps), theirs.empty() ? Millis(0) : wait + impl_->client()->options.wait_slack);
   if (!answer.ok()) return answer.status();
   return UniqueIdsFrom(answer->mutable_unique_ids());
 }

@@ -46,8 +46,10 @@ class MemberSession {
   absl::StatusOr<Membership> Join(const JoinRequest& request, Millis wait);
   // The member's merge (CoordinatorClient::MergeConfig with a membership).
   absl::StatusOr<std::string> MergeConfig(const std::string& config_json, bool has_mpu);
-  absl::Status PublishUniqueIds(const Membership& m, const UniqueIds& ids);
-  absl::StatusOr<UniqueIds> GetUniqueIds(const Membership& m, const std::vector<GroupId>& groups, Millis wait);
+  // Publishes the IDs of the roots m is (`mine`, may be empty), then returns those of `theirs` (may be empty),
+  // in order, each group's roots in root order, once all their roots published them: one call.
+  absl::StatusOr<UniqueIds> ExchangeUniqueIds(const Membership& m, const UniqueIds& mine,
+                                              const std::vector<GroupId>& theirs, Millis wait);
   absl::Status Barrier(const std::string& name, Millis wait);
   // `fatal`: see LeaveRequest.fatal.
   absl::Status Leave(bool finished, const std::string& reason, bool fatal = false);

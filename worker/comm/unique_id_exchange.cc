@@ -35,11 +35,13 @@ absl::StatusOr<std::string> NcclUniqueId() {
 
 namespace {
 
-// `via`: a MemberSession or a CoordinatorClient (the same two calls).
-template <typename Via>
-absl::StatusOr<std::map<GroupId, std::vector<std::string>>> Exchange(Via& via, const Membership& m,
+// Publishes `mine` (if any) and returns the IDs of `theirs` (if any).
+using PublishAndGet = std::function<absl::StatusOr<UniqueIds>(const UniqueIds& mine, const std::vector<GroupId>& theirs)>;
+
+absl::StatusOr<std::map<GroupId, std::vector<std::string>>> Exchange(const Membership& m,
                                                                      const std::vector<GroupId>& groups,
-                                                                     const UniqueIdSource& source, Millis wait) {
+                                                                     const UniqueIdSource& source,
+                                                                     const PublishAndGet& publish_and_get) {
   std::map<GroupId, std::vector<std::string>> ids;
   UniqueIds mine;
   for (const UniqueIdSlot& slot : m.mesh.RootSlotsOf(m.rank)) {
@@ -52,22 +54,16 @@ absl::StatusOr<std::map<GroupId, std::vector<std::string>>> Exchange(Via& via, c
   for (const GroupId& group : groups) {
     if (m.mesh.UniqueIdRoots(group) > 1 || m.mesh.Leader(group) != m.rank) theirs.push_back(group);
   }
-  if (!mine.empty()) {
-    if (absl::Status s = via.PublishUniqueIds(m, mine); !s.ok()) return s;
-  }
+  absl::StatusOr<UniqueIds> got = publish_and_get(mine, theirs);
+  if (!got.ok()) return got.status();
   for (auto& [slot, bytes] : mine) {  // the groups the caller is the only root of
     if (m.mesh.UniqueIdRoots(slot.group) == 1) ids[slot.group] = {std::move(bytes)};
   }
-  if (!theirs.empty()) {
-    absl::StatusOr<UniqueIds> got = via.GetUniqueIds(m, theirs, wait);
-    if (!got.ok()) return got.status();
-    for (auto& [slot, bytes] : *got) ids[slot.group].push_back(std::move(bytes));
-    for (const GroupId& group : theirs) {
-      if (static_cast<int>(ids[group].size()) != m.mesh.UniqueIdRoots(group)) {
-        return absl::InternalError(absl::StrCat("the coordinator answered ", ids[group].size(), " unique ids for ",
-                                                GroupName(group), ", which starts from ",
-                                                m.mesh.UniqueIdRoots(group)));
-      }
+  for (auto& [slot, bytes] : *got) ids[slot.group].push_back(std::move(bytes));
+  for (const GroupId& group : theirs) {
+    if (static_cast<int>(ids[group].size()) != m.mesh.UniqueIdRoots(group)) {
+      return absl::InternalError(absl::StrCat("the coordinator answered ", ids[group].size(), " unique ids for ",
+                                              GroupName(group), ", which starts from ", m.mesh.UniqueIdRoots(group)));
     }
   }
   return ids;
@@ -80,7 +76,9 @@ absl::StatusOr<std::map<GroupId, std::vector<std::string>>> ExchangeUniqueIds(Me
                                                                               const std::vector<GroupId>& groups,
                                                                               const UniqueIdSource& source,
                                                                               Millis wait) {
-  return Exchange(session, m, groups, source, wait);
+  return Exchange(m, groups, source, [&](const UniqueIds& mine, const std::vector<GroupId>& theirs) {
+    return session.ExchangeUniqueIds(m, mine, theirs, wait);  // one call
+  });
 }
 
 absl::StatusOr<std::map<GroupId, std::vector<std::string>>> ExchangeUniqueIds(CoordinatorClient& client,
@@ -88,7 +86,14 @@ absl::StatusOr<std::map<GroupId, std::vector<std::string>>> ExchangeUniqueIds(Co
                                                                               const std::vector<GroupId>& groups,
                                                                               const UniqueIdSource& source,
                                                                               Millis wait) {
-  return Exchange(client, m, groups, source, wait);
+  return Exchange(m, groups, source,
+                  [&](const UniqueIds& mine, const std::vector<GroupId>& theirs) -> absl::StatusOr<UniqueIds> {
+                    if (!mine.empty()) {
+                      if (absl::Status s = client.PublishUniqueIds(m, mine); !s.ok()) return s;
+                    }
+                    if (theirs.empty()) return UniqueIds();
+                    return client.GetUniqueIds(m, theirs, wait);
+                  });
 }
 
 }  // namespace tpcoord

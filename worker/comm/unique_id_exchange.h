@@ -26,9 +26,9 @@ bool HaveNccl();
 absl::StatusOr<std::string> NcclUniqueId();
 
 // The ID arrays of `groups` (the caller must belong to each), roots in root order: the roots the caller is
-// are made by `source` and published in one call; the arrays not wholly the caller's are fetched in one
-// call that waits up to `wait` for their other roots. Through the member's session (tp-worker), or through
-// unary calls of `client`.
+// are made by `source` and published; the arrays not wholly the caller's are fetched, waiting up to `wait`
+// for their other roots. Through the member's session in one call (tp-worker), or through two unary calls
+// of `client`.
 absl::StatusOr<std::map<GroupId, std::vector<std::string>>> ExchangeUniqueIds(MemberSession& session,
                                                                               const Membership& m,
                                                                               const std::vector<GroupId>& groups,
