@@ -46,6 +46,9 @@ inline constexpr int kMaxWorldSize = 1000000;
 // One call covers one rank's TP, DP and world groups with room to spare.
 inline constexpr int kMaxGroupsPerCall = 16;
 inline constexpr int kMaxKeysPerCall = 1024;
+// A Join answer lists the ranks of the caller's groups up to this many; a larger group's ranks follow from
+// the mesh (coordinator.proto, Group), so that answering N workers costs O(N), not O(N^2 / tp_size).
+inline constexpr int kMaxListedGroupRanks = 1024;
 // Calls a member session may have in flight at once (coordinator.proto, Session).
 inline constexpr int kMaxSessionCalls = 16;
 // Parked calls wait at most an hour; longer waits are capped (a job that needs longer re-issues the call).

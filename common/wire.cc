@@ -2,6 +2,7 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "common/limits.h"
 
 namespace tpcoord {
 
@@ -51,7 +52,9 @@ v1::Group GroupToProto(const Mesh& mesh, const GroupId& group) {
   const v1::GroupRef ref = GroupIdToProto(group);
   out.set_kind(ref.kind());
   out.set_index(ref.index());
-  for (int r : mesh.Ranks(group)) out.add_ranks(r);
+  if (mesh.GroupSize(group) <= kMaxListedGroupRanks) {
+    for (int r : mesh.Ranks(group)) out.add_ranks(r);
+  }
   return out;
 }
 
