@@ -1,6 +1,7 @@
 #include "coordinator/call_codec.h"
 
 #include <google/protobuf/stubs/logging.h>
+#include <grpcpp/impl/codegen/proto_utils.h>
 #include <grpcpp/support/proto_buffer_reader.h>
 
 #include <algorithm>
@@ -56,6 +57,13 @@ absl::StatusOr<Caller> IdentifyCall(const grpc::CallbackServerContext* ctx, cons
                                                  MetadataValues(ctx, kMemberKeyMetadata), admin_token_sha256);
   if (caller.ok() && caller->token_sha256.empty()) return MissingTokenError();
   return caller;
+}
+
+grpc::ByteBuffer SerializeAnswer(const google::protobuf::Message& message) {
+  grpc::ByteBuffer bytes;
+  bool own_buffer = false;
+  (void)grpc::GenericSerialize<grpc::ProtoBufferWriter, google::protobuf::Message>(message, &bytes, &own_buffer);
+  return bytes;
 }
 
 grpc::Status ToGrpc(grpc::CallbackServerContext* ctx, const absl::Status& status) {

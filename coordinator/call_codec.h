@@ -23,6 +23,9 @@ absl::Status ParseRequest(const grpc::ByteBuffer& bytes, google::protobuf::Messa
 // (UNAUTHENTICATED otherwise): a call without one learns nothing, not even whether its job exists.
 absl::StatusOr<Caller> IdentifyCall(const grpc::CallbackServerContext* ctx, const std::string& admin_token_sha256);
 
+// `message`'s bytes, serialized straight into gRPC's slices (no intermediate string).
+grpc::ByteBuffer SerializeAnswer(const google::protobuf::Message& message);
+
 // absl::Status -> grpc::Status; the codes share their numbers. DeepSpeed errors keep their exact text as the
 // message and carry the job context in the "tpcoord-context" trailing metadata.
 grpc::Status ToGrpc(grpc::CallbackServerContext* ctx, const absl::Status& status);

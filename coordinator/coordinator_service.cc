@@ -87,10 +87,7 @@ class UnaryCall {
   Response response;
 
   void Reply(const absl::Status& status) {
-    if (status.ok()) {
-      grpc::Slice slice(response.SerializeAsString());
-      *out_ = grpc::ByteBuffer(&slice, 1);
-    }
+    if (status.ok()) *out_ = SerializeAnswer(response);
     grpc::ServerUnaryReactor* reactor = reactor_;
     const grpc::Status answer = ToGrpc(ctx_, status);
     delete this;

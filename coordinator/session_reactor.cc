@@ -332,10 +332,10 @@ class SessionReactor final : public grpc::ServerBidiReactor<grpc::ByteBuffer, gr
   }
 
   void Send(const v1::SessionEvent& event) {
-    grpc::Slice slice(event.SerializeAsString());
+    grpc::ByteBuffer bytes = SerializeAnswer(event);
     MutexLock lock(&mu_);
     if (ending_) return;
-    writes_.emplace_back(&slice, 1);
+    writes_.push_back(std::move(bytes));
     if (writing_) return;
     writing_ = true;
     StartWrite(&writes_.front());
