@@ -29,7 +29,7 @@ void CapturingLogHandler(google::protobuf::LogLevel level, const char* file, int
 }
 
 // Every value the call's metadata holds under `name`.
-std::vector<absl::string_view> MetadataValues(const grpc::ServerContextBase* ctx, absl::string_view name) {
+std::vector<absl::string_view> MetadataValues(const grpc::CallbackServerContext* ctx, absl::string_view name) {
   std::vector<absl::string_view> values;
   auto [first, last] = ctx->client_metadata().equal_range(grpc::string_ref(name.data(), name.size()));
   for (auto it = first; it != last; ++it) values.emplace_back(it->second.data(), it->second.size());
@@ -52,7 +52,7 @@ absl::Status ParseRequest(const grpc::ByteBuffer& bytes, google::protobuf::Messa
                                                  why));
 }
 
-absl::StatusOr<Caller> IdentifyCall(const grpc::ServerContextBase* ctx, const std::string& admin_token_sha256) {
+absl::StatusOr<Caller> IdentifyCall(const grpc::CallbackServerContext* ctx, const std::string& admin_token_sha256) {
   absl::StatusOr<Caller> caller = IdentifyCaller(MetadataValues(ctx, kAuthorizationMetadata),
                                                  MetadataValues(ctx, kMemberKeyMetadata), admin_token_sha256);
   if (caller.ok() && caller->token_sha256.empty()) return MissingTokenError();
@@ -66,7 +66,7 @@ grpc::ByteBuffer SerializeAnswer(const google::protobuf::Message& message) {
   return bytes;
 }
 
-grpc::Status ToGrpc(grpc::ServerContextBase* ctx, const absl::Status& status) {
+grpc::Status ToGrpc(grpc::CallbackServerContext* ctx, const absl::Status& status) {
   if (status.ok()) return grpc::Status::OK;
   if (std::optional<std::string> context = ErrorContext(status)) ctx->AddTrailingMetadata("tpcoord-context", *context);
   return grpc::Status(static_cast<grpc::StatusCode>(status.code()), std::string(status.message()));

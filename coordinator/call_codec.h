@@ -21,14 +21,14 @@ absl::Status ParseRequest(const grpc::ByteBuffer& bytes, google::protobuf::Messa
 
 // Who makes the call, from its authorization and member-key metadata. Every call needs a token
 // (UNAUTHENTICATED otherwise): a call without one learns nothing, not even whether its job exists.
-absl::StatusOr<Caller> IdentifyCall(const grpc::ServerContextBase* ctx, const std::string& admin_token_sha256);
+absl::StatusOr<Caller> IdentifyCall(const grpc::CallbackServerContext* ctx, const std::string& admin_token_sha256);
 
 // `message`'s bytes, serialized straight into gRPC's slices (no intermediate string).
 grpc::ByteBuffer SerializeAnswer(const google::protobuf::Message& message);
 
 // absl::Status -> grpc::Status; the codes share their numbers. DeepSpeed errors keep their exact text as the
 // message and carry the job context in the "tpcoord-context" trailing metadata.
-grpc::Status ToGrpc(grpc::ServerContextBase* ctx, const absl::Status& status);
+grpc::Status ToGrpc(grpc::CallbackServerContext* ctx, const absl::Status& status);
 
 }  // namespace tpcoord
 

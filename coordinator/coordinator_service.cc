@@ -14,6 +14,7 @@
 #include "common/wire.h"
 #include "coordinator/call_codec.h"
 #include "coordinator/request_checks.h"
+#include "coordinator/session_reactor.h"
 
 namespace tpcoord {
 namespace {
@@ -23,13 +24,6 @@ template <typename Request>
 std::string JobIdOf(const Request& request) {
   const google::protobuf::FieldDescriptor* field = Request::descriptor()->FindFieldByName("job_id");
   return field ? Request::GetReflection()->GetString(request, field) : std::string();
-}
-
-int SessionMethodIndex() {
-  return google::protobuf::DescriptorPool::generated_pool()
-      ->FindServiceByName(v1::Coordinator::service_full_name())
-      ->FindMethodByName("Session")
-      ->index();
 }
 
 }  // namespace
@@ -219,15 +213,14 @@ CoordinatorService::CoordinatorService(JobRegistry* registry, const JobOptions& 
   Serve("GetJob", &CoordinatorService::HandleGetJob);
   Serve("DeleteJob", &CoordinatorService::HandleDeleteJob);
   Serve("CreateJob", &CoordinatorService::HandleCreateJob);
-  // No handler: gRPC registers a method without one as asynchronous, served from completion queues
-  // (SessionServer). (MarkMethodRaw alone would keep the callback handler of CallbackService.)
-  MarkMethodRawCallback(SessionMethodIndex(), nullptr);
-}
-
-void CoordinatorService::RequestSession(grpc::ServerContext* ctx,
-                                        grpc::ServerAsyncReaderWriter<grpc::ByteBuffer, grpc::ByteBuffer>* stream,
-                                        grpc::ServerCompletionQueue* cq, void* tag) {
-  RequestAsyncBidiStreaming(SessionMethodIndex(), ctx, stream, cq, cq, tag);
+  const int session = google::protobuf::DescriptorPool::generated_pool()
+                          ->FindServiceByName(v1::Coordinator::service_full_name())
+                          ->FindMethodByName("Session")
+                          ->index();
+  MarkMethodRawCallback(session, new grpc::internal::CallbackBidiHandler<grpc::ByteBuffer, grpc::ByteBuffer>(
+                                     [this](grpc::CallbackServerContext* ctx) {
+                                       return StartSession(ctx, &calls_, registry_, admin_token_sha256_);
+                                     }));
 }
 
 absl::StatusOr<std::shared_ptr<Job>> CoordinatorService::ExistingJob(const std::string& job_id) const {

@@ -32,13 +32,6 @@ class CoordinatorService final : public v1::Coordinator::CallbackService {
   // `registry` must outlive the service. `admin_token_sha256`: the hash of the admin token ("" none).
   CoordinatorService(JobRegistry* registry, const JobOptions& options, std::string admin_token_sha256);
 
-  // The Session method is asynchronous (session_reactor.h): asks for its next call on `cq`.
-  void RequestSession(grpc::ServerContext* ctx, grpc::ServerAsyncReaderWriter<grpc::ByteBuffer, grpc::ByteBuffer>* stream,
-                      grpc::ServerCompletionQueue* cq, void* tag);
-  const MemberCalls& calls() const { return calls_; }
-  JobRegistry* registry() const { return registry_; }
-  const std::string& admin_token_sha256() const { return admin_token_sha256_; }
-
  private:
   template <typename Request, typename Response>
   using Handler = void (CoordinatorService::*)(UnaryCall<Request, Response>*);

@@ -27,7 +27,6 @@
 #include <condition_variable>
 #include <cstring>
 #include <iostream>
-#include <optional>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -52,7 +51,6 @@
 #include "coordinator/etcd_state_store.h"
 #include "coordinator/job_registry.h"
 #include "coordinator/leader_election.h"
-#include "coordinator/session_reactor.h"
 #include "coordinator/standby_service.h"
 #include "coordinator/state_committer.h"
 #include "coordinator/state_dir.h"
@@ -353,15 +351,11 @@ int main(int argc, char** argv) {
   builder.SetMaxReceiveMessageSize(tpcoord::kMaxRequestBytes);
   // Clients of replicated coordinators ping every 2 s to notice one that stopped answering (client library).
   builder.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, 1000);
-  std::vector<std::unique_ptr<grpc::ServerCompletionQueue>> session_queues;
-  for (int i = 0; i < tpcoord::kSessionQueues; ++i) session_queues.push_back(builder.AddCompletionQueue());
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (!server || port == 0) {
     Die(absl::StrCat("cannot listen on ", serve_on,
                      absl::GetFlag(FLAGS_tls_cert).empty() ? "" : " (are --tls-cert and --tls-key a matching PEM pair?)"));
   }
-  std::optional<tpcoord::SessionServer> sessions;
-  sessions.emplace(&service, std::move(session_queues));
   server->GetHealthCheckService()->SetServingStatus(true);
 
   const std::string host = listen.substr(0, listen.rfind(':'));
@@ -392,7 +386,6 @@ int main(int argc, char** argv) {
   absl::SleepFor(std::min(absl::GetFlag(FLAGS_shutdown_grace), absl::Milliseconds(500)));
   server->Shutdown(std::chrono::system_clock::now() + absl::ToChronoMilliseconds(absl::GetFlag(FLAGS_shutdown_grace)));
   server->Wait();
-  sessions.reset();  // its queues drain after the server's shutdown
   Log("stopped");
   return 0;
 }

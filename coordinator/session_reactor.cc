@@ -1,13 +1,10 @@
 #include "coordinator/session_reactor.h"
 
 #include <atomic>
-#include <chrono>
-#include <iostream>
 #include <deque>
 #include <map>
 #include <memory>
 #include <optional>
-#include <thread>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -16,7 +13,6 @@
 #include "common/limits.h"
 #include "common/mutex.h"
 #include "coordinator/call_codec.h"
-#include "coordinator/coordinator_service.h"
 #include "coordinator/request_checks.h"
 
 namespace tpcoord {
@@ -45,44 +41,22 @@ bool HasAnyStep(const v1::SessionRequest& r) {
   return false;
 }
 
-// One completion-queue operation of a session: its tag. The queue's thread runs `fn` with the result.
-struct SessionOp {
-  class SessionReactor* session;
-  void (SessionReactor::*fn)(bool ok);
-};
-
-class SessionReactor final : public std::enable_shared_from_this<SessionReactor> {
+class SessionReactor final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer> {
  public:
-  // Asks `service` for the next Session call on `cq`; the new reactor owns itself until the call is done.
-  static void Await(SessionServer* server, grpc::ServerCompletionQueue* cq) {
-    CoordinatorService* service = server->service();
-    auto reactor = std::shared_ptr<SessionReactor>(new SessionReactor(server, cq));
-    SessionReactor* r = reactor.get();
-    r->self_ = std::move(reactor);
-    server->Arrived();
-    r->ctx_.AsyncNotifyWhenDone(&r->done_op_);
-    service->RequestSession(&r->ctx_, &r->stream_, cq, &r->started_op_);
+  static SessionReactor* Start(grpc::CallbackServerContext* ctx, const MemberCalls* calls, JobRegistry* registry,
+                               const std::string& admin_token_sha256) {
+    auto reactor = std::shared_ptr<SessionReactor>(new SessionReactor(ctx, calls, registry, admin_token_sha256));
+    reactor->self_ = reactor;
+    reactor->StartRead(&reactor->in_);
+    return reactor.get();
   }
 
-  ~SessionReactor() { server_->Left(); }
-
-  void OnStarted(bool ok) {
-    if (!ok) {  // the server is shutting down: this call never started, and no done tag comes
-      MutexLock lock(&mu_);
-      done_ = true;  // MaybeRelease lets it go
-      return;
-    }
-    Await(server_, cq_);  // the next call
-    StartRead();
-  }
-
-  void OnReadDone(bool ok) {
-    Settled();
+  void OnReadDone(bool ok) override {
     if (!ok) return End(absl::OkStatus());  // the client closed its side, or went away
     v1::SessionRequest message;
     absl::Status status = ParseRequest(in_, &message);
     if (status.ok() && !caller_) {
-      absl::StatusOr<Caller> caller = IdentifyCall(&ctx_, *admin_token_sha256_);
+      absl::StatusOr<Caller> caller = IdentifyCall(ctx_, admin_token_sha256_);
       if (caller.ok()) {
         caller_ = *std::move(caller);
       } else {
@@ -92,39 +66,26 @@ class SessionReactor final : public std::enable_shared_from_this<SessionReactor>
     }
     if (status.ok()) status = message.call_id() == 0 ? Heartbeat(message) : StartCall(std::move(message));
     if (!status.ok()) return End(status);
-    StartRead();
+    {
+      MutexLock lock(&mu_);
+      if (ending_) return;  // ended meanwhile: no read after Finish
+    }
+    StartRead(&in_);
   }
 
-  void OnWriteDone(bool ok) {
+  void OnWriteDone(bool ok) override {
     MutexLock lock(&mu_);
-    --pending_ops_;
     writes_.pop_front();
-    if (ok && !writes_.empty()) return StartWriteLocked();
+    if (ok && !writes_.empty()) return StartWrite(&writes_.front());
     writes_.clear();
     writing_ = false;
     if (ending_) FinishLocked();
   }
 
-  void OnFinishDone(bool) { Settled(); }
-
-  // The call is over (finished, or the client went away): its waits are cancelled and its member, if it
-  // has one and has not finished, is gone. The reactor goes once its last operation has come back.
-  void OnDone(bool) {
+  void OnDone() override {
     CancelWaits();
     if (std::optional<Member> m = member()) m->job->CloseSession(m->generation, m->rank, id_);
-    MutexLock lock(&mu_);
-    done_ = true;
-  }
-
-  // Lets go of this reactor's hold on itself once the call is done and no operation is outstanding (then
-  // none is started any more). Run by the queue's thread after every operation's handler, never inside one,
-  // so that a handler that starts an operation counts it first.
-  void MaybeRelease() {
-    std::shared_ptr<SessionReactor> self;
-    MutexLock lock(&mu_);
-    if (!done_ || pending_ops_ > 0 || released_) return;
-    released_ = true;
-    self = std::move(self_);  // freed after the lock, by the caller's reference going
+    std::shared_ptr<SessionReactor> self = std::move(self_);  // may free this object: the last thing done here
   }
 
   // Finishes the stream with `status` once the queued answers are out (once; later calls do nothing). Its
@@ -135,7 +96,7 @@ class SessionReactor final : public std::enable_shared_from_this<SessionReactor>
     MutexLock lock(&mu_);
     if (ending_) return;
     ending_ = true;
-    status_ = ToGrpc(&ctx_, status);
+    status_ = ToGrpc(ctx_, status);
     if (!writing_) FinishLocked();
   }
 
@@ -153,34 +114,9 @@ class SessionReactor final : public std::enable_shared_from_this<SessionReactor>
     int step = 0;
   };
 
-  SessionReactor(SessionServer* server, grpc::ServerCompletionQueue* cq)
-      : server_(server),
-        cq_(cq),
-        calls_api_(&server->service()->calls()),
-        registry_(server->service()->registry()),
-        admin_token_sha256_(&server->service()->admin_token_sha256()),
-        id_(NextId()) {}
-
-  // --- the stream's operations (one read and one write at a time; Finish after the last write) ------------
-
-  void StartRead() {
-    MutexLock lock(&mu_);
-    if (ending_ || released_) return;  // ended meanwhile: no read after Finish
-    ++pending_ops_;
-    stream_.Read(&in_, &read_op_);
-  }
-
-  void StartWriteLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    if (released_) return;
-    ++pending_ops_;
-    stream_.Write(writes_.front(), &write_op_);
-  }
-
-  // An operation came back.
-  void Settled() {
-    MutexLock lock(&mu_);
-    --pending_ops_;
-  }
+  SessionReactor(grpc::CallbackServerContext* ctx, const MemberCalls* calls, JobRegistry* registry,
+                 const std::string& admin_token_sha256)
+      : ctx_(ctx), calls_api_(calls), registry_(registry), admin_token_sha256_(admin_token_sha256), id_(NextId()) {}
 
   static uint64_t NextId() {
     static std::atomic<uint64_t> next{1};
@@ -236,7 +172,7 @@ class SessionReactor final : public std::enable_shared_from_this<SessionReactor>
 
   // Makes this stream the session of member `rank` of `generation` in `job`; returns its lease.
   absl::StatusOr<Millis> Bind(std::shared_ptr<Job> job, uint64_t generation, int rank) {
-    std::weak_ptr<SessionReactor> weak = weak_from_this();
+    std::weak_ptr<SessionReactor> weak = self_;
     absl::StatusOr<Millis> lease = job->OpenSession(*caller_, generation, rank, id_, [weak](absl::Status why) {
       if (auto reactor = weak.lock()) reactor->End(why);
     });
@@ -277,7 +213,7 @@ class SessionReactor final : public std::enable_shared_from_this<SessionReactor>
     while (call->step < kSteps && !HasStep(call->request, call->step)) ++call->step;
     if (call->step == kSteps) return Answer(call, absl::OkStatus());
     const int step = call->step;
-    std::weak_ptr<SessionReactor> weak = weak_from_this();
+    std::weak_ptr<SessionReactor> weak = self_;
     StatusDone next = [weak, call, step](absl::Status status) {
       std::shared_ptr<SessionReactor> self = weak.lock();
       if (!self) return;
@@ -402,30 +338,21 @@ class SessionReactor final : public std::enable_shared_from_this<SessionReactor>
     writes_.push_back(std::move(bytes));
     if (writing_) return;
     writing_ = true;
-    StartWriteLocked();
+    StartWrite(&writes_.front());
   }
 
   void FinishLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    if (finished_ || released_) return;
+    if (finished_) return;
     finished_ = true;
-    ++pending_ops_;
-    stream_.Finish(status_, &finish_op_);
+    Finish(status_);
   }
 
-  SessionServer* const server_;
-  grpc::ServerCompletionQueue* const cq_;
+  grpc::CallbackServerContext* const ctx_;
   const MemberCalls* const calls_api_;
   JobRegistry* const registry_;
-  const std::string* const admin_token_sha256_;
+  const std::string admin_token_sha256_;
   const uint64_t id_;  // this session's, for Job::OpenSession / CloseSession
-  grpc::ServerContext ctx_;
-  grpc::ServerAsyncReaderWriter<grpc::ByteBuffer, grpc::ByteBuffer> stream_{&ctx_};
-  SessionOp started_op_{this, &SessionReactor::OnStarted};
-  SessionOp read_op_{this, &SessionReactor::OnReadDone};
-  SessionOp write_op_{this, &SessionReactor::OnWriteDone};
-  SessionOp finish_op_{this, &SessionReactor::OnFinishDone};
-  SessionOp done_op_{this, &SessionReactor::OnDone};
-  std::shared_ptr<SessionReactor> self_;  // until done, with no operation outstanding
+  std::shared_ptr<SessionReactor> self_;  // until OnDone
   grpc::ByteBuffer in_;
   // Set by the first message, on gRPC's reaction thread, before any call starts; read-only afterwards.
   std::optional<Caller> caller_;
@@ -438,56 +365,16 @@ class SessionReactor final : public std::enable_shared_from_this<SessionReactor>
   bool writing_ ABSL_GUARDED_BY(mu_) = false;
   bool ending_ ABSL_GUARDED_BY(mu_) = false;
   bool finished_ ABSL_GUARDED_BY(mu_) = false;
-  bool done_ ABSL_GUARDED_BY(mu_) = false;  // the done tag came back (or the call never started)
-  bool released_ ABSL_GUARDED_BY(mu_) = false;  // self_ let go: no operation starts any more
-  int pending_ops_ ABSL_GUARDED_BY(mu_) = 0;  // reads, writes and the finish outstanding
   grpc::Status status_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace
 
-SessionServer::SessionServer(CoordinatorService* service, std::vector<std::unique_ptr<grpc::ServerCompletionQueue>> cqs)
-    : service_(service), cqs_(std::move(cqs)) {
-  for (auto& cq : cqs_) {
-    SessionReactor::Await(this, cq.get());
-    threads_.emplace_back([cq = cq.get()] {
-      void* tag;
-      bool ok;
-      while (cq->Next(&tag, &ok)) {
-        SessionOp* op = static_cast<SessionOp*>(tag);
-        // Alive until the handler returns, even if it lets go of the last reference (an operation is
-        // outstanding until now, so the reactor still holds itself).
-        std::shared_ptr<SessionReactor> session = op->session->shared_from_this();
-        (session.get()->*op->fn)(ok);
-        session->MaybeRelease();
-      }
-    });
-  }
-}
-
-void SessionServer::Arrived() {
-  MutexLock lock(&mu_);
-  ++live_;
-}
-
-void SessionServer::Left() {
-  MutexLock lock(&mu_);
-  if (--live_ == 0) idle_.SignalAll();
-}
-
-SessionServer::~SessionServer() {
-  // The server has shut down, so every call is over or cancelled, and each session comes to its end (its
-  // job hears of its member's going) while everything it calls into is still there. No operation may be
-  // started on a queue once it is shut down: the queues go only once no session is left.
-  {
-    MutexLock lock(&mu_);
-    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
-    while (live_ > 0 && idle_.WaitUntil(deadline)) {
-    }
-    if (live_ > 0) std::cerr << "tp-coordinator: " << live_ << " member session(s) did not end at shutdown" << std::endl;
-  }
-  for (auto& cq : cqs_) cq->Shutdown();
-  for (std::thread& t : threads_) t.join();
+grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>* StartSession(grpc::CallbackServerContext* ctx,
+                                                                           const MemberCalls* calls,
+                                                                           JobRegistry* registry,
+                                                                           const std::string& admin_token_sha256) {
+  return SessionReactor::Start(ctx, calls, registry, admin_token_sha256);
 }
 
 }  // namespace tpcoord

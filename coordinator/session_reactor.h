@@ -9,55 +9,25 @@
 // ends is cancelled in its job.
 //
 // Answers go out in the order they are made, one write at a time; the stream finishes once the writes
-// queued before its end are out. Sessions are served from completion queues of their own (SessionServer).
+// queued before its end are out.
 #ifndef TPCOORD_COORDINATOR_SESSION_REACTOR_H_
 #define TPCOORD_COORDINATOR_SESSION_REACTOR_H_
 
 #include <grpcpp/grpcpp.h>
 
-#include <memory>
-#include <thread>
-#include <vector>
+#include <string>
 
-#include "common/mutex.h"
-#include "coordinator/coordinator_service.h"
+#include "coordinator/job_registry.h"
+#include "coordinator/member_calls.h"
 
 namespace tpcoord {
 
-// Serves the Session method of `service` from `cqs` (added to the server's builder with AddCompletionQueue;
-// the service marked Session as raw asynchronous), one thread per queue, until destroyed, which must come
-// after the server's Shutdown.
-//
-// Why queues of its own rather than gRPC's callback API, like the unary methods: gRPC 1.51 as Debian builds
-// it (with its internal assertions) checks, on every completion, that the completed tag is one its queue
-// waits for, by a linear scan of every outstanding tag of that queue under its lock (grpc_cq_end_op ->
-// cq_check_tag). Every callback call of a process shares one queue, and every open session keeps tags
-// outstanding, so each message cost O(open sessions): at 40,000 workers half of the coordinator's CPU. On
-// kSessionQueues queues each scan covers a share.
-class SessionServer {
- public:
-  SessionServer(CoordinatorService* service, std::vector<std::unique_ptr<grpc::ServerCompletionQueue>> cqs);
-  // After the server's Shutdown: waits (up to 10 s) for every session to end, then drains the queues.
-  ~SessionServer();
-  SessionServer(const SessionServer&) = delete;
-  SessionServer& operator=(const SessionServer&) = delete;
-
-  CoordinatorService* service() const { return service_; }
-  // A session reactor came to be / went (including the one waiting for the next call on each queue).
-  void Arrived();
-  void Left();
-
- private:
-  CoordinatorService* const service_;
-  std::vector<std::unique_ptr<grpc::ServerCompletionQueue>> cqs_;
-  std::vector<std::thread> threads_;
-  Mutex mu_;
-  CondVar idle_{&mu_};
-  int live_ ABSL_GUARDED_BY(mu_) = 0;
-};
-
-// How many completion queues (and threads) serve sessions.
-inline constexpr int kSessionQueues = 8;
+// Serves one Session stream; gRPC owns the reactor and it frees itself once done. `calls` and `registry`
+// must outlive every session.
+grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>* StartSession(grpc::CallbackServerContext* ctx,
+                                                                           const MemberCalls* calls,
+                                                                           JobRegistry* registry,
+                                                                           const std::string& admin_token_sha256);
 
 }  // namespace tpcoord
 
