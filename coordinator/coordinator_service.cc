@@ -144,9 +144,6 @@ void JobViewToProto(const JobView& view, v1::JobStatus* out) {
   }
 }
 
-absl::Status NoSuchJob(const std::string& job_id) {
-  return absl::NotFoundError(absl::StrCat("job ", job_id, " does not exist"));
-}
 
 }  // namespace
 
@@ -190,7 +187,6 @@ void CoordinatorService::Serve(const char* method, Handler<Request, Response> ha
 CoordinatorService::CoordinatorService(JobRegistry* registry, const JobOptions& options,
                                        std::string admin_token_sha256)
     : registry_(registry),
-      options_(options),
       admin_token_sha256_(std::move(admin_token_sha256)),
       calls_(registry, options) {
   Serve("RecordTpInitArgs", &CoordinatorService::HandleRecordTpInitArgs);
@@ -219,7 +215,7 @@ CoordinatorService::CoordinatorService(JobRegistry* registry, const JobOptions& 
                           ->index();
   MarkMethodRawCallback(session, new grpc::internal::CallbackBidiHandler<grpc::ByteBuffer, grpc::ByteBuffer>(
                                      [this](grpc::CallbackServerContext* ctx) {
-                                       return StartSession(ctx, &calls_, registry_, admin_token_sha256_);
+                                       return StartSession(ctx, &calls_, admin_token_sha256_);
                                      }));
 }
 
@@ -398,7 +394,7 @@ void CoordinatorService::HandleGetJob(UnaryCall<v1::GetJobRequest, v1::GetJobRes
     if (absl::Status s = job->Authorize(call->caller); !s.ok()) return call->Reply(s);
   }
   std::optional<JobView> view = job ? job->View(true) : std::nullopt;
-  if (!view) return call->Reply(NoSuchJob(call->request.job_id()));
+  if (!view) return call->Reply(NoSuchJobError(call->request.job_id()));
   JobViewToProto(*view, call->response.mutable_job());
   call->Reply(absl::OkStatus());
 }

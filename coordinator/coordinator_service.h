@@ -68,7 +68,6 @@ class CoordinatorService final : public v1::Coordinator::CallbackService {
   Millis WaitFor(const grpc::CallbackServerContext* ctx, uint32_t wait_timeout_ms) const;
 
   JobRegistry* const registry_;
-  const JobOptions options_;
   const std::string admin_token_sha256_;
   const MemberCalls calls_;  // what the rendezvous calls do, unary or on a session
 };

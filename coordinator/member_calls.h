@@ -22,6 +22,9 @@ struct WaitingCall {
   uint64_t id = 0;
 };
 
+// NOT_FOUND naming `job_id`.
+absl::Status NoSuchJobError(const std::string& job_id);
+
 class MemberCalls {
  public:
   // `registry` must outlive this.

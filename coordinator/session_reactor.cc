@@ -43,9 +43,9 @@ bool HasAnyStep(const v1::SessionRequest& r) {
 
 class SessionReactor final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer> {
  public:
-  static SessionReactor* Start(grpc::CallbackServerContext* ctx, const MemberCalls* calls, JobRegistry* registry,
+  static SessionReactor* Start(grpc::CallbackServerContext* ctx, const MemberCalls* calls,
                                const std::string& admin_token_sha256) {
-    auto reactor = std::shared_ptr<SessionReactor>(new SessionReactor(ctx, calls, registry, admin_token_sha256));
+    auto reactor = std::shared_ptr<SessionReactor>(new SessionReactor(ctx, calls, admin_token_sha256));
     reactor->self_ = reactor;
     reactor->StartRead(&reactor->in_);
     return reactor.get();
@@ -114,9 +114,8 @@ class SessionReactor final : public grpc::ServerBidiReactor<grpc::ByteBuffer, gr
     int step = 0;
   };
 
-  SessionReactor(grpc::CallbackServerContext* ctx, const MemberCalls* calls, JobRegistry* registry,
-                 const std::string& admin_token_sha256)
-      : ctx_(ctx), calls_api_(calls), registry_(registry), admin_token_sha256_(admin_token_sha256), id_(NextId()) {}
+  SessionReactor(grpc::CallbackServerContext* ctx, const MemberCalls* calls, const std::string& admin_token_sha256)
+      : ctx_(ctx), member_calls_(calls), admin_token_sha256_(admin_token_sha256), id_(NextId()) {}
 
   static uint64_t NextId() {
     static std::atomic<uint64_t> next{1};
@@ -133,7 +132,7 @@ class SessionReactor final : public grpc::ServerBidiReactor<grpc::ByteBuffer, gr
     std::map<uint64_t, WaitingCall> calls;
     {
       MutexLock lock(&mu_);
-      calls.swap(calls_);
+      calls.swap(in_flight_);
     }
     for (auto& [id, parked] : calls) {
       if (parked.job) parked.job->Cancel(parked.id);
@@ -153,7 +152,7 @@ class SessionReactor final : public grpc::ServerBidiReactor<grpc::ByteBuffer, gr
     if (absl::Status s = CheckRequest(beat); !s.ok()) return s;
     std::optional<Member> m = member();
     if (!m) {  // the first heartbeat opens the session of an existing member
-      absl::StatusOr<std::shared_ptr<Job>> job = calls_api_->ExistingJob(beat.job_id());
+      absl::StatusOr<std::shared_ptr<Job>> job = member_calls_->ExistingJob(beat.job_id());
       if (!job.ok()) return job.status();
       absl::StatusOr<Millis> lease = Bind(*job, beat.generation(), beat.rank());
       if (!lease.ok()) return lease.status();
@@ -191,14 +190,14 @@ class SessionReactor final : public grpc::ServerBidiReactor<grpc::ByteBuffer, gr
     call->answer.set_call_id(id);
     {
       MutexLock lock(&mu_);
-      if (calls_.count(id) > 0) {
+      if (in_flight_.count(id) > 0) {
         return absl::InvalidArgumentError(absl::StrCat("call_id ", id, " is already in flight on this session"));
       }
-      if (static_cast<int>(calls_.size()) >= kMaxSessionCalls) {
+      if (static_cast<int>(in_flight_.size()) >= kMaxSessionCalls) {
         return absl::InvalidArgumentError(absl::StrCat("call ", id, ": a session has at most ", kMaxSessionCalls,
                                                        " calls in flight"));
       }
-      calls_[id] = WaitingCall{};
+      in_flight_[id] = WaitingCall{};
     }
     if (!HasAnyStep(call->request)) {
       Answer(call, absl::InvalidArgumentError(absl::StrCat("call ", id, " has no step")));
@@ -221,7 +220,7 @@ class SessionReactor final : public grpc::ServerBidiReactor<grpc::ByteBuffer, gr
         MutexLock lock(&self->mu_);
         call->step = step + 1;
         if (step == kJoin) self->joining_ = false;
-        if (auto it = self->calls_.find(call->answer.call_id()); it != self->calls_.end()) it->second = {};
+        if (auto it = self->in_flight_.find(call->answer.call_id()); it != self->in_flight_.end()) it->second = {};
       }
       if (status.ok() && step == kJoin) status = self->JoinAnswered(call.get());
       if (!status.ok()) return self->Answer(call, status);
@@ -231,8 +230,8 @@ class SessionReactor final : public grpc::ServerBidiReactor<grpc::ByteBuffer, gr
     if (absl::Status s = RunStep(call.get(), step, std::move(next), &parked); !s.ok()) return Answer(call, s);
     if (!parked.job) return;
     MutexLock lock(&mu_);
-    auto it = calls_.find(call->answer.call_id());
-    if (call->step == step && it != calls_.end()) it->second = std::move(parked);  // still waiting
+    auto it = in_flight_.find(call->answer.call_id());
+    if (call->step == step && it != in_flight_.end()) it->second = std::move(parked);  // still waiting
   }
 
   // Starts step `step` of `call`, which answers through `next`; a step that cannot start returns why.
@@ -243,7 +242,7 @@ class SessionReactor final : public grpc::ServerBidiReactor<grpc::ByteBuffer, gr
     absl::Status as_member;
     switch (step) {
       case kRecord:
-        calls_api_->Record(caller, r.record(), a.mutable_record(), std::move(next));
+        member_calls_->Record(caller, r.record(), a.mutable_record(), std::move(next));
         return absl::OkStatus();
       case kJoin: {
         MutexLock lock(&mu_);
@@ -255,31 +254,31 @@ class SessionReactor final : public grpc::ServerBidiReactor<grpc::ByteBuffer, gr
         }
         joining_ = true;
       }
-        *parked = calls_api_->Join(caller, r.join(), calls_api_->Wait(r.join().wait_timeout_ms()), a.mutable_join(),
+        *parked = member_calls_->Join(caller, r.join(), member_calls_->Wait(r.join().wait_timeout_ms()), a.mutable_join(),
                                    std::move(next));
         return absl::OkStatus();
       case kMerge:
         if (as_member = AsMember(r.mutable_merge_config()); !as_member.ok()) return as_member;
-        calls_api_->Merge(caller, r.merge_config(), a.mutable_merge_config(), std::move(next));
+        member_calls_->Merge(caller, r.merge_config(), a.mutable_merge_config(), std::move(next));
         return absl::OkStatus();
       case kPublish:
         if (as_member = AsMember(r.mutable_publish_unique_id()); !as_member.ok()) return as_member;
-        calls_api_->PublishUniqueIds(caller, r.publish_unique_id(), std::move(next));
+        member_calls_->PublishUniqueIds(caller, r.publish_unique_id(), std::move(next));
         return absl::OkStatus();
       case kGet:
         if (as_member = AsMember(r.mutable_get_unique_id()); !as_member.ok()) return as_member;
-        *parked = calls_api_->GetUniqueIds(caller, r.get_unique_id(),
-                                           calls_api_->Wait(r.get_unique_id().wait_timeout_ms()),
+        *parked = member_calls_->GetUniqueIds(caller, r.get_unique_id(),
+                                           member_calls_->Wait(r.get_unique_id().wait_timeout_ms()),
                                            a.mutable_unique_ids(), std::move(next));
         return absl::OkStatus();
       case kBarrier:
         if (as_member = AsMember(r.mutable_barrier()); !as_member.ok()) return as_member;
-        *parked = calls_api_->Barrier(caller, r.barrier(), calls_api_->Wait(r.barrier().wait_timeout_ms()),
+        *parked = member_calls_->Barrier(caller, r.barrier(), member_calls_->Wait(r.barrier().wait_timeout_ms()),
                                       std::move(next));
         return absl::OkStatus();
       case kLeave:
         if (as_member = AsMember(r.mutable_leave()); !as_member.ok()) return as_member;
-        calls_api_->Leave(caller, r.leave(), std::move(next));
+        member_calls_->Leave(caller, r.leave(), std::move(next));
         return absl::OkStatus();
     }
     return absl::InternalError(absl::StrCat("no step ", step));
@@ -288,9 +287,9 @@ class SessionReactor final : public grpc::ServerBidiReactor<grpc::ByteBuffer, gr
   // A join step answered: this stream becomes the new member's session.
   absl::Status JoinAnswered(Call* call) {
     const v1::JoinResponse& join = call->answer.join();
-    std::shared_ptr<Job> job = registry_->Find(call->request.join().job_id());
-    if (!job) return absl::NotFoundError(absl::StrCat("job ", call->request.join().job_id(), " does not exist"));
-    absl::StatusOr<Millis> lease = Bind(std::move(job), join.generation(), join.rank());
+    absl::StatusOr<std::shared_ptr<Job>> job = member_calls_->ExistingJob(call->request.join().job_id());
+    if (!job.ok()) return job.status();
+    absl::StatusOr<Millis> lease = Bind(*std::move(job), join.generation(), join.rank());
     if (!lease.ok()) return lease.status();
     call->answer.set_lease_ms(static_cast<uint32_t>(lease->count()));
     return absl::OkStatus();
@@ -321,7 +320,7 @@ class SessionReactor final : public grpc::ServerBidiReactor<grpc::ByteBuffer, gr
     v1::SessionEvent& answer = call->answer;
     {
       MutexLock lock(&mu_);
-      calls_.erase(answer.call_id());
+      in_flight_.erase(answer.call_id());
     }
     if (!status.ok()) {
       answer.set_status_code(static_cast<int>(status.code()));
@@ -348,8 +347,7 @@ class SessionReactor final : public grpc::ServerBidiReactor<grpc::ByteBuffer, gr
   }
 
   grpc::CallbackServerContext* const ctx_;
-  const MemberCalls* const calls_api_;
-  JobRegistry* const registry_;
+  const MemberCalls* const member_calls_;
   const std::string admin_token_sha256_;
   const uint64_t id_;  // this session's, for Job::OpenSession / CloseSession
   std::shared_ptr<SessionReactor> self_;  // until OnDone
@@ -360,7 +358,7 @@ class SessionReactor final : public grpc::ServerBidiReactor<grpc::ByteBuffer, gr
   Mutex mu_;
   std::optional<Member> member_ ABSL_GUARDED_BY(mu_);
   bool joining_ ABSL_GUARDED_BY(mu_) = false;  // a join step is in flight
-  std::map<uint64_t, WaitingCall> calls_ ABSL_GUARDED_BY(mu_);  // in flight, by call_id: the wait each is in
+  std::map<uint64_t, WaitingCall> in_flight_ ABSL_GUARDED_BY(mu_);  // in flight, by call_id: the wait each is in
   std::deque<grpc::ByteBuffer> writes_ ABSL_GUARDED_BY(mu_);  // the front one is being written
   bool writing_ ABSL_GUARDED_BY(mu_) = false;
   bool ending_ ABSL_GUARDED_BY(mu_) = false;
@@ -372,9 +370,8 @@ class SessionReactor final : public grpc::ServerBidiReactor<grpc::ByteBuffer, gr
 
 grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>* StartSession(grpc::CallbackServerContext* ctx,
                                                                            const MemberCalls* calls,
-                                                                           JobRegistry* registry,
                                                                            const std::string& admin_token_sha256) {
-  return SessionReactor::Start(ctx, calls, registry, admin_token_sha256);
+  return SessionReactor::Start(ctx, calls, admin_token_sha256);
 }
 
 }  // namespace tpcoord

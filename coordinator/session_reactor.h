@@ -17,16 +17,14 @@
 
 #include <string>
 
-#include "coordinator/job_registry.h"
 #include "coordinator/member_calls.h"
 
 namespace tpcoord {
 
-// Serves one Session stream; gRPC owns the reactor and it frees itself once done. `calls` and `registry`
-// must outlive every session.
+// Serves one Session stream; gRPC owns the reactor and it frees itself once done. `calls` must outlive every
+// session.
 grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>* StartSession(grpc::CallbackServerContext* ctx,
                                                                            const MemberCalls* calls,
-                                                                           JobRegistry* registry,
                                                                            const std::string& admin_token_sha256);
 
 }  // namespace tpcoord

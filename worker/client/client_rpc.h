@@ -80,6 +80,9 @@ struct CoordinatorClient::Impl {
   std::map<std::tuple<std::string, uint64_t, std::string>, uint64_t> barrier_rounds;  // (job, generation, name)
 };
 
+// A wait as a request's wait_timeout_ms (at least 1: 0 would mean the coordinator's default).
+uint32_t WaitMillis(Millis wait);
+
 // The requests and answers of the rendezvous, the same on a unary call and on a member session.
 v1::JoinRequest JoinRequestToProto(const JoinRequest& request);
 absl::StatusOr<Membership> MembershipFrom(const std::string& job_id, const std::string& member_key,

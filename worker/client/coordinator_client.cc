@@ -24,10 +24,6 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-uint32_t WaitMillis(Millis wait) {
-  return static_cast<uint32_t>(std::clamp<int64_t>(wait.count(), 1, UINT32_MAX));
-}
-
 // At most `max` bytes of `text`, cut at a character boundary (the reason is a proto string: UTF-8).
 std::string TruncateUtf8(const std::string& text, size_t max) {
   if (text.size() <= max) return text;
@@ -276,6 +272,10 @@ absl::StatusOr<std::string> CoordinatorClient::MergeConfig(const Membership& m, 
   v1::MergeConfigResponse resp;
   if (absl::Status s = impl_->Call(&v1::Coordinator::Stub::MergeConfig, req, &resp, m.member_key); !s.ok()) return s;
   return std::move(*resp.mutable_merged_config_json());
+}
+
+uint32_t WaitMillis(Millis wait) {
+  return static_cast<uint32_t>(std::clamp<int64_t>(wait.count(), 1, UINT32_MAX));
 }
 
 v1::JoinRequest JoinRequestToProto(const JoinRequest& request) {

@@ -302,7 +302,7 @@ bool MemberSession::WaitUntilOpen(Millis timeout) { return impl_->WaitUntilOpen(
 absl::StatusOr<Membership> MemberSession::Join(const JoinRequest& request, Millis wait) {
   v1::SessionRequest steps;
   *steps.mutable_join() = JoinRequestToProto(request);
-  steps.mutable_join()->set_wait_timeout_ms(static_cast<uint32_t>(std::clamp<int64_t>(wait.count(), 1, UINT32_MAX)));
+  steps.mutable_join()->set_wait_timeout_ms(WaitMillis(wait));
   absl::StatusOr<v1::SessionEvent> answer = impl_->Call(std::move(steps), wait + impl_->client()->options.wait_slack);
   if (!answer.ok()) return answer.status();
   absl::StatusOr<Membership> m = MembershipFrom(request.job_id, impl_->member_key(), answer->join());
@@ -326,7 +326,7 @@ absl::StatusOr<UniqueIds> MemberSession::ExchangeUniqueIds(const Membership& m, 
   if (!theirs.empty()) {
     *steps.mutable_get_unique_id() = GetRequestOf(m, theirs);
     steps.mutable_get_unique_id()->set_wait_timeout_ms(
-        static_cast<uint32_t>(std::clamp<int64_t>(wait.count(), 1, UINT32_MAX)));
+        WaitMillis(wait));
   }
   if (mine.empty() && theirs.empty()) return UniqueIds();
   absl::StatusOr<v1::SessionEvent> answer =
@@ -340,7 +340,7 @@ absl::Status MemberSession::Barrier(const std::string& name, Millis wait) {
   if (!m.ok()) return m.status();
   v1::SessionRequest steps;
   *steps.mutable_barrier() = impl_->client()->BarrierRequestOf(*m, name);
-  steps.mutable_barrier()->set_wait_timeout_ms(static_cast<uint32_t>(std::clamp<int64_t>(wait.count(), 1, UINT32_MAX)));
+  steps.mutable_barrier()->set_wait_timeout_ms(WaitMillis(wait));
   return impl_->Call(std::move(steps), wait + impl_->client()->options.wait_slack).status();
 }
 
