@@ -71,6 +71,11 @@ inline constexpr int kMaxRequestBytes = 4 << 20;
 inline constexpr size_t kMaxParkedCallsPerJob = size_t{1} << 18;
 // Distinct barrier names in one generation (each holds a slot per rank).
 inline constexpr size_t kMaxBarriersPerGeneration = 1024;
+// Generations a job's history keeps (tpctl events), in the state store; older ones are forgotten.
+inline constexpr size_t kMaxGenerationHistory = 100;
+// Points of a job's loss curve (the status page): 512 points of 24 bytes, 12 KiB per job. A longer run's
+// curve is thinned to every other point and goes on at half the resolution.
+inline constexpr size_t kMaxProgressPoints = 512;
 
 }  // namespace tpcoord
 

@@ -142,6 +142,29 @@ void JobViewToProto(const JobView& view, v1::JobStatus* out) {
     timing->set_start_unix_ms(t.start_unix_ms);
     timing->set_duration_ms(t.duration_ms);
   }
+  out->set_healthy_members(view.healthy_members);
+  if (view.progress) {
+    v1::TrainingProgress* p = out->mutable_progress();
+    p->set_step(view.progress->step);
+    p->set_total_steps(view.progress->total_steps);
+    p->set_loss(view.progress->loss);
+    p->set_tokens_per_second(view.progress->tokens_per_second);
+    p->set_step_seconds(view.progress->step_seconds);
+    if (view.eval_loss) p->set_eval_loss(*view.eval_loss);
+  }
+  for (const GenerationRecord& r : view.history) {
+    v1::GenerationEvent* event = out->add_history();
+    event->set_generation(r.generation);
+    event->set_phase(static_cast<v1::Phase>(static_cast<int>(r.phase) + 1));
+    event->set_world_size(r.world_size);
+    event->set_tp_size(r.tp_size);
+    event->set_started_unix_ms(r.started_unix_ms);
+    event->set_running_unix_ms(r.running_unix_ms);
+    event->set_ended_unix_ms(r.ended_unix_ms);
+    event->set_end_cause(std::string(EndCauseName(r.end_cause)));
+    event->set_end_rank(r.end_rank);
+    event->set_end_reason(r.end_reason);
+  }
 }
 
 

@@ -291,9 +291,47 @@ JobHeader Job::NextHeader() const {
   return next;
 }
 
+void Job::WriteHeader(Batch& batch, JobHeader& next) const {
+  batch.writes.push_back(job_storage::PutHeader(id_, StampAndRecord(batch, next)));
+}
+
+const JobHeader& Job::StampAndRecord(Batch& batch, JobHeader& next) const {
+  const bool new_generation = next.generation != header_.generation;
+  const auto over = [](JobPhase phase) { return phase == JobPhase::kCompleted || phase == JobPhase::kFailed; };
+  if (new_generation) {
+    next.generation_started_unix_ms = next.updated_unix_ms;
+    next.running_unix_ms = next.ended_unix_ms = 0;
+    next.end_cause = EndCause::kNone;
+    next.end_rank = -1;
+  }
+  if (next.phase == JobPhase::kRunning && next.running_unix_ms == 0) next.running_unix_ms = next.updated_unix_ms;
+  if (over(next.phase) && (new_generation || !over(header_.phase))) next.ended_unix_ms = next.updated_unix_ms;
+  if (next.generation == 0) return next;
+  batch.writes.push_back(job_storage::PutGenerationRecord(id_, RecordOf(next)));
+  if (new_generation && next.generation > kMaxGenerationHistory) {
+    batch.writes.push_back(job_storage::DeleteGenerationRecord(id_, next.generation - kMaxGenerationHistory));
+  }
+  return next;
+}
+
 void Job::ApplyHeader(const JobHeader& header) {
+  const auto over = [](JobPhase phase) { return phase == JobPhase::kCompleted || phase == JobPhase::kFailed; };
+  const bool new_generation = header.generation != header_.generation;
+  if (Metrics* metrics = context_->metrics) {
+    if (new_generation && header.generation > 0) metrics->GenerationStarted();
+    if (over(header.phase) && (new_generation || !over(header_.phase))) {
+      metrics->GenerationEnded(header.phase == JobPhase::kCompleted ? "completed" : EndCauseName(header.end_cause));
+    }
+  }
   header_ = header;
   born_ = true;
+  if (header_.generation == 0) return;
+  if (history_.empty() || history_.back().generation != header_.generation) {
+    history_.push_back(RecordOf(header_));
+    while (history_.size() > kMaxGenerationHistory) history_.pop_front();
+  } else {
+    history_.back() = RecordOf(header_);
+  }
 }
 
 // --- restore and shutdown -------------------------------------------------------------------------------
@@ -301,7 +339,9 @@ void Job::ApplyHeader(const JobHeader& header) {
 void Job::Restore(StoredJob stored) {
   Completions done;
   MutexLock lock(&mu_);
-  ApplyHeader(stored.header);
+  header_ = std::move(stored.header);  // not ApplyHeader: nothing happened, it is only read back
+  born_ = true;
+  history_.assign(stored.history.begin(), stored.history.end());
   merged_config_ = std::move(stored.merged_config);
   if (header_.generation == 0) return;
   gen_ = std::make_unique<Generation>(*context_, *Mesh::Create(header_.world_size, header_.tp_size));
@@ -351,8 +391,15 @@ void Job::Shutdown() {
   EndSessions(stopping, done);
 }
 
-void Job::LogEvent(const std::string& what) const {
-  if (options_.log) options_.log(absl::StrCat("job ", id_, " generation ", header_.generation, ": ", what));
+void Job::LogEvent(absl::string_view event, const std::string& what, int rank) const {
+  if (!options_.log) return;
+  LogLine line;
+  line.message = what;
+  line.event = std::string(event);
+  line.job = id_;
+  line.generation = header_.generation;
+  line.rank = rank;
+  options_.log(line);
 }
 
 absl::Status Job::WithContext(absl::Status status) const {
@@ -374,11 +421,11 @@ void Job::Create(const Caller& caller, std::string token_sha256, StatusDone on_d
     if (born_) return Rejected(absl::AlreadyExistsError("the job already exists"));
     JobHeader next = NextHeader();
     next.token_sha256 = token_sha256.empty() ? caller.token_sha256 : token_sha256;
-    batch.writes.push_back(job_storage::PutHeader(id_, next));
+    WriteHeader(batch, next);
     return Decision::Apply([this, next, on_done](Completions& c) {
       mu_.AssertHeld();
       ApplyHeader(next);
-      LogEvent("created");
+      LogEvent("created", "created");
       c.Answer(on_done, absl::OkStatus());
     });
   });
@@ -406,7 +453,7 @@ void Job::Record(const Caller& caller, const TpInitArgs& args, Done<RecordOutcom
     JobHeader next = NextHeader();
     if (!born_) next.token_sha256 = caller.token_sha256;  // this call creates the job
     next.tp_init = *updated;
-    batch.writes.push_back(job_storage::PutHeader(id_, next));
+    WriteHeader(batch, next);
     return Decision::Apply([this, next, created, on_done](Completions& c) {
       mu_.AssertHeld();
       ApplyHeader(next);
@@ -564,10 +611,13 @@ Job::Decision Job::DecideJoin(Batch& batch, const Caller& caller, const JoinArgs
 
   // This Join opens the next generation unless one is joining; a running one ends first.
   const bool fresh = header_.phase != JobPhase::kJoining;
-  std::string ended;
+  std::optional<JobHeader> superseded;  // the running generation this Join ends
   if (header_.phase == JobPhase::kRunning) {
-    ended = absl::StrCat("worker ", args.worker_id, " (host ", args.host, ") joined while generation ",
-                         header_.generation, " was running");
+    superseded = NextHeader();
+    superseded->phase = JobPhase::kFailed;
+    superseded->end_cause = EndCause::kWorkerRejoined;
+    superseded->end_reason = absl::StrCat("worker ", args.worker_id, " (host ", args.host, ") joined while generation ",
+                                          header_.generation, " was running");
   }
   JobHeader next = NextHeader();
   if (!born_) next.token_sha256 = caller.token_sha256;  // this Join creates the job
@@ -649,26 +699,23 @@ Job::Decision Job::DecideJoin(Batch& batch, const Caller& caller, const JoinArgs
     }
     next.phase = start_error.ok() ? JobPhase::kRunning : JobPhase::kFailed;
     next.end_reason = std::string(start_error.message());
+    next.end_cause = start_error.ok() ? EndCause::kNone : EndCause::kStartFailed;
   }
 
   if (fresh) batch.writes.push_back(job_storage::ClearGeneration(id_));
-  if (fresh || complete) batch.writes.push_back(job_storage::PutHeader(id_, next));
+  if (superseded) StampAndRecord(batch, *superseded);  // its header is `next`'s
+  if (fresh || complete) WriteHeader(batch, next);
   if (complete && start_error.ok()) {
     std::vector<StoredMember> stored;
     for (const Member& m : *world) stored.push_back({m.worker_id, m.host, m.key_sha256});
     job_storage::PutMembers(id_, stored, &batch.writes);
   }
 
-  return Decision::Apply([this, fresh, ended, next, world, complete, start_error, replaced, joiner, call, wait,
+  return Decision::Apply([this, fresh, superseded, next, world, complete, start_error, replaced, joiner, call, wait,
                           done, min_world_size, rejoin_timeout = args.rejoin_timeout,
                           sets_range = fresh || g.members.empty()](Completions& c) mutable {
     mu_.AssertHeld();
-    if (!ended.empty()) {
-      JobHeader failed = header_;
-      failed.phase = JobPhase::kFailed;
-      failed.end_reason = ended;
-      EndGeneration(failed, c);
-    }
+    if (superseded) EndGeneration(*superseded, c);
     if (fresh) StartGeneration(next, c);
     if (sets_range) {
       gen_->min_world_size = min_world_size;
@@ -699,7 +746,7 @@ Job::Decision Job::DecideJoin(Batch& batch, const Caller& caller, const JoinArgs
     if (!start_error.ok()) {
       ApplyHeader(next);
       const absl::Status status = WithContext(start_error);
-      LogEvent(absl::StrCat("failed to start: ", start_error.message()));
+      LogEvent("start_failed", absl::StrCat("failed to start: ", start_error.message()));
       for (const Member& m : g.members) {
         if (std::optional<Parked> p = parked_.Take(m.join_call)) FailParkedCall(p->call, status, c);
       }
@@ -727,7 +774,7 @@ void Job::StartRunning(const JobHeader& next, std::vector<Member> world, const s
   g.leases.Start(header_.world_size, now);
   EndPhase("join");
   BeginPhase("run");
-  LogEvent(absl::StrCat("running: ", header_.world_size, " workers = tp ", g.mesh.tp_size(), " x dp ", g.mesh.dp_size()));
+  LogEvent("running", absl::StrCat("running: ", header_.world_size, " workers = tp ", g.mesh.tp_size(), " x dp ", g.mesh.dp_size()));
   for (size_t rank = 0; rank < waiting.size(); ++rank) {
     if (!joiner.empty() && g.members[rank].worker_id == joiner) {
       c.Answer<Assignment>(joiner_done, AssignmentOf(static_cast<int>(rank)));
@@ -793,7 +840,7 @@ void Job::Shrink(uint64_t generation) {
     next.world_size = world_size;
     next.end_reason.clear();
     next.end_fatal = false;
-    batch.writes.push_back(job_storage::PutHeader(id_, next));
+    WriteHeader(batch, next);
     std::vector<StoredMember> stored;
     for (const Member& m : world) stored.push_back({m.worker_id, m.host, m.key_sha256});
     job_storage::PutMembers(id_, stored, &batch.writes);
@@ -802,7 +849,7 @@ void Job::Shrink(uint64_t generation) {
       nothing(c);
       const int wanted = header_.world_size;
       const Mesh mesh = *Mesh::Create(next.world_size, next.tp_size);
-      LogEvent(absl::StrCat("shrinking: ", next.world_size, " of ", wanted, " workers joined within ",
+      LogEvent("shrinking", absl::StrCat("shrinking: ", next.world_size, " of ", wanted, " workers joined within ",
                             Seconds(gen_->rejoin_timeout), "; starting with tp ", mesh.tp_size(), " x dp ",
                             mesh.dp_size()));
       for (uint64_t call : left_over) {
@@ -835,13 +882,13 @@ void Job::StartGeneration(const JobHeader& header, Completions& done) {
   gen_->joining_since = Clock::now();
   ApplyHeader(header);
   BeginPhase("join");
-  LogEvent(absl::StrCat("joining, world_size ", header.world_size, ", tp_size ", header.tp_size));
+  LogEvent("joining", absl::StrCat("joining, world_size ", header.world_size, ", tp_size ", header.tp_size));
 }
 
 void Job::EndGeneration(const JobHeader& header, Completions& done) {
   ApplyHeader(header);
   EndPhase("run");
-  LogEvent(absl::StrCat("ended: ", header.end_reason));
+  LogEvent("ended", absl::StrCat("ended: ", header.end_reason), header.end_rank);
   if (gen_->lease_timer) context_->timers->Cancel(gen_->lease_timer);
   gen_->lease_timer = 0;
   const absl::Status ended = WithJobContext(id_, GenerationEnded(header));
@@ -866,7 +913,7 @@ void Job::MaybeComplete() {
     if (header_.generation != generation || header_.phase != JobPhase::kRunning) return Decision::Apply([](Completions&) {});
     JobHeader next = NextHeader();
     next.phase = JobPhase::kCompleted;
-    batch.writes.push_back(job_storage::PutHeader(id_, next));
+    WriteHeader(batch, next);
     return Decision::Apply([this, next](Completions&) {
       mu_.AssertHeld();
       Complete(next);
@@ -878,7 +925,7 @@ void Job::MaybeComplete() {
 void Job::Complete(const JobHeader& header) {
   ApplyHeader(header);
   EndPhase("run");
-  LogEvent("completed: every worker finished");
+  LogEvent("completed", "completed: every worker finished");
   if (gen_->lease_timer) context_->timers->Cancel(gen_->lease_timer);
   gen_->lease_timer = 0;
 }
@@ -909,7 +956,9 @@ void Job::CheckLeases() {
     next.end_reason = absl::StrCat("rank ", first.rank, " (host ", first.host, ", worker ", first.worker_id,
                                    ") missed its heartbeat lease of ", Seconds(options_.lease));
     if (expired.size() > 1) absl::StrAppend(&next.end_reason, ", and ", expired.size() - 1, " more rank(s) with it");
-    batch.writes.push_back(job_storage::PutHeader(id_, next));
+    next.end_cause = EndCause::kLeaseExpired;
+    next.end_rank = first.rank;
+    WriteHeader(batch, next);
     return Decision::Apply([this, next](Completions& c) {
       mu_.AssertHeld();
       EndGeneration(next, c);
@@ -1411,12 +1460,17 @@ uint64_t Job::Barrier(const Caller& caller, uint64_t generation, int rank, std::
   return call;
 }
 
-absl::StatusOr<Millis> Job::Heartbeat(const Caller& caller, uint64_t generation, int rank) {
+absl::StatusOr<Millis> Job::Heartbeat(const Caller& caller, uint64_t generation, int rank,
+                                      const ProgressReport* progress) {
   MutexLock lock(&mu_);
   absl::Status status = CheckServing();
   if (status.ok()) status = CheckMember(caller, generation, rank);
   if (!status.ok()) return WithContext(status);
   gen_->leases.Renew(rank, Clock::now());
+  if (progress) {
+    if (absl::Status s = CheckProgressReport(*progress); !s.ok()) return WithJobContext(id_, s);
+    progress_.Add(*progress);
+  }
   return options_.lease;
 }
 
@@ -1450,7 +1504,9 @@ void Job::CloseSession(uint64_t generation, int rank, uint64_t session) {
     next.end_reason = absl::StrCat("rank ", rank, " (host ", m.host, ", worker ", m.worker_id,
                                    ") is gone: its session closed before it finished (the process died or lost "
                                    "its connection)");
-    batch.writes.push_back(job_storage::PutHeader(id_, next));
+    next.end_cause = EndCause::kWorkerGone;
+    next.end_rank = rank;
+    WriteHeader(batch, next);
     return Decision::Apply([this, next, forget](Completions& c) {
       mu_.AssertHeld();
       forget(c);
@@ -1483,7 +1539,7 @@ void Job::Leave(const Caller& caller, uint64_t generation, int rank, bool finish
       if (last) {
         completed = NextHeader();
         completed->phase = JobPhase::kCompleted;
-        batch.writes.push_back(job_storage::PutHeader(id_, *completed));
+        WriteHeader(batch, *completed);
       }
       return Decision::Apply([this, rank, completed, on_done](Completions& c) {
         mu_.AssertHeld();
@@ -1498,7 +1554,9 @@ void Job::Leave(const Caller& caller, uint64_t generation, int rank, bool finish
     next.end_reason = absl::StrCat("rank ", rank, " (host ", m.host, ", worker ", m.worker_id, ") left",
                                    reason.empty() ? "" : ": ", reason);
     next.end_fatal = fatal;
-    batch.writes.push_back(job_storage::PutHeader(id_, next));
+    next.end_cause = EndCause::kWorkerLeft;
+    next.end_rank = rank;
+    WriteHeader(batch, next);
     return Decision::Apply([this, next, on_done](Completions& c) {
       mu_.AssertHeld();
       EndGeneration(next, c);
@@ -1516,10 +1574,12 @@ void Job::Forget(Completions& done) {
   if (gen_->lease_timer) context_->timers->Cancel(gen_->lease_timer);
   gen_ = std::make_unique<Generation>(*context_, Mesh());  // releases the store's bytes
   header_ = JobHeader();
+  history_.clear();
+  progress_ = ProgressHistory();
   merged_config_.clear();
   corrupt_ = absl::OkStatus();
   born_ = false;
-  LogEvent("deleted");
+  LogEvent("deleted", "deleted");
   gone_.store(true, std::memory_order_release);
   if (!stopping_ && context_->on_gone) done.Add([self = shared_from_this(), on_gone = context_->on_gone] { on_gone(self); });
 }
@@ -1555,7 +1615,7 @@ void Job::ExpireIfIdleSince(int64_t cutoff_unix_ms, Done<bool> on_done) {
     job_storage::DeleteJob(id_, &batch.writes);
     return Decision::Apply([this, on_done](Completions& c) {
       mu_.AssertHeld();
-      LogEvent("expired: inactive for longer than --job-ttl");
+      LogEvent("expired", "expired: inactive for longer than --job-ttl");
       Forget(c);
       c.Answer<bool>(on_done, true);
     });
@@ -1653,7 +1713,12 @@ Shortlist Job::MissingFor(const ParkedCall& parked) const {
   return missing;
 }
 
-std::optional<JobView> Job::View(bool with_members) const {
+std::vector<CurvePoint> Job::Curve() const {
+  MutexLock lock(&mu_);
+  return progress_.curve();
+}
+
+std::optional<JobView> Job::View(bool with_details) const {
   MutexLock lock(&mu_);
   if (!born_ || gone()) return std::nullopt;
   const Generation& g = *gen_;
@@ -1666,6 +1731,9 @@ std::optional<JobView> Job::View(bool with_members) const {
   view.world_size = header_.world_size;
   view.end_reason = header_.end_reason;
   view.member_count = static_cast<int>(g.members.size());
+  view.parked_calls = parked_.size();
+  view.progress = progress_.latest();
+  view.eval_loss = progress_.eval_loss();
   for (const auto& t : g.timings) {
     view.timings.push_back(
         {t.phase, t.start_unix_ms, t.end ? std::chrono::duration_cast<Millis>(*t.end - t.start).count() : -1});
@@ -1690,9 +1758,15 @@ std::optional<JobView> Job::View(bool with_members) const {
   Shortlist keys;
   for (const std::string& key : g.kv.watchers().Keys()) keys.Add([&] { return QuoteForError(key); });
   if (!keys.empty()) view.missing.push_back("store keys " + keys.ToString());
-  if (!with_members) return view;
   const Clock::time_point now = Clock::now();
   const bool live = g.leases.started() && header_.phase == JobPhase::kRunning;
+  if (live) {
+    for (int rank = 0; rank < header_.world_size; ++rank) {
+      if (g.leases.finished(rank) || g.leases.AgeMs(rank, now) <= options_.lease.count()) ++view.healthy_members;
+    }
+  }
+  if (!with_details) return view;
+  view.history.assign(history_.begin(), history_.end());
   for (size_t i = 0; i < g.members.size() && view.members.size() < static_cast<size_t>(kMaxMembersInView); ++i) {
     const Member& m = g.members[i];
     const bool finished = m.rank >= 0 && g.leases.started() && g.leases.finished(m.rank);

@@ -51,12 +51,15 @@
 #include "common/limits.h"
 #include "common/mesh.h"
 #include "common/tp_init_args.h"
+#include "common/log_line.h"
 #include "coordinator/caller.h"
 #include "coordinator/completions.h"
 #include "coordinator/job_storage.h"
 #include "coordinator/job_view.h"
 #include "coordinator/key_value_store.h"
+#include "coordinator/metrics.h"
 #include "coordinator/parked_calls.h"
+#include "coordinator/progress_history.h"
 #include "coordinator/state_committer.h"
 #include "coordinator/timer_queue.h"
 
@@ -68,7 +71,7 @@ struct JobOptions {
   size_t max_parked_calls = kMaxParkedCallsPerJob;
   bool only_admin_creates_jobs = false;  // --job-creation admin
   // Receives one line per generation event (joining, running, ended, completed); may be empty.
-  std::function<void(const std::string&)> log;
+  std::function<void(const LogLine&)> log;
 };
 
 // What every job of one coordinator shares. Everything must outlive the jobs.
@@ -80,6 +83,7 @@ struct JobContext {
   // Runs (not under any job lock) when a job is gone — deleted, expired, or created by a call that left no
   // state — so that its registry can drop it.
   std::function<void(const std::shared_ptr<class Job>&)> on_gone;
+  Metrics* metrics = nullptr;  // may be null
 };
 
 struct JoinArgs {
@@ -161,8 +165,9 @@ class Job : public std::enable_shared_from_this<Job> {
   absl::StatusOr<bool> StoreCheck(const Caller& caller, uint64_t generation, const std::vector<std::string>& keys);
   absl::StatusOr<int64_t> StoreNumKeys(const Caller& caller, uint64_t generation);
 
-  // Renews the member's lease; returns the lease length.
-  absl::StatusOr<Millis> Heartbeat(const Caller& caller, uint64_t generation, int rank);
+  // Renews the member's lease, and keeps `progress` (if any) as the job's latest; returns the lease length.
+  absl::StatusOr<Millis> Heartbeat(const Caller& caller, uint64_t generation, int rank,
+                                   const ProgressReport* progress = nullptr);
   // `fatal` (with finished=false): see LeaveRequest.fatal.
   void Leave(const Caller& caller, uint64_t generation, int rank, bool finished, std::string reason, StatusDone done,
              bool fatal = false);
@@ -189,8 +194,10 @@ class Job : public std::enable_shared_from_this<Job> {
   // Whether `caller` may read the job (View): it carries the job's token or the admin token. NOT_FOUND while
   // the job does not exist. The token never changes, so what this admits stays admitted.
   absl::Status Authorize(const Caller& caller) const ABSL_LOCKS_EXCLUDED(mu_);
-  // nullopt while the job does not exist (yet, or any more).
-  std::optional<JobView> View(bool with_members) const;
+  // nullopt while the job does not exist (yet, or any more). `with_details`: members and history too.
+  std::optional<JobView> View(bool with_details) const;
+  // The job's loss curve (progress_history.h).
+  std::vector<CurvePoint> Curve() const ABSL_LOCKS_EXCLUDED(mu_);
   // Answers once every call made before it has been applied (or answered with its error).
   void Sync(StatusDone done);
 
@@ -235,6 +242,12 @@ class Job : public std::enable_shared_from_this<Job> {
   // CheckCaller, CheckLive, and the caller's member key is that of some member (store calls name no rank).
   absl::Status CheckAnyMember(const Caller& caller, uint64_t generation) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   JobHeader NextHeader() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Stamps `next` with when its generation started, ran and ended (as it differs from header_), and writes
+  // it with its generation's history record.
+  void WriteHeader(Batch& batch, JobHeader& next) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // WriteHeader without the header (for a generation that another header write supersedes); returns `next`.
+  const JobHeader& StampAndRecord(Batch& batch, JobHeader& next) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The one way header_ changes while serving: also keeps history_ and counts the generation's transitions.
   void ApplyHeader(const JobHeader& header) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   // The generation lifecycle.
@@ -290,7 +303,9 @@ class Job : public std::enable_shared_from_this<Job> {
   Shortlist MissingForJoin() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   Shortlist MissingFor(const ParkedCall& parked) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status WithContext(absl::Status status) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void LogEvent(const std::string& what) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // `event`: a short name for JSON logs ("running"); `rank`: the rank it is about, if any.
+  void LogEvent(absl::string_view event, const std::string& what, int rank = -1) const
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const std::string id_;
   const JobContext* const context_;
@@ -304,6 +319,8 @@ class Job : public std::enable_shared_from_this<Job> {
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   absl::Status corrupt_ ABSL_GUARDED_BY(mu_);
   JobHeader header_ ABSL_GUARDED_BY(mu_);
+  std::deque<GenerationRecord> history_ ABSL_GUARDED_BY(mu_);  // what the store holds, oldest first
+  ProgressHistory progress_ ABSL_GUARDED_BY(mu_);             // the job's, across generations
   std::string merged_config_ ABSL_GUARDED_BY(mu_);
   std::unique_ptr<Generation> gen_ ABSL_GUARDED_BY(mu_);
   // Who was in the generation before gen_, so that a Join timeout can say who has not come back.

@@ -63,6 +63,7 @@ class JobRegistry {
   std::vector<std::shared_ptr<Job>> Page(const std::string& after, size_t limit,
                                          const std::function<bool(const Job&)>& visible) const;
   size_t size() const { return size_.load(); }
+  Metrics* metrics() const { return context_->metrics; }
 
   // Every `interval`, deletes the jobs nothing has happened to for `ttl` and that nothing runs or waits in.
   void ExpireIdleJobs(Millis ttl, Millis interval) ABSL_LOCKS_EXCLUDED(sweep_mu_);

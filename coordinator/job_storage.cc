@@ -49,6 +49,14 @@ absl::Status Corrupt(absl::string_view job, absl::string_view key, absl::string_
                                           ": ", what, "; delete the job (tpctl delete ", job, ") to start it afresh"));
 }
 
+std::string HistoryKey(absl::string_view job, uint64_t generation) {
+  return absl::StrFormat("%s%s/history/%020d", job_storage::kJobsPrefix, job, generation);
+}
+
+bool ValidEndCause(int cause) {
+  return cause >= static_cast<int>(EndCause::kNone) && cause <= static_cast<int>(EndCause::kStartFailed);
+}
+
 bool ParseRank(absl::string_view text, int* rank) {
   return text.size() == 8 && absl::SimpleAtoi(text, rank) && *rank >= 0 && *rank < kMaxWorldSize;
 }
@@ -64,6 +72,24 @@ absl::string_view JobPhaseName(JobPhase phase) {
     case JobPhase::kFailed: return "failed";
   }
   return "unknown";
+}
+
+absl::string_view EndCauseName(EndCause cause) {
+  switch (cause) {
+    case EndCause::kNone: return "";
+    case EndCause::kLeaseExpired: return "lease_expired";
+    case EndCause::kWorkerGone: return "worker_gone";
+    case EndCause::kWorkerLeft: return "worker_left";
+    case EndCause::kWorkerRejoined: return "worker_rejoined";
+    case EndCause::kStartFailed: return "start_failed";
+  }
+  return "unknown";
+}
+
+GenerationRecord RecordOf(const JobHeader& h) {
+  return GenerationRecord{h.generation,        h.phase,         h.world_size,  h.tp_size,
+                          h.generation_started_unix_ms, h.running_unix_ms, h.ended_unix_ms,
+                          h.end_cause,         h.end_rank,      h.end_reason};
 }
 
 namespace job_storage {
@@ -88,7 +114,31 @@ StateWrite PutHeader(absl::string_view job, const JobHeader& header) {
   out.set_created_unix_ms(header.created_unix_ms);
   out.set_updated_unix_ms(header.updated_unix_ms);
   out.set_token_sha256(header.token_sha256);
+  out.set_end_cause(static_cast<int>(header.end_cause));
+  out.set_end_rank(header.end_rank);
+  out.set_generation_started_unix_ms(header.generation_started_unix_ms);
+  out.set_running_unix_ms(header.running_unix_ms);
+  out.set_ended_unix_ms(header.ended_unix_ms);
   return StateWrite::Put(JobKey(job), Serialize(out));
+}
+
+StateWrite PutGenerationRecord(absl::string_view job, const GenerationRecord& r) {
+  pb::GenerationRecord out;
+  out.set_generation(r.generation);
+  out.set_phase(PhaseToProto(r.phase));
+  out.set_world_size(r.world_size);
+  out.set_tp_size(r.tp_size);
+  out.set_started_unix_ms(r.started_unix_ms);
+  out.set_running_unix_ms(r.running_unix_ms);
+  out.set_ended_unix_ms(r.ended_unix_ms);
+  out.set_end_cause(static_cast<int>(r.end_cause));
+  out.set_end_rank(r.end_rank);
+  out.set_end_reason(r.end_reason);
+  return StateWrite::Put(HistoryKey(job, r.generation), Serialize(out));
+}
+
+StateWrite DeleteGenerationRecord(absl::string_view job, uint64_t generation) {
+  return StateWrite::Delete(HistoryKey(job, generation));
 }
 
 StateWrite PutMergedConfig(absl::string_view job, absl::string_view config) {
@@ -193,11 +243,33 @@ absl::StatusOr<StoredJob> DecodeJob(absl::string_view job, absl::Span<const Stat
       h.created_unix_ms = header.created_unix_ms();
       h.updated_unix_ms = header.updated_unix_ms();
       h.token_sha256 = header.token_sha256();
+      if (!ValidEndCause(header.end_cause())) {
+        return Corrupt(job, entry.key, absl::StrCat("end_cause ", header.end_cause(), " is not a cause"));
+      }
+      h.end_cause = static_cast<EndCause>(header.end_cause());
+      h.end_rank = header.end_rank();
+      h.generation_started_unix_ms = header.generation_started_unix_ms();
+      h.running_unix_ms = header.running_unix_ms();
+      h.ended_unix_ms = header.ended_unix_ms();
       has_header = true;
       continue;
     }
     if (rest == "/config") {
       stored.merged_config = entry.value;
+      continue;
+    }
+    if (absl::ConsumePrefix(&rest, "/history/")) {
+      pb::GenerationRecord r;
+      uint64_t generation = 0;
+      if (rest.size() != 20 || !absl::SimpleAtoi(rest, &generation) || !r.ParseFromString(entry.value) ||
+          r.generation() != generation || r.phase() < pb::PHASE_JOINING || r.phase() > pb::PHASE_FAILED ||
+          !ValidEndCause(r.end_cause())) {
+        return Corrupt(job, entry.key, "not the GenerationRecord of its generation");
+      }
+      stored.history.push_back(GenerationRecord{r.generation(), static_cast<JobPhase>(r.phase() - 1), r.world_size(),
+                                                r.tp_size(), r.started_unix_ms(), r.running_unix_ms(),
+                                                r.ended_unix_ms(), static_cast<EndCause>(r.end_cause()), r.end_rank(),
+                                                r.end_reason()});
       continue;
     }
     if (!absl::ConsumePrefix(&rest, "/g/")) return Corrupt(job, entry.key, "unknown key");

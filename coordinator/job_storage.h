@@ -31,6 +31,12 @@ enum class JobPhase { kIdle, kJoining, kRunning, kCompleted, kFailed };
 
 absl::string_view JobPhaseName(JobPhase phase);
 
+// Why a generation failed (tpctl events, tpcoord_generations_ended_total{reason}).
+enum class EndCause { kNone, kLeaseExpired, kWorkerGone, kWorkerLeft, kWorkerRejoined, kStartFailed };
+
+// "lease_expired", "worker_gone", "worker_left", "worker_rejoined", "start_failed"; "" for kNone.
+absl::string_view EndCauseName(EndCause cause);
+
 // What a job is between calls: its record and the state of its latest generation.
 struct JobHeader {
   std::optional<TpInitRecord> tp_init;
@@ -43,7 +49,30 @@ struct JobHeader {
   int64_t created_unix_ms = 0;
   int64_t updated_unix_ms = 0;
   std::string token_sha256;  // the job's bearer token, hashed (caller.h); empty: bound to none
+  // How the current generation went, for its GenerationRecord (Job stamps them as the phase changes).
+  EndCause end_cause = EndCause::kNone;
+  int end_rank = -1;  // the rank that ended it, if one did
+  int64_t generation_started_unix_ms = 0;
+  int64_t running_unix_ms = 0;  // 0: never ran
+  int64_t ended_unix_ms = 0;    // 0: not over
 };
+
+// One generation of a job's history: what the header said of it last.
+struct GenerationRecord {
+  uint64_t generation = 0;
+  JobPhase phase = JobPhase::kJoining;
+  int world_size = 0;
+  int tp_size = 0;
+  int64_t started_unix_ms = 0;
+  int64_t running_unix_ms = 0;
+  int64_t ended_unix_ms = 0;
+  EndCause end_cause = EndCause::kNone;
+  int end_rank = -1;
+  std::string end_reason;
+};
+
+// The record of `header`'s generation (which must be > 0).
+GenerationRecord RecordOf(const JobHeader& header);
 
 struct StoredMember {
   std::string worker_id;
@@ -67,6 +96,7 @@ struct StoredJob {
   std::map<UniqueIdSlot, std::string> unique_ids;
   std::map<std::string, std::string> kv;
   std::map<std::string, uint64_t> barrier_rounds;  // completed rounds by barrier name
+  std::vector<GenerationRecord> history;           // by generation, at most kMaxGenerationHistory
 };
 
 // The writes that store each piece. `job` must be a valid job id.
@@ -84,6 +114,8 @@ StateWrite PutUniqueId(absl::string_view job, const UniqueIdSlot& slot, absl::st
 StateWrite PutStoreValue(absl::string_view job, absl::string_view key, absl::string_view value);
 StateWrite DeleteStoreValue(absl::string_view job, absl::string_view key);
 StateWrite PutBarrierRounds(absl::string_view job, absl::string_view name, uint64_t completed);
+StateWrite PutGenerationRecord(absl::string_view job, const GenerationRecord& record);
+StateWrite DeleteGenerationRecord(absl::string_view job, uint64_t generation);
 // Everything of the current generation, as the next one starts.
 StateWrite ClearGeneration(absl::string_view job);
 // Everything of the job.

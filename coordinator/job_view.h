@@ -11,6 +11,7 @@
 
 #include "common/tp_init_args.h"
 #include "coordinator/job_storage.h"
+#include "coordinator/progress_history.h"
 
 namespace tpcoord {
 
@@ -40,6 +41,11 @@ struct JobView {
   std::vector<std::string> missing;
   std::vector<PhaseTimingView> timings;
   std::string end_reason;
+  int healthy_members = 0;  // finished, or heard from within the lease
+  size_t parked_calls = 0;
+  std::optional<ProgressReport> progress;  // the latest report
+  std::optional<double> eval_loss;         // the latest eval loss reported
+  std::vector<GenerationRecord> history;   // with details: oldest first
 };
 
 // The first few items of a list that may be long, and how many there were: what messages and views show

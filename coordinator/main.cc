@@ -39,11 +39,13 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "common/host_name.h"
 #include "common/limits.h"
+#include "common/log_line.h"
 #include "common/process_init.h"
 #include "common/secrets.h"
 #include "coordinator/coordinator_service.h"
@@ -51,6 +53,9 @@
 #include "coordinator/etcd_state_store.h"
 #include "coordinator/job_registry.h"
 #include "coordinator/leader_election.h"
+#include "coordinator/metrics.h"
+#include "coordinator/ops_endpoint.h"
+#include "coordinator/rpc_metrics.h"
 #include "coordinator/standby_service.h"
 #include "coordinator/state_committer.h"
 #include "coordinator/state_dir.h"
@@ -95,16 +100,34 @@ ABSL_FLAG(absl::Duration, job_ttl, absl::Hours(24 * 7),
           "forgotten");
 ABSL_FLAG(int64_t, max_store_bytes, int64_t{1} << 30,
           "most bytes the key-value stores of all jobs hold together (RESOURCE_EXHAUSTED past it)");
+ABSL_FLAG(std::string, metrics_listen, "",
+          "HOST:PORT to serve Prometheus metrics (/metrics) and the status page (/) on, over HTTP (default: off). "
+          "With --admin-token-file every request must carry the admin token; then an address other than loopback "
+          "needs --allow-insecure, since the token would travel in the clear");
+ABSL_FLAG(std::string, log_format, "text", "text, or json: one JSON object per line (time, level, job, generation, "
+          "rank, event, message)");
 
 namespace {
 
+tpcoord::LogFormat log_format = tpcoord::LogFormat::kText;
+
+void LogLine(const tpcoord::LogLine& line) {
+  std::cerr << tpcoord::FormatLogLine(log_format, "tp-coordinator", line, absl::Now()) << std::endl;
+}
+
 void Log(const std::string& message) {
-  std::cerr << absl::FormatTime("%Y-%m-%dT%H:%M:%E3SZ", absl::Now(), absl::UTCTimeZone())
-            << " tp-coordinator " << message << std::endl;
+  tpcoord::LogLine line;
+  line.message = message;
+  if (absl::StartsWith(message, "warning: ")) line.level = "warning";
+  LogLine(line);
 }
 
 [[noreturn]] void Die(const std::string& message) {
-  Log(absl::StrCat("fatal: ", message));
+  tpcoord::LogLine line;
+  line.message = absl::StrCat("fatal: ", message);
+  line.level = "error";
+  line.event = "fatal";
+  LogLine(line);
   std::exit(1);
 }
 
@@ -248,6 +271,9 @@ int main(int argc, char** argv) {
       "tp-coordinator --listen HOST:PORT --state-dir DIR [--tls-cert F --tls-key F [--tls-client-ca F]] "
       "[--admin-token-file F] [--job-creation open|admin] [--lease 10s] [--max-jobs N] [--job-ttl 168h]");
   tpcoord::InitProcess(argc, argv);
+  absl::StatusOr<tpcoord::LogFormat> format = tpcoord::ParseLogFormat(absl::GetFlag(FLAGS_log_format));
+  if (!format.ok()) Die(absl::StrCat("--log-format: ", format.status().message()));
+  log_format = *format;
 
   // Block the stop signals before any thread starts, so that only sigwait below receives them.
   sigset_t stop_signals;
@@ -263,7 +289,7 @@ int main(int argc, char** argv) {
   if (absl::GetFlag(FLAGS_max_jobs) < 1) Die("--max-jobs must be at least 1");
   const tpcoord::Millis ttl = absl::ToChronoMilliseconds(absl::GetFlag(FLAGS_job_ttl));
   if (ttl < tpcoord::Millis(1000)) Die("--job-ttl must be at least 1s");
-  options.log = Log;
+  options.log = LogLine;
   const std::string job_creation = absl::GetFlag(FLAGS_job_creation);
   if (job_creation != "open" && job_creation != "admin") Die("--job-creation must be open or admin");
   options.only_admin_creates_jobs = job_creation == "admin";
@@ -279,6 +305,23 @@ int main(int argc, char** argv) {
   const std::string listen = absl::GetFlag(FLAGS_listen);
   std::shared_ptr<grpc::ServerCredentials> credentials = ServerCredentials(listen);
   grpc::EnableDefaultHealthCheckService(true);  // open to all: probes carry no token
+
+  // The metrics port serves from the start, a standby too (tpcoord_leader 0); its jobs once this one leads.
+  static tpcoord::Metrics metrics;
+  std::unique_ptr<tpcoord::OpsEndpoint> ops;
+  if (const std::string metrics_listen = absl::GetFlag(FLAGS_metrics_listen); !metrics_listen.empty()) {
+    if (!admin_token_sha256.empty() && !IsLocalOnly(metrics_listen) && !absl::GetFlag(FLAGS_allow_insecure)) {
+      Die(absl::StrCat("--metrics-listen ", metrics_listen, " is plaintext HTTP: scrapers would send the admin "
+                       "token over the network in the clear; keep it on loopback, or give --allow-insecure"));
+    }
+    absl::StatusOr<std::unique_ptr<tpcoord::OpsEndpoint>> started =
+        tpcoord::OpsEndpoint::Start(metrics_listen, &metrics, admin_token_sha256);
+    if (!started.ok()) Die(std::string(started.status().message()));
+    ops = *std::move(started);
+    std::cout << "tp-coordinator metrics on http://" << ops->address() << "/metrics" << std::endl;
+    Log(absl::StrCat("metrics and status page on http://", ops->address(), "/",
+                     admin_token_sha256.empty() ? "" : " (admin token required)"));
+  }
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
 
   // The stop signals, on a thread of their own: the main thread may be campaigning when one comes.
@@ -325,21 +368,23 @@ int main(int argc, char** argv) {
     store = state_dir->store();
     state_where = state_dir->database_path();
   }
+  tpcoord::TimedStateStore timed_store(store, &metrics);
 
   // Declared in the order they depend on each other, so that they are destroyed in the reverse one. The
   // quota outlives the timer thread: a deadline callback may hold the last reference to a Job, whose store
   // gives its bytes back to the quota when it goes.
   tpcoord::StoreQuota store_quota(absl::GetFlag(FLAGS_max_store_bytes));
   tpcoord::TimerQueue timers;
-  tpcoord::JobContext context{nullptr, &timers, &store_quota, options, nullptr};
+  tpcoord::JobContext context{nullptr, &timers, &store_quota, options, nullptr, &metrics};
   // Drains its writes (into the jobs) before `context` goes. Jobs apply what was written, and answer their
   // calls, on a gRPC thread, where finishing a call costs no further thread hop.
-  tpcoord::StateCommitter committer(store, tpcoord::RunOnGrpcThread);
+  tpcoord::StateCommitter committer(&timed_store, tpcoord::RunOnGrpcThread);
   context.committer = &committer;
   tpcoord::JobRegistry registry(&context, static_cast<size_t>(absl::GetFlag(FLAGS_max_jobs)));
   absl::StatusOr<tpcoord::JobRegistry::Restored> restored = registry.Restore();
   if (!restored.ok()) Die(absl::StrCat("cannot restore state: ", restored.status().message()));
   for (const std::string& corrupt : restored->corrupt) Log(absl::StrCat("restore: ", corrupt));
+  metrics.SetRestoredJobs(restored->jobs);
   registry.ExpireIdleJobs(ttl, std::min(ttl / 4, tpcoord::Millis(60000)));
   tpcoord::CoordinatorService service(&registry, options, admin_token_sha256);
 
@@ -349,6 +394,9 @@ int main(int argc, char** argv) {
   builder.AddListeningPort(serve_on, credentials, &port);
   builder.RegisterService(&service);
   builder.SetMaxReceiveMessageSize(tpcoord::kMaxRequestBytes);
+  std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> interceptors;
+  interceptors.push_back(tpcoord::MakeRpcMetricsInterceptor(&metrics));
+  builder.experimental().SetInterceptorCreators(std::move(interceptors));
   // Clients of replicated coordinators ping every 2 s to notice one that stopped answering (client library).
   builder.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, 1000);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
@@ -357,6 +405,8 @@ int main(int argc, char** argv) {
                      absl::GetFlag(FLAGS_tls_cert).empty() ? "" : " (are --tls-cert and --tls-key a matching PEM pair?)"));
   }
   server->GetHealthCheckService()->SetServingStatus(true);
+  metrics.SetLeading(true);
+  if (ops) ops->Serve(&registry, &store_quota);
 
   const std::string host = listen.substr(0, listen.rfind(':'));
   const std::string address = absl::StrCat(host, ":", port);
@@ -386,6 +436,7 @@ int main(int argc, char** argv) {
   absl::SleepFor(std::min(absl::GetFlag(FLAGS_shutdown_grace), absl::Milliseconds(500)));
   server->Shutdown(std::chrono::system_clock::now() + absl::ToChronoMilliseconds(absl::GetFlag(FLAGS_shutdown_grace)));
   server->Wait();
+  if (ops) ops->Serve(nullptr, nullptr);  // the registry goes before the endpoint
   Log("stopped");
   return 0;
 }

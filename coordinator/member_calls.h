@@ -47,6 +47,8 @@ class MemberCalls {
   WaitingCall Barrier(const Caller& caller, const v1::BarrierRequest& req, Millis wait, StatusDone done) const;
   void Leave(const Caller& caller, const v1::LeaveRequest& req, StatusDone done) const;
 
+  Metrics* metrics() const { return registry_->metrics(); }  // may be null
+
  private:
   JobRegistry* const registry_;
   const JobOptions options_;

@@ -1,6 +1,7 @@
 #include "coordinator/session_reactor.h"
 
 #include <atomic>
+#include <chrono>
 #include <deque>
 #include <map>
 #include <memory>
@@ -20,6 +21,27 @@ namespace {
 
 // The steps of a call, in the order they run (SessionRequest's field order).
 enum Step { kRecord, kJoin, kMerge, kPublish, kGet, kBarrier, kLeave, kSteps };
+
+// The metrics' name of a call whose first step is `step` (Metrics::CallFinished).
+const char* CallName(int step) {
+  static const char* const kNames[] = {"Session:record",  "Session:join",    "Session:merge_config",
+                                       "Session:publish_unique_id", "Session:get_unique_id",
+                                       "Session:barrier", "Session:leave",   "Session:none"};
+  return kNames[step];
+}
+
+ProgressReport ProgressFromProto(const v1::TrainingProgress& p) {
+  ProgressReport report;
+  report.step = p.step();
+  report.total_steps = p.total_steps();
+  report.loss = p.loss();
+  report.tokens_per_second = p.tokens_per_second();
+  report.step_seconds = p.step_seconds();
+  if (p.has_eval_loss()) report.eval_loss = p.eval_loss();
+  report.unix_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                       std::chrono::system_clock::now().time_since_epoch()).count();
+  return report;
+}
 
 bool HasStep(const v1::SessionRequest& r, int step) {
   switch (step) {
@@ -112,6 +134,8 @@ class SessionReactor final : public grpc::ServerBidiReactor<grpc::ByteBuffer, gr
     v1::SessionRequest request;
     v1::SessionEvent answer;
     int step = 0;
+    int first_step = kSteps;
+    std::chrono::steady_clock::time_point start = std::chrono::steady_clock::now();
   };
 
   SessionReactor(grpc::CallbackServerContext* ctx, const MemberCalls* calls, const std::string& admin_token_sha256)
@@ -150,6 +174,8 @@ class SessionReactor final : public grpc::ServerBidiReactor<grpc::ByteBuffer, gr
     beat.set_generation(message.generation());
     beat.set_rank(message.rank());
     if (absl::Status s = CheckRequest(beat); !s.ok()) return s;
+    std::optional<ProgressReport> progress;
+    if (message.has_progress()) progress = ProgressFromProto(message.progress());
     std::optional<Member> m = member();
     if (!m) {  // the first heartbeat opens the session of an existing member
       absl::StatusOr<std::shared_ptr<Job>> job = member_calls_->ExistingJob(beat.job_id());
@@ -159,14 +185,15 @@ class SessionReactor final : public grpc::ServerBidiReactor<grpc::ByteBuffer, gr
       v1::SessionEvent event;
       event.set_lease_ms(static_cast<uint32_t>(lease->count()));
       Send(event);
-      return absl::OkStatus();
+      if (!progress) return absl::OkStatus();
+      m = member();
     }
     if (beat.job_id() != m->job->id() || beat.generation() != m->generation || beat.rank() != m->rank) {
       return WithJobContext(m->job->id(), absl::InvalidArgumentError(absl::StrCat(
           "a session's heartbeats must name the member that opened it (generation ", m->generation, " rank ", m->rank,
           "); this one names job ", beat.job_id(), " generation ", beat.generation(), " rank ", beat.rank())));
     }
-    return m->job->Heartbeat(*caller_, m->generation, m->rank).status();
+    return m->job->Heartbeat(*caller_, m->generation, m->rank, progress ? &*progress : nullptr).status();
   }
 
   // Makes this stream the session of member `rank` of `generation` in `job`; returns its lease.
@@ -199,7 +226,13 @@ class SessionReactor final : public grpc::ServerBidiReactor<grpc::ByteBuffer, gr
       }
       in_flight_[id] = WaitingCall{};
     }
-    if (!HasAnyStep(call->request)) {
+    for (int step = kSteps - 1; step >= 0; --step) {
+      if (HasStep(call->request, step)) call->first_step = step;
+    }
+    if (call->request.has_progress()) {
+      Answer(call, absl::InvalidArgumentError(absl::StrCat(
+                       "call ", id, " carries progress, which rides on a heartbeat (call_id 0), not on a call")));
+    } else if (!HasAnyStep(call->request)) {
       Answer(call, absl::InvalidArgumentError(absl::StrCat("call ", id, " has no step")));
     } else {
       RunSteps(call);
@@ -326,6 +359,10 @@ class SessionReactor final : public grpc::ServerBidiReactor<grpc::ByteBuffer, gr
       answer.set_status_code(static_cast<int>(status.code()));
       answer.set_status_message(std::string(status.message()));
       if (std::optional<std::string> context = ErrorContext(status)) answer.set_status_context(*context);
+    }
+    if (Metrics* metrics = member_calls_->metrics()) {
+      metrics->CallFinished(CallName(call->first_step), absl::StatusCodeToString(status.code()),
+                            std::chrono::duration<double>(std::chrono::steady_clock::now() - call->start).count());
     }
     Send(answer);
   }

@@ -5,7 +5,8 @@
 //   tpctl [--coordinator HOST:PORT] merge  --job ID --config ds_config.json [--mpu]
 //   tpctl [--coordinator HOST:PORT] jobs
 //   tpctl [--coordinator HOST:PORT] job ID
-//   tpctl [--coordinator HOST:PORT] watch ID [--interval 1s]
+//   tpctl [--coordinator HOST:PORT] watch [ID...] [--interval 1s] [--count N]
+//   tpctl [--coordinator HOST:PORT] events ID
 //   tpctl [--coordinator HOST:PORT] delete ID [--force]
 //   tpctl [--coordinator HOST:PORT] health
 //
@@ -13,7 +14,10 @@
 // job's or the coordinator's admin token; TLS with --tls-ca F (and --tls-cert F --tls-key F for mutual TLS).
 // On failure it prints the coordinator's message (and its context line, if any) on stderr and exits 1;
 // usage errors exit 2.
+#include <unistd.h>
+
 #include <chrono>
+#include <map>
 #include <fstream>
 #include <optional>
 #include <iostream>
@@ -50,7 +54,7 @@ ABSL_FLAG(std::string, config, "", "merge: path of the DeepSpeed config (JSON)")
 ABSL_FLAG(bool, mpu, false, "merge: as if deepspeed.initialize were given an mpu");
 ABSL_FLAG(absl::Duration, timeout, absl::Seconds(10), "deadline of each call");
 ABSL_FLAG(absl::Duration, interval, absl::Seconds(1), "watch: refresh interval");
-ABSL_FLAG(int, count, 0, "watch: stop after this many refreshes (0: until the job completes or fails)");
+ABSL_FLAG(int, count, 0, "watch: stop after this many refreshes (0: until every watched job completes)");
 ABSL_FLAG(bool, force, false, "delete: also a job whose generation is running (its workers are told it ended)");
 ABSL_FLAG(std::string, job_token_file, "",
           "create: the token the job's workers will carry (default: the token of this call, --token-file)");
@@ -101,6 +105,45 @@ std::string Millis(int64_t ms) {
   return absl::StrFormat("%.1f s", ms / 1000.0);
 }
 
+// "1m05s", "2h03m".
+std::string Eta(double seconds) {
+  const int64_t s = static_cast<int64_t>(seconds + 0.5);
+  if (s < 60) return absl::StrCat(s, "s");
+  if (s < 3600) return absl::StrFormat("%dm%02ds", s / 60, s % 60);
+  return absl::StrFormat("%dh%02dm", s / 3600, s / 60 % 60);
+}
+
+// "step 12/20 (60%) loss 5.123 eval 5.2 1234 tokens/s ETA 8s", or "no progress reported".
+std::string ProgressLine(const v1::JobStatus& job) {
+  if (!job.has_progress() || job.progress().step() == 0) return "no progress reported";
+  const v1::TrainingProgress& p = job.progress();
+  std::string line = absl::StrCat("step ", p.step());
+  if (p.total_steps() > 0) {
+    absl::StrAppend(&line, "/", p.total_steps(), absl::StrFormat(" (%.0f%%)", 100.0 * p.step() / p.total_steps()));
+  }
+  absl::StrAppend(&line, absl::StrFormat(" loss %.4f", p.loss()));
+  if (p.has_eval_loss()) absl::StrAppend(&line, absl::StrFormat(" eval %.4f", p.eval_loss()));
+  absl::StrAppend(&line, absl::StrFormat(" %.0f tokens/s %.0f ms/step", p.tokens_per_second(), p.step_seconds() * 1e3));
+  if (job.phase() == v1::PHASE_RUNNING && p.total_steps() > p.step()) {
+    absl::StrAppend(&line, " ETA ", Eta(p.step_seconds() * static_cast<double>(p.total_steps() - p.step())));
+  }
+  return line;
+}
+
+// One line of tpctl watch.
+std::string WatchLine(const v1::JobStatus& job) {
+  std::string line = absl::StrCat(job.job_id(), "  ");
+  if (job.generation() == 0) return absl::StrCat(line, "no generation yet");
+  absl::StrAppend(&line, "generation ", job.generation(), ": ", PhaseName(job.phase()), "  ", ProgressLine(job), "  ");
+  if (job.phase() == v1::PHASE_RUNNING) {
+    absl::StrAppend(&line, "members ", job.healthy_members(), "/", job.world_size(), " healthy");
+  } else {
+    absl::StrAppend(&line, "members ", job.member_count(), "/", job.world_size());
+  }
+  if (job.phase() == v1::PHASE_FAILED && !job.end_reason().empty()) absl::StrAppend(&line, "  (", job.end_reason(), ")");
+  return line;
+}
+
 void PrintJob(const v1::JobStatus& job, bool details) {
   std::cout << "job " << job.job_id() << "\n";
   std::cout << "  tp_model_init: " << (job.tp_init_recorded() ? DescribeArgs(job.tp_init()) : "not recorded") << "\n";
@@ -111,6 +154,7 @@ void PrintJob(const v1::JobStatus& job, bool details) {
               << job.world_size() << "\n";
   }
   if (!job.end_reason().empty()) std::cout << "  ended: " << job.end_reason() << "\n";
+  if (job.has_progress()) std::cout << "  training: " << ProgressLine(job) << "\n";
   if (!details) return;
   if (job.members_size() > 0) {
     std::cout << absl::StrFormat("  members (%d%s):\n    %-6s %-24s %-36s %s\n", job.member_count(),
@@ -207,22 +251,75 @@ int Delete(CoordinatorClient& client, const std::string& job_id) {
   return 0;
 }
 
-int Job(CoordinatorClient& client, const std::string& job_id, bool watch) {
+int Job(CoordinatorClient& client, const std::string& job_id) {
   if (job_id.empty()) return UsageError("give the job id: tpctl job ID");
+  absl::StatusOr<v1::JobStatus> job = client.GetJob(job_id);
+  if (!job.ok()) return Failed(job.status());
+  PrintJob(*job, true);
+  return 0;
+}
+
+// One line per job, redrawn in place on a terminal (printed again when it changes otherwise), until every
+// job watched has completed (exit 0), one is gone (exit 1), or --count refreshes.
+int Watch(CoordinatorClient& client, std::vector<std::string> job_ids) {
+  const bool terminal = isatty(STDOUT_FILENO);
   const int count = absl::GetFlag(FLAGS_count);
+  std::map<std::string, std::string> shown;  // what each job's line said last
+  size_t lines_drawn = 0;
   for (int i = 1;; ++i) {
-    absl::StatusOr<v1::JobStatus> job = client.GetJob(job_id);
-    if (!job.ok()) return Failed(job.status());
-    if (watch) std::cout << "--- " << absl::FormatTime("%H:%M:%S", absl::Now(), absl::LocalTimeZone()) << "\n";
-    PrintJob(*job, true);
-    std::cout.flush();
-    const v1::Phase phase = job->phase();
-    if (!watch || (count > 0 && i >= count) ||
-        (count == 0 && (phase == v1::PHASE_COMPLETED || phase == v1::PHASE_FAILED))) {
-      return 0;
+    std::vector<v1::JobStatus> jobs;
+    if (job_ids.empty()) {
+      absl::StatusOr<std::vector<v1::JobStatus>> all = client.ListJobs();
+      if (!all.ok()) return Failed(all.status());
+      jobs = *std::move(all);
+    } else {
+      for (const std::string& id : job_ids) {
+        absl::StatusOr<v1::JobStatus> job = client.GetJob(id);
+        if (!job.ok()) return Failed(job.status());
+        jobs.push_back(*std::move(job));
+      }
     }
+    bool all_completed = !jobs.empty();
+    if (terminal && lines_drawn > 0) std::cout << "\33[" << lines_drawn << "A";
+    for (const v1::JobStatus& job : jobs) {
+      all_completed = all_completed && job.phase() == v1::PHASE_COMPLETED;
+      const std::string line = WatchLine(job);
+      if (terminal) {
+        std::cout << "\r\33[2K" << line << "\n";
+      } else if (shown[job.job_id()] != line) {
+        std::cout << absl::FormatTime("%H:%M:%S ", absl::Now(), absl::LocalTimeZone()) << line << "\n";
+      }
+      shown[job.job_id()] = line;
+    }
+    lines_drawn = jobs.size();
+    std::cout.flush();
+    if ((count > 0 && i >= count) || (count == 0 && all_completed)) return 0;
     std::this_thread::sleep_for(absl::ToChronoMilliseconds(absl::GetFlag(FLAGS_interval)));
   }
+}
+
+std::string UnixTime(int64_t ms) {
+  if (ms == 0) return "-";
+  return absl::FormatTime("%Y-%m-%d %H:%M:%S", absl::FromUnixMillis(ms), absl::LocalTimeZone());
+}
+
+// The job's generations, oldest first: when each started, how long it lasted, how it ended and why.
+int Events(CoordinatorClient& client, const std::string& job_id) {
+  if (job_id.empty()) return UsageError("give the job id: tpctl events ID");
+  absl::StatusOr<v1::JobStatus> job = client.GetJob(job_id);
+  if (!job.ok()) return Failed(job.status());
+  std::cout << absl::StrFormat("%-10s %-19s %-10s %-10s %-5s %-15s %-4s %s\n", "GENERATION", "STARTED", "DURATION",
+                               "OUTCOME", "WORLD", "CAUSE", "RANK", "REASON");
+  const int64_t now = absl::ToUnixMillis(absl::Now());
+  for (const v1::GenerationEvent& e : job->history()) {
+    const int64_t end = e.ended_unix_ms() > 0 ? e.ended_unix_ms() : now;
+    const std::string duration = e.started_unix_ms() > 0 ? Millis(end - e.started_unix_ms()) : "-";
+    std::cout << absl::StrFormat("%-10d %-19s %-10s %-10s %-5d %-15s %-4s %s\n", e.generation(),
+                                 UnixTime(e.started_unix_ms()), duration, PhaseName(e.phase()), e.world_size(),
+                                 e.end_cause().empty() ? "-" : e.end_cause(),
+                                 e.end_rank() < 0 ? "-" : std::to_string(e.end_rank()), e.end_reason());
+  }
+  return 0;
 }
 
 int Health(CoordinatorClient& client) {
@@ -242,7 +339,8 @@ int main(int argc, char** argv) {
       "  tpctl [--coordinator HOST:PORT] merge --job ID --config ds_config.json [--mpu]\n"
       "  tpctl [--coordinator HOST:PORT] jobs\n"
       "  tpctl [--coordinator HOST:PORT] job ID\n"
-      "  tpctl [--coordinator HOST:PORT] watch ID [--interval 1s] [--count N]\n"
+      "  tpctl [--coordinator HOST:PORT] watch [ID...] [--interval 1s] [--count N]\n"
+      "  tpctl [--coordinator HOST:PORT] events ID\n"
       "  tpctl [--coordinator HOST:PORT] delete ID [--force]\n"
       "  tpctl [--coordinator HOST:PORT] health");
   if (const char* env = std::getenv("TPCOORD_COORDINATOR"); env && *env) absl::SetFlag(&FLAGS_coordinator, env);
@@ -267,8 +365,13 @@ int main(int argc, char** argv) {
   if (command == "record") return Record(client);
   if (command == "merge") return Merge(client);
   if (command == "jobs") return Jobs(client);
-  if (command == "job") return Job(client, JobArg(args), false);
-  if (command == "watch") return Job(client, JobArg(args), true);
+  if (command == "job") return Job(client, JobArg(args));
+  if (command == "watch") {
+    std::vector<std::string> ids(args.begin() + 2, args.end());
+    if (ids.empty() && !absl::GetFlag(FLAGS_job).empty()) ids.push_back(absl::GetFlag(FLAGS_job));
+    return Watch(client, ids);
+  }
+  if (command == "events") return Events(client, JobArg(args));
   if (command == "delete") return Delete(client, JobArg(args));
   if (command == "health") return Health(client);
   return UsageError(absl::StrCat("unknown command \"", command, "\""));

@@ -303,6 +303,7 @@ int Main() {
       Log(absl::StrFormat("step %d/%d loss %.9g lr %.6g grad_norm %.6g tokens/s %.0f step_ms %.1f%s", stats->step, steps,
                           stats->loss, stats->lr, stats->grad_norm, stats->tokens / stats->seconds,
                           stats->seconds * 1e3, stats->skipped ? " (skipped: fp16 overflow)" : ""));
+      e.report_progress({stats->step, steps, stats->loss, stats->tokens / stats->seconds, stats->seconds, std::nullopt});
     }
     if (!output_dir.empty() && train.checkpoint_interval > 0 && stats->step % train.checkpoint_interval == 0 &&
         stats->step != steps) {
@@ -321,6 +322,9 @@ int Main() {
   if (leader) {
     const int64_t trained = e.global_steps() - first_step;
     Log(absl::StrFormat("eval loss %.9g", *eval));
+    if (trained > 0) {
+      e.report_progress({e.global_steps(), steps, last_loss, tokens / train_seconds, train_seconds / trained, *eval});
+    }
     if (trained > 0) {
       Log(absl::StrFormat("done: %d steps, loss %.4f -> %.4f, %.0f tokens/s, %.1f ms/step%s", trained, first_loss,
                           last_loss, tokens / train_seconds, train_seconds * 1e3 / trained,

@@ -66,6 +66,19 @@ class MemberSession::Impl {
   // which waits as long as the session may be re-opened, plus one call_timeout).
   absl::StatusOr<v1::SessionEvent> Call(v1::SessionRequest steps, Millis patience = Millis(0));
 
+  // Writes `beat` (a heartbeat with more in it) as the member's, if a stream is open and there is a member.
+  void SendHeartbeat(v1::SessionRequest beat) {
+    std::lock_guard<std::mutex> write(write_mu_);
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (!membership_ || !open_ || stopping_) return;
+      beat.set_job_id(membership_->job_id);
+      beat.set_generation(membership_->generation);
+      beat.set_rank(membership_->rank);
+    }
+    if (stream_ != nullptr) stream_->Write(beat);
+  }
+
   bool WaitUntilOpen(Millis timeout) {
     std::unique_lock<std::mutex> lock(mu_);
     return wake_.wait_for(lock, timeout, [this] { return open_; });
@@ -298,6 +311,18 @@ MemberSession::MemberSession(CoordinatorClient* client, Membership membership,
 MemberSession::~MemberSession() = default;
 
 bool MemberSession::WaitUntilOpen(Millis timeout) { return impl_->WaitUntilOpen(timeout); }
+
+void MemberSession::ReportProgress(const TrainingProgress& progress) {
+  v1::SessionRequest beat;
+  v1::TrainingProgress* p = beat.mutable_progress();
+  p->set_step(progress.step);
+  p->set_total_steps(progress.total_steps);
+  p->set_loss(progress.loss);
+  p->set_tokens_per_second(progress.tokens_per_second);
+  p->set_step_seconds(progress.step_seconds);
+  if (progress.eval_loss) p->set_eval_loss(*progress.eval_loss);
+  impl_->SendHeartbeat(std::move(beat));
+}
 
 absl::StatusOr<Membership> MemberSession::Join(const JoinRequest& request, Millis wait) {
   v1::SessionRequest steps;

@@ -19,8 +19,10 @@
 #ifndef TPCOORD_WORKER_CLIENT_MEMBER_SESSION_H_
 #define TPCOORD_WORKER_CLIENT_MEMBER_SESSION_H_
 
+#include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -29,6 +31,16 @@
 #include "worker/client/coordinator_client.h"
 
 namespace tpcoord {
+
+// How training goes, for the coordinator's metrics and status page (coordinator.proto, TrainingProgress).
+struct TrainingProgress {
+  int64_t step = 0;
+  int64_t total_steps = 0;  // 0: unknown
+  double loss = 0;
+  double tokens_per_second = 0;
+  double step_seconds = 0;
+  std::optional<double> eval_loss;
+};
 
 class MemberSession {
  public:
@@ -53,6 +65,10 @@ class MemberSession {
   absl::Status Barrier(const std::string& name, Millis wait);
   // `fatal`: see LeaveRequest.fatal.
   absl::Status Leave(bool finished, const std::string& reason, bool fatal = false);
+
+  // Sends `progress` with a heartbeat, now, without waiting for anything: a report made while the stream is
+  // being reopened (or before the Join was answered) is dropped, and the next one goes.
+  void ReportProgress(const TrainingProgress& progress);
 
   // Whether the coordinator holds the session (it answered the Join, or the first heartbeat, on it) within
   // `timeout`: from then on this process's death ends the generation at once.

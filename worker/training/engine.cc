@@ -118,6 +118,10 @@ void Engine::Abandon(const std::string& reason, bool fatal) {
   finished_ = true;
 }
 
+void Engine::report_progress(const TrainingProgress& progress) {
+  if (session_) session_->ReportProgress(progress);
+}
+
 std::optional<std::string> Engine::lost() const {
   std::lock_guard<std::mutex> lock(lost_mu_);
   return lost_;

@@ -127,6 +127,8 @@ class Engine {
   LlamaModel& model() { return model_; }
   // Why the job's generation ended, if the member session learned that it did.
   std::optional<std::string> lost() const;
+  // Tells the coordinator how training goes (tpctl watch, /metrics, the status page); never blocks.
+  void report_progress(const TrainingProgress& progress);
   // lost(), waiting up to `timeout` for the coordinator's verdict: a collective that fails because a peer
   // died fails here within milliseconds, and the coordinator names that peer a moment later.
   std::optional<std::string> AwaitLost(Millis timeout) const;

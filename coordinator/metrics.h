@@ -1,0 +1,89 @@
+// The coordinator's own counters and histograms, in one prometheus-cpp registry: what it did since it
+// started (RPCs, generations, state-store writes). What it holds now (jobs, members, parked calls, each
+// job's training) is read from the jobs at scrape time (job_metrics.h). Served on --metrics-listen
+// (http_endpoint.h); the names are listed in the README ("Observability").
+//
+// Thread-safety: every method may be called from any thread.
+#ifndef TPCOORD_COORDINATOR_METRICS_H_
+#define TPCOORD_COORDINATOR_METRICS_H_
+
+#include <memory>
+#include <mutex>
+#include <string>
+#include <unordered_map>
+
+#include "absl/status/status.h"
+#include "absl/strings/string_view.h"
+#include "coordinator/state_store.h"
+#include "prometheus/counter.h"
+#include "prometheus/family.h"
+#include "prometheus/gauge.h"
+#include "prometheus/histogram.h"
+#include "prometheus/registry.h"
+
+namespace tpcoord {
+
+class Metrics {
+ public:
+  Metrics();
+  Metrics(const Metrics&) = delete;
+  Metrics& operator=(const Metrics&) = delete;
+
+  const std::shared_ptr<prometheus::Registry>& registry() const { return registry_; }
+
+  // A call finished: `method` is the RPC's name ("Join") or, for a call on a member session, "Session:"
+  // and its first step ("Session:join"); `code` the grpc::StatusCode's name ("OK", "ABORTED").
+  void CallFinished(absl::string_view method, absl::string_view code, double seconds);
+  void GenerationStarted();
+  // `reason`: "completed", or the EndCauseName of a failed generation.
+  void GenerationEnded(absl::string_view reason);
+  void StateWritten(double seconds, const absl::Status& status);
+  // HA: whether this coordinator leads (a coordinator on SQLite always does).
+  void SetLeading(bool leading);
+  void SetRestoredJobs(size_t jobs);
+
+ private:
+  struct CallSeries {
+    prometheus::Counter* calls;
+    prometheus::Histogram* seconds;
+  };
+
+  std::shared_ptr<prometheus::Registry> registry_;
+  prometheus::Family<prometheus::Counter>& calls_;
+  prometheus::Family<prometheus::Histogram>& call_seconds_;
+  prometheus::Family<prometheus::Counter>& generations_started_;
+  prometheus::Family<prometheus::Counter>& generations_ended_;
+  prometheus::Family<prometheus::Histogram>& write_seconds_;
+  prometheus::Family<prometheus::Counter>& write_failures_;
+  prometheus::Family<prometheus::Gauge>& leader_;
+  prometheus::Family<prometheus::Gauge>& restored_jobs_;
+  prometheus::Family<prometheus::Gauge>& start_time_;
+  prometheus::Counter& started_;
+  prometheus::Histogram& writes_;
+  prometheus::Gauge& leading_;
+  prometheus::Gauge& restored_;
+
+  // Series by "method code" (and histograms by method), so that a call costs one lookup here instead of
+  // the family's label-map hashing.
+  std::mutex mu_;
+  std::unordered_map<std::string, prometheus::Counter*> call_counters_;
+  std::unordered_map<std::string, prometheus::Histogram*> call_histograms_;
+  std::unordered_map<std::string, prometheus::Counter*> ended_;
+};
+
+// A StateStore that times every Write into `metrics` and otherwise is `store`. Both must outlive it.
+class TimedStateStore : public StateStore {
+ public:
+  TimedStateStore(StateStore* store, Metrics* metrics) : store_(store), metrics_(metrics) {}
+  absl::Status Write(const StateWrites& writes, absl::string_view what) override;
+  absl::StatusOr<std::vector<StateEntry>> Scan(absl::string_view prefix) override { return store_->Scan(prefix); }
+  const std::string& name() const override { return store_->name(); }
+
+ private:
+  StateStore* const store_;
+  Metrics* const metrics_;
+};
+
+}  // namespace tpcoord
+
+#endif  // TPCOORD_COORDINATOR_METRICS_H_

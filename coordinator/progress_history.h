@@ -1,0 +1,60 @@
+// How a job's training goes, as its members report it (SessionRequest.progress): the latest report, and a
+// loss curve of bounded size for the status page. Held in memory only: a restarted coordinator draws the
+// curve from the next report on.
+//
+// The curve keeps at most kMaxProgressPoints points. When it is full, every other point is dropped and from
+// then on only every other report is kept, so a curve always spans the whole run at an even resolution.
+// A report at or below the latest step (a generation resumed from an earlier checkpoint) replaces the
+// curve from that step on: the curve shows the run the checkpoints kept.
+//
+// Thread-safety: none; the job's lock guards it.
+#ifndef TPCOORD_COORDINATOR_PROGRESS_HISTORY_H_
+#define TPCOORD_COORDINATOR_PROGRESS_HISTORY_H_
+
+#include <cstdint>
+#include <optional>
+#include <vector>
+
+#include "absl/status/status.h"
+
+namespace tpcoord {
+
+struct ProgressReport {
+  int64_t step = 0;
+  int64_t total_steps = 0;  // 0: unknown
+  double loss = 0;
+  double tokens_per_second = 0;
+  double step_seconds = 0;
+  std::optional<double> eval_loss;
+  int64_t unix_ms = 0;  // when the coordinator received it
+};
+
+// INVALID_ARGUMENT naming the field and its value (see coordinator.proto, TrainingProgress).
+absl::Status CheckProgressReport(const ProgressReport& report);
+
+struct CurvePoint {
+  int64_t step;
+  double loss;
+};
+
+class ProgressHistory {
+ public:
+  // `report` must pass CheckProgressReport.
+  void Add(const ProgressReport& report);
+  const std::optional<ProgressReport>& latest() const { return latest_; }
+  // In step order.
+  const std::vector<CurvePoint>& curve() const { return curve_; }
+  // The latest eval loss reported, if any.
+  const std::optional<double>& eval_loss() const { return eval_loss_; }
+
+ private:
+  std::optional<ProgressReport> latest_;
+  std::optional<double> eval_loss_;
+  std::vector<CurvePoint> curve_;
+  int64_t stride_ = 1;    // keep one report in every stride_
+  int64_t skipped_ = 0;   // reports not kept since the last kept one
+};
+
+}  // namespace tpcoord
+
+#endif  // TPCOORD_COORDINATOR_PROGRESS_HISTORY_H_
