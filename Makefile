@@ -14,12 +14,15 @@ TSAN_TARGETS = job_test job_parts_test job_storage_test job_stress_test sqlite_s
                safetensors_header_replay
 FUZZERS = ds_config_fuzzer job_fuzzer request_checks_fuzzer safetensors_header_fuzzer
 
-.PHONY: all deps deps-sanitizers configure build test sanitize fuzz test-compose demo bench clean
+.PHONY: all deps deps-tests deps-sanitizers configure build test sanitize fuzz test-compose demo bench clean
 
 all: build
 
 deps:
 	@deploy/install-deps.sh
+
+deps-tests:
+	@deploy/install-deps.sh --tests
 
 deps-sanitizers: deps
 	@deploy/install-deps.sh --sanitizers
@@ -30,7 +33,7 @@ configure: deps
 build: configure
 	@cmake --build $(BUILD_DIR) -j $(JOBS)
 
-test: build
+test: deps-tests build
 	@ctest --test-dir $(BUILD_DIR) --output-on-failure -j $(JOBS) --timeout 900
 
 sanitize: deps-sanitizers

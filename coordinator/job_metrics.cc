@@ -58,7 +58,7 @@ std::vector<prometheus::MetricFamily> JobMetrics::Collect() const {
       ++by_phase[view->phase];
       all_members += view->member_count;
       all_parked += static_cast<double>(view->parked_calls);
-      const prometheus::ClientMetric::Label label{"job", view->job_id};
+      const prometheus::ClientMetric::Label label{"job_id", view->job_id};
       Add(generation, static_cast<double>(view->generation), {label});
       for (JobPhase p : kPhases) {
         Add(phase, p == view->phase ? 1 : 0, {label, {"phase", std::string(JobPhaseName(p))}});

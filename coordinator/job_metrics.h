@@ -1,7 +1,7 @@
 // What the coordinator holds now, read from its jobs when Prometheus scrapes: jobs by phase, members,
 // parked calls, key-value store bytes, and per job its generation, members and the training progress its
-// members report (SessionRequest.progress). Per-job series carry the label job="<id>"; a job's series go
-// with the job.
+// members report (SessionRequest.progress). Per-job series carry the label job_id="<id>" (not "job", which
+// Prometheus sets to the scrape job); a job's series go with the job.
 #ifndef TPCOORD_COORDINATOR_JOB_METRICS_H_
 #define TPCOORD_COORDINATOR_JOB_METRICS_H_
 

@@ -41,9 +41,13 @@ void ProgressHistory::Add(const ProgressReport& report) {
   skipped_ = 0;
   curve_.push_back({report.step, report.loss});
   if (curve_.size() < kMaxProgressPoints) return;
+  // Keep the points at even indices. If the newest one goes, the last kept point is one stride further
+  // back, so the next one to keep is one (old) stride nearer.
+  const bool newest_dropped = curve_.size() % 2 == 0;
   size_t kept = 0;
   for (size_t i = 0; i < curve_.size(); i += 2) curve_[kept++] = curve_[i];
   curve_.resize(kept);
+  skipped_ = newest_dropped ? stride_ : 0;
   stride_ *= 2;
 }
 

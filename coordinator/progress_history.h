@@ -52,7 +52,7 @@ class ProgressHistory {
   std::optional<double> eval_loss_;
   std::vector<CurvePoint> curve_;
   int64_t stride_ = 1;    // keep one report in every stride_
-  int64_t skipped_ = 0;   // reports not kept since the last kept one
+  int64_t skipped_ = 0;   // reports since the curve's newest point
 };
 
 }  // namespace tpcoord

@@ -101,11 +101,11 @@ std::string RenderStatusPage(const std::vector<JobOnPage>& jobs, size_t total_jo
 body{font:14px/1.4 system-ui,sans-serif;margin:24px;color:#1d2330;background:#f7f8fa}
 h1{font-size:20px;margin:0 0 4px}.sub{color:#5b6475;margin:0 0 16px}
 table{border-collapse:collapse;background:#fff;box-shadow:0 1px 3px rgba(0,0,0,.12)}
-th,td{padding:8px 12px;border-bottom:1px solid #e4e7ec;text-align:left;vertical-align:top}
+th,td{padding:8px 12px;border-bottom:1px solid #e4e7ec;text-align:left;vertical-align:top;white-space:nowrap}
 th{background:#eef1f5;font-weight:600}.job{font-weight:600;font-family:ui-monospace,monospace}
 .phase{display:inline-block;padding:1px 8px;border-radius:10px;color:#fff;font-size:12px}
 .idle{background:#8a94a6}.joining{background:#c28a00}.running{background:#1f7ae0}
-.completed{background:#1e9e5a}.failed{background:#d2372c}.reason{color:#a02a22;max-width:360px;font-size:12px}
+.completed{background:#1e9e5a}.failed{background:#d2372c}.reason{color:#a02a22;max-width:360px;font-size:12px;white-space:normal}
 svg .frame{fill:#fbfcfd;stroke:#d5dae1}svg .loss{fill:none;stroke:#1f7ae0;stroke-width:1.5}
 svg .axis{font-size:10px;fill:#5b6475}
 </style></head><body>

@@ -3,6 +3,7 @@
 # Idempotent: packages already present are skipped, so a warm machine pays only for `dpkg -s`.
 #
 #   deploy/install-deps.sh               # build + test + run (what `make demo` / `make test` call)
+#   deploy/install-deps.sh --tests       # also what only some tests need (`make test`: Chromium, a Prometheus parser)
 #   deploy/install-deps.sh --runtime     # runtime libraries only (the Docker runtime stage)
 #   deploy/install-deps.sh --sanitizers  # clang and libFuzzer for `make sanitize` / `make fuzz`
 #   deploy/install-deps.sh --bench       # PyTorch for `make bench`'s baseline
@@ -15,17 +16,22 @@ build_packages=(
   nlohmann-json3-dev libgtest-dev libgmock-dev libbenchmark-dev libsqlite3-dev
   libssl-dev openssl python3 python3-yaml procps
   etcd-server  # the HA tests' etcd cluster (tests/support/etcd_cluster.cc)
+  prometheus-cpp-dev  # the coordinator's metrics, and civetweb, the HTTP server of its /metrics and status page
 )
+# The observability test (tests/integration/observability_test.py): a real Prometheus text parser, and a real
+# browser that loads the status page.
+test_packages=(python3-prometheus-client chromium)
 sanitizer_packages=(clang-14 libfuzzer-14-dev libclang-rt-14-dev)
 bench_packages=(python3-torch)  # train_bench's baseline: the same model trained in PyTorch
 runtime_packages=(
   libgrpc++1.51 libprotobuf32 libsqlite3-0 libtorch1.13 libgloo0 libopenblas0-pthread
-  libabsl20220623 libssl3 openssl ca-certificates procps
+  libabsl20220623 libssl3 openssl ca-certificates procps libprometheus-cpp-core1.0 libcivetweb1
   etcd-server  # HA: the etcd members of deploy/k8s/ha/ run from the same image
 )
 
 packages=("${build_packages[@]}")
 [ "${1:-}" = "--runtime" ] && packages=("${runtime_packages[@]}")
+[ "${1:-}" = "--tests" ] && packages=("${build_packages[@]}" "${test_packages[@]}")
 [ "${1:-}" = "--sanitizers" ] && packages=("${sanitizer_packages[@]}")
 [ "${1:-}" = "--bench" ] && packages=("${bench_packages[@]}")
 

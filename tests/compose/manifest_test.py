@@ -296,6 +296,19 @@ def check_k8s(docs, image, worker_env_names, facts, ds_config, ha=False):
         errors.append("coordinator: no --listen HOST:PORT in its command/args")
     if port not in [p["containerPort"] for p in ccontainer.get("ports", [])]:
         errors.append(f"coordinator: --listen port {port} is not a containerPort")
+    # The metrics port: a named containerPort that the scrape annotations point at.
+    cargs = ccontainer.get("command", [])[1:] + ccontainer.get("args", [])
+    if "--metrics-listen" in cargs:
+        metrics_port = int(cargs[cargs.index("--metrics-listen") + 1].rsplit(":", 1)[1])
+        named = {p.get("name"): p["containerPort"] for p in ccontainer.get("ports", [])}
+        if named.get("metrics") != metrics_port:
+            errors.append(f"coordinator: --metrics-listen port {metrics_port} is not the containerPort named metrics")
+        annotations = coordinator["spec"]["template"]["metadata"].get("annotations", {})
+        if annotations.get("prometheus.io/scrape") != "true" or annotations.get("prometheus.io/port") != str(metrics_port):
+            errors.append(f"coordinator: the pod's prometheus.io/scrape and prometheus.io/port annotations do not "
+                          f"point at its metrics port {metrics_port}: {annotations}")
+    else:
+        errors.append("coordinator: no --metrics-listen (the metrics port is deployed)")
     cenv = {e["name"]: e.get("value") for e in ccontainer.get("env", [])}
     # Standbys report NOT_SERVING: with HA, readiness keeps the Service on the leader, and liveness only
     # asks that the process listens.
@@ -631,6 +644,32 @@ class ManifestTest(unittest.TestCase):
         problems = check_k8s(broken, self.image, self.env_names, self.facts, self.ds_config, ha=True)
         self.assertTrue(any("livenessProbe must not be" in p for p in problems), problems)
         self.assertTrue(any("--state-store lists" in p for p in problems), problems)
+
+    def test_grafana_dashboard_asks_for_metrics_the_coordinator_has(self):
+        dashboard = json.loads(read("deploy/grafana/tpcoord-dashboard.json"))
+        defined = set()
+        for path in glob.glob(os.path.join(REPO, "coordinator", "*.cc")):
+            with open(path, encoding="utf-8") as f:
+                defined |= set(re.findall(r'"(tpcoord_[a-z_]+)"', f.read()))
+        self.assertIn("tpcoord_job_loss", defined)
+        asked = set()
+        for panel in dashboard["panels"]:
+            for target in panel.get("targets", []):
+                for name in re.findall(r"\b(tpcoord_[a-z_]+)", target["expr"]):
+                    asked.add(re.sub(r"_(bucket|count|sum)$", "", name))
+        self.assertGreater(len(asked), 10)
+        self.assertEqual(asked - defined, set())
+        # Per-job series are labelled job_id: Prometheus' own "job" label would shadow a "job" label.
+        for panel in dashboard["panels"]:
+            for target in panel.get("targets", []):
+                self.assertNotRegex(target["expr"], r"[{,]job=~?", panel["title"])
+
+    def test_catches_a_metrics_port_without_its_annotation(self):
+        broken = copy.deepcopy(self.docs)
+        for _, doc in broken:
+            if doc["kind"] == "Deployment" and doc["metadata"]["name"] == "tpcoord-coordinator":
+                doc["spec"]["template"]["metadata"]["annotations"]["prometheus.io/port"] = "9000"
+        self.assertTrue(any("prometheus.io/port annotations do not point" in p for p in self.k8s_errors(broken)))
 
     def test_failures_restart_only_what_a_restart_can_cure(self):
         # k8s: fatal configuration (3) and usage (2) fail the Job; other failures replace the pod, a bounded

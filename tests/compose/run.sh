@@ -179,6 +179,17 @@ check "losses logged and falling (${first_loss:-none} -> ${last_loss:-none})" \
   'BEGIN { exit !(n >= 2 && b + 0 < a + 0) }'
 train_eval=$(awk '$1 == "eval" && $2 == "loss" {print $3}' "$work/worker-0.log")
 
+phase "observability: the coordinator's /metrics and status page"
+metrics=$(timeout 30 python3 -c 'import sys, urllib.request; print(urllib.request.urlopen(sys.argv[1], timeout=10).read().decode())' \
+  "http://127.0.0.1:29654/metrics" 2>&1 || true)   # tests/compose/docker-compose.host.yml
+grep -E "^tpcoord_(generations_ended_total|job_step|job_phase)" <<<"$metrics" | grep -v " 0$" | sed 's/^/    /' || true
+check "/metrics counts the job's completed generation" grep -q '^tpcoord_generations_ended_total{reason="completed"} 1$' <<<"$metrics"
+check "/metrics has the job's last step" grep -Eq "^tpcoord_job_step\\{job_id=\"$TPCOORD_JOB\"\\} [1-9]" <<<"$metrics"
+page=$(timeout 30 python3 -c 'import sys, urllib.request; print(urllib.request.urlopen(sys.argv[1], timeout=10).read().decode())' \
+  "http://127.0.0.1:29654/" 2>&1 || true)
+check "the status page shows the job with its loss curve" \
+  bash -c 'grep -q "<td class=\"job\">$1</td>" <<<"$2" && grep -q "<polyline class=\"loss\"" <<<"$2"' _ "$TPCOORD_JOB" "$page"
+
 phase "security: clients without the token or a certificate"
 no_token=$(COMPOSE_TIMEOUT=60 compose exec -T -e TPCOORD_TOKEN_FILE= coordinator tpctl job "$TPCOORD_JOB" 2>&1 || true)
 echo "$no_token" | sed 's/^/    /'

@@ -222,6 +222,45 @@ TEST_F(SessionTest, AStreamHoldsOneMemberAndItsStepsActAsThatMember) {
   EXPECT_EQ(Job("rules").phase(), v1::PHASE_COMPLETED) << Job("rules").end_reason();
 }
 
+// Progress rides on the member's heartbeats: kept as the job's (GetJob), refused on a call with an answer
+// that leaves the stream open, and a report that is not valid ends the stream naming the field.
+TEST_F(SessionTest, ProgressRidesOnHeartbeatsAndABadReportEndsTheStream) {
+  RawSession s(stub_.get(), 0);
+  v1::SessionRequest join = JoinStep("progress", 0, 1);
+  ASSERT_EQ(s.Call(1, join).status_code(), 0);
+  v1::SessionRequest beat;
+  beat.set_job_id("progress");
+  beat.set_generation(1);
+  beat.set_rank(0);
+  v1::TrainingProgress* p = beat.mutable_progress();
+  p->set_step(3);
+  p->set_total_steps(10);
+  p->set_loss(4.5);
+  p->set_tokens_per_second(1000);
+  p->set_step_seconds(0.25);
+  p->set_eval_loss(4.75);
+  ASSERT_TRUE(s.Send(beat));
+  v1::SessionRequest on_a_call;
+  *on_a_call.mutable_progress() = beat.progress();
+  on_a_call.mutable_barrier()->set_name("b");
+  // The call's answer comes after the heartbeat was read: the report is in.
+  ExpectStatus(s.Call(2, on_a_call), grpc::StatusCode::INVALID_ARGUMENT,
+               "call 2 carries progress, which rides on a heartbeat (call_id 0), not on a call");
+  const v1::JobStatus job = Job("progress");
+  EXPECT_EQ(job.progress().step(), 3);
+  EXPECT_EQ(job.progress().total_steps(), 10);
+  EXPECT_EQ(job.progress().loss(), 4.5);
+  EXPECT_EQ(job.progress().eval_loss(), 4.75);
+  EXPECT_EQ(job.healthy_members(), 1);
+
+  beat.mutable_progress()->set_step_seconds(-1);
+  ASSERT_TRUE(s.Send(beat));
+  const grpc::Status ended = s.Finish();
+  EXPECT_EQ(ended.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(ended.error_message(), "job progress: progress.step_seconds is -1; it must be finite and at least 0");
+  EXPECT_EQ(Job("progress").progress().step_seconds(), 0.25);  // the bad report changed nothing
+}
+
 // A call id may be in flight once, and a stream holds at most 16 calls in flight: breaking either rule is a
 // broken client, whose stream is ended naming the call.
 TEST_F(SessionTest, ACallIdTwiceInFlightOrTooManyCallsEndTheStream) {

@@ -53,6 +53,40 @@ TEST(JobStorageTest, ARunningGenerationReadsBackWhole) {
   EXPECT_EQ(job->barrier_rounds.at("ready"), 5u);
 }
 
+TEST(JobStorageTest, GenerationRecordsReadBackInGenerationOrder) {
+  StateWrites w = Running();
+  JobHeader h;
+  h.generation = 2;
+  h.phase = JobPhase::kFailed;
+  h.world_size = 4;
+  h.tp_size = 2;
+  h.end_cause = EndCause::kWorkerGone;
+  h.end_rank = 3;
+  h.end_reason = "rank 3 is gone";
+  h.generation_started_unix_ms = 10;
+  h.running_unix_ms = 11;
+  h.ended_unix_ms = 12;
+  w.push_back(job_storage::PutGenerationRecord("j1", RecordOf(h)));
+  h.generation = 10;  // sorts after 2 only because the key pads it
+  h.phase = JobPhase::kCompleted;
+  w.push_back(job_storage::PutGenerationRecord("j1", RecordOf(h)));
+  EXPECT_EQ(w.back().key, "j/j1/history/00000000000000000010");
+  absl::StatusOr<StoredJob> job = DecodeJob("j1", Entries(w));
+  ASSERT_TRUE(job.ok()) << job.status();
+  ASSERT_EQ(job->history.size(), 2u);
+  const GenerationRecord& r = job->history[0];
+  EXPECT_EQ(r.generation, 2u);
+  EXPECT_EQ(r.phase, JobPhase::kFailed);
+  EXPECT_EQ(r.end_cause, EndCause::kWorkerGone);
+  EXPECT_EQ(r.end_rank, 3);
+  EXPECT_EQ(r.end_reason, "rank 3 is gone");
+  EXPECT_EQ(r.started_unix_ms, 10);
+  EXPECT_EQ(r.running_unix_ms, 11);
+  EXPECT_EQ(r.ended_unix_ms, 12);
+  EXPECT_EQ(job->history[1].generation, 10u);
+  EXPECT_EQ(EndCauseName(EndCause::kLeaseExpired), "lease_expired");
+}
+
 TEST(JobStorageTest, MembersOfABigWorldAreChunked) {
   std::vector<StoredMember> members;
   for (int r = 0; r < 3000; ++r) members.push_back({"w" + std::to_string(r), "h"});
@@ -93,6 +127,11 @@ TEST(JobStorageTest, CorruptEntriesAreDataLossNamingTheKey) {
   EXPECT_EQ(decode_with("j/j1/g/id/tp/00000000", "short").code(), absl::StatusCode::kDataLoss);
   EXPECT_EQ(decode_with("j/j1/g/done/00000007", "").code(), absl::StatusCode::kDataLoss);
   EXPECT_EQ(decode_with("j/j1/g/what", "").code(), absl::StatusCode::kDataLoss);
+  EXPECT_EQ(decode_with("j/j1/history/00000000000000000003", "\xff garbage").code(), absl::StatusCode::kDataLoss);
+  EXPECT_EQ(decode_with("j/j1/history/3", "").code(), absl::StatusCode::kDataLoss);
+  // A record under another generation's key is not that generation's.
+  EXPECT_EQ(decode_with("j/j1/history/00000000000000000003", std::string("\x08\x04\x10\x04", 4)).code(),
+            absl::StatusCode::kDataLoss);
   EXPECT_EQ(decode_with("j/j1/g/members/00000000", "\x08\x05").code(), absl::StatusCode::kDataLoss);
   // A running generation without its members cannot go on.
   std::vector<StateEntry> no_members;

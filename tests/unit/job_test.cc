@@ -87,7 +87,7 @@ class JobTest : public ::testing::Test {
  protected:
   JobTest() : sqlite_(*OpenSqliteStateStore(":memory:")), store_(sqlite_.get()) {
     options_.lease = 300ms;
-    context_ = JobContext{nullptr, &timers_, &quota_, options_, nullptr};
+    context_ = JobContext{nullptr, &timers_, &quota_, options_, nullptr, &metrics_};
     committer_ = std::make_unique<StateCommitter>(&store_);
     context_.committer = committer_.get();
     job_ = std::make_shared<Job>("job-1", &context_);
@@ -198,6 +198,19 @@ class JobTest : public ::testing::Test {
     return view.value_or(JobView{});
   }
 
+  // The value of `name`{label=value} in metrics_, or -1 if there is no such series.
+  double Metric(const std::string& name, const std::string& label = "", const std::string& value = "") {
+    for (const prometheus::MetricFamily& family : metrics_.registry()->Collect()) {
+      if (family.name != name) continue;
+      for (const prometheus::ClientMetric& m : family.metric) {
+        if (!label.empty() && (m.label.empty() || m.label[0].name != label || m.label[0].value != value)) continue;
+        return family.type == prometheus::MetricType::Counter ? m.counter.value : m.gauge.value;
+      }
+    }
+    return -1;
+  }
+
+  Metrics metrics_;
   JobOptions options_;
   TimerQueue timers_;
   std::unique_ptr<StateStore> sqlite_;
@@ -735,6 +748,100 @@ TEST_F(JobTest, MembersFinishingTogetherCompleteTheGeneration) {
   EXPECT_EQ(View(false).phase, JobPhase::kCompleted);
   job_ = Restart();
   EXPECT_EQ(View(false).phase, JobPhase::kCompleted);
+}
+
+// --- history and progress -------------------------------------------------------------------------------
+
+// Every generation leaves a record of how it went (tpctl events) in the store, in the same write that ends
+// it, so that a restarted coordinator lists it as it was; the counters count each end once, and a restore
+// counts nothing.
+TEST_F(JobTest, EveryGenerationIsRecordedDurablyAndCountedOnce) {
+  JoinAll(2);
+  ASSERT_TRUE(Leave(1, 1, false, "CUDA error: out of memory").ok());  // generation 1: worker_left, rank 1
+  JoinAll(2);
+  Result<Assignment> newcomer;  // generation 2 ends as generation 3 opens: worker_rejoined
+  job_->Join(kMember, Worker(9, 2, "z"), 5s, newcomer.callback());
+  Result<Assignment> second;
+  job_->Join(kMember, Worker(8, 2, "y"), 5s, second.callback());
+  ASSERT_TRUE(newcomer.get().ok());
+  ASSERT_TRUE(Leave(3, 0, true).ok());
+  ASSERT_TRUE(Leave(3, 1, true).ok());
+  EXPECT_EQ(Metric("tpcoord_generations_started_total"), 3);
+  EXPECT_EQ(Metric("tpcoord_generations_ended_total", "reason", "worker_left"), 1);
+  EXPECT_EQ(Metric("tpcoord_generations_ended_total", "reason", "worker_rejoined"), 1);
+  EXPECT_EQ(Metric("tpcoord_generations_ended_total", "reason", "completed"), 1);
+
+  job_ = Restart();
+  const std::vector<GenerationRecord> history = View().history;
+  ASSERT_EQ(history.size(), 3u);
+  EXPECT_EQ(history[0].generation, 1u);
+  EXPECT_EQ(history[0].phase, JobPhase::kFailed);
+  EXPECT_EQ(history[0].end_cause, EndCause::kWorkerLeft);
+  EXPECT_EQ(history[0].end_rank, 1);
+  EXPECT_EQ(history[0].end_reason, "rank 1 (host h1, worker w1) left: CUDA error: out of memory");
+  EXPECT_GT(history[0].running_unix_ms, 0);
+  EXPECT_GE(history[0].ended_unix_ms, history[0].running_unix_ms);
+  EXPECT_GE(history[0].running_unix_ms, history[0].started_unix_ms);
+  EXPECT_EQ(history[1].phase, JobPhase::kFailed);
+  EXPECT_EQ(history[1].end_cause, EndCause::kWorkerRejoined);
+  EXPECT_EQ(history[1].end_rank, -1);
+  EXPECT_EQ(history[1].end_reason, "worker w9 (host z) joined while generation 2 was running");
+  EXPECT_EQ(history[2].phase, JobPhase::kCompleted);
+  EXPECT_EQ(history[2].end_cause, EndCause::kNone);
+  EXPECT_GT(history[2].ended_unix_ms, 0);
+  EXPECT_EQ(Metric("tpcoord_generations_started_total"), 3);  // the restore counted nothing
+  EXPECT_EQ(Metric("tpcoord_generations_ended_total", "reason", "completed"), 1);
+}
+
+TEST_F(JobTest, HistoryKeepsTheLatestGenerationsOnly) {
+  const int generations = static_cast<int>(kMaxGenerationHistory) + 5;
+  for (int g = 1; g <= generations; ++g) {
+    JoinAll(1);
+    ASSERT_TRUE(Leave(g, 0, false).ok());
+  }
+  int stored = 0;
+  for (const StateEntry& e : Stored()) stored += e.key.find("/history/") != std::string::npos;
+  EXPECT_EQ(stored, static_cast<int>(kMaxGenerationHistory));
+  job_ = Restart();
+  const std::vector<GenerationRecord> history = View().history;
+  ASSERT_EQ(history.size(), kMaxGenerationHistory);
+  EXPECT_EQ(history.front().generation, 6u);
+  EXPECT_EQ(history.back().generation, static_cast<uint64_t>(generations));
+  // Deleting the job deletes its history.
+  ASSERT_TRUE(Delete(false).ok());
+  EXPECT_EQ(StoredBytes(), "");
+}
+
+// Progress rides on heartbeats: checked, kept as the job's latest and on its curve across generations, and
+// forgotten with the job.
+TEST_F(JobTest, ProgressReportsAreCheckedKeptAndForgottenWithTheJob) {
+  JoinAll(2);
+  ProgressReport report{1, 10, 5.5, 1000, 0.25, std::nullopt, 0};
+  ASSERT_TRUE(job_->Heartbeat(kMember, 1, 0, &report).ok());
+  report = {2, 10, 5.0, 1100, 0.2, 5.2, 0};
+  ASSERT_TRUE(job_->Heartbeat(kMember, 1, 0, &report).ok());
+  ProgressReport bad{11, 10, 1, 1, 1, std::nullopt, 0};
+  absl::Status refused = job_->Heartbeat(kMember, 1, 0, &bad).status();
+  EXPECT_EQ(refused.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(refused.message(), "job job-1: progress.step is 11, past progress.total_steps 10");
+  JobView view = View(false);
+  ASSERT_TRUE(view.progress.has_value());
+  EXPECT_EQ(view.progress->step, 2);
+  EXPECT_EQ(view.eval_loss, 5.2);
+  EXPECT_EQ(view.healthy_members, 2);
+  EXPECT_EQ(job_->Curve().size(), 2u);
+  ASSERT_TRUE(Leave(1, 1, false).ok());
+  JoinAll(2);  // generation 2 resumes from step 1: the curve from there on is replaced
+  report = {2, 10, 4.0, 1000, 0.2, std::nullopt, 0};
+  ASSERT_TRUE(job_->Heartbeat(kMember, 2, 1, &report).ok());
+  ASSERT_EQ(job_->Curve().size(), 2u);
+  EXPECT_EQ(job_->Curve()[1].loss, 4.0);
+  ASSERT_TRUE(Delete(true).ok());
+  auto fresh = std::make_shared<Job>("job-1", &context_);
+  job_ = fresh;
+  JoinAll(1);
+  EXPECT_FALSE(View(false).progress.has_value());
+  EXPECT_TRUE(job_->Curve().empty());
 }
 
 // --- restarts -------------------------------------------------------------------------------------------

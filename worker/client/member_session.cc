@@ -1,6 +1,7 @@
 #include "worker/client/member_session.h"
 
 #include <algorithm>
+#include <cmath>
 #include <chrono>
 #include <condition_variable>
 #include <map>
@@ -313,13 +314,20 @@ MemberSession::~MemberSession() = default;
 bool MemberSession::WaitUntilOpen(Millis timeout) { return impl_->WaitUntilOpen(timeout); }
 
 void MemberSession::ReportProgress(const TrainingProgress& progress) {
+  // The coordinator ends a session whose report is not valid (coordinator.proto, TrainingProgress): a rate
+  // that is not a number (a step timed at 0 s) is sent as 0, a step out of range not at all.
+  if (progress.step < 1 || (progress.total_steps > 0 && progress.step > progress.total_steps) ||
+      progress.total_steps < 0) {
+    return;
+  }
+  auto rate = [](double value) { return std::isfinite(value) && value >= 0 ? value : 0.0; };
   v1::SessionRequest beat;
   v1::TrainingProgress* p = beat.mutable_progress();
   p->set_step(progress.step);
   p->set_total_steps(progress.total_steps);
   p->set_loss(progress.loss);
-  p->set_tokens_per_second(progress.tokens_per_second);
-  p->set_step_seconds(progress.step_seconds);
+  p->set_tokens_per_second(rate(progress.tokens_per_second));
+  p->set_step_seconds(rate(progress.step_seconds));
   if (progress.eval_loss) p->set_eval_loss(*progress.eval_loss);
   impl_->SendHeartbeat(std::move(beat));
 }

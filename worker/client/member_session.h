@@ -67,7 +67,8 @@ class MemberSession {
   absl::Status Leave(bool finished, const std::string& reason, bool fatal = false);
 
   // Sends `progress` with a heartbeat, now, without waiting for anything: a report made while the stream is
-  // being reopened (or before the Join was answered) is dropped, and the next one goes.
+  // being reopened (or before the Join was answered) is dropped, and the next one goes. A step out of range
+  // is not sent, and a rate that is not finite goes as 0.
   void ReportProgress(const TrainingProgress& progress);
 
   // Whether the coordinator holds the session (it answered the Join, or the first heartbeat, on it) within
