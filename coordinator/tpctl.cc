@@ -34,6 +34,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "common/deepspeed_error.h"
@@ -314,10 +315,11 @@ int Events(CoordinatorClient& client, const std::string& job_id) {
   for (const v1::GenerationEvent& e : job->history()) {
     const int64_t end = e.ended_unix_ms() > 0 ? e.ended_unix_ms() : now;
     const std::string duration = e.started_unix_ms() > 0 ? Millis(end - e.started_unix_ms()) : "-";
-    std::cout << absl::StrFormat("%-10d %-19s %-10s %-10s %-5d %-15s %-4s %s\n", e.generation(),
-                                 UnixTime(e.started_unix_ms()), duration, PhaseName(e.phase()), e.world_size(),
-                                 e.end_cause().empty() ? "-" : e.end_cause(),
-                                 e.end_rank() < 0 ? "-" : std::to_string(e.end_rank()), e.end_reason());
+    const std::string row = absl::StrFormat("%-10d %-19s %-10s %-10s %-5d %-15s %-4s %s", e.generation(),
+                                            UnixTime(e.started_unix_ms()), duration, PhaseName(e.phase()),
+                                            e.world_size(), e.end_cause().empty() ? "-" : e.end_cause(),
+                                            e.end_rank() < 0 ? "-" : std::to_string(e.end_rank()), e.end_reason());
+    std::cout << absl::StripTrailingAsciiWhitespace(row) << "\n";
   }
   return 0;
 }

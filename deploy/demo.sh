@@ -24,7 +24,7 @@ rm -rf "$output"
 secrets=$output/secrets
 deploy/make-secrets.sh "$secrets" localhost 127.0.0.1
 "$coordinator_bin" --listen 127.0.0.1:0 --state-dir "$work/state" --tls-cert "$secrets/server/tls.crt" \
-  --tls-key "$secrets/server/tls.key" --tls-client-ca "$secrets/server/ca.crt" \
+  --tls-key "$secrets/server/tls.key" --tls-client-ca "$secrets/server/ca.crt" --metrics-listen 127.0.0.1:0 \
   >"$work/coordinator.out" 2>"$work/coordinator.log" &
 pids+=($!)
 for _ in $(seq 100); do grep -q "listening on" "$work/coordinator.out" 2>/dev/null && break; sleep 0.1; done
@@ -34,6 +34,7 @@ address=$(awk '/listening on/ {print $NF}' "$work/coordinator.out")
 export TPCOORD_COORDINATOR=$address TPCOORD_TLS_CA=$secrets/client/ca.crt TPCOORD_TLS_CERT=$secrets/client/tls.crt \
   TPCOORD_TLS_KEY=$secrets/client/tls.key TPCOORD_TOKEN_FILE=$secrets/token
 echo "tp-coordinator serving on $address (mutual TLS; certificates and job token in $secrets)"
+echo "status page and Prometheus metrics: $(awk '/metrics on/ {sub("/metrics$", "/", $NF); print $NF}' "$work/coordinator.out")"
 echo "starting 4 tp-workers: job 'demo', TP=2 x DP=2, Llama preset 'small', deploy/ds_config.json"
 echo
 
@@ -55,6 +56,9 @@ done
 echo
 echo "\$ tpctl job demo"
 "$tpctl" job demo | grep -v "merged config"
+echo
+echo "\$ tpctl events demo"
+"$tpctl" events demo
 echo
 echo "checkpoint (Hugging Face layout) in $output/checkpoint:"
 ls -l "$output/checkpoint"

@@ -206,7 +206,7 @@ class ObservabilityTest(unittest.TestCase):
         self.assertEqual(len(points.group(1).split()), STEPS)
         os.makedirs(ARGS.artifacts, exist_ok=True)
         screenshot = os.path.join(ARGS.artifacts, "status-page.png")
-        shot = self.chromium("--window-size=1000,300", "--hide-scrollbars", "--screenshot=" + screenshot,
+        shot = self.chromium("--window-size=1100,280", "--hide-scrollbars", "--screenshot=" + screenshot,
                              coordinator.metrics + "/")
         self.assertEqual(shot.returncode, 0, shot.stderr)
         with open(screenshot, "rb") as f:
