@@ -1461,14 +1461,14 @@ uint64_t Job::Barrier(const Caller& caller, uint64_t generation, int rank, std::
 }
 
 absl::StatusOr<Millis> Job::Heartbeat(const Caller& caller, uint64_t generation, int rank,
-                                      const ProgressReport* progress) {
+                                      const TrainingProgress* progress) {
   MutexLock lock(&mu_);
   absl::Status status = CheckServing();
   if (status.ok()) status = CheckMember(caller, generation, rank);
   if (!status.ok()) return WithContext(status);
   gen_->leases.Renew(rank, Clock::now());
   if (progress) {
-    if (absl::Status s = CheckProgressReport(*progress); !s.ok()) return WithJobContext(id_, s);
+    if (absl::Status s = CheckTrainingProgress(*progress); !s.ok()) return WithJobContext(id_, s);
     progress_.Add(*progress);
   }
   return options_.lease;

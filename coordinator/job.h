@@ -167,7 +167,7 @@ class Job : public std::enable_shared_from_this<Job> {
 
   // Renews the member's lease, and keeps `progress` (if any) as the job's latest; returns the lease length.
   absl::StatusOr<Millis> Heartbeat(const Caller& caller, uint64_t generation, int rank,
-                                   const ProgressReport* progress = nullptr);
+                                   const TrainingProgress* progress = nullptr);
   // `fatal` (with finished=false): see LeaveRequest.fatal.
   void Leave(const Caller& caller, uint64_t generation, int rank, bool finished, std::string reason, StatusDone done,
              bool fatal = false);

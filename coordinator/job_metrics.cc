@@ -67,7 +67,7 @@ std::vector<prometheus::MetricFamily> JobMetrics::Collect() const {
       Add(job_members, view->member_count, {label});
       Add(healthy, view->healthy_members, {label});
       if (view->progress) {
-        const ProgressReport& p = *view->progress;
+        const TrainingProgress& p = *view->progress;
         Add(step, static_cast<double>(p.step), {label});
         Add(total, static_cast<double>(p.total_steps), {label});
         Add(loss, p.loss, {label});

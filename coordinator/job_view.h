@@ -43,7 +43,7 @@ struct JobView {
   std::string end_reason;
   int healthy_members = 0;  // finished, or heard from within the lease
   size_t parked_calls = 0;
-  std::optional<ProgressReport> progress;  // the latest report
+  std::optional<TrainingProgress> progress;  // the latest report
   std::optional<double> eval_loss;         // the latest eval loss reported
   std::vector<GenerationRecord> history;   // with details: oldest first
 };

@@ -15,22 +15,9 @@
 #include <optional>
 #include <vector>
 
-#include "absl/status/status.h"
+#include "common/training_progress.h"
 
 namespace tpcoord {
-
-struct ProgressReport {
-  int64_t step = 0;
-  int64_t total_steps = 0;  // 0: unknown
-  double loss = 0;
-  double tokens_per_second = 0;
-  double step_seconds = 0;
-  std::optional<double> eval_loss;
-  int64_t unix_ms = 0;  // when the coordinator received it
-};
-
-// INVALID_ARGUMENT naming the field and its value (see coordinator.proto, TrainingProgress).
-absl::Status CheckProgressReport(const ProgressReport& report);
 
 struct CurvePoint {
   int64_t step;
@@ -39,16 +26,16 @@ struct CurvePoint {
 
 class ProgressHistory {
  public:
-  // `report` must pass CheckProgressReport.
-  void Add(const ProgressReport& report);
-  const std::optional<ProgressReport>& latest() const { return latest_; }
+  // `report` must pass CheckTrainingProgress.
+  void Add(const TrainingProgress& report);
+  const std::optional<TrainingProgress>& latest() const { return latest_; }
   // In step order.
   const std::vector<CurvePoint>& curve() const { return curve_; }
   // The latest eval loss reported, if any.
   const std::optional<double>& eval_loss() const { return eval_loss_; }
 
  private:
-  std::optional<ProgressReport> latest_;
+  std::optional<TrainingProgress> latest_;
   std::optional<double> eval_loss_;
   std::vector<CurvePoint> curve_;
   int64_t stride_ = 1;    // keep one report in every stride_

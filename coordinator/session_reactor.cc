@@ -30,16 +30,14 @@ const char* CallName(int step) {
   return kNames[step];
 }
 
-ProgressReport ProgressFromProto(const v1::TrainingProgress& p) {
-  ProgressReport report;
+TrainingProgress ProgressFromProto(const v1::TrainingProgress& p) {
+  TrainingProgress report;
   report.step = p.step();
   report.total_steps = p.total_steps();
   report.loss = p.loss();
   report.tokens_per_second = p.tokens_per_second();
   report.step_seconds = p.step_seconds();
   if (p.has_eval_loss()) report.eval_loss = p.eval_loss();
-  report.unix_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
-                       std::chrono::system_clock::now().time_since_epoch()).count();
   return report;
 }
 
@@ -174,7 +172,7 @@ class SessionReactor final : public grpc::ServerBidiReactor<grpc::ByteBuffer, gr
     beat.set_generation(message.generation());
     beat.set_rank(message.rank());
     if (absl::Status s = CheckRequest(beat); !s.ok()) return s;
-    std::optional<ProgressReport> progress;
+    std::optional<TrainingProgress> progress;
     if (message.has_progress()) progress = ProgressFromProto(message.progress());
     std::optional<Member> m = member();
     if (!m) {  // the first heartbeat opens the session of an existing member

@@ -25,7 +25,7 @@ std::string Duration(double seconds) {
 
 std::string ProgressCell(const JobView& view) {
   if (!view.progress) return "&ndash;";
-  const ProgressReport& p = *view.progress;
+  const TrainingProgress& p = *view.progress;
   std::string cell = p.total_steps > 0 ? absl::StrFormat("step %d / %d", p.step, p.total_steps)
                                        : absl::StrFormat("step %d", p.step);
   absl::StrAppend(&cell, "<br>loss ", Number(p.loss));

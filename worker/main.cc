@@ -25,6 +25,7 @@
 #include <cstdlib>
 #include <fstream>
 #include <iostream>
+#include <mutex>
 #include <sstream>
 
 #include "absl/flags/flag.h"
@@ -37,6 +38,7 @@
 #include "common/config_merge.h"
 #include "common/deepspeed_error.h"
 #include "common/ds_config.h"
+#include "common/log_line.h"
 #include "common/process_init.h"
 #include "worker/client/client_flags.h"
 #include "worker/model/safetensors.h"
@@ -69,6 +71,9 @@ ABSL_FLAG(int64_t, steps, -1, "total optimizer steps (default: the config's tpco
 ABSL_FLAG(int, threads, 1, "CPU threads for tensor math in this process");
 ABSL_FLAG(absl::Duration, timeout, absl::Minutes(5), "deadline for the rendezvous and for each collective");
 ABSL_FLAG(int, max_restarts, 0, "how many failed generations this worker rejoins after before it gives up");
+ABSL_FLAG(std::string, log_format, "text",
+          "text, or json: every line on stdout and stderr one JSON object (time, level, job, generation, rank, "
+          "event, message)");
 
 namespace tpcoord {
 namespace {
@@ -105,32 +110,64 @@ void FlagsFromEnvironment() {
   set_string(&FLAGS_resume, {"TPCOORD_RESUME"});
   set_int(&FLAGS_threads, {"TPCOORD_THREADS"});
   set_int(&FLAGS_max_restarts, {"TPCOORD_MAX_RESTARTS"});
+  set_string(&FLAGS_log_format, {"TPCOORD_LOG_FORMAT"});
   int64_t steps;
   if (const char* v = env({"TPCOORD_STEPS"}); v && absl::SimpleAtoi(v, &steps)) absl::SetFlag(&FLAGS_steps, steps);
 }
 
-void Log(const std::string& line) {
-  std::cout << line << std::endl;
+LogFormat log_format = LogFormat::kText;
+std::mutex about_mu;  // the member session's thread logs a generation's end (OnGenerationEnd)
+LogLine about;        // the job, generation and rank this process's lines are about, once known
+
+LogLine About() {
+  std::lock_guard<std::mutex> lock(about_mu);
+  return about;
+}
+
+// Progress and summaries, on stdout. In text a line goes as it is: people and scripts read "step 5/100 ...".
+void Log(const std::string& event, const std::string& message) {
+  if (log_format == LogFormat::kText) {
+    std::cout << message << std::endl;
+    return;
+  }
+  LogLine line = About();
+  line.event = event;
+  line.message = message;
+  std::cout << FormatLogLine(LogFormat::kJson, "tp-worker", line, absl::Now()) << std::endl;
+}
+
+// Failures and warnings, on stderr ("tp-worker: <message>" in text).
+void LogProblem(const std::string& event, const std::string& message, const std::string& level = "error") {
+  if (log_format == LogFormat::kText) {
+    std::cerr << "tp-worker: " << message << std::endl;
+    return;
+  }
+  LogLine line = About();
+  line.level = level;
+  line.event = event;
+  line.message = message;
+  std::cerr << FormatLogLine(LogFormat::kJson, "tp-worker", line, absl::Now()) << std::endl;
 }
 
 // Prints why the trainer fails, tells its supervisor, and returns the exit status that says what kind of
 // failure it is.
 int Fail(const absl::Status& status) {
-  std::cerr << "tp-worker: " << status.message() << std::endl;
-  if (std::optional<std::string> context = ErrorContext(status)) std::cerr << "  (" << *context << ")" << std::endl;
+  std::string message(status.message());
+  if (std::optional<std::string> context = ErrorContext(status)) absl::StrAppend(&message, "\n  (", *context, ")");
+  LogProblem("failed", message);
   ReportToSupervisor(std::string(status.message()));
   return ExitCodeFor(status);
 }
 
 int Usage(const std::string& message) {
-  std::cerr << "tp-worker: " << message << "\n" << absl::ProgramUsageMessage() << std::endl;
+  LogProblem("usage", absl::StrCat(message, "\n", absl::ProgramUsageMessage()));
   return kExitUsage;
 }
 
 // The member session's thread learned that the generation is over: stop now, wherever the main thread is
 // (a Gloo collective in flight cannot be aborted), so that the supervisor can start the next attempt.
 void OnGenerationEnd(const absl::Status& status) {
-  std::cerr << "tp-worker: " << status.message() << "; stopping" << std::endl;
+  LogProblem("generation_ended", absl::StrCat(status.message(), "; stopping"), "warning");
   ReportToSupervisor(std::string(status.message()));
   std::cout.flush();
   _exit(ExitCodeFor(status));
@@ -246,6 +283,11 @@ int Main() {
   if (!engine.ok()) return Fail(engine.status());
   Engine& e = **engine;
   const Membership& m = e.membership();
+  {
+    std::lock_guard<std::mutex> lock(about_mu);
+    about.generation = m.generation;
+    about.rank = m.rank;
+  }
   // From here on a failure also tells the other workers why this one stops. A collective that fails
   // because a peer died fails here first: wait for the coordinator to name that peer (OnGenerationEnd
   // exits then) before leaving with this worker's own, secondary, reason.
@@ -265,24 +307,24 @@ int Main() {
     if (absl::Status s = e.load_checkpoint(*resume); !s.ok()) return abandon(s);
     launch.timings().emplace_back(
         "resume", std::chrono::duration<double>(std::chrono::steady_clock::now() - resume_start).count());
-    if (leader) Log(absl::StrFormat("resumed from %s at step %d", *resume, e.global_steps()));
+    if (leader) Log("resumed", absl::StrFormat("resumed from %s at step %d", *resume, e.global_steps()));
   }
   const int64_t steps = absl::GetFlag(FLAGS_steps) >= 0 ? absl::GetFlag(FLAGS_steps) : train.steps;
 
   if (leader) {
     std::vector<std::string> phases;
     for (const auto& [phase, seconds] : launch.timings()) phases.push_back(absl::StrFormat("%s %.3fs", phase, seconds));
-    Log(absl::StrFormat("job %s generation %d: world %d = tp %d x dp %d, dtype %s, backend %s, %d thread(s), %s%s",
+    Log("started", absl::StrFormat("job %s generation %d: world %d = tp %d x dp %d, dtype %s, backend %s, %d thread(s), %s%s",
                         m.job_id, m.generation, m.world_size(), m.mesh.tp_size(), m.mesh.dp_size(),
                         ShortDtypeName(e.dtype()), lc.backend, absl::GetFlag(FLAGS_threads), BlasDescription(),
                         TrainerAttempt() > 0 ? absl::StrCat(", restart ", TrainerAttempt()) : ""));
-    Log(absl::StrCat("startup: ", absl::StrJoin(phases, ", ")));
-    Log(absl::StrFormat("batch: %d sequences of %d tokens per step (micro %d x accumulation %d x dp %d), from step %d "
+    Log("startup", absl::StrCat("startup: ", absl::StrJoin(phases, ", ")));
+    Log("batch", absl::StrFormat("batch: %d sequences of %d tokens per step (micro %d x accumulation %d x dp %d), from step %d "
                         "to %d",
                         train.train_batch_size, train.seq_len, train.micro_batch_size,
                         train.gradient_accumulation_steps, m.mesh.dp_size(), e.global_steps(), steps));
     if (m.world_size() < lc.world_size) {
-      Log(absl::StrFormat("shrunk: %d of %d workers, %d of %d data-parallel replicas; gradient accumulation %d keeps "
+      Log("shrunk", absl::StrFormat("shrunk: %d of %d workers, %d of %d data-parallel replicas; gradient accumulation %d keeps "
                           "train_batch_size %d",
                           m.world_size(), lc.world_size, m.mesh.dp_size(), lc.world_size / m.mesh.tp_size(),
                           train.gradient_accumulation_steps, train.train_batch_size));
@@ -300,7 +342,7 @@ int Main() {
     if (stats->step == first_step + 1) first_loss = stats->loss;
     last_loss = stats->loss;
     if (leader && (stats->step % train.steps_per_print == 0 || stats->step == steps || stats->step == first_step + 1)) {
-      Log(absl::StrFormat("step %d/%d loss %.9g lr %.6g grad_norm %.6g tokens/s %.0f step_ms %.1f%s", stats->step, steps,
+      Log("step", absl::StrFormat("step %d/%d loss %.9g lr %.6g grad_norm %.6g tokens/s %.0f step_ms %.1f%s", stats->step, steps,
                           stats->loss, stats->lr, stats->grad_norm, stats->tokens / stats->seconds,
                           stats->seconds * 1e3, stats->skipped ? " (skipped: fp16 overflow)" : ""));
       e.report_progress({stats->step, steps, stats->loss, stats->tokens / stats->seconds, stats->seconds, std::nullopt});
@@ -321,12 +363,12 @@ int Main() {
   }
   if (leader) {
     const int64_t trained = e.global_steps() - first_step;
-    Log(absl::StrFormat("eval loss %.9g", *eval));
+    Log("eval", absl::StrFormat("eval loss %.9g", *eval));
     if (trained > 0) {
       e.report_progress({e.global_steps(), steps, last_loss, tokens / train_seconds, train_seconds / trained, *eval});
     }
     if (trained > 0) {
-      Log(absl::StrFormat("done: %d steps, loss %.4f -> %.4f, %.0f tokens/s, %.1f ms/step%s", trained, first_loss,
+      Log("done", absl::StrFormat("done: %d steps, loss %.4f -> %.4f, %.0f tokens/s, %.1f ms/step%s", trained, first_loss,
                           last_loss, tokens / train_seconds, train_seconds * 1e3 / trained,
                           output_dir.empty() ? "" : ", checkpoint " + output_dir + "/checkpoint"));
     }
@@ -348,9 +390,16 @@ int main(int argc, char** argv) {
       "[--tls-ca F [--tls-cert F --tls-key F]]");
   tpcoord::FlagsFromEnvironment();
   tpcoord::InitProcess(argc, argv);
+  absl::StatusOr<tpcoord::LogFormat> format = tpcoord::ParseLogFormat(absl::GetFlag(FLAGS_log_format));
+  if (!format.ok()) return tpcoord::Usage(absl::StrCat("--log-format: ", format.status().message()));
+  tpcoord::log_format = *format;
+  tpcoord::about.job = absl::GetFlag(FLAGS_job);
   // From here on, the supervisor only forks trainers (supervisor.h); each trainer goes on to Main.
   if (std::optional<int> exit_code =
-          tpcoord::Supervise(std::max(0, absl::GetFlag(FLAGS_max_restarts)), absl::GetFlag(FLAGS_host))) {
+          tpcoord::Supervise(std::max(0, absl::GetFlag(FLAGS_max_restarts)), absl::GetFlag(FLAGS_host),
+                             [](const std::string& event, const std::string& message) {
+                               tpcoord::LogProblem(event, message, event == "restarting" ? "warning" : "error");
+                             })) {
     return *exit_code;
   }
   return tpcoord::Main();

@@ -14,6 +14,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -128,12 +129,12 @@ class ObservabilityTest(unittest.TestCase):
         c.metrics = c.wait_for_line(r"tp-coordinator metrics on (http://\S+)/metrics").group(1)
         return c
 
-    def worker(self, name, coordinator, job, world, rank, config_file="ds_config.json"):
+    def worker(self, name, coordinator, job, world, rank, config_file="ds_config.json", extra=()):
         return Process(self, name, [
             bin_path("worker/tp-worker"), "--coordinator", coordinator.address, "--job", job, "--world-size",
             str(world), "--rank", str(rank), "--tp-size", "2", "--host", "127.0.0.1", "--config",
             os.path.join(self.work, config_file), "--random-init", "tiny", "--data",
-            os.path.join(ARGS.source_dir, "deploy/data/public_domain.txt"), "--timeout", "120s"],
+            os.path.join(ARGS.source_dir, "deploy/data/public_domain.txt"), "--timeout", "120s"] + list(extra),
             env={"TPCOORD_TOKEN": TOKEN})
 
     def tpctl(self, coordinator, *args):
@@ -153,7 +154,8 @@ class ObservabilityTest(unittest.TestCase):
 
     def test_a_four_worker_job_moves_the_metrics_and_draws_its_curve(self):
         coordinator = self.coordinator("coordinator", "--log-format", "json")
-        workers = [self.worker("worker-%d" % r, coordinator, "llama-demo", 4, r) for r in range(4)]
+        workers = [self.worker("worker-%d" % r, coordinator, "llama-demo", 4, r,
+                               extra=["--log-format", "json"] if r == 0 else []) for r in range(4)]
         # During the run: the job's step moves, and no counter ever goes down between scrapes.
         seen_steps, previous = [], {}
         while all(w.proc.poll() is None for w in workers) and len(seen_steps) < 400:
@@ -211,6 +213,16 @@ class ObservabilityTest(unittest.TestCase):
         self.assertEqual(shot.returncode, 0, shot.stderr)
         with open(screenshot, "rb") as f:
             self.assertEqual(f.read(8), b"\x89PNG\r\n\x1a\n")
+
+        # Rank 0 logged JSON: every line one object about its job, generation and rank, one "step" per step.
+        worker_events = []
+        for line in workers[0].stdout().splitlines():
+            entry = json.loads(line)
+            self.assertEqual((entry["program"], entry["job"], entry["generation"], entry["rank"]),
+                             ("tp-worker", "llama-demo", 1, 0), entry)
+            worker_events.append(entry["event"])
+        self.assertEqual(worker_events.count("step"), STEPS)
+        self.assertEqual(worker_events[-2:], ["eval", "done"])
 
         # tpctl watch: one line, the job's end; JSON logs: every line one object, the job's events in order.
         watch = self.tpctl(coordinator, "watch", "llama-demo", "--count", "1")
@@ -283,6 +295,19 @@ class ObservabilityTest(unittest.TestCase):
         self.assertIn("<title>tpcoord status</title>", body)
         self.assertEqual(http_get(coordinator.metrics + "/metrics", bearer, method="POST")[0], 405)
         self.assertEqual(http_get(coordinator.metrics + "/other", bearer)[0], 404)
+        # Garbage, a header far too long, and a client that connects and says nothing: each is answered or
+        # dropped, and the port goes on serving.
+        host, port = coordinator.metrics[len("http://"):].rsplit(":", 1)
+        for junk in (b"\x00\xff GARBAGE\r\n\r\n", b"GET /metrics HTTP/1.1\r\nX: " + b"a" * 200000 + b"\r\n\r\n", b""):
+            with socket.create_connection((host, int(port)), timeout=15) as connection:
+                try:
+                    connection.sendall(junk)
+                    connection.shutdown(socket.SHUT_WR)
+                    reply = connection.recv(100)
+                except OSError:  # reset: dropped
+                    reply = b""
+                self.assertFalse(reply.startswith(b"HTTP/1.1 200"), reply)
+        self.assertEqual(value(scrape(coordinator.metrics, bearer), "tpcoord_leader"), 1)
 
         # Beyond loopback, the token would travel in the clear: refused unless --allow-insecure.
         refused = subprocess.run([bin_path("coordinator/tp-coordinator"), "--listen", "127.0.0.1:0", "--state-dir",

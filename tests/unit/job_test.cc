@@ -814,13 +814,13 @@ TEST_F(JobTest, HistoryKeepsTheLatestGenerationsOnly) {
 
 // Progress rides on heartbeats: checked, kept as the job's latest and on its curve across generations, and
 // forgotten with the job.
-TEST_F(JobTest, ProgressReportsAreCheckedKeptAndForgottenWithTheJob) {
+TEST_F(JobTest, TrainingProgresssAreCheckedKeptAndForgottenWithTheJob) {
   JoinAll(2);
-  ProgressReport report{1, 10, 5.5, 1000, 0.25, std::nullopt, 0};
+  TrainingProgress report{1, 10, 5.5, 1000, 0.25, std::nullopt};
   ASSERT_TRUE(job_->Heartbeat(kMember, 1, 0, &report).ok());
-  report = {2, 10, 5.0, 1100, 0.2, 5.2, 0};
+  report = {2, 10, 5.0, 1100, 0.2, 5.2};
   ASSERT_TRUE(job_->Heartbeat(kMember, 1, 0, &report).ok());
-  ProgressReport bad{11, 10, 1, 1, 1, std::nullopt, 0};
+  TrainingProgress bad{11, 10, 1, 1, 1, std::nullopt};
   absl::Status refused = job_->Heartbeat(kMember, 1, 0, &bad).status();
   EXPECT_EQ(refused.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(refused.message(), "job job-1: progress.step is 11, past progress.total_steps 10");
@@ -832,7 +832,7 @@ TEST_F(JobTest, ProgressReportsAreCheckedKeptAndForgottenWithTheJob) {
   EXPECT_EQ(job_->Curve().size(), 2u);
   ASSERT_TRUE(Leave(1, 1, false).ok());
   JoinAll(2);  // generation 2 resumes from step 1: the curve from there on is replaced
-  report = {2, 10, 4.0, 1000, 0.2, std::nullopt, 0};
+  report = {2, 10, 4.0, 1000, 0.2, std::nullopt};
   ASSERT_TRUE(job_->Heartbeat(kMember, 2, 1, &report).ok());
   ASSERT_EQ(job_->Curve().size(), 2u);
   EXPECT_EQ(job_->Curve()[1].loss, 4.0);

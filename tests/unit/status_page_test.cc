@@ -36,7 +36,7 @@ TEST(StatusPageTest, ShowsEveryJobWithItsPhaseProgressAndEscapedReason) {
   running.view.generation = 2;
   running.view.world_size = 4;
   running.view.healthy_members = 3;
-  running.view.progress = ProgressReport{40, 100, 2.5, 1234, 0.5, std::nullopt, 0};
+  running.view.progress = TrainingProgress{40, 100, 2.5, 1234, 0.5, std::nullopt};
   running.curve = {{1, 5.0}, {40, 2.5}};
   JobOnPage failed;
   failed.view.job_id = "b";

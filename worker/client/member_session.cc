@@ -314,21 +314,21 @@ MemberSession::~MemberSession() = default;
 bool MemberSession::WaitUntilOpen(Millis timeout) { return impl_->WaitUntilOpen(timeout); }
 
 void MemberSession::ReportProgress(const TrainingProgress& progress) {
-  // The coordinator ends a session whose report is not valid (coordinator.proto, TrainingProgress): a rate
-  // that is not a number (a step timed at 0 s) is sent as 0, a step out of range not at all.
-  if (progress.step < 1 || (progress.total_steps > 0 && progress.step > progress.total_steps) ||
-      progress.total_steps < 0) {
-    return;
-  }
+  // The coordinator ends a session whose report is not valid: a rate that is not a number (a step timed at
+  // 0 s) goes as 0, and a report that is still not valid (a step out of range) does not go at all.
   auto rate = [](double value) { return std::isfinite(value) && value >= 0 ? value : 0.0; };
+  TrainingProgress sent = progress;
+  sent.tokens_per_second = rate(progress.tokens_per_second);
+  sent.step_seconds = rate(progress.step_seconds);
+  if (!CheckTrainingProgress(sent).ok()) return;
   v1::SessionRequest beat;
   v1::TrainingProgress* p = beat.mutable_progress();
-  p->set_step(progress.step);
-  p->set_total_steps(progress.total_steps);
-  p->set_loss(progress.loss);
-  p->set_tokens_per_second(rate(progress.tokens_per_second));
-  p->set_step_seconds(rate(progress.step_seconds));
-  if (progress.eval_loss) p->set_eval_loss(*progress.eval_loss);
+  p->set_step(sent.step);
+  p->set_total_steps(sent.total_steps);
+  p->set_loss(sent.loss);
+  p->set_tokens_per_second(sent.tokens_per_second);
+  p->set_step_seconds(sent.step_seconds);
+  if (sent.eval_loss) p->set_eval_loss(*sent.eval_loss);
   impl_->SendHeartbeat(std::move(beat));
 }
 

@@ -28,19 +28,10 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "common/training_progress.h"
 #include "worker/client/coordinator_client.h"
 
 namespace tpcoord {
-
-// How training goes, for the coordinator's metrics and status page (coordinator.proto, TrainingProgress).
-struct TrainingProgress {
-  int64_t step = 0;
-  int64_t total_steps = 0;  // 0: unknown
-  double loss = 0;
-  double tokens_per_second = 0;
-  double step_seconds = 0;
-  std::optional<double> eval_loss;
-};
 
 class MemberSession {
  public:

@@ -69,7 +69,7 @@ void ReportToSupervisor(const std::string& reason) {
   (void)!write(report_fd, line.data(), line.size());  // one short write to a pipe is atomic
 }
 
-std::optional<int> Supervise(int max_restarts, const std::string& host) {
+std::optional<int> Supervise(int max_restarts, const std::string& host, const SupervisorLog& log) {
   const char* id = std::getenv("TPCOORD_WORKER_ID");
   worker_id = new std::string(id && *id ? id : MakeWorkerId(host.empty() ? LocalHostName() : host));
   struct sigaction pass_on = {};
@@ -82,12 +82,12 @@ std::optional<int> Supervise(int max_restarts, const std::string& host) {
   for (int attempt = 0;; ++attempt) {
     int report[2];
     if (pipe2(report, O_CLOEXEC) != 0) {
-      std::cerr << "tp-worker: cannot create a pipe: " << strerror(errno) << std::endl;
+      log("supervisor_failed", absl::StrCat("cannot create a pipe: ", strerror(errno)));
       return kExitFailed;
     }
     const pid_t pid = fork();
     if (pid < 0) {
-      std::cerr << "tp-worker: cannot start the trainer: " << strerror(errno) << std::endl;
+      log("supervisor_failed", absl::StrCat("cannot start the trainer: ", strerror(errno)));
       return kExitFailed;
     }
     if (pid == 0) {  // the trainer: dies with its supervisor, and goes on from here
@@ -121,13 +121,13 @@ std::optional<int> Supervise(int max_restarts, const std::string& host) {
     }
     reasons.push_back(reason);
     if (attempt >= max_restarts) {
-      std::cerr << "tp-worker: giving up after " << reasons.size() << " failed generation"
-                << (reasons.size() == 1 ? "" : "s") << " (--max-restarts " << max_restarts << "):" << std::endl;
-      for (size_t i = 0; i < reasons.size(); ++i) std::cerr << "  " << i + 1 << ". " << reasons[i] << std::endl;
+      std::string why = absl::StrCat("giving up after ", reasons.size(), " failed generation",
+                                     reasons.size() == 1 ? "" : "s", " (--max-restarts ", max_restarts, "):");
+      for (size_t i = 0; i < reasons.size(); ++i) absl::StrAppend(&why, "\n  ", i + 1, ". ", reasons[i]);
+      log("gave_up", why);
       return kExitRetryable;
     }
-    std::cerr << "tp-worker: restarting the trainer (restart " << attempt + 1 << " of " << max_restarts
-              << "): " << reason << std::endl;
+    log("restarting", absl::StrCat("restarting the trainer (restart ", attempt + 1, " of ", max_restarts, "): ", reason));
   }
 }
 

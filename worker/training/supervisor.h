@@ -14,6 +14,7 @@
 #ifndef TPCOORD_WORKER_TRAINING_SUPERVISOR_H_
 #define TPCOORD_WORKER_TRAINING_SUPERVISOR_H_
 
+#include <functional>
 #include <optional>
 #include <string>
 
@@ -21,9 +22,11 @@ namespace tpcoord {
 
 // Forks the trainer until it succeeds, fails for good, or has failed retryably max_restarts + 1 times.
 // Returns, in the supervisor, the exit status for the process; in each trainer, nullopt (go on and train).
-// Every restart, and a final failure with every reason, is printed to stderr. The worker id is
-// TPCOORD_WORKER_ID, or "host:pid:nonce" of `host` ("" means this machine's name) and the supervisor.
-std::optional<int> Supervise(int max_restarts, const std::string& host);
+// Every restart, and a final failure with every reason, goes to `log` (an event name and the message). The
+// worker id is TPCOORD_WORKER_ID, or "host:pid:nonce" of `host` ("" means this machine's name) and the
+// supervisor.
+using SupervisorLog = std::function<void(const std::string& event, const std::string& message)>;
+std::optional<int> Supervise(int max_restarts, const std::string& host, const SupervisorLog& log);
 
 // In a trainer: which start it is (0, then 1, 2, ...), and the worker id that every start shares.
 int TrainerAttempt();
