@@ -9,9 +9,9 @@ JOBS ?= $(shell nproc)
 CMAKE_FLAGS ?=
 FUZZ_SECONDS ?= 60
 # The coordinator's core without gRPC, which the TSan build runs (CTest label "core").
-TSAN_TARGETS = job_test job_parts_test job_storage_test job_stress_test sqlite_state_store_test \
-               state_committer_test state_dir_test timer_queue_test job_replay ds_config_replay \
-               safetensors_header_replay
+TSAN_TARGETS = job_test job_parts_test job_storage_test job_stress_test progress_history_test \
+               sqlite_state_store_test state_committer_test state_dir_test status_page_test timer_queue_test \
+               job_replay ds_config_replay safetensors_header_replay
 FUZZERS = ds_config_fuzzer job_fuzzer request_checks_fuzzer safetensors_header_fuzzer
 
 .PHONY: all deps deps-tests deps-sanitizers configure build test sanitize fuzz test-compose demo bench clean

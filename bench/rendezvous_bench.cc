@@ -57,6 +57,7 @@ ABSL_FLAG(int, connections, 16, "client connections (gRPC channels / TCPStore cl
 ABSL_FLAG(bool, baseline, true, "also run the c10d::TCPStore baseline");
 ABSL_FLAG(bool, unary, true, "also run tpcoord's rendezvous as unary calls (without member sessions)");
 ABSL_FLAG(bool, tls, true, "also run tpcoord over mutual TLS");
+ABSL_FLAG(bool, metrics, true, "also run tpcoord serving its metrics port (every call counted and timed)");
 ABSL_FLAG(bool, etcd, true, "also run tpcoord with its state in a 3-member etcd cluster (HA), if etcd-server is installed");
 ABSL_FLAG(int, tcpstore_server, 0, "internal: host a TCPStore server on this port and wait for stdin to close");
 
@@ -468,10 +469,12 @@ class UnaryRun final : public Simulation {
 
 // `state_store`: --state-store of the coordinator ("": SQLite in a fresh state directory).
 // `session`: the whole rendezvous on member sessions (else unary calls).
+// `metrics`: with --metrics-listen, which counts and times every call.
 Result RunTpcoord(bool session, int workers, int tp_size, int connections, const TlsFiles& tls,
-                  const std::string& state_store = "") {
+                  const std::string& state_store = "", bool metrics = false) {
   std::vector<std::string> argv = {testing::BinPath("coordinator/tp-coordinator"), "--listen", "127.0.0.1:0",
                                    "--state-dir", testing::MakeTempDir("bench-state"), "--lease", "300s"};
+  if (metrics) argv.insert(argv.end(), {"--metrics-listen", "127.0.0.1:0"});
   if (!state_store.empty()) argv.insert(argv.end(), {"--state-store", state_store});
   if (tls.enabled()) {
     argv.insert(argv.end(), {"--tls-cert", tls.dir + "/server/tls.crt", "--tls-key", tls.dir + "/server/tls.key",
@@ -720,6 +723,13 @@ int main(int argc, char** argv) {
       tpcoord::Print("unary", unary);
       failures += unary.failures;
       std::printf("  ratio     tpcoord with unary calls / on member sessions = %.2fx\n", unary.total / ours.total);
+    }
+    if (absl::GetFlag(FLAGS_metrics)) {
+      const tpcoord::Result counted =
+          tpcoord::RunTpcoord(/*session=*/true, workers, tp_size, connections, {}, "", /*metrics=*/true);
+      tpcoord::Print("+metrics", counted);
+      failures += counted.failures;
+      std::printf("  ratio     tpcoord serving /metrics / without = %.2fx\n", counted.total / ours.total);
     }
     if (tls.enabled()) {
       const tpcoord::Result secure = tpcoord::RunTpcoord(/*session=*/true, workers, tp_size, connections, tls);

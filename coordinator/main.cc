@@ -307,9 +307,10 @@ int main(int argc, char** argv) {
   grpc::EnableDefaultHealthCheckService(true);  // open to all: probes carry no token
 
   // The metrics port serves from the start, a standby too (tpcoord_leader 0); its jobs once this one leads.
-  static tpcoord::Metrics metrics;
+  const std::string metrics_listen = absl::GetFlag(FLAGS_metrics_listen);
+  static tpcoord::Metrics metrics(/*count_calls=*/!metrics_listen.empty());  // bench/: what counting costs
   std::unique_ptr<tpcoord::OpsEndpoint> ops;
-  if (const std::string metrics_listen = absl::GetFlag(FLAGS_metrics_listen); !metrics_listen.empty()) {
+  if (!metrics_listen.empty()) {
     if (!admin_token_sha256.empty() && !IsLocalOnly(metrics_listen) && !absl::GetFlag(FLAGS_allow_insecure)) {
       Die(absl::StrCat("--metrics-listen ", metrics_listen, " is plaintext HTTP: scrapers would send the admin "
                        "token over the network in the clear; keep it on loopback, or give --allow-insecure"));
@@ -394,9 +395,11 @@ int main(int argc, char** argv) {
   builder.AddListeningPort(serve_on, credentials, &port);
   builder.RegisterService(&service);
   builder.SetMaxReceiveMessageSize(tpcoord::kMaxRequestBytes);
-  std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> interceptors;
-  interceptors.push_back(tpcoord::MakeRpcMetricsInterceptor(&metrics));
-  builder.experimental().SetInterceptorCreators(std::move(interceptors));
+  if (ops) {
+    std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> interceptors;
+    interceptors.push_back(tpcoord::MakeRpcMetricsInterceptor(&metrics));
+    builder.experimental().SetInterceptorCreators(std::move(interceptors));
+  }
   // Clients of replicated coordinators ping every 2 s to notice one that stopped answering (client library).
   builder.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, 1000);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();

@@ -28,8 +28,9 @@ double UnixSecondsNow() {
 
 }  // namespace
 
-Metrics::Metrics()
-    : registry_(std::make_shared<prometheus::Registry>()),
+Metrics::Metrics(bool count_calls)
+    : count_calls_(count_calls),
+      registry_(std::make_shared<prometheus::Registry>()),
       calls_(BuildCounter()
                  .Name("tpcoord_rpcs_total")
                  .Help("Calls answered, by method (Session:<step> for a call on a member session) and status code")
@@ -80,6 +81,7 @@ Metrics::Metrics()
 }
 
 void Metrics::CallFinished(absl::string_view method, absl::string_view code, double seconds) {
+  if (!count_calls_) return;
   prometheus::Counter* counter;
   prometheus::Histogram* histogram;
   {

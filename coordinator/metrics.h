@@ -25,7 +25,9 @@ namespace tpcoord {
 
 class Metrics {
  public:
-  Metrics();
+  // `count_calls`: CallFinished counts (else it does nothing: a coordinator that serves no metrics port
+  // pays nothing per call).
+  explicit Metrics(bool count_calls = true);
   Metrics(const Metrics&) = delete;
   Metrics& operator=(const Metrics&) = delete;
 
@@ -48,6 +50,7 @@ class Metrics {
     prometheus::Histogram* seconds;
   };
 
+  const bool count_calls_;
   std::shared_ptr<prometheus::Registry> registry_;
   prometheus::Family<prometheus::Counter>& calls_;
   prometheus::Family<prometheus::Histogram>& call_seconds_;

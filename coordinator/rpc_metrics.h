@@ -1,7 +1,7 @@
 // A gRPC server interceptor that counts every call the coordinator answers (tpcoord_rpcs_total) and times
-// it (tpcoord_rpc_duration_seconds), by method and status code: the unary RPCs, the health service, and a
-// member session as one call ("Session") with the status it ended with. Calls on a session are counted by
-// the session itself, as "Session:<step>".
+// it (tpcoord_rpc_duration_seconds), by method and status code: the unary RPCs and the health service. A
+// member session counts itself: as one call ("Session") with the status it ended with, and each call on it
+// as "Session:<step>" (session_reactor.cc).
 #ifndef TPCOORD_COORDINATOR_RPC_METRICS_H_
 #define TPCOORD_COORDINATOR_RPC_METRICS_H_
 

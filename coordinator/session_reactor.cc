@@ -378,6 +378,10 @@ class SessionReactor final : public grpc::ServerBidiReactor<grpc::ByteBuffer, gr
   void FinishLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     if (finished_) return;
     finished_ = true;
+    if (Metrics* metrics = member_calls_->metrics()) {
+      metrics->CallFinished("Session", absl::StatusCodeToString(static_cast<absl::StatusCode>(status_.error_code())),
+                            std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count());
+    }
     Finish(status_);
   }
 
@@ -385,6 +389,7 @@ class SessionReactor final : public grpc::ServerBidiReactor<grpc::ByteBuffer, gr
   const MemberCalls* const member_calls_;
   const std::string admin_token_sha256_;
   const uint64_t id_;  // this session's, for Job::OpenSession / CloseSession
+  const std::chrono::steady_clock::time_point start_ = std::chrono::steady_clock::now();
   std::shared_ptr<SessionReactor> self_;  // until OnDone
   grpc::ByteBuffer in_;
   // Set by the first message, on gRPC's reaction thread, before any call starts; read-only afterwards.
