@@ -20,10 +20,8 @@ std::string FormatLogLine(LogFormat format, absl::string_view program, const Log
     return text;
   }
   nlohmann::ordered_json json = {{"time", time}, {"level", line.level}, {"program", std::string(program)}};
-  if (!line.job.empty()) {
-    json["job"] = line.job;
-    json["generation"] = line.generation;
-  }
+  if (!line.job.empty()) json["job"] = line.job;
+  if (line.generation > 0) json["generation"] = line.generation;
   if (line.rank >= 0) json["rank"] = line.rank;
   if (!line.event.empty()) json["event"] = line.event;
   json["message"] = line.message;

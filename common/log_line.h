@@ -4,8 +4,8 @@
 //   json: {"time":"2026-12-02T03:20:32.123Z","level":"info","program":"tp-coordinator","job":"llama",
 //          "generation":2,"event":"running","message":"running: 4 workers = tp 2 x dp 2"}
 //
-// JSON lines leave out the fields a line does not have (no job, no rank); bytes that are not UTF-8 are
-// replaced, so every line parses.
+// JSON lines leave out the fields a line does not have (no job, no generation yet, no rank); bytes that
+// are not UTF-8 are replaced, so every line parses.
 #ifndef TPCOORD_COMMON_LOG_LINE_H_
 #define TPCOORD_COMMON_LOG_LINE_H_
 

@@ -29,6 +29,7 @@ TEST(LogLineTest, JsonHasTheFieldsALineHas) {
       "message": "ended: rank 3 left"})"));
   json = nlohmann::json::parse(FormatLogLine(LogFormat::kJson, "tp-coordinator", LogLine{"stopped"}, kNoon));
   EXPECT_FALSE(json.contains("job"));
+  EXPECT_FALSE(json.contains("generation"));
   EXPECT_FALSE(json.contains("rank"));
 }
 
