@@ -83,6 +83,12 @@ class Process:
         raise AssertionError("%s never printed %r:\n%s\n%s" % (self.name, pattern, self.stdout(), self.stderr()))
 
 
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def bin_path(rel):
     return os.path.join(ARGS.bin_dir, rel)
 
@@ -272,6 +278,41 @@ class ObservabilityTest(unittest.TestCase):
         after = self.tpctl(restarted, "events", "victim")
         self.assertEqual(generation_one(after), row, after)
         self.assertEqual(value(scrape(restarted.metrics), "tpcoord_restored_jobs"), 1)
+
+    def test_a_standby_reports_it_and_its_successor_serves_the_jobs(self):
+        if shutil.which("etcd") is None:
+            self.skipTest("no etcd (Debian's etcd-server)")
+        client_port, peer_port = free_port(), free_port()
+        etcd = Process(self, "etcd", [
+            "etcd", "--name", "m0", "--data-dir", os.path.join(self.work, "etcd"),
+            "--listen-client-urls", "http://127.0.0.1:%d" % client_port,
+            "--advertise-client-urls", "http://127.0.0.1:%d" % client_port,
+            "--listen-peer-urls", "http://127.0.0.1:%d" % peer_port,
+            "--initial-advertise-peer-urls", "http://127.0.0.1:%d" % peer_port,
+            "--initial-cluster", "m0=http://127.0.0.1:%d" % peer_port])
+        store = ["--state-store", "etcd://127.0.0.1:%d/observability" % client_port, "--leader-lease", "2s"]
+        leader = self.coordinator("leader", *store)
+        deadline = time.time() + 30
+        while value(scrape(leader.metrics), "tpcoord_leader") != 1 and time.time() < deadline:
+            time.sleep(0.1)
+        self.assertEqual(value(scrape(leader.metrics), "tpcoord_leader"), 1, leader.stderr())
+        self.tpctl(leader, "record", "--job", "ha-job", "--tp-size", "2", "--dtype", "bf16")
+        standby = self.coordinator("standby", *store)
+        samples = scrape(standby.metrics)
+        self.assertEqual(value(samples, "tpcoord_leader"), 0)
+        self.assertIsNone(value(samples, "tpcoord_jobs", phase="idle"))  # a standby holds no jobs
+        self.assertIn("0 job(s)", http_get(standby.metrics + "/")[2])
+
+        leader.signal(signal.SIGKILL)
+        deadline = time.time() + 30
+        while value(scrape(standby.metrics), "tpcoord_leader") != 1 and time.time() < deadline:
+            time.sleep(0.1)
+        samples = scrape(standby.metrics)
+        self.assertEqual(value(samples, "tpcoord_leader"), 1, standby.stderr())
+        self.assertEqual(value(samples, "tpcoord_jobs", phase="idle"), 1)
+        self.assertEqual(value(samples, "tpcoord_restored_jobs"), 1)
+        self.assertIn('<td class="job">ha-job</td>', http_get(standby.metrics + "/")[2])
+        etcd.kill()
 
     def test_the_admin_token_guards_metrics_and_page(self):
         admin_file = os.path.join(self.work, "admin.token")
