@@ -67,4 +67,19 @@ void TpInitRecordToProto(const TpInitRecord& record, v1::TpInitArgs* out) {
   }
 }
 
+TrainingProgress TrainingProgressFromProto(const v1::TrainingProgress& p) {
+  TrainingProgress progress{p.step(), p.total_steps(), p.loss(), p.tokens_per_second(), p.step_seconds(), std::nullopt};
+  if (p.has_eval_loss()) progress.eval_loss = p.eval_loss();
+  return progress;
+}
+
+void TrainingProgressToProto(const TrainingProgress& progress, v1::TrainingProgress* out) {
+  out->set_step(progress.step);
+  out->set_total_steps(progress.total_steps);
+  out->set_loss(progress.loss);
+  out->set_tokens_per_second(progress.tokens_per_second);
+  out->set_step_seconds(progress.step_seconds);
+  if (progress.eval_loss) out->set_eval_loss(*progress.eval_loss);
+}
+
 }  // namespace tpcoord

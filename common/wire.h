@@ -8,6 +8,7 @@
 #include "common/dtype.h"
 #include "common/mesh.h"
 #include "common/tp_init_args.h"
+#include "common/training_progress.h"
 #include "tpcoord/v1/coordinator.pb.h"
 
 namespace tpcoord {
@@ -21,6 +22,9 @@ v1::GroupRef GroupIdToProto(const GroupId& group);
 v1::Group GroupToProto(const Mesh& mesh, const GroupId& group);
 
 void TpInitRecordToProto(const TpInitRecord& record, v1::TpInitArgs* out);
+
+TrainingProgress TrainingProgressFromProto(const v1::TrainingProgress& progress);
+void TrainingProgressToProto(const TrainingProgress& progress, v1::TrainingProgress* out);
 
 }  // namespace tpcoord
 

@@ -144,13 +144,9 @@ void JobViewToProto(const JobView& view, v1::JobStatus* out) {
   }
   out->set_healthy_members(view.healthy_members);
   if (view.progress) {
-    v1::TrainingProgress* p = out->mutable_progress();
-    p->set_step(view.progress->step);
-    p->set_total_steps(view.progress->total_steps);
-    p->set_loss(view.progress->loss);
-    p->set_tokens_per_second(view.progress->tokens_per_second);
-    p->set_step_seconds(view.progress->step_seconds);
-    if (view.eval_loss) p->set_eval_loss(*view.eval_loss);
+    TrainingProgress latest = *view.progress;
+    latest.eval_loss = view.eval_loss;  // the latest eval loss, whichever report brought it
+    TrainingProgressToProto(latest, out->mutable_progress());
   }
   for (const GenerationRecord& r : view.history) {
     v1::GenerationEvent* event = out->add_history();

@@ -36,6 +36,9 @@ std::string SlotItem(const UniqueIdSlot& slot) { return absl::StrCat("id/", Grou
 std::string MemberItem(int rank) { return absl::StrCat("member/", rank); }
 std::string BarrierItem(absl::string_view name) { return absl::StrCat("barrier/", name); }
 
+// A generation in this phase is over: it completed or failed.
+bool Over(JobPhase phase) { return phase == JobPhase::kCompleted || phase == JobPhase::kFailed; }
+
 // Job::pins_ of an unborn job that is gone: no call may pin it any more.
 constexpr int64_t kGonePins = -1;
 
@@ -297,7 +300,6 @@ void Job::WriteHeader(Batch& batch, JobHeader& next) const {
 
 const JobHeader& Job::StampAndRecord(Batch& batch, JobHeader& next) const {
   const bool new_generation = next.generation != header_.generation;
-  const auto over = [](JobPhase phase) { return phase == JobPhase::kCompleted || phase == JobPhase::kFailed; };
   if (new_generation) {
     next.generation_started_unix_ms = next.updated_unix_ms;
     next.running_unix_ms = next.ended_unix_ms = 0;
@@ -305,7 +307,7 @@ const JobHeader& Job::StampAndRecord(Batch& batch, JobHeader& next) const {
     next.end_rank = -1;
   }
   if (next.phase == JobPhase::kRunning && next.running_unix_ms == 0) next.running_unix_ms = next.updated_unix_ms;
-  if (over(next.phase) && (new_generation || !over(header_.phase))) next.ended_unix_ms = next.updated_unix_ms;
+  if (Over(next.phase) && (new_generation || !Over(header_.phase))) next.ended_unix_ms = next.updated_unix_ms;
   if (next.generation == 0) return next;
   batch.writes.push_back(job_storage::PutGenerationRecord(id_, RecordOf(next)));
   if (new_generation && next.generation > kMaxGenerationHistory) {
@@ -315,11 +317,10 @@ const JobHeader& Job::StampAndRecord(Batch& batch, JobHeader& next) const {
 }
 
 void Job::ApplyHeader(const JobHeader& header) {
-  const auto over = [](JobPhase phase) { return phase == JobPhase::kCompleted || phase == JobPhase::kFailed; };
   const bool new_generation = header.generation != header_.generation;
   if (Metrics* metrics = context_->metrics) {
     if (new_generation && header.generation > 0) metrics->GenerationStarted();
-    if (over(header.phase) && (new_generation || !over(header_.phase))) {
+    if (Over(header.phase) && (new_generation || !Over(header_.phase))) {
       metrics->GenerationEnded(header.phase == JobPhase::kCompleted ? "completed" : EndCauseName(header.end_cause));
     }
   }

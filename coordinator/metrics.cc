@@ -22,6 +22,14 @@ prometheus::Histogram::BucketBoundaries WriteBuckets() {
   return {0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5};
 }
 
+// The series `key` of `series`, added to its family by `add` the first time.
+template <typename Metric, typename Add>
+Metric* Find(std::unordered_map<std::string, Metric*>& series, const std::string& key, Add add) {
+  auto it = series.find(key);
+  if (it == series.end()) it = series.emplace(key, &add()).first;
+  return it->second;
+}
+
 double UnixSecondsNow() {
   return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
 }
@@ -70,37 +78,27 @@ Metrics::Metrics(bool count_calls)
                       .Register(*registry_)),
       started_(generations_started_.Add({})),
       writes_(write_seconds_.Add({}, WriteBuckets())),
+      write_failed_(write_failures_.Add({})),
       leading_(leader_.Add({})),
       restored_(restored_jobs_.Add({})) {
   start_time_.Add({}).Set(UnixSecondsNow());
-  write_failures_.Add({});
-  for (absl::string_view reason : {"completed", "lease_expired", "worker_gone", "worker_left", "worker_rejoined",
-                                   "start_failed"}) {
-    ended_[std::string(reason)] = &generations_ended_.Add({{"reason", std::string(reason)}});
+  // Every reason from the start, at 0, so that rate() and increase() see the first end of each.
+  for (const char* reason : {"completed", "lease_expired", "worker_gone", "worker_left", "worker_rejoined",
+                             "start_failed"}) {
+    ended_[reason] = &generations_ended_.Add({{"reason", reason}});
   }
 }
 
 void Metrics::CallFinished(absl::string_view method, absl::string_view code, double seconds) {
   if (!count_calls_) return;
+  const std::string name(method);
   prometheus::Counter* counter;
   prometheus::Histogram* histogram;
   {
     std::lock_guard<std::mutex> lock(mu_);
-    const std::string key = absl::StrCat(method, " ", code);
-    auto c = call_counters_.find(key);
-    if (c == call_counters_.end()) {
-      c = call_counters_
-              .emplace(key, &calls_.Add({{"method", std::string(method)}, {"code", std::string(code)}}))
-              .first;
-    }
-    counter = c->second;
-    auto h = call_histograms_.find(std::string(method));
-    if (h == call_histograms_.end()) {
-      h = call_histograms_
-              .emplace(std::string(method), &call_seconds_.Add({{"method", std::string(method)}}, CallBuckets()))
-              .first;
-    }
-    histogram = h->second;
+    counter = Find(call_counters_, absl::StrCat(method, " ", code),
+                   [&]() -> auto& { return calls_.Add({{"method", name}, {"code", std::string(code)}}); });
+    histogram = Find(call_histograms_, name, [&]() -> auto& { return call_seconds_.Add({{"method", name}}, CallBuckets()); });
   }
   counter->Increment();
   histogram->Observe(seconds);
@@ -109,17 +107,14 @@ void Metrics::CallFinished(absl::string_view method, absl::string_view code, dou
 void Metrics::GenerationStarted() { started_.Increment(); }
 
 void Metrics::GenerationEnded(absl::string_view reason) {
+  const std::string name(reason);
   std::lock_guard<std::mutex> lock(mu_);
-  auto it = ended_.find(std::string(reason));
-  if (it == ended_.end()) {
-    it = ended_.emplace(std::string(reason), &generations_ended_.Add({{"reason", std::string(reason)}})).first;
-  }
-  it->second->Increment();
+  Find(ended_, name, [&]() -> auto& { return generations_ended_.Add({{"reason", name}}); })->Increment();
 }
 
 void Metrics::StateWritten(double seconds, const absl::Status& status) {
   writes_.Observe(seconds);
-  if (!status.ok()) write_failures_.Add({}).Increment();
+  if (!status.ok()) write_failed_.Increment();
 }
 
 void Metrics::SetLeading(bool leading) { leading_.Set(leading ? 1 : 0); }

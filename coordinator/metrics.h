@@ -12,6 +12,7 @@
 #include <string>
 #include <unordered_map>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
 #include "absl/strings/string_view.h"
 #include "coordinator/state_store.h"
@@ -63,15 +64,16 @@ class Metrics {
   prometheus::Family<prometheus::Gauge>& start_time_;
   prometheus::Counter& started_;
   prometheus::Histogram& writes_;
+  prometheus::Counter& write_failed_;
   prometheus::Gauge& leading_;
   prometheus::Gauge& restored_;
 
-  // Series by "method code" (and histograms by method), so that a call costs one lookup here instead of
-  // the family's label-map hashing.
+  // Series by "method code", by method and by reason, so that a call costs one lookup here instead of the
+  // family's label-map hashing.
   std::mutex mu_;
-  std::unordered_map<std::string, prometheus::Counter*> call_counters_;
-  std::unordered_map<std::string, prometheus::Histogram*> call_histograms_;
-  std::unordered_map<std::string, prometheus::Counter*> ended_;
+  std::unordered_map<std::string, prometheus::Counter*> call_counters_ ABSL_GUARDED_BY(mu_);
+  std::unordered_map<std::string, prometheus::Histogram*> call_histograms_ ABSL_GUARDED_BY(mu_);
+  std::unordered_map<std::string, prometheus::Counter*> ended_ ABSL_GUARDED_BY(mu_);
 };
 
 // A StateStore that times every Write into `metrics` and otherwise is `store`. Both must outlive it.

@@ -12,6 +12,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "common/secrets.h"
+#include "coordinator/job_metrics.h"
 #include "coordinator/status_page.h"
 #include "prometheus/text_serializer.h"
 
@@ -74,7 +75,7 @@ OpsEndpoint::~OpsEndpoint() {
 void OpsEndpoint::Serve(const JobRegistry* registry, const StoreQuota* quota) {
   MutexLock lock(&mu_);
   registry_ = registry;
-  job_metrics_ = registry ? std::make_unique<JobMetrics>(registry, quota) : nullptr;
+  quota_ = quota;
 }
 
 int OpsEndpoint::Handle(mg_connection* connection, void* self) {
@@ -134,8 +135,8 @@ std::string OpsEndpoint::MetricsText() {
   std::vector<prometheus::MetricFamily> families = metrics_->registry()->Collect();
   {
     MutexLock lock(&mu_);
-    if (job_metrics_) {
-      std::vector<prometheus::MetricFamily> jobs = job_metrics_->Collect();
+    if (registry_) {
+      std::vector<prometheus::MetricFamily> jobs = JobMetrics(registry_, quota_).Collect();
       families.insert(families.end(), std::make_move_iterator(jobs.begin()), std::make_move_iterator(jobs.end()));
     }
   }

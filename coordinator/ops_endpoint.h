@@ -15,8 +15,8 @@
 #include <string>
 
 #include "absl/status/statusor.h"
-#include "coordinator/job_metrics.h"
 #include "coordinator/job_registry.h"
+#include "coordinator/key_value_store.h"
 #include "coordinator/metrics.h"
 #include "common/mutex.h"
 
@@ -57,7 +57,7 @@ class OpsEndpoint {
   mg_context* server_ = nullptr;
   Mutex mu_;  // held while a request reads the jobs, so that Serve(nullptr, ...) waits for it
   const JobRegistry* registry_ ABSL_GUARDED_BY(mu_) = nullptr;
-  std::unique_ptr<JobMetrics> job_metrics_ ABSL_GUARDED_BY(mu_);
+  const StoreQuota* quota_ ABSL_GUARDED_BY(mu_) = nullptr;
 };
 
 }  // namespace tpcoord

@@ -13,6 +13,7 @@
 #include "common/identifiers.h"
 #include "common/limits.h"
 #include "common/mutex.h"
+#include "common/wire.h"
 #include "coordinator/call_codec.h"
 #include "coordinator/request_checks.h"
 
@@ -28,17 +29,6 @@ const char* CallName(int step) {
                                        "Session:publish_unique_id", "Session:get_unique_id",
                                        "Session:barrier", "Session:leave",   "Session:none"};
   return kNames[step];
-}
-
-TrainingProgress ProgressFromProto(const v1::TrainingProgress& p) {
-  TrainingProgress report;
-  report.step = p.step();
-  report.total_steps = p.total_steps();
-  report.loss = p.loss();
-  report.tokens_per_second = p.tokens_per_second();
-  report.step_seconds = p.step_seconds();
-  if (p.has_eval_loss()) report.eval_loss = p.eval_loss();
-  return report;
 }
 
 bool HasStep(const v1::SessionRequest& r, int step) {
@@ -173,7 +163,7 @@ class SessionReactor final : public grpc::ServerBidiReactor<grpc::ByteBuffer, gr
     beat.set_rank(message.rank());
     if (absl::Status s = CheckRequest(beat); !s.ok()) return s;
     std::optional<TrainingProgress> progress;
-    if (message.has_progress()) progress = ProgressFromProto(message.progress());
+    if (message.has_progress()) progress = TrainingProgressFromProto(message.progress());
     std::optional<Member> m = member();
     if (!m) {  // the first heartbeat opens the session of an existing member
       absl::StatusOr<std::shared_ptr<Job>> job = member_calls_->ExistingJob(beat.job_id());

@@ -14,6 +14,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/secrets.h"
+#include "common/wire.h"
 #include "worker/client/client_rpc.h"
 
 namespace tpcoord {
@@ -322,13 +323,7 @@ void MemberSession::ReportProgress(const TrainingProgress& progress) {
   sent.step_seconds = rate(progress.step_seconds);
   if (!CheckTrainingProgress(sent).ok()) return;
   v1::SessionRequest beat;
-  v1::TrainingProgress* p = beat.mutable_progress();
-  p->set_step(sent.step);
-  p->set_total_steps(sent.total_steps);
-  p->set_loss(sent.loss);
-  p->set_tokens_per_second(sent.tokens_per_second);
-  p->set_step_seconds(sent.step_seconds);
-  if (sent.eval_loss) p->set_eval_loss(*sent.eval_loss);
+  TrainingProgressToProto(sent, beat.mutable_progress());
   impl_->SendHeartbeat(std::move(beat));
 }
 
