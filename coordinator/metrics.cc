@@ -95,7 +95,7 @@ void Metrics::CallFinished(absl::string_view method, absl::string_view code, dou
   prometheus::Counter* counter;
   prometheus::Histogram* histogram;
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     counter = Find(call_counters_, absl::StrCat(method, " ", code),
                    [&]() -> auto& { return calls_.Add({{"method", name}, {"code", std::string(code)}}); });
     histogram = Find(call_histograms_, name, [&]() -> auto& { return call_seconds_.Add({{"method", name}}, CallBuckets()); });
@@ -108,7 +108,7 @@ void Metrics::GenerationStarted() { started_.Increment(); }
 
 void Metrics::GenerationEnded(absl::string_view reason) {
   const std::string name(reason);
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   Find(ended_, name, [&]() -> auto& { return generations_ended_.Add({{"reason", name}}); })->Increment();
 }
 

@@ -8,13 +8,13 @@
 #define TPCOORD_COORDINATOR_METRICS_H_
 
 #include <memory>
-#include <mutex>
 #include <string>
 #include <unordered_map>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
 #include "absl/strings/string_view.h"
+#include "common/mutex.h"
 #include "coordinator/state_store.h"
 #include "prometheus/counter.h"
 #include "prometheus/family.h"
@@ -70,7 +70,7 @@ class Metrics {
 
   // Series by "method code", by method and by reason, so that a call costs one lookup here instead of the
   // family's label-map hashing.
-  std::mutex mu_;
+  Mutex mu_;
   std::unordered_map<std::string, prometheus::Counter*> call_counters_ ABSL_GUARDED_BY(mu_);
   std::unordered_map<std::string, prometheus::Histogram*> call_histograms_ ABSL_GUARDED_BY(mu_);
   std::unordered_map<std::string, prometheus::Counter*> ended_ ABSL_GUARDED_BY(mu_);
