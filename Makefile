@@ -3,6 +3,7 @@
 #   make test       install dependencies, build, run every test (CTest)
 #   make sanitize   ASan+UBSan and TSan builds (clang) and their tests
 #   make fuzz       every libFuzzer target for FUZZ_SECONDS on its seed corpus
+#   make python     the Python client, importable from build/python (PYTHONPATH=build/python)
 #   make test-compose   the compose test: Docker image, docker-compose.yml up for real (root; see tests/compose/run.sh)
 BUILD_DIR ?= build
 JOBS ?= $(shell nproc)
@@ -14,7 +15,7 @@ TSAN_TARGETS = job_test job_parts_test job_storage_test job_stress_test progress
                job_replay ds_config_replay safetensors_header_replay
 FUZZERS = ds_config_fuzzer job_fuzzer request_checks_fuzzer safetensors_header_fuzzer
 
-.PHONY: all deps deps-tests deps-sanitizers configure build test sanitize fuzz test-compose demo bench clean
+.PHONY: all deps deps-tests deps-sanitizers configure build test sanitize fuzz test-compose demo bench clean python
 
 all: build
 
@@ -54,6 +55,11 @@ fuzz: deps-sanitizers
 # Needs no local build: the image compiles the binaries itself. Bounded in time; cleans up after itself.
 test-compose:
 	@TPCOORD_COMPOSE_TEST=1 timeout -k 120 3600 bash tests/compose/run.sh
+
+# Needs no C++ build: the package and its gRPC stubs (python/build.sh).
+python:
+	@deploy/install-deps.sh --python
+	@python/build.sh $(BUILD_DIR)/python
 
 demo: build
 	@deploy/demo.sh $(BUILD_DIR)

@@ -4,6 +4,7 @@
 #
 #   deploy/install-deps.sh               # build + test + run (what `make demo` / `make test` call)
 #   deploy/install-deps.sh --tests       # also what only some tests need (`make test`: Chromium, a Prometheus parser)
+#   deploy/install-deps.sh --python      # the Python client alone (`make python`)
 #   deploy/install-deps.sh --runtime     # runtime libraries only (the Docker runtime stage)
 #   deploy/install-deps.sh --sanitizers  # clang and libFuzzer for `make sanitize` / `make fuzz`
 #   deploy/install-deps.sh --bench       # PyTorch for `make bench`'s baseline
@@ -18,9 +19,12 @@ build_packages=(
   etcd-server  # the HA tests' etcd cluster (tests/support/etcd_cluster.cc)
   prometheus-cpp-dev  # the coordinator's metrics, and civetweb, the HTTP server of its /metrics and status page
 )
+# The Python client (python/tpcoord): gRPC's and protobuf's runtimes and PyTorch's c10d; its stubs come from
+# the build's protoc and grpc_python_plugin (python/build.sh).
+python_packages=(protobuf-compiler protobuf-compiler-grpc python3-grpcio python3-protobuf python3-torch)
 # The observability test (tests/integration/observability_test.py): a real Prometheus text parser, and a real
-# browser that loads the status page.
-test_packages=(python3-prometheus-client chromium)
+# browser that loads the status page. The Python client's tests (python/tests): pytest.
+test_packages=(python3-prometheus-client chromium "${python_packages[@]}" python3-pytest)
 sanitizer_packages=(clang-14 libfuzzer-14-dev libclang-rt-14-dev)
 bench_packages=(python3-torch)  # train_bench's baseline: the same model trained in PyTorch
 runtime_packages=(
@@ -34,6 +38,7 @@ packages=("${build_packages[@]}")
 [ "${1:-}" = "--tests" ] && packages=("${build_packages[@]}" "${test_packages[@]}")
 [ "${1:-}" = "--sanitizers" ] && packages=("${sanitizer_packages[@]}")
 [ "${1:-}" = "--bench" ] && packages=("${bench_packages[@]}")
+[ "${1:-}" = "--python" ] && packages=("${python_packages[@]}")
 
 missing=()
 for p in "${packages[@]}"; do

@@ -1,0 +1,105 @@
+"""The example (python/examples/train.py) as real processes through a real tp-coordinator: a 4-process
+TP=2 x DP=2 rendezvous with all-reduces checked on every group, data-parallel training with identical
+gradients across each DP group and a falling loss, TP parity (TP=2 trains what TP=1 trains), and the
+failures: a worker killed mid-run, a worker frozen mid-run, a coordinator killed and restarted mid-run."""
+import signal
+
+import pytest
+
+from conftest import free_port
+
+import tpcoord
+
+
+def run_job(procs, coordinator, job, world_size, tp_size, steps, *extra):
+    workers = [procs.example("%s-rank%d" % (job, r), coordinator, job, world_size, "--tp-size", tp_size,
+                             "--rank", r, "--steps", steps, *extra) for r in range(world_size)]
+    for w in workers:
+        assert w.wait(240) == 0, w.output()
+    return workers
+
+
+def steps_of(worker):
+    return {r["step"]: r for r in worker.records() if "step" in r}
+
+
+def test_four_processes_form_tp_and_dp_groups_and_train(procs):
+    c = procs.coordinator()
+    workers = run_job(procs, c.address, "dp-tp", 4, 2, 40)
+    # Every rank all-reduced over its TP, DP and world group, with DeepSpeed's (DP x TP) layout.
+    layout = {w.wait_for(lambda r: "groups" in r)["rank"]: w.wait_for(lambda r: "groups" in r)["groups"]
+              for w in workers}
+    assert layout == {0: {"tp": [0, 1], "dp": [0, 2]}, 1: {"tp": [0, 1], "dp": [1, 3]},
+                      2: {"tp": [2, 3], "dp": [0, 2]}, 3: {"tp": [2, 3], "dp": [1, 3]}}
+    # The merge filled in DeepSpeed's tensor_parallel section from the record.
+    tp_section = workers[0].wait_for(lambda r: "tensor_parallel" in r)["tensor_parallel"]
+    assert tp_section["autotp_size"] == 2 and tp_section["tp"]["tp_size"] == 2
+    steps = [steps_of(w) for w in workers]
+    for s in range(1, 41):
+        # After the DP all-reduce the members of a DP group hold the same gradient shard ...
+        assert steps[0][s]["grads"] == steps[2][s]["grads"], s
+        assert steps[1][s]["grads"] == steps[3][s]["grads"], s
+        # ... the two TP ranks hold different shards of it, and every rank reports the same DP-mean loss.
+        assert steps[0][s]["grads"] != steps[1][s]["grads"], s
+        assert len({steps[r][s]["loss"] for r in range(4)}) == 1, s
+    assert steps[0][40]["loss"] < 0.5 * steps[0][1]["loss"], (steps[0][1], steps[0][40])
+    job = tpcoord.connect(c.address, "dp-tp").get_job()
+    assert job.phase == tpcoord.client.pb.PHASE_COMPLETED, job
+    assert job.progress.step == 40
+
+
+def test_tensor_parallel_trains_what_one_rank_trains(procs):
+    c = procs.coordinator()
+    tp2 = run_job(procs, c.address, "tp2", 4, 2, 20)
+    tp1 = run_job(procs, c.address, "tp1", 2, 1, 20)
+    losses2, losses1 = steps_of(tp2[0]), steps_of(tp1[0])
+    for s in range(1, 21):
+        assert losses2[s]["loss"] == pytest.approx(losses1[s]["loss"], rel=1e-5), s
+
+
+def start_long_job(procs, c, job, *extra):
+    workers = [procs.example("%s-rank%d" % (job, r), c.address, job, 4, "--tp-size", 2, "--rank", r,
+                             "--steps", 1000000, *extra) for r in range(4)]
+    for w in workers:
+        w.wait_for(lambda r: r.get("step", 0) >= 3)
+    return workers
+
+
+def test_a_killed_worker_ends_the_generation_naming_its_rank(procs):
+    c = procs.coordinator()
+    workers = start_long_job(procs, c, "killed")
+    workers[2].kill(signal.SIGKILL)
+    for r in (0, 1, 3):
+        assert workers[r].wait(60) == 75, workers[r].output()  # retryable: restart the process
+        ended = workers[r].wait_for(lambda rec: "generation_ended" in rec)
+        assert ended["failed_rank"] == 2, ended
+        assert "generation 1 ended: rank 2 (host " in ended["generation_ended"], ended
+
+
+def test_a_frozen_worker_ends_the_generation_when_its_lease_runs_out(procs):
+    c = procs.coordinator("--lease", "2s")
+    # Gloo waits --timeout for the frozen peer; the coordinator's verdict names it.
+    workers = start_long_job(procs, c, "frozen", "--timeout", 15)
+    workers[1].kill(signal.SIGSTOP)
+    for r in (0, 2, 3):
+        assert workers[r].wait(90) == 75, workers[r].output()
+        ended = workers[r].wait_for(lambda rec: "generation_ended" in rec)
+        assert ended["failed_rank"] == 1, ended
+        assert "lease" in ended["generation_ended"], ended
+
+
+def test_training_rides_out_a_coordinator_killed_and_restarted(procs):
+    port = free_port()
+    address = "127.0.0.1:%d" % port
+    c = procs.coordinator(listen=address)
+    workers = [procs.example("restart-rank%d" % r, address, "restart", 2, "--tp-size", 2, "--rank", r,
+                             "--steps", 400) for r in range(2)]
+    for w in workers:
+        w.wait_for(lambda r: r.get("step", 0) >= 2)
+    c.kill(signal.SIGKILL)
+    c.proc.wait()
+    procs.coordinator(name="coordinator-again", listen=address)  # the same state directory
+    for w in workers:
+        assert w.wait(240) == 0, w.output()
+        assert w.wait_for(lambda r: r.get("done"))
+    assert tpcoord.connect(address, "restart").get_job().phase == tpcoord.client.pb.PHASE_COMPLETED
