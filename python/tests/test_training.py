@@ -1,7 +1,10 @@
 """The example (python/examples/train.py) as real processes through a real tp-coordinator: a 4-process
 TP=2 x DP=2 rendezvous with all-reduces checked on every group, data-parallel training with identical
 gradients across each DP group and a falling loss, TP parity (TP=2 trains what TP=1 trains), and the
-failures: a worker killed mid-run, a worker frozen mid-run, a coordinator killed and restarted mid-run."""
+failures: a worker killed mid-run, a worker frozen mid-run, a coordinator killed and restarted mid-run, and
+the leader of two HA coordinators on etcd killed mid-run."""
+import os
+import shutil
 import signal
 
 import pytest
@@ -88,18 +91,59 @@ def test_a_frozen_worker_ends_the_generation_when_its_lease_runs_out(procs):
         assert "lease" in ended["generation_ended"], ended
 
 
+def latest_step(worker):
+    return max(steps_of(worker) or [0])
+
+
 def test_training_rides_out_a_coordinator_killed_and_restarted(procs):
     port = free_port()
     address = "127.0.0.1:%d" % port
     c = procs.coordinator(listen=address)
     workers = [procs.example("restart-rank%d" % r, address, "restart", 2, "--tp-size", 2, "--rank", r,
-                             "--steps", 400) for r in range(2)]
+                             "--steps", 10000) for r in range(2)]
     for w in workers:
-        w.wait_for(lambda r: r.get("step", 0) >= 2)
+        w.wait_for(lambda r: r.get("step", 0) >= 3)
     c.kill(signal.SIGKILL)
     c.proc.wait()
+    # Training goes on without the coordinator (Gloo needs it only to start) ...
+    down = latest_step(workers[0])
+    workers[0].wait_for(lambda r: r.get("step", 0) >= down + 200)
     procs.coordinator(name="coordinator-again", listen=address)  # the same state directory
+    back = latest_step(workers[0])
     for w in workers:
         assert w.wait(240) == 0, w.output()
         assert w.wait_for(lambda r: r.get("done"))
-    assert tpcoord.connect(address, "restart").get_job().phase == tpcoord.client.pb.PHASE_COMPLETED
+    # ... and the sessions came back to the restarted one: it saw the generation through, and progress on it.
+    job = tpcoord.connect(address, "restart").get_job()
+    assert job.phase == tpcoord.client.pb.PHASE_COMPLETED and job.generation == 1, job
+    assert job.progress.step > back, (job.progress, back)
+
+
+@pytest.mark.skipif(shutil.which("etcd") is None, reason="no etcd (Debian's etcd-server)")
+def test_training_rides_out_a_failover_to_the_standby(procs):
+    client_port, peer_port = free_port(), free_port()
+    procs.start("etcd", ["etcd", "--name", "m0", "--data-dir", os.path.join(procs.work, "etcd"),
+                         "--listen-client-urls", "http://127.0.0.1:%d" % client_port,
+                         "--advertise-client-urls", "http://127.0.0.1:%d" % client_port,
+                         "--listen-peer-urls", "http://127.0.0.1:%d" % peer_port,
+                         "--initial-advertise-peer-urls", "http://127.0.0.1:%d" % peer_port,
+                         "--initial-cluster", "m0=http://127.0.0.1:%d" % peer_port])
+    store = ["--state-store", "etcd://127.0.0.1:%d/python-ha" % client_port, "--leader-lease", "2s"]
+    leader = procs.coordinator(*store, name="leader", state="leader")
+    # The leader serves once this call is answered (UNAVAILABLE is retried until then).
+    tpcoord.tp_model_init(None, 2, "torch.float32", client=tpcoord.connect(leader.address, "ha"))
+    standby = procs.coordinator(*store, name="standby", state="standby")
+    # The standby first: its answers name the leader, and the workers go there.
+    addresses = standby.address + "," + leader.address
+    workers = [procs.example("ha-rank%d" % r, addresses, "ha", 2, "--tp-size", 2, "--rank", r, "--steps", 10000)
+               for r in range(2)]
+    for w in workers:
+        w.wait_for(lambda r: r.get("step", 0) >= 3)
+    leader.kill(signal.SIGKILL)
+    killed = latest_step(workers[0])
+    for w in workers:
+        assert w.wait(240) == 0, w.output()
+    # The standby took over the generation: it completed there, with the progress reported to it.
+    job = tpcoord.connect(addresses, "ha").get_job()
+    assert job.phase == tpcoord.client.pb.PHASE_COMPLETED and job.generation == 1, job
+    assert job.progress.step > killed, (job.progress, killed)
