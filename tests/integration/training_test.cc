@@ -145,18 +145,22 @@ TEST_F(TrainingTest, CheckpointsReloadAndEvaluateAlikeAtAnyMesh) {
   const Log same = RunJob("ckpt-same", 4, 2, {"--resume", checkpoint});
   EXPECT_EQ(same.eval_text, trained.eval_text);
   EXPECT_TRUE(same.loss.empty());  // already at step 20: nothing to train
-  // Every held-out window is scored once whatever the DP size and micro batch: at one TP size and micro
-  // batch the number is the same to the last digit (each window's loss is summed in window order on every
-  // rank); another micro batch changes only the rounding of the batched matmuls (2e-8 seen).
+  // Every held-out window is scored once whatever the DP size and micro batch (each window's loss is summed
+  // in window order on every rank), so DP and micro batch change only the rounding of the batched matmuls:
+  // a replica's slice is a smaller batch, and OpenBLAS picks its kernels by shape (bit-identical on earlier
+  // CI machines; 6e-9 relative on an AVX-512 one; 2e-8 with another micro batch).
+  auto eval_loss = [](const Log& log) {
+    double value = 0;
+    EXPECT_TRUE(absl::SimpleAtod(log.eval_text, &value)) << log.eval_text;
+    return value;
+  };
   const Log tp2dp1 = RunJob("ckpt-tp2-dp1", 2, 2, {"--resume", checkpoint});
-  EXPECT_EQ(tp2dp1.eval_text, trained.eval_text) << "TP=2: DP=1 against DP=2";
+  EXPECT_NEAR(eval_loss(tp2dp1), eval_loss(trained), 1e-7 * eval_loss(trained)) << "TP=2: DP=1 against DP=2";
   const Log single = RunJob("ckpt-tp1", 1, 1, {"--resume", checkpoint});  // resharded for one process
   const Log tp1dp2 = RunJob("ckpt-tp1-dp2", 2, 1, {"--resume", checkpoint});
-  EXPECT_EQ(tp1dp2.eval_text, single.eval_text) << "TP=1: DP=1 against DP=2";
+  EXPECT_NEAR(eval_loss(tp1dp2), eval_loss(single), 1e-7 * eval_loss(single)) << "TP=1: DP=1 against DP=2";
   const Log micro1 = RunJob("ckpt-tp1-dp2-micro1", 2, 1, {"--resume", checkpoint}, "micro1");
-  double a, b, c;
-  ASSERT_TRUE(absl::SimpleAtod(single.eval_text, &a) && absl::SimpleAtod(trained.eval_text, &b) &&
-              absl::SimpleAtod(micro1.eval_text, &c));
+  const double a = eval_loss(single), b = eval_loss(trained), c = eval_loss(micro1);
   EXPECT_NEAR(c, a, 1e-6 * a) << "TP=1 x DP=2: micro batch 1 against 4";
   // Across TP sizes only the sharded matmuls' rounding differs.
   EXPECT_NEAR(a, b, 1e-5 * b);
