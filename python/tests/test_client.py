@@ -78,13 +78,18 @@ def test_merge_config_raises_deepspeeds_texts(coordinator, config, mpu, text):
     assert str(e.value) == text
 
 
-def test_merge_config_fills_in_the_tensor_parallel_section(coordinator):
+def test_merge_config_fills_in_the_tensor_parallel_section(coordinator, tmp_path):
     tp = tpcoord.connect(coordinator.address, "fill")
     tpcoord.tp_model_init(None, 2, torch.bfloat16, client=tp)
     config = {"train_batch_size": 8, "bf16": {"enabled": True}}
     merged = tp.merge_config(config)
     assert merged["tensor_parallel"]["autotp_size"] == 2 and merged["tensor_parallel"]["tp"]["tp_size"] == 2
     assert config == {"train_batch_size": 8, "bf16": {"enabled": True}}  # a new dict; the caller's unchanged
+    path = tmp_path / "ds_config.json"
+    path.write_text('{"train_batch_size": 8, "bf16": {"enabled": true}}')
+    assert tp.merge_config(str(path)) == merged  # a file, as deepspeed.initialize takes it
+    with pytest.raises(ValueError, match="Expected a string path to an existing deepspeed config"):
+        tp.merge_config(str(tmp_path / "missing.json"))
 
 
 def test_every_store_method_scoped_to_the_generation(coordinator):

@@ -258,11 +258,14 @@ class Client:
 
 
 def _config_text(config):
+    """A DeepSpeed config as JSON text: a dict, JSON text, or the path of a JSON file (deepspeed.initialize's
+    forms, less base64)."""
     if isinstance(config, dict):
         return json.dumps(config)
-    if isinstance(config, str) and not config.lstrip().startswith("{"):
+    if isinstance(config, str) and config.lstrip().startswith("{"):
+        return config
+    if isinstance(config, (str, os.PathLike)) and os.path.isfile(config):
         with open(config) as f:
             return f.read()
-    if isinstance(config, str):
-        return config
-    raise ValueError("Expected a string path to an existing deepspeed config, or a dictionary. Received: %s" % (config,))
+    raise ValueError("Expected a string path to an existing deepspeed config, or a dictionary. Received: %s"
+                     % (config,))
