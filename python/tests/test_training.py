@@ -6,6 +6,7 @@ the leader of two HA coordinators on etcd killed mid-run."""
 import os
 import shutil
 import signal
+import time
 
 import pytest
 
@@ -77,6 +78,32 @@ def test_a_killed_worker_ends_the_generation_naming_its_rank(procs):
         ended = workers[r].wait_for(lambda rec: "generation_ended" in rec)
         assert ended["failed_rank"] == 2, ended
         assert "generation 1 ended: rank 2 (host " in ended["generation_ended"], ended
+
+
+def test_a_worker_killed_while_it_waits_to_join_is_replaced(procs):
+    c = procs.coordinator()
+    early = procs.example("early-rank1", c.address, "joining", 2, "--tp-size", 2, "--rank", 1, "--steps", 5)
+    tp = tpcoord.connect(c.address, "joining")
+
+    def waiting():
+        try:
+            return [m.host for m in tp.get_job().members]
+        except tpcoord.CoordinatorError:  # NOT_FOUND until its Join created the job
+            return []
+
+    deadline = time.time() + 30
+    while len(waiting()) != 1 and time.time() < deadline:
+        time.sleep(0.05)
+    assert len(waiting()) == 1, tp.get_job()
+    early.kill(signal.SIGKILL)  # parked in Join: its seat is given up with its call
+    while waiting() and time.time() < deadline + 30:
+        time.sleep(0.05)
+    assert waiting() == [], tp.get_job()
+    workers = [procs.example("joining-rank%d" % r, c.address, "joining", 2, "--tp-size", 2, "--rank", r,
+                             "--steps", 5) for r in range(2)]
+    for w in workers:
+        assert w.wait(120) == 0, w.output()
+    assert tp.get_job().phase == tpcoord.client.pb.PHASE_COMPLETED
 
 
 def test_a_frozen_worker_ends_the_generation_when_its_lease_runs_out(procs):
