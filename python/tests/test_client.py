@@ -138,7 +138,7 @@ def test_a_leaving_member_ends_the_generation_for_the_others_on_their_session(co
     members["a"] = a.join(world_size=2, rank=0, host="host-a")
     t.join(30)
     members["a"].leave(finished=False, reason="out of memory")
-    ended = members["b"]._session.wait_ended(10)  # pushed down the session, no call of b's needed
+    ended = members["b"].wait_ended(10)  # pushed down the session, no call of b's needed
     assert isinstance(ended, tpcoord.GenerationEnded) and ended.rank == 0 and ended.host == "host-a"
     assert "out of memory" in str(ended) and ended.restartable
     with pytest.raises(tpcoord.GenerationEnded):

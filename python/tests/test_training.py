@@ -72,7 +72,7 @@ def start_long_job(procs, c, job, *extra):
 def test_a_killed_worker_ends_the_generation_naming_its_rank(procs):
     c = procs.coordinator()
     workers = start_long_job(procs, c, "killed")
-    workers[2].kill(signal.SIGKILL)
+    workers[2].kill()
     for r in (0, 1, 3):
         assert workers[r].wait(60) == 75, workers[r].output()  # retryable: restart the process
         ended = workers[r].wait_for(lambda rec: "generation_ended" in rec)
@@ -95,7 +95,7 @@ def test_a_worker_killed_while_it_waits_to_join_is_replaced(procs):
     while len(waiting()) != 1 and time.time() < deadline:
         time.sleep(0.05)
     assert len(waiting()) == 1, tp.get_job()
-    early.kill(signal.SIGKILL)  # parked in Join: its seat is given up with its call
+    early.kill()  # parked in Join: its seat is given up with its call
     while waiting() and time.time() < deadline + 30:
         time.sleep(0.05)
     assert waiting() == [], tp.get_job()
@@ -110,7 +110,7 @@ def test_a_frozen_worker_ends_the_generation_when_its_lease_runs_out(procs):
     c = procs.coordinator("--lease", "2s")
     # Gloo waits --timeout for the frozen peer; the coordinator's verdict names it.
     workers = start_long_job(procs, c, "frozen", "--timeout", 15)
-    workers[1].kill(signal.SIGSTOP)
+    workers[1].signal(signal.SIGSTOP)
     for r in (0, 2, 3):
         assert workers[r].wait(90) == 75, workers[r].output()
         ended = workers[r].wait_for(lambda rec: "generation_ended" in rec)
@@ -130,8 +130,7 @@ def test_training_rides_out_a_coordinator_killed_and_restarted(procs):
                              "--steps", 10000) for r in range(2)]
     for w in workers:
         w.wait_for(lambda r: r.get("step", 0) >= 3)
-    c.kill(signal.SIGKILL)
-    c.proc.wait()
+    c.kill()
     # Training goes on without the coordinator (Gloo needs it only to start) ...
     down = latest_step(workers[0])
     workers[0].wait_for(lambda r: r.get("step", 0) >= down + 200)
@@ -166,7 +165,7 @@ def test_training_rides_out_a_failover_to_the_standby(procs):
                for r in range(2)]
     for w in workers:
         w.wait_for(lambda r: r.get("step", 0) >= 3)
-    leader.kill(signal.SIGKILL)
+    leader.kill()
     killed = latest_step(workers[0])
     for w in workers:
         assert w.wait(240) == 0, w.output()

@@ -28,7 +28,7 @@ import grpc
 
 from ._proto import pb, pb_grpc
 from .credentials import Credentials
-from .errors import CoordinatorError, WaitTimeout, _trailer, from_rpc_error
+from .errors import CoordinatorError, WaitTimeout, trailer, from_rpc_error
 
 _JOB_ID = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
 _MAX_WAIT_MS = 3600 * 1000           # common/limits.h kMaxWaitMs
@@ -132,15 +132,16 @@ class Client:
         the job's record; returns the merged config as a new dict. After join(), the member's merge: every
         worker of the generation must send the same config. Before, a dry run that changes nothing.
         DeepSpeed's conflicts raise DeepSpeedError (a ValueError) with its exact text."""
-        text = _config_text(config)
-        request = pb.MergeConfigRequest(job_id=self.job, config_json=text, has_mpu=mpu is not None)
         member = self.member
-        if member is not None and not member.left:
-            request.generation, request.rank = member.generation, member.rank
-            response = self._call("MergeConfig", request, member.key)
-        else:
-            response = self._call("MergeConfig", request)
-        return json.loads(response.merged_config_json)
+        return self._merge(config, mpu, member if member is not None and not member.left else None)
+
+    def _merge(self, config, mpu, member):
+        """The merge as `member` (None: a dry run)."""
+        request = pb.MergeConfigRequest(job_id=self.job, config_json=_config_text(config), has_mpu=mpu is not None)
+        if member is None:
+            return json.loads(self._call("MergeConfig", request).merged_config_json)
+        request.generation, request.rank = member.generation, member.rank
+        return json.loads(self._call("MergeConfig", request, member.key).merged_config_json)
 
     def join(self, world_size, rank=None, *, tp_size=0, host=None, timeout=None, min_world_size=0,
              rejoin_timeout=0.0):
@@ -198,7 +199,7 @@ class Client:
                 else:
                     error = from_rpc_error(e, self.job)
                 if code == grpc.StatusCode.UNAVAILABLE:
-                    leader = _trailer(e, "tpcoord-leader")
+                    leader = trailer(e, "tpcoord-leader")
             except CoordinatorError as e:
                 code, own_deadline, error, leader = e.code, False, e, ""
             # A standby refused the call without acting on it: even a call that is not idempotent goes on.

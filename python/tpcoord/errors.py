@@ -61,7 +61,7 @@ class WaitTimeout(CoordinatorError, TimeoutError):
 def from_rpc_error(error, job=None):
     """The exception for a grpc.RpcError the coordinator (or gRPC itself) answered."""
     code, message = error.code(), error.details() or ""
-    context = _trailer(error, "tpcoord-context")
+    context = trailer(error, "tpcoord-context")
     if context:
         return DeepSpeedError(code, message, context, job)
     return from_status(code, message, job)
@@ -77,7 +77,8 @@ def from_status(code, message, job=None):
     return CoordinatorError(code, message, job)
 
 
-def _trailer(error, key):
+def trailer(error, key):
+    """The value of the trailing metadata `key` of a grpc.RpcError ("" if none)."""
     try:
         metadata = error.trailing_metadata() or ()
     except Exception:  # an error raised before any answer has no trailers

@@ -78,7 +78,7 @@ class Member:
     def merge_config(self, config, mpu=None):
         """The member's merge (Client.merge_config): every worker of the generation sends the same config."""
         self.check()
-        return self.client.merge_config(config, mpu)
+        return self.client._merge(config, mpu, self)
 
     def barrier(self, name, timeout=None):
         """Waits until every rank of the generation has entered the barrier `name` as often as this one has."""
@@ -101,6 +101,10 @@ class Member:
     def generation_ended(self):
         """The GenerationEnded the coordinator pushed, or None while the generation goes on."""
         return self._session.ended
+
+    def wait_ended(self, timeout):
+        """The GenerationEnded once the coordinator pushed it, waiting up to `timeout` seconds; else None."""
+        return self._session.wait_ended(timeout)
 
     def check(self):
         """Raises the GenerationEnded once the generation has ended: call it every step."""
@@ -143,7 +147,7 @@ class Member:
             return False
         # A collective that failed (RuntimeError from Gloo: a peer's connection closed) is most often a peer
         # that died: the coordinator's verdict naming it arrives within its lease.
-        ended = self._session.wait_ended(self.lease + self.client.wait_slack) if isinstance(
+        ended = self.wait_ended(self.lease + self.client.wait_slack) if isinstance(
             error, RuntimeError) and not isinstance(error, CoordinatorError) else self._session.ended
         if ended is not None:
             self.close()

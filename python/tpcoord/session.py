@@ -16,7 +16,7 @@ import time
 import grpc
 
 from ._proto import pb
-from .errors import GenerationEnded, _trailer, from_status
+from .errors import GenerationEnded, trailer, from_status
 
 # The stream ended with the coordinator's verdict, not for want of a coordinator.
 _VERDICTS = (grpc.StatusCode.ABORTED, grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.NOT_FOUND,
@@ -137,7 +137,7 @@ class MemberSession:
                     self._open.set()
             return opened, grpc.StatusCode.OK, "", "", target
         except grpc.RpcError as e:
-            return opened, e.code(), e.details() or "", _trailer(e, "tpcoord-leader"), target
+            return opened, e.code(), e.details() or "", trailer(e, "tpcoord-leader"), target
         finally:
             requests.put(_CLOSE)
             with self._lock:

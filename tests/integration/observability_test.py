@@ -25,6 +25,9 @@ import urllib.request
 
 from prometheus_client.parser import text_string_to_metric_families
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
+from processes import Process, free_port  # noqa: E402
+
 ARGS = None
 TOKEN = "observability-test-job-token"
 ADMIN = "observability-test-admin-token"
@@ -38,55 +41,11 @@ def config(steps):
         "tpcoord": {"steps": steps, "seq_len": 32, "seed": 7}})
 
 
-class Process:
-    """A child process with its output in files, killed (with its timeout) when the test ends."""
-
-    def __init__(self, test, name, argv, env=None, timeout=300):
-        self.name = name
-        self.out_path = os.path.join(test.work, name + ".out")
-        self.err_path = os.path.join(test.work, name + ".err")
-        with open(self.out_path, "w") as out, open(self.err_path, "w") as err:
-            self.proc = subprocess.Popen(["timeout", "-s", "KILL", str(timeout)] + argv, stdout=out, stderr=err,
-                                         env=dict(os.environ, **(env or {})), start_new_session=True)
-        test.addCleanup(self.kill)
-
-    def kill(self):
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait()
-
-    def signal(self, sig):
-        # timeout(1) is the child; the coordinator or worker is its only child, in the same group.
-        os.killpg(self.proc.pid, sig)
-
-    def wait(self, seconds):
-        return self.proc.wait(timeout=seconds)
-
-    def stdout(self):
-        with open(self.out_path) as f:
-            return f.read()
-
-    def stderr(self):
-        with open(self.err_path) as f:
-            return f.read()
-
-    def wait_for_line(self, pattern, seconds=30):
-        deadline = time.time() + seconds
-        while time.time() < deadline:
-            for line in self.stdout().splitlines():
-                m = re.search(pattern, line)
-                if m:
-                    return m
-            if self.proc.poll() is not None:
-                break
-            time.sleep(0.05)
-        raise AssertionError("%s never printed %r:\n%s\n%s" % (self.name, pattern, self.stdout(), self.stderr()))
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def start(test, name, argv, env=None, timeout=300):
+    """A child process (tests/support/processes.py), killed when the test ends."""
+    p = Process(test.work, name, argv, env, timeout)
+    test.addCleanup(p.kill)
+    return p
 
 
 def bin_path(rel):
@@ -129,14 +88,14 @@ class ObservabilityTest(unittest.TestCase):
             f.write(config(100000))
 
     def coordinator(self, name, *extra, state="state"):
-        c = Process(self, name, [bin_path("coordinator/tp-coordinator"), "--listen", "127.0.0.1:0", "--state-dir",
+        c = start(self, name, [bin_path("coordinator/tp-coordinator"), "--listen", "127.0.0.1:0", "--state-dir",
                                  os.path.join(self.work, state), "--metrics-listen", "127.0.0.1:0"] + list(extra))
         c.address = c.wait_for_line(r"tp-coordinator listening on (\S+)").group(1)
         c.metrics = c.wait_for_line(r"tp-coordinator metrics on (http://\S+)/metrics").group(1)
         return c
 
     def worker(self, name, coordinator, job, world, rank, config_file="ds_config.json", extra=()):
-        return Process(self, name, [
+        return start(self, name, [
             bin_path("worker/tp-worker"), "--coordinator", coordinator.address, "--job", job, "--world-size",
             str(world), "--rank", str(rank), "--tp-size", "2", "--host", "127.0.0.1", "--config",
             os.path.join(self.work, config_file), "--random-init", "tiny", "--data",
@@ -283,7 +242,7 @@ class ObservabilityTest(unittest.TestCase):
         if shutil.which("etcd") is None:
             self.skipTest("no etcd (Debian's etcd-server)")
         client_port, peer_port = free_port(), free_port()
-        etcd = Process(self, "etcd", [
+        etcd = start(self, "etcd", [
             "etcd", "--name", "m0", "--data-dir", os.path.join(self.work, "etcd"),
             "--listen-client-urls", "http://127.0.0.1:%d" % client_port,
             "--advertise-client-urls", "http://127.0.0.1:%d" % client_port,
