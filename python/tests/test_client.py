@@ -4,13 +4,13 @@ and a coordinator list whose first entry is dead."""
 import datetime
 import os
 import subprocess
-import sys
+import threading
 
 import grpc
 import pytest
 import torch
 
-from conftest import EXAMPLE, SOURCE_DIR, free_port
+from conftest import SOURCE_DIR, free_port
 
 import tpcoord
 
@@ -131,7 +131,6 @@ def test_join_times_out_naming_who_never_came(coordinator):
 
 def test_a_leaving_member_ends_the_generation_for_the_others_on_their_session(coordinator):
     a, b = tpcoord.connect(coordinator.address, "pushed"), tpcoord.connect(coordinator.address, "pushed")
-    import threading
     members = {}
     t = threading.Thread(target=lambda: members.setdefault("b", b.join(world_size=2, rank=1, host="host-b")))
     t.start()
