@@ -1,6 +1,7 @@
 #include "common/deepspeed_error.h"
 
 #include "absl/strings/cord.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 
 namespace tpcoord {
@@ -8,6 +9,8 @@ namespace {
 
 constexpr absl::string_view kDeepSpeedTextUrl = "type.tpcoord.dev/deepspeed-text";
 constexpr absl::string_view kContextUrl = "type.tpcoord.dev/context";
+// Set by WithJobContext on what it returns: the job is named once, however many layers add it.
+constexpr absl::string_view kJobUrl = "type.tpcoord.dev/job";
 
 }  // namespace
 
@@ -22,8 +25,15 @@ bool IsDeepSpeedError(const absl::Status& status) {
 }
 
 absl::Status WithJobContext(absl::string_view job_id, absl::Status status, absl::string_view detail) {
-  if (status.ok()) return status;
+  if (status.ok() || status.GetPayload(kJobUrl).has_value()) return status;
+  // Written with the job in it already ("job x does not exist", "job x: the coordinator holds ...").
+  const std::string named = absl::StrCat("job ", job_id);
+  if (absl::StartsWith(status.message(), named) && status.message().size() > named.size() &&
+      (status.message()[named.size()] == ':' || status.message()[named.size()] == ' ')) {
+    return status;
+  }
   if (IsDeepSpeedError(status)) {
+    status.SetPayload(kJobUrl, absl::Cord(job_id));
     status.SetPayload(kContextUrl, absl::Cord(detail.empty() ? absl::StrCat("job ", job_id)
                                                              : absl::StrCat("job ", job_id, ": ", detail)));
     return status;
@@ -32,6 +42,7 @@ absl::Status WithJobContext(absl::string_view job_id, absl::Status status, absl:
   status.ForEachPayload([&](absl::string_view url, const absl::Cord& payload) {
     wrapped.SetPayload(url, payload);
   });
+  wrapped.SetPayload(kJobUrl, absl::Cord(job_id));
   return wrapped;
 }
 

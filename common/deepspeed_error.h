@@ -18,7 +18,8 @@ absl::Status DeepSpeedError(absl::string_view text);
 bool IsDeepSpeedError(const absl::Status& status);
 
 // Adds the job to an error: "job <id>: " prefixed to the message of ordinary errors; "job <id>: <detail>"
-// attached as the context payload of DeepSpeed errors, whose message stays exact. OK passes through.
+// attached as the context payload of DeepSpeed errors, whose message stays exact. OK passes through, and so
+// does a status that already carries a job's context: a message names its job once.
 absl::Status WithJobContext(absl::string_view job_id, absl::Status status, absl::string_view detail = "");
 
 // Attaches `context` as the context payload (how a client keeps the context the coordinator sent).

@@ -373,12 +373,26 @@ void Job::Restore(StoredJob stored) {
   }
 }
 
-void Job::MarkCorrupt(absl::Status status) {
+absl::Status Job::MarkCorrupt(absl::Status status, std::string token_sha256) {
   MutexLock lock(&mu_);
   born_ = true;
-  corrupt_ = std::move(status);
+  // Each remedy named is one the caller can carry out.
+  const std::string remedy =
+      !token_sha256.empty()
+          ? absl::StrCat("; delete the job (tpctl delete ", id_, ") to start it afresh")
+          : absl::StrCat("; its token binding is lost with it, so no job token can delete it: stop the coordinator "
+                         "and run ", options_.forget_job_command, " ", id_,
+                         options_.admin_token ? absl::StrCat(", or delete it with the admin token (tpctl delete ", id_,
+                                                             " --force)")
+                                              : "");
+  absl::Status corrupt(status.code(), absl::StrCat(status.message(), remedy));
+  status.ForEachPayload(
+      [&corrupt](absl::string_view url, const absl::Cord& payload) { corrupt.SetPayload(url, payload); });
+  corrupt_ = WithContext(std::move(corrupt));
+  header_.token_sha256 = std::move(token_sha256);
   header_.phase = JobPhase::kFailed;
   header_.end_reason = std::string(corrupt_.message());
+  return corrupt_;
 }
 
 void Job::Shutdown() {
@@ -1008,6 +1022,7 @@ absl::Status Job::CheckCaller(const Caller& caller) const {
   if (!born_) return absl::NotFoundError("the job does not exist");
   if (caller.admin) return absl::OkStatus();
   if (header_.token_sha256.empty()) {  // stored before jobs had tokens, or unreadable
+    if (!corrupt_.ok()) return corrupt_;  // why, and what can be done about it
     return absl::PermissionDeniedError("the job is bound to no token; only the coordinator's admin token may use it");
   }
   if (!ConstantTimeEquals(caller.token_sha256, header_.token_sha256)) {
@@ -1057,7 +1072,8 @@ absl::Status Job::CheckAnyMember(const Caller& caller, uint64_t generation) cons
 
 absl::Status Job::Authorize(const Caller& caller) const {
   MutexLock lock(&mu_);
-  return WithContext(CheckCaller(caller));
+  if (absl::Status s = CheckCaller(caller); !s.ok()) return WithContext(s);
+  return corrupt_;
 }
 
 bool Job::HasWorkers() const {

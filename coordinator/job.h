@@ -70,6 +70,10 @@ struct JobOptions {
   Millis default_wait{60000};  // for wait_timeout_ms == 0
   size_t max_parked_calls = kMaxParkedCallsPerJob;
   bool only_admin_creates_jobs = false;  // --job-creation admin
+  bool admin_token = false;              // --admin-token-file is set: an admin may delete any job
+  // How an operator removes a job while the coordinator is stopped ("tp-coordinator --state-dir D
+  // --forget-job"), named to the users of a job whose token binding is unreadable.
+  std::string forget_job_command = "tp-coordinator --forget-job";
   // Receives one line per generation event (joining, running, ended, completed); may be empty.
   std::function<void(const LogLine&)> log;
 };
@@ -118,8 +122,11 @@ class Job : public std::enable_shared_from_this<Job> {
   // members keep their ranks, unique IDs and store entries, and every lease starts afresh. A joining one
   // waits for its workers' retried Joins. Call once, on a new job, before any other call.
   void Restore(StoredJob stored);
-  // The job's stored state is unreadable: every call but Delete and View answers `status` (DATA_LOSS).
-  void MarkCorrupt(absl::Status status);
+  // The job's stored state is unreadable: every call but Delete answers `status` (DATA_LOSS), with what the
+  // caller can do about it. `token_sha256`: the job's token binding, if its header could still be read (its
+  // owner may then delete it); "" when it is lost, and only the admin, or an operator with the coordinator
+  // stopped, can remove the job. Returns what calls will answer.
+  absl::Status MarkCorrupt(absl::Status status, std::string token_sha256);
 
   const std::string& id() const { return id_; }
   // The store holds the job: it is visible to every call, not only to the ones that create it.
@@ -192,7 +199,8 @@ class Job : public std::enable_shared_from_this<Job> {
   void ExpireIfIdleSince(int64_t cutoff_unix_ms, Done<bool> done);
 
   // Whether `caller` may read the job (View): it carries the job's token or the admin token. NOT_FOUND while
-  // the job does not exist. The token never changes, so what this admits stays admitted.
+  // the job does not exist. The token never changes, so what this admits stays admitted. A corrupt job
+  // answers its DATA_LOSS to whoever may see it, and to every caller once its token binding is lost.
   absl::Status Authorize(const Caller& caller) const ABSL_LOCKS_EXCLUDED(mu_);
   // nullopt while the job does not exist (yet, or any more). `with_details`: members and history too.
   std::optional<JobView> View(bool with_details) const;

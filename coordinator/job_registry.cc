@@ -40,8 +40,8 @@ absl::StatusOr<JobRegistry::Restored> JobRegistry::Restore() {
     if (stored.ok()) {
       job->Restore(*std::move(stored));
     } else {
-      restored.corrupt.push_back(std::string(stored.status().message()));
-      job->MarkCorrupt(stored.status());
+      const absl::Status corrupt = job->MarkCorrupt(stored.status(), StoredTokenSha256(id, job_entries));
+      restored.corrupt.push_back(std::string(corrupt.message()));
     }
     Shard& shard = ShardFor(id);
     MutexLock lock(&shard.mu);

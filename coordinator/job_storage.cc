@@ -9,6 +9,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
+#include "common/deepspeed_error.h"
 #include "common/dtype.h"
 #include "common/identifiers.h"
 #include "tpcoord/state/v1/state.pb.h"
@@ -45,8 +46,8 @@ pb::Phase PhaseToProto(JobPhase phase) { return static_cast<pb::Phase>(static_ca
 
 // A decoding error for `key` of `job`.
 absl::Status Corrupt(absl::string_view job, absl::string_view key, absl::string_view what) {
-  return absl::DataLossError(absl::StrCat("job ", job, ": the stored state is corrupt: key ", QuoteForError(key),
-                                          ": ", what, "; delete the job (tpctl delete ", job, ") to start it afresh"));
+  return WithJobContext(job, absl::DataLossError(absl::StrCat("the stored state is corrupt: key ",
+                                                              QuoteForError(key), ": ", what)));
 }
 
 std::string HistoryKey(absl::string_view job, uint64_t generation) {
@@ -359,6 +360,15 @@ absl::StatusOr<StoredJob> DecodeJob(absl::string_view job, absl::Span<const Stat
     return Corrupt(job, GenerationKey(job, "reference"), "its rank is outside the world");
   }
   return stored;
+}
+
+std::string StoredTokenSha256(absl::string_view job, absl::Span<const StateEntry> entries) {
+  const std::string job_key = JobKey(job);
+  for (const StateEntry& entry : entries) {
+    pb::JobHeader header;
+    if (entry.key == job_key && header.ParseFromString(entry.value)) return header.token_sha256();
+  }
+  return "";
 }
 
 }  // namespace tpcoord

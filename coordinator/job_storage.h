@@ -128,8 +128,12 @@ std::map<std::string, std::vector<StateEntry>> SplitByJob(std::vector<StateEntry
 
 // Reads one job back from its entries. DATA_LOSS naming the job and the key when an entry cannot be
 // decoded or the entries contradict each other (members that do not cover the world, a rank or group
-// outside the mesh, ...).
+// outside the mesh, ...). The message says what is wrong, not what to do: that depends on who asks.
 absl::StatusOr<StoredJob> DecodeJob(absl::string_view job, absl::Span<const StateEntry> entries);
+
+// The token binding (JobHeader.token_sha256) of a job DecodeJob refused, if its header can still be read:
+// then its owner can still prove who it is, and delete it. "" when the header is lost too.
+std::string StoredTokenSha256(absl::string_view job, absl::Span<const StateEntry> entries);
 
 }  // namespace tpcoord
 

@@ -44,6 +44,7 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "common/host_name.h"
+#include "common/identifiers.h"
 #include "common/limits.h"
 #include "common/log_line.h"
 #include "common/process_init.h"
@@ -52,6 +53,7 @@
 #include "coordinator/etcd_connection.h"
 #include "coordinator/etcd_state_store.h"
 #include "coordinator/job_registry.h"
+#include "coordinator/job_storage.h"
 #include "coordinator/leader_election.h"
 #include "coordinator/metrics.h"
 #include "coordinator/ops_endpoint.h"
@@ -104,6 +106,9 @@ ABSL_FLAG(std::string, metrics_listen, "",
           "HOST:PORT to serve Prometheus metrics (/metrics) and the status page (/) on, over HTTP (default: off). "
           "With --admin-token-file every request must carry the admin token; then an address other than loopback "
           "needs --allow-insecure, since the token would travel in the clear");
+ABSL_FLAG(std::string, forget_job, "",
+          "offline repair: remove job ID and everything stored of it from --state-dir (or --state-store), then exit; "
+          "for a job whose stored state is corrupt. The coordinator must be stopped (for etcd: every coordinator)");
 ABSL_FLAG(std::string, log_format, "text", "text, or json: one JSON object per line (time, level, job, generation, "
           "rank, event, message)");
 
@@ -264,6 +269,49 @@ std::pair<int, tpcoord::Fence> CampaignAsStandby(tpcoord::LeaderElection& electi
   return {port, *fence};
 }
 
+// --forget-job ID: removes the job from the state store while no coordinator serves it, and exits.
+int ForgetJob(const std::string& job) {
+  if (absl::Status s = tpcoord::ValidateJobId(job); !s.ok()) Die(absl::StrCat("--forget-job: ", s.message()));
+  std::unique_ptr<tpcoord::StateDir> state_dir;
+  std::unique_ptr<tpcoord::EtcdConnection> etcd;
+  std::unique_ptr<tpcoord::StateStore> etcd_store;
+  tpcoord::StateStore* store = nullptr;
+  std::string fenced;
+  if (const std::string url = absl::GetFlag(FLAGS_state_store); !url.empty()) {
+    absl::StatusOr<tpcoord::EtcdTarget> target = tpcoord::ParseEtcdTarget(url);
+    if (!target.ok()) Die(absl::StrCat("--state-store: ", target.status().message()));
+    etcd = std::make_unique<tpcoord::EtcdConnection>(*target, EtcdCredentialsFromFlags(), tpcoord::Millis(5000));
+    // Written only while no coordinator leads: the leader key's create_revision is 0 while it does not exist.
+    etcd_store = tpcoord::MakeEtcdStateStore(etcd.get(), tpcoord::Fence{target->prefix + "/leader", 0},
+                                             [&fenced](const std::string& why) { fenced = why; });
+    store = etcd_store.get();
+  } else {
+    // The directory's lock refuses this while a coordinator serves it.
+    absl::StatusOr<std::unique_ptr<tpcoord::StateDir>> opened = tpcoord::StateDir::Open(absl::GetFlag(FLAGS_state_dir));
+    if (!opened.ok()) Die(std::string(opened.status().message()));
+    state_dir = *std::move(opened);
+    store = state_dir->store();
+  }
+  const std::string key = absl::StrCat(tpcoord::job_storage::kJobsPrefix, job);
+  absl::StatusOr<std::vector<tpcoord::StateEntry>> entries = store->Scan(key);
+  if (!entries.ok()) Die(std::string(entries.status().message()));
+  const size_t count = std::count_if(entries->begin(), entries->end(), [&key](const tpcoord::StateEntry& e) {
+    return e.key == key || absl::StartsWith(e.key, key + "/");
+  });
+  if (count == 0) Die(absl::StrCat("--forget-job: ", store->name(), " holds no job ", job));
+  tpcoord::StateWrites writes;
+  tpcoord::job_storage::DeleteJob(job, &writes);
+  if (absl::Status s = store->Write(writes, absl::StrCat("removal of job ", job)); !s.ok()) {
+    Die(fenced.empty() ? std::string(s.message())
+                       : absl::StrCat("--forget-job: a coordinator leads on ", store->name(),
+                                      "; stop every coordinator of this cluster first, or delete the job with the "
+                                      "admin token (tpctl delete ", job, " --force)"));
+  }
+  std::cout << "forgot job " << job << ": removed its " << count << " stored entries from " << store->name()
+            << std::endl;
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -282,6 +330,8 @@ int main(int argc, char** argv) {
   sigaddset(&stop_signals, SIGINT);
   pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
 
+  if (const std::string job = absl::GetFlag(FLAGS_forget_job); !job.empty()) return ForgetJob(job);
+
   tpcoord::JobOptions options;
   options.lease = absl::ToChronoMilliseconds(absl::GetFlag(FLAGS_lease));
   options.default_wait = absl::ToChronoMilliseconds(absl::GetFlag(FLAGS_default_wait));
@@ -299,6 +349,11 @@ int main(int argc, char** argv) {
     if (!token.ok()) Die(absl::StrCat("--admin-token-file: ", token.status().message()));
     admin_token_sha256 = tpcoord::Sha256(*token);
   }
+  options.admin_token = !admin_token_sha256.empty();
+  options.forget_job_command =
+      absl::GetFlag(FLAGS_state_store).empty()
+          ? absl::StrCat("tp-coordinator --state-dir ", absl::GetFlag(FLAGS_state_dir), " --forget-job")
+          : absl::StrCat("tp-coordinator --state-store ", absl::GetFlag(FLAGS_state_store), " --forget-job");
   if (options.only_admin_creates_jobs && admin_token_sha256.empty()) {
     Die("--job-creation admin needs --admin-token-file: nobody could create a job");
   }

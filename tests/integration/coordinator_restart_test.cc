@@ -296,28 +296,149 @@ TEST(CoordinatorRestartTest, ATruncatedDatabaseIsRefused) {
   EXPECT_TRUE(absl::StrContains(truncated.err, "state store " + db + " is corrupt: ")) << truncated.err;
 }
 
-TEST(CoordinatorRestartTest, OneCorruptJobAnswersDataLossAndTheOthersAreServed) {
+// Overwrites `key` of the database in `state_dir` (the coordinator stopped) with `bytes`.
+void Overwrite(const std::string& state_dir, const std::string& key, const std::string& bytes) {
+  auto store = *OpenSqliteStateStore(state_dir + "/coordinator.db");
+  ASSERT_TRUE(store->Write({StateWrite::Put(key, bytes)}, "corrupting it").ok());
+}
+
+testing::RunResult ForgetJob(const std::string& state_dir, const std::string& job) {
+  auto run = testing::Run({testing::BinPath("coordinator/tp-coordinator"), "--state-dir", state_dir, "--forget-job",
+                           job},
+                          std::chrono::seconds(30));
+  EXPECT_TRUE(run.ok()) << run.status();
+  return run.ok() ? *run : testing::RunResult{};
+}
+
+v1::ListJobsResponse ListJobs(v1::Coordinator::Stub& stub, const std::string& token) {
+  v1::ListJobsResponse jobs;
+  EXPECT_TRUE(stub.ListJobs(testing::Credentials(token, "").get(), v1::ListJobsRequest(), &jobs).ok());
+  return jobs;
+}
+
+// Every call about `job` answers DATA_LOSS with exactly `text`, except an admin's delete.
+void ExpectEveryCallAnswers(v1::Coordinator::Stub& stub, const std::string& job, const std::string& text) {
+  auto expect = [&](const char* call, const grpc::Status& status) {
+    EXPECT_EQ(status.error_code(), grpc::StatusCode::DATA_LOSS) << call << ": " << status.error_message();
+    EXPECT_EQ(status.error_message(), text) << call;
+  };
+  expect("RecordTpInitArgs", testing::RecordTpInit(stub, job, 2, v1::DTYPE_BF16));
+  v1::JoinResponse joined;
+  expect("Join", Join(stub, job, "w0", 1, &joined));
+  v1::CreateJobRequest create;
+  create.set_job_id(job);
+  v1::CreateJobResponse created;
+  expect("CreateJob", stub.CreateJob(Deadline().get(), create, &created));
+  v1::MergeConfigRequest merge;
+  merge.set_job_id(job);
+  merge.set_config_json("{}");
+  v1::MergeConfigResponse merged;
+  expect("MergeConfig", stub.MergeConfig(Deadline().get(), merge, &merged));
+  v1::GetJobRequest get;
+  get.set_job_id(job);
+  v1::GetJobResponse got;
+  expect("GetJob", stub.GetJob(Deadline().get(), get, &got));
+  for (bool force : {false, true}) {
+    v1::DeleteJobRequest del;
+    del.set_job_id(job);
+    del.set_force(force);
+    v1::DeleteJobResponse deleted;
+    expect(force ? "DeleteJob --force" : "DeleteJob", stub.DeleteJob(Deadline().get(), del, &deleted));
+  }
+}
+
+// A header that no longer parses has lost the job's token binding: no job token can prove ownership, so
+// every call says so and names what its caller can do. Without an admin token that is the offline repair,
+// which removes exactly that job.
+TEST(CoordinatorRestartTest, ACorruptHeaderNamesTheOfflineRepairWhichRemovesExactlyThatJob) {
+  const std::string state_dir = testing::MakeTempDir("corrupt-header");
+  MakeJobs(state_dir, {"good", "job-b"});
+  Overwrite(state_dir, "j/job-b", "\xff\xfe{bad");
+  const std::string text =
+      "job job-b: the stored state is corrupt: key \"j/job-b\": not a JobHeader message; its token binding is lost "
+      "with it, so no job token can delete it: stop the coordinator and run tp-coordinator --state-dir " +
+      state_dir + " --forget-job job-b";
+  {
+    auto coordinator = *CoordinatorProcess::Start(state_dir);
+    EXPECT_TRUE(absl::StrContains(coordinator->process().Stderr(), "2 job(s) restored (1 unreadable)"))
+        << coordinator->process().Stderr();
+    EXPECT_TRUE(absl::StrContains(coordinator->process().Stderr(), "restore: " + text))
+        << coordinator->process().Stderr();
+    auto stub = coordinator->NewStub();
+    ExpectEveryCallAnswers(*stub, "job-b", text);
+    EXPECT_EQ(GetJob(*stub, "good").tp_init().tp_size(), 2);
+    // Listed, so that its owner finds it, with why it failed.
+    v1::ListJobsResponse jobs = ListJobs(*stub, testing::kTestToken);
+    ASSERT_EQ(jobs.jobs_size(), 2);
+    EXPECT_EQ(jobs.jobs(1).job_id(), "job-b");
+    EXPECT_EQ(jobs.jobs(1).phase(), v1::PHASE_FAILED);
+    EXPECT_EQ(jobs.jobs(1).end_reason(), text);
+    // The repair is offline: the directory's lock refuses it while the coordinator runs.
+    testing::RunResult busy = ForgetJob(state_dir, "job-b");
+    EXPECT_EQ(busy.exit_code, 1);
+    EXPECT_TRUE(absl::StrContains(busy.err, "another tp-coordinator holds")) << busy.err;
+    Kill(*coordinator, SIGTERM);
+  }
+  testing::RunResult forgot = ForgetJob(state_dir, "job-b");
+  EXPECT_EQ(forgot.exit_code, 0) << forgot.err;
+  EXPECT_EQ(forgot.out, "forgot job job-b: removed its 1 stored entries from state store " + state_dir +
+                            "/coordinator.db\n");
+  testing::RunResult again = ForgetJob(state_dir, "job-b");
+  EXPECT_EQ(again.exit_code, 1);
+  EXPECT_TRUE(absl::StrContains(again.err, "fatal: --forget-job: state store " + state_dir +
+                                               "/coordinator.db holds no job job-b"))
+      << again.err;
+  auto coordinator = *CoordinatorProcess::Start(state_dir);
+  EXPECT_TRUE(absl::StrContains(coordinator->process().Stderr(), "1 job(s) restored, lease"))
+      << coordinator->process().Stderr();
+  auto stub = coordinator->NewStub();
+  EXPECT_EQ(GetJob(*stub, "good").tp_init().tp_size(), 2);
+  EXPECT_TRUE(testing::RecordTpInit(*stub, "job-b", 4, v1::DTYPE_BF16).ok());  // the id is free again
+}
+
+// With an admin token the message also names the admin's delete, which frees the id while serving.
+TEST(CoordinatorRestartTest, ACorruptHeaderIsDeletedWithTheAdminToken) {
+  const std::string state_dir = testing::MakeTempDir("corrupt-header-admin");
+  MakeJobs(state_dir, {"good", "job-b"});
+  Overwrite(state_dir, "j/job-b", "\xff\xfe{bad");
+  auto coordinator = *CoordinatorProcess::Start(state_dir, testing::AdminTokenArgs(state_dir));
+  auto stub = coordinator->NewStub();
+  ExpectEveryCallAnswers(*stub, "job-b",
+                         "job job-b: the stored state is corrupt: key \"j/job-b\": not a JobHeader message; its token "
+                         "binding is lost with it, so no job token can delete it: stop the coordinator and run "
+                         "tp-coordinator --state-dir " + state_dir + " --forget-job job-b, or delete it with the "
+                         "admin token (tpctl delete job-b --force)");
+  EXPECT_EQ(ListJobs(*stub, testing::kAdminToken).jobs_size(), 2);
+  auto tpctl = testing::Run({testing::BinPath("coordinator/tpctl"), "--coordinator", coordinator->address(), "delete",
+                             "job-b", "--force"},
+                            std::chrono::seconds(30), testing::TokenEnv(testing::kAdminToken));
+  ASSERT_TRUE(tpctl.ok());
+  EXPECT_EQ(tpctl->exit_code, 0) << tpctl->err;
+  EXPECT_TRUE(testing::RecordTpInit(*stub, "job-b", 4, v1::DTYPE_BF16).ok());
+  EXPECT_EQ(GetJob(*stub, "good").tp_init().tp_size(), 2);
+}
+
+// A job whose header is intact but another entry is not keeps its token binding: its owner deletes it.
+TEST(CoordinatorRestartTest, ACorruptEntryBehindAReadableHeaderIsDeletedByItsOwner) {
   const std::string state_dir = testing::MakeTempDir("corrupt-row");
   MakeJobs(state_dir, {"good", "bad"});
-  {
-    auto store = *OpenSqliteStateStore(state_dir + "/coordinator.db");
-    ASSERT_TRUE(store->Write({StateWrite::Put("j/bad", "\xff\xfe not a header")}, "corrupting it").ok());
-  }
-  auto coordinator = *CoordinatorProcess::Start(state_dir, testing::AdminTokenArgs(state_dir));
+  Overwrite(state_dir, "j/bad/zzz", "\xff\xfe not an entry");
+  auto coordinator = *CoordinatorProcess::Start(state_dir);
   EXPECT_TRUE(absl::StrContains(coordinator->process().Stderr(), "2 job(s) restored (1 unreadable)"))
       << coordinator->process().Stderr();
   auto stub = coordinator->NewStub();
   EXPECT_EQ(GetJob(*stub, "good").tp_init().tp_size(), 2);
   grpc::Status bad = testing::RecordTpInit(*stub, "bad", 2, v1::DTYPE_BF16);
   EXPECT_EQ(bad.error_code(), grpc::StatusCode::DATA_LOSS);
-  EXPECT_TRUE(absl::StrContains(bad.error_message(), "job bad: the stored state is corrupt: key \"j/bad\""))
-      << bad.error_message();
-  // Its token binding is unreadable too, so only the admin may delete it; that frees the id.
+  EXPECT_EQ(bad.error_message(), "job bad: the stored state is corrupt: key \"j/bad/zzz\": unknown key; delete the "
+                                 "job (tpctl delete bad) to start it afresh");
+  // Someone else's token is refused as ever; the owner's deletes it, and that frees the id.
   v1::DeleteJobRequest del;
   del.set_job_id("bad");
   v1::DeleteJobResponse deleted;
-  EXPECT_EQ(stub->DeleteJob(Deadline().get(), del, &deleted).error_code(), grpc::StatusCode::PERMISSION_DENIED);
-  ASSERT_TRUE(stub->DeleteJob(testing::Credentials(testing::kAdminToken, "").get(), del, &deleted).ok());
+  EXPECT_EQ(stub->DeleteJob(testing::Credentials("another-token-0123456789", "").get(), del, &deleted).error_code(),
+            grpc::StatusCode::PERMISSION_DENIED);
+  ASSERT_TRUE(stub->DeleteJob(Deadline().get(), del, &deleted).ok());
   EXPECT_TRUE(testing::RecordTpInit(*stub, "bad", 4, v1::DTYPE_BF16).ok());
 }
 

@@ -377,5 +377,47 @@ TEST_F(HaTest, WithoutQuorumCoordinatorsAnswerUnavailableAndServeAgainWhenItRetu
   EXPECT_TRUE(absl::StrContains(recorded->out, "tp_size=2 dtype=torch.bfloat16 tp_group=None")) << recorded->out;
 }
 
+// --forget-job on an etcd store is offline too: refused while any coordinator leads, it removes exactly the
+// job once every coordinator is stopped.
+TEST_F(HaTest, ForgetJobRemovesAJobOnlyWhileNoCoordinatorLeads) {
+  for (const char* job : {"forget-me", "keep-me"}) {
+    auto recorded = testing::Run({testing::BinPath("coordinator/tpctl"), "--coordinator", Addresses(), "record",
+                                  "--job", job, "--tp-size", "2", "--dtype", "bf16"},
+                                 seconds(60), testing::TokenEnv());
+    ASSERT_TRUE(recorded.ok());
+    ASSERT_EQ(recorded->exit_code, 0) << recorded->err;
+  }
+  const std::vector<std::string> forget = {testing::BinPath("coordinator/tp-coordinator"), "--state-store",
+                                           cluster_->url(), "--forget-job", "forget-me"};
+  auto refused = testing::Run(forget, seconds(60));
+  ASSERT_TRUE(refused.ok());
+  EXPECT_EQ(refused->exit_code, 1);
+  EXPECT_TRUE(absl::StrContains(refused->err, "--forget-job: a coordinator leads on state store etcd at "))
+      << refused->err;
+  EXPECT_TRUE(absl::StrContains(refused->err, "; stop every coordinator of this cluster first, or delete the job "
+                                              "with the admin token (tpctl delete forget-me --force)"))
+      << refused->err;
+  for (auto& c : coordinators_) {
+    c->process().Signal(SIGTERM);
+    EXPECT_EQ(c->process().Wait(seconds(20)).value_or(-1), 0);
+  }
+  auto forgot = testing::Run(forget, seconds(60));
+  ASSERT_TRUE(forgot.ok());
+  EXPECT_EQ(forgot->exit_code, 0) << forgot->err;
+  EXPECT_TRUE(
+      absl::StartsWith(forgot->out, "forgot job forget-me: removed its 1 stored entries from state store etcd at "))
+      << forgot->out;
+  coordinators_[0] = StartCoordinator(0);
+  ASSERT_NE(coordinators_[0], nullptr);
+  ASSERT_EQ(WaitForLeader(1), 0);
+  auto stub = coordinators_[0]->NewStub();
+  v1::GetJobRequest get;
+  v1::GetJobResponse got;
+  get.set_job_id("forget-me");
+  EXPECT_EQ(stub->GetJob(testing::Deadline().get(), get, &got).error_code(), grpc::StatusCode::NOT_FOUND);
+  get.set_job_id("keep-me");
+  EXPECT_TRUE(stub->GetJob(testing::Deadline().get(), get, &got).ok());
+}
+
 }  // namespace
 }  // namespace tpcoord
