@@ -138,6 +138,21 @@ TEST_F(RecordMergeTest, SuccessfulMergeFillsTheSectionAndIsADryRun) {
   EXPECT_EQ(job.job().merged_config_json(), "");
 }
 
+// A number a merge cannot keep exactly is refused, naming where it is; one it can keep comes back as sent.
+TEST_F(RecordMergeTest, AnIntegerBeyondSixtyFourBitsIsRefusedNotRounded) {
+  ASSERT_TRUE(Record(stub_.get(), "big", 1, v1::DTYPE_FP32).ok());
+  grpc::Status huge = Merge("big", R"({"train_batch_size": 123456789012345678901234567890})");
+  EXPECT_EQ(huge.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(huge.error_message(),
+            "job big: config_json has the integer 123456789012345678901234567890 at /train_batch_size, which does "
+            "not fit in 64 bits; tpcoord keeps numbers exactly or not at all (write it as a string if it must be "
+            "this large)");
+  std::string merged;
+  ASSERT_TRUE(Merge("big", R"({"train_batch_size": 8, "tpcoord": {"seed": 18446744073709551615}})", false,
+                    &merged).ok());
+  EXPECT_EQ(nlohmann::json::parse(merged)["tpcoord"]["seed"].dump(), "18446744073709551615");
+}
+
 TEST_F(RecordMergeTest, HealthServiceServes) {
   auto channel = grpc::CreateChannel(coordinator_->address(), grpc::InsecureChannelCredentials());
   auto health = grpc::health::v1::Health::NewStub(channel);

@@ -40,6 +40,27 @@ TEST(ParseDsConfigTest, RejectsDuplicateKeysAtAnyDepth) {
   EXPECT_TRUE(ParseDsConfig(R"({"a": {"b": 1}, "c": {"b": 2}})").ok());
 }
 
+// Python's json keeps integers of any size exactly; nlohmann's would round one beyond 64 bits to a double.
+// Refused, naming where, rather than changed without a word.
+TEST(ParseDsConfigTest, RejectsIntegersBeyondSixtyFourBitsNamingThePath) {
+  EXPECT_EQ(ParseDsConfig(R"({"train_batch_size": 123456789012345678901234567890})").status().message(),
+            "config_json has the integer 123456789012345678901234567890 at /train_batch_size, which does not fit in "
+            "64 bits; tpcoord keeps numbers exactly or not at all (write it as a string if it must be this large)");
+  EXPECT_EQ(ParseDsConfig(R"({"a": [1, {"b/c": [0, -99999999999999999999]}]})").status().message(),
+            "config_json has the integer -99999999999999999999 at /a/1/b~1c/1, which does not fit in 64 bits; tpcoord "
+            "keeps numbers exactly or not at all (write it as a string if it must be this large)");
+  EXPECT_EQ(ParseDsConfig("18446744073709551616").status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+// What does fit comes back exactly as Python's json.dumps writes it.
+TEST(ParseDsConfigTest, KeepsEveryNumberThatFitsExactly) {
+  absl::StatusOr<json> config = ParseDsConfig(
+      R"({"u": 18446744073709551615, "i": -9223372036854775808, "f": 0.1, "e": 1e-07, "g": 1e+22, "h": 2.5})");
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->dump(),
+            R"({"e":1e-07,"f":0.1,"g":1e+22,"h":2.5,"i":-9223372036854775808,"u":18446744073709551615})");
+}
+
 TEST(ParseDsConfigTest, RejectsConfigsOverOneMebibyte) {
   std::string big = "{\"pad\": \"" + std::string(kMaxConfigBytes, 'x') + "\"}";
   absl::StatusOr<json> config = ParseDsConfig(big);

@@ -307,9 +307,10 @@ TEST(SafetensorsHeaderTest, RejectsOverflowingShapes) {
   ExpectDataLoss(Status("{" + Entry("w", "F32", "[4611686018427387904]", 0, 4) + "}", 4),
                  "m.safetensors: tensor 'w': data_offsets [0, 4) hold 4 bytes, but F32 [4611686018427387904] "
                  "needs 0");
-  // A size above uint64 is a float to the JSON parser, so not a size.
+  // A size above uint64 is refused by the JSON parser, naming where it is, rather than rounded to a float.
   ExpectDataLoss(Status("{" + Entry("w", "F32", "[18446744073709551616]", 0, 4) + "}", 4),
-                 "m.safetensors: tensor 'w': shape [1.8446744073709552e+19] is not a list of sizes");
+                 "m.safetensors: header has the integer 18446744073709551616 at /w/shape/0, which does not fit in 64 "
+                 "bits; tpcoord keeps numbers exactly or not at all (write it as a string if it must be this large)");
 }
 
 TEST(SafetensorsHeaderTest, RejectsDataOffsetsThatAreNotAPair) {
