@@ -270,6 +270,7 @@ int Main() {
   lc.join_timeout = lc.collective_timeout = absl::ToChronoMilliseconds(absl::GetFlag(FLAGS_timeout));
   lc.worker_id = SupervisedWorkerId();
   lc.on_generation_end = OnGenerationEnd;
+  lc.log_waiting = [](const std::string& line) { LogProblem("waiting", line, "warning"); };
   Launch launch(lc);
 
   const auto load_start = std::chrono::steady_clock::now();

@@ -203,3 +203,18 @@ def test_bad_arguments_are_refused_before_any_call(coordinator):
     with pytest.raises(tpcoord.CoordinatorError) as e:
         tpcoord.tp_model_init(None, 0, torch.float32, client=tp)
     assert e.value.code == grpc.StatusCode.INVALID_ARGUMENT and "tp_size" in str(e.value)
+
+
+def test_a_client_pointed_at_the_wrong_address_says_what_is_there(procs, caplog):
+    """While it waits it warns about every 10 s (the first after 5 s), then gives up with the same reason."""
+    address = "127.0.0.1:%d" % free_port()  # nothing listens there
+    tp = tpcoord.connect(address, "wrong", timeout=6.5)
+    with caplog.at_level("WARNING", logger="tpcoord"):
+        with pytest.raises(tpcoord.CoordinatorError) as e:
+            tp.get_job()
+    assert e.value.code == grpc.StatusCode.UNAVAILABLE
+    assert str(e.value).startswith("cannot reach the coordinator at %s: nothing listens there (connection refused) ["
+                                   % address), str(e.value)
+    lines = [r.getMessage() for r in caplog.records if r.name == "tpcoord"]
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("still waiting for the coordinator at %s after 5 s: nothing listens there" % address)

@@ -24,11 +24,13 @@ import socket
 import threading
 import time
 
+import logging
+
 import grpc
 
 from ._proto import pb, pb_grpc
 from .credentials import Credentials
-from .errors import CoordinatorError, WaitTimeout, trailer, from_rpc_error
+from .errors import CoordinatorError, WaitTimeout, trailer, from_rpc_error, describe_transport_error
 
 _JOB_ID = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
 _MAX_WAIT_MS = 3600 * 1000           # common/limits.h kMaxWaitMs
@@ -37,6 +39,7 @@ _RETRIED = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED)
 _DTYPES = {"torch.float32": pb.DTYPE_FP32, "torch.float16": pb.DTYPE_FP16, "torch.bfloat16": pb.DTYPE_BF16}
 
 _default = None  # the client of the latest connect(): tp_model_init's when it is given none
+_log = logging.getLogger("tpcoord")
 
 
 def connect(address=None, job=None, *, token=None, token_file=None, tls_ca=None, tls_cert=None, tls_key=None,
@@ -102,6 +105,8 @@ class Client:
         self._targets = [_Target(a, self.credentials, self._replicas, max_backoff) for a in addresses]
         self._current = 0
         self.member = None  # the membership of the latest join(), which merge_config acts as
+        # While calls wait for a coordinator they cannot reach: since when, and when to say so next.
+        self._unreachable_since, self._next_report = None, 0.0
 
     @property
     def address(self):
@@ -184,9 +189,10 @@ class Client:
             attempt = prepare(max(0.001, give_up - time.monotonic()))
             target = self._target()
             try:
-                if not self._reachable(target):
-                    raise CoordinatorError(grpc.StatusCode.UNAVAILABLE,
-                                           "cannot connect to the coordinator at " + target.address, self.job)
+                if not self._reachable(target) or not self._await_connected(target, give_up):
+                    raise CoordinatorError(grpc.StatusCode.UNAVAILABLE, "cannot reach the coordinator at %s: %s" % (
+                        target.address, describe_transport_error(self._probe_error(target), self.credentials.tls)),
+                        self.job)
                 return getattr(target.stub, method)(request, timeout=attempt, metadata=self.metadata(member_key),
                                                     wait_for_ready=not self._replicas)
             except grpc.RpcError as e:
@@ -232,14 +238,67 @@ class Client:
 
     def _reachable(self, target):
         """With several coordinators, whether `target` is up or comes up within a second (a dead replica must
-        fail at once so that the next is tried); with one, the attempt itself waits for it."""
+        fail at once so that the next is tried); with one, True (_await_connected waits for it)."""
         if not self._replicas:
             return True
+        since = time.monotonic()
         try:
             grpc.channel_ready_future(target.channel).result(timeout=1.0)
+            self._note_reachable()
             return True
         except grpc.FutureTimeoutError:
+            self._note_unreachable(target, since)
             return False
+
+    def _await_connected(self, target, give_up):
+        """With one coordinator: waits until its connection is up (True) or `give_up` passes (False), saying
+        why every 10 s meanwhile."""
+        if self._replicas:
+            return True
+        since = time.monotonic()
+        while True:
+            try:
+                grpc.channel_ready_future(target.channel).result(timeout=max(0.0, min(1.0, give_up - time.monotonic())))
+                self._note_reachable()
+                return True
+            except grpc.FutureTimeoutError:
+                self._note_unreachable(target, since)
+                if time.monotonic() >= give_up:
+                    return False
+
+    def _note_reachable(self):
+        self._unreachable_since = None
+
+    def _note_unreachable(self, target, since):
+        """One warning about every 10 s (the first 5 s after `since`, when this caller began to fail) while the
+        coordinator cannot be reached: where, for how long, and what the transport says, in words (the tpcoord
+        logger, stderr by default)."""
+        now = time.monotonic()
+        with self._lock:
+            if self._unreachable_since is None:
+                self._unreachable_since, self._next_report = since, since + 5.0
+            elif since < self._unreachable_since:
+                if self._next_report == self._unreachable_since + 5.0:
+                    self._next_report = since + 5.0
+                self._unreachable_since = since
+            if now < self._next_report:
+                return
+            self._next_report = now + 10.0
+            waited = now - self._unreachable_since
+        error = self._probe_error(target)
+        if error:
+            _log.warning("still waiting for the coordinator at %s after %d s: %s", target.address, waited,
+                         describe_transport_error(error, self.credentials.tls))
+
+    def _probe_error(self, target):
+        """The transport's reason why `target` cannot be reached now ("" if it can): a call that does not wait."""
+        check = target.channel.unary_unary("/grpc.health.v1.Health/Check", request_serializer=lambda b: b,
+                                           response_deserializer=lambda b: b)
+        try:
+            check(b"", timeout=2.0)  # an empty HealthCheckRequest
+            return ""
+        except grpc.RpcError as e:
+            return e.details() or str(e.code())
 
     def _follow(self, used, leader):
         """After `used` failed for want of a coordinator: go to `leader` (named by a standby; it may be one this

@@ -87,3 +87,30 @@ def trailer(error, key):
         if k == key:
             return v.decode() if isinstance(v, bytes) else v
     return ""
+
+
+def describe_transport_error(error, tls):
+    """What a gRPC transport error (a failed connection or handshake) means to someone who typed the address:
+    the cause in words, then gRPC's own text (worker/client: DescribeTransportError). `tls`: whether the client
+    speaks TLS."""
+    low = error.lower()
+
+    def has(*texts):
+        return any(t in low for t in texts)
+    if has("connection refused"):
+        cause = "nothing listens there (connection refused)"
+    elif has("http1", "http/1", "parsing http/2"):
+        cause = "an HTTP/1 server answers there, not a tpcoord coordinator (a metrics or status port?)"
+    elif tls and has("handshake", "ssl", "tls", "wrong_version"):
+        cause = ("the TLS handshake failed: the server there does not speak TLS (a plaintext coordinator?), or its "
+                 "certificate is not trusted by the given CA")
+    elif not tls and has("socket closed", "connection reset", "end of file", "eof", "goaway", "handshake"):
+        cause = "the server there closes the connection: a TLS coordinator (give tls_ca), or not a gRPC server"
+    elif has("dns", "resolve", "name or service not known"):
+        cause = "the host name does not resolve"
+    elif has("timed out", "deadline", "no route", "unreachable"):
+        cause = "no answer from that address (a firewall, a wrong host, or a frozen process)"
+    else:
+        return error
+    return "%s [%s]" % (cause, error)
+

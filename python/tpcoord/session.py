@@ -106,9 +106,11 @@ class MemberSession:
         """One stream, until it ends: (opened, code, details, leader named, target)."""
         client = self._client
         target = client._target()
+        since = time.monotonic()
         try:  # nothing else moves a failed connection forward when the session is the only traffic
             grpc.channel_ready_future(target.channel).result(timeout=1.0)
         except grpc.FutureTimeoutError:
+            client._note_unreachable(target, since)
             return False, grpc.StatusCode.UNAVAILABLE, "cannot connect to the coordinator at " + target.address, "", target
         requests = queue.Queue()
         self._requests = requests
@@ -132,6 +134,8 @@ class MemberSession:
         opened = False
         try:
             for event in call:
+                if not opened:
+                    client._note_reachable()
                 opened = True
                 if event.lease_ms > 0 and event.status_code == 0:
                     self._open.set()

@@ -9,6 +9,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <tuple>
 #include <vector>
@@ -69,13 +70,25 @@ struct CoordinatorClient::Impl {
   // reports a channel whose connection failed as failed, and fails calls that do not wait for it, until a
   // new connection is up; and with the synchronous API only a thread waiting on the channel moves that
   // connection forward. This is that thread.) With one coordinator: true, the attempt itself waits.
-  bool Reachable(Target* target) const;
+  bool Reachable(Target* target);
+  // With one coordinator, for a call that waits for it: blocks until `target`'s connection is up (true) or
+  // `give_up` passes (false), saying why every 10 s meanwhile (ClientOptions::log_waiting).
+  bool AwaitConnected(Target* target, std::chrono::steady_clock::time_point give_up);
+  // What waiting calls and sessions report: a failed connection to `target` (tried since `since`), or one
+  // that is up.
+  void NoteUnreachable(Target* target, std::chrono::steady_clock::time_point since);
+  void NoteReachable();
+  // The transport's reason why `target` cannot be reached now ("" if it can), from a call that does not wait.
+  std::string ProbeError(Target* target);
 
   const ClientOptions options;
   const bool replicas;  // options.address lists several coordinators
   std::mutex targets_mu;
   std::vector<std::unique_ptr<Target>> targets;  // never shrinks: a Target* stays valid
   size_t current = 0;
+  std::mutex waiting_mu;
+  std::optional<std::chrono::steady_clock::time_point> unreachable_since;  // guarded by waiting_mu
+  std::chrono::steady_clock::time_point next_report;                       // guarded by waiting_mu
   std::mutex rounds_mu;
   std::map<std::tuple<std::string, uint64_t, std::string>, uint64_t> barrier_rounds;  // (job, generation, name)
 };

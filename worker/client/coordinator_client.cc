@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <iostream>
 #include <random>
 #include <thread>
 
@@ -102,9 +103,87 @@ CoordinatorClient::Impl::Impl(ClientOptions options_in)
   }
 }
 
-bool CoordinatorClient::Impl::Reachable(Target* target) const {
+bool CoordinatorClient::Impl::Reachable(Target* target) {
   if (!replicas) return true;
-  return target->channel->WaitForConnected(std::chrono::system_clock::now() + Millis(1000));
+  const Clock::time_point since = Clock::now();
+  if (target->channel->WaitForConnected(std::chrono::system_clock::now() + Millis(1000))) return true;
+  NoteUnreachable(target, since);
+  return false;
+}
+
+bool CoordinatorClient::Impl::AwaitConnected(Target* target, Clock::time_point give_up) {
+  const Clock::time_point since = Clock::now();
+  while (true) {
+    const Clock::time_point now = Clock::now();
+    const Millis slice = std::chrono::ceil<Millis>(std::min(give_up, now + Millis(1000)) - now);
+    if (target->channel->WaitForConnected(std::chrono::system_clock::now() + std::max(slice, Millis(0)))) {
+      NoteReachable();
+      return true;
+    }
+    NoteUnreachable(target, since);
+    if (Clock::now() >= give_up) return false;
+  }
+}
+
+void CoordinatorClient::Impl::NoteReachable() {
+  std::lock_guard<std::mutex> lock(waiting_mu);
+  unreachable_since.reset();
+}
+
+void CoordinatorClient::Impl::NoteUnreachable(Target* target, Clock::time_point since) {
+  const Clock::time_point now = Clock::now();
+  Millis waited;
+  {
+    std::lock_guard<std::mutex> lock(waiting_mu);
+    if (!unreachable_since) {
+      unreachable_since = since;
+      next_report = since + Millis(5000);
+    } else if (since < *unreachable_since) {  // an older caller: the first line comes 5 s after it began
+      if (next_report == *unreachable_since + Millis(5000)) next_report = since + Millis(5000);
+      unreachable_since = since;
+    }
+    if (now < next_report) return;
+    next_report = now + Millis(10000);
+    waited = std::chrono::duration_cast<Millis>(now - *unreachable_since);
+  }
+  const std::string error = ProbeError(target);
+  if (error.empty()) return;  // it just came up
+  const std::string line =
+      absl::StrCat("still waiting for the coordinator at ", target->address, " after ", waited.count() / 1000,
+                   " s: ", DescribeTransportError(target->address, error, options.credentials.tls()));
+  if (options.log_waiting) options.log_waiting(line);
+  else std::cerr << "warning: " << line << std::endl;
+}
+
+std::string CoordinatorClient::Impl::ProbeError(Target* target) {
+  grpc::ClientContext ctx;  // fails at once on a failed connection, with the transport's reason
+  ctx.set_deadline(std::chrono::system_clock::now() + Millis(2000));
+  grpc::health::v1::HealthCheckResponse resp;
+  const grpc::Status s =
+      grpc::health::v1::Health::NewStub(target->channel)->Check(&ctx, grpc::health::v1::HealthCheckRequest(), &resp);
+  if (s.ok()) return "";
+  return s.error_message().empty() ? absl::StrCat("gRPC status ", s.error_code()) : s.error_message();
+}
+
+std::string DescribeTransportError(const std::string& address, const std::string& error, bool tls) {
+  auto has = [&error](absl::string_view text) { return absl::StrContains(absl::AsciiStrToLower(error), text); };
+  std::string cause;
+  if (has("connection refused")) {
+    cause = "nothing listens there (connection refused)";
+  } else if (has("http1") || has("http/1") || has("parsing http/2")) {
+    cause = "an HTTP/1 server answers there, not a tpcoord coordinator (a metrics or status port?)";
+  } else if (tls && (has("handshake") || has("ssl") || has("tls") || has("wrong_version"))) {
+    cause = "the TLS handshake failed: the server there does not speak TLS (a plaintext coordinator?), or its "
+            "certificate is not trusted by --tls-ca";
+  } else if (!tls && (has("socket closed") || has("connection reset") || has("end of file") || has("eof") ||
+                      has("goaway") || has("handshake"))) {
+    cause = "the server there closes the connection: a TLS coordinator (give --tls-ca), or not a gRPC server";
+  } else if (has("dns") || has("resolve") || has("name or service not known")) {
+    cause = "the host name does not resolve";
+  } else if (has("timed out") || has("deadline") || has("no route") || has("unreachable")) {
+    cause = "no answer from that address (a firewall, a wrong host, or a frozen process)";
+  }
+  return cause.empty() ? error : absl::StrCat(cause, " [", error, "]");
 }
 
 size_t CoordinatorClient::Impl::TargetCount() {
@@ -144,15 +223,26 @@ CoordinatorClient::~CoordinatorClient() = default;
 const ClientOptions& CoordinatorClient::options() const { return impl_->options; }
 
 absl::Status CoordinatorClient::WaitForConnected(Millis timeout) {
-  const auto deadline = std::chrono::system_clock::now() + timeout;
-  while (std::chrono::system_clock::now() < deadline) {
-    Impl::Target* target = impl_->Current();
-    const auto slice = impl_->WaitForReady() ? deadline : std::min(deadline, std::chrono::system_clock::now() + Millis(500));
-    if (target->channel->WaitForConnected(slice)) return absl::OkStatus();
-    impl_->Follow(target, "");
+  const Clock::time_point deadline = Clock::now() + timeout;
+  Impl::Target* target = impl_->Current();
+  if (impl_->WaitForReady()) {
+    if (impl_->AwaitConnected(target, deadline)) return absl::OkStatus();
+  } else {
+    while (Clock::now() < deadline) {
+      target = impl_->Current();
+      const Clock::time_point since = Clock::now();
+      if (target->channel->WaitForConnected(std::chrono::system_clock::now() +
+                                            std::min<Clock::duration>(deadline - Clock::now(), Millis(500)))) {
+        impl_->NoteReachable();
+        return absl::OkStatus();
+      }
+      impl_->NoteUnreachable(target, since);
+      impl_->Follow(target, "");
+    }
   }
-  return absl::UnavailableError(absl::StrCat("cannot reach the coordinator at ", impl_->options.address, " within ",
-                                             timeout.count(), " ms"));
+  return absl::UnavailableError(absl::StrCat(
+      "cannot reach the coordinator at ", impl_->options.address, " within ", timeout.count(), " ms: ",
+      DescribeTransportError(target->address, impl_->ProbeError(target), impl_->options.credentials.tls())));
 }
 
 template <typename Request, typename Response>
@@ -194,11 +284,17 @@ absl::Status CoordinatorClient::Impl::Attempts(Method<Request, Response> method,
     // Rounded up, so that a first attempt asks for the whole wait ("timed out after 1s", not "after 999ms").
     const Millis left = std::max(Millis(1), std::chrono::ceil<Millis>(give_up - Clock::now()));
     const Millis attempt = prepare(request, left);
+    const Clock::time_point attempt_start = Clock::now();
     grpc::ClientContext ctx;
     ctx.set_deadline(std::chrono::system_clock::now() + attempt);
     ctx.set_wait_for_ready(WaitForReady());  // a coordinator that is still starting is waited for
     AddCredentials(&ctx, member_key);
     Target* target = Current();
+    if (WaitForReady() && !AwaitConnected(target, give_up)) {
+      return absl::UnavailableError(absl::StrCat(
+          "cannot reach the coordinator at ", target->address, ": ",
+          DescribeTransportError(target->address, ProbeError(target), options.credentials.tls())));
+    }
     const grpc::Status s = Reachable(target)
                                ? (target->stub.get()->*method)(&ctx, request, response)
                                : grpc::Status(grpc::StatusCode::UNAVAILABLE,
@@ -218,6 +314,7 @@ absl::Status CoordinatorClient::Impl::Attempts(Method<Request, Response> method,
     // A standby refused the call without acting on it: even a call that is not idempotent goes to the leader.
     const std::string leader = s.error_code() == grpc::StatusCode::UNAVAILABLE ? LeaderNamedIn(ctx) : "";
     if (!Unreachable(s, own_deadline) || !(idempotent || !leader.empty())) return status;
+    if (leader.empty()) NoteUnreachable(target, attempt_start);
     Follow(target, leader);
     // Straight to the leader a standby named (unless standbys disagree), and to every other replica once,
     // whatever is left of the budget; then back off.

@@ -25,6 +25,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -53,6 +54,10 @@ struct ClientOptions {
   // once (tpctl) sets false: an unreachable coordinator is reported at once, with gRPC's reason (a refused
   // connection, a failed TLS handshake), as UNAVAILABLE.
   bool wait_for_ready = true;
+  // While calls wait for a coordinator they cannot reach, one line about every 10 s (the first after 5 s):
+  // the address, how long, and what the transport says, in words ("nothing listens there", "an HTTP
+  // server answers there, not a tpcoord coordinator"). Default: to stderr.
+  std::function<void(const std::string&)> log_waiting;
 };
 
 // What Join answers a worker: its place in one generation of the job, and the key that proves it.
@@ -149,6 +154,10 @@ class CoordinatorClient {
   std::unique_ptr<Impl> impl_;
   friend class MemberSession;
 };
+
+// What a gRPC transport error (a failed connection or handshake) means to someone who typed `address`: the
+// cause in words, then gRPC's own text. `tls`: whether the client speaks TLS.
+std::string DescribeTransportError(const std::string& address, const std::string& error, bool tls);
 
 // "host:pid:nonce", unique per process.
 std::string MakeWorkerId(const std::string& host);

@@ -208,8 +208,10 @@ grpc::Status MemberSession::Impl::Stream(bool* opened) {
   // Nothing else moves a failed connection forward when the session is this client's only traffic (its
   // stream does not wait for ready: see Reachable), so the session waits for it here, with one coordinator
   // too.
+  const Clock::time_point since = Clock::now();
   if (CoordinatorClient::Impl::Target* target = client_->Current();
       !target->channel->WaitForConnected(std::chrono::system_clock::now() + Millis(1000))) {
+    client_->NoteUnreachable(target, since);
     client_->Follow(target, "");
     return grpc::Status(grpc::StatusCode::UNAVAILABLE,
                         absl::StrCat("cannot connect to the coordinator at ", target->address));
@@ -244,6 +246,7 @@ grpc::Status MemberSession::Impl::Stream(bool* opened) {
   std::thread reader([&] {
     v1::SessionEvent event;
     while (stream->Read(&event)) {
+      if (!*opened) client_->NoteReachable();
       *opened = true;
       std::lock_guard<std::mutex> lock(mu_);
       if (event.lease_ms() > 0 && event.status_code() == 0) open_ = true;

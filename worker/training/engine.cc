@@ -81,6 +81,7 @@ Launch::Launch(LaunchConfig config) : config_(std::move(config)) {
   // A coordinator that restarts, or is unreachable for a while, costs this worker nothing as long as it
   // comes back within the worker's own deadline.
   options.retry_budget = config_.join_timeout;
+  options.log_waiting = config_.log_waiting;
   client_ = std::make_unique<CoordinatorClient>(options);
 }
 

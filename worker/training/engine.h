@@ -56,6 +56,8 @@ struct LaunchConfig {
   // reason, naming the rank that failed), while the main thread may be blocked in a collective that cannot
   // be aborted (Gloo in LibTorch 1.13). tp-worker exits there; unset, the engine only remembers it (lost()).
   std::function<void(const absl::Status&)> on_generation_end;
+  // While the coordinator cannot be reached: a line about every 10 s saying where and why (ClientOptions).
+  std::function<void(const std::string&)> log_waiting;
   Millis join_timeout{300000};
   Millis collective_timeout{300000};
 };
