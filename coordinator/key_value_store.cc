@@ -1,5 +1,7 @@
 #include "coordinator/key_value_store.h"
 
+#include <malloc.h>
+
 #include <algorithm>
 #include <charconv>
 
@@ -8,6 +10,13 @@
 #include "common/identifiers.h"
 
 namespace tpcoord {
+
+void StoreQuota::Charge(int64_t bytes) {
+  used_.fetch_add(bytes, std::memory_order_relaxed);
+  if (bytes >= 0) return;
+  const int64_t released = released_.fetch_add(-bytes, std::memory_order_relaxed) - bytes;
+  if (released >= kTrimEvery && released_.exchange(0, std::memory_order_relaxed) >= kTrimEvery) malloc_trim(0);
+}
 
 absl::Status StoreQuota::CheckFits(int64_t more) const {
   const int64_t after = used() + more;

@@ -29,18 +29,26 @@ class StoreQuota {
   int64_t used() const { return used_.load(std::memory_order_relaxed); }
   // RESOURCE_EXHAUSTED naming the limit unless `more` bytes still fit.
   absl::Status CheckFits(int64_t more) const;
-  void Charge(int64_t bytes) { used_.fetch_add(bytes, std::memory_order_relaxed); }
+  // `bytes` more (or, negative, fewer) are held. Once 64 MiB have been given back since it last did, hands
+  // the heap's free memory back to the system (malloc_trim): a store that filled and emptied must not leave
+  // the process at its high-water mark. That is rare, and costs milliseconds.
+  void Charge(int64_t bytes);
 
  private:
+  static constexpr int64_t kTrimEvery = int64_t{64} << 20;
   const int64_t limit_;
   std::atomic<int64_t> used_{0};
+  std::atomic<int64_t> released_{0};  // since the last trim
 };
 
 class KeyValueStore {
  public:
   // Charges every change of bytes() to `quota`, which must outlive the store.
   explicit KeyValueStore(StoreQuota* quota) : quota_(quota) {}
-  ~KeyValueStore() { quota_->Charge(-static_cast<int64_t>(bytes_)); }
+  ~KeyValueStore() {
+    entries_ = {};  // freed before the quota hears of it, so that its trim finds the memory free
+    quota_->Charge(-static_cast<int64_t>(bytes_));
+  }
   KeyValueStore(const KeyValueStore&) = delete;
   KeyValueStore& operator=(const KeyValueStore&) = delete;
 

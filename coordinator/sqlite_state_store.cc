@@ -4,7 +4,15 @@
 // mode keeps the WAL index in this process's memory instead of an mmap'd -shm file, so a state directory
 // that fills up or loses a file while we serve makes calls fail with an error, never the process die with
 // SIGBUS. Writes are few (StateCommitter groups concurrent ones into one transaction).
+//
+// Disk use follows the data held: the WAL is checkpointed and truncated once a write leaves it past 64 MiB
+// (and never kept longer than that after a checkpoint, journal_size_limit), and the database gives its free
+// pages back (auto_vacuum=INCREMENTAL) once a write that deleted something leaves more than a quarter of it,
+// and at least 16 MiB, free. So after any write coordinator.db is at most 4/3 of the pages in use plus
+// 16 MiB, and coordinator.db-wal at most 64 MiB plus the last write.
 #include <sqlite3.h>
+
+#include <algorithm>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
@@ -40,9 +48,13 @@ class SqliteStateStore final : public StateStore {
 
   absl::Status Init() {
     // Exclusive locking must be chosen before WAL is first used, or SQLite creates the -shm file anyway.
-    for (const char* pragma : {"PRAGMA locking_mode=EXCLUSIVE", "PRAGMA journal_mode=WAL", "PRAGMA synchronous=FULL"}) {
+    // auto_vacuum takes effect only in a database without tables yet (an older one is converted below).
+    for (const char* pragma : {"PRAGMA locking_mode=EXCLUSIVE", "PRAGMA auto_vacuum=INCREMENTAL",
+                               "PRAGMA journal_mode=WAL", "PRAGMA synchronous=FULL",
+                               "PRAGMA journal_size_limit=67108864"}) {
       if (int rc = sqlite3_exec(db_, pragma, nullptr, nullptr, nullptr); rc != SQLITE_OK) return Error(rc, pragma);
     }
+    sqlite3_wal_hook(db_, &SqliteStateStore::OnWalCommit, this);
     if (absl::Status s = CheckIntegrity(); !s.ok()) return s;
     if (TableExists("jobs")) {
       return absl::FailedPreconditionError(absl::StrCat(
@@ -57,6 +69,13 @@ class SqliteStateStore final : public StateStore {
                              std::pair{&scan_, "SELECT key, value FROM state WHERE key >= ? AND (? IS NULL OR key < ?) "
                                                "ORDER BY key"}}) {
       if (int rc = sqlite3_prepare_v2(db_, sql, -1, stmt, nullptr); rc != SQLITE_OK) return Error(rc, "prepare");
+    }
+    page_size_ = PragmaInt("page_size");
+    // A database made before auto_vacuum was set is converted once; if that fails (a full disk) it is
+    // served as it is, and its free pages are reused but not given back.
+    if (PragmaInt("auto_vacuum") != 2) {
+      sqlite3_exec(db_, "PRAGMA auto_vacuum=INCREMENTAL", nullptr, nullptr, nullptr);
+      sqlite3_exec(db_, "VACUUM", nullptr, nullptr, nullptr);
     }
     return absl::OkStatus();
   }
@@ -82,7 +101,43 @@ class SqliteStateStore final : public StateStore {
       if (rc != SQLITE_DONE) return Rollback(rc, what);
     }
     if (int rc = sqlite3_exec(db_, "COMMIT", nullptr, nullptr, nullptr); rc != SQLITE_OK) return Rollback(rc, what);
+    const bool deleted = std::any_of(writes.begin(), writes.end(),
+                                     [](const StateWrite& w) { return w.kind != StateWrite::Kind::kPut; });
+    Shrink(deleted);
     return absl::OkStatus();
+  }
+
+  // The size bounds at the top of this file; errors are left for the next write (the data is committed).
+  void Shrink(bool deleted) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (deleted) {
+      const int64_t free_pages = PragmaInt("freelist_count");
+      if (free_pages * page_size_ >= kFreeSlackBytes && free_pages * 4 >= PragmaInt("page_count")) {
+        sqlite3_exec(db_, "PRAGMA incremental_vacuum", nullptr, nullptr, nullptr);
+      }
+    }
+    if (wal_pages_ * page_size_ > kWalLimitBytes) {
+      sqlite3_wal_checkpoint_v2(db_, nullptr, SQLITE_CHECKPOINT_TRUNCATE, nullptr, nullptr);
+      wal_pages_ = 0;
+    }
+  }
+
+  // After every commit: what SQLite's own auto-checkpoint does (a passive checkpoint every 1000 pages), and
+  // the WAL's size for Shrink.
+  static int OnWalCommit(void* self, sqlite3* db, const char* name, int pages) {
+    static_cast<SqliteStateStore*>(self)->wal_pages_ = pages;
+    if (pages >= 1000) sqlite3_wal_checkpoint_v2(db, name, SQLITE_CHECKPOINT_PASSIVE, nullptr, nullptr);
+    return SQLITE_OK;
+  }
+
+  int64_t PragmaInt(const char* name) {
+    sqlite3_stmt* stmt = nullptr;
+    int64_t value = 0;
+    if (sqlite3_prepare_v2(db_, absl::StrCat("PRAGMA ", name).c_str(), -1, &stmt, nullptr) == SQLITE_OK &&
+        sqlite3_step(stmt) == SQLITE_ROW) {
+      value = sqlite3_column_int64(stmt, 0);
+    }
+    sqlite3_finalize(stmt);
+    return value;
   }
 
   absl::StatusOr<std::vector<StateEntry>> Scan(absl::string_view prefix) override {
@@ -185,8 +240,13 @@ class SqliteStateStore final : public StateStore {
     }
   }
 
+  static constexpr int64_t kWalLimitBytes = int64_t{64} << 20;
+  static constexpr int64_t kFreeSlackBytes = int64_t{16} << 20;
+
   Mutex mu_;
   sqlite3* const db_;
+  int64_t page_size_ = 4096;
+  int64_t wal_pages_ = 0;  // frames in the WAL after the last commit (OnWalCommit)
   const std::string name_;
   sqlite3_stmt* put_ = nullptr;
   sqlite3_stmt* delete_ = nullptr;
