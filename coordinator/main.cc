@@ -304,8 +304,9 @@ int ForgetJob(const std::string& job) {
   if (absl::Status s = store->Write(writes, absl::StrCat("removal of job ", job)); !s.ok()) {
     Die(fenced.empty() ? std::string(s.message())
                        : absl::StrCat("--forget-job: a coordinator leads on ", store->name(),
-                                      "; stop every coordinator of this cluster first, or delete the job with the "
-                                      "admin token (tpctl delete ", job, " --force)"));
+                                      " (or one stopped less than its --leader-lease ago); stop every coordinator "
+                                      "of this cluster first, or delete the job with the admin token (tpctl delete ",
+                                      job, " --force)"));
   }
   std::cout << "forgot job " << job << ": removed its " << count << " stored entries from " << store->name()
             << std::endl;
