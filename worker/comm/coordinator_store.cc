@@ -59,4 +59,10 @@ void CoordinatorStore::wait(const std::vector<std::string>& keys, const std::chr
   OrThrow(client_->StoreWait(member_, keys, Bounded(timeout)));
 }
 
+#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 8)
+c10::intrusive_ptr<c10d::Store> CoordinatorStore::clone() {
+  return c10::make_intrusive<CoordinatorStore>(client_, member_, timeout_);
+}
+#endif
+
 }  // namespace tpcoord

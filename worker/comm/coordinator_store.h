@@ -12,6 +12,7 @@
 #include <vector>
 
 #include <torch/csrc/distributed/c10d/Store.hpp>
+#include <torch/version.h>
 
 #include "worker/client/coordinator_client.h"
 
@@ -32,6 +33,11 @@ class CoordinatorStore : public c10d::Store {
   int64_t getNumKeys() override;
   void wait(const std::vector<std::string>& keys) override;
   void wait(const std::vector<std::string>& keys, const std::chrono::milliseconds& timeout) override;
+#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 8)
+  // LibTorch 2.8 made clone() part of c10d::Store (PrefixStore and Gloo's split call it): another handle on
+  // the same keys, through the same (thread-safe) client.
+  c10::intrusive_ptr<c10d::Store> clone() override;
+#endif
 
  private:
   CoordinatorClient* const client_;

@@ -4,14 +4,37 @@
 #include <utility>
 #include <vector>
 
-#include <torch/csrc/distributed/c10d/PrefixStore.hpp>
-#include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
-
 #include "absl/status/status.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 
+#ifdef TPCOORD_HAVE_GLOO
+#include <torch/csrc/distributed/c10d/PrefixStore.hpp>
+#include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
+#ifndef USE_C10D_GLOO
+#error "this LibTorch was built without Gloo (USE_C10D_GLOO): configure with -DTPCOORD_GLOO=OFF"
+#endif
+#endif
+
 namespace tpcoord {
+
+#ifndef TPCOORD_HAVE_GLOO
+
+absl::Status CheckGlooUsable() {
+  return absl::UnimplementedError(
+      "--backend gloo: this tp-worker was built without Gloo (its LibTorch ships no Gloo headers, as pip's "
+      "wheels do); use --backend nccl on a GPU, or build against Debian's LibTorch");
+}
+
+absl::StatusOr<std::unique_ptr<Communicator>> MakeGlooCommunicator(c10::intrusive_ptr<c10d::Store>, std::string,
+                                                                   int, int, std::string, std::chrono::milliseconds) {
+  return CheckGlooUsable();
+}
+
+#else
+
+absl::Status CheckGlooUsable() { return absl::OkStatus(); }
+
 namespace {
 
 // c10::Error's what() carries a C++ backtrace; the first line is what people need.
@@ -54,6 +77,7 @@ class GlooCommunicator final : public Communicator {
   int rank() const override { return group_->getRank(); }
   int size() const override { return group_->getSize(); }
   std::string name() const override { return name_; }
+  torch::Device device() const override { return torch::kCPU; }
 
   void AllReduceSum(torch::Tensor& tensor) override {
     CheckUsable(tensor, "all_reduce");
@@ -156,5 +180,7 @@ absl::StatusOr<std::unique_ptr<Communicator>> MakeGlooCommunicator(c10::intrusiv
     return LooksLikeTimeout(text) ? absl::DeadlineExceededError(message) : absl::UnavailableError(message);
   }
 }
+
+#endif  // TPCOORD_HAVE_GLOO
 
 }  // namespace tpcoord

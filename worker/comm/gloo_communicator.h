@@ -19,6 +19,9 @@
 // buffer): LibTorch 1.13's Gloo cannot reduce bf16. Gathers and broadcasts move the raw bytes of any dtype.
 //
 // Collectives are not recorded by autograd. One thread at a time may use a communicator.
+//
+// Compiled where the LibTorch ships Gloo's headers (Debian's, with libgloo-dev); elsewhere
+// MakeGlooCommunicator answers CheckGlooUsable()'s UNIMPLEMENTED.
 #ifndef TPCOORD_WORKER_COMM_GLOO_COMMUNICATOR_H_
 #define TPCOORD_WORKER_COMM_GLOO_COMMUNICATOR_H_
 
@@ -32,6 +35,10 @@
 #include "worker/comm/communicator.h"
 
 namespace tpcoord {
+
+// OK when this build has Gloo: UNIMPLEMENTED naming --backend nccl otherwise (a LibTorch that ships no Gloo
+// headers, as pip's wheels).
+absl::Status CheckGlooUsable();
 
 // Joins the Gloo group `group_name` as `rank` of `size`. `interface_host` is the address (or host name) of
 // the local interface to listen on and to advertise to peers, e.g. "127.0.0.1" on loopback. `timeout`

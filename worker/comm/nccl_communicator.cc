@@ -10,6 +10,9 @@
 #include <cuda_runtime.h>
 #include <nccl.h>
 #endif
+#ifdef TPCOORD_TORCH_CUDA  // the one place that needs a CUDA LibTorch's headers: torch's current stream
+#include <c10/cuda/CUDAStream.h>
+#endif
 
 namespace tpcoord {
 
@@ -40,47 +43,52 @@ ncclDataType_t NcclType(const torch::Tensor& t) {
     case torch::kInt64: return ncclInt64;
     case torch::kUInt8: return ncclUint8;
     case torch::kInt8: return ncclInt8;
+    case torch::kBool: return ncclUint8;  // moved, never summed
     default: throw std::invalid_argument(absl::StrCat("NCCL cannot move tensors of type ", c10::toString(t.scalar_type())));
   }
 }
 
+// The stream torch computes on for GPU `device`: a collective queued there is ordered with the kernels
+// before and after it, with no event and no host wait. (Without a CUDA LibTorch no tensor is ever on a GPU,
+// and CheckNcclUsable refuses first.)
+cudaStream_t ComputeStream(int device) {
+#ifdef TPCOORD_TORCH_CUDA
+  return c10::cuda::getCurrentCUDAStream(static_cast<c10::DeviceIndex>(device)).stream();
+#else
+  (void)device;
+  return cudaStreamLegacy;
+#endif
+}
+
 class NcclCommunicator : public Communicator {
  public:
-  NcclCommunicator(std::string name, ncclComm_t comm, cudaStream_t stream, int rank, int size, int device)
-      : name_(std::move(name)), comm_(comm), stream_(stream), rank_(rank), size_(size), device_(device) {}
+  NcclCommunicator(std::string name, ncclComm_t comm, int rank, int size, int device)
+      : name_(std::move(name)), comm_(comm), rank_(rank), size_(size), device_(device) {}
 
-  ~NcclCommunicator() override {
-    cudaSetDevice(device_);
-    if (buffer_) cudaFree(buffer_);
-    ncclCommDestroy(comm_);
-    cudaStreamDestroy(stream_);
-  }
+  ~NcclCommunicator() override { ncclCommDestroy(comm_); }
 
   int rank() const override { return rank_; }
   int size() const override { return size_; }
   std::string name() const override { return absl::StrCat("nccl ", name_); }
+  torch::Device device() const override { return torch::Device(torch::kCUDA, static_cast<c10::DeviceIndex>(device_)); }
 
   void AllReduceSum(torch::Tensor& tensor) override {
     Check(tensor, "all_reduce");
-    const size_t bytes = tensor.numel() * tensor.element_size();
-    void* data = Stage(tensor, bytes, 0);
-    NcclCheck(ncclAllReduce(data, data, tensor.numel(), NcclType(tensor), ncclSum, comm_, stream_), "all_reduce");
-    Unstage(tensor, data, bytes, 0);
+    if (size_ == 1) return;
+    void* data = tensor.data_ptr();
+    NcclCheck(ncclAllReduce(data, data, tensor.numel(), NcclType(tensor), ncclSum, comm_, ComputeStream(device_)),
+              "all_reduce");
   }
 
   std::vector<torch::Tensor> AllGather(const torch::Tensor& tensor) override {
-    torch::Tensor input = tensor.contiguous();
+    const torch::Tensor input = tensor.contiguous();
     Check(input, "all_gather");
-    const size_t bytes = input.numel() * input.element_size();
     std::vector<int64_t> shape = {size_};
     shape.insert(shape.end(), input.sizes().begin(), input.sizes().end());
-    torch::Tensor out = torch::empty(shape, input.options());
-    // Staged layout: [size * bytes] output, then this rank's [bytes] input.
-    void* output = Stage(out, bytes * size_, bytes);
-    void* send = static_cast<char*>(output) + bytes * size_;
-    Copy(send, input, bytes, /*to_device=*/true);
-    NcclCheck(ncclAllGather(send, output, input.numel(), NcclType(input), comm_, stream_), "all_gather");
-    Unstage(out, output, bytes * size_, bytes);
+    torch::Tensor out = torch::empty(shape, input.options());  // [size, ...], on the device
+    NcclCheck(ncclAllGather(input.data_ptr(), out.data_ptr(), input.numel(), NcclType(input), comm_,
+                            ComputeStream(device_)),
+              "all_gather");
     std::vector<torch::Tensor> pieces;
     for (int r = 0; r < size_; ++r) pieces.push_back(out[r]);
     return pieces;
@@ -89,34 +97,33 @@ class NcclCommunicator : public Communicator {
   void Broadcast(torch::Tensor& tensor, int root) override {
     Check(tensor, "broadcast");
     if (root < 0 || root >= size_) throw std::invalid_argument(absl::StrCat(name(), ": broadcast root ", root));
-    const size_t bytes = tensor.numel() * tensor.element_size();
-    void* data = Stage(tensor, bytes, 0);
-    NcclCheck(ncclBroadcast(data, data, tensor.numel(), NcclType(tensor), root, comm_, stream_), "broadcast");
-    Unstage(tensor, data, bytes, 0);
+    void* data = tensor.data_ptr();
+    NcclCheck(ncclBroadcast(data, data, tensor.numel(), NcclType(tensor), root, comm_, ComputeStream(device_)),
+              "broadcast");
   }
 
+  // The one collective that waits on the host: every rank has arrived when it returns.
   void Barrier() override {
-    torch::Tensor one = torch::ones({1});
+    torch::Tensor one = torch::ones({1}, torch::TensorOptions(torch::kFloat32).device(device()));
     AllReduceSum(one);
+    CudaCheck(cudaStreamSynchronize(ComputeStream(device_)), "barrier");
   }
 
  private:
   void Check(const torch::Tensor& t, const char* op) const {
+    if (!t.defined() || !t.is_cuda() || t.device().index() != device_) {
+      throw std::invalid_argument(absl::StrCat(name(), ": ", op, " needs a tensor on cuda:", device_));
+    }
     if (!t.is_contiguous()) throw std::invalid_argument(absl::StrCat(name(), ": ", op, " needs a contiguous tensor"));
   }
 
+  // A failed enqueue, or an error a collective queued earlier ran into (read without waiting).
   void NcclCheck(ncclResult_t result, const char* op) {
-    if (result == ncclSuccess) result = StreamResult();
+    if (result == ncclSuccess) ncclCommGetAsyncError(comm_, &result);
     if (result != ncclSuccess) {
       throw std::runtime_error(absl::StrCat(name(), " (rank ", rank_, " of ", size_, "): ", op,
                                             " failed: ", ncclGetErrorString(result), " ", ncclGetLastError(comm_)));
     }
-  }
-
-  ncclResult_t StreamResult() {
-    ncclResult_t async = ncclSuccess;
-    ncclCommGetAsyncError(comm_, &async);
-    return async;
   }
 
   void CudaCheck(cudaError_t error, const char* what) const {
@@ -125,53 +132,21 @@ class NcclCommunicator : public Communicator {
     }
   }
 
-  // The device address holding `tensor`'s bytes (plus `extra` scratch bytes): the tensor itself when it
-  // lives on the GPU, else this communicator's staging buffer with the tensor copied in.
-  void* Stage(const torch::Tensor& tensor, size_t bytes, size_t extra) {
-    CudaCheck(cudaSetDevice(device_), "cudaSetDevice");
-    if (tensor.is_cuda() && extra == 0) return tensor.data_ptr();
-    if (capacity_ < bytes + extra) {
-      if (buffer_) cudaFree(buffer_);
-      buffer_ = nullptr;
-      CudaCheck(cudaMalloc(&buffer_, bytes + extra), "cudaMalloc");
-      capacity_ = bytes + extra;
-    }
-    if (tensor.is_cuda()) {
-      CudaCheck(cudaMemcpyAsync(buffer_, tensor.data_ptr(), bytes, cudaMemcpyDeviceToDevice, stream_), "copy");
-    } else {
-      Copy(buffer_, tensor, bytes, /*to_device=*/true);
-    }
-    return buffer_;
-  }
-
-  void Copy(void* device, const torch::Tensor& tensor, size_t bytes, bool to_device) {
-    const cudaMemcpyKind kind = tensor.is_cuda() ? cudaMemcpyDeviceToDevice
-                                : to_device     ? cudaMemcpyHostToDevice
-                                                : cudaMemcpyDeviceToHost;
-    CudaCheck(to_device ? cudaMemcpyAsync(device, tensor.data_ptr(), bytes, kind, stream_)
-                        : cudaMemcpyAsync(tensor.data_ptr(), device, bytes, kind, stream_),
-              "cudaMemcpyAsync");
-  }
-
-  // Waits for the collective and copies the result back into `tensor` if it was staged.
-  void Unstage(torch::Tensor& tensor, void* data, size_t bytes, size_t extra) {
-    if (data != tensor.data_ptr()) Copy(data, tensor, bytes, /*to_device=*/false);
-    CudaCheck(cudaStreamSynchronize(stream_), "cudaStreamSynchronize");
-  }
-
   const std::string name_;
   ncclComm_t comm_;
-  cudaStream_t stream_;
   const int rank_;
   const int size_;
   const int device_;
-  void* buffer_ = nullptr;
-  size_t capacity_ = 0;
 };
 
 }  // namespace
 
 absl::Status CheckNcclUsable() {
+#ifndef TPCOORD_TORCH_CUDA
+  return absl::FailedPreconditionError(
+      "--backend nccl needs tensors on a GPU, and this tp-worker's LibTorch has no CUDA; use --backend gloo, or "
+      "build against a CUDA LibTorch (README \"GPUs\")");
+#endif
   int devices = 0;
   const cudaError_t error = cudaGetDeviceCount(&devices);
   if (error != cudaSuccess || devices == 0) {
@@ -217,12 +192,7 @@ absl::StatusOr<std::unique_ptr<Communicator>> MakeNcclCommunicator(const std::st
     return absl::UnavailableError(absl::StrCat("nccl ", group_name, " (rank ", rank, " of ", size, "): ", init,
                                                " failed: ", ncclGetErrorString(r)));
   }
-  cudaStream_t stream;
-  if (cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking) != cudaSuccess) {
-    ncclCommDestroy(comm);
-    return absl::UnavailableError(absl::StrCat("nccl ", group_name, ": cannot create a CUDA stream"));
-  }
-  return std::unique_ptr<Communicator>(new NcclCommunicator(group_name, comm, stream, rank, size, device));
+  return std::unique_ptr<Communicator>(new NcclCommunicator(group_name, comm, rank, size, device));
 }
 
 #endif  // TPCOORD_HAVE_NCCL

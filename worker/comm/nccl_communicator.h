@@ -1,14 +1,15 @@
 // A Communicator over NCCL, built from the unique IDs the coordinator brokered (every member of the group
 // got the same array, from its roots' ncclGetUniqueId): ncclCommInitRank for one ID, ncclCommInitRankScalable
-// for several (one per 256 ranks), collectives on a CUDA stream.
+// for several (one per 256 ranks).
 //
-// Tensors on a CUDA device are reduced where they are; CPU tensors (a CPU-only LibTorch build, like
-// Debian's, driving NCCL) are staged through a device buffer of this communicator. Every collective waits
-// for its stream, so the tensor holds the result when the call returns, like the Gloo communicator.
+// Tensors stay where they are, on the group's GPU: no host staging. Each collective is queued on the stream
+// torch computes on (c10's current stream), in order with the kernels around it, and returns without waiting
+// for it; only Barrier waits on the host. A collective that cannot be queued, or an error an earlier one ran
+// into, throws std::runtime_error naming the group and the operation; a tensor on another device throws
+// std::invalid_argument.
 //
-// Compiled in when the build finds the CUDA toolkit and NCCL; otherwise MakeNcclCommunicator answers
-// UNIMPLEMENTED naming --backend gloo. Collective failures throw std::runtime_error naming the group and the
-// operation, as communicator.h describes.
+// Compiled in when the build finds the CUDA toolkit and NCCL; usable with a CUDA LibTorch (CheckNcclUsable
+// says why not otherwise, naming --backend gloo).
 #ifndef TPCOORD_WORKER_COMM_NCCL_COMMUNICATOR_H_
 #define TPCOORD_WORKER_COMM_NCCL_COMMUNICATOR_H_
 
