@@ -1,9 +1,10 @@
 // tp-worker: one rank of a tensor-parallel (x data-parallel) training job, a thin main over the engine API.
 //
 //   tp-worker --coordinator HOST:PORT --job ID --world-size 4 --config ds_config.json
-//             (--model-dir DIR | --random-init tiny|small) --data corpus.txt --output-dir out
-//             [--rank R] [--tp-size T] [--dtype fp32|bf16] [--backend gloo|nccl] [--resume DIR] [--steps N]
-//             [--max-restarts N] [--token-file F] [--tls-ca F [--tls-cert F --tls-key F]]
+//             (--model-dir DIR | --random-init tiny|small|350m) --data corpus.txt --output-dir out
+//             [--rank R] [--tp-size T] [--dtype fp32|bf16|fp16] [--device auto|cpu|cuda|cuda:N]
+//             [--backend gloo|nccl] [--resume DIR] [--steps N] [--max-restarts N] [--token-file F]
+//             [--tls-ca F [--tls-cert F --tls-key F]]
 //
 // Every flag can come from the environment instead (TPCOORD_<FLAG>, e.g. TPCOORD_WORLD_SIZE; the rank
 // also from RANK or JOB_COMPLETION_INDEX, the world size from WORLD_SIZE); a flag on the command line wins.
@@ -44,6 +45,7 @@
 #include "worker/model/safetensors.h"
 #include "worker/training/checkpoint.h"
 #include "worker/training/compute_threads.h"
+#include "worker/training/device.h"
 #include "worker/training/engine.h"
 #include "worker/training/exit_codes.h"
 #include "worker/training/supervisor.h"
@@ -64,7 +66,9 @@ ABSL_FLAG(std::string, model_dir, "", "Hugging Face model directory (config.json
 ABSL_FLAG(std::string, random_init, "", "instead of --model-dir: a seeded random model of this preset (tiny|small)");
 ABSL_FLAG(std::string, data, "", "training data: a text file (byte tokens) or a .bin of uint16 tokens");
 ABSL_FLAG(std::string, output_dir, "", "where rank 0 writes checkpoints");
-ABSL_FLAG(std::string, backend, "gloo", "gloo (CPU) or nccl (GPU)");
+ABSL_FLAG(std::string, device, "auto",
+          "auto (cuda:LOCAL_RANK when the LibTorch has CUDA and a GPU is visible, else cpu), cpu, cuda or cuda:N");
+ABSL_FLAG(std::string, backend, "", "gloo (CPU) or nccl (GPU); default: the device's");
 ABSL_FLAG(std::string, gloo_interface, "", "address Gloo listens on (default: --host)");
 ABSL_FLAG(std::string, resume, "", "checkpoint directory to resume from (any TP size)");
 ABSL_FLAG(int64_t, steps, -1, "total optimizer steps (default: the config's tpcoord.steps)");
@@ -106,6 +110,7 @@ void FlagsFromEnvironment() {
   set_string(&FLAGS_data, {"TPCOORD_DATA"});
   set_string(&FLAGS_output_dir, {"TPCOORD_OUTPUT_DIR"});
   set_string(&FLAGS_backend, {"TPCOORD_BACKEND"});
+  set_string(&FLAGS_device, {"TPCOORD_DEVICE"});
   set_string(&FLAGS_gloo_interface, {"TPCOORD_GLOO_INTERFACE"});
   set_string(&FLAGS_resume, {"TPCOORD_RESUME"});
   set_int(&FLAGS_threads, {"TPCOORD_THREADS"});
@@ -206,6 +211,17 @@ absl::StatusOr<LlamaModel> BuildModel(const nlohmann::json& config) {
   return model;
 }
 
+// ", MFU 41.2% of NVIDIA H100 80GB HBM3's 989 TFLOP/s bf16 (6 N tokens/s over the world's GPUs)" on a GPU
+// whose peak is known; "" elsewhere. `tokens_per_second`: the whole job's.
+std::string Mfu(Engine& e, double tokens_per_second) {
+  std::optional<PeakFlops> peak = PeakBf16Flops(e.device());
+  if (!peak || peak->bf16_dense <= 0) return "";
+  const double flops = 6.0 * static_cast<double>(e.model()->config().ParameterCount()) * tokens_per_second;
+  return absl::StrFormat(", MFU %.1f%% of %s's %.0f TFLOP/s bf16 (6 N tokens/s over %d GPUs)",
+                         100.0 * flops / (peak->bf16_dense * e.membership().world_size()), peak->gpu,
+                         peak->bf16_dense / 1e12, e.membership().world_size());
+}
+
 // How many of a job's checkpoint-<step> directories rank 0 keeps: the newest, and one before it.
 constexpr int kCheckpointsKept = 2;
 
@@ -264,7 +280,12 @@ int Main() {
   lc.rejoin_timeout = absl::ToChronoMilliseconds(absl::GetFlag(FLAGS_rejoin_timeout));
   if (absl::GetFlag(FLAGS_rank) >= 0) lc.rank = absl::GetFlag(FLAGS_rank);
   lc.host = absl::GetFlag(FLAGS_host);
-  lc.backend = absl::GetFlag(FLAGS_backend);
+  absl::StatusOr<DeviceChoice> device = ParseDevice(absl::GetFlag(FLAGS_device));
+  if (!device.ok()) return Fail(device.status());
+  lc.device = *device;
+  absl::StatusOr<std::string> backend = BackendFor(lc.device, absl::GetFlag(FLAGS_backend));
+  if (!backend.ok()) return Fail(backend.status());
+  lc.backend = *backend;
   lc.gloo_interface = absl::GetFlag(FLAGS_gloo_interface);
   lc.data = absl::GetFlag(FLAGS_data);
   lc.join_timeout = lc.collective_timeout = absl::ToChronoMilliseconds(absl::GetFlag(FLAGS_timeout));
@@ -315,11 +336,15 @@ int Main() {
   if (leader) {
     std::vector<std::string> phases;
     for (const auto& [phase, seconds] : launch.timings()) phases.push_back(absl::StrFormat("%s %.3fs", phase, seconds));
-    Log("started", absl::StrFormat("job %s generation %d: world %d = tp %d x dp %d, dtype %s, backend %s, %d thread(s), %s%s",
+    Log("started",
+        absl::StrFormat("job %s generation %d: world %d = tp %d x dp %d, dtype %s, backend %s, %d thread(s), %s, "
+                        "%d parameters%s",
                         m.job_id, m.generation, m.world_size(), m.mesh.tp_size(), m.mesh.dp_size(),
-                        ShortDtypeName(e.dtype()), lc.backend, absl::GetFlag(FLAGS_threads), BlasDescription(),
+                        ShortDtypeName(e.dtype()), lc.backend, absl::GetFlag(FLAGS_threads),
+                        DeviceDescription(e.device()), e.model()->config().ParameterCount(),
                         TrainerAttempt() > 0 ? absl::StrCat(", restart ", TrainerAttempt()) : ""));
     Log("startup", absl::StrCat("startup: ", absl::StrJoin(phases, ", ")));
+    Log("communicators", absl::StrCat("communicators: ", absl::StrJoin(e.communicators(), "; ")));
     Log("batch", absl::StrFormat("batch: %d sequences of %d tokens per step (micro %d x accumulation %d x dp %d), from step %d "
                         "to %d",
                         train.train_batch_size, train.seq_len, train.micro_batch_size,
@@ -332,21 +357,37 @@ int Main() {
     }
   }
 
+  // The loop reads the device only when it prints: one wait per steps_per_print steps, and the time between
+  // two prints is what those steps took.
   double train_seconds = 0, first_loss = 0, last_loss = 0;
   int64_t tokens = 0;
   const int64_t first_step = e.global_steps();
+  auto interval_start = std::chrono::steady_clock::now();
+  int64_t interval_steps = 0, interval_tokens = 0;
   while (e.global_steps() < steps) {
     absl::StatusOr<StepStats> stats = e.train_batch();
     if (!stats.ok()) return abandon(stats.status());
-    train_seconds += stats->seconds;
-    tokens += stats->tokens;
-    if (stats->step == first_step + 1) first_loss = stats->loss;
-    last_loss = stats->loss;
-    if (leader && (stats->step % train.steps_per_print == 0 || stats->step == steps || stats->step == first_step + 1)) {
-      Log("step", absl::StrFormat("step %d/%d loss %.9g lr %.6g grad_norm %.6g tokens/s %.0f step_ms %.1f%s", stats->step, steps,
-                          stats->loss, stats->lr, stats->grad_norm, stats->tokens / stats->seconds,
-                          stats->seconds * 1e3, stats->skipped ? " (skipped: fp16 overflow)" : ""));
-      e.report_progress({stats->step, steps, stats->loss, stats->tokens / stats->seconds, stats->seconds, std::nullopt});
+    ++interval_steps;
+    interval_tokens += stats->tokens;
+    if (stats->step % train.steps_per_print == 0 || stats->step == steps || stats->step == first_step + 1) {
+      const double loss = stats->loss.item<double>();  // waits for the step
+      const double grad_norm = stats->grad_norm.defined() ? stats->grad_norm.item<double>() : 0.0;
+      const double seconds =
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - interval_start).count();
+      train_seconds += seconds;
+      tokens += interval_tokens;
+      if (stats->step == first_step + 1) first_loss = loss;
+      last_loss = loss;
+      if (leader) {
+        Log("step", absl::StrFormat("step %d/%d loss %.9g lr %.6g grad_norm %.6g tokens/s %.0f step_ms %.1f%s",
+                                    stats->step, steps, loss, stats->lr, grad_norm, interval_tokens / seconds,
+                                    seconds * 1e3 / interval_steps,
+                                    stats->skipped ? " (skipped: fp16 overflow)" : ""));
+        e.report_progress(
+            {stats->step, steps, loss, interval_tokens / seconds, seconds / interval_steps, std::nullopt});
+      }
+      interval_start = std::chrono::steady_clock::now();
+      interval_steps = interval_tokens = 0;
     }
     if (!output_dir.empty() && train.checkpoint_interval > 0 && stats->step % train.checkpoint_interval == 0 &&
         stats->step != steps) {
@@ -354,6 +395,7 @@ int Main() {
         return abandon(s);
       }
       if (leader) PruneCheckpoints(output_dir, m.job_id, kCheckpointsKept);
+      interval_start = std::chrono::steady_clock::now();  // the checkpoint's time is not a step's
     }
   }
 
@@ -369,9 +411,10 @@ int Main() {
       e.report_progress({e.global_steps(), steps, last_loss, tokens / train_seconds, train_seconds / trained, *eval});
     }
     if (trained > 0) {
-      Log("done", absl::StrFormat("done: %d steps, loss %.4f -> %.4f, %.0f tokens/s, %.1f ms/step%s", trained, first_loss,
-                          last_loss, tokens / train_seconds, train_seconds * 1e3 / trained,
-                          output_dir.empty() ? "" : ", checkpoint " + output_dir + "/checkpoint"));
+      Log("done", absl::StrFormat("done: %d steps, loss %.4f -> %.4f, %.0f tokens/s, %.1f ms/step%s%s", trained,
+                                  first_loss, last_loss, tokens / train_seconds, train_seconds * 1e3 / trained,
+                                  Mfu(e, tokens / train_seconds),
+                                  output_dir.empty() ? "" : ", checkpoint " + output_dir + "/checkpoint"));
     }
   }
   if (absl::Status s = e.Finish(); !s.ok()) return Fail(s);
@@ -385,8 +428,9 @@ int main(int argc, char** argv) {
   tpcoord::PrepareComputeProcess(argv);
   absl::SetProgramUsageMessage(
       "tp-worker --coordinator HOST:PORT --job ID --world-size N --config ds_config.json "
-      "(--model-dir DIR | --random-init tiny|small) --data FILE [--output-dir DIR] [--rank R] [--tp-size T] "
-      "[--dtype fp32|bf16] [--backend gloo|nccl] [--resume DIR] [--steps N] [--threads N] [--max-restarts N] "
+      "(--model-dir DIR | --random-init tiny|small|350m) --data FILE [--output-dir DIR] [--rank R] [--tp-size T] "
+      "[--dtype fp32|bf16|fp16] [--device auto|cpu|cuda|cuda:N] [--backend gloo|nccl] [--resume DIR] [--steps N] "
+      "[--threads N] [--max-restarts N] "
       "[--token-file F] "
       "[--tls-ca F [--tls-cert F --tls-key F]]");
   tpcoord::FlagsFromEnvironment();

@@ -280,20 +280,35 @@ TEST_F(TrainingTest, WorkersRunWithAPassiveOpenMpWaitPolicyUnlessTheEnvironmentS
   }
 }
 
-TEST_F(TrainingTest, NcclWithoutAGpuFailsFastNamingGloo) {
+// A device and backend that cannot work here are refused at start, before anything reaches the coordinator:
+// exit 3 (no restart cures it), naming the flags, the LibTorch build and what to use instead.
+TEST_F(TrainingTest, ADeviceOrBackendThatCannotWorkHereIsRefusedAtStart) {
   if (CheckNcclUsable().ok()) GTEST_SKIP() << "this machine has a usable GPU";
-  auto worker = *Subprocess::Start({testing::BinPath("worker/tp-worker"), "--coordinator", coordinator_->address(),
-                                    "--job", "nccl", "--world-size", "2", "--tp-size", "2", "--backend", "nccl",
-                                    "--config", Out("fp32.json"), "--random-init", "tiny", "--data",
-                                    absl::StrCat(TPCOORD_SOURCE_DIR, "/deploy/data/public_domain.txt")}, testing::TokenEnv());
-  EXPECT_EQ(worker->Wait(std::chrono::minutes(1)).value_or(-1), 3);
-  EXPECT_TRUE(absl::StrContains(worker->Stderr(), "use --backend gloo")) << worker->Stderr();
+  auto run = [&](const std::string& job, std::vector<std::string> flags) {
+    std::vector<std::string> argv = {testing::BinPath("worker/tp-worker"), "--coordinator", coordinator_->address(),
+                                     "--job", job, "--world-size", "2", "--tp-size", "2", "--config",
+                                     Out("fp32.json"), "--random-init", "tiny", "--data",
+                                     absl::StrCat(TPCOORD_SOURCE_DIR, "/deploy/data/public_domain.txt")};
+    argv.insert(argv.end(), flags.begin(), flags.end());
+    auto worker = *Subprocess::Start(argv, testing::TokenEnv());
+    EXPECT_EQ(worker->Wait(std::chrono::minutes(1)).value_or(-1), 3) << worker->Stderr();
+    return worker->Stderr();
+  };
+  const std::string nccl = run("nccl", {"--backend", "nccl"});
+  EXPECT_TRUE(absl::StrContains(nccl, "tp-worker: --backend nccl needs --device cuda, but --device is auto (the "
+                                      "CPU): NCCL moves GPU memory only; use --backend gloo on the CPU"))
+      << nccl;
+  const std::string cuda = run("cuda", {"--device", "cuda"});
+  EXPECT_TRUE(absl::StrContains(cuda, "tp-worker: --device cuda: this tp-worker is built against LibTorch "))
+      << cuda;
+  EXPECT_TRUE(absl::StrContains(cuda, ", CPU only, which cannot compute on a GPU; use --device cpu")) << cuda;
   auto stub = coordinator_->NewStub();
-  v1::GetJobRequest req;
-  req.set_job_id("nccl");
-  v1::GetJobResponse job;
-  ASSERT_TRUE(stub->GetJob(testing::Deadline().get(), req, &job).ok());
-  EXPECT_EQ(job.job().generation(), 0u);  // recorded, never joined
+  for (const char* job : {"nccl", "cuda"}) {
+    v1::GetJobRequest req;
+    req.set_job_id(job);
+    v1::GetJobResponse got;
+    EXPECT_EQ(stub->GetJob(testing::Deadline().get(), req, &got).error_code(), grpc::StatusCode::NOT_FOUND) << job;
+  }
 }
 
 }  // namespace

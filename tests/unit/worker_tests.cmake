@@ -12,3 +12,8 @@ tpcoord_test(tp_layers_test SOURCES tp_layers_test.cc LIBS tpcoord_tp_layers tpc
 tpcoord_test(autotp_test SOURCES autotp_test.cc LIBS tpcoord_autotp tpcoord_gloo_communicator TIMEOUT 120)
 
 tpcoord_test(optimizer_test SOURCES optimizer_test.cc LIBS tpcoord_worker TIMEOUT 60)
+# The training step: on the meta device (every tensor follows the model's device), and the DP buckets.
+tpcoord_test(grad_buckets_test SOURCES grad_buckets_test.cc ${CMAKE_SOURCE_DIR}/worker/training/grad_buckets.cc
+  TIMEOUT 60)
+tpcoord_test(train_step_test SOURCES train_step_test.cc LIBS tpcoord_train_step TIMEOUT 120)
+tpcoord_test(device_test SOURCES device_test.cc LIBS tpcoord_worker TIMEOUT 60)

@@ -67,10 +67,11 @@ int64_t StateFingerprint(const TensorMap& tensors) {
 // G13: every TP rank must shard the same full model. All ranks see all fingerprints, so all agree on the
 // outcome.
 absl::Status CheckIdenticalAcrossRanks(LlamaModel& model, Communicator& comm) {
+  if (comm.device().is_meta()) return absl::OkStatus();  // meta tensors hold no values to compare
   const int64_t mine = StateFingerprint(model->StateDict());
   std::vector<torch::Tensor> all;
   try {
-    all = comm.AllGather(torch::tensor({mine}, torch::kLong));
+    all = comm.AllGather(torch::tensor({mine}, torch::kLong).to(comm.device()));
   } catch (const std::exception& e) {
     return absl::UnavailableError(
         absl::StrCat("AutoTP: exchanging weight fingerprints over ", comm.name(), " failed: ", e.what()));
@@ -271,7 +272,8 @@ absl::StatusOr<double> GlobalGradNorm(torch::nn::Module& model, Communicator& tp
     }
     return total;
   };
-  torch::Tensor partitioned = torch::tensor({squared_norm(groups.partitioned)}, torch::kDouble);
+  torch::Tensor partitioned =
+      torch::tensor({squared_norm(groups.partitioned)}, torch::kDouble).to(tp_comm.device());
   try {
     tp_comm.AllReduceSum(partitioned);
   } catch (const std::exception& e) {

@@ -140,7 +140,7 @@ absl::StatusOr<torch::Tensor> GatherAlong(const torch::Tensor& local, int64_t di
                                           Communicator& comm, const std::string& param) {
   try {
     torch::NoGradGuard no_grad;
-    const torch::Tensor facts = torch::tensor({local.size(dim), Fingerprint(split)}, torch::kLong);
+    const torch::Tensor facts = torch::tensor({local.size(dim), Fingerprint(split)}, torch::kLong).to(comm.device());
     const std::vector<torch::Tensor> all_facts = comm.AllGather(facts);
     for (int r = 0; r < comm.size(); ++r) {
       if (all_facts[r][1].item<int64_t>() != Fingerprint(split)) {

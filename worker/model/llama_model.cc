@@ -7,6 +7,7 @@
 #include <vector>
 
 #include <nlohmann/json.hpp>
+#include <torch/version.h>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -135,8 +136,8 @@ void Replace(torch::nn::Module& owner, const std::string& name, torch::nn::AnyMo
   owner.replace_module(name, slot.ptr());
 }
 
-torch::nn::AnyModule Projection(int64_t in, int64_t out) {
-  return torch::nn::AnyModule(torch::nn::Linear(torch::nn::LinearOptions(in, out).bias(false)));
+torch::nn::AnyModule AnyProjection(int64_t in, int64_t out, const torch::TensorOptions& options) {
+  return torch::nn::AnyModule(Projection(in, out, options));
 }
 
 }  // namespace
@@ -181,8 +182,17 @@ absl::StatusOr<LlamaConfig> LlamaConfig::Preset(absl::string_view name) {
     c.num_key_value_heads = 4;
     c.intermediate_size = 688;
     c.max_position_embeddings = 512;
+  } else if (name == "350m") {
+    c.vocab_size = 32000;
+    c.hidden_size = 1024;
+    c.num_hidden_layers = 24;
+    c.num_attention_heads = 16;
+    c.num_key_value_heads = 8;
+    c.intermediate_size = 2816;
+    c.max_position_embeddings = 2048;
   } else {
-    return absl::InvalidArgumentError(absl::StrCat("unknown model preset \"", name, "\"; presets: tiny, small"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("unknown model preset \"", name, "\"; presets: tiny, small, 350m"));
   }
   c.head_dim = c.hidden_size / c.num_attention_heads;
   return c;
@@ -220,6 +230,14 @@ absl::Status LlamaConfig::Validate() const {
   return absl::OkStatus();
 }
 
+int64_t LlamaConfig::ParameterCount() const {
+  const int64_t attention = hidden_size * head_dim * (2 * num_attention_heads + 2 * num_key_value_heads);
+  const int64_t mlp = 3 * hidden_size * intermediate_size;
+  const int64_t layer = attention + mlp + 2 * hidden_size;  // and its two norms
+  const int64_t embeddings = vocab_size * hidden_size * (tie_word_embeddings ? 1 : 2);
+  return embeddings + num_hidden_layers * layer + hidden_size;  // and the final norm
+}
+
 std::string LlamaConfig::ToJson(Dtype dtype) const {
   Json json = {
       {"architectures", {"LlamaForCausalLM"}},
@@ -252,8 +270,30 @@ std::string LlamaConfig::ToJson(Dtype dtype) const {
 // ---------------------------------------------------------------------------------------------------------
 // The model, top to bottom.
 
-RMSNormImpl::RMSNormImpl(int64_t dim, double eps) : eps_(eps) {
-  weight = register_parameter("weight", torch::ones({dim}));
+TokenEmbeddingImpl::TokenEmbeddingImpl(int64_t vocab, int64_t dim, std::optional<int64_t> padding_idx,
+                                       const torch::TensorOptions& options)
+    : padding_idx_(padding_idx.value_or(-1)) {
+  weight = register_parameter("weight", torch::empty({vocab, dim}, options));
+}
+
+torch::Tensor TokenEmbeddingImpl::forward(const torch::Tensor& ids) {
+  if (weight.is_meta()) {
+    // LibTorch 1.13 has no meta kernel for the lookup (aten::index_select): on the meta device, where only
+    // shapes and devices exist, a row of the table stands in for every token, on the same device, still
+    // differentiable with respect to the table.
+    std::vector<int64_t> shape = ids.sizes().vec();
+    shape.push_back(weight.size(1));
+    return weight.select(0, 0).expand(shape) * ids.unsqueeze(-1).to(weight.scalar_type());
+  }
+  return torch::embedding(weight, ids, padding_idx_);
+}
+
+ProjectionImpl::ProjectionImpl(int64_t in, int64_t out, const torch::TensorOptions& options) {
+  weight = register_parameter("weight", torch::empty({out, in}, options));
+}
+
+RMSNormImpl::RMSNormImpl(int64_t dim, double eps, const torch::TensorOptions& options) : eps_(eps) {
+  weight = register_parameter("weight", torch::ones({dim}, options));
 }
 
 torch::Tensor RMSNormImpl::forward(const torch::Tensor& x) {
@@ -264,11 +304,12 @@ torch::Tensor RMSNormImpl::forward(const torch::Tensor& x) {
 }
 
 std::pair<torch::Tensor, torch::Tensor> RopeTables(int64_t seq_len, int64_t head_dim, double theta,
-                                                   torch::ScalarType dtype) {
+                                                   torch::ScalarType dtype, torch::Device device) {
   // transformers: inv_freq = 1.0 / (theta ** (arange(0, d, 2, int64).float() / d)), all in fp32.
-  const torch::Tensor exponent = torch::arange(0, head_dim, 2, torch::kLong).to(torch::kFloat) / head_dim;  // [d/2]
-  const torch::Tensor inv_freq = torch::reciprocal(torch::pow(theta, exponent));                            // [d/2]
-  const torch::Tensor positions = torch::arange(seq_len, torch::kLong).to(torch::kFloat);                   // [S]
+  const torch::TensorOptions int64 = torch::TensorOptions(torch::kLong).device(device);
+  const torch::Tensor exponent = torch::arange(0, head_dim, 2, int64).to(torch::kFloat) / head_dim;  // [d/2]
+  const torch::Tensor inv_freq = torch::reciprocal(torch::pow(theta, exponent));                     // [d/2]
+  const torch::Tensor positions = torch::arange(seq_len, int64).to(torch::kFloat);                   // [S]
   const torch::Tensor angles = positions.unsqueeze(1) * inv_freq.unsqueeze(0);                              // [S, d/2]
   const torch::Tensor both_halves = torch::cat({angles, angles}, -1);                                       // [S, d]
   return {both_halves.cos().to(dtype), both_halves.sin().to(dtype)};
@@ -280,16 +321,16 @@ torch::Tensor ApplyRope(const torch::Tensor& x, const torch::Tensor& cos, const 
   return x * cos + rotated * sin;
 }
 
-LlamaAttentionImpl::LlamaAttentionImpl(const LlamaConfig& c)
+LlamaAttentionImpl::LlamaAttentionImpl(const LlamaConfig& c, const torch::TensorOptions& options)
     : head_dim_(c.head_dim),
       group_size_(c.num_attention_heads / c.num_key_value_heads),
       scaling_(std::pow(static_cast<double>(c.head_dim), -0.5)),
       local_heads_(c.num_attention_heads),
       local_kv_heads_(c.num_key_value_heads) {
-  q_proj = Projection(c.hidden_size, c.num_attention_heads * c.head_dim);
-  k_proj = Projection(c.hidden_size, c.num_key_value_heads * c.head_dim);
-  v_proj = Projection(c.hidden_size, c.num_key_value_heads * c.head_dim);
-  o_proj = Projection(c.num_attention_heads * c.head_dim, c.hidden_size);
+  q_proj = AnyProjection(c.hidden_size, c.num_attention_heads * c.head_dim, options);
+  k_proj = AnyProjection(c.hidden_size, c.num_key_value_heads * c.head_dim, options);
+  v_proj = AnyProjection(c.hidden_size, c.num_key_value_heads * c.head_dim, options);
+  o_proj = AnyProjection(c.num_attention_heads * c.head_dim, c.hidden_size, options);
   register_module("q_proj", q_proj.ptr());
   register_module("k_proj", k_proj.ptr());
   register_module("v_proj", v_proj.ptr());
@@ -310,6 +351,13 @@ torch::Tensor LlamaAttentionImpl::forward(const torch::Tensor& x, const torch::T
   q = ApplyRope(q, cos, sin);  // [B, nh, S, d]
   k = ApplyRope(k, cos, sin);  // [B, nkv, S, d]
 
+#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 5)
+  // Causal attention by LibTorch's fused kernels (flash or memory-efficient on a GPU), GQA included.
+  (void)causal_mask;
+  const torch::Tensor y = at::scaled_dot_product_attention(q, k, v, /*attn_mask=*/{}, /*dropout_p=*/0.0,
+                                                           /*is_causal=*/true, scaling_, /*enable_gqa=*/true);
+  // y: [B, nh, S, d]
+#else
   // GQA: each KV head serves group_size_ consecutive query heads.
   k = k.unsqueeze(2).expand({B, nkv, group_size_, S, d}).reshape({B, nh, S, d});  // [B, nh, S, d]
   v = v.unsqueeze(2).expand({B, nkv, group_size_, S, d}).reshape({B, nh, S, d});  // [B, nh, S, d]
@@ -319,6 +367,7 @@ torch::Tensor LlamaAttentionImpl::forward(const torch::Tensor& x, const torch::T
   scores = scores.masked_fill(causal_mask, -std::numeric_limits<double>::infinity());
   const torch::Tensor probs = torch::softmax(scores, -1, torch::kFloat).to(q.scalar_type());  // [B, nh, S, S]
   const torch::Tensor y = torch::matmul(probs, v);                                            // [B, nh, S, d]
+#endif
 
   // Merge the heads and project back (under TP, o_proj sums the ranks' partial outputs).
   return o_proj.forward(y.transpose(1, 2).reshape({B, S, nh * d}));  // [B, S, H]
@@ -346,10 +395,10 @@ absl::Status LlamaAttentionImpl::SetLocalHeads(int64_t heads, int64_t kv_heads) 
   return absl::OkStatus();
 }
 
-LlamaMlpImpl::LlamaMlpImpl(const LlamaConfig& c) {
-  gate_proj = Projection(c.hidden_size, c.intermediate_size);
-  up_proj = Projection(c.hidden_size, c.intermediate_size);
-  down_proj = Projection(c.intermediate_size, c.hidden_size);
+LlamaMlpImpl::LlamaMlpImpl(const LlamaConfig& c, const torch::TensorOptions& options) {
+  gate_proj = AnyProjection(c.hidden_size, c.intermediate_size, options);
+  up_proj = AnyProjection(c.hidden_size, c.intermediate_size, options);
+  down_proj = AnyProjection(c.intermediate_size, c.hidden_size, options);
   register_module("gate_proj", gate_proj.ptr());
   register_module("up_proj", up_proj.ptr());
   register_module("down_proj", down_proj.ptr());
@@ -371,11 +420,12 @@ absl::Status LlamaMlpImpl::ReplaceProjection(absl::string_view name, torch::nn::
   return absl::OkStatus();
 }
 
-LlamaDecoderLayerImpl::LlamaDecoderLayerImpl(const LlamaConfig& c)
-    : self_attn(register_module("self_attn", LlamaAttention(c))),
-      mlp(register_module("mlp", LlamaMlp(c))),
-      input_layernorm(register_module("input_layernorm", RMSNorm(c.hidden_size, c.rms_norm_eps))),
-      post_attention_layernorm(register_module("post_attention_layernorm", RMSNorm(c.hidden_size, c.rms_norm_eps))) {}
+LlamaDecoderLayerImpl::LlamaDecoderLayerImpl(const LlamaConfig& c, const torch::TensorOptions& options)
+    : self_attn(register_module("self_attn", LlamaAttention(c, options))),
+      mlp(register_module("mlp", LlamaMlp(c, options))),
+      input_layernorm(register_module("input_layernorm", RMSNorm(c.hidden_size, c.rms_norm_eps, options))),
+      post_attention_layernorm(
+          register_module("post_attention_layernorm", RMSNorm(c.hidden_size, c.rms_norm_eps, options))) {}
 
 torch::Tensor LlamaDecoderLayerImpl::forward(const torch::Tensor& h, const torch::Tensor& cos, const torch::Tensor& sin,
                                              const torch::Tensor& causal_mask) {
@@ -384,29 +434,28 @@ torch::Tensor LlamaDecoderLayerImpl::forward(const torch::Tensor& h, const torch
   return h1 + mlp->forward(post_attention_layernorm->forward(h1));                                       // [B, S, H]
 }
 
-LlamaDecoderImpl::LlamaDecoderImpl(const LlamaConfig& c) : config_(c) {
-  torch::nn::EmbeddingOptions options(c.vocab_size, c.hidden_size);
-  if (c.pad_token_id) options.padding_idx(*c.pad_token_id);
-  embed_tokens = register_module("embed_tokens", torch::nn::Embedding(options));
+LlamaDecoderImpl::LlamaDecoderImpl(const LlamaConfig& c, const torch::TensorOptions& options) : config_(c) {
+  embed_tokens = register_module("embed_tokens", TokenEmbedding(c.vocab_size, c.hidden_size, c.pad_token_id, options));
   layers = register_module("layers", torch::nn::ModuleList());
-  for (int64_t i = 0; i < c.num_hidden_layers; ++i) layers->push_back(LlamaDecoderLayer(c));
-  norm = register_module("norm", RMSNorm(c.hidden_size, c.rms_norm_eps));
+  for (int64_t i = 0; i < c.num_hidden_layers; ++i) layers->push_back(LlamaDecoderLayer(c, options));
+  norm = register_module("norm", RMSNorm(c.hidden_size, c.rms_norm_eps, options));
 }
 
 torch::Tensor LlamaDecoderImpl::forward(const torch::Tensor& input_ids) {
   const int64_t S = input_ids.size(1);
-  torch::Tensor h = embed_tokens->forward(input_ids);                                            // [B, S, H]
-  const auto [cos, sin] = RopeTables(S, config_.head_dim, config_.rope_theta, h.scalar_type());  // [S, d] each
-  const torch::Tensor causal_mask = torch::ones({S, S}, torch::kBool).triu(1);                   // [S, S]
+  torch::Tensor h = embed_tokens->forward(input_ids);  // [B, S, H]
+  const auto [cos, sin] = RopeTables(S, config_.head_dim, config_.rope_theta, h.scalar_type(), h.device());  // [S, d]
+  const torch::Tensor causal_mask = torch::ones({S, S}, h.options().dtype(torch::kBool)).triu(1);            // [S, S]
   for (size_t i = 0; i < layers->size(); ++i) h = layer(i)->forward(h, cos, sin, causal_mask);   // [B, S, H]
   return norm->forward(h);                                                                       // [B, S, H]
 }
 
-LlamaModelImpl::LlamaModelImpl(const LlamaConfig& config, Dtype dtype, uint64_t seed) : config_(config), dtype_(dtype) {
-  model = register_module("model", LlamaDecoder(config));
+LlamaModelImpl::LlamaModelImpl(const LlamaConfig& config, Dtype dtype, uint64_t seed, torch::Device device)
+    : config_(config), dtype_(dtype) {
+  const torch::TensorOptions options = torch::TensorOptions(torch::kFloat32).device(device);
+  model = register_module("model", LlamaDecoder(config, options));
   if (!config.tie_word_embeddings) {
-    lm_head = register_module(
-        "lm_head", torch::nn::Linear(torch::nn::LinearOptions(config.hidden_size, config.vocab_size).bias(false)));
+    lm_head = register_module("lm_head", Projection(config.hidden_size, config.vocab_size, options));
   }
 
   // transformers' _init_weights: normal(0, initializer_range) for linear and embedding weights, ones for
@@ -415,7 +464,11 @@ LlamaModelImpl::LlamaModelImpl(const LlamaConfig& config, Dtype dtype, uint64_t 
   at::Generator generator = at::make_generator<at::CPUGeneratorImpl>(seed);
   for (auto& param : parameters()) {
     if (param.dim() == 1) continue;  // norm weights: already ones
-    param.normal_(0.0, config.initializer_range, generator);
+    if (param.is_cpu()) {
+      param.normal_(0.0, config.initializer_range, generator);
+    } else {
+      param.copy_(torch::empty(param.sizes()).normal_(0.0, config.initializer_range, generator));
+    }
   }
   if (config.pad_token_id) model->embed_tokens->weight[*config.pad_token_id].zero_();
   to(ToScalarType(dtype));
@@ -471,9 +524,10 @@ absl::Status LlamaModelImpl::LoadStateDict(const TensorMap& tensors) {
   return absl::OkStatus();
 }
 
-absl::StatusOr<LlamaModel> LlamaModel::Create(const LlamaConfig& config, Dtype dtype, uint64_t seed) {
+absl::StatusOr<LlamaModel> LlamaModel::Create(const LlamaConfig& config, Dtype dtype, uint64_t seed,
+                                             torch::Device device) {
   if (absl::Status s = config.Validate(); !s.ok()) return s;
-  return LlamaModel(std::make_shared<LlamaModelImpl>(config, dtype, seed));
+  return LlamaModel(std::make_shared<LlamaModelImpl>(config, dtype, seed, device));
 }
 
 // ---------------------------------------------------------------------------------------------------------

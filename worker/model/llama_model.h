@@ -69,9 +69,11 @@ struct LlamaConfig {
   // FromJson on a file's contents; NOT_FOUND if it cannot be read.
   static absl::StatusOr<LlamaConfig> FromFile(const std::string& path);
 
-  // Built-in shapes for random-init runs, all with a byte-level vocabulary of 256:
+  // Built-in shapes for random-init runs:
   //   "tiny":  H 64,  2 layers, 4 heads, 2 KV heads, I 172, 256 positions  (~0.1 M parameters)
   //   "small": H 256, 4 layers, 8 heads, 4 KV heads, I 688, 512 positions  (~3.3 M parameters)
+  //   "350m":  H 1024, 24 layers, 16 heads, 8 KV heads, I 2816, 2048 positions, a 32000-token vocabulary
+  //            (~349 M parameters: a size a GPU is measured with; the others' vocabulary is bytes, 256)
   // INVALID_ARGUMENT listing the presets for any other name.
   static absl::StatusOr<LlamaConfig> Preset(absl::string_view name);
 
@@ -79,18 +81,47 @@ struct LlamaConfig {
   // num_key_value_heads, head_dim even (RoPE rotates pairs), pad_token_id inside the vocabulary, ...
   absl::Status Validate() const;
 
+  // How many parameters the model has (embeddings, and lm_head unless tied, included): N of MFU's 6 N.
+  int64_t ParameterCount() const;
+
   // A Hugging Face config.json for this configuration (architectures ["LlamaForCausalLM"], model_type
   // "llama", torch_dtype as given), loadable by transformers' AutoConfig.
   std::string ToJson(Dtype dtype) const;
 };
 
 // ---------------------------------------------------------------------------------------------------------
-// The modules, in the order the forward pass uses them. Parameter names are transformers'.
+// The modules, in the order the forward pass uses them. Parameter names are transformers'. Each makes its
+// parameters with `options` (fp32, on a device): a model can be built where it will run, the `meta`
+// device included (which a LibTorch 1.13 module cannot be moved to).
+
+// transformers' nn.Embedding: rows of weight [V, H] looked up by token id; the padding row gets no gradient.
+class TokenEmbeddingImpl : public torch::nn::Module {
+ public:
+  TokenEmbeddingImpl(int64_t vocab, int64_t dim, std::optional<int64_t> padding_idx,
+                     const torch::TensorOptions& options = {});
+  torch::Tensor forward(const torch::Tensor& ids);  // [B, S] int64 -> [B, S, H]
+
+  torch::Tensor weight;  // [V, H]
+
+ private:
+  const int64_t padding_idx_;  // -1: none
+};
+TORCH_MODULE(TokenEmbedding);
+
+// transformers' nn.Linear(bias=False): x W^T with weight [out, in].
+class ProjectionImpl : public torch::nn::Module {
+ public:
+  ProjectionImpl(int64_t in, int64_t out, const torch::TensorOptions& options = {});
+  torch::Tensor forward(const torch::Tensor& x) { return torch::linear(x, weight); }  // [.., in] -> [.., out]
+
+  torch::Tensor weight;  // [out, in]
+};
+TORCH_MODULE(Projection);
 
 // y = weight * (x / sqrt(mean(x^2) + eps)), the normalisation computed in fp32.
 class RMSNormImpl : public torch::nn::Module {
  public:
-  RMSNormImpl(int64_t dim, double eps);
+  RMSNormImpl(int64_t dim, double eps, const torch::TensorOptions& options = {});
   torch::Tensor forward(const torch::Tensor& x);  // [..., dim] -> [..., dim], x's dtype
 
   torch::Tensor weight;  // [dim]
@@ -102,9 +133,9 @@ TORCH_MODULE(RMSNorm);
 
 // cos and sin of the rotary position embedding for positions 0..seq_len-1, each [seq_len, head_dim] in
 // `dtype` (computed in fp32): inv_freq = 1 / theta^(2i / head_dim), angle = position * inv_freq, repeated
-// for both halves of the head.
+// for both halves of the head. On `device`, like every tensor of a forward pass.
 std::pair<torch::Tensor, torch::Tensor> RopeTables(int64_t seq_len, int64_t head_dim, double theta,
-                                                   torch::ScalarType dtype);
+                                                   torch::ScalarType dtype, torch::Device device = torch::kCPU);
 
 // x * cos + rotate_half(x) * sin, where rotate_half(x) = cat(-x[..., d/2:], x[..., :d/2]).
 // x [B, heads, S, d]; cos, sin [S, d].
@@ -115,7 +146,7 @@ torch::Tensor ApplyRope(const torch::Tensor& x, const torch::Tensor& cos, const 
 // reduces the partial outputs over the TP group.
 class LlamaAttentionImpl : public torch::nn::Module {
  public:
-  explicit LlamaAttentionImpl(const LlamaConfig& config);
+  explicit LlamaAttentionImpl(const LlamaConfig& config, const torch::TensorOptions& options = {});
   // x [B, S, H]; cos, sin [S, head_dim]; causal_mask [S, S] bool, true above the diagonal -> [B, S, H]
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin,
                         const torch::Tensor& causal_mask);
@@ -148,7 +179,7 @@ TORCH_MODULE(LlamaAttention);
 // SwiGLU: down_proj(silu(gate_proj(x)) * up_proj(x)).
 class LlamaMlpImpl : public torch::nn::Module {
  public:
-  explicit LlamaMlpImpl(const LlamaConfig& config);
+  explicit LlamaMlpImpl(const LlamaConfig& config, const torch::TensorOptions& options = {});
   torch::Tensor forward(const torch::Tensor& x);  // [B, S, H] -> [B, S, H]
 
   // Replaces gate_proj, up_proj or down_proj, as LlamaAttentionImpl::ReplaceProjection.
@@ -163,7 +194,7 @@ TORCH_MODULE(LlamaMlp);
 // Pre-norm residual block: h += attention(norm(h)); h += mlp(norm(h)).
 class LlamaDecoderLayerImpl : public torch::nn::Module {
  public:
-  explicit LlamaDecoderLayerImpl(const LlamaConfig& config);
+  explicit LlamaDecoderLayerImpl(const LlamaConfig& config, const torch::TensorOptions& options = {});
   // [B, S, H] -> [B, S, H]; cos, sin and causal_mask as for LlamaAttentionImpl::forward.
   torch::Tensor forward(const torch::Tensor& h, const torch::Tensor& cos, const torch::Tensor& sin,
                         const torch::Tensor& causal_mask);
@@ -178,13 +209,13 @@ TORCH_MODULE(LlamaDecoderLayer);
 // transformers' LlamaModel: the embedding, the layers and the final norm; registered as "model".
 class LlamaDecoderImpl : public torch::nn::Module {
  public:
-  explicit LlamaDecoderImpl(const LlamaConfig& config);
+  explicit LlamaDecoderImpl(const LlamaConfig& config, const torch::TensorOptions& options = {});
   torch::Tensor forward(const torch::Tensor& input_ids);  // [B, S] int64 -> final hidden [B, S, H]
 
   // Layer i, 0 <= i < num_hidden_layers.
   LlamaDecoderLayer layer(size_t i) const { return LlamaDecoderLayer(layers->ptr<LlamaDecoderLayerImpl>(i)); }
 
-  torch::nn::Embedding embed_tokens{nullptr};  // weight [V, H]
+  TokenEmbedding embed_tokens{nullptr};  // weight [V, H]
   torch::nn::ModuleList layers;                // LlamaDecoderLayer x num_hidden_layers
   RMSNorm norm{nullptr};
 
@@ -202,7 +233,8 @@ class LlamaModelImpl : public torch::nn::Module {
   // seed) gives a bit-identical model in every process, whatever the thread count, which is what lets
   // every TP rank build the same full model before sharding (spec §3.5). `config` must be valid
   // (LlamaModel::Create checks).
-  LlamaModelImpl(const LlamaConfig& config, Dtype dtype, uint64_t seed);
+  // The parameters are made on `device` (the init is drawn on the CPU and copied there, the same values).
+  LlamaModelImpl(const LlamaConfig& config, Dtype dtype, uint64_t seed, torch::Device device = torch::kCPU);
 
   // input_ids [B, S] int64, 1 <= S <= max_position_embeddings, ids in [0, vocab_size) -> logits [B, S, V]
   // in the model dtype. Throws c10::Error on bad input.
@@ -225,7 +257,7 @@ class LlamaModelImpl : public torch::nn::Module {
   Dtype dtype() const { return dtype_; }
 
   LlamaDecoder model{nullptr};
-  torch::nn::Linear lm_head{nullptr};  // weight [V, H]; null when tie_word_embeddings
+  Projection lm_head{nullptr};  // weight [V, H]; null when tie_word_embeddings
 
  private:
   const LlamaConfig config_;
@@ -236,7 +268,8 @@ class LlamaModel : public torch::nn::ModuleHolder<LlamaModelImpl> {
  public:
   using torch::nn::ModuleHolder<LlamaModelImpl>::ModuleHolder;
   // Validates `config` and builds a seeded random model (see LlamaModelImpl).
-  static absl::StatusOr<LlamaModel> Create(const LlamaConfig& config, Dtype dtype, uint64_t seed);
+  static absl::StatusOr<LlamaModel> Create(const LlamaConfig& config, Dtype dtype, uint64_t seed,
+                                           torch::Device device = torch::kCPU);
 };
 
 // ---------------------------------------------------------------------------------------------------------

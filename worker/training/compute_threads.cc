@@ -30,10 +30,5 @@ void SetComputeThreads(int threads) {
   if (auto set = reinterpret_cast<SetThreads>(dlsym(RTLD_DEFAULT, "openblas_set_num_threads"))) set(threads);
 }
 
-std::string BlasDescription() {
-  using GetConfig = char* (*)();
-  if (auto get = reinterpret_cast<GetConfig>(dlsym(RTLD_DEFAULT, "openblas_get_config"))) return get();
-  return "reference BLAS (no OpenBLAS found: fp32 matmul will be slow)";
-}
 
 }  // namespace tpcoord

@@ -25,10 +25,6 @@ void PrepareComputeProcess(char** argv);
 // Sets LibTorch's intra-op threads and OpenBLAS's threads to `threads` (>= 1), and inter-op threads to 1.
 void SetComputeThreads(int threads);
 
-// The BLAS LibTorch's matmuls reach, e.g. "OpenBLAS 0.3.21 DYNAMIC_ARCH NO_AFFINITY Haswell MAX_THREADS=64",
-// or "reference BLAS (no OpenBLAS found: fp32 matmul will be slow)".
-std::string BlasDescription();
-
 }  // namespace tpcoord
 
 #endif  // TPCOORD_WORKER_TRAINING_COMPUTE_THREADS_H_

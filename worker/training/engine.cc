@@ -35,13 +35,6 @@ absl::Status InPhase(absl::string_view phase, const absl::Status& status) {
   return absl::Status(status.code(), absl::StrCat(phase, ": ", status.message()));
 }
 
-// The CUDA device of this worker: LOCAL_RANK when set (torchrun's convention), else 0.
-int LocalDevice() {
-  int device = 0;
-  if (const char* local = std::getenv("LOCAL_RANK"); local && absl::SimpleAtoi(local, &device)) return device;
-  return 0;
-}
-
 // The same tensors under "<name>" for the state kind `suffix` ("exp_avg" -> {param: tensor}), and back.
 TensorMap StateOfKind(const TensorMap& state, const std::string& suffix) {
   TensorMap out;
@@ -152,7 +145,9 @@ absl::StatusOr<std::unique_ptr<Engine>> initialize(LlamaModel model, const std::
   // A backend that cannot work here fails before this worker takes a place in the rendezvous.
   if (lc.backend == "nccl") {
     if (absl::Status s = CheckNcclUsable(); !s.ok()) return s;
-  } else if (lc.backend != "gloo") {
+  } else if (lc.backend == "gloo") {
+    if (absl::Status s = CheckGlooUsable(); !s.ok()) return s;
+  } else {
     return absl::InvalidArgumentError(absl::StrCat("--backend \"", lc.backend, "\" is not gloo or nccl"));
   }
 
@@ -204,9 +199,12 @@ absl::Status Engine::Setup(const std::string& ds_config_json, bool has_mpu) {
   train_ = *train;
   dtype_ = launch_.recorded() ? launch_.recorded()->dtype : train_.precision.value_or(Dtype::kFloat32);
   launch_.timings().emplace_back("merge", SecondsSince(start));
-  if (dtype_ == Dtype::kFloat16 && lc.backend == "gloo") {
+  absl::StatusOr<torch::Device> device = ResolveDevice(lc.device, LocalRankFromEnvironment(), m.rank);
+  if (!device.ok()) return InPhase("device", device.status());
+  device_ = *device;
+  if (dtype_ == Dtype::kFloat16 && !device_.is_cuda()) {
     return absl::FailedPreconditionError(
-        "dtype fp16 needs a GPU: LibTorch has no fp16 matrix multiply on the CPU; use bf16 with --backend gloo");
+        "dtype fp16 needs a GPU: LibTorch has no fp16 matrix multiply on the CPU; use bf16 on the CPU");
   }
 
   const std::string data_path = lc.data.empty() ? train_.data : lc.data;
@@ -240,8 +238,11 @@ absl::Status Engine::Setup(const std::string& ds_config_json, bool has_mpu) {
     if (!ids.ok()) return InPhase("unique ids", ids.status());
     for (size_t i = 0; i < groups.size(); ++i) {
       auto comm = MakeNcclCommunicator(GroupName(groups[i]), (*ids)[groups[i]], places[i].first, places[i].second,
-                                       LocalDevice());
+                                       device_.index());
       if (!comm.ok()) return InPhase("comm init", comm.status());
+      communicators_.push_back(absl::StrCat((*comm)->name(), " (rank ", places[i].first, " of ", places[i].second,
+                                            ") from ", (*ids)[groups[i]].size(),
+                                            " unique id(s) brokered by the coordinator"));
       comms.push_back(*std::move(comm));
     }
   } else {
@@ -250,6 +251,8 @@ absl::Status Engine::Setup(const std::string& ds_config_json, bool has_mpu) {
       auto comm = MakeGlooCommunicator(store_, GroupName(groups[i]), places[i].first, places[i].second,
                                        lc.gloo_interface, lc.collective_timeout);
       if (!comm.ok()) return Explain(InPhase("comm init", comm.status()));
+      communicators_.push_back(absl::StrCat((*comm)->name(), " (rank ", places[i].first, " of ", places[i].second,
+                                            ") through the coordinator's store"));
       comms.push_back(*std::move(comm));
     }
   }
@@ -258,23 +261,12 @@ absl::Status Engine::Setup(const std::string& ds_config_json, bool has_mpu) {
   dp_ = std::move(comms[2]);
   launch_.timings().emplace_back("comm_init", SecondsSince(start));
 
-  // AutoTP, then the recorded dtype with fp32 masters.
+  // AutoTP on the full model (built on the CPU, identically on every TP rank), then the shards to the
+  // device, and the recorded dtype with fp32 masters.
   start = Clock::now();
   if (absl::Status s = ShardLlama(model_, *tp_); !s.ok()) return Explain(InPhase("shard", s));
-  TensorMap full_precision = model_->StateDict();
-  if (dtype_ == Dtype::kFloat32) {
-    masters_ = full_precision;
-  } else {
-    for (const auto& [name, p] : full_precision) masters_[name] = p.detach().to(torch::kFloat32).clone();
-    model_->to(ToScalarType(dtype_));
-  }
-  params_ = model_->StateDict();
-  for (const auto& [name, p] : ClassifyTpParameters(*model_).partitioned) partitioned_[name] = masters_.at(name);
-  optimizer_ = std::make_unique<Optimizer>(train_.optimizer, masters_);
-  if (dtype_ == Dtype::kFloat16) {
-    loss_scale_ = train_.loss_scale.static_scale > 0 ? train_.loss_scale.static_scale
-                                                         : std::ldexp(1.0, train_.loss_scale.initial_scale_power);
-  }
+  model_->to(device_);
+  trainer_ = std::make_unique<TrainStep>(model_, dtype_, train_, TrainStep::Groups{tp_.get(), dp_.get(), world_.get()});
   launch_.timings().emplace_back("shard", SecondsSince(start));
   return absl::OkStatus();
 }
@@ -290,107 +282,27 @@ torch::Tensor Engine::Batch(int64_t step, int micro_step) const {
                       membership_.mesh.dp_size()));
     batch[r].copy_(torch::tensor(seq, torch::kInt).to(torch::kLong));
   }
-  return batch;
-}
-
-void Engine::CopyGradsToMasters() {
-  for (auto& [name, master] : masters_) {
-    const torch::Tensor& param = params_.at(name);
-    const torch::Tensor& grad = param.grad();
-    if (param.is_same(master)) {  // fp32: the master is the parameter and already holds its gradient
-      if (!grad.defined()) master.mutable_grad() = torch::zeros_like(master);
-      continue;
-    }
-    torch::Tensor g = grad.defined() ? grad.to(torch::kFloat32) : torch::zeros_like(master);
-    if (loss_scale_ != 1.0) g.div_(loss_scale_);
-    master.mutable_grad() = g;
-  }
-}
-
-double Engine::ClipAndNorm() {
-  // spec §4.7: partitioned parameters' squares summed over the TP group, replicated ones counted once.
-  double partitioned = 0, replicated = 0;
-  for (const auto& [name, master] : masters_) {
-    const torch::Tensor g = master.grad().view(-1);
-    const double sq = g.dot(g).item<double>();  // no squared copy
-    (partitioned_.count(name) ? partitioned : replicated) += sq;
-  }
-  torch::Tensor total = torch::tensor({partitioned}, torch::kFloat64);
-  tp_->AllReduceSum(total);
-  const double norm = std::sqrt(total.item<double>() + replicated);
-  if (train_.gradient_clipping > 0) {
-    const double coef = train_.gradient_clipping / (norm + 1e-6);  // DeepSpeed's clip_grad_norm_
-    if (coef < 1.0) {
-      for (auto& [name, master] : masters_) master.mutable_grad().mul_(coef);
-    }
-  }
-  return norm;
+  return batch.to(device_, /*non_blocking=*/true);
 }
 
 absl::StatusOr<StepStats> Engine::train_batch() {
-  const Clock::time_point start = Clock::now();
   StepStats stats;
   stats.lr = train_.schedule.LearningRate(step_);
   stats.tokens = static_cast<int64_t>(train_.train_batch_size) * train_.seq_len;
   try {
-    for (auto& [name, p] : params_) p.mutable_grad() = torch::Tensor();
-    double loss_sum = 0;
-    const int accumulation = train_.gradient_accumulation_steps;
-    for (int micro = 0; micro < accumulation; ++micro) {
-      const torch::Tensor tokens = Batch(step_, micro);
-      const torch::Tensor loss = NextTokenLoss(model_->forward(tokens), tokens);
-      (loss * (loss_scale_ / accumulation)).backward();
-      loss_sum += loss.item<double>();
+    std::vector<torch::Tensor> micro_batches;
+    for (int micro = 0; micro < train_.gradient_accumulation_steps; ++micro) {
+      micro_batches.push_back(Batch(step_, micro));
     }
-    CopyGradsToMasters();
-
-    // Average gradients and the loss over the data-parallel group, in one buffer.
-    stats.loss = static_cast<float>(loss_sum / accumulation);  // fp32, as it travels at DP > 1
-    if (dp_->size() > 1) {
-      std::vector<torch::Tensor> grads;
-      for (auto& [name, master] : masters_) grads.push_back(master.grad().view(-1));
-      grads.push_back(torch::tensor({static_cast<float>(stats.loss)}, torch::kFloat32));
-      torch::Tensor flat = torch::cat(grads);
-      dp_->AllReduceSum(flat);
-      flat.div_(dp_->size());
-      int64_t offset = 0;
-      for (auto& [name, master] : masters_) {
-        const int64_t n = master.numel();
-        master.mutable_grad().copy_(flat.narrow(0, offset, n).view_as(master));
-        offset += n;
-      }
-      stats.loss = flat[offset].item<double>();
-    }
-
-    if (dtype_ == Dtype::kFloat16) {  // dynamic loss scaling: every rank must agree to skip
-      std::vector<torch::Tensor> sums;  // one device sync for all of them, not one per tensor
-      for (const auto& [name, master] : masters_) sums.push_back(master.grad().sum());
-      const double sum = torch::stack(sums).sum().item<double>();
-      torch::Tensor overflow = torch::tensor({std::isfinite(sum) ? 0.0f : 1.0f});
-      world_->AllReduceSum(overflow);
-      if (overflow.item<float>() > 0) {
-        stats.skipped = true;
-        loss_scale_ = std::max(loss_scale_ / 2, train_.loss_scale.min_loss_scale);
-        good_steps_ = 0;
-      } else if (train_.loss_scale.static_scale == 0 && ++good_steps_ % train_.loss_scale.loss_scale_window == 0) {
-        loss_scale_ *= 2;
-      }
-    }
-    if (!stats.skipped) {
-      stats.grad_norm = ClipAndNorm();
-      optimizer_->Step(stats.lr);
-      torch::NoGradGuard no_grad;
-      for (auto& [name, master] : masters_) {
-        torch::Tensor& p = params_.at(name);
-        if (!p.is_same(master)) p.copy_(master);
-      }
-    }
+    StepResult result = trainer_->Run(micro_batches, stats.lr);
+    stats.loss = std::move(result.loss);
+    stats.grad_norm = std::move(result.grad_norm);
+    stats.skipped = result.skipped;
   } catch (const std::exception& e) {
     return Explain(absl::UnavailableError(absl::StrCat("train_batch at step ", step_, ": ", e.what())));
   }
   ++step_;
   stats.step = step_;
-  stats.seconds = SecondsSince(start);
   return stats;
 }
 
@@ -402,7 +314,7 @@ absl::StatusOr<double> Engine::eval_loss() {
   const int64_t all = data_->EvalWindows();
   const int64_t windows = train_.eval_windows > 0 ? std::min(train_.eval_windows, all) : all;
   const WindowRange mine = EvalSlice(windows, membership_.dp_rank(), membership_.mesh.dp_size());
-  torch::Tensor losses = torch::zeros({windows}, torch::kDouble);
+  torch::Tensor losses = torch::zeros({windows}, torch::TensorOptions(torch::kDouble).device(device_));
   try {
     for (int64_t first = mine.begin; first < mine.end; first += train_.micro_batch_size) {
       const int64_t rows = std::min<int64_t>(train_.micro_batch_size, mine.end - first);
@@ -410,9 +322,11 @@ absl::StatusOr<double> Engine::eval_loss() {
       for (int64_t r = 0; r < rows; ++r) {
         tokens[r].copy_(torch::tensor(data_->EvalSequence(first + r), torch::kInt).to(torch::kLong));
       }
+      tokens = tokens.to(device_);
       losses.narrow(0, first, rows).copy_(NextTokenLossPerSequence(model_->forward(tokens), tokens));
     }
     if (dp_->size() > 1) dp_->AllReduceSum(losses);
+    losses = losses.to(torch::kCPU);
   } catch (const std::exception& e) {
     return Explain(absl::UnavailableError(absl::StrCat("eval_loss: ", e.what())));
   }
@@ -428,10 +342,11 @@ absl::Status Engine::save_checkpoint(const std::string& dir) {
   if (membership_.dp_rank() == 0) {
     absl::StatusOr<TensorMap> model = GatherFullStateDict(*model_);
     TensorMap local_state;
-    const TensorMap state = optimizer_->State();
+    const TensorMap state = trainer_->optimizer().State();
     for (const char* kind : kStateKinds) {
-      const TensorMap tensors = std::string(kind) == "master" ? (dtype_ == Dtype::kFloat32 ? TensorMap() : masters_)
-                                                             : StateOfKind(state, kind);
+      const TensorMap tensors = std::string(kind) == "master"
+                                    ? (dtype_ == Dtype::kFloat32 ? TensorMap() : trainer_->masters())
+                                    : StateOfKind(state, kind);
       if (tensors.empty()) continue;
       absl::StatusOr<TensorMap> full = GatherFullTensors(*model_, tensors);
       if (!full.ok()) {
@@ -443,8 +358,8 @@ absl::Status Engine::save_checkpoint(const std::string& dir) {
     if (!model.ok()) status = model.status();
     if (status.ok() && membership_.rank == 0) {
       TrainerState trainer{step_,
-                           optimizer_->step_count(),
-                           loss_scale_,
+                           trainer_->optimizer().step_count(),
+                           trainer_->loss_scale(),
                            membership_.mesh.tp_size(),
                            membership_.world_size(),
                            std::string(ShortDtypeName(dtype_)),
@@ -453,7 +368,7 @@ absl::Status Engine::save_checkpoint(const std::string& dir) {
     }
   }
   // Nobody moves on (or exits) before the checkpoint is on disk; a failed write fails every rank.
-  torch::Tensor failed = torch::tensor({status.ok() ? 0.0f : 1.0f});
+  torch::Tensor failed = torch::tensor({status.ok() ? 0.0f : 1.0f}).to(device_);
   try {
     world_->AllReduceSum(failed);
   } catch (const std::exception& e) {
@@ -491,16 +406,17 @@ absl::Status Engine::load_checkpoint(const std::string& dir) {
     AddKind(*local, kind, &state);
   }
   const int64_t optimizer_steps = checkpoint->state ? checkpoint->state->optimizer_steps : 0;
-  if (absl::Status s = optimizer_->LoadState(state, optimizer_steps); !s.ok()) return InPhase("load_checkpoint", s);
-  torch::NoGradGuard no_grad;
-  for (auto& [name, master] : masters_) {
-    master.copy_(masters->at(name));
-    torch::Tensor& p = params_.at(name);
-    if (!p.is_same(master)) p.copy_(master);
+  if (absl::Status s = trainer_->optimizer().LoadState(state, optimizer_steps); !s.ok()) {
+    return InPhase("load_checkpoint", s);
   }
+  {
+    torch::NoGradGuard no_grad;
+    for (auto& [name, master] : trainer_->masters()) master.copy_(masters->at(name));
+  }
+  trainer_->CopyMastersToParams();
   if (checkpoint->state) {
     step_ = checkpoint->state->step;
-    loss_scale_ = checkpoint->state->loss_scale;
+    trainer_->set_loss_scale(checkpoint->state->loss_scale);
   }
   return absl::OkStatus();
 }

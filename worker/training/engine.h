@@ -34,7 +34,8 @@
 #include "worker/comm/communicator.h"
 #include "worker/comm/coordinator_store.h"
 #include "worker/model/llama_model.h"
-#include "worker/training/optimizer.h"
+#include "worker/training/device.h"
+#include "worker/training/train_step.h"
 
 namespace tpcoord {
 
@@ -48,7 +49,8 @@ struct LaunchConfig {
   Millis rejoin_timeout{30000};
   std::optional<int> rank;     // a requested rank (RANK, JOB_COMPLETION_INDEX); nullopt: assigned
   std::string host;            // reported to the coordinator; "" means this machine's host name
-  std::string backend = "gloo";  // "gloo" (CPU) or "nccl" (GPU)
+  DeviceChoice device;           // --device (device.h): the CPU unless it names a GPU
+  std::string backend = "gloo";  // "gloo" (CPU) or "nccl" (GPU): BackendFor(device, --backend)
   std::string gloo_interface;  // address Gloo listens on and advertises; "" means `host`
   std::string data;            // training data; overrides the config's tpcoord.data
   std::string worker_id;       // the same across this worker's generations; "" means a fresh one
@@ -86,14 +88,15 @@ class Launch {
 absl::StatusOr<LlamaModel> tp_model_init(LlamaModel model, int tp_size, Dtype dtype, Launch& launch,
                                          std::optional<std::vector<int>> tp_group = std::nullopt);
 
+// What a step returns at once, while the device may still be working on it: reading `loss` or `grad_norm`
+// (item<double>()) waits for the step to finish, so a caller reads them only when it prints.
 struct StepStats {
-  int64_t step = 0;        // optimizer steps done after this one
-  double loss = 0;         // mean next-token loss over the whole global batch
-  double grad_norm = 0;    // global L2 norm before clipping (spec §4.7 counting)
+  int64_t step = 0;         // optimizer steps done after this one
+  torch::Tensor loss;       // 0-dim, on the device: mean next-token loss over the whole global batch
+  torch::Tensor grad_norm;  // 0-dim, on the device: global L2 norm before clipping (spec §4.7); undefined if skipped
   double lr = 0;
-  double seconds = 0;      // wall time of the step
-  int64_t tokens = 0;      // tokens in the global batch
-  bool skipped = false;    // fp16 overflow: no update
+  int64_t tokens = 0;       // tokens in the global batch
+  bool skipped = false;     // fp16 overflow: no update
 };
 
 class Engine {
@@ -103,7 +106,8 @@ class Engine {
   Engine& operator=(const Engine&) = delete;
 
   // One optimizer step over train_batch_size sequences: micro-batches x gradient accumulation on each
-  // data-parallel rank, gradients averaged over the DP group, clipped, and applied. Every rank must call it.
+  // data-parallel rank, gradients averaged over the DP group, clipped, and applied (TrainStep). Every rank
+  // must call it. It returns as soon as the step is queued on the device.
   absl::StatusOr<StepStats> train_batch();
   // The mean loss over the held-out windows (all of them, or the first tpcoord.eval_windows), each scored
   // exactly once: the same number, up to TP rounding, at any TP and DP size and micro batch.
@@ -125,6 +129,11 @@ class Engine {
   const TrainConfig& train_config() const { return train_; }
   const std::string& merged_config() const { return merged_config_; }
   Dtype dtype() const { return dtype_; }
+  // Where this worker computes, chosen from --device once its rank was known.
+  const torch::Device& device() const { return device_; }
+  // How each communicator (world, TP, DP) was built: "nccl world (rank 0 of 2) from 1 unique id(s) brokered
+  // by the coordinator", "gloo tp/0 (rank 1 of 2) through the coordinator's store".
+  const std::vector<std::string>& communicators() const { return communicators_; }
   int64_t global_steps() const { return step_; }
   LlamaModel& model() { return model_; }
   // Why the job's generation ended, if the member session learned that it did.
@@ -140,10 +149,8 @@ class Engine {
   Engine(Launch& launch, LlamaModel model);
   absl::Status Setup(const std::string& ds_config_json, bool has_mpu);
 
-  // Per-step pieces.
-  torch::Tensor Batch(int64_t step, int micro_step) const;  // [micro, seq_len + 1] int64
-  void CopyGradsToMasters();
-  double ClipAndNorm();  // returns the norm before clipping
+  // [micro, seq_len + 1] int64 on the device: the micro batch `micro_step` of `step` for this DP rank.
+  torch::Tensor Batch(int64_t step, int micro_step) const;
   absl::Status Explain(absl::Status status) const;  // adds lost() to a collective failure
 
   Launch& launch_;
@@ -151,24 +158,21 @@ class Engine {
   std::string merged_config_;
   TrainConfig train_;
   Dtype dtype_ = Dtype::kFloat32;
+  torch::Device device_{torch::kCPU};
   std::unique_ptr<MemberSession> session_;
   std::atomic<bool> leaving_{false};  // Abandon runs: the generation's end is this worker's own doing
   mutable std::mutex lost_mu_;
   mutable std::condition_variable lost_cv_;
   std::optional<std::string> lost_;
   c10::intrusive_ptr<CoordinatorStore> store_;
+  std::vector<std::string> communicators_;
   std::unique_ptr<Communicator> world_;
   std::unique_ptr<Communicator> tp_;
   std::unique_ptr<Communicator> dp_;
   LlamaModel model_;
-  TensorMap params_;        // the model's parameters (shards), Hugging Face names
-  TensorMap masters_;       // fp32 masters: the parameters themselves in fp32 runs, copies otherwise
-  TensorMap partitioned_;   // the subset of masters_ that is TP-partitioned
-  std::unique_ptr<Optimizer> optimizer_;
+  std::unique_ptr<TrainStep> trainer_;
   std::optional<TokenData> data_;
   int64_t step_ = 0;
-  double loss_scale_ = 1.0;  // fp16 only
-  int good_steps_ = 0;
   bool finished_ = false;
 };
 

@@ -98,7 +98,7 @@ absl::Status Optimizer::LoadState(const TensorMap& state, int64_t step_count) {
       problems.push_back(absl::StrCat(key, " (shape [", absl::StrJoin(t.sizes(), ", "), "], parameter [",
                                       absl::StrJoin(p->second.sizes(), ", "), "])"));
     } else {
-      (*target)[name] = t.to(torch::kFloat32).contiguous().clone();
+      (*target)[name] = t.to(p->second.device(), torch::kFloat32).contiguous().clone();  // beside its parameter
     }
   }
   if (!problems.empty()) {
