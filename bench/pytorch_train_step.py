@@ -25,10 +25,10 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 PRESETS = {  # worker/model/llama_model.cc, LlamaConfig::Preset
-    "tiny": dict(hidden=64, layers=2, heads=4, kv_heads=2, intermediate=172),
-    "small": dict(hidden=256, layers=4, heads=8, kv_heads=4, intermediate=688),
+    "tiny": dict(hidden=64, layers=2, heads=4, kv_heads=2, intermediate=172, vocab=256),
+    "small": dict(hidden=256, layers=4, heads=8, kv_heads=4, intermediate=688, vocab=256),
+    "350m": dict(hidden=1024, layers=24, heads=16, kv_heads=8, intermediate=2816, vocab=32000),
 }
-VOCAB = 256
 
 
 class RMSNorm(torch.nn.Module):
@@ -82,22 +82,22 @@ class Layer(torch.nn.Module):
 class Llama(torch.nn.Module):
     def __init__(self, c):
         super().__init__()
-        self.embed_tokens = torch.nn.Embedding(VOCAB, c["hidden"])
+        self.embed_tokens = torch.nn.Embedding(c["vocab"], c["hidden"])
         self.layers = torch.nn.ModuleList(Layer(c) for _ in range(c["layers"]))
         self.norm = RMSNorm(c["hidden"])
-        self.lm_head = torch.nn.Linear(c["hidden"], VOCAB, bias=False)
+        self.lm_head = torch.nn.Linear(c["hidden"], c["vocab"], bias=False)
         self.head_dim = c["hidden"] // c["heads"]
         for p in self.parameters():
             if p.dim() == 2:
                 torch.nn.init.normal_(p, std=0.02)
 
     def forward(self, tokens):
-        s = tokens.shape[1]
-        inv_freq = 1.0 / (10000.0 ** (torch.arange(0, self.head_dim, 2).float() / self.head_dim))
-        freqs = torch.outer(torch.arange(s).float(), inv_freq)
+        s, device = tokens.shape[1], tokens.device
+        inv_freq = 1.0 / (10000.0 ** (torch.arange(0, self.head_dim, 2, device=device).float() / self.head_dim))
+        freqs = torch.outer(torch.arange(s, device=device).float(), inv_freq)
         emb = torch.cat((freqs, freqs), dim=-1)
         cos, sin = emb.cos()[None, None], emb.sin()[None, None]
-        mask = torch.full((s, s), float("-inf")).triu(1)
+        mask = torch.full((s, s), float("-inf"), device=device).triu(1)
         x = self.embed_tokens(tokens)
         for layer in self.layers:
             x = layer(x, cos, sin, mask)
@@ -110,19 +110,24 @@ def main():
     parser.add_argument("--seq-len", type=int, default=128)
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--bf16", action="store_true", help="autocast to bf16 (fp32 weights, as tp-worker's masters)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.set_num_interop_threads(1)
     torch.manual_seed(1234)
-    model = Llama(PRESETS[args.preset])
+    config = PRESETS[args.preset]
+    vocab = config["vocab"]
+    model = Llama(config).to(args.device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=0.001, weight_decay=0.01)
-    data = torch.randint(0, VOCAB, (args.steps, 8, args.seq_len + 1))
+    data = torch.randint(0, vocab, (args.steps, 8, args.seq_len + 1), device=args.device)
     times = []
     for step in range(args.steps):
         start = time.perf_counter()
         tokens = data[step]
-        logits = model(tokens[:, :-1])
-        loss = F.cross_entropy(logits.reshape(-1, VOCAB).float(), tokens[:, 1:].reshape(-1))
+        with torch.autocast(device_type=args.device.split(":")[0], dtype=torch.bfloat16, enabled=args.bf16):
+            logits = model(tokens[:, :-1])
+        loss = F.cross_entropy(logits.reshape(-1, vocab).float(), tokens[:, 1:].reshape(-1))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), float("inf"))

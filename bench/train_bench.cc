@@ -1,9 +1,11 @@
 // train_bench: training throughput of real tp-worker processes on this machine's CPUs, for TP=1 on one and
 // on every core, TP=2 and TP=2 x DP=2 on one fixed model, against PyTorch training the same model
 // (bench/pytorch_train_step.py) and the machine's fp32 GEMM rate, all measured in the same run, with the
-// model FLOPs utilisation that follows and the fastest shape.
+// model FLOPs utilisation that follows and the fastest shape. With --device cuda: bf16 jobs on the GPUs, with
+// tokens/s and MFU against the GPU's peak (GpuMain).
 //
 //   build/bench/train_bench [--preset small] [--steps 20] [--seq-len 128] [--threads N] [--repeats 3]
+//   build/bench/train_bench --device cuda --preset 350m --seq-len 1024 [--python python3]
 //
 // Each configuration is a real job: a tp-coordinator process and W tp-worker processes (Gloo on loopback),
 // 8 sequences of --seq-len tokens per optimizer step. Step times are rank 0's, averaged over the steps after
@@ -30,6 +32,7 @@
 #include "tests/support/subprocess.h"
 #include "worker/model/llama_model.h"
 #include "worker/training/compute_threads.h"
+#include "worker/training/device.h"
 
 ABSL_FLAG(std::string, preset, "small", "Llama preset");
 ABSL_FLAG(int, steps, 20, "optimizer steps per configuration");
@@ -37,6 +40,10 @@ ABSL_FLAG(int, seq_len, 128, "tokens per sequence");
 ABSL_FLAG(int, threads, 0, "threads of the multi-threaded TP=1 shape (0: one per core)");
 ABSL_FLAG(int, repeats, 3, "interleaved runs of every shape; the median is printed");
 ABSL_FLAG(bool, pytorch, true, "also run bench/pytorch_train_step.py (Debian's python3-torch) as the baseline");
+ABSL_FLAG(std::string, device, "cpu",
+          "cpu, or cuda: bf16 jobs on the visible GPUs (TP=1 on one, TP over all), MFU against the GPU's peak "
+          "dense bf16 FLOP/s, and PyTorch with bf16 autocast on one GPU");
+ABSL_FLAG(std::string, python, "/usr/bin/python3", "the python3 with torch for the baseline");
 
 namespace tpcoord {
 namespace {
@@ -73,13 +80,15 @@ struct Run {
   std::string error;
 };
 
+bool OnGpu() { return absl::GetFlag(FLAGS_device) == "cuda"; }
+
 Run RunJob(const std::string& dir, const std::string& name, int world, int tp, int steps, int seq_len, int threads) {
   Run run;
   const std::string config = absl::StrCat(dir, "/", name, ".json");
   std::ofstream(config) << absl::StrFormat(
       R"({"train_batch_size": 8, "steps_per_print": 1, "optimizer": {"type": "AdamW", "params": {"lr": 0.001}},)"
-      R"( "tpcoord": {"steps": %d, "seq_len": %d, "eval_windows": 8}})",
-      steps, seq_len);
+      R"( %s"tpcoord": {"steps": %d, "seq_len": %d, "eval_windows": 8}})",
+      OnGpu() ? R"("bf16": {"enabled": true}, )" : "", steps, seq_len);
   auto coordinator = testing::Subprocess::Start({testing::BinPath("coordinator/tp-coordinator"), "--listen",
                                                  "127.0.0.1:0", "--state-dir", dir + "/state-" + name});
   if (!coordinator.ok()) return {0, 0, std::string(coordinator.status().message())};
@@ -92,8 +101,13 @@ Run RunJob(const std::string& dir, const std::string& name, int world, int tp, i
         {testing::BinPath("worker/tp-worker"), "--coordinator", address, "--job", name, "--world-size",
          std::to_string(world), "--rank", std::to_string(rank), "--tp-size", std::to_string(tp), "--host", "127.0.0.1",
          "--config", config, "--random-init", absl::GetFlag(FLAGS_preset), "--data",
-         absl::StrCat(TPCOORD_SOURCE_DIR, "/deploy/data/public_domain.txt"), "--threads", std::to_string(threads)},
-        testing::TokenEnv());
+         absl::StrCat(TPCOORD_SOURCE_DIR, "/deploy/data/public_domain.txt"), "--threads", std::to_string(threads),
+         "--device", OnGpu() ? "cuda" : "cpu"},
+        [rank] {
+          std::map<std::string, std::string> env = testing::TokenEnv();
+          env["LOCAL_RANK"] = std::to_string(rank);  // one GPU per worker, as tp-agent and torchrun set it
+          return env;
+        }());
     if (!worker.ok()) return {0, 0, std::string(worker.status().message())};
     workers.push_back(*std::move(worker));
   }
@@ -118,9 +132,12 @@ Run RunJob(const std::string& dir, const std::string& name, int world, int tp, i
 
 // PyTorch's step time for the same model, batch and optimizer (bench/pytorch_train_step.py), or an error.
 Run RunPyTorch(int steps, int seq_len, int threads) {
-  auto python = testing::Subprocess::Start({"/usr/bin/python3", absl::StrCat(TPCOORD_SOURCE_DIR, "/bench/pytorch_train_step.py"),
-                                            "--preset", absl::GetFlag(FLAGS_preset), "--seq-len", std::to_string(seq_len),
-                                            "--steps", std::to_string(steps), "--threads", std::to_string(threads)});
+  std::vector<std::string> argv = {absl::GetFlag(FLAGS_python),
+                                   absl::StrCat(TPCOORD_SOURCE_DIR, "/bench/pytorch_train_step.py"), "--preset",
+                                   absl::GetFlag(FLAGS_preset), "--seq-len", std::to_string(seq_len), "--steps",
+                                   std::to_string(steps), "--threads", std::to_string(threads)};
+  if (OnGpu()) argv.insert(argv.end(), {"--device", "cuda", "--bf16"});
+  auto python = testing::Subprocess::Start(argv);
   if (!python.ok()) return {0, 0, std::string(python.status().message())};
   if ((*python)->Wait(std::chrono::minutes(20)).value_or(-1) != 0) return {0, 0, (*python)->Stderr()};
   Run run;
@@ -139,6 +156,60 @@ double Median(std::vector<double> v) {
   return v.size() % 2 ? v[v.size() / 2] : (v[v.size() / 2 - 1] + v[v.size() / 2]) / 2;
 }
 
+// On the visible GPUs: bf16 tp-worker jobs, TP=1 on one GPU and (with several) TP over all of them, and
+// PyTorch with bf16 autocast on one; tokens/s and MFU against the GPU's peak dense bf16 FLOP/s, 6 N per token
+// (as tp-worker's own summary) and with attention's.
+int GpuMain(const LlamaConfig& config, int steps, int seq_len, int repeats) {
+  const int gpus = static_cast<int>(torch::cuda::device_count());
+  const std::optional<PeakFlops> peak = PeakBf16Flops(torch::Device(torch::kCUDA, 0));
+  if (gpus == 0 || !peak) {
+    std::fprintf(stderr, "train_bench --device cuda: %s\n", TorchBuildDescription().c_str());
+    return 2;
+  }
+  const double six_n = 6.0 * static_cast<double>(config.ParameterCount());
+  const double with_attention = FlopsPerToken(config, seq_len);
+  std::printf("train_bench: preset %s (%.0f M parameters), bf16, 8 x %d tokens per step, %d steps, %d x %s "
+              "(peak %.0f TFLOP/s dense bf16 each), median of %d runs\n",
+              absl::GetFlag(FLAGS_preset).c_str(), config.ParameterCount() / 1e6, seq_len, steps, gpus,
+              peak->gpu.c_str(), peak->bf16_dense / 1e12, repeats);
+  const std::string dir = testing::MakeTempDir("train-bench-gpu");
+  std::vector<std::pair<std::string, int>> shapes = {{"tp1 1 GPU", 1}};
+  if (gpus > 1) shapes.push_back({absl::StrCat("tp", gpus, " ", gpus, " GPUs"), gpus});
+  int failures = 0;
+  auto report = [&](const std::string& name, int used, const std::vector<double>& ms, const std::string& error) {
+    if (!error.empty()) {
+      std::printf("  %-20s FAILED: %s\n", name.c_str(), error.c_str());
+      return;
+    }
+    const double tokens_per_s = 8.0 * seq_len / (Median(ms) / 1e3);
+    std::printf("  %-20s %9.0f tokens/s  %7.1f ms/step  MFU %4.1f%% (6N), %4.1f%% with attention, of %d GPU(s)\n",
+                name.c_str(), tokens_per_s, Median(ms), 100 * six_n * tokens_per_s / (peak->bf16_dense * used),
+                100 * with_attention * tokens_per_s / (peak->bf16_dense * used), used);
+  };
+  for (const auto& [name, world] : shapes) {
+    std::vector<double> ms;
+    std::string error;
+    for (int r = 0; r < repeats && error.empty(); ++r) {
+      const Run run = RunJob(dir, absl::StrCat("g", world, "-", r), world, world, steps, seq_len, 1);
+      if (run.error.empty()) ms.push_back(run.step_ms);
+      else error = run.error;
+    }
+    failures += error.empty() ? 0 : 1;
+    report(name, world, ms, error);
+  }
+  if (absl::GetFlag(FLAGS_pytorch)) {
+    std::vector<double> ms;
+    std::string error;
+    for (int r = 0; r < repeats && error.empty(); ++r) {
+      const Run run = RunPyTorch(steps, seq_len, 1);
+      if (run.error.empty()) ms.push_back(run.step_ms);
+      else error = run.error;
+    }
+    report("PyTorch 1 GPU", 1, ms, error);
+  }
+  return failures == 0 ? 0 : 1;
+}
+
 int Main() {
   const int cores = static_cast<int>(std::thread::hardware_concurrency());
   const int threads = absl::GetFlag(FLAGS_threads) > 0 ? absl::GetFlag(FLAGS_threads) : cores;
@@ -150,6 +221,7 @@ int Main() {
     std::fprintf(stderr, "%s\n", std::string(config.status().message()).c_str());
     return 2;
   }
+  if (OnGpu()) return GpuMain(*config, steps, seq_len, repeats);
   const double gemm_1 = GemmGflops(1024, 1);
   const double gemm_all = GemmGflops(1024, cores);
   const double flops_per_token = FlopsPerToken(*config, seq_len);
@@ -157,7 +229,7 @@ int Main() {
               "median of %d interleaved runs\n",
               absl::GetFlag(FLAGS_preset).c_str(), static_cast<long long>(config->hidden_size),
               static_cast<long long>(config->num_hidden_layers), seq_len, steps, cores, repeats);
-  std::printf("  %s\n", BlasDescription().c_str());
+  std::printf("  %s\n", DeviceDescription(torch::kCPU).c_str());
   std::printf("  fp32 GEMM 1024^3: %.1f GFLOP/s on 1 thread, %.1f GFLOP/s on %d threads; model %.1f MFLOP per token\n",
               gemm_1, gemm_all, cores, flops_per_token / 1e6);
   const std::string dir = testing::MakeTempDir("train-bench");

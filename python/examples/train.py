@@ -91,11 +91,11 @@ def batch(step, dp_rank, size, d_in, d_out, seed):
     return x, torch.tanh(x @ w.t())
 
 
-def check_groups(member, tp_group, dp_group):
+def check_groups(member, tp_group, dp_group, device):
     """Every group all-reduces what its ranks should add up to."""
     for name, group, ranks in (("tp", tp_group, member.tp_group_ranks), ("dp", dp_group, member.dp_group_ranks),
                                ("world", None, list(range(member.world_size)))):
-        t = torch.tensor([float(member.rank)])
+        t = torch.tensor([float(member.rank)], device=device)
         dist.all_reduce(t, group=group)
         if t.item() != sum(ranks):
             raise RuntimeError("all-reduce over the %s group %s gave %s, not %s" % (name, ranks, t.item(), sum(ranks)))
@@ -111,17 +111,22 @@ def train(args, tp):
                           "tensor_parallel": config["tensor_parallel"]}), flush=True)
         # A collective waits for a frozen peer this long before it fails (and the member's verdict names it).
         timeout = datetime.timedelta(seconds=args.timeout)
-        dist.init_process_group("gloo", store=member.store(), rank=member.rank, world_size=member.world_size,
+        device = torch.device(args.device or ("cuda:%d" % (member.rank % torch.cuda.device_count())
+                                              if args.backend == "nccl" else "cpu"))
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        dist.init_process_group(args.backend, store=member.store(), rank=member.rank, world_size=member.world_size,
                                 timeout=timeout)
         tp_group, dp_group = member.new_groups(timeout=timeout)
-        check_groups(member, tp_group, dp_group)
+        check_groups(member, tp_group, dp_group, device)
 
-        model = ParallelMLP(args.d_in, args.hidden, args.d_out, args.seed, member.tp_rank, member.tp_size, tp_group)
+        model = ParallelMLP(args.d_in, args.hidden, args.d_out, args.seed, member.tp_rank, member.tp_size,
+                            tp_group).to(device)
         optimizer = torch.optim.SGD(model.parameters(), lr=config["optimizer"]["params"]["lr"])
         micro = config["train_micro_batch_size_per_gpu"]
         for step in range(1, args.steps + 1):
             member.check()  # the generation ended (a peer died or hung): GenerationEnded names it
-            x, y = batch(step, member.dp_rank, micro, args.d_in, args.d_out, args.seed)
+            x, y = (t.to(device) for t in batch(step, member.dp_rank, micro, args.d_in, args.d_out, args.seed))
             loss = torch.nn.functional.mse_loss(model(x), y)
             optimizer.zero_grad()
             loss.backward()
@@ -134,7 +139,7 @@ def train(args, tp):
             mean_loss = loss.detach().clone()
             dist.all_reduce(mean_loss, group=dp_group)
             mean_loss = mean_loss.item() / member.dp_size
-            digest = hashlib.sha256(torch.cat(grads).numpy().tobytes()).hexdigest()[:16]
+            digest = hashlib.sha256(torch.cat(grads).cpu().numpy().tobytes()).hexdigest()[:16]
             print(json.dumps({"rank": member.rank, "step": step, "loss": mean_loss, "grads": digest}), flush=True)
             if member.rank == 0:
                 member.report_progress(step, mean_loss, total_steps=args.steps)
@@ -161,6 +166,8 @@ def main():
     parser.add_argument("--hidden", type=int, default=64)
     parser.add_argument("--d-out", type=int, default=8)
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--backend", default="gloo", help="gloo (CPU), or nccl (GPUs)")
+    parser.add_argument("--device", default=None, help="default: cpu for gloo, cuda:RANK %% GPUs for nccl")
     args = parser.parse_args()
     torch.set_num_threads(1)
     try:
