@@ -3,7 +3,7 @@
 # C++ compiler, CMake, ninja and pip's PyTorch, but no package registry.
 #
 #   deploy/gpu-check.sh --fetch DIR   on a Debian 12 machine with its registry: downloads (apt-get download)
-#                                     the .deb files the build needs into DIR (31 packages, about 22 MiB; copy DIR over)
+#                                     the .deb files the build needs into DIR (34 packages, about 22 MiB; copy DIR over)
 #   deploy/gpu-check.sh DIR           on the GPU machine: unpacks DIR into a private prefix (dpkg -x, never
 #                                     into /), builds tp-coordinator, tpctl and tp-worker against that
 #                                     machine's PyTorch, starts a coordinator and runs the checks on GPU 0
