@@ -29,7 +29,7 @@
 #include "common/process_init.h"
 #include "tests/support/coordinator_process.h"
 #include "tests/support/etcd_cluster.h"
-#include "worker/client/coordinator_client.h"
+#include "client/coordinator_client.h"
 
 ABSL_FLAG(int, trials, 5, "failovers per configuration");
 ABSL_FLAG(std::string, leader_lease, "2s,3s", "comma-separated --leader-lease values to measure");

@@ -49,19 +49,20 @@
 #include "common/log_line.h"
 #include "common/process_init.h"
 #include "common/secrets.h"
-#include "coordinator/coordinator_service.h"
-#include "coordinator/etcd_connection.h"
-#include "coordinator/etcd_state_store.h"
-#include "coordinator/job_registry.h"
-#include "coordinator/job_storage.h"
-#include "coordinator/leader_election.h"
-#include "coordinator/metrics.h"
-#include "coordinator/ops_endpoint.h"
-#include "coordinator/rpc_metrics.h"
-#include "coordinator/standby_service.h"
-#include "coordinator/state_committer.h"
-#include "coordinator/state_dir.h"
-#include "coordinator/timer_queue.h"
+#include "coordinator/rpc/coordinator_service.h"
+#include "coordinator/ha/etcd_connection.h"
+#include "coordinator/ha/etcd_state_store.h"
+#include "coordinator/job/job_registry.h"
+#include "coordinator/store/job_storage.h"
+#include "coordinator/ha/leader_election.h"
+#include "coordinator/job/metrics.h"
+#include "coordinator/ops/ops_endpoint.h"
+#include "coordinator/rpc/rpc_metrics.h"
+#include "coordinator/ha/standby_service.h"
+#include "coordinator/store/state_committer.h"
+#include "coordinator/store/state_dir.h"
+#include "coordinator/store/timed_state_store.h"
+#include "coordinator/job/timer_queue.h"
 
 ABSL_FLAG(std::string, listen, "127.0.0.1:50051",
           "address to serve on; port 0 picks a free port. Other than loopback it needs TLS (or --allow-insecure)");
@@ -425,7 +426,8 @@ int main(int argc, char** argv) {
     store = state_dir->store();
     state_where = state_dir->database_path();
   }
-  tpcoord::TimedStateStore timed_store(store, &metrics);
+  tpcoord::TimedStateStore timed_store(
+      store, [](double seconds, const absl::Status& status) { metrics.StateWritten(seconds, status); });
 
   // Declared in the order they depend on each other, so that they are destroyed in the reverse one. The
   // quota outlives the timer thread: a deadline callback may hold the last reference to a Job, whose store

@@ -17,8 +17,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/secrets.h"
-#include "coordinator/job.h"
-#include "coordinator/job_storage.h"
+#include "coordinator/job/job.h"
+#include "coordinator/store/job_storage.h"
 #include "tests/support/failing_state_store.h"
 
 namespace tpcoord {

@@ -8,8 +8,8 @@
 #include <google/protobuf/stubs/logging.h>
 
 #include "common/secrets.h"
-#include "coordinator/caller.h"
-#include "coordinator/request_checks.h"
+#include "coordinator/job/caller.h"
+#include "coordinator/rpc/request_checks.h"
 
 namespace {
 

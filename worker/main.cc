@@ -41,7 +41,7 @@
 #include "common/ds_config.h"
 #include "common/log_line.h"
 #include "common/process_init.h"
-#include "worker/client/client_flags.h"
+#include "client/client_flags.h"
 #include "worker/model/safetensors.h"
 #include "worker/training/checkpoint.h"
 #include "worker/training/compute_threads.h"

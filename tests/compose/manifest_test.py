@@ -63,7 +63,7 @@ def interpolate(value):
 def env_names_read_by_binaries():
     """Every TPCOORD_* (and torchrun-style) variable name that tp-worker or tpctl reads."""
     names = set()
-    for path in ("worker/main.cc", "worker/client/credentials.cc", "coordinator/tpctl.cc"):
+    for path in ("worker/main.cc", "client/credentials.cc", "coordinator/tpctl/tpctl.cc"):
         names |= set(re.findall(r'"((?:TPCOORD_|RANK\b|WORLD_SIZE\b|JOB_COMPLETION_INDEX\b)[A-Z_]*)"', read(path)))
     return names
 

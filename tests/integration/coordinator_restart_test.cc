@@ -12,7 +12,7 @@
 #include <thread>
 
 #include "absl/strings/match.h"
-#include "coordinator/state_store.h"
+#include "coordinator/store/state_store.h"
 #include "tests/support/coordinator_process.h"
 
 namespace tpcoord {

@@ -18,12 +18,12 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
-#include "coordinator/etcd_connection.h"
-#include "coordinator/etcd_state_store.h"
-#include "coordinator/leader_election.h"
+#include "coordinator/ha/etcd_connection.h"
+#include "coordinator/ha/etcd_state_store.h"
+#include "coordinator/ha/leader_election.h"
 #include "tests/support/coordinator_process.h"
 #include "tests/support/etcd_cluster.h"
-#include "worker/client/coordinator_client.h"
+#include "client/coordinator_client.h"
 
 namespace tpcoord {
 namespace {

@@ -12,7 +12,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
-#include "coordinator/etcd_connection.h"
+#include "coordinator/ha/etcd_connection.h"
 
 namespace tpcoord::testing {
 namespace {

@@ -9,7 +9,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "coordinator/etcd_connection.h"
+#include "coordinator/ha/etcd_connection.h"
 #include "tests/support/subprocess.h"
 
 namespace tpcoord::testing {

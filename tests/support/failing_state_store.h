@@ -8,7 +8,7 @@
 
 #include "absl/status/status.h"
 #include "common/mutex.h"
-#include "coordinator/state_store.h"
+#include "coordinator/store/state_store.h"
 
 namespace tpcoord::testing {
 

@@ -1,7 +1,7 @@
 // The client library's public face: its headers name no gRPC, LibTorch or NCCL type (checked as this file
 // compiles), and a tool that asks once hears at once that no coordinator serves.
-#include "worker/client/coordinator_client.h"
-#include "worker/client/member_session.h"
+#include "client/coordinator_client.h"
+#include "client/member_session.h"
 
 #if defined(GRPCPP_GRPCPP_H) || defined(GRPCPP_CHANNEL_H) || defined(GRPCPP_CLIENT_CONTEXT_H) || \
     defined(GRPCPP_SUPPORT_STATUS_H)

@@ -2,7 +2,7 @@
 #include <gtest/gtest.h>
 
 #include "absl/strings/match.h"
-#include "coordinator/etcd_connection.h"
+#include "coordinator/ha/etcd_connection.h"
 
 namespace tpcoord {
 namespace {

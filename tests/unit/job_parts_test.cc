@@ -6,12 +6,12 @@
 
 #include <future>
 
-#include "coordinator/barrier_set.h"
-#include "coordinator/config_agreement.h"
-#include "coordinator/key_value_store.h"
-#include "coordinator/lease_monitor.h"
-#include "coordinator/parked_calls.h"
-#include "coordinator/unique_id_table.h"
+#include "coordinator/job/barrier_set.h"
+#include "coordinator/job/config_agreement.h"
+#include "coordinator/job/key_value_store.h"
+#include "coordinator/job/lease_monitor.h"
+#include "coordinator/job/parked_calls.h"
+#include "coordinator/job/unique_id_table.h"
 
 namespace tpcoord {
 namespace {

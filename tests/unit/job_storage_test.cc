@@ -1,6 +1,6 @@
 // A job's durable state is written under its keys and read back whole; entries that cannot be decoded or
 // contradict each other are DATA_LOSS naming the job and the key.
-#include "coordinator/job_storage.h"
+#include "coordinator/store/job_storage.h"
 
 #include <gtest/gtest.h>
 

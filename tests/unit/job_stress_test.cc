@@ -11,7 +11,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/secrets.h"
-#include "coordinator/job.h"
+#include "coordinator/job/job.h"
 
 namespace tpcoord {
 namespace {

@@ -2,7 +2,7 @@
 // and config agreement, Join and rank assignment, unique IDs, the key-value store, barriers, leases,
 // generations, restarts that the job's members cannot see, failed writes that change nothing, group commit,
 // deletion and expiry.
-#include "coordinator/job.h"
+#include "coordinator/job/job.h"
 
 #include <gtest/gtest.h>
 

@@ -1,6 +1,6 @@
 // A job's progress: the latest report, and a loss curve that stays within kMaxProgressPoints by thinning
 // itself evenly, and that a resumed run rewrites from where it resumed.
-#include "coordinator/progress_history.h"
+#include "coordinator/job/progress_history.h"
 
 #include <gtest/gtest.h>
 

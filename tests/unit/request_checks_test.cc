@@ -1,6 +1,6 @@
 // Every RPC's request check: what it accepts, and the INVALID_ARGUMENT (naming job, field and value) for
 // what it does not.
-#include "coordinator/request_checks.h"
+#include "coordinator/rpc/request_checks.h"
 
 #include <gtest/gtest.h>
 

@@ -5,7 +5,7 @@
 #include <filesystem>
 #include <fstream>
 
-#include "coordinator/state_store.h"
+#include "coordinator/store/state_store.h"
 
 namespace tpcoord {
 namespace {

@@ -1,6 +1,6 @@
 // Group commit: submissions are written in order, concurrent ones share a transaction, and a submission
 // that cannot be written fails alone.
-#include "coordinator/state_committer.h"
+#include "coordinator/store/state_committer.h"
 
 #include <gtest/gtest.h>
 

@@ -1,6 +1,6 @@
 // The state directory refuses to start when its database went missing, was emptied, or was swapped for
 // another; a new directory gets an identity, and a second coordinator is locked out.
-#include "coordinator/state_dir.h"
+#include "coordinator/store/state_dir.h"
 
 #include <gtest/gtest.h>
 

@@ -1,5 +1,5 @@
 // The status page: one row per job, an SVG curve with one point per finite loss, and every text escaped.
-#include "coordinator/status_page.h"
+#include "coordinator/ops/status_page.h"
 
 #include <gtest/gtest.h>
 

@@ -1,4 +1,4 @@
-#include "coordinator/timer_queue.h"
+#include "coordinator/job/timer_queue.h"
 
 #include <gtest/gtest.h>
 

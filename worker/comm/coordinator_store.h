@@ -14,7 +14,7 @@
 #include <torch/csrc/distributed/c10d/Store.hpp>
 #include <torch/version.h>
 
-#include "worker/client/coordinator_client.h"
+#include "client/coordinator_client.h"
 
 namespace tpcoord {
 

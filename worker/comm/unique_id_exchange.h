@@ -10,8 +10,8 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "worker/client/coordinator_client.h"
-#include "worker/client/member_session.h"
+#include "client/coordinator_client.h"
+#include "client/member_session.h"
 
 namespace tpcoord {
 

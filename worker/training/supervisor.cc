@@ -15,7 +15,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/host_name.h"
-#include "worker/client/coordinator_client.h"
+#include "client/coordinator_client.h"
 #include "worker/training/exit_codes.h"
 
 namespace tpcoord {

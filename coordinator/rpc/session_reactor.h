@@ -1,0 +1,32 @@
+// A member's session (coordinator.proto, Session): one stream that carries a worker's whole rendezvous as
+// calls, its heartbeats, and its generation's end.
+//
+// A call's steps run one after the other through MemberCalls, exactly as the unary RPCs would run them;
+// calls run concurrently with each other and with heartbeats. Once a join step is answered (or a first
+// heartbeat names an existing member), the stream is that member's session in its job (Job::OpenSession):
+// the job ends the stream with the generation, and a stream that ends from the client's side is the member
+// gone (Job::CloseSession decides whether that ends the generation). A call still waiting when the stream
+// ends is cancelled in its job.
+//
+// Answers go out in the order they are made, one write at a time; the stream finishes once the writes
+// queued before its end are out.
+#ifndef TPCOORD_COORDINATOR_RPC_SESSION_REACTOR_H_
+#define TPCOORD_COORDINATOR_RPC_SESSION_REACTOR_H_
+
+#include <grpcpp/grpcpp.h>
+
+#include <string>
+
+#include "coordinator/rpc/member_calls.h"
+
+namespace tpcoord {
+
+// Serves one Session stream; gRPC owns the reactor and it frees itself once done. `calls` must outlive every
+// session.
+grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>* StartSession(grpc::CallbackServerContext* ctx,
+                                                                           const MemberCalls* calls,
+                                                                           const std::string& admin_token_sha256);
+
+}  // namespace tpcoord
+
+#endif  // TPCOORD_COORDINATOR_RPC_SESSION_REACTOR_H_
