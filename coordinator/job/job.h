@@ -13,7 +13,7 @@
 // must also carry the member key that rank joined with, and store calls the key of some member: holding the
 // job's token is not enough to speak for another worker.
 //
-// How state changes (the one commit path, Mutate):
+// How state changes (the one commit path, Mutate, over commit_queue.h):
 //   - A change is decided under the mutex against the job's current state. If it needs durable writes, they
 //     go to the StateCommitter, and the change is applied in memory, and answered, only once they are on
 //     disk. A write that fails answers its error and changes nothing: memory never holds what the store
@@ -53,6 +53,7 @@
 #include "common/tp_init_args.h"
 #include "common/log_line.h"
 #include "coordinator/job/caller.h"
+#include "coordinator/job/commit_queue.h"
 #include "coordinator/job/completions.h"
 #include "coordinator/store/job_storage.h"
 #include "coordinator/job/job_view.h"
@@ -214,28 +215,35 @@ class Job : public std::enable_shared_from_this<Job> {
   void Shutdown();
 
  private:
+  // Where Job's members are defined, by concern (as etcd spreads EtcdServer's):
+  //   job.cc             lifecycle: the commit path's ends, restore, shutdown, the header, delete and expire
+  //   job_admission.cc   who may do what (the checks every call makes first)
+  //   job_config.cc      Create, tp_model_init's record, the config merge
+  //   job_join.cc        Join (a JoinPlan), seating a world, shrinking, the generation lifecycle
+  //   job_parked.cc      parked calls: park, cancel, expire, and each kind's behaviour side by side
+  //   job_unique_ids.cc  publishing and getting NCCL unique IDs
+  //   job_store.cc       the key-value store
+  //   job_membership.cc  barriers, heartbeats, sessions, leases, leaving
+  //   job_view.cc        phase timings, what is missing, the operator's view
+  // over commit_queue.h (the one commit path) and job_internal.h (Member, Generation).
   struct Member;
   struct Generation;
-  // What the batches on their way to disk hold: a change that touches any of it waits until they are applied.
-  struct Held {
-    std::multiset<std::string> items;
-    int whole_jobs = 0;
-  };
-  class Batch;
-  struct Decision;
-  struct Mutation;
-  using Decide = std::function<Decision(Batch&)>;
+  struct JoinPlan;
+  using Batch = CommitQueue::Batch;
+  using Decision = CommitQueue::Decision;
+  using Decide = CommitQueue::Decide;
   using Clock = TimerQueue::Clock;
 
-  // The commit path: `decide` runs under the lock once every earlier change is applied; a call that the job
-  // cannot serve, or whose decide throws, is answered through `done`.
+  // The commit path (commit_queue.h): `decide` runs under the lock once every earlier change is applied; a
+  // call that the job cannot serve, or whose decide throws, is answered through `done`.
   template <typename T>
   void Mutate(Done<T> done, Decide decide) ABSL_LOCKS_EXCLUDED(mu_);
   void Mutate(StatusDone done, Decide decide) ABSL_LOCKS_EXCLUDED(mu_);
-  void Enqueue(std::unique_ptr<Mutation> mutation) ABSL_LOCKS_EXCLUDED(mu_);
+  void Enqueue(Decide decide, CommitQueue::AnswerError answer_error) ABSL_LOCKS_EXCLUDED(mu_);
   Decision Rejected(absl::Status status) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Decides what can be decided now and sends what must be written to the committer.
   void Drain(Completions& done) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void Written(const absl::Status& status, std::vector<Decision> batch) ABSL_LOCKS_EXCLUDED(mu_);
+  void Written(const absl::Status& status) ABSL_LOCKS_EXCLUDED(mu_);
   // An unborn job that nothing refers to any more is gone.
   void MaybeGone(Completions& done) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Whether calls are served at all: NOT_FOUND once gone, UNAVAILABLE once stopping, DATA_LOSS if corrupt.
@@ -258,9 +266,16 @@ class Job : public std::enable_shared_from_this<Job> {
   // The one way header_ changes while serving: also keeps history_ and counts the generation's transitions.
   void ApplyHeader(const JobHeader& header) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
-  // The generation lifecycle.
-  Decision DecideJoin(Batch& batch, const Caller& caller, const JoinArgs& args, uint64_t call, Millis wait,
-                      Done<Assignment> done) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The generation lifecycle. A Join is decided into a plan (the writes it needs are in `batch`), and the
+  // plan applied once they are durable.
+  absl::StatusOr<std::shared_ptr<JoinPlan>> PlanJoin(Batch& batch, const Caller& caller, const JoinArgs& args)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void ApplyJoin(JoinPlan& plan, Completions& done) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The members of a complete world, by rank: `arrived`, each given the rank AssignRanks picks for it
+  // (requested ranks kept, TP groups within a host where the hosts allow). What Join and Shrink share.
+  static std::vector<Member> SeatWorld(std::vector<Member> arrived, int tp_size);
+  // The writes that keep a complete world (its members by rank).
+  void WriteWorld(Batch& batch, const std::vector<Member>& world) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void StartGeneration(const JobHeader& header, Completions& done) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // The world of generation `next` is complete: its members (by rank) learn their ranks; `joiner` (if not
   // empty) is answered through `joiner_done`, the others through their parked Joins.
@@ -291,8 +306,25 @@ class Job : public std::enable_shared_from_this<Job> {
   void EndParked(uint64_t call, std::function<absl::Status(const Parked&)> why) ABSL_LOCKS_EXCLUDED(mu_);
   // A change nobody waits for the answer of (a deadline, a lease check, a completion).
   void EnqueueInternal(Decide decide) ABSL_LOCKS_EXCLUDED(mu_);
-  // Removes what a parked call left in the generation (a joining member, a barrier arrival, watches).
-  void Detach(uint64_t call, const ParkedCall& parked) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Each kind of parked call (job_parked.cc, side by side): what it still waits for, what its timeout says
+  // (`waited`: how long, `missing`: Missing's list), and how it leaves the generation when it stops waiting
+  // (a joining member, a barrier arrival, watches).
+  Shortlist Missing(const JoinCall& p) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  Shortlist Missing(const UniqueIdsCall& p) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  Shortlist Missing(const StoreGetCall& p) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  Shortlist Missing(const StoreWaitCall& p) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  Shortlist Missing(const BarrierCall& p) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  std::string TimedOut(const JoinCall& p, const std::string& waited, const std::string& missing) const
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  std::string TimedOut(const UniqueIdsCall& p, const std::string& waited, const std::string& missing) const;
+  std::string TimedOut(const StoreGetCall& p, const std::string& waited, const std::string& missing) const;
+  std::string TimedOut(const StoreWaitCall& p, const std::string& waited, const std::string& missing) const;
+  std::string TimedOut(const BarrierCall& p, const std::string& waited, const std::string& missing) const;
+  void Detach(uint64_t call, const JoinCall& p) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void Detach(uint64_t call, const UniqueIdsCall& p) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void Detach(uint64_t call, const StoreGetCall& p) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void Detach(uint64_t call, const StoreWaitCall& p) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void Detach(uint64_t call, const BarrierCall& p) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void FailAllParked(const absl::Status& status, Completions& done) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Ends every open session of the generation with `status`.
   void EndSessions(const absl::Status& status, Completions& done) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -309,7 +341,6 @@ class Job : public std::enable_shared_from_this<Job> {
   void EndPhase(const std::string& phase) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   std::string DescribeRank(int rank) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   Shortlist MissingForJoin() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  Shortlist MissingFor(const ParkedCall& parked) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status WithContext(absl::Status status) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // `event`: a short name for JSON logs ("running"); `rank`: the rank it is about, if any.
   void LogEvent(absl::string_view event, const std::string& what, int rank = -1) const
@@ -339,14 +370,7 @@ class Job : public std::enable_shared_from_this<Job> {
   };
   std::vector<PreviousMember> previous_members_ ABSL_GUARDED_BY(mu_);
   ParkedCalls parked_ ABSL_GUARDED_BY(mu_);
-  std::deque<std::unique_ptr<Mutation>> queue_ ABSL_GUARDED_BY(mu_);
-  // Batches on their way to disk, oldest first, and what they hold.
-  struct InFlight {
-    std::vector<std::string> items;
-    bool whole_job;
-  };
-  std::deque<InFlight> in_flight_ ABSL_GUARDED_BY(mu_);
-  Held held_ ABSL_GUARDED_BY(mu_);
+  CommitQueue commits_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace tpcoord
