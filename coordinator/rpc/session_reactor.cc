@@ -20,40 +20,111 @@
 namespace tpcoord {
 namespace {
 
-// The steps of a call, in the order they run (SessionRequest's field order).
-enum Step { kRecord, kJoin, kMerge, kPublish, kGet, kBarrier, kLeave, kSteps };
+// A session's member: the job, generation and rank its stream speaks for.
+struct Member {
+  std::shared_ptr<Job> job;
+  uint64_t generation = 0;
+  int rank = 0;
+};
 
-// The metrics' name of a call whose first step is `step` (Metrics::CallFinished).
-const char* CallName(int step) {
-  static const char* const kNames[] = {"Session:record",  "Session:join",    "Session:merge_config",
-                                       "Session:publish_unique_id", "Session:get_unique_id",
-                                       "Session:barrier", "Session:leave",   "Session:none"};
-  return kNames[step];
-}
+// A call in flight on a session: its request, the answer it builds, and the step it is at.
+struct Call {
+  v1::SessionRequest request;
+  v1::SessionEvent answer;
+  int step = 0;
+  int first_step = -1;
+  std::chrono::steady_clock::time_point start = std::chrono::steady_clock::now();
+  // What steps whose answers the session event has no field for write into (they answer a status only).
+  v1::PublishUniqueIdResponse published;
+  v1::BarrierResponse barrier;
+  v1::LeaveResponse left;
+};
 
-bool HasStep(const v1::SessionRequest& r, int step) {
-  switch (step) {
-    case kRecord: return r.has_record();
-    case kJoin: return r.has_join();
-    case kMerge: return r.has_merge_config();
-    case kPublish: return r.has_publish_unique_id();
-    case kGet: return r.has_get_unique_id();
-    case kBarrier: return r.has_barrier();
-    case kLeave: return r.has_leave();
+// Fills a step's empty job_id, generation and rank with the session's member's; INVALID_ARGUMENT when the
+// step names another member, FAILED_PRECONDITION when the session has none yet.
+template <typename Request>
+absl::Status AsMember(const std::optional<Member>& m, Request* req) {
+  if (!m) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "this session has no member yet: its ", Request::descriptor()->name(), " step needs a join step first"));
   }
-  return false;
+  if (req->job_id().empty()) req->set_job_id(m->job->id());
+  if (req->generation() == 0) req->set_generation(m->generation);
+  if (req->rank() == 0) req->set_rank(m->rank);
+  if (req->job_id() != m->job->id() || req->generation() != m->generation || req->rank() != m->rank) {
+    return WithJobContext(m->job->id(), absl::InvalidArgumentError(absl::StrCat(
+        "a session's steps act as its member (generation ", m->generation, " rank ", m->rank, "); this ",
+        Request::descriptor()->name(), " names job ", req->job_id(), " generation ", req->generation(), " rank ",
+        req->rank())));
+  }
+  return absl::OkStatus();
 }
+
+// The steps a session call may have, in the order they run (SessionRequest's field order), each served by
+// its job call (job_calls.h) exactly as the unary RPC of the same name.
+struct Step {
+  const char* metric;                              // Metrics::CallFinished's name of a call starting here
+  bool (v1::SessionRequest::*has)() const;
+  // Acts as the session's member (AsMember), or null: record and join, which come before there is one.
+  absl::Status (*as_member)(const std::optional<Member>&, v1::SessionRequest&);
+  WaitingCall (*run)(const JobCalls&, const Caller&, Call&, StatusDone);
+};
+
+constexpr int kJoin = 1;  // the step that makes a stream a member's session
+const Step kSteps[] = {
+    {"Session:record", &v1::SessionRequest::has_record, nullptr,
+     [](const JobCalls& calls, const Caller& caller, Call& call, StatusDone done) {
+       return calls.Record(caller, *call.request.mutable_record(), Millis(0), call.answer.mutable_record(),
+                           std::move(done));
+     }},
+    {"Session:join", &v1::SessionRequest::has_join, nullptr,
+     [](const JobCalls& calls, const Caller& caller, Call& call, StatusDone done) {
+       v1::JoinRequest& req = *call.request.mutable_join();
+       return calls.Join(caller, req, calls.Wait(req.wait_timeout_ms()), call.answer.mutable_join(), std::move(done));
+     }},
+    {"Session:merge_config", &v1::SessionRequest::has_merge_config,
+     [](const std::optional<Member>& m, v1::SessionRequest& r) { return AsMember(m, r.mutable_merge_config()); },
+     [](const JobCalls& calls, const Caller& caller, Call& call, StatusDone done) {
+       return calls.Merge(caller, *call.request.mutable_merge_config(), Millis(0), call.answer.mutable_merge_config(),
+                          std::move(done));
+     }},
+    {"Session:publish_unique_id", &v1::SessionRequest::has_publish_unique_id,
+     [](const std::optional<Member>& m, v1::SessionRequest& r) { return AsMember(m, r.mutable_publish_unique_id()); },
+     [](const JobCalls& calls, const Caller& caller, Call& call, StatusDone done) {
+       return calls.PublishUniqueId(caller, *call.request.mutable_publish_unique_id(), Millis(0), &call.published,
+                                    std::move(done));
+     }},
+    {"Session:get_unique_id", &v1::SessionRequest::has_get_unique_id,
+     [](const std::optional<Member>& m, v1::SessionRequest& r) { return AsMember(m, r.mutable_get_unique_id()); },
+     [](const JobCalls& calls, const Caller& caller, Call& call, StatusDone done) {
+       v1::GetUniqueIdRequest& req = *call.request.mutable_get_unique_id();
+       return calls.GetUniqueId(caller, req, calls.Wait(req.wait_timeout_ms()), call.answer.mutable_unique_ids(),
+                                std::move(done));
+     }},
+    {"Session:barrier", &v1::SessionRequest::has_barrier,
+     [](const std::optional<Member>& m, v1::SessionRequest& r) { return AsMember(m, r.mutable_barrier()); },
+     [](const JobCalls& calls, const Caller& caller, Call& call, StatusDone done) {
+       v1::BarrierRequest& req = *call.request.mutable_barrier();
+       return calls.Barrier(caller, req, calls.Wait(req.wait_timeout_ms()), &call.barrier, std::move(done));
+     }},
+    {"Session:leave", &v1::SessionRequest::has_leave,
+     [](const std::optional<Member>& m, v1::SessionRequest& r) { return AsMember(m, r.mutable_leave()); },
+     [](const JobCalls& calls, const Caller& caller, Call& call, StatusDone done) {
+       return calls.Leave(caller, *call.request.mutable_leave(), Millis(0), &call.left, std::move(done));
+     }},
+};
+constexpr int kStepCount = sizeof(kSteps) / sizeof(kSteps[0]);
 
 bool HasAnyStep(const v1::SessionRequest& r) {
-  for (int step = 0; step < kSteps; ++step) {
-    if (HasStep(r, step)) return true;
+  for (const Step& step : kSteps) {
+    if ((r.*step.has)()) return true;
   }
   return false;
 }
 
 class SessionReactor final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer> {
  public:
-  static SessionReactor* Start(grpc::CallbackServerContext* ctx, const MemberCalls* calls,
+  static SessionReactor* Start(grpc::CallbackServerContext* ctx, const JobCalls* calls,
                                const std::string& admin_token_sha256) {
     auto reactor = std::shared_ptr<SessionReactor>(new SessionReactor(ctx, calls, admin_token_sha256));
     reactor->self_ = reactor;
@@ -111,23 +182,8 @@ class SessionReactor final : public grpc::ServerBidiReactor<grpc::ByteBuffer, gr
   }
 
  private:
-  struct Member {
-    std::shared_ptr<Job> job;
-    uint64_t generation = 0;
-    int rank = 0;
-  };
-
-  // A call in flight: its request, the answer it builds, and the step it is at.
-  struct Call {
-    v1::SessionRequest request;
-    v1::SessionEvent answer;
-    int step = 0;
-    int first_step = kSteps;
-    std::chrono::steady_clock::time_point start = std::chrono::steady_clock::now();
-  };
-
-  SessionReactor(grpc::CallbackServerContext* ctx, const MemberCalls* calls, const std::string& admin_token_sha256)
-      : ctx_(ctx), member_calls_(calls), admin_token_sha256_(admin_token_sha256), id_(NextId()) {}
+  SessionReactor(grpc::CallbackServerContext* ctx, const JobCalls* calls, const std::string& admin_token_sha256)
+      : ctx_(ctx), calls_(calls), admin_token_sha256_(admin_token_sha256), id_(NextId()) {}
 
   static uint64_t NextId() {
     static std::atomic<uint64_t> next{1};
@@ -166,7 +222,7 @@ class SessionReactor final : public grpc::ServerBidiReactor<grpc::ByteBuffer, gr
     if (message.has_progress()) progress = TrainingProgressFromProto(message.progress());
     std::optional<Member> m = member();
     if (!m) {  // the first heartbeat opens the session of an existing member
-      absl::StatusOr<std::shared_ptr<Job>> job = member_calls_->ExistingJob(beat.job_id());
+      absl::StatusOr<std::shared_ptr<Job>> job = calls_->ExistingJob(beat.job_id());
       if (!job.ok()) return job.status();
       absl::StatusOr<Millis> lease = Bind(*job, beat.generation(), beat.rank());
       if (!lease.ok()) return lease.status();
@@ -214,8 +270,8 @@ class SessionReactor final : public grpc::ServerBidiReactor<grpc::ByteBuffer, gr
       }
       in_flight_[id] = WaitingCall{};
     }
-    for (int step = kSteps - 1; step >= 0; --step) {
-      if (HasStep(call->request, step)) call->first_step = step;
+    for (int step = kStepCount - 1; step >= 0; --step) {
+      if ((call->request.*kSteps[step].has)()) call->first_step = step;
     }
     if (call->request.has_progress()) {
       Answer(call, absl::InvalidArgumentError(absl::StrCat(
@@ -230,8 +286,8 @@ class SessionReactor final : public grpc::ServerBidiReactor<grpc::ByteBuffer, gr
 
   // Runs the call's steps from call->step on, until one waits or the call is answered.
   void RunSteps(const std::shared_ptr<Call>& call) {
-    while (call->step < kSteps && !HasStep(call->request, call->step)) ++call->step;
-    if (call->step == kSteps) return Answer(call, absl::OkStatus());
+    while (call->step < kStepCount && !(call->request.*kSteps[call->step].has)()) ++call->step;
+    if (call->step == kStepCount) return Answer(call, absl::OkStatus());
     const int step = call->step;
     std::weak_ptr<SessionReactor> weak = self_;
     StatusDone next = [weak, call, step](absl::Status status) {
@@ -247,93 +303,38 @@ class SessionReactor final : public grpc::ServerBidiReactor<grpc::ByteBuffer, gr
       if (!status.ok()) return self->Answer(call, status);
       self->RunSteps(call);
     };
-    WaitingCall parked;
-    if (absl::Status s = RunStep(call.get(), step, std::move(next), &parked); !s.ok()) return Answer(call, s);
+    if (absl::Status s = Admit(*call, step); !s.ok()) return Answer(call, s);
+    WaitingCall parked = kSteps[step].run(*calls_, *caller_, *call, std::move(next));
     if (!parked.job) return;
     MutexLock lock(&mu_);
     auto it = in_flight_.find(call->answer.call_id());
     if (call->step == step && it != in_flight_.end()) it->second = std::move(parked);  // still waiting
   }
 
-  // Starts step `step` of `call`, which answers through `next`; a step that cannot start returns why.
-  absl::Status RunStep(Call* call, int step, StatusDone next, WaitingCall* parked) {
-    v1::SessionRequest& r = call->request;
-    v1::SessionEvent& a = call->answer;
-    const Caller& caller = *caller_;
-    absl::Status as_member;
-    switch (step) {
-      case kRecord:
-        member_calls_->Record(caller, r.record(), a.mutable_record(), std::move(next));
-        return absl::OkStatus();
-      case kJoin: {
-        MutexLock lock(&mu_);
-        if (member_ || joining_) {
-          return absl::FailedPreconditionError(
-              member_ ? absl::StrCat("this session is rank ", member_->rank, "'s of generation ", member_->generation,
-                                     " already: join the next generation on a new session")
-                      : "this session has a join in flight already");
-        }
-        joining_ = true;
-      }
-        *parked = member_calls_->Join(caller, r.join(), member_calls_->Wait(r.join().wait_timeout_ms()), a.mutable_join(),
-                                   std::move(next));
-        return absl::OkStatus();
-      case kMerge:
-        if (as_member = AsMember(r.mutable_merge_config()); !as_member.ok()) return as_member;
-        member_calls_->Merge(caller, r.merge_config(), a.mutable_merge_config(), std::move(next));
-        return absl::OkStatus();
-      case kPublish:
-        if (as_member = AsMember(r.mutable_publish_unique_id()); !as_member.ok()) return as_member;
-        member_calls_->PublishUniqueIds(caller, r.publish_unique_id(), std::move(next));
-        return absl::OkStatus();
-      case kGet:
-        if (as_member = AsMember(r.mutable_get_unique_id()); !as_member.ok()) return as_member;
-        *parked = member_calls_->GetUniqueIds(caller, r.get_unique_id(),
-                                           member_calls_->Wait(r.get_unique_id().wait_timeout_ms()),
-                                           a.mutable_unique_ids(), std::move(next));
-        return absl::OkStatus();
-      case kBarrier:
-        if (as_member = AsMember(r.mutable_barrier()); !as_member.ok()) return as_member;
-        *parked = member_calls_->Barrier(caller, r.barrier(), member_calls_->Wait(r.barrier().wait_timeout_ms()),
-                                      std::move(next));
-        return absl::OkStatus();
-      case kLeave:
-        if (as_member = AsMember(r.mutable_leave()); !as_member.ok()) return as_member;
-        member_calls_->Leave(caller, r.leave(), std::move(next));
-        return absl::OkStatus();
+  // Whether step `step` of `call` may run on this session: a join only on a session with no member and no
+  // join in flight; the others only as its member.
+  absl::Status Admit(Call& call, int step) {
+    if (kSteps[step].as_member) return kSteps[step].as_member(member(), call.request);
+    if (step != kJoin) return absl::OkStatus();
+    MutexLock lock(&mu_);
+    if (member_ || joining_) {
+      return absl::FailedPreconditionError(
+          member_ ? absl::StrCat("this session is rank ", member_->rank, "'s of generation ", member_->generation,
+                                 " already: join the next generation on a new session")
+                  : "this session has a join in flight already");
     }
-    return absl::InternalError(absl::StrCat("no step ", step));
+    joining_ = true;
+    return absl::OkStatus();
   }
 
   // A join step answered: this stream becomes the new member's session.
   absl::Status JoinAnswered(Call* call) {
     const v1::JoinResponse& join = call->answer.join();
-    absl::StatusOr<std::shared_ptr<Job>> job = member_calls_->ExistingJob(call->request.join().job_id());
+    absl::StatusOr<std::shared_ptr<Job>> job = calls_->ExistingJob(call->request.join().job_id());
     if (!job.ok()) return job.status();
     absl::StatusOr<Millis> lease = Bind(*std::move(job), join.generation(), join.rank());
     if (!lease.ok()) return lease.status();
     call->answer.set_lease_ms(static_cast<uint32_t>(lease->count()));
-    return absl::OkStatus();
-  }
-
-  // Fills a step's empty job_id, generation and rank with this session's member's; INVALID_ARGUMENT when the
-  // step names another member, FAILED_PRECONDITION when the session has none yet.
-  template <typename Request>
-  absl::Status AsMember(Request* req) {
-    std::optional<Member> m = member();
-    if (!m) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          "this session has no member yet: its ", Request::descriptor()->name(), " step needs a join step first"));
-    }
-    if (req->job_id().empty()) req->set_job_id(m->job->id());
-    if (req->generation() == 0) req->set_generation(m->generation);
-    if (req->rank() == 0) req->set_rank(m->rank);
-    if (req->job_id() != m->job->id() || req->generation() != m->generation || req->rank() != m->rank) {
-      return WithJobContext(m->job->id(), absl::InvalidArgumentError(absl::StrCat(
-          "a session's steps act as its member (generation ", m->generation, " rank ", m->rank, "); this ",
-          Request::descriptor()->name(), " names job ", req->job_id(), " generation ", req->generation(), " rank ",
-          req->rank())));
-    }
     return absl::OkStatus();
   }
 
@@ -348,8 +349,9 @@ class SessionReactor final : public grpc::ServerBidiReactor<grpc::ByteBuffer, gr
       answer.set_status_message(std::string(status.message()));
       if (std::optional<std::string> context = ErrorContext(status)) answer.set_status_context(*context);
     }
-    if (Metrics* metrics = member_calls_->metrics()) {
-      metrics->CallFinished(CallName(call->first_step), absl::StatusCodeToString(status.code()),
+    if (Metrics* metrics = calls_->metrics()) {
+      metrics->CallFinished(call->first_step < 0 ? "Session:none" : kSteps[call->first_step].metric,
+                            absl::StatusCodeToString(status.code()),
                             std::chrono::duration<double>(std::chrono::steady_clock::now() - call->start).count());
     }
     Send(answer);
@@ -368,7 +370,7 @@ class SessionReactor final : public grpc::ServerBidiReactor<grpc::ByteBuffer, gr
   void FinishLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     if (finished_) return;
     finished_ = true;
-    if (Metrics* metrics = member_calls_->metrics()) {
+    if (Metrics* metrics = calls_->metrics()) {
       metrics->CallFinished("Session", absl::StatusCodeToString(static_cast<absl::StatusCode>(status_.error_code())),
                             std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count());
     }
@@ -376,7 +378,7 @@ class SessionReactor final : public grpc::ServerBidiReactor<grpc::ByteBuffer, gr
   }
 
   grpc::CallbackServerContext* const ctx_;
-  const MemberCalls* const member_calls_;
+  const JobCalls* const calls_;
   const std::string admin_token_sha256_;
   const uint64_t id_;  // this session's, for Job::OpenSession / CloseSession
   const std::chrono::steady_clock::time_point start_ = std::chrono::steady_clock::now();
@@ -399,7 +401,7 @@ class SessionReactor final : public grpc::ServerBidiReactor<grpc::ByteBuffer, gr
 }  // namespace
 
 grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>* StartSession(grpc::CallbackServerContext* ctx,
-                                                                           const MemberCalls* calls,
+                                                                           const JobCalls* calls,
                                                                            const std::string& admin_token_sha256) {
   return SessionReactor::Start(ctx, calls, admin_token_sha256);
 }

@@ -1,7 +1,7 @@
 // A member's session (coordinator.proto, Session): one stream that carries a worker's whole rendezvous as
 // calls, its heartbeats, and its generation's end.
 //
-// A call's steps run one after the other through MemberCalls, exactly as the unary RPCs would run them;
+// A call's steps run one after the other through JobCalls, exactly as the unary RPCs would run them;
 // calls run concurrently with each other and with heartbeats. Once a join step is answered (or a first
 // heartbeat names an existing member), the stream is that member's session in its job (Job::OpenSession):
 // the job ends the stream with the generation, and a stream that ends from the client's side is the member
@@ -17,14 +17,14 @@
 
 #include <string>
 
-#include "coordinator/rpc/member_calls.h"
+#include "coordinator/rpc/job_calls.h"
 
 namespace tpcoord {
 
 // Serves one Session stream; gRPC owns the reactor and it frees itself once done. `calls` must outlive every
 // session.
 grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>* StartSession(grpc::CallbackServerContext* ctx,
-                                                                           const MemberCalls* calls,
+                                                                           const JobCalls* calls,
                                                                            const std::string& admin_token_sha256);
 
 }  // namespace tpcoord
