@@ -1,6 +1,6 @@
-// The gRPC side of CoordinatorClient, behind its pimpl: the channel, the stub and the retry loop that
-// every call goes through. Internal to the client library (coordinator_client.cc, member_session.cc);
-// users include coordinator_client.h, which names none of this.
+// The gRPC side of CoordinatorClient, behind its pimpl: the retry loop every call goes through, over the
+// coordinators' channels (targets.h), and the requests and answers a call and a member session share.
+// Internal to the client library; users include coordinator_client.h, which names none of this.
 #ifndef TPCOORD_CLIENT_CLIENT_RPC_H_
 #define TPCOORD_CLIENT_CLIENT_RPC_H_
 
@@ -19,11 +19,12 @@
 #include "absl/status/status.h"
 #include "tpcoord/v1/coordinator.grpc.pb.h"
 #include "client/coordinator_client.h"
+#include "client/targets.h"
 
 namespace tpcoord {
 
 struct CoordinatorClient::Impl {
-  explicit Impl(ClientOptions options);
+  explicit Impl(ClientOptions options) : targets(std::move(options)) {}
 
   template <typename Request, typename Response>
   using Method = grpc::Status (v1::Coordinator::Stub::*)(grpc::ClientContext*, const Request&, Response*);
@@ -38,57 +39,18 @@ struct CoordinatorClient::Impl {
   template <typename Request, typename Response>
   absl::Status Wait(Method<Request, Response> method, Request request, Response* response, Millis wait,
                     const std::string& member_key);
-  // Attempts until an answer, or until `give_up` while unreachable; `prepare` readies the request for an
-  // attempt with `left` until give_up and returns the attempt's deadline.
+  // Attempts until an answer, or while unreachable until `budget` has passed; `prepare` readies the request
+  // for an attempt with `left` of the budget and returns the attempt's deadline.
   template <typename Request, typename Response>
   absl::Status Attempts(Method<Request, Response> method, Request& request, Response* response,
-                        const std::string& member_key, bool idempotent, std::chrono::steady_clock::time_point give_up,
+                        const std::string& member_key, bool idempotent, Millis budget,
                         const std::function<Millis(Request&, Millis)>& prepare);
 
   // The n-th barrier request of `name` in m's generation is its round n (BarrierRequest.round).
   v1::BarrierRequest BarrierRequestOf(const Membership& m, const std::string& name);
 
-  // Adds the token and `member_key` to a call.
-  void AddCredentials(grpc::ClientContext* ctx, const std::string& member_key) const;
-
-  // One coordinator of options.address (a comma-separated list: HA replicas).
-  struct Target {
-    std::string address;
-    std::shared_ptr<grpc::Channel> channel;
-    std::unique_ptr<v1::Coordinator::Stub> stub;
-  };
-  // The coordinator to call now: the leader, as far as this client knows.
-  Target* Current();
-  size_t TargetCount();
-  // After a call on `used` failed for want of a coordinator: go to `leader` (a standby's answer names it
-  // in its trailing metadata; it may be one this client was not given) or else to the next in the list.
-  void Follow(const Target* used, const std::string& leader);
-  // Whether each attempt waits for its coordinator to be up: with one address, as the options say; with
-  // several, never (a dead replica must fail at once, so that the next is tried).
-  bool WaitForReady() const { return options.wait_for_ready && !replicas; }
-  // With several coordinators: whether `target`'s connection is up, or comes up within a second. (gRPC
-  // reports a channel whose connection failed as failed, and fails calls that do not wait for it, until a
-  // new connection is up; and with the synchronous API only a thread waiting on the channel moves that
-  // connection forward. This is that thread.) With one coordinator: true, the attempt itself waits.
-  bool Reachable(Target* target);
-  // With one coordinator, for a call that waits for it: blocks until `target`'s connection is up (true) or
-  // `give_up` passes (false), saying why every 10 s meanwhile (ClientOptions::log_waiting).
-  bool AwaitConnected(Target* target, std::chrono::steady_clock::time_point give_up);
-  // What waiting calls and sessions report: a failed connection to `target` (tried since `since`), or one
-  // that is up.
-  void NoteUnreachable(Target* target, std::chrono::steady_clock::time_point since);
-  void NoteReachable();
-  // The transport's reason why `target` cannot be reached now ("" if it can), from a call that does not wait.
-  std::string ProbeError(Target* target);
-
-  const ClientOptions options;
-  const bool replicas;  // options.address lists several coordinators
-  std::mutex targets_mu;
-  std::vector<std::unique_ptr<Target>> targets;  // never shrinks: a Target* stays valid
-  size_t current = 0;
-  std::mutex waiting_mu;
-  std::optional<std::chrono::steady_clock::time_point> unreachable_since;  // guarded by waiting_mu
-  std::chrono::steady_clock::time_point next_report;                       // guarded by waiting_mu
+  Targets targets;  // the coordinators, their channels, credentials, and what waiting says
+  const ClientOptions& options = targets.options;
   std::mutex rounds_mu;
   std::map<std::tuple<std::string, uint64_t, std::string>, uint64_t> barrier_rounds;  // (job, generation, name)
 };
@@ -106,10 +68,6 @@ absl::StatusOr<UniqueIds> UniqueIdsFrom(v1::GetUniqueIdResponse* resp);
 v1::LeaveRequest LeaveRequestOf(const Membership& m, bool finished, const std::string& reason, bool fatal);
 // The coordinator's error answer as a status; `context` (its "tpcoord-context") marks a DeepSpeed error.
 absl::Status CoordinatorAnswer(int code, const std::string& message, const std::string& context);
-
-// The leader a standby named in its answer (coordinator/standby_service.h: trailing metadata
-// "tpcoord-leader"); "" if none.
-std::string LeaderNamedIn(const grpc::ClientContext& ctx);
 
 }  // namespace tpcoord
 

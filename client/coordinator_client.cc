@@ -3,21 +3,18 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <iostream>
 #include <random>
 #include <thread>
 
 #include "grpc/health/v1/health.grpc.pb.h"
 
 #include "absl/status/status.h"
-#include "absl/strings/ascii.h"
-#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_split.h"
 #include "common/deepspeed_error.h"
 #include "common/limits.h"
 #include "common/secrets.h"
 #include "common/wire.h"
+#include "client/backoff.h"
 #include "client/client_rpc.h"
 
 namespace tpcoord {
@@ -42,35 +39,6 @@ std::string MakeWorkerId(const std::string& host) {
 
 namespace {
 
-std::shared_ptr<grpc::ChannelCredentials> ChannelCredentialsFor(const ClientCredentials& credentials) {
-  if (!credentials.tls()) return grpc::InsecureChannelCredentials();
-  grpc::SslCredentialsOptions ssl;
-  ssl.pem_root_certs = credentials.tls_ca;
-  ssl.pem_cert_chain = credentials.tls_cert;
-  ssl.pem_private_key = credentials.tls_key;
-  return grpc::SslCredentials(ssl);
-}
-
-// `replicas`: one of several coordinators (HA). Then HTTP/2 keepalive pings find a coordinator that stopped
-// answering (frozen, its machine gone) within seconds even while a stream is open, so that the client moves
-// on to the leader; with one coordinator there is nowhere to go, and an open session simply waits for it.
-std::shared_ptr<grpc::Channel> MakeChannel(const ClientOptions& options, const std::string& address, bool replicas) {
-  grpc::ChannelArguments args;
-  // gRPC's default reconnect backoff grows to two minutes: a coordinator back after a 10 s outage would be
-  // noticed 17 s late. Reconnect within about a second instead.
-  args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
-  args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, static_cast<int>(options.max_backoff.count()));
-  // gRPC also takes this for the connect timeout: a TLS handshake with a busy coordinator may take longer
-  // than a short one, and one that never completes (a frozen coordinator) is left after 5 s.
-  args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 5000);
-  args.SetMaxReceiveMessageSize(kMaxRequestBytes);
-  if (replicas) {
-    args.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, 2000);
-    args.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 2000);
-  }
-  return grpc::CreateCustomChannel(address, ChannelCredentialsFor(options.credentials), args);
-}
-
 // Whether an attempt failed for want of a coordinator rather than because of its answer.
 bool Unreachable(const grpc::Status& s, bool own_deadline) {
   switch (s.error_code()) {
@@ -83,139 +51,6 @@ bool Unreachable(const grpc::Status& s, bool own_deadline) {
 
 }  // namespace
 
-std::string LeaderNamedIn(const grpc::ClientContext& ctx) {
-  for (const auto& [key, value] : ctx.GetServerTrailingMetadata()) {
-    if (key == "tpcoord-leader") return std::string(value.data(), value.size());
-  }
-  return "";
-}
-
-CoordinatorClient::Impl::Impl(ClientOptions options_in)
-    : options(std::move(options_in)), replicas(absl::StrContains(options.address, ',')) {
-  for (absl::string_view address : absl::StrSplit(options.address, ',', absl::SkipWhitespace())) {
-    const std::string a(absl::StripAsciiWhitespace(address));
-    targets.push_back(std::make_unique<Target>(Target{a, MakeChannel(options, a, replicas), nullptr}));
-    targets.back()->stub = v1::Coordinator::NewStub(targets.back()->channel);
-  }
-  if (targets.empty()) {  // an empty address fails every call with gRPC's own message
-    targets.push_back(std::make_unique<Target>(Target{"", MakeChannel(options, "", false), nullptr}));
-    targets.back()->stub = v1::Coordinator::NewStub(targets.back()->channel);
-  }
-}
-
-bool CoordinatorClient::Impl::Reachable(Target* target) {
-  if (!replicas) return true;
-  const Clock::time_point since = Clock::now();
-  if (target->channel->WaitForConnected(std::chrono::system_clock::now() + Millis(1000))) return true;
-  NoteUnreachable(target, since);
-  return false;
-}
-
-bool CoordinatorClient::Impl::AwaitConnected(Target* target, Clock::time_point give_up) {
-  const Clock::time_point since = Clock::now();
-  while (true) {
-    const Clock::time_point now = Clock::now();
-    const Millis slice = std::chrono::ceil<Millis>(std::min(give_up, now + Millis(1000)) - now);
-    if (target->channel->WaitForConnected(std::chrono::system_clock::now() + std::max(slice, Millis(0)))) {
-      NoteReachable();
-      return true;
-    }
-    NoteUnreachable(target, since);
-    if (Clock::now() >= give_up) return false;
-  }
-}
-
-void CoordinatorClient::Impl::NoteReachable() {
-  std::lock_guard<std::mutex> lock(waiting_mu);
-  unreachable_since.reset();
-}
-
-void CoordinatorClient::Impl::NoteUnreachable(Target* target, Clock::time_point since) {
-  const Clock::time_point now = Clock::now();
-  Millis waited;
-  {
-    std::lock_guard<std::mutex> lock(waiting_mu);
-    if (!unreachable_since) {
-      unreachable_since = since;
-      next_report = since + Millis(5000);
-    } else if (since < *unreachable_since) {  // an older caller: the first line comes 5 s after it began
-      if (next_report == *unreachable_since + Millis(5000)) next_report = since + Millis(5000);
-      unreachable_since = since;
-    }
-    if (now < next_report) return;
-    next_report = now + Millis(10000);
-    waited = std::chrono::duration_cast<Millis>(now - *unreachable_since);
-  }
-  const std::string error = ProbeError(target);
-  if (error.empty()) return;  // it just came up
-  const std::string line =
-      absl::StrCat("still waiting for the coordinator at ", target->address, " after ", waited.count() / 1000,
-                   " s: ", DescribeTransportError(target->address, error, options.credentials.tls()));
-  if (options.log_waiting) options.log_waiting(line);
-  else std::cerr << "warning: " << line << std::endl;
-}
-
-std::string CoordinatorClient::Impl::ProbeError(Target* target) {
-  grpc::ClientContext ctx;  // fails at once on a failed connection, with the transport's reason
-  ctx.set_deadline(std::chrono::system_clock::now() + Millis(2000));
-  grpc::health::v1::HealthCheckResponse resp;
-  const grpc::Status s =
-      grpc::health::v1::Health::NewStub(target->channel)->Check(&ctx, grpc::health::v1::HealthCheckRequest(), &resp);
-  if (s.ok()) return "";
-  return s.error_message().empty() ? absl::StrCat("gRPC status ", s.error_code()) : s.error_message();
-}
-
-std::string DescribeTransportError(const std::string& address, const std::string& error, bool tls) {
-  auto has = [&error](absl::string_view text) { return absl::StrContains(absl::AsciiStrToLower(error), text); };
-  std::string cause;
-  if (has("connection refused")) {
-    cause = "nothing listens there (connection refused)";
-  } else if (has("http1") || has("http/1") || has("parsing http/2")) {
-    cause = "an HTTP/1 server answers there, not a tpcoord coordinator (a metrics or status port?)";
-  } else if (tls && (has("handshake") || has("ssl") || has("tls") || has("wrong_version"))) {
-    cause = "the TLS handshake failed: the server there does not speak TLS (a plaintext coordinator?), or its "
-            "certificate is not trusted by --tls-ca";
-  } else if (!tls && (has("socket closed") || has("connection reset") || has("end of file") || has("eof") ||
-                      has("goaway") || has("handshake"))) {
-    cause = "the server there closes the connection: a TLS coordinator (give --tls-ca), or not a gRPC server";
-  } else if (has("dns") || has("resolve") || has("name or service not known")) {
-    cause = "the host name does not resolve";
-  } else if (has("timed out") || has("deadline") || has("no route") || has("unreachable")) {
-    cause = "no answer from that address (a firewall, a wrong host, or a frozen process)";
-  }
-  return cause.empty() ? error : absl::StrCat(cause, " [", error, "]");
-}
-
-size_t CoordinatorClient::Impl::TargetCount() {
-  std::lock_guard<std::mutex> lock(targets_mu);
-  return targets.size();
-}
-
-CoordinatorClient::Impl::Target* CoordinatorClient::Impl::Current() {
-  std::lock_guard<std::mutex> lock(targets_mu);
-  return targets[current].get();
-}
-
-void CoordinatorClient::Impl::Follow(const Target* used, const std::string& leader) {
-  std::lock_guard<std::mutex> lock(targets_mu);
-  if (targets[current].get() != used) return;  // another call already moved on
-  if (!leader.empty()) {
-    for (size_t i = 0; i < targets.size(); ++i) {
-      if (targets[i]->address == leader) {
-        current = i;
-        return;
-      }
-    }
-    if (targets.size() < 16) {  // bounded: a leader address per replica, not one per answer
-      targets.push_back(std::make_unique<Target>(Target{leader, MakeChannel(options, leader, true), nullptr}));
-      targets.back()->stub = v1::Coordinator::NewStub(targets.back()->channel);
-      current = targets.size() - 1;
-      return;
-    }
-  }
-  current = (current + 1) % targets.size();
-}
-
 CoordinatorClient::CoordinatorClient(ClientOptions options) : impl_(std::make_unique<Impl>(std::move(options))) {}
 
 CoordinatorClient::~CoordinatorClient() = default;
@@ -224,25 +59,25 @@ const ClientOptions& CoordinatorClient::options() const { return impl_->options;
 
 absl::Status CoordinatorClient::WaitForConnected(Millis timeout) {
   const Clock::time_point deadline = Clock::now() + timeout;
-  Impl::Target* target = impl_->Current();
-  if (impl_->WaitForReady()) {
-    if (impl_->AwaitConnected(target, deadline)) return absl::OkStatus();
+  Targets::Target* target = impl_->targets.Current();
+  if (impl_->targets.WaitForReady()) {
+    if (impl_->targets.AwaitConnected(target, deadline)) return absl::OkStatus();
   } else {
     while (Clock::now() < deadline) {
-      target = impl_->Current();
+      target = impl_->targets.Current();
       const Clock::time_point since = Clock::now();
       if (target->channel->WaitForConnected(std::chrono::system_clock::now() +
                                             std::min<Clock::duration>(deadline - Clock::now(), Millis(500)))) {
-        impl_->NoteReachable();
+        impl_->targets.NoteReachable();
         return absl::OkStatus();
       }
-      impl_->NoteUnreachable(target, since);
-      impl_->Follow(target, "");
+      impl_->targets.NoteUnreachable(target, since);
+      impl_->targets.Follow(target, "");
     }
   }
   return absl::UnavailableError(absl::StrCat(
       "cannot reach the coordinator at ", impl_->options.address, " within ", timeout.count(), " ms: ",
-      DescribeTransportError(target->address, impl_->ProbeError(target), impl_->options.credentials.tls())));
+      DescribeTransportError(target->address, impl_->targets.ProbeError(target), impl_->options.credentials.tls())));
 }
 
 template <typename Request, typename Response>
@@ -250,7 +85,7 @@ absl::Status CoordinatorClient::Impl::Call(Method<Request, Response> method, con
                                      const std::string& member_key, bool idempotent, std::optional<Millis> budget) {
   Request copy = request;
   return Attempts<Request, Response>(method, copy, response, member_key, idempotent,
-                                     Clock::now() + budget.value_or(options.retry_budget),
+                                     budget.value_or(options.retry_budget),
                                      [this](Request&, Millis) { return options.call_timeout; });
 }
 
@@ -258,44 +93,39 @@ template <typename Request, typename Response>
 absl::Status CoordinatorClient::Impl::Wait(Method<Request, Response> method, Request request, Response* response,
                                      Millis wait, const std::string& member_key) {
   // Each attempt asks the coordinator to wait for what is left, and gives it room to answer.
-  return Attempts<Request, Response>(method, request, response, member_key, /*idempotent=*/true, Clock::now() + wait,
+  return Attempts<Request, Response>(method, request, response, member_key, /*idempotent=*/true, wait,
                   [this](Request& r, Millis left) {
                     r.set_wait_timeout_ms(WaitMillis(left));
                     return left + options.wait_slack;
                   });
 }
 
-void CoordinatorClient::Impl::AddCredentials(grpc::ClientContext* ctx, const std::string& member_key) const {
-  if (!options.credentials.token.empty()) {
-    ctx->AddMetadata(std::string(kAuthorizationMetadata), absl::StrCat("Bearer ", options.credentials.token));
-  }
-  if (!member_key.empty()) ctx->AddMetadata(std::string(kMemberKeyMetadata), member_key);
-}
-
 template <typename Request, typename Response>
 absl::Status CoordinatorClient::Impl::Attempts(Method<Request, Response> method, Request& request, Response* response,
-                                         const std::string& member_key, bool idempotent, Clock::time_point give_up,
+                                         const std::string& member_key, bool idempotent, Millis budget,
                                          const std::function<Millis(Request&, Millis)>& prepare) {
-  thread_local std::mt19937_64 rng(std::random_device{}());
-  Millis backoff = options.initial_backoff;
+  const Clock::time_point give_up = Clock::now() + budget;
+  Backoff backoff(options.initial_backoff, options.max_backoff);
   int hops = 0;     // calls sent straight to a leader a standby named
   size_t tried = 1;  // coordinators tried since the last backoff
-  while (true) {
-    // Rounded up, so that a first attempt asks for the whole wait ("timed out after 1s", not "after 999ms").
-    const Millis left = std::max(Millis(1), std::chrono::ceil<Millis>(give_up - Clock::now()));
+  for (bool first = true;; first = false) {
+    // The first attempt asks for the whole wait ("timed out after 1s", not "after 999ms" on a busy machine);
+    // a later one for what is left, rounded up.
+    const Millis left =
+        first ? budget : std::max(Millis(1), std::chrono::ceil<Millis>(give_up - Clock::now()));
     const Millis attempt = prepare(request, left);
     const Clock::time_point attempt_start = Clock::now();
     grpc::ClientContext ctx;
     ctx.set_deadline(std::chrono::system_clock::now() + attempt);
-    ctx.set_wait_for_ready(WaitForReady());  // a coordinator that is still starting is waited for
-    AddCredentials(&ctx, member_key);
-    Target* target = Current();
-    if (WaitForReady() && !AwaitConnected(target, give_up)) {
+    ctx.set_wait_for_ready(targets.WaitForReady());  // a coordinator that is still starting is waited for
+    targets.AddCredentials(&ctx, member_key);
+    Targets::Target* target = targets.Current();
+    if (targets.WaitForReady() && !targets.AwaitConnected(target, give_up)) {
       return absl::UnavailableError(absl::StrCat(
           "cannot reach the coordinator at ", target->address, ": ",
-          DescribeTransportError(target->address, ProbeError(target), options.credentials.tls())));
+          DescribeTransportError(target->address, targets.ProbeError(target), options.credentials.tls())));
     }
-    const grpc::Status s = Reachable(target)
+    const grpc::Status s = targets.Reachable(target)
                                ? (target->stub.get()->*method)(&ctx, request, response)
                                : grpc::Status(grpc::StatusCode::UNAVAILABLE,
                                               absl::StrCat("cannot connect to the coordinator at ", target->address));
@@ -314,15 +144,13 @@ absl::Status CoordinatorClient::Impl::Attempts(Method<Request, Response> method,
     // A standby refused the call without acting on it: even a call that is not idempotent goes to the leader.
     const std::string leader = s.error_code() == grpc::StatusCode::UNAVAILABLE ? LeaderNamedIn(ctx) : "";
     if (!Unreachable(s, own_deadline) || !(idempotent || !leader.empty())) return status;
-    if (leader.empty()) NoteUnreachable(target, attempt_start);
-    Follow(target, leader);
+    if (leader.empty()) targets.NoteUnreachable(target, attempt_start);
+    targets.Follow(target, leader);
     // Straight to the leader a standby named (unless standbys disagree), and to every other replica once,
     // whatever is left of the budget; then back off.
-    if (!leader.empty() ? hops++ < 2 : tried++ < TargetCount()) continue;
-    if (Clock::now() + backoff >= give_up) return status;
-    std::uniform_int_distribution<int64_t> jitter(0, backoff.count());
-    std::this_thread::sleep_for(Millis(jitter(rng)));
-    backoff = std::min(backoff * 2, options.max_backoff);
+    if (!leader.empty() ? hops++ < 2 : tried++ < targets.TargetCount()) continue;
+    if (Clock::now() + backoff.bound() >= give_up) return status;
+    std::this_thread::sleep_for(backoff.Next());
     tried = 1;
   }
 }
@@ -633,15 +461,15 @@ absl::StatusOr<std::vector<v1::JobStatus>> CoordinatorClient::ListJobs() {
 absl::StatusOr<bool> CoordinatorClient::Serving() {
   // With HA replicas, whether one of them serves (the leader; standbys report NOT_SERVING).
   absl::StatusOr<bool> answer = absl::UnavailableError("no coordinator given");
-  for (size_t i = 0, n = impl_->TargetCount(); i < n; ++i) {
-    Impl::Target* target = impl_->Current();
+  for (size_t i = 0, n = impl_->targets.TargetCount(); i < n; ++i) {
+    Targets::Target* target = impl_->targets.Current();
     auto health = grpc::health::v1::Health::NewStub(target->channel);
     grpc::health::v1::HealthCheckResponse resp;
     grpc::ClientContext ctx;
     ctx.set_deadline(std::chrono::system_clock::now() + impl_->options.call_timeout);
-    ctx.set_wait_for_ready(impl_->WaitForReady());
-    impl_->AddCredentials(&ctx, "");
-    const grpc::Status s = impl_->Reachable(target)
+    ctx.set_wait_for_ready(impl_->targets.WaitForReady());
+    impl_->targets.AddCredentials(&ctx, "");
+    const grpc::Status s = impl_->targets.Reachable(target)
                                ? health->Check(&ctx, grpc::health::v1::HealthCheckRequest(), &resp)
                                : grpc::Status(grpc::StatusCode::UNAVAILABLE,
                                               absl::StrCat("cannot connect to the coordinator at ", target->address));
@@ -651,7 +479,7 @@ absl::StatusOr<bool> CoordinatorClient::Serving() {
     } else if (!answer.ok()) {
       answer = absl::Status(static_cast<absl::StatusCode>(s.error_code()), s.error_message());
     }
-    impl_->Follow(target, "");
+    impl_->targets.Follow(target, "");
   }
   return answer;
 }

@@ -148,11 +148,13 @@ class CoordinatorClient {
   // with several addresses, true when one of them serves.
   absl::StatusOr<bool> Serving();
 
-  struct Impl;  // the channel and the stub (client_rpc.h)
+  // The client library's own parts (MemberSession) reach the channels through this; opaque to everyone
+  // else (client_rpc.h is internal).
+  struct Impl;
+  Impl* impl() const { return impl_.get(); }
 
  private:
   std::unique_ptr<Impl> impl_;
-  friend class MemberSession;
 };
 
 // What a gRPC transport error (a failed connection or handshake) means to someone who typed `address`: the

@@ -7,7 +7,6 @@
 #include <map>
 #include <mutex>
 #include <optional>
-#include <random>
 #include <string>
 #include <thread>
 #include <utility>
@@ -15,6 +14,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/secrets.h"
 #include "common/wire.h"
+#include "client/backoff.h"
 #include "client/client_rpc.h"
 
 namespace tpcoord {
@@ -167,10 +167,9 @@ absl::StatusOr<v1::SessionEvent> MemberSession::Impl::Call(v1::SessionRequest st
 }
 
 void MemberSession::Impl::Run() {
-  thread_local std::mt19937_64 rng(std::random_device{}());
   const ClientOptions& options = client_->options;
   Clock::time_point last_open = Clock::now();
-  Millis backoff = options.initial_backoff;
+  Backoff backoff(options.initial_backoff, options.max_backoff);
   while (true) {
     bool opened = false;
     const grpc::Status s = Stream(&opened);
@@ -179,7 +178,7 @@ void MemberSession::Impl::Run() {
     if (stopping_) return;
     if (opened) {
       last_open = Clock::now();
-      backoff = options.initial_backoff;
+      backoff.Reset();
     }
     absl::Status lost;
     if (Verdict(s.error_code())) {
@@ -198,9 +197,7 @@ void MemberSession::Impl::Run() {
       if (member) on_lost_(lost);
       return;
     }
-    std::uniform_int_distribution<int64_t> jitter(0, backoff.count());
-    if (wake_.wait_for(lock, Millis(jitter(rng)), [this] { return stopping_; })) return;
-    backoff = std::min(backoff * 2, options.max_backoff);
+    if (wake_.wait_for(lock, backoff.Next(), [this] { return stopping_; })) return;
   }
 }
 
@@ -209,21 +206,21 @@ grpc::Status MemberSession::Impl::Stream(bool* opened) {
   // stream does not wait for ready: see Reachable), so the session waits for it here, with one coordinator
   // too.
   const Clock::time_point since = Clock::now();
-  if (CoordinatorClient::Impl::Target* target = client_->Current();
+  if (Targets::Target* target = client_->targets.Current();
       !target->channel->WaitForConnected(std::chrono::system_clock::now() + Millis(1000))) {
-    client_->NoteUnreachable(target, since);
-    client_->Follow(target, "");
+    client_->targets.NoteUnreachable(target, since);
+    client_->targets.Follow(target, "");
     return grpc::Status(grpc::StatusCode::UNAVAILABLE,
                         absl::StrCat("cannot connect to the coordinator at ", target->address));
   }
   grpc::ClientContext ctx;  // not wait_for_ready: an unreachable coordinator fails the stream, and Run retries
-  client_->AddCredentials(&ctx, member_key_);
+  client_->targets.AddCredentials(&ctx, member_key_);
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (stopping_) return grpc::Status::OK;
     stream_ctx_ = &ctx;
   }
-  CoordinatorClient::Impl::Target* target = client_->Current();
+  Targets::Target* target = client_->targets.Current();
   std::unique_ptr<SessionStream> stream = target->stub->Session(&ctx);
   // A member opens its session with a heartbeat before anything else; then every call in flight goes again.
   {
@@ -246,7 +243,7 @@ grpc::Status MemberSession::Impl::Stream(bool* opened) {
   std::thread reader([&] {
     v1::SessionEvent event;
     while (stream->Read(&event)) {
-      if (!*opened) client_->NoteReachable();
+      if (!*opened) client_->targets.NoteReachable();
       *opened = true;
       std::lock_guard<std::mutex> lock(mu_);
       if (event.lease_ms() > 0 && event.status_code() == 0) open_ = true;
@@ -295,7 +292,7 @@ grpc::Status MemberSession::Impl::Stream(bool* opened) {
   grpc::Status status = stream->Finish();
   // A standby, or a coordinator gone: the session moves to the leader (the membership stays the same).
   if (status.error_code() == grpc::StatusCode::UNAVAILABLE || status.error_code() == grpc::StatusCode::CANCELLED) {
-    client_->Follow(target, LeaderNamedIn(ctx));
+    client_->targets.Follow(target, LeaderNamedIn(ctx));
   }
   std::lock_guard<std::mutex> lock(mu_);
   stream_ctx_ = nullptr;
@@ -306,11 +303,11 @@ grpc::Status MemberSession::Impl::Stream(bool* opened) {
 
 MemberSession::MemberSession(CoordinatorClient* client, std::string member_key,
                              std::function<void(absl::Status)> on_lost)
-    : impl_(std::make_unique<Impl>(client->impl_.get(), std::move(member_key), std::nullopt, std::move(on_lost))) {}
+    : impl_(std::make_unique<Impl>(client->impl(), std::move(member_key), std::nullopt, std::move(on_lost))) {}
 
 MemberSession::MemberSession(CoordinatorClient* client, Membership membership,
                              std::function<void(absl::Status)> on_lost)
-    : impl_(std::make_unique<Impl>(client->impl_.get(), std::string(membership.member_key),
+    : impl_(std::make_unique<Impl>(client->impl(), std::string(membership.member_key),
                                    std::optional<Membership>(membership), std::move(on_lost))) {}
 
 MemberSession::~MemberSession() = default;
