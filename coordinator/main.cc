@@ -26,6 +26,7 @@
 #include <cerrno>
 #include <condition_variable>
 #include <cstring>
+#include <functional>
 #include <iostream>
 #include <memory>
 #include <mutex>
@@ -314,6 +315,131 @@ int ForgetJob(const std::string& job) {
   return 0;
 }
 
+// Every flag checked before anything starts (as etcd's Config.Validate): a bad value stops the process with
+// what is wrong, before it listens or touches state.
+struct Config {
+  std::string listen;
+  std::string metrics_listen;
+  std::string job_creation;
+  std::string admin_token_sha256;  // "" without --admin-token-file
+  tpcoord::JobOptions job;
+  tpcoord::Millis job_ttl{0};
+};
+
+Config ValidatedConfig() {
+  Config config;
+  tpcoord::JobOptions& options = config.job;
+  options.lease = absl::ToChronoMilliseconds(absl::GetFlag(FLAGS_lease));
+  options.default_wait = absl::ToChronoMilliseconds(absl::GetFlag(FLAGS_default_wait));
+  if (options.lease < tpcoord::Millis(100)) Die("--lease must be at least 100ms");
+  if (absl::GetFlag(FLAGS_max_jobs) < 1) Die("--max-jobs must be at least 1");
+  config.job_ttl = absl::ToChronoMilliseconds(absl::GetFlag(FLAGS_job_ttl));
+  if (config.job_ttl < tpcoord::Millis(1000)) Die("--job-ttl must be at least 1s");
+  options.log = LogLine;
+  config.job_creation = absl::GetFlag(FLAGS_job_creation);
+  if (config.job_creation != "open" && config.job_creation != "admin") Die("--job-creation must be open or admin");
+  options.only_admin_creates_jobs = config.job_creation == "admin";
+  if (const std::string path = absl::GetFlag(FLAGS_admin_token_file); !path.empty()) {
+    absl::StatusOr<std::string> token = tpcoord::ReadSecretFile(path);
+    if (!token.ok()) Die(absl::StrCat("--admin-token-file: ", token.status().message()));
+    config.admin_token_sha256 = tpcoord::Sha256(*token);
+  }
+  options.admin_token = !config.admin_token_sha256.empty();
+  options.forget_job_command =
+      absl::GetFlag(FLAGS_state_store).empty()
+          ? absl::StrCat("tp-coordinator --state-dir ", absl::GetFlag(FLAGS_state_dir), " --forget-job")
+          : absl::StrCat("tp-coordinator --state-store ", absl::GetFlag(FLAGS_state_store), " --forget-job");
+  if (options.only_admin_creates_jobs && config.admin_token_sha256.empty()) {
+    Die("--job-creation admin needs --admin-token-file: nobody could create a job");
+  }
+  config.listen = absl::GetFlag(FLAGS_listen);
+  config.metrics_listen = absl::GetFlag(FLAGS_metrics_listen);
+  if (!config.metrics_listen.empty() && !config.admin_token_sha256.empty() && !IsLocalOnly(config.metrics_listen) &&
+      !absl::GetFlag(FLAGS_allow_insecure)) {
+    Die(absl::StrCat("--metrics-listen ", config.metrics_listen, " is plaintext HTTP: scrapers would send the admin "
+                     "token over the network in the clear; keep it on loopback, or give --allow-insecure"));
+  }
+  return config;
+}
+
+// The metrics and status page endpoint (--metrics-listen), serving from the start, a standby's too
+// (tpcoord_leader 0); null without the flag.
+std::unique_ptr<tpcoord::OpsEndpoint> StartOps(const Config& config, tpcoord::Metrics* metrics) {
+  if (config.metrics_listen.empty()) return nullptr;
+  absl::StatusOr<std::unique_ptr<tpcoord::OpsEndpoint>> started =
+      tpcoord::OpsEndpoint::Start(config.metrics_listen, metrics, config.admin_token_sha256);
+  if (!started.ok()) Die(std::string(started.status().message()));
+  std::cout << "tp-coordinator metrics on http://" << (*started)->address() << "/metrics" << std::endl;
+  Log(absl::StrCat("metrics and status page on http://", (*started)->address(), "/",
+                   config.admin_token_sha256.empty() ? "" : " (admin token required)"));
+  return *std::move(started);
+}
+
+// Where state lives: SQLite in --state-dir, or (HA) etcd once this coordinator leads. For etcd this
+// campaigns, serving as a standby meanwhile, and returns once this process leads.
+struct StateSource {
+  std::string serve_on;  // the listen address, with the port a standby got for a port 0
+  std::unique_ptr<tpcoord::StateDir> state_dir;
+  std::unique_ptr<tpcoord::EtcdConnection> etcd;
+  std::unique_ptr<tpcoord::LeaderElection> election;  // null without etcd
+  std::unique_ptr<tpcoord::StateStore> etcd_store;
+  tpcoord::StateStore* store = nullptr;
+  std::string where;  // for the "serving on" line
+};
+
+StateSource OpenState(const std::string& listen, const std::shared_ptr<grpc::ServerCredentials>& credentials,
+                      std::function<void(const std::string&)> on_lost_leadership) {
+  StateSource state;
+  state.serve_on = listen;
+  if (const std::string url = absl::GetFlag(FLAGS_state_store); !url.empty()) {
+    absl::StatusOr<tpcoord::EtcdTarget> target = tpcoord::ParseEtcdTarget(url);
+    if (!target.ok()) Die(absl::StrCat("--state-store: ", target.status().message()));
+    const tpcoord::Millis lease = absl::ToChronoMilliseconds(absl::GetFlag(FLAGS_leader_lease));
+    if (lease < tpcoord::Millis(2000)) Die("--leader-lease must be at least 2s (etcd's shortest lease)");
+    state.etcd = std::make_unique<tpcoord::EtcdConnection>(*target, EtcdCredentialsFromFlags(), tpcoord::Millis(5000));
+    state.election = std::make_unique<tpcoord::LeaderElection>(state.etcd.get(), lease, Log);
+    auto [port, fence] = CampaignAsStandby(*state.election, listen, credentials, absl::GetFlag(FLAGS_advertise));
+    state.serve_on = absl::StrCat(listen.substr(0, listen.rfind(':')), ":", port);
+    state.election->OnLost(std::move(on_lost_leadership));
+    state.etcd_store = tpcoord::MakeEtcdStateStore(
+        state.etcd.get(), fence, [e = state.election.get()](const std::string& why) { e->Fenced(why); });
+    state.store = state.etcd_store.get();
+    state.where = absl::StrCat(state.etcd_store->name(), " (leading: fence revision ", fence.create_revision, ")");
+  } else {
+    absl::StatusOr<std::unique_ptr<tpcoord::StateDir>> opened = tpcoord::StateDir::Open(absl::GetFlag(FLAGS_state_dir));
+    if (!opened.ok()) Die(std::string(opened.status().message()));
+    state.state_dir = *std::move(opened);
+    state.store = state.state_dir->store();
+    state.where = state.state_dir->database_path();
+  }
+  return state;
+}
+
+// The gRPC server of a leading (or only) coordinator, listening on `serve_on`; dies if it cannot listen.
+std::unique_ptr<grpc::Server> StartServer(const std::string& serve_on,
+                                          const std::shared_ptr<grpc::ServerCredentials>& credentials,
+                                          tpcoord::CoordinatorService* service, tpcoord::Metrics* count_calls,
+                                          int* port) {
+  grpc::ServerBuilder builder;
+  builder.SetOption(std::make_unique<ReflectionOption>(absl::GetFlag(FLAGS_reflection)));
+  builder.AddListeningPort(serve_on, credentials, port);
+  builder.RegisterService(service);
+  builder.SetMaxReceiveMessageSize(tpcoord::kMaxRequestBytes);
+  if (count_calls) {
+    std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> interceptors;
+    interceptors.push_back(tpcoord::MakeRpcMetricsInterceptor(count_calls));
+    builder.experimental().SetInterceptorCreators(std::move(interceptors));
+  }
+  // Clients of replicated coordinators ping every 2 s to notice one that stopped answering (client library).
+  builder.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, 1000);
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  if (!server || *port == 0) {
+    Die(absl::StrCat("cannot listen on ", serve_on,
+                     absl::GetFlag(FLAGS_tls_cert).empty() ? "" : " (are --tls-cert and --tls-key a matching PEM pair?)"));
+  }
+  return server;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -334,52 +460,11 @@ int main(int argc, char** argv) {
 
   if (const std::string job = absl::GetFlag(FLAGS_forget_job); !job.empty()) return ForgetJob(job);
 
-  tpcoord::JobOptions options;
-  options.lease = absl::ToChronoMilliseconds(absl::GetFlag(FLAGS_lease));
-  options.default_wait = absl::ToChronoMilliseconds(absl::GetFlag(FLAGS_default_wait));
-  if (options.lease < tpcoord::Millis(100)) Die("--lease must be at least 100ms");
-  if (absl::GetFlag(FLAGS_max_jobs) < 1) Die("--max-jobs must be at least 1");
-  const tpcoord::Millis ttl = absl::ToChronoMilliseconds(absl::GetFlag(FLAGS_job_ttl));
-  if (ttl < tpcoord::Millis(1000)) Die("--job-ttl must be at least 1s");
-  options.log = LogLine;
-  const std::string job_creation = absl::GetFlag(FLAGS_job_creation);
-  if (job_creation != "open" && job_creation != "admin") Die("--job-creation must be open or admin");
-  options.only_admin_creates_jobs = job_creation == "admin";
-  std::string admin_token_sha256;
-  if (const std::string path = absl::GetFlag(FLAGS_admin_token_file); !path.empty()) {
-    absl::StatusOr<std::string> token = tpcoord::ReadSecretFile(path);
-    if (!token.ok()) Die(absl::StrCat("--admin-token-file: ", token.status().message()));
-    admin_token_sha256 = tpcoord::Sha256(*token);
-  }
-  options.admin_token = !admin_token_sha256.empty();
-  options.forget_job_command =
-      absl::GetFlag(FLAGS_state_store).empty()
-          ? absl::StrCat("tp-coordinator --state-dir ", absl::GetFlag(FLAGS_state_dir), " --forget-job")
-          : absl::StrCat("tp-coordinator --state-store ", absl::GetFlag(FLAGS_state_store), " --forget-job");
-  if (options.only_admin_creates_jobs && admin_token_sha256.empty()) {
-    Die("--job-creation admin needs --admin-token-file: nobody could create a job");
-  }
-  const std::string listen = absl::GetFlag(FLAGS_listen);
-  std::shared_ptr<grpc::ServerCredentials> credentials = ServerCredentials(listen);
+  const Config config = ValidatedConfig();
+  std::shared_ptr<grpc::ServerCredentials> credentials = ServerCredentials(config.listen);
   grpc::EnableDefaultHealthCheckService(true);  // open to all: probes carry no token
-
-  // The metrics port serves from the start, a standby too (tpcoord_leader 0); its jobs once this one leads.
-  const std::string metrics_listen = absl::GetFlag(FLAGS_metrics_listen);
-  static tpcoord::Metrics metrics(/*count_calls=*/!metrics_listen.empty());  // bench/: what counting costs
-  std::unique_ptr<tpcoord::OpsEndpoint> ops;
-  if (!metrics_listen.empty()) {
-    if (!admin_token_sha256.empty() && !IsLocalOnly(metrics_listen) && !absl::GetFlag(FLAGS_allow_insecure)) {
-      Die(absl::StrCat("--metrics-listen ", metrics_listen, " is plaintext HTTP: scrapers would send the admin "
-                       "token over the network in the clear; keep it on loopback, or give --allow-insecure"));
-    }
-    absl::StatusOr<std::unique_ptr<tpcoord::OpsEndpoint>> started =
-        tpcoord::OpsEndpoint::Start(metrics_listen, &metrics, admin_token_sha256);
-    if (!started.ok()) Die(std::string(started.status().message()));
-    ops = *std::move(started);
-    std::cout << "tp-coordinator metrics on http://" << ops->address() << "/metrics" << std::endl;
-    Log(absl::StrCat("metrics and status page on http://", ops->address(), "/",
-                     admin_token_sha256.empty() ? "" : " (admin token required)"));
-  }
+  static tpcoord::Metrics metrics(/*count_calls=*/!config.metrics_listen.empty());  // bench/: what counting costs
+  std::unique_ptr<tpcoord::OpsEndpoint> ops = StartOps(config, &metrics);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
 
   // The stop signals, on a thread of their own: the main thread may be campaigning when one comes.
@@ -395,46 +480,17 @@ int main(int argc, char** argv) {
     stop.Signal(signal_number);
   }).detach();
 
-  // Where state lives: SQLite in --state-dir, or (HA) etcd once this coordinator leads.
-  std::string serve_on = listen;
-  std::unique_ptr<tpcoord::StateDir> state_dir;
-  std::unique_ptr<tpcoord::EtcdConnection> etcd;
-  std::unique_ptr<tpcoord::LeaderElection> election;
-  std::unique_ptr<tpcoord::StateStore> etcd_store;
-  tpcoord::StateStore* store = nullptr;
-  std::string state_where;
-  if (const std::string url = absl::GetFlag(FLAGS_state_store); !url.empty()) {
-    absl::StatusOr<tpcoord::EtcdTarget> target = tpcoord::ParseEtcdTarget(url);
-    if (!target.ok()) Die(absl::StrCat("--state-store: ", target.status().message()));
-    const tpcoord::Millis lease = absl::ToChronoMilliseconds(absl::GetFlag(FLAGS_leader_lease));
-    if (lease < tpcoord::Millis(2000)) Die("--leader-lease must be at least 2s (etcd's shortest lease)");
-    etcd = std::make_unique<tpcoord::EtcdConnection>(*target, EtcdCredentialsFromFlags(), tpcoord::Millis(5000));
-    election = std::make_unique<tpcoord::LeaderElection>(etcd.get(), lease, Log);
-    auto [port, fence] = CampaignAsStandby(*election, listen, credentials, absl::GetFlag(FLAGS_advertise));
-    const std::string host = listen.substr(0, listen.rfind(':'));
-    serve_on = absl::StrCat(host, ":", port);
-    election->OnLost([](const std::string& why) { stop.StepDown(why); });
-    etcd_store = tpcoord::MakeEtcdStateStore(etcd.get(), fence, [e = election.get()](const std::string& why) {
-      e->Fenced(why);
-    });
-    store = etcd_store.get();
-    state_where = absl::StrCat(etcd_store->name(), " (leading: fence revision ", fence.create_revision, ")");
-  } else {
-    absl::StatusOr<std::unique_ptr<tpcoord::StateDir>> opened = tpcoord::StateDir::Open(absl::GetFlag(FLAGS_state_dir));
-    if (!opened.ok()) Die(std::string(opened.status().message()));
-    state_dir = *std::move(opened);
-    store = state_dir->store();
-    state_where = state_dir->database_path();
-  }
+  StateSource state =
+      OpenState(config.listen, credentials, [](const std::string& why) { stop.StepDown(why); });
   tpcoord::TimedStateStore timed_store(
-      store, [](double seconds, const absl::Status& status) { metrics.StateWritten(seconds, status); });
+      state.store, [](double seconds, const absl::Status& status) { metrics.StateWritten(seconds, status); });
 
   // Declared in the order they depend on each other, so that they are destroyed in the reverse one. The
   // quota outlives the timer thread: a deadline callback may hold the last reference to a Job, whose store
   // gives its bytes back to the quota when it goes.
   tpcoord::StoreQuota store_quota(absl::GetFlag(FLAGS_max_store_bytes));
   tpcoord::TimerQueue timers;
-  tpcoord::JobContext context{nullptr, &timers, &store_quota, options, nullptr, &metrics};
+  tpcoord::JobContext context{nullptr, &timers, &store_quota, config.job, nullptr, &metrics};
   // Drains its writes (into the jobs) before `context` goes. Jobs apply what was written, and answer their
   // calls, on a gRPC thread, where finishing a call costs no further thread hop.
   tpcoord::StateCommitter committer(&timed_store, tpcoord::RunOnGrpcThread);
@@ -444,41 +500,26 @@ int main(int argc, char** argv) {
   if (!restored.ok()) Die(absl::StrCat("cannot restore state: ", restored.status().message()));
   for (const std::string& corrupt : restored->corrupt) Log(absl::StrCat("restore: ", corrupt));
   metrics.SetRestoredJobs(restored->jobs);
-  registry.ExpireIdleJobs(ttl, std::min(ttl / 4, tpcoord::Millis(60000)));
-  tpcoord::CoordinatorService service(&registry, options, admin_token_sha256);
-
-  grpc::ServerBuilder builder;
-  builder.SetOption(std::make_unique<ReflectionOption>(absl::GetFlag(FLAGS_reflection)));
+  registry.ExpireIdleJobs(config.job_ttl, std::min(config.job_ttl / 4, tpcoord::Millis(60000)));
+  tpcoord::CoordinatorService service(&registry, config.job, config.admin_token_sha256);
   int port = 0;
-  builder.AddListeningPort(serve_on, credentials, &port);
-  builder.RegisterService(&service);
-  builder.SetMaxReceiveMessageSize(tpcoord::kMaxRequestBytes);
-  if (ops) {
-    std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> interceptors;
-    interceptors.push_back(tpcoord::MakeRpcMetricsInterceptor(&metrics));
-    builder.experimental().SetInterceptorCreators(std::move(interceptors));
-  }
-  // Clients of replicated coordinators ping every 2 s to notice one that stopped answering (client library).
-  builder.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, 1000);
-  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
-  if (!server || port == 0) {
-    Die(absl::StrCat("cannot listen on ", serve_on,
-                     absl::GetFlag(FLAGS_tls_cert).empty() ? "" : " (are --tls-cert and --tls-key a matching PEM pair?)"));
-  }
+  std::unique_ptr<grpc::Server> server =
+      StartServer(state.serve_on, credentials, &service, ops ? &metrics : nullptr, &port);
   server->GetHealthCheckService()->SetServingStatus(true);
   metrics.SetLeading(true);
   if (ops) ops->Serve(&registry, &store_quota);
 
-  const std::string host = listen.substr(0, listen.rfind(':'));
-  const std::string address = absl::StrCat(host, ":", port);
-  if (!election) std::cout << "tp-coordinator listening on " << address << std::endl;  // a standby said it
+  const std::string address = absl::StrCat(config.listen.substr(0, config.listen.rfind(':')), ":", port);
+  if (!state.election) std::cout << "tp-coordinator listening on " << address << std::endl;  // a standby said it
   serving.store(true);
-  Log(absl::StrCat("serving on ", address, ", state in ", state_where, ", ", restored->jobs,
-                   " job(s) restored", restored->corrupt.empty() ? "" : absl::StrCat(" (", restored->corrupt.size(), " unreadable)"),
+  Log(absl::StrCat("serving on ", address, ", state in ", state.where, ", ", restored->jobs, " job(s) restored",
+                   restored->corrupt.empty() ? "" : absl::StrCat(" (", restored->corrupt.size(), " unreadable)"),
                    ", lease ", absl::FormatDuration(absl::GetFlag(FLAGS_lease)),
-                   absl::GetFlag(FLAGS_tls_cert).empty() ? ", plaintext"
-                   : absl::GetFlag(FLAGS_tls_client_ca).empty() ? ", TLS" : ", mutual TLS",
-                   admin_token_sha256.empty() ? "" : ", admin token set", ", job creation ", job_creation));
+                   absl::GetFlag(FLAGS_tls_cert).empty()        ? ", plaintext"
+                   : absl::GetFlag(FLAGS_tls_client_ca).empty() ? ", TLS"
+                                                                : ", mutual TLS",
+                   config.admin_token_sha256.empty() ? "" : ", admin token set", ", job creation ",
+                   config.job_creation));
 
   const auto [why, step_down] = stop.Wait();
   if (step_down) {

@@ -222,25 +222,6 @@ std::string Mfu(Engine& e, double tokens_per_second) {
                          peak->bf16_dense / 1e12, e.membership().world_size());
 }
 
-// How many of a job's checkpoint-<step> directories rank 0 keeps: the newest, and one before it.
-constexpr int kCheckpointsKept = 2;
-
-// Where this generation starts from, the same for every rank: the newest complete checkpoint-<step> of this
-// job in rank 0's --output-dir (its own progress, left by an earlier generation), else --resume, else ""
-// (the start). Rank 0 decides and publishes its choice in the generation's store; every rank reads the
-// directory itself, so --output-dir must be shared by the ranks (as DeepSpeed's load_checkpoint needs).
-absl::StatusOr<std::string> ResumeFrom(Engine& e, CoordinatorClient& client, const std::string& output_dir) {
-  constexpr char kKey[] = "tpcoord/resume_from";
-  const Membership& m = e.membership();
-  if (m.rank != 0) return client.StoreGet(m, kKey, absl::ToChronoMilliseconds(absl::GetFlag(FLAGS_timeout)));
-  std::string from = absl::GetFlag(FLAGS_resume);
-  if (!output_dir.empty()) {
-    if (std::optional<SavedCheckpoint> newest = NewestCheckpoint(output_dir, m.job_id)) from = newest->dir;
-  }
-  if (absl::Status s = client.StoreSet(m, kKey, from); !s.ok()) return s;
-  return from;
-}
-
 int Main() {
   const std::string config_path = absl::GetFlag(FLAGS_config);
   if (config_path.empty()) return Usage("--config is required");
@@ -288,6 +269,8 @@ int Main() {
   lc.backend = *backend;
   lc.gloo_interface = absl::GetFlag(FLAGS_gloo_interface);
   lc.data = absl::GetFlag(FLAGS_data);
+  lc.output_dir = absl::GetFlag(FLAGS_output_dir);
+  lc.resume = absl::GetFlag(FLAGS_resume);
   lc.join_timeout = lc.collective_timeout = absl::ToChronoMilliseconds(absl::GetFlag(FLAGS_timeout));
   lc.worker_id = SupervisedWorkerId();
   lc.on_generation_end = OnGenerationEnd;
@@ -314,22 +297,17 @@ int Main() {
   // because a peer died fails here first: wait for the coordinator to name that peer (OnGenerationEnd
   // exits then) before leaving with this worker's own, secondary, reason.
   auto abandon = [&e, &m](const absl::Status& status) {
-    if (ExitCodeFor(status) == kExitRetryable) (void)e.AwaitLost(m.lease);
+    if (ExitCodeFor(status) == kExitRetryable) (void)e.member().AwaitLost(m.lease);
     e.Abandon(std::string(status.message()), ExitCodeFor(status) == kExitFatalConfig);
     return Fail(status);
   };
   launch.timings().emplace_back("load", load_seconds);
   const bool leader = m.rank == 0;
   const TrainConfig& train = e.train_config();
-  const std::string output_dir = absl::GetFlag(FLAGS_output_dir);
-  absl::StatusOr<std::string> resume = ResumeFrom(e, launch.client(), output_dir);
-  if (!resume.ok()) return abandon(resume.status());
-  if (!resume->empty()) {
-    const auto resume_start = std::chrono::steady_clock::now();
-    if (absl::Status s = e.load_checkpoint(*resume); !s.ok()) return abandon(s);
-    launch.timings().emplace_back(
-        "resume", std::chrono::duration<double>(std::chrono::steady_clock::now() - resume_start).count());
-    if (leader) Log("resumed", absl::StrFormat("resumed from %s at step %d", *resume, e.global_steps()));
+  absl::StatusOr<std::string> resumed = e.resume();
+  if (!resumed.ok()) return abandon(resumed.status());
+  if (leader && !resumed->empty()) {
+    Log("resumed", absl::StrFormat("resumed from %s at step %d", *resumed, e.global_steps()));
   }
   const int64_t steps = absl::GetFlag(FLAGS_steps) >= 0 ? absl::GetFlag(FLAGS_steps) : train.steps;
 
@@ -361,7 +339,7 @@ int Main() {
   // two prints is what those steps took.
   double train_seconds = 0, first_loss = 0, last_loss = 0;
   int64_t tokens = 0;
-  const int64_t first_step = e.global_steps();
+  const int64_t first_step = e.first_step();
   auto interval_start = std::chrono::steady_clock::now();
   int64_t interval_steps = 0, interval_tokens = 0;
   while (e.global_steps() < steps) {
@@ -383,38 +361,32 @@ int Main() {
                                     stats->step, steps, loss, stats->lr, grad_norm, interval_tokens / seconds,
                                     seconds * 1e3 / interval_steps,
                                     stats->skipped ? " (skipped: fp16 overflow)" : ""));
-        e.report_progress(
+        e.member().ReportProgress(
             {stats->step, steps, loss, interval_tokens / seconds, seconds / interval_steps, std::nullopt});
       }
       interval_start = std::chrono::steady_clock::now();
       interval_steps = interval_tokens = 0;
     }
-    if (!output_dir.empty() && train.checkpoint_interval > 0 && stats->step % train.checkpoint_interval == 0 &&
-        stats->step != steps) {
-      if (absl::Status s = e.save_checkpoint(absl::StrCat(output_dir, "/checkpoint-", stats->step)); !s.ok()) {
-        return abandon(s);
-      }
-      if (leader) PruneCheckpoints(output_dir, m.job_id, kCheckpointsKept);
-      interval_start = std::chrono::steady_clock::now();  // the checkpoint's time is not a step's
-    }
+    absl::StatusOr<bool> saved = e.checkpoint_if_due(steps);
+    if (!saved.ok()) return abandon(saved.status());
+    if (*saved) interval_start = std::chrono::steady_clock::now();  // the checkpoint's time is not a step's
   }
 
   absl::StatusOr<double> eval = e.eval_loss();
   if (!eval.ok()) return abandon(eval.status());
-  if (!output_dir.empty() && e.global_steps() > first_step) {
-    if (absl::Status s = e.save_checkpoint(output_dir + "/checkpoint"); !s.ok()) return abandon(s);
-  }
+  absl::StatusOr<std::string> checkpoint = e.save_final_checkpoint();
+  if (!checkpoint.ok()) return abandon(checkpoint.status());
   if (leader) {
     const int64_t trained = e.global_steps() - first_step;
     Log("eval", absl::StrFormat("eval loss %.9g", *eval));
     if (trained > 0) {
-      e.report_progress({e.global_steps(), steps, last_loss, tokens / train_seconds, train_seconds / trained, *eval});
+      e.member().ReportProgress({e.global_steps(), steps, last_loss, tokens / train_seconds, train_seconds / trained, *eval});
     }
     if (trained > 0) {
       Log("done", absl::StrFormat("done: %d steps, loss %.4f -> %.4f, %.0f tokens/s, %.1f ms/step%s%s", trained,
                                   first_loss, last_loss, tokens / train_seconds, train_seconds * 1e3 / trained,
                                   Mfu(e, tokens / train_seconds),
-                                  output_dir.empty() ? "" : ", checkpoint " + output_dir + "/checkpoint"));
+                                  checkpoint->empty() ? "" : ", checkpoint " + *checkpoint));
     }
   }
   if (absl::Status s = e.Finish(); !s.ok()) return Fail(s);

@@ -53,6 +53,9 @@ void AddKind(const TensorMap& tensors, const std::string& suffix, TensorMap* out
 
 constexpr const char* kStateKinds[] = {"exp_avg", "exp_avg_sq", "momentum_buffer", "master"};
 
+// How many of a job's checkpoint-<step> directories rank 0 keeps: the newest, and one before it.
+constexpr int kCheckpointsKept = 2;
+
 // A test hook, for fault tests through real processes: with TPCOORD_TEST_STOP_AT=<phase> the worker stops
 // itself (SIGSTOP) as it reaches that start-up phase, so that a test can act on a job held there (kill the
 // coordinator while the others wait in the store for this worker, say) and then let it go on (SIGCONT).
@@ -97,50 +100,21 @@ absl::StatusOr<LlamaModel> tp_model_init(LlamaModel model, int tp_size, Dtype dt
 
 // --- initialize -----------------------------------------------------------------------------------------
 
-Engine::Engine(Launch& launch, LlamaModel model) : launch_(launch), model_(std::move(model)) {}
+Engine::Engine(Launch& launch, LlamaModel model)
+    : launch_(launch), member_(&launch.client(), launch.config().on_generation_end), model_(std::move(model)) {}
 
-Engine::~Engine() { Abandon("the worker stopped before finishing"); }
+// The member leaves before the communicators go: a peer must hear why, not see a closed connection.
+Engine::~Engine() { member_.Abandon("the worker stopped before finishing"); }
 
-void Engine::Abandon(const std::string& reason, bool fatal) {
-  // This worker ends the generation itself: the end its session is about to push is no news to react to.
-  leaving_.store(true);
-  // Leave first: a session that closes before its member left is taken for a death.
-  if (!finished_ && membership_.generation != 0 && !lost()) {
-    (void)session_->Leave(/*finished=*/false, reason, fatal);
-  }
-  session_.reset();
-  finished_ = true;
-}
+void Engine::Abandon(const std::string& reason, bool fatal) { member_.Abandon(reason, fatal); }
 
-void Engine::report_progress(const TrainingProgress& progress) {
-  if (session_) session_->ReportProgress(progress);
-}
-
-std::optional<std::string> Engine::lost() const {
-  std::lock_guard<std::mutex> lock(lost_mu_);
-  return lost_;
-}
-
-std::optional<std::string> Engine::AwaitLost(Millis timeout) const {
-  std::unique_lock<std::mutex> lock(lost_mu_);
-  lost_cv_.wait_for(lock, timeout, [this] { return lost_.has_value(); });
-  return lost_;
-}
-
-absl::Status Engine::Explain(absl::Status status) const {
-  if (status.ok()) return status;
-  if (std::optional<std::string> why = lost()) {
-    return absl::Status(status.code(), absl::StrCat(status.message(), " (the coordinator says: ", *why, ")"));
-  }
-  return status;
-}
+absl::Status Engine::Finish() { return member_.Finish(); }
 
 absl::StatusOr<std::unique_ptr<Engine>> initialize(LlamaModel model, const std::string& ds_config_json, Launch& launch,
                                                    bool has_mpu) {
   const LaunchConfig& lc = launch.config();
   std::unique_ptr<Engine> engine(new Engine(launch, std::move(model)));
   Engine& e = *engine;
-  CoordinatorClient& client = launch.client();
 
   // A backend that cannot work here fails before this worker takes a place in the rendezvous.
   if (lc.backend == "nccl") {
@@ -158,24 +132,13 @@ absl::StatusOr<std::unique_ptr<Engine>> initialize(LlamaModel model, const std::
   join.min_world_size = std::min(lc.min_world_size, lc.world_size);
   join.rejoin_timeout = lc.rejoin_timeout;
   // The member session carries the whole rendezvous from here on: Join, merge, unique IDs, Leave.
-  e.session_ = std::make_unique<MemberSession>(&client, /*member_key=*/"", [&e, &lc](absl::Status status) {
-    // React before waking AwaitLost: a trainer waiting there for the coordinator's verdict sets leaving_
-    // as soon as it wakes, and the end must not pass for its own doing then.
-    if (lc.on_generation_end && !e.leaving_.load()) lc.on_generation_end(status);
-    {
-      std::lock_guard<std::mutex> lock(e.lost_mu_);
-      e.lost_ = std::string(status.message());
-    }
-    e.lost_cv_.notify_all();
-  });
-  absl::StatusOr<Membership> membership = e.session_->Join(join, lc.join_timeout);
+  absl::StatusOr<Membership> membership = e.member_.Join(join, lc.join_timeout);
   if (!membership.ok()) return InPhase("join", membership.status());
-  e.membership_ = *membership;
   launch.timings().emplace_back("join", SecondsSince(start));
   absl::Status setup = e.Setup(ds_config_json, has_mpu);
   if (!setup.ok()) {
     // A peer's death fails this worker's set-up first; the coordinator names the peer a moment later.
-    if (ExitCodeFor(setup) == kExitRetryable) (void)e.AwaitLost(e.membership_.lease);
+    if (ExitCodeFor(setup) == kExitRetryable) (void)e.member_.AwaitLost(membership->lease);
     // The other workers learn why, instead of waiting.
     e.Abandon(std::string(setup.message()), ExitCodeFor(setup) == kExitFatalConfig);
     return setup;
@@ -187,11 +150,11 @@ absl::StatusOr<std::unique_ptr<Engine>> initialize(LlamaModel model, const std::
 absl::Status Engine::Setup(const std::string& ds_config_json, bool has_mpu) {
   const LaunchConfig& lc = launch_.config();
   CoordinatorClient& client = launch_.client();
-  const Membership& m = membership_;
+  const Membership& m = member_.membership();
 
   // Merge: validated against the record, identical on every worker.
   Clock::time_point start = Clock::now();
-  absl::StatusOr<std::string> merged = session_->MergeConfig(ds_config_json, has_mpu);
+  absl::StatusOr<std::string> merged = member_.session().MergeConfig(ds_config_json, has_mpu);
   if (!merged.ok()) return InPhase("merge", merged.status());
   merged_config_ = *merged;
   absl::StatusOr<TrainConfig> train = ParseTrainConfig(nlohmann::json::parse(*merged), m.mesh.dp_size());
@@ -234,7 +197,7 @@ absl::Status Engine::Setup(const std::string& ds_config_json, bool has_mpu) {
   std::vector<std::unique_ptr<Communicator>> comms;
   if (lc.backend == "nccl") {
     absl::StatusOr<std::map<GroupId, std::vector<std::string>>> ids =
-        ExchangeUniqueIds(*session_, m, groups, NcclUniqueId, lc.collective_timeout);
+        ExchangeUniqueIds(member_.session(), m, groups, NcclUniqueId, lc.collective_timeout);
     if (!ids.ok()) return InPhase("unique ids", ids.status());
     for (size_t i = 0; i < groups.size(); ++i) {
       auto comm = MakeNcclCommunicator(GroupName(groups[i]), (*ids)[groups[i]], places[i].first, places[i].second,
@@ -278,8 +241,8 @@ torch::Tensor Engine::Batch(int64_t step, int micro_step) const {
   torch::Tensor batch = torch::empty({rows, train_.seq_len + 1}, torch::kLong);
   for (int r = 0; r < rows; ++r) {
     const std::vector<int32_t> seq = data_->TrainSequence(
-        SequenceIndex(step, micro_step, membership_.dp_rank(), r, rows, train_.gradient_accumulation_steps,
-                      membership_.mesh.dp_size()));
+        SequenceIndex(step, micro_step, membership().dp_rank(), r, rows, train_.gradient_accumulation_steps,
+                      membership().mesh.dp_size()));
     batch[r].copy_(torch::tensor(seq, torch::kInt).to(torch::kLong));
   }
   return batch.to(device_, /*non_blocking=*/true);
@@ -313,7 +276,7 @@ absl::StatusOr<double> Engine::eval_loss() {
   torch::NoGradGuard no_grad;
   const int64_t all = data_->EvalWindows();
   const int64_t windows = train_.eval_windows > 0 ? std::min(train_.eval_windows, all) : all;
-  const WindowRange mine = EvalSlice(windows, membership_.dp_rank(), membership_.mesh.dp_size());
+  const WindowRange mine = EvalSlice(windows, membership().dp_rank(), membership().mesh.dp_size());
   torch::Tensor losses = torch::zeros({windows}, torch::TensorOptions(torch::kDouble).device(device_));
   try {
     for (int64_t first = mine.begin; first < mine.end; first += train_.micro_batch_size) {
@@ -339,7 +302,7 @@ absl::StatusOr<double> Engine::eval_loss() {
 absl::Status Engine::save_checkpoint(const std::string& dir) {
   // DP replicas hold identical shards, so the TP group of DP rank 0 gathers and global rank 0 writes.
   absl::Status status;
-  if (membership_.dp_rank() == 0) {
+  if (membership().dp_rank() == 0) {
     absl::StatusOr<TensorMap> model = GatherFullStateDict(*model_);
     TensorMap local_state;
     const TensorMap state = trainer_->optimizer().State();
@@ -356,14 +319,14 @@ absl::Status Engine::save_checkpoint(const std::string& dir) {
       AddKind(*full, kind, &local_state);
     }
     if (!model.ok()) status = model.status();
-    if (status.ok() && membership_.rank == 0) {
+    if (status.ok() && membership().rank == 0) {
       TrainerState trainer{step_,
                            trainer_->optimizer().step_count(),
                            trainer_->loss_scale(),
-                           membership_.mesh.tp_size(),
-                           membership_.world_size(),
+                           membership().mesh.tp_size(),
+                           membership().world_size(),
                            std::string(ShortDtypeName(dtype_)),
-                           membership_.job_id};
+                           membership().job_id};
       status = WriteCheckpoint(dir, model_->config(), dtype_, *model, local_state, trainer);
     }
   }
@@ -421,11 +384,49 @@ absl::Status Engine::load_checkpoint(const std::string& dir) {
   return absl::OkStatus();
 }
 
-absl::Status Engine::Finish() {
-  finished_ = true;
-  absl::Status left = session_->Leave(/*finished=*/true, "");
-  session_.reset();  // after Leave: a session that closes before its member left is taken for a death
-  return left;
+// --- where a generation starts, and how often it saves ---------------------------------------------------
+
+absl::StatusOr<std::string> Engine::resume() {
+  constexpr char kKey[] = "tpcoord/resume_from";
+  const LaunchConfig& lc = launch_.config();
+  const Membership& m = membership();
+  absl::StatusOr<std::string> from;
+  if (m.rank == 0) {
+    from = lc.resume;
+    if (!lc.output_dir.empty()) {
+      if (std::optional<SavedCheckpoint> newest = NewestCheckpoint(lc.output_dir, m.job_id)) from = newest->dir;
+    }
+    if (absl::Status s = launch_.client().StoreSet(m, kKey, *from); !s.ok()) return s;
+  } else {
+    from = launch_.client().StoreGet(m, kKey, lc.collective_timeout);
+    if (!from.ok()) return from.status();
+  }
+  if (!from->empty()) {
+    const Clock::time_point start = Clock::now();
+    if (absl::Status s = load_checkpoint(*from); !s.ok()) return s;
+    launch_.timings().emplace_back("resume", SecondsSince(start));
+  }
+  first_step_ = step_;
+  return from;
+}
+
+absl::StatusOr<bool> Engine::checkpoint_if_due(int64_t last_step) {
+  const std::string& output_dir = launch_.config().output_dir;
+  if (output_dir.empty() || train_.checkpoint_interval <= 0 || step_ % train_.checkpoint_interval != 0 ||
+      step_ == last_step) {
+    return false;
+  }
+  if (absl::Status s = save_checkpoint(absl::StrCat(output_dir, "/checkpoint-", step_)); !s.ok()) return s;
+  if (membership().rank == 0) PruneCheckpoints(output_dir, membership().job_id, kCheckpointsKept);
+  return true;
+}
+
+absl::StatusOr<std::string> Engine::save_final_checkpoint() {
+  const std::string& output_dir = launch_.config().output_dir;
+  if (output_dir.empty() || step_ == first_step_) return std::string();
+  const std::string dir = output_dir + "/checkpoint";
+  if (absl::Status s = save_checkpoint(dir); !s.ok()) return s;
+  return dir;
 }
 
 }  // namespace tpcoord

@@ -14,9 +14,7 @@
 #ifndef TPCOORD_WORKER_TRAINING_ENGINE_H_
 #define TPCOORD_WORKER_TRAINING_ENGINE_H_
 
-#include <atomic>
 #include <chrono>
-#include <condition_variable>
 #include <functional>
 #include <memory>
 #include <optional>
@@ -30,11 +28,11 @@
 #include "common/token_data.h"
 #include "common/train_config.h"
 #include "client/coordinator_client.h"
-#include "client/member_session.h"
 #include "worker/comm/communicator.h"
 #include "worker/comm/coordinator_store.h"
 #include "worker/model/llama_model.h"
 #include "worker/training/device.h"
+#include "worker/training/membership.h"
 #include "worker/training/train_step.h"
 
 namespace tpcoord {
@@ -53,6 +51,8 @@ struct LaunchConfig {
   std::string backend = "gloo";  // "gloo" (CPU) or "nccl" (GPU): BackendFor(device, --backend)
   std::string gloo_interface;  // address Gloo listens on and advertises; "" means `host`
   std::string data;            // training data; overrides the config's tpcoord.data
+  std::string output_dir;      // where rank 0 writes checkpoints ("" none); shared by the ranks to resume
+  std::string resume;          // a checkpoint to start from when output_dir holds none of this job's
   std::string worker_id;       // the same across this worker's generations; "" means a fresh one
   // Runs on the member session's thread the moment the coordinator says the generation is over (with its
   // reason, naming the rank that failed), while the main thread may be blocked in a collective that cannot
@@ -118,6 +118,19 @@ class Engine {
   // Loads a checkpoint written by save_checkpoint (or a plain Hugging Face model directory, weights only)
   // at any TP size: the full tensors are resharded for this mesh. Every rank calls it.
   absl::Status load_checkpoint(const std::string& dir);
+  // Where this generation starts, the same for every rank, loaded: the newest complete checkpoint-<step> of
+  // this job in rank 0's output_dir (its own progress, left by an earlier generation), else
+  // LaunchConfig::resume, else the start. Rank 0 decides and publishes its choice in the generation's store;
+  // every rank reads the directory itself. Returns the directory ("" for the start). Every rank calls it,
+  // once, before training.
+  absl::StatusOr<std::string> resume();
+  // After a step: with an output_dir and the config's checkpoint_interval due, saves
+  // <output_dir>/checkpoint-<step> (never at `last_step`, which gets the final one) and keeps the newest
+  // kCheckpointsKept of them. Returns whether it saved. Every rank calls it after each step.
+  absl::StatusOr<bool> checkpoint_if_due(int64_t last_step);
+  // With an output_dir, once training is over: <output_dir>/checkpoint if this generation trained. Returns
+  // its path ("" if none was written). Every rank calls it.
+  absl::StatusOr<std::string> save_final_checkpoint();
   // Leaves the job as finished (the coordinator marks the generation complete once every rank has).
   absl::Status Finish();
   // Leaves the job as failed: the generation ends and every other worker is told `reason`; `fatal`: a
@@ -125,7 +138,7 @@ class Engine {
   // does this with a generic reason when neither Finish nor Abandon ran.
   void Abandon(const std::string& reason, bool fatal = false);
 
-  const Membership& membership() const { return membership_; }
+  const Membership& membership() const { return member_.membership(); }
   const TrainConfig& train_config() const { return train_; }
   const std::string& merged_config() const { return merged_config_; }
   Dtype dtype() const { return dtype_; }
@@ -135,14 +148,11 @@ class Engine {
   // by the coordinator", "gloo tp/0 (rank 1 of 2) through the coordinator's store".
   const std::vector<std::string>& communicators() const { return communicators_; }
   int64_t global_steps() const { return step_; }
+  // The step this generation started from (resume()).
+  int64_t first_step() const { return first_step_; }
   LlamaModel& model() { return model_; }
-  // Why the job's generation ended, if the member session learned that it did.
-  std::optional<std::string> lost() const;
-  // Tells the coordinator how training goes (tpctl watch, /metrics, the status page); never blocks.
-  void report_progress(const TrainingProgress& progress);
-  // lost(), waiting up to `timeout` for the coordinator's verdict: a collective that fails because a peer
-  // died fails here within milliseconds, and the coordinator names that peer a moment later.
-  std::optional<std::string> AwaitLost(Millis timeout) const;
+  // The job membership (membership.h): why the generation ended, progress reports, the verdict to wait for.
+  JobMembership& member() { return member_; }
 
  private:
   friend absl::StatusOr<std::unique_ptr<Engine>> initialize(LlamaModel, const std::string&, Launch&, bool);
@@ -151,19 +161,14 @@ class Engine {
 
   // [micro, seq_len + 1] int64 on the device: the micro batch `micro_step` of `step` for this DP rank.
   torch::Tensor Batch(int64_t step, int micro_step) const;
-  absl::Status Explain(absl::Status status) const;  // adds lost() to a collective failure
+  absl::Status Explain(absl::Status status) const { return member_.Explain(std::move(status)); }
 
   Launch& launch_;
-  Membership membership_;
+  JobMembership member_;
   std::string merged_config_;
   TrainConfig train_;
   Dtype dtype_ = Dtype::kFloat32;
   torch::Device device_{torch::kCPU};
-  std::unique_ptr<MemberSession> session_;
-  std::atomic<bool> leaving_{false};  // Abandon runs: the generation's end is this worker's own doing
-  mutable std::mutex lost_mu_;
-  mutable std::condition_variable lost_cv_;
-  std::optional<std::string> lost_;
   c10::intrusive_ptr<CoordinatorStore> store_;
   std::vector<std::string> communicators_;
   std::unique_ptr<Communicator> world_;
@@ -173,7 +178,7 @@ class Engine {
   std::unique_ptr<TrainStep> trainer_;
   std::optional<TokenData> data_;
   int64_t step_ = 0;
-  bool finished_ = false;
+  int64_t first_step_ = 0;
 };
 
 // deepspeed.initialize: joins, merges `ds_config_json`, builds communicators, shards `model` (which must
