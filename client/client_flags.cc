@@ -2,7 +2,8 @@
 
 #include "absl/flags/flag.h"
 
-ABSL_FLAG(std::string, tls_ca, "", "verify the coordinator's TLS certificate against this CA (PEM; env TPCOORD_TLS_CA)");
+ABSL_FLAG(std::string, tls_ca, "",
+          "verify the coordinator's TLS certificate against this CA (PEM; env TPCOORD_TLS_CA)");
 ABSL_FLAG(std::string, tls_cert, "", "this client's certificate for mutual TLS (PEM; env TPCOORD_TLS_CERT)");
 ABSL_FLAG(std::string, tls_key, "", "the private key of --tls-cert (PEM; env TPCOORD_TLS_KEY)");
 ABSL_FLAG(std::string, token_file, "",

@@ -17,9 +17,9 @@
 #include <grpcpp/grpcpp.h>
 
 #include "absl/status/status.h"
-#include "tpcoord/v1/coordinator.grpc.pb.h"
 #include "client/coordinator_client.h"
 #include "client/targets.h"
+#include "tpcoord/v1/coordinator.grpc.pb.h"
 
 namespace tpcoord {
 

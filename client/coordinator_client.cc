@@ -10,12 +10,12 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "client/backoff.h"
+#include "client/client_rpc.h"
 #include "common/deepspeed_error.h"
 #include "common/limits.h"
 #include "common/secrets.h"
 #include "common/wire.h"
-#include "client/backoff.h"
-#include "client/client_rpc.h"
 
 namespace tpcoord {
 namespace {
@@ -82,7 +82,8 @@ absl::Status CoordinatorClient::WaitForConnected(Millis timeout) {
 
 template <typename Request, typename Response>
 absl::Status CoordinatorClient::Impl::Call(Method<Request, Response> method, const Request& request, Response* response,
-                                     const std::string& member_key, bool idempotent, std::optional<Millis> budget) {
+                                           const std::string& member_key, bool idempotent,
+                                           std::optional<Millis> budget) {
   Request copy = request;
   return Attempts<Request, Response>(method, copy, response, member_key, idempotent,
                                      budget.value_or(options.retry_budget),
@@ -91,28 +92,27 @@ absl::Status CoordinatorClient::Impl::Call(Method<Request, Response> method, con
 
 template <typename Request, typename Response>
 absl::Status CoordinatorClient::Impl::Wait(Method<Request, Response> method, Request request, Response* response,
-                                     Millis wait, const std::string& member_key) {
+                                           Millis wait, const std::string& member_key) {
   // Each attempt asks the coordinator to wait for what is left, and gives it room to answer.
   return Attempts<Request, Response>(method, request, response, member_key, /*idempotent=*/true, wait,
-                  [this](Request& r, Millis left) {
-                    r.set_wait_timeout_ms(WaitMillis(left));
-                    return left + options.wait_slack;
-                  });
+                                     [this](Request& r, Millis left) {
+                                       r.set_wait_timeout_ms(WaitMillis(left));
+                                       return left + options.wait_slack;
+                                     });
 }
 
 template <typename Request, typename Response>
 absl::Status CoordinatorClient::Impl::Attempts(Method<Request, Response> method, Request& request, Response* response,
-                                         const std::string& member_key, bool idempotent, Millis budget,
-                                         const std::function<Millis(Request&, Millis)>& prepare) {
+                                               const std::string& member_key, bool idempotent, Millis budget,
+                                               const std::function<Millis(Request&, Millis)>& prepare) {
   const Clock::time_point give_up = Clock::now() + budget;
   Backoff backoff(options.initial_backoff, options.max_backoff);
-  int hops = 0;     // calls sent straight to a leader a standby named
+  int hops = 0;      // calls sent straight to a leader a standby named
   size_t tried = 1;  // coordinators tried since the last backoff
   for (bool first = true;; first = false) {
     // The first attempt asks for the whole wait ("timed out after 1s", not "after 999ms" on a busy machine);
     // a later one for what is left, rounded up.
-    const Millis left =
-        first ? budget : std::max(Millis(1), std::chrono::ceil<Millis>(give_up - Clock::now()));
+    const Millis left = first ? budget : std::max(Millis(1), std::chrono::ceil<Millis>(give_up - Clock::now()));
     const Millis attempt = prepare(request, left);
     const Clock::time_point attempt_start = Clock::now();
     grpc::ClientContext ctx;
@@ -121,9 +121,9 @@ absl::Status CoordinatorClient::Impl::Attempts(Method<Request, Response> method,
     targets.AddCredentials(&ctx, member_key);
     Targets::Target* target = targets.Current();
     if (targets.WaitForReady() && !targets.AwaitConnected(target, give_up)) {
-      return absl::UnavailableError(absl::StrCat(
-          "cannot reach the coordinator at ", target->address, ": ",
-          DescribeTransportError(target->address, targets.ProbeError(target), options.credentials.tls())));
+      return absl::UnavailableError(
+          absl::StrCat("cannot reach the coordinator at ", target->address, ": ",
+                       DescribeTransportError(target->address, targets.ProbeError(target), options.credentials.tls())));
     }
     const grpc::Status s = targets.Reachable(target)
                                ? (target->stub.get()->*method)(&ctx, request, response)
@@ -135,11 +135,12 @@ absl::Status CoordinatorClient::Impl::Attempts(Method<Request, Response> method,
         s.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED && s.error_message() == "Deadline Exceeded";
     absl::Status status(static_cast<absl::StatusCode>(s.error_code()), s.error_message());
     if (own_deadline) {
-      status = absl::DeadlineExceededError(absl::StrCat("no answer from the coordinator at ", target->address,
-                                                        " within ", attempt.count(), " ms"));
+      status = absl::DeadlineExceededError(
+          absl::StrCat("no answer from the coordinator at ", target->address, " within ", attempt.count(), " ms"));
     }
     for (const auto& [key, value] : ctx.GetServerTrailingMetadata()) {
-      if (key == "tpcoord-context") status = CoordinatorAnswer(s.error_code(), s.error_message(), std::string(value.data(), value.size()));
+      if (key == "tpcoord-context")
+        status = CoordinatorAnswer(s.error_code(), s.error_message(), std::string(value.data(), value.size()));
     }
     // A standby refused the call without acting on it: even a call that is not idempotent goes to the leader.
     const std::string leader = s.error_code() == grpc::StatusCode::UNAVAILABLE ? LeaderNamedIn(ctx) : "";
@@ -156,7 +157,7 @@ absl::Status CoordinatorClient::Impl::Attempts(Method<Request, Response> method,
 }
 
 absl::StatusOr<TpInitRecord> CoordinatorClient::RecordTpInitArgs(const std::string& job_id, const TpInitArgs& args,
-                                                                  bool* created) {
+                                                                 bool* created) {
   v1::RecordTpInitArgsRequest req;
   req.set_job_id(job_id);
   req.set_tp_size(args.tp_size);
@@ -171,7 +172,8 @@ absl::StatusOr<TpInitRecord> CoordinatorClient::RecordTpInitArgs(const std::stri
   absl::StatusOr<Dtype> dtype = DtypeFromProto(r.dtype());
   if (!dtype.ok()) return dtype.status();
   TpInitRecord record{r.tp_size(), *dtype, r.has_tp_group(), {}};
-  for (const v1::RankList& group : r.tp_groups()) record.tp_groups.emplace_back(group.ranks().begin(), group.ranks().end());
+  for (const v1::RankList& group : r.tp_groups())
+    record.tp_groups.emplace_back(group.ranks().begin(), group.ranks().end());
   return record;
 }
 
@@ -199,9 +201,7 @@ absl::StatusOr<std::string> CoordinatorClient::MergeConfig(const Membership& m, 
   return std::move(*resp.mutable_merged_config_json());
 }
 
-uint32_t WaitMillis(Millis wait) {
-  return static_cast<uint32_t>(std::clamp<int64_t>(wait.count(), 1, UINT32_MAX));
-}
+uint32_t WaitMillis(Millis wait) { return static_cast<uint32_t>(std::clamp<int64_t>(wait.count(), 1, UINT32_MAX)); }
 
 v1::JoinRequest JoinRequestToProto(const JoinRequest& request) {
   v1::JoinRequest req;
@@ -219,9 +219,15 @@ v1::JoinRequest JoinRequestToProto(const JoinRequest& request) {
 absl::StatusOr<Membership> MembershipFrom(const std::string& job_id, const std::string& member_key,
                                           const v1::JoinResponse& resp) {
   absl::StatusOr<Mesh> mesh = Mesh::Create(resp.mesh().world_size(), resp.mesh().tp_size());
-  if (!mesh.ok()) return absl::InternalError(absl::StrCat("the coordinator answered an invalid mesh: ", mesh.status().message()));
-  return Membership{job_id, resp.generation(), resp.rank(), member_key, *mesh,
-                    Millis(resp.heartbeat_interval_ms()), Millis(resp.lease_ms())};
+  if (!mesh.ok())
+    return absl::InternalError(absl::StrCat("the coordinator answered an invalid mesh: ", mesh.status().message()));
+  return Membership{job_id,
+                    resp.generation(),
+                    resp.rank(),
+                    member_key,
+                    *mesh,
+                    Millis(resp.heartbeat_interval_ms()),
+                    Millis(resp.lease_ms())};
 }
 
 v1::PublishUniqueIdRequest PublishRequestOf(const Membership& m, const UniqueIds& ids) {
@@ -307,7 +313,8 @@ absl::Status CoordinatorClient::PublishUniqueIds(const Membership& m, const Uniq
 absl::StatusOr<UniqueIds> CoordinatorClient::GetUniqueIds(const Membership& m, const std::vector<GroupId>& groups,
                                                           Millis wait) {
   v1::GetUniqueIdResponse resp;
-  if (absl::Status s = impl_->Wait(&v1::Coordinator::Stub::GetUniqueId, GetRequestOf(m, groups), &resp, wait, m.member_key);
+  if (absl::Status s =
+          impl_->Wait(&v1::Coordinator::Stub::GetUniqueId, GetRequestOf(m, groups), &resp, wait, m.member_key);
       !s.ok()) {
     return s;
   }
@@ -363,7 +370,8 @@ absl::StatusOr<std::string> CoordinatorClient::StoreCompareSet(const Membership&
   req.set_expected_value(expected);
   req.set_desired_value(desired);
   v1::StoreCompareSetResponse resp;
-  if (absl::Status s = impl_->Call(&v1::Coordinator::Stub::StoreCompareSet, req, &resp, m.member_key); !s.ok()) return s;
+  if (absl::Status s = impl_->Call(&v1::Coordinator::Stub::StoreCompareSet, req, &resp, m.member_key); !s.ok())
+    return s;
   return std::move(*resp.mutable_value());
 }
 
@@ -409,7 +417,8 @@ absl::StatusOr<Millis> CoordinatorClient::Heartbeat(const Membership& m) {
   req.set_rank(m.rank);
   v1::HeartbeatResponse resp;
   // One attempt: callers that beat (tests, tools) retry themselves.
-  if (absl::Status s = impl_->Call(&v1::Coordinator::Stub::Heartbeat, req, &resp, m.member_key, /*idempotent=*/true, Millis(0));
+  if (absl::Status s =
+          impl_->Call(&v1::Coordinator::Stub::Heartbeat, req, &resp, m.member_key, /*idempotent=*/true, Millis(0));
       !s.ok()) {
     return s;
   }

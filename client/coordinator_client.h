@@ -33,10 +33,10 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "client/credentials.h"
 #include "common/mesh.h"
 #include "common/tp_init_args.h"
 #include "tpcoord/v1/coordinator.pb.h"  // the protocol's messages, as views of jobs (no gRPC in it)
-#include "client/credentials.h"
 
 namespace tpcoord {
 
@@ -45,11 +45,11 @@ using Millis = std::chrono::milliseconds;
 struct ClientOptions {
   std::string address = "127.0.0.1:50051";
   ClientCredentials credentials;
-  Millis call_timeout{10000};      // deadline of each attempt of a call that does not wait
-  Millis retry_budget{60000};      // how long an unreachable coordinator is retried, per call
+  Millis call_timeout{10000};  // deadline of each attempt of a call that does not wait
+  Millis retry_budget{60000};  // how long an unreachable coordinator is retried, per call
   Millis initial_backoff{50};
-  Millis max_backoff{1000};        // also caps gRPC's reconnect backoff
-  Millis wait_slack{5000};         // gRPC deadline beyond a parked call's wait
+  Millis max_backoff{1000};  // also caps gRPC's reconnect backoff
+  Millis wait_slack{5000};   // gRPC deadline beyond a parked call's wait
   // A worker waits for a coordinator that is not up yet (each attempt until its deadline). A tool asking
   // once (tpctl) sets false: an unreachable coordinator is reported at once, with gRPC's reason (a refused
   // connection, a failed TLS handshake), as UNAVAILABLE.
@@ -83,7 +83,7 @@ struct JoinRequest {
   std::string host;
   int world_size = 0;
   std::optional<int> requested_rank;
-  int tp_size = 0;  // 0: the recorded tp_size
+  int tp_size = 0;         // 0: the recorded tp_size
   std::string member_key;  // this worker's secret (16-1024 visible ASCII); "": a fresh random one
   int min_world_size = 0;  // 0: world_size; see coordinator.proto
   Millis rejoin_timeout{0};
@@ -121,8 +121,8 @@ class CoordinatorClient {
   absl::Status StoreSet(const Membership& m, const std::string& key, const std::string& value);
   absl::StatusOr<std::string> StoreGet(const Membership& m, const std::string& key, Millis wait);
   absl::StatusOr<int64_t> StoreAdd(const Membership& m, const std::string& key, int64_t delta);
-  absl::StatusOr<std::string> StoreCompareSet(const Membership& m, const std::string& key,
-                                              const std::string& expected, const std::string& desired);
+  absl::StatusOr<std::string> StoreCompareSet(const Membership& m, const std::string& key, const std::string& expected,
+                                              const std::string& desired);
   absl::StatusOr<bool> StoreCheck(const Membership& m, const std::vector<std::string>& keys);
   absl::StatusOr<bool> StoreDelete(const Membership& m, const std::string& key);
   absl::StatusOr<int64_t> StoreNumKeys(const Membership& m);

@@ -1,8 +1,8 @@
 #include "client/member_session.h"
 
 #include <algorithm>
-#include <cmath>
 #include <chrono>
+#include <cmath>
 #include <condition_variable>
 #include <map>
 #include <mutex>
@@ -12,10 +12,10 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
-#include "common/secrets.h"
-#include "common/wire.h"
 #include "client/backoff.h"
 #include "client/client_rpc.h"
+#include "common/secrets.h"
+#include "common/wire.h"
 
 namespace tpcoord {
 namespace {
@@ -108,15 +108,15 @@ class MemberSession::Impl {
   bool stopping_ = false;
   bool open_ = false;  // the coordinator holds the member's session
   std::optional<Membership> membership_;
-  std::optional<absl::Status> lost_;  // the session is over: every call answers this
+  std::optional<absl::Status> lost_;      // the session is over: every call answers this
   std::map<uint64_t, Pending*> pending_;  // calls in flight, by call_id
   uint64_t next_call_ = 1;
   grpc::ClientContext* stream_ctx_ = nullptr;  // the open stream's, while there is one
 
-  std::mutex write_mu_;  // one writer at a time on the stream; taken before mu_, never after
+  std::mutex write_mu_;              // one writer at a time on the stream; taken before mu_, never after
   SessionStream* stream_ = nullptr;  // guarded by write_mu_
   uint64_t stream_number_ = 0;       // guarded by write_mu_
-  std::thread thread_;  // last
+  std::thread thread_;               // last
 };
 
 MemberSession::Impl::~Impl() {
@@ -184,10 +184,10 @@ void MemberSession::Impl::Run() {
     if (Verdict(s.error_code())) {
       lost = absl::Status(static_cast<absl::StatusCode>(s.error_code()), s.error_message());
     } else if (Clock::now() - last_open > options.retry_budget) {
-      lost = absl::UnavailableError(absl::StrCat(
-          "the coordinator at ", options.address, " has not held this member's session for ",
-          std::chrono::duration_cast<std::chrono::seconds>(Clock::now() - last_open).count(), " s: ",
-          s.error_message()));
+      lost = absl::UnavailableError(
+          absl::StrCat("the coordinator at ", options.address, " has not held this member's session for ",
+                       std::chrono::duration_cast<std::chrono::seconds>(Clock::now() - last_open).count(),
+                       " s: ", s.error_message()));
     }
     if (!lost.ok()) {
       lost_ = lost;
@@ -269,7 +269,8 @@ grpc::Status MemberSession::Impl::Stream(bool* opened) {
       std::unique_lock<std::mutex> lock(mu_);
       const Millis interval = membership_ ? std::max(membership_->heartbeat_interval, Millis(10)) : Millis(3600000);
       const bool had_membership = membership_.has_value();
-      if (wake_.wait_for(lock, interval, [&] { return stopping_ || ended || membership_.has_value() != had_membership; })) {
+      if (wake_.wait_for(lock, interval,
+                         [&] { return stopping_ || ended || membership_.has_value() != had_membership; })) {
         if (stopping_ || ended) break;
         continue;  // it just joined: beat from now on
       }
@@ -353,8 +354,7 @@ absl::StatusOr<UniqueIds> MemberSession::ExchangeUniqueIds(const Membership& m, 
   if (!mine.empty()) *steps.mutable_publish_unique_id() = PublishRequestOf(m, mine);
   if (!theirs.empty()) {
     *steps.mutable_get_unique_id() = GetRequestOf(m, theirs);
-    steps.mutable_get_unique_id()->set_wait_timeout_ms(
-        WaitMillis(wait));
+    steps.mutable_get_unique_id()->set_wait_timeout_ms(WaitMillis(wait));
   }
   if (mine.empty() && theirs.empty()) return UniqueIds();
   absl::StatusOr<v1::SessionEvent> answer =

@@ -28,8 +28,8 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
-#include "common/training_progress.h"
 #include "client/coordinator_client.h"
+#include "common/training_progress.h"
 
 namespace tpcoord {
 

@@ -116,8 +116,10 @@ void Targets::NoteUnreachable(Target* target, Clock::time_point since) {
   const std::string line =
       absl::StrCat("still waiting for the coordinator at ", target->address, " after ", waited.count() / 1000,
                    " s: ", DescribeTransportError(target->address, error, options.credentials.tls()));
-  if (options.log_waiting) options.log_waiting(line);
-  else std::cerr << "warning: " << line << std::endl;
+  if (options.log_waiting)
+    options.log_waiting(line);
+  else
+    std::cerr << "warning: " << line << std::endl;
 }
 
 std::string Targets::ProbeError(Target* target) {
@@ -138,8 +140,9 @@ std::string DescribeTransportError(const std::string& address, const std::string
   } else if (has("http1") || has("http/1") || has("parsing http/2")) {
     cause = "an HTTP/1 server answers there, not a tpcoord coordinator (a metrics or status port?)";
   } else if (tls && (has("handshake") || has("ssl") || has("tls") || has("wrong_version"))) {
-    cause = "the TLS handshake failed: the server there does not speak TLS (a plaintext coordinator?), or its "
-            "certificate is not trusted by --tls-ca";
+    cause =
+        "the TLS handshake failed: the server there does not speak TLS (a plaintext coordinator?), or its "
+        "certificate is not trusted by --tls-ca";
   } else if (!tls && (has("socket closed") || has("connection reset") || has("end of file") || has("eof") ||
                       has("goaway") || has("handshake"))) {
     cause = "the server there closes the connection: a TLS coordinator (give --tls-ca), or not a gRPC server";

@@ -50,20 +50,20 @@
 #include "common/log_line.h"
 #include "common/process_init.h"
 #include "common/secrets.h"
-#include "coordinator/rpc/coordinator_service.h"
 #include "coordinator/ha/etcd_connection.h"
 #include "coordinator/ha/etcd_state_store.h"
-#include "coordinator/job/job_registry.h"
-#include "coordinator/store/job_storage.h"
 #include "coordinator/ha/leader_election.h"
-#include "coordinator/job/metrics.h"
-#include "coordinator/ops/ops_endpoint.h"
-#include "coordinator/rpc/rpc_metrics.h"
 #include "coordinator/ha/standby_service.h"
+#include "coordinator/job/job_registry.h"
+#include "coordinator/job/metrics.h"
+#include "coordinator/job/timer_queue.h"
+#include "coordinator/ops/ops_endpoint.h"
+#include "coordinator/rpc/coordinator_service.h"
+#include "coordinator/rpc/rpc_metrics.h"
+#include "coordinator/store/job_storage.h"
 #include "coordinator/store/state_committer.h"
 #include "coordinator/store/state_dir.h"
 #include "coordinator/store/timed_state_store.h"
-#include "coordinator/job/timer_queue.h"
 
 ABSL_FLAG(std::string, listen, "127.0.0.1:50051",
           "address to serve on; port 0 picks a free port. Other than loopback it needs TLS (or --allow-insecure)");
@@ -111,7 +111,8 @@ ABSL_FLAG(std::string, metrics_listen, "",
 ABSL_FLAG(std::string, forget_job, "",
           "offline repair: remove job ID and everything stored of it from --state-dir (or --state-store), then exit; "
           "for a job whose stored state is corrupt. The coordinator must be stopped (for etcd: every coordinator)");
-ABSL_FLAG(std::string, log_format, "text", "text, or json: one JSON object per line (time, level, job, generation, "
+ABSL_FLAG(std::string, log_format, "text",
+          "text, or json: one JSON object per line (time, level, job, generation, "
           "rank, event, message)");
 
 namespace {
@@ -161,10 +162,12 @@ std::shared_ptr<grpc::ServerCredentials> ServerCredentials(const std::string& li
     if (!client_ca.empty()) Die("--tls-client-ca needs --tls-cert and --tls-key");
     if (!IsLocalOnly(listen)) {
       if (!absl::GetFlag(FLAGS_allow_insecure)) {
-        Die(absl::StrCat("--listen ", listen, " without TLS would send every job's tokens over the network in the "
+        Die(absl::StrCat("--listen ", listen,
+                         " without TLS would send every job's tokens over the network in the "
                          "clear; give --tls-cert and --tls-key (README \"Security\"), or --allow-insecure"));
       }
-      Log(absl::StrCat("warning: serving plaintext on ", listen, " (--allow-insecure): anyone on the network can "
+      Log(absl::StrCat("warning: serving plaintext on ", listen,
+                       " (--allow-insecure): anyone on the network can "
                        "read tokens and member keys in transit"));
     }
     return grpc::InsecureServerCredentials();
@@ -356,7 +359,8 @@ Config ValidatedConfig() {
   config.metrics_listen = absl::GetFlag(FLAGS_metrics_listen);
   if (!config.metrics_listen.empty() && !config.admin_token_sha256.empty() && !IsLocalOnly(config.metrics_listen) &&
       !absl::GetFlag(FLAGS_allow_insecure)) {
-    Die(absl::StrCat("--metrics-listen ", config.metrics_listen, " is plaintext HTTP: scrapers would send the admin "
+    Die(absl::StrCat("--metrics-listen ", config.metrics_listen,
+                     " is plaintext HTTP: scrapers would send the admin "
                      "token over the network in the clear; keep it on loopback, or give --allow-insecure"));
   }
   return config;
@@ -434,8 +438,9 @@ std::unique_ptr<grpc::Server> StartServer(const std::string& serve_on,
   builder.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, 1000);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (!server || *port == 0) {
-    Die(absl::StrCat("cannot listen on ", serve_on,
-                     absl::GetFlag(FLAGS_tls_cert).empty() ? "" : " (are --tls-cert and --tls-key a matching PEM pair?)"));
+    Die(absl::StrCat(
+        "cannot listen on ", serve_on,
+        absl::GetFlag(FLAGS_tls_cert).empty() ? "" : " (are --tls-cert and --tls-key a matching PEM pair?)"));
   }
   return server;
 }
@@ -480,8 +485,7 @@ int main(int argc, char** argv) {
     stop.Signal(signal_number);
   }).detach();
 
-  StateSource state =
-      OpenState(config.listen, credentials, [](const std::string& why) { stop.StepDown(why); });
+  StateSource state = OpenState(config.listen, credentials, [](const std::string& why) { stop.StepDown(why); });
   tpcoord::TimedStateStore timed_store(
       state.store, [](double seconds, const absl::Status& status) { metrics.StateWritten(seconds, status); });
 

@@ -20,13 +20,13 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <optional>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
 #include <iostream>
 #include <mutex>
+#include <optional>
 #include <sstream>
 
 #include "absl/flags/flag.h"
@@ -36,12 +36,12 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "client/client_flags.h"
 #include "common/config_merge.h"
 #include "common/deepspeed_error.h"
 #include "common/ds_config.h"
 #include "common/log_line.h"
 #include "common/process_init.h"
-#include "client/client_flags.h"
 #include "worker/model/safetensors.h"
 #include "worker/training/checkpoint.h"
 #include "worker/training/compute_threads.h"
@@ -235,7 +235,8 @@ int Main() {
   // tp_model_init's arguments: flags, else what the config says.
   int tp_size = absl::GetFlag(FLAGS_tp_size);
   if (tp_size == 0) {
-    const nlohmann::json autotp = config->value("tensor_parallel", nlohmann::json::object()).value("autotp_size", nlohmann::json(1));
+    const nlohmann::json autotp =
+        config->value("tensor_parallel", nlohmann::json::object()).value("autotp_size", nlohmann::json(1));
     tp_size = autotp.is_number_integer() && autotp.get<int>() > 0 ? autotp.get<int>() : 1;
   }
   Dtype dtype = InferConfigDtype(*config).value_or(Dtype::kFloat32);
@@ -256,7 +257,8 @@ int Main() {
   if (range.size() > 2 || !absl::SimpleAtoi(range.back(), &lc.world_size) ||
       !absl::SimpleAtoi(range.front(), &lc.min_world_size) || lc.min_world_size < 1 ||
       lc.min_world_size > lc.world_size) {
-    return Usage(absl::StrCat("--world-size \"", world, "\" is not a number N or a range MIN:MAX with 1 <= MIN <= MAX"));
+    return Usage(
+        absl::StrCat("--world-size \"", world, "\" is not a number N or a range MIN:MAX with 1 <= MIN <= MAX"));
   }
   lc.rejoin_timeout = absl::ToChronoMilliseconds(absl::GetFlag(FLAGS_rejoin_timeout));
   if (absl::GetFlag(FLAGS_rank) >= 0) lc.rank = absl::GetFlag(FLAGS_rank);
@@ -323,12 +325,14 @@ int Main() {
                         TrainerAttempt() > 0 ? absl::StrCat(", restart ", TrainerAttempt()) : ""));
     Log("startup", absl::StrCat("startup: ", absl::StrJoin(phases, ", ")));
     Log("communicators", absl::StrCat("communicators: ", absl::StrJoin(e.communicators(), "; ")));
-    Log("batch", absl::StrFormat("batch: %d sequences of %d tokens per step (micro %d x accumulation %d x dp %d), from step %d "
+    Log("batch",
+        absl::StrFormat("batch: %d sequences of %d tokens per step (micro %d x accumulation %d x dp %d), from step %d "
                         "to %d",
                         train.train_batch_size, train.seq_len, train.micro_batch_size,
                         train.gradient_accumulation_steps, m.mesh.dp_size(), e.global_steps(), steps));
     if (m.world_size() < lc.world_size) {
-      Log("shrunk", absl::StrFormat("shrunk: %d of %d workers, %d of %d data-parallel replicas; gradient accumulation %d keeps "
+      Log("shrunk",
+          absl::StrFormat("shrunk: %d of %d workers, %d of %d data-parallel replicas; gradient accumulation %d keeps "
                           "train_batch_size %d",
                           m.world_size(), lc.world_size, m.mesh.dp_size(), lc.world_size / m.mesh.tp_size(),
                           train.gradient_accumulation_steps, train.train_batch_size));
@@ -350,8 +354,7 @@ int Main() {
     if (stats->step % train.steps_per_print == 0 || stats->step == steps || stats->step == first_step + 1) {
       const double loss = stats->loss.item<double>();  // waits for the step
       const double grad_norm = stats->grad_norm.defined() ? stats->grad_norm.item<double>() : 0.0;
-      const double seconds =
-          std::chrono::duration<double>(std::chrono::steady_clock::now() - interval_start).count();
+      const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - interval_start).count();
       train_seconds += seconds;
       tokens += interval_tokens;
       if (stats->step == first_step + 1) first_loss = loss;
@@ -359,8 +362,7 @@ int Main() {
       if (leader) {
         Log("step", absl::StrFormat("step %d/%d loss %.9g lr %.6g grad_norm %.6g tokens/s %.0f step_ms %.1f%s",
                                     stats->step, steps, loss, stats->lr, grad_norm, interval_tokens / seconds,
-                                    seconds * 1e3 / interval_steps,
-                                    stats->skipped ? " (skipped: fp16 overflow)" : ""));
+                                    seconds * 1e3 / interval_steps, stats->skipped ? " (skipped: fp16 overflow)" : ""));
         e.member().ReportProgress(
             {stats->step, steps, loss, interval_tokens / seconds, seconds / interval_steps, std::nullopt});
       }
@@ -380,13 +382,14 @@ int Main() {
     const int64_t trained = e.global_steps() - first_step;
     Log("eval", absl::StrFormat("eval loss %.9g", *eval));
     if (trained > 0) {
-      e.member().ReportProgress({e.global_steps(), steps, last_loss, tokens / train_seconds, train_seconds / trained, *eval});
+      e.member().ReportProgress(
+          {e.global_steps(), steps, last_loss, tokens / train_seconds, train_seconds / trained, *eval});
     }
     if (trained > 0) {
-      Log("done", absl::StrFormat("done: %d steps, loss %.4f -> %.4f, %.0f tokens/s, %.1f ms/step%s%s", trained,
-                                  first_loss, last_loss, tokens / train_seconds, train_seconds * 1e3 / trained,
-                                  Mfu(e, tokens / train_seconds),
-                                  checkpoint->empty() ? "" : ", checkpoint " + *checkpoint));
+      Log("done",
+          absl::StrFormat("done: %d steps, loss %.4f -> %.4f, %.0f tokens/s, %.1f ms/step%s%s", trained, first_loss,
+                          last_loss, tokens / train_seconds, train_seconds * 1e3 / trained,
+                          Mfu(e, tokens / train_seconds), checkpoint->empty() ? "" : ", checkpoint " + *checkpoint));
     }
   }
   if (absl::Status s = e.Finish(); !s.ok()) return Fail(s);

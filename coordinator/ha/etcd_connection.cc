@@ -12,7 +12,8 @@ namespace tpcoord {
 absl::StatusOr<EtcdTarget> ParseEtcdTarget(const std::string& url) {
   constexpr absl::string_view kScheme = "etcd://";
   if (!absl::StartsWith(url, kScheme)) {
-    return absl::InvalidArgumentError(absl::StrCat("state store \"", url, "\" is not etcd://HOST:PORT[,HOST:PORT]/PREFIX"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("state store \"", url, "\" is not etcd://HOST:PORT[,HOST:PORT]/PREFIX"));
   }
   absl::string_view rest = absl::string_view(url).substr(kScheme.size());
   EtcdTarget target;
@@ -20,7 +21,8 @@ absl::StatusOr<EtcdTarget> ParseEtcdTarget(const std::string& url) {
   target.prefix = slash == absl::string_view::npos ? "/tpcoord" : std::string(rest.substr(slash));
   while (target.prefix.size() > 1 && target.prefix.back() == '/') target.prefix.pop_back();
   if (target.prefix == "/") {
-    return absl::InvalidArgumentError(absl::StrCat("state store \"", url, "\": give a key prefix such as /tpcoord, not /"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("state store \"", url, "\": give a key prefix such as /tpcoord, not /"));
   }
   for (absl::string_view endpoint : absl::StrSplit(rest.substr(0, slash), ',')) {
     const size_t colon = endpoint.rfind(':');
@@ -103,21 +105,18 @@ absl::Status EtcdConnection::Unary(const char* what,
     if (last.ok()) return absl::OkStatus();
     last_endpoint = target_.endpoints[member];
     switch (last.error_code()) {
-      case grpc::StatusCode::UNAVAILABLE:          // down, or "etcdserver: no leader"
-      case grpc::StatusCode::DEADLINE_EXCEEDED:    // no quorum: "etcdserver: request timed out"
-      case grpc::StatusCode::CANCELLED:
-        break;
-      default:
-        return Error(what, last);  // etcd's answer
+      case grpc::StatusCode::UNAVAILABLE:        // down, or "etcdserver: no leader"
+      case grpc::StatusCode::DEADLINE_EXCEEDED:  // no quorum: "etcdserver: request timed out"
+      case grpc::StatusCode::CANCELLED: break;
+      default: return Error(what, last);  // etcd's answer
     }
     size_t expected = member;  // move on, unless another call already did
     current_.compare_exchange_strong(expected, member + 1);
     // Once every member was tried, a short pause: a cluster electing a leader answers in a moment.
     if ((attempt + 1) % stubs.size() == 0) std::this_thread::sleep_for(Millis(100));
   }
-  return absl::UnavailableError(absl::StrCat(name_, ": ", what, ": no member answered within ",
-                                             call_timeout_.count(), " ms (last, ", last_endpoint, ": ",
-                                             last.error_message(), ")"));
+  return absl::UnavailableError(absl::StrCat(name_, ": ", what, ": no member answered within ", call_timeout_.count(),
+                                             " ms (last, ", last_endpoint, ": ", last.error_message(), ")"));
 }
 
 absl::Status EtcdConnection::Txn(const etcdserverpb::TxnRequest& request, etcdserverpb::TxnResponse* response) {

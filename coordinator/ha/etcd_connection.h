@@ -64,8 +64,7 @@ class EtcdConnection {
 
  private:
   template <typename Stub, typename Request, typename Response>
-  absl::Status Unary(const char* what,
-                     grpc::Status (Stub::*method)(grpc::ClientContext*, const Request&, Response*),
+  absl::Status Unary(const char* what, grpc::Status (Stub::*method)(grpc::ClientContext*, const Request&, Response*),
                      const std::vector<std::unique_ptr<Stub>>& stubs, const Request& request, Response* response);
 
   const EtcdTarget target_;

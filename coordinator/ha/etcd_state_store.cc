@@ -33,9 +33,7 @@ std::vector<Op> Normalize(const StateWrites& writes, const std::string& root) {
   for (const StateWrite& w : writes) {
     const std::string key = root + w.key;
     switch (w.kind) {
-      case StateWrite::Kind::kPut:
-        puts[key] = w.value;
-        break;
+      case StateWrite::Kind::kPut: puts[key] = w.value; break;
       case StateWrite::Kind::kDelete:
         puts.erase(key);
         deletes.emplace_back(key, key + std::string(1, '\0'));

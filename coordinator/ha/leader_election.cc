@@ -14,10 +14,7 @@ namespace pb = etcdserverpb;
 }  // namespace
 
 LeaderElection::LeaderElection(EtcdConnection* etcd, Millis ttl, std::function<void(const std::string&)> log)
-    : etcd_(etcd),
-      key_(etcd->target().prefix + "/leader"),
-      ttl_(std::max(ttl, Millis(2000))),
-      log_(std::move(log)) {}
+    : etcd_(etcd), key_(etcd->target().prefix + "/leader"), ttl_(std::max(ttl, Millis(2000))), log_(std::move(log)) {}
 
 LeaderElection::~LeaderElection() {
   int64_t lease;
@@ -38,8 +35,7 @@ LeaderElection::~LeaderElection() {
   }
 }
 
-absl::StatusOr<bool> LeaderElection::TryAcquire(const std::string& address, std::string* holder,
-                                                int64_t* revision) {
+absl::StatusOr<bool> LeaderElection::TryAcquire(const std::string& address, std::string* holder, int64_t* revision) {
   pb::LeaseGrantRequest grant;
   grant.set_ttl(std::chrono::duration_cast<std::chrono::seconds>(ttl_).count());
   pb::LeaseGrantResponse granted;

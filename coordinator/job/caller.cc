@@ -12,8 +12,8 @@ namespace {
 absl::StatusOr<absl::string_view> OneValue(absl::string_view name, const std::vector<absl::string_view>& values) {
   if (values.empty()) return absl::string_view();
   if (values.size() > 1) {
-    return absl::UnauthenticatedError(absl::StrCat("the call carries ", values.size(), " '", name,
-                                                   "' metadata entries; give exactly one"));
+    return absl::UnauthenticatedError(
+        absl::StrCat("the call carries ", values.size(), " '", name, "' metadata entries; give exactly one"));
   }
   return values[0];
 }
@@ -39,8 +39,8 @@ absl::StatusOr<Caller> IdentifyCaller(const std::vector<absl::string_view>& auth
   if (!bearer->empty()) {
     constexpr absl::string_view kScheme = "Bearer ";
     if (!absl::StartsWith(*bearer, kScheme)) {
-      return absl::UnauthenticatedError(absl::StrCat("the call's '", kAuthorizationMetadata,
-                                                     "' metadata is not of the form 'Bearer <token>'"));
+      return absl::UnauthenticatedError(
+          absl::StrCat("the call's '", kAuthorizationMetadata, "' metadata is not of the form 'Bearer <token>'"));
     }
     const absl::string_view token = bearer->substr(kScheme.size());
     if (absl::Status s = CheckSecret("the token", token); !s.ok()) return Malformed(kAuthorizationMetadata, s);

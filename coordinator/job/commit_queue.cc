@@ -46,8 +46,8 @@ void CommitQueue::Drain(Completions& done, const Submit& submit) {
     // The batch holds what it claimed until it is applied; the next batch may go to disk meanwhile.
     held_.items.insert(batch.items().begin(), batch.items().end());
     held_.whole_jobs += batch.whole_job() ? 1 : 0;
-    in_flight_.push_back({std::vector<std::string>(batch.items().begin(), batch.items().end()), batch.whole_job(),
-                          std::move(decided)});
+    in_flight_.push_back(
+        {std::vector<std::string>(batch.items().begin(), batch.items().end()), batch.whole_job(), std::move(decided)});
     submit(std::move(batch.writes));
   }
 }
@@ -58,8 +58,10 @@ void CommitQueue::Written(const absl::Status& status, Completions& done) {
   for (const std::string& item : written.items) held_.items.erase(held_.items.find(item));
   held_.whole_jobs -= written.whole_job ? 1 : 0;
   for (Decided& d : written.changes) {
-    if (status.ok()) d.apply(done);
-    else d.answer_error(context_(status), done);
+    if (status.ok())
+      d.apply(done);
+    else
+      d.answer_error(context_(status), done);
   }
 }
 

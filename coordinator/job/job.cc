@@ -14,10 +14,10 @@
 
 namespace tpcoord {
 
-using job_internal::UnixMillisNow;
-using job_internal::Over;
-using job_internal::kGonePins;
 using job_internal::GenerationEnded;
+using job_internal::kGonePins;
+using job_internal::Over;
+using job_internal::UnixMillisNow;
 
 Job::Job(std::string id, const JobContext* context)
     : id_(std::move(id)),
@@ -35,7 +35,8 @@ Job::~Job() { Shutdown(); }
 // --- the commit path (commit_queue.h) -------------------------------------------------------------------
 
 void Job::Mutate(StatusDone done, Decide decide) {
-  Enqueue(std::move(decide), [done = std::move(done)](absl::Status s, Completions& c) { c.Answer(done, std::move(s)); });
+  Enqueue(std::move(decide),
+          [done = std::move(done)](absl::Status s, Completions& c) { c.Answer(done, std::move(s)); });
 }
 
 void Job::Enqueue(Decide decide, CommitQueue::AnswerError answer_error) {
@@ -67,7 +68,8 @@ void Job::MaybeGone(Completions& done) {
   int64_t unpinned = 0;
   if (!pins_.compare_exchange_strong(unpinned, kGonePins)) return;  // pinned: its call will come
   gone_.store(true, std::memory_order_release);
-  if (!stopping_ && context_->on_gone) done.Add([self = shared_from_this(), on_gone = context_->on_gone] { on_gone(self); });
+  if (!stopping_ && context_->on_gone)
+    done.Add([self = shared_from_this(), on_gone = context_->on_gone] { on_gone(self); });
 }
 
 bool Job::TryPin() {
@@ -172,7 +174,8 @@ void Job::Restore(StoredJob stored) {
   for (const auto& [name, rounds] : stored.barrier_rounds) g.barriers.RestoreRounds(name, rounds);
   if (stored.reference) {
     absl::StatusOr<nlohmann::json> config = ParseDsConfig(stored.reference->config_text);
-    if (config.ok()) g.agreement.SetReference(stored.reference->rank, std::move(stored.reference->config_text), *config);
+    if (config.ok())
+      g.agreement.SetReference(stored.reference->rank, std::move(stored.reference->config_text), *config);
   }
   if (g.members.empty()) return;
   g.leases.Start(header_.world_size, Clock::now());
@@ -191,11 +194,13 @@ absl::Status Job::MarkCorrupt(absl::Status status, std::string token_sha256) {
   const std::string remedy =
       !token_sha256.empty()
           ? absl::StrCat("; delete the job (tpctl delete ", id_, ") to start it afresh")
-          : absl::StrCat("; its token binding is lost with it, so no job token can delete it: stop the coordinator "
-                         "and run ", options_.forget_job_command, " ", id_,
-                         options_.admin_token ? absl::StrCat(", or delete it with the admin token (tpctl delete ", id_,
-                                                             " --force)")
-                                              : "");
+          : absl::StrCat(
+                "; its token binding is lost with it, so no job token can delete it: stop the coordinator "
+                "and run ",
+                options_.forget_job_command, " ", id_,
+                options_.admin_token
+                    ? absl::StrCat(", or delete it with the admin token (tpctl delete ", id_, " --force)")
+                    : "");
   absl::Status corrupt(status.code(), absl::StrCat(status.message(), remedy));
   status.ForEachPayload(
       [&corrupt](absl::string_view url, const absl::Cord& payload) { corrupt.SetPayload(url, payload); });
@@ -250,7 +255,8 @@ void Job::Forget(Completions& done) {
   born_ = false;
   LogEvent("deleted", "deleted");
   gone_.store(true, std::memory_order_release);
-  if (!stopping_ && context_->on_gone) done.Add([self = shared_from_this(), on_gone = context_->on_gone] { on_gone(self); });
+  if (!stopping_ && context_->on_gone)
+    done.Add([self = shared_from_this(), on_gone = context_->on_gone] { on_gone(self); });
 }
 
 void Job::Delete(const Caller& caller, bool force, StatusDone on_done) {

@@ -47,22 +47,22 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
-#include "common/mutex.h"
 #include "common/limits.h"
-#include "common/mesh.h"
-#include "common/tp_init_args.h"
 #include "common/log_line.h"
+#include "common/mesh.h"
+#include "common/mutex.h"
+#include "common/tp_init_args.h"
 #include "coordinator/job/caller.h"
 #include "coordinator/job/commit_queue.h"
 #include "coordinator/job/completions.h"
-#include "coordinator/store/job_storage.h"
 #include "coordinator/job/job_view.h"
 #include "coordinator/job/key_value_store.h"
 #include "coordinator/job/metrics.h"
 #include "coordinator/job/parked_calls.h"
 #include "coordinator/job/progress_history.h"
-#include "coordinator/store/state_committer.h"
 #include "coordinator/job/timer_queue.h"
+#include "coordinator/store/job_storage.h"
+#include "coordinator/store/state_committer.h"
 
 namespace tpcoord {
 
@@ -96,7 +96,7 @@ struct JoinArgs {
   std::string host;
   int world_size = 0;
   std::optional<int> requested_rank;
-  int tp_size = 0;  // 0: the recorded tp_size, or 1
+  int tp_size = 0;         // 0: the recorded tp_size, or 1
   int min_world_size = 0;  // 0: world_size (see JoinRequest.min_world_size)
   Millis rejoin_timeout{0};
 };
@@ -152,19 +152,18 @@ class Job : public std::enable_shared_from_this<Job> {
   // Calls that may park return an id for Cancel. Join binds the worker's seat to the caller's member key.
   uint64_t Join(const Caller& caller, JoinArgs args, Millis wait, Done<Assignment> done);
   // Answers the IDs of `groups` in the order asked, each group's roots in root order (Mesh::UniqueIdRoots).
-  uint64_t GetUniqueIds(const Caller& caller, uint64_t generation, int rank, std::vector<GroupId> groups,
-                        Millis wait, Done<UniqueIds> done);
+  uint64_t GetUniqueIds(const Caller& caller, uint64_t generation, int rank, std::vector<GroupId> groups, Millis wait,
+                        Done<UniqueIds> done);
   uint64_t StoreGet(const Caller& caller, uint64_t generation, std::string key, Millis wait, Done<std::string> done);
   uint64_t StoreWait(const Caller& caller, uint64_t generation, std::vector<std::string> keys, Millis wait,
                      StatusDone done);
   // `round`: see BarrierRequest.round (0: the next one).
-  uint64_t Barrier(const Caller& caller, uint64_t generation, int rank, std::string name, uint64_t round,
-                   Millis wait, StatusDone done);
+  uint64_t Barrier(const Caller& caller, uint64_t generation, int rank, std::string name, uint64_t round, Millis wait,
+                   StatusDone done);
   // The client gave up on a parked call: it is answered CANCELLED. Unknown ids are ignored.
   void Cancel(uint64_t call);
 
-  void PublishUniqueIds(const Caller& caller, uint64_t generation, int rank,
-                        UniqueIds ids, StatusDone done);
+  void PublishUniqueIds(const Caller& caller, uint64_t generation, int rank, UniqueIds ids, StatusDone done);
   void StoreSet(const Caller& caller, uint64_t generation, std::string key, std::string value, StatusDone done);
   void StoreAdd(const Caller& caller, uint64_t generation, std::string key, int64_t delta, Done<int64_t> done);
   void StoreCompareSet(const Caller& caller, uint64_t generation, std::string key, std::string expected,
@@ -359,7 +358,7 @@ class Job : public std::enable_shared_from_this<Job> {
   absl::Status corrupt_ ABSL_GUARDED_BY(mu_);
   JobHeader header_ ABSL_GUARDED_BY(mu_);
   std::deque<GenerationRecord> history_ ABSL_GUARDED_BY(mu_);  // what the store holds, oldest first
-  ProgressHistory progress_ ABSL_GUARDED_BY(mu_);             // the job's, across generations
+  ProgressHistory progress_ ABSL_GUARDED_BY(mu_);              // the job's, across generations
   std::string merged_config_ ABSL_GUARDED_BY(mu_);
   std::unique_ptr<Generation> gen_ ABSL_GUARDED_BY(mu_);
   // Who was in the generation before gen_, so that a Join timeout can say who has not come back.

@@ -21,12 +21,12 @@ absl::Status Job::CheckLive(uint64_t generation, bool allow_completed) const {
         absl::StrCat("generation ", generation, " does not exist; the job has no generation yet"));
   }
   if (generation == 0 || generation > header_.generation) {
-    return absl::FailedPreconditionError(absl::StrCat("generation ", generation,
-                                                      " does not exist; the job is in generation ", header_.generation));
+    return absl::FailedPreconditionError(
+        absl::StrCat("generation ", generation, " does not exist; the job is in generation ", header_.generation));
   }
   if (generation < header_.generation) {
-    return absl::FailedPreconditionError(absl::StrCat("generation ", generation, " is over; the job is in generation ",
-                                                      header_.generation, ": rejoin"));
+    return absl::FailedPreconditionError(
+        absl::StrCat("generation ", generation, " is over; the job is in generation ", header_.generation, ": rejoin"));
   }
   switch (header_.phase) {
     case JobPhase::kRunning: return absl::OkStatus();
@@ -34,8 +34,7 @@ absl::Status Job::CheckLive(uint64_t generation, bool allow_completed) const {
       if (allow_completed) return absl::OkStatus();
       return absl::FailedPreconditionError(
           absl::StrCat("generation ", generation, " has completed: every member left finished"));
-    case JobPhase::kFailed:
-      return GenerationEnded(header_);
+    case JobPhase::kFailed: return GenerationEnded(header_);
     default:
       return absl::FailedPreconditionError(
           absl::StrCat("generation ", generation, " is still ", JobPhaseName(header_.phase), "; wait for Join"));
@@ -54,7 +53,7 @@ absl::Status Job::CheckCaller(const Caller& caller) const {
   if (caller.token_sha256.empty()) return MissingTokenError();
   if (!born_) return absl::NotFoundError("the job does not exist");
   if (caller.admin) return absl::OkStatus();
-  if (header_.token_sha256.empty()) {  // stored before jobs had tokens, or unreadable
+  if (header_.token_sha256.empty()) {     // stored before jobs had tokens, or unreadable
     if (!corrupt_.ok()) return corrupt_;  // why, and what can be done about it
     return absl::PermissionDeniedError("the job is bound to no token; only the coordinator's admin token may use it");
   }
@@ -79,8 +78,10 @@ absl::Status Job::CheckMember(const Caller& caller, uint64_t generation, int ran
   if (absl::Status s = CheckLive(generation, allow_completed); !s.ok()) return s;
   if (absl::Status s = CheckRank(rank); !s.ok()) return s;
   if (caller.member_key_sha256.empty()) {
-    return absl::UnauthenticatedError(absl::StrCat("a call acting as rank ", rank, " must carry the member key it "
-                                                   "joined with (metadata ", kMemberKeyMetadata, ")"));
+    return absl::UnauthenticatedError(absl::StrCat("a call acting as rank ", rank,
+                                                   " must carry the member key it "
+                                                   "joined with (metadata ",
+                                                   kMemberKeyMetadata, ")"));
   }
   if (!ConstantTimeEquals(caller.member_key_sha256, gen_->members[rank].key_sha256)) {
     return absl::PermissionDeniedError(absl::StrCat("the call's member key is not the one rank ", rank,

@@ -41,10 +41,10 @@ void Job::Record(const Caller& caller, const TpInitArgs& args, Done<RecordOutcom
     if (absl::Status s = CheckCreator(caller); !s.ok()) return Rejected(s);
     absl::StatusOr<TpInitRecord> updated = RecordTpInitArgs(header_.tp_init, args);
     if (!updated.ok()) {
-      return Decision::Reject(WithJobContext(
-          id_, updated.status(),
-          absl::StrCat("recorded ", DescribeTpInitArgs(ArgsForMerge(*header_.tp_init, nullptr)), "; this call ",
-                       DescribeTpInitArgs(args))));
+      return Decision::Reject(
+          WithJobContext(id_, updated.status(),
+                         absl::StrCat("recorded ", DescribeTpInitArgs(ArgsForMerge(*header_.tp_init, nullptr)),
+                                      "; this call ", DescribeTpInitArgs(args))));
     }
     const bool created = !header_.tp_init.has_value();
     if (!created && updated->tp_groups.size() == header_.tp_init->tp_groups.size()) {
@@ -66,88 +66,88 @@ void Job::Record(const Caller& caller, const TpInitArgs& args, Done<RecordOutcom
 
 void Job::Merge(const Caller& caller, std::string config_text, bool has_mpu, uint64_t generation, int rank,
                 Done<MergeOutcome> on_done) {
-  Mutate(on_done, [this, caller, text = std::move(config_text), has_mpu, generation, rank,
-                   on_done](Batch& batch) -> Decision {
-    mu_.AssertHeld();
-    if (!batch.ClaimJob()) return Decision::Wait();
-    if (absl::Status s = CheckServing(); !s.ok()) return Rejected(s);
-    const bool recorded = header_.tp_init.has_value();
-    auto merge = [&](const nlohmann::json& config, const RankList* tp_group) -> absl::StatusOr<std::string> {
-      mu_.AssertHeld();
-      std::optional<TpInitArgs> args;
-      if (recorded) args = ArgsForMerge(*header_.tp_init, tp_group);
-      absl::StatusOr<nlohmann::json> merged = MergeTpInitIntoConfig(args, config, has_mpu);
-      if (!merged.ok()) return merged.status();
-      return merged->dump();
-    };
-    auto answer = [on_done, recorded](std::string merged) {
-      return [on_done, recorded, merged = std::move(merged)](Completions& c) {
-        c.Answer<MergeOutcome>(on_done, MergeOutcome{merged, recorded});
-      };
-    };
+  Mutate(on_done,
+         [this, caller, text = std::move(config_text), has_mpu, generation, rank, on_done](Batch& batch) -> Decision {
+           mu_.AssertHeld();
+           if (!batch.ClaimJob()) return Decision::Wait();
+           if (absl::Status s = CheckServing(); !s.ok()) return Rejected(s);
+           const bool recorded = header_.tp_init.has_value();
+           auto merge = [&](const nlohmann::json& config, const RankList* tp_group) -> absl::StatusOr<std::string> {
+             mu_.AssertHeld();
+             std::optional<TpInitArgs> args;
+             if (recorded) args = ArgsForMerge(*header_.tp_init, tp_group);
+             absl::StatusOr<nlohmann::json> merged = MergeTpInitIntoConfig(args, config, has_mpu);
+             if (!merged.ok()) return merged.status();
+             return merged->dump();
+           };
+           auto answer = [on_done, recorded](std::string merged) {
+             return [on_done, recorded, merged = std::move(merged)](Completions& c) {
+               c.Answer<MergeOutcome>(on_done, MergeOutcome{merged, recorded});
+             };
+           };
 
-    if (generation == 0) {  // a dry run: validate and merge against the record, change nothing
-      if (absl::Status s = CheckCreator(caller); !s.ok()) return Rejected(s);
-      absl::StatusOr<nlohmann::json> config = ParseDsConfig(text);
-      if (!config.ok()) return Rejected(config.status());
-      absl::StatusOr<std::string> merged = merge(*config, nullptr);
-      if (!merged.ok()) return Rejected(merged.status());
-      return Decision::Apply(answer(*merged));
-    }
+           if (generation == 0) {  // a dry run: validate and merge against the record, change nothing
+             if (absl::Status s = CheckCreator(caller); !s.ok()) return Rejected(s);
+             absl::StatusOr<nlohmann::json> config = ParseDsConfig(text);
+             if (!config.ok()) return Rejected(config.status());
+             absl::StatusOr<std::string> merged = merge(*config, nullptr);
+             if (!merged.ok()) return Rejected(merged.status());
+             return Decision::Apply(answer(*merged));
+           }
 
-    if (absl::Status s = CheckMember(caller, generation, rank); !s.ok()) return Rejected(s);
-    Generation& g = *gen_;
-    const GroupId tp_group = g.mesh.tp_group_of(rank);
-    const RankList tp_ranks = g.mesh.Ranks(tp_group);
-    auto count_member = [this, rank] {
-      mu_.AssertHeld();
-      Member& m = gen_->members[rank];
-      if (m.merged) return;
-      m.merged = true;
-      if (++gen_->merged_members == header_.world_size) EndPhase("merge");
-    };
+           if (absl::Status s = CheckMember(caller, generation, rank); !s.ok()) return Rejected(s);
+           Generation& g = *gen_;
+           const GroupId tp_group = g.mesh.tp_group_of(rank);
+           const RankList tp_ranks = g.mesh.Ranks(tp_group);
+           auto count_member = [this, rank] {
+             mu_.AssertHeld();
+             Member& m = gen_->members[rank];
+             if (m.merged) return;
+             m.merged = true;
+             if (++gen_->merged_members == header_.world_size) EndPhase("merge");
+           };
 
-    if (g.agreement.has_reference() && text == g.agreement.reference_text()) {  // the common case: no parse
-      std::string merged;
-      if (const std::string* cached = g.agreement.MergedFor(tp_group.index)) {
-        merged = *cached;
-      } else {
-        absl::StatusOr<std::string> m = merge(g.agreement.reference(), &tp_ranks);
-        if (!m.ok()) return Rejected(m.status());
-        merged = *m;
-      }
-      return Decision::Apply([this, tp_group, merged, count_member, reply = answer(merged)](Completions& c) {
-        mu_.AssertHeld();
-        gen_->agreement.CacheMerged(tp_group.index, merged);
-        count_member();
-        reply(c);
-      });
-    }
-    absl::StatusOr<nlohmann::json> config = ParseDsConfig(text);
-    if (!config.ok()) return Rejected(config.status());
-    if (absl::Status s = g.agreement.Check(rank, *config, header_.generation); !s.ok()) return Rejected(s);
-    absl::StatusOr<std::string> merged = merge(*config, &tp_ranks);
-    if (!merged.ok()) return Rejected(merged.status());
-    if (g.agreement.has_reference()) {  // equal after parsing, though not byte for byte
-      return Decision::Apply([count_member, reply = answer(*merged)](Completions& c) {
-        count_member();
-        reply(c);
-      });
-    }
-    // The first merge of the generation: its config becomes the reference every member must agree with.
-    batch.writes.push_back(job_storage::PutReference(id_, {rank, text}));
-    if (*merged != merged_config_) batch.writes.push_back(job_storage::PutMergedConfig(id_, *merged));
-    return Decision::Apply([this, rank, text, config = *std::move(config), merged = *merged, tp_group, count_member,
-                            reply = answer(*merged)](Completions& c) mutable {
-      mu_.AssertHeld();
-      gen_->agreement.SetReference(rank, text, std::move(config));
-      gen_->agreement.CacheMerged(tp_group.index, merged);
-      merged_config_ = merged;
-      BeginPhase("merge");
-      count_member();
-      reply(c);
-    });
-  });
+           if (g.agreement.has_reference() && text == g.agreement.reference_text()) {  // the common case: no parse
+             std::string merged;
+             if (const std::string* cached = g.agreement.MergedFor(tp_group.index)) {
+               merged = *cached;
+             } else {
+               absl::StatusOr<std::string> m = merge(g.agreement.reference(), &tp_ranks);
+               if (!m.ok()) return Rejected(m.status());
+               merged = *m;
+             }
+             return Decision::Apply([this, tp_group, merged, count_member, reply = answer(merged)](Completions& c) {
+               mu_.AssertHeld();
+               gen_->agreement.CacheMerged(tp_group.index, merged);
+               count_member();
+               reply(c);
+             });
+           }
+           absl::StatusOr<nlohmann::json> config = ParseDsConfig(text);
+           if (!config.ok()) return Rejected(config.status());
+           if (absl::Status s = g.agreement.Check(rank, *config, header_.generation); !s.ok()) return Rejected(s);
+           absl::StatusOr<std::string> merged = merge(*config, &tp_ranks);
+           if (!merged.ok()) return Rejected(merged.status());
+           if (g.agreement.has_reference()) {  // equal after parsing, though not byte for byte
+             return Decision::Apply([count_member, reply = answer(*merged)](Completions& c) {
+               count_member();
+               reply(c);
+             });
+           }
+           // The first merge of the generation: its config becomes the reference every member must agree with.
+           batch.writes.push_back(job_storage::PutReference(id_, {rank, text}));
+           if (*merged != merged_config_) batch.writes.push_back(job_storage::PutMergedConfig(id_, *merged));
+           return Decision::Apply([this, rank, text, config = *std::move(config), merged = *merged, tp_group,
+                                   count_member, reply = answer(*merged)](Completions& c) mutable {
+             mu_.AssertHeld();
+             gen_->agreement.SetReference(rank, text, std::move(config));
+             gen_->agreement.CacheMerged(tp_group.index, merged);
+             merged_config_ = merged;
+             BeginPhase("merge");
+             count_member();
+             reply(c);
+           });
+         });
 }
 
 }  // namespace tpcoord

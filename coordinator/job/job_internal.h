@@ -32,7 +32,9 @@ inline std::string Seconds(Millis d) {
 
 // Items a change claims in its batch (see Batch).
 inline std::string StoreItem(absl::string_view key) { return absl::StrCat("kv/", key); }
-inline std::string SlotItem(const UniqueIdSlot& slot) { return absl::StrCat("id/", GroupName(slot.group), "/", slot.root); }
+inline std::string SlotItem(const UniqueIdSlot& slot) {
+  return absl::StrCat("id/", GroupName(slot.group), "/", slot.root);
+}
 inline std::string MemberItem(int rank) { return absl::StrCat("member/", rank); }
 inline std::string BarrierItem(absl::string_view name) { return absl::StrCat("barrier/", name); }
 

@@ -15,8 +15,8 @@
 
 namespace tpcoord {
 
-using job_internal::Seconds;
 using job_internal::GenerationEnded;
+using job_internal::Seconds;
 
 // What a Join decided: a value (as LevelDB's VersionEdit), applied once the writes it needs are durable.
 struct Job::JoinPlan {
@@ -28,10 +28,10 @@ struct Job::JoinPlan {
   bool sets_range = false;              // the generation's first Join: it sets the world-size range
   int min_world_size = 0;
   Millis rejoin_timeout{0};
-  uint64_t replaced = 0;                // the same worker's earlier Join, still parked
-  bool complete = false;                // it completes the world
-  std::vector<Member> world;            // by rank, when complete
-  absl::Status start_error;             // a complete world that cannot start, and why
+  uint64_t replaced = 0;      // the same worker's earlier Join, still parked
+  bool complete = false;      // it completes the world
+  std::vector<Member> world;  // by rank, when complete
+  absl::Status start_error;   // a complete world that cannot start, and why
 };
 
 uint64_t Job::Join(const Caller& caller, JoinArgs args, Millis wait, Done<Assignment> on_done) {
@@ -90,13 +90,12 @@ absl::StatusOr<std::shared_ptr<Job::JoinPlan>> Job::PlanJoin(Batch& batch, const
   absl::StatusOr<Mesh> mesh = Mesh::Create(args.world_size, tp_size);
   if (!mesh.ok()) return mesh.status();
   if (args.requested_rank && (*args.requested_rank < 0 || *args.requested_rank >= args.world_size)) {
-    return absl::InvalidArgumentError(absl::StrCat("requested_rank ", *args.requested_rank,
-                                                   " is out of range for world_size ", args.world_size));
+    return absl::InvalidArgumentError(
+        absl::StrCat("requested_rank ", *args.requested_rank, " is out of range for world_size ", args.world_size));
   }
   auto plan = std::make_shared<JoinPlan>();
   plan->joiner = Member{args.worker_id, args.host, args.requested_rank, caller.member_key_sha256};
-  plan->min_world_size =
-      args.min_world_size > 0 ? std::min(args.min_world_size, args.world_size) : args.world_size;
+  plan->min_world_size = args.min_world_size > 0 ? std::min(args.min_world_size, args.world_size) : args.world_size;
   plan->rejoin_timeout = args.rejoin_timeout;
   const Generation& g = *gen_;
   // A worker_id that holds a seat (running, or joining) is the same worker only if it proves it with the
@@ -104,9 +103,9 @@ absl::StatusOr<std::shared_ptr<Job::JoinPlan>> Job::PlanJoin(Batch& batch, const
   if (header_.phase == JobPhase::kRunning || header_.phase == JobPhase::kJoining) {
     if (auto it = g.by_worker.find(args.worker_id); it != g.by_worker.end()) {
       if (!ConstantTimeEquals(g.members[it->second].key_sha256, caller.member_key_sha256)) {
-        return absl::PermissionDeniedError(absl::StrCat(
-            "worker ", args.worker_id, " already holds a seat in generation ", header_.generation,
-            " under another member key; a Join is that worker's only with the key it joined with"));
+        return absl::PermissionDeniedError(
+            absl::StrCat("worker ", args.worker_id, " already holds a seat in generation ", header_.generation,
+                         " under another member key; a Join is that worker's only with the key it joined with"));
       }
       if (header_.phase == JobPhase::kRunning) {  // a retry: the same answer
         plan->retry = AssignmentOf(g.members[it->second].rank);
@@ -136,10 +135,10 @@ absl::StatusOr<std::shared_ptr<Job::JoinPlan>> Job::PlanJoin(Batch& batch, const
     next.end_fatal = false;
   } else {
     if (args.world_size != header_.world_size || tp_size != header_.tp_size) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          "Join asks for world_size ", args.world_size, " and tp_size ", tp_size, ", but the ", g.members.size(),
-          " worker(s) already in generation ", header_.generation, " joined with world_size ", header_.world_size,
-          " and tp_size ", header_.tp_size));
+      return absl::FailedPreconditionError(
+          absl::StrCat("Join asks for world_size ", args.world_size, " and tp_size ", tp_size, ", but the ",
+                       g.members.size(), " worker(s) already in generation ", header_.generation,
+                       " joined with world_size ", header_.world_size, " and tp_size ", header_.tp_size));
     }
     // (A joining generation restored after a restart has no members yet: its first Join sets the range.)
     if (!g.members.empty() && (plan->min_world_size != g.min_world_size || args.rejoin_timeout != g.rejoin_timeout)) {
@@ -185,10 +184,10 @@ absl::StatusOr<std::shared_ptr<Job::JoinPlan>> Job::PlanJoin(Batch& batch, const
     if (header_.tp_init.has_value() && header_.tp_init->has_tp_group) {
       for (const RankList& group : header_.tp_init->tp_groups) {
         if (mesh->TpGroupIndex(group) >= 0) continue;
-        plan->start_error = absl::FailedPreconditionError(absl::StrCat(
-            "the recorded tp_group ", RankListString(group), " is not a TP group of the mesh (world_size ",
-            args.world_size, ", tp_size ", tp_size, "), whose TP groups are the contiguous blocks ",
-            RankListString(mesh->Ranks({GroupKind::kTp, 0})), ", ...; record the groups of that layout"));
+        plan->start_error = absl::FailedPreconditionError(
+            absl::StrCat("the recorded tp_group ", RankListString(group), " is not a TP group of the mesh (world_size ",
+                         args.world_size, ", tp_size ", tp_size, "), whose TP groups are the contiguous blocks ",
+                         RankListString(mesh->Ranks({GroupKind::kTp, 0})), ", ...; record the groups of that layout"));
         break;
       }
     }
@@ -275,7 +274,8 @@ void Job::StartRunning(const JobHeader& next, std::vector<Member> world, const s
   g.leases.Start(header_.world_size, now);
   EndPhase("join");
   BeginPhase("run");
-  LogEvent("running", absl::StrCat("running: ", header_.world_size, " workers = tp ", g.mesh.tp_size(), " x dp ", g.mesh.dp_size()));
+  LogEvent("running", absl::StrCat("running: ", header_.world_size, " workers = tp ", g.mesh.tp_size(), " x dp ",
+                                   g.mesh.dp_size()));
   for (size_t rank = 0; rank < waiting.size(); ++rank) {
     if (!joiner.empty() && g.members[rank].worker_id == joiner) {
       c.Answer<Assignment>(joiner_done, AssignmentOf(static_cast<int>(rank)));
@@ -291,9 +291,10 @@ void Job::ScheduleShrink() {
   const int whole_groups = static_cast<int>(g.members.size()) / header_.tp_size * header_.tp_size;
   if (g.shrink_timer || g.min_world_size >= header_.world_size || whole_groups < g.min_world_size) return;
   std::weak_ptr<Job> weak = weak_from_this();
-  g.shrink_timer = context_->timers->Schedule(g.joining_since + g.rejoin_timeout, [weak, generation = header_.generation] {
-    if (auto job = weak.lock()) job->Shrink(generation);
-  });
+  g.shrink_timer =
+      context_->timers->Schedule(g.joining_since + g.rejoin_timeout, [weak, generation = header_.generation] {
+        if (auto job = weak.lock()) job->Shrink(generation);
+      });
 }
 
 void Job::Shrink(uint64_t generation) {
@@ -342,14 +343,15 @@ void Job::Shrink(uint64_t generation) {
       const int wanted = header_.world_size;
       const Mesh mesh = *Mesh::Create(next.world_size, next.tp_size);
       LogEvent("shrinking", absl::StrCat("shrinking: ", next.world_size, " of ", wanted, " workers joined within ",
-                            Seconds(gen_->rejoin_timeout), "; starting with tp ", mesh.tp_size(), " x dp ",
-                            mesh.dp_size()));
+                                         Seconds(gen_->rejoin_timeout), "; starting with tp ", mesh.tp_size(), " x dp ",
+                                         mesh.dp_size()));
       for (uint64_t call : left_over) {
         if (std::optional<Parked> p = parked_.Take(call)) {
-          FailParkedCall(p->call, WithJobContext(id_, absl::FailedPreconditionError(absl::StrCat(
-                                      "generation ", next.generation, " started with ", next.world_size, " of ",
-                                      wanted, " workers (whole TP groups of ", next.tp_size,
-                                      ") without this one; join again when it ends"))),
+          FailParkedCall(p->call,
+                         WithJobContext(id_, absl::FailedPreconditionError(absl::StrCat(
+                                                 "generation ", next.generation, " started with ", next.world_size,
+                                                 " of ", wanted, " workers (whole TP groups of ", next.tp_size,
+                                                 ") without this one; join again when it ends"))),
                          c);
         }
       }
@@ -360,9 +362,9 @@ void Job::Shrink(uint64_t generation) {
 
 void Job::StartGeneration(const JobHeader& header, Completions& done) {
   // Calls still parked in the generation that is over (a store wait after completion, say) end with it.
-  FailAllParked(WithJobContext(id_, absl::FailedPreconditionError(absl::StrCat(
-                                        "generation ", header_.generation, " is over; the job is in generation ",
-                                        header.generation, ": rejoin"))),
+  FailAllParked(WithJobContext(id_, absl::FailedPreconditionError(absl::StrCat("generation ", header_.generation,
+                                                                               " is over; the job is in generation ",
+                                                                               header.generation, ": rejoin"))),
                 done);
   previous_members_.clear();
   for (const Member& m : gen_->members) {
@@ -392,18 +394,21 @@ void Job::MaybeComplete() {
   if (header_.phase != JobPhase::kRunning || !gen_->leases.AllFinished()) return;
   // It belongs with the change just applied, before any later one. A failed write is retried by the next
   // restart's MaybeComplete.
-  commits_.PushFront([this, generation = header_.generation](Batch& batch) -> Decision {
-    mu_.AssertHeld();
-    if (!batch.ClaimJob()) return Decision::Wait();
-    if (header_.generation != generation || header_.phase != JobPhase::kRunning) return Decision::Apply([](Completions&) {});
-    JobHeader next = NextHeader();
-    next.phase = JobPhase::kCompleted;
-    WriteHeader(batch, next);
-    return Decision::Apply([this, next](Completions&) {
-      mu_.AssertHeld();
-      Complete(next);
-    });
-  }, [](absl::Status, Completions&) {});
+  commits_.PushFront(
+      [this, generation = header_.generation](Batch& batch) -> Decision {
+        mu_.AssertHeld();
+        if (!batch.ClaimJob()) return Decision::Wait();
+        if (header_.generation != generation || header_.phase != JobPhase::kRunning)
+          return Decision::Apply([](Completions&) {});
+        JobHeader next = NextHeader();
+        next.phase = JobPhase::kCompleted;
+        WriteHeader(batch, next);
+        return Decision::Apply([this, next](Completions&) {
+          mu_.AssertHeld();
+          Complete(next);
+        });
+      },
+      [](absl::Status, Completions&) {});
 }
 
 void Job::Complete(const JobHeader& header) {

@@ -11,61 +11,65 @@
 
 namespace tpcoord {
 
-using job_internal::Seconds;
-using job_internal::MemberItem;
 using job_internal::BarrierItem;
+using job_internal::MemberItem;
+using job_internal::Seconds;
 
 uint64_t Job::Barrier(const Caller& caller, uint64_t generation, int rank, std::string name, uint64_t round,
                       Millis wait, StatusDone on_done) {
   const uint64_t call = next_call_.fetch_add(1);
-  Mutate(on_done, [this, caller, generation, rank, name = std::move(name), round, wait, call,
-                   on_done](Batch& batch) -> Decision {
-    mu_.AssertHeld();
-    if (!batch.Claim(BarrierItem(name))) return Decision::Wait();
-    if (absl::Status s = CheckServing(); !s.ok()) return Rejected(s);
-    if (absl::Status s = CheckMember(caller, generation, rank); !s.ok()) return Rejected(s);
-    const BarrierSet& barriers = gen_->barriers;
-    const uint64_t completed = barriers.completed(name);
-    if (round != 0 && round <= completed) {  // a retry whose answer was lost: that round is past
-      return Decision::Apply([on_done](Completions& c) { c.Answer(on_done, absl::OkStatus()); });
-    }
-    if (round > completed + 1) {
-      return Rejected(absl::FailedPreconditionError(absl::StrCat(
-          "rank ", rank, " asks for round ", round, " of barrier \"", name, "\", which has completed ", completed,
-          " round(s); the next is ", completed + 1)));
-    }
-    if (absl::Status s = gen_->barriers.CheckRoom(name); !s.ok()) return Rejected(s);
-    const bool arrived_before = barriers.CallOf(name, rank) != 0;
-    const bool last = barriers.arrived(name) + (arrived_before ? 0 : 1) == header_.world_size;
-    if (!last) {
-      if (absl::Status s = CheckPark(); !s.ok()) return Rejected(s);
-      return Decision::Apply([this, name, rank, call, wait, on_done](Completions& c) {
+  Mutate(
+      on_done,
+      [this, caller, generation, rank, name = std::move(name), round, wait, call, on_done](Batch& batch) -> Decision {
         mu_.AssertHeld();
-        if (gen_->barriers.arrived(name) == 0) BeginPhase("barrier:" + name);
-        const uint64_t replaced = gen_->barriers.Arrive(name, header_.world_size, rank, call);
-        if (std::optional<Parked> old = parked_.Take(replaced)) {
-          FailParkedCall(old->call,
-                         WithJobContext(id_, absl::CancelledError("replaced by a newer Barrier call from the same rank")), c);
+        if (!batch.Claim(BarrierItem(name))) return Decision::Wait();
+        if (absl::Status s = CheckServing(); !s.ok()) return Rejected(s);
+        if (absl::Status s = CheckMember(caller, generation, rank); !s.ok()) return Rejected(s);
+        const BarrierSet& barriers = gen_->barriers;
+        const uint64_t completed = barriers.completed(name);
+        if (round != 0 && round <= completed) {  // a retry whose answer was lost: that round is past
+          return Decision::Apply([on_done](Completions& c) { c.Answer(on_done, absl::OkStatus()); });
         }
-        Park(call, BarrierCall{rank, name, on_done}, wait, c);
+        if (round > completed + 1) {
+          return Rejected(absl::FailedPreconditionError(
+              absl::StrCat("rank ", rank, " asks for round ", round, " of barrier \"", name, "\", which has completed ",
+                           completed, " round(s); the next is ", completed + 1)));
+        }
+        if (absl::Status s = gen_->barriers.CheckRoom(name); !s.ok()) return Rejected(s);
+        const bool arrived_before = barriers.CallOf(name, rank) != 0;
+        const bool last = barriers.arrived(name) + (arrived_before ? 0 : 1) == header_.world_size;
+        if (!last) {
+          if (absl::Status s = CheckPark(); !s.ok()) return Rejected(s);
+          return Decision::Apply([this, name, rank, call, wait, on_done](Completions& c) {
+            mu_.AssertHeld();
+            if (gen_->barriers.arrived(name) == 0) BeginPhase("barrier:" + name);
+            const uint64_t replaced = gen_->barriers.Arrive(name, header_.world_size, rank, call);
+            if (std::optional<Parked> old = parked_.Take(replaced)) {
+              FailParkedCall(
+                  old->call,
+                  WithJobContext(id_, absl::CancelledError("replaced by a newer Barrier call from the same rank")), c);
+            }
+            Park(call, BarrierCall{rank, name, on_done}, wait, c);
+          });
+        }
+        batch.writes.push_back(job_storage::PutBarrierRounds(id_, name, completed + 1));
+        return Decision::Apply([this, name, rank, on_done](Completions& c) {
+          mu_.AssertHeld();
+          if (gen_->barriers.arrived(name) == 0) BeginPhase("barrier:" + name);
+          const uint64_t replaced = gen_->barriers.Arrive(name, header_.world_size, rank, 0);
+          if (std::optional<Parked> old = parked_.Take(replaced)) {
+            FailParkedCall(
+                old->call,
+                WithJobContext(id_, absl::CancelledError("replaced by a newer Barrier call from the same rank")), c);
+          }
+          for (uint64_t call : gen_->barriers.Complete(name)) {
+            if (std::optional<Parked> p = parked_.Take(call))
+              c.Answer(std::move(std::get<BarrierCall>(p->call).done), absl::OkStatus());
+          }
+          EndPhase("barrier:" + name);
+          c.Answer(on_done, absl::OkStatus());
+        });
       });
-    }
-    batch.writes.push_back(job_storage::PutBarrierRounds(id_, name, completed + 1));
-    return Decision::Apply([this, name, rank, on_done](Completions& c) {
-      mu_.AssertHeld();
-      if (gen_->barriers.arrived(name) == 0) BeginPhase("barrier:" + name);
-      const uint64_t replaced = gen_->barriers.Arrive(name, header_.world_size, rank, 0);
-      if (std::optional<Parked> old = parked_.Take(replaced)) {
-        FailParkedCall(old->call,
-                       WithJobContext(id_, absl::CancelledError("replaced by a newer Barrier call from the same rank")), c);
-      }
-      for (uint64_t call : gen_->barriers.Complete(name)) {
-        if (std::optional<Parked> p = parked_.Take(call)) c.Answer(std::move(std::get<BarrierCall>(p->call).done), absl::OkStatus());
-      }
-      EndPhase("barrier:" + name);
-      c.Answer(on_done, absl::OkStatus());
-    });
-  });
   return call;
 }
 
@@ -98,8 +102,8 @@ void Job::CloseSession(uint64_t generation, int rank, uint64_t session) {
   EnqueueInternal([this, generation, rank, session](Batch& batch) -> Decision {
     mu_.AssertHeld();
     if (!batch.ClaimJob()) return Decision::Wait();
-    const bool current = header_.generation == generation && gen_->sessions.count(rank) > 0 &&
-                         gen_->sessions.at(rank).id == session;
+    const bool current =
+        header_.generation == generation && gen_->sessions.count(rank) > 0 && gen_->sessions.at(rank).id == session;
     auto forget = [this, current, rank](Completions&) {
       mu_.AssertHeld();
       if (current) gen_->sessions.erase(rank);
@@ -126,52 +130,55 @@ void Job::CloseSession(uint64_t generation, int rank, uint64_t session) {
 
 void Job::Leave(const Caller& caller, uint64_t generation, int rank, bool finished, std::string reason,
                 StatusDone on_done, bool fatal) {
-  Mutate(on_done, [this, caller, generation, rank, finished, reason = std::move(reason), on_done,
-                   fatal](Batch& batch) -> Decision {
-    mu_.AssertHeld();
-    // Finishing touches only the member, unless it is the last one (which completes the generation in the
-    // same write); leaving early ends the generation.
-    const bool last = finished && header_.phase == JobPhase::kRunning && CheckRank(rank).ok() &&
-                      gen_->leases.unfinished() == 1 && !gen_->leases.finished(rank);
-    if (!(finished && !last ? batch.Claim(MemberItem(rank)) : batch.ClaimJob())) return Decision::Wait();
-    if (absl::Status s = CheckServing(); !s.ok()) return Rejected(s);
-    if (absl::Status s = CheckMember(caller, generation, rank, /*allow_completed=*/finished); !s.ok()) {
-      return Rejected(s);
-    }
-    const Member& m = gen_->members[rank];
-    if (finished) {
-      if (gen_->leases.finished(rank)) {  // a retry
-        return Decision::Apply([on_done](Completions& c) { c.Answer(on_done, absl::OkStatus()); });
-      }
-      batch.writes.push_back(job_storage::PutFinished(id_, rank));
-      std::optional<JobHeader> completed;
-      if (last) {
-        completed = NextHeader();
-        completed->phase = JobPhase::kCompleted;
-        WriteHeader(batch, *completed);
-      }
-      return Decision::Apply([this, rank, completed, on_done](Completions& c) {
+  Mutate(
+      on_done,
+      [this, caller, generation, rank, finished, reason = std::move(reason), on_done, fatal](Batch& batch) -> Decision {
         mu_.AssertHeld();
-        gen_->leases.Finish(rank);
-        if (completed) Complete(*completed);
-        else MaybeComplete();  // the last ones finished together, in one batch
-        c.Answer(on_done, absl::OkStatus());
+        // Finishing touches only the member, unless it is the last one (which completes the generation in the
+        // same write); leaving early ends the generation.
+        const bool last = finished && header_.phase == JobPhase::kRunning && CheckRank(rank).ok() &&
+                          gen_->leases.unfinished() == 1 && !gen_->leases.finished(rank);
+        if (!(finished && !last ? batch.Claim(MemberItem(rank)) : batch.ClaimJob())) return Decision::Wait();
+        if (absl::Status s = CheckServing(); !s.ok()) return Rejected(s);
+        if (absl::Status s = CheckMember(caller, generation, rank, /*allow_completed=*/finished); !s.ok()) {
+          return Rejected(s);
+        }
+        const Member& m = gen_->members[rank];
+        if (finished) {
+          if (gen_->leases.finished(rank)) {  // a retry
+            return Decision::Apply([on_done](Completions& c) { c.Answer(on_done, absl::OkStatus()); });
+          }
+          batch.writes.push_back(job_storage::PutFinished(id_, rank));
+          std::optional<JobHeader> completed;
+          if (last) {
+            completed = NextHeader();
+            completed->phase = JobPhase::kCompleted;
+            WriteHeader(batch, *completed);
+          }
+          return Decision::Apply([this, rank, completed, on_done](Completions& c) {
+            mu_.AssertHeld();
+            gen_->leases.Finish(rank);
+            if (completed)
+              Complete(*completed);
+            else
+              MaybeComplete();  // the last ones finished together, in one batch
+            c.Answer(on_done, absl::OkStatus());
+          });
+        }
+        JobHeader next = NextHeader();
+        next.phase = JobPhase::kFailed;
+        next.end_reason = absl::StrCat("rank ", rank, " (host ", m.host, ", worker ", m.worker_id, ") left",
+                                       reason.empty() ? "" : ": ", reason);
+        next.end_fatal = fatal;
+        next.end_cause = EndCause::kWorkerLeft;
+        next.end_rank = rank;
+        WriteHeader(batch, next);
+        return Decision::Apply([this, next, on_done](Completions& c) {
+          mu_.AssertHeld();
+          EndGeneration(next, c);
+          c.Answer(on_done, absl::OkStatus());
+        });
       });
-    }
-    JobHeader next = NextHeader();
-    next.phase = JobPhase::kFailed;
-    next.end_reason = absl::StrCat("rank ", rank, " (host ", m.host, ", worker ", m.worker_id, ") left",
-                                   reason.empty() ? "" : ": ", reason);
-    next.end_fatal = fatal;
-    next.end_cause = EndCause::kWorkerLeft;
-    next.end_rank = rank;
-    WriteHeader(batch, next);
-    return Decision::Apply([this, next, on_done](Completions& c) {
-      mu_.AssertHeld();
-      EndGeneration(next, c);
-      c.Answer(on_done, absl::OkStatus());
-    });
-  });
 }
 
 void Job::EndSessions(const absl::Status& status, Completions& done) {

@@ -19,7 +19,8 @@ absl::Status Job::CheckPark() const { return parked_.CheckRoom(); }
 
 void Job::Park(uint64_t call, ParkedCall parked, Millis wait, Completions& done) {
   if (stopping_) {  // a call decided before the coordinator began to stop, applied after
-    FailParkedCall(parked, WithJobContext(id_, absl::UnavailableError("the coordinator is shutting down; retry")), done);
+    FailParkedCall(parked, WithJobContext(id_, absl::UnavailableError("the coordinator is shutting down; retry")),
+                   done);
     return;
   }
   std::weak_ptr<Job> weak = weak_from_this();

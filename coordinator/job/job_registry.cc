@@ -31,8 +31,8 @@ absl::StatusOr<JobRegistry::Restored> JobRegistry::Restore() {
   Restored restored;
   for (auto& [id, job_entries] : SplitByJob(*std::move(entries))) {
     if (!ValidateJobId(id).ok()) {
-      restored.corrupt.push_back(absl::StrCat("ignored ", job_entries.size(), " stored entries under the invalid job id ",
-                                              QuoteForError(id)));
+      restored.corrupt.push_back(
+          absl::StrCat("ignored ", job_entries.size(), " stored entries under the invalid job id ", QuoteForError(id)));
       continue;
     }
     auto job = std::make_shared<Job>(id, context_);
@@ -64,9 +64,9 @@ absl::StatusOr<PinnedJob> JobRegistry::GetOrCreate(const std::string& job_id) {
       shard.jobs.erase(job_id);
       --size_;
     }
-    return absl::ResourceExhaustedError(absl::StrCat(
-        "job ", job_id, ": the coordinator holds ", max_jobs_, " jobs, its limit (--max-jobs); delete jobs that are "
-        "done (tpctl delete) or let them expire (--job-ttl)"));
+    return absl::ResourceExhaustedError(absl::StrCat("job ", job_id, ": the coordinator holds ", max_jobs_,
+                                                     " jobs, its limit (--max-jobs); delete jobs that are "
+                                                     "done (tpctl delete) or let them expire (--job-ttl)"));
   }
   job = std::make_shared<Job>(job_id, context_);
   job->TryPin();
@@ -120,8 +120,8 @@ void JobRegistry::ExpireIdleJobs(Millis ttl, Millis interval) {
 }
 
 void JobRegistry::ScheduleSweep(Millis ttl, Millis interval) {
-  sweep_timer_ = context_->timers->Schedule(TimerQueue::Clock::now() + interval,
-                                            [this, ttl, interval] { Sweep(ttl, interval); });
+  sweep_timer_ =
+      context_->timers->Schedule(TimerQueue::Clock::now() + interval, [this, ttl, interval] { Sweep(ttl, interval); });
 }
 
 void JobRegistry::Sweep(Millis ttl, Millis interval) {

@@ -29,19 +29,18 @@ void Job::WakeKey(const std::string& key, Completions& done) {
   }
 }
 
-void Job::StoreSet(const Caller& caller, uint64_t generation, std::string key, std::string value,
-                   StatusDone on_done) {
-  Mutate(on_done, [this, caller, generation, key = std::move(key), value = std::move(value), on_done](Batch& batch) -> Decision {
-    mu_.AssertHeld();
-    if (!batch.Claim(StoreItem(key))) return Decision::Wait();
-    if (absl::Status s = CheckServing(); !s.ok()) return Rejected(s);
-    if (absl::Status s = CheckAnyMember(caller, generation); !s.ok()) return Rejected(s);
-    return DecideStorePut(batch, key, value, [on_done](Completions& c) { c.Answer(on_done, absl::OkStatus()); });
-  });
+void Job::StoreSet(const Caller& caller, uint64_t generation, std::string key, std::string value, StatusDone on_done) {
+  Mutate(on_done,
+         [this, caller, generation, key = std::move(key), value = std::move(value), on_done](Batch& batch) -> Decision {
+           mu_.AssertHeld();
+           if (!batch.Claim(StoreItem(key))) return Decision::Wait();
+           if (absl::Status s = CheckServing(); !s.ok()) return Rejected(s);
+           if (absl::Status s = CheckAnyMember(caller, generation); !s.ok()) return Rejected(s);
+           return DecideStorePut(batch, key, value, [on_done](Completions& c) { c.Answer(on_done, absl::OkStatus()); });
+         });
 }
 
-void Job::StoreAdd(const Caller& caller, uint64_t generation, std::string key, int64_t delta,
-                   Done<int64_t> on_done) {
+void Job::StoreAdd(const Caller& caller, uint64_t generation, std::string key, int64_t delta, Done<int64_t> on_done) {
   Mutate(on_done, [this, caller, generation, key = std::move(key), delta, on_done](Batch& batch) -> Decision {
     mu_.AssertHeld();
     if (!batch.Claim(StoreItem(key))) return Decision::Wait();
@@ -56,24 +55,25 @@ void Job::StoreAdd(const Caller& caller, uint64_t generation, std::string key, i
 
 void Job::StoreCompareSet(const Caller& caller, uint64_t generation, std::string key, std::string expected,
                           std::string desired, Done<std::string> on_done) {
-  Mutate(on_done, [this, caller, generation, key = std::move(key), expected = std::move(expected),
-                   desired = std::move(desired), on_done](Batch& batch) -> Decision {
-    mu_.AssertHeld();
-    if (!batch.Claim(StoreItem(key))) return Decision::Wait();
-    if (absl::Status s = CheckServing(); !s.ok()) return Rejected(s);
-    if (absl::Status s = CheckAnyMember(caller, generation); !s.ok()) return Rejected(s);
-    // c10d compareSet: a missing key is set only when `expected` is empty, a present one only when it holds
-    // `expected`; the answer is the value afterwards (`expected` for a key that stays missing).
-    const std::string* current = gen_->kv.Find(key);
-    const bool swap = current ? *current == expected : expected.empty();
-    if (!swap) {
-      return Decision::Apply([on_done, value = current ? *current : expected](Completions& c) {
-        c.Answer<std::string>(on_done, value);
-      });
-    }
-    return DecideStorePut(batch, key, desired,
-                          [on_done, desired](Completions& c) { c.Answer<std::string>(on_done, desired); });
-  });
+  Mutate(on_done,
+         [this, caller, generation, key = std::move(key), expected = std::move(expected), desired = std::move(desired),
+          on_done](Batch& batch) -> Decision {
+           mu_.AssertHeld();
+           if (!batch.Claim(StoreItem(key))) return Decision::Wait();
+           if (absl::Status s = CheckServing(); !s.ok()) return Rejected(s);
+           if (absl::Status s = CheckAnyMember(caller, generation); !s.ok()) return Rejected(s);
+           // c10d compareSet: a missing key is set only when `expected` is empty, a present one only when it holds
+           // `expected`; the answer is the value afterwards (`expected` for a key that stays missing).
+           const std::string* current = gen_->kv.Find(key);
+           const bool swap = current ? *current == expected : expected.empty();
+           if (!swap) {
+             return Decision::Apply([on_done, value = current ? *current : expected](Completions& c) {
+               c.Answer<std::string>(on_done, value);
+             });
+           }
+           return DecideStorePut(batch, key, desired,
+                                 [on_done, desired](Completions& c) { c.Answer<std::string>(on_done, desired); });
+         });
 }
 
 Job::Decision Job::DecideStorePut(Batch& batch, const std::string& key, std::string value,

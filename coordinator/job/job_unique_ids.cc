@@ -12,8 +12,7 @@ namespace tpcoord {
 
 using job_internal::SlotItem;
 
-void Job::PublishUniqueIds(const Caller& caller, uint64_t generation, int rank,
-                           UniqueIds ids, StatusDone on_done) {
+void Job::PublishUniqueIds(const Caller& caller, uint64_t generation, int rank, UniqueIds ids, StatusDone on_done) {
   Mutate(on_done, [this, caller, generation, rank, ids = std::move(ids), on_done](Batch& batch) -> Decision {
     mu_.AssertHeld();
     for (const auto& [slot, bytes] : ids) {

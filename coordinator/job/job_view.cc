@@ -45,8 +45,10 @@ Shortlist Job::MissingForJoin() const {
   std::vector<bool> requested(header_.world_size, false);
   int unrequested = 0;
   for (const Member& m : g.members) {
-    if (m.requested_rank) requested[*m.requested_rank] = true;
-    else ++unrequested;
+    if (m.requested_rank)
+      requested[*m.requested_rank] = true;
+    else
+      ++unrequested;
   }
   Shortlist missing;
   if (unrequested == 0) {  // every worker asked for its rank: the free ranks are exactly who is missing
@@ -111,8 +113,8 @@ std::optional<JobView> Job::View(bool with_details) const {
     view.missing.push_back(absl::StrCat("barrier \"", name, "\": ", ranks.ToString()));
   }
   for (const GroupId& group : g.ids.watchers().Keys()) {
-    view.missing.push_back(absl::StrCat("the unique id of ", GroupName(group), " from its leader ",
-                                        DescribeRank(g.mesh.Leader(group))));
+    view.missing.push_back(
+        absl::StrCat("the unique id of ", GroupName(group), " from its leader ", DescribeRank(g.mesh.Leader(group))));
   }
   Shortlist keys;
   for (const std::string& key : g.kv.watchers().Keys()) keys.Add([&] { return QuoteForError(key); });
@@ -129,7 +131,8 @@ std::optional<JobView> Job::View(bool with_details) const {
   for (size_t i = 0; i < g.members.size() && view.members.size() < static_cast<size_t>(kMaxMembersInView); ++i) {
     const Member& m = g.members[i];
     const bool finished = m.rank >= 0 && g.leases.started() && g.leases.finished(m.rank);
-    view.members.push_back({m.rank, m.host, m.worker_id, finished, live && m.rank >= 0 ? g.leases.AgeMs(m.rank, now) : -1});
+    view.members.push_back(
+        {m.rank, m.host, m.worker_id, finished, live && m.rank >= 0 ? g.leases.AgeMs(m.rank, now) : -1});
   }
   std::sort(view.members.begin(), view.members.end(), [](const MemberView& a, const MemberView& b) {
     return a.rank != b.rank ? a.rank < b.rank : a.worker_id < b.worker_id;

@@ -10,8 +10,8 @@
 #include <vector>
 
 #include "common/tp_init_args.h"
-#include "coordinator/store/job_storage.h"
 #include "coordinator/job/progress_history.h"
+#include "coordinator/store/job_storage.h"
 
 namespace tpcoord {
 
@@ -44,8 +44,8 @@ struct JobView {
   int healthy_members = 0;  // finished, or heard from within the lease
   size_t parked_calls = 0;
   std::optional<TrainingProgress> progress;  // the latest report
-  std::optional<double> eval_loss;         // the latest eval loss reported
-  std::vector<GenerationRecord> history;   // with details: oldest first
+  std::optional<double> eval_loss;           // the latest eval loss reported
+  std::vector<GenerationRecord> history;     // with details: oldest first
 };
 
 // The first few items of a list that may be long, and how many there were: what messages and views show

@@ -62,8 +62,8 @@ absl::StatusOr<int64_t> KeyValueStore::Sum(absl::string_view key, int64_t delta)
   if (const std::string* text = Find(key)) {
     auto [end, ec] = std::from_chars(text->data(), text->data() + text->size(), value);
     if (ec != std::errc() || end != text->data() + text->size()) {
-      return absl::FailedPreconditionError(absl::StrCat("key ", QuoteForError(key), " holds ", QuoteForError(*text),
-                                                        ", not an integer to add to"));
+      return absl::FailedPreconditionError(
+          absl::StrCat("key ", QuoteForError(key), " holds ", QuoteForError(*text), ", not an integer to add to"));
     }
   }
   int64_t sum;

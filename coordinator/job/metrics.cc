@@ -13,8 +13,8 @@ using prometheus::BuildHistogram;
 
 // From a parked call's hour down to a cached read's tens of microseconds.
 prometheus::Histogram::BucketBoundaries CallBuckets() {
-  return {0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60,
-          300, 3600};
+  return {0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
+          0.25,   0.5,     1,      2.5,   5,      10,    30,   60,    300,  3600};
 }
 
 // An fsync of SQLite takes a millisecond or so, an etcd round trip a few.
@@ -83,8 +83,8 @@ Metrics::Metrics(bool count_calls)
       restored_(restored_jobs_.Add({})) {
   start_time_.Add({}).Set(UnixSecondsNow());
   // Every reason from the start, at 0, so that rate() and increase() see the first end of each.
-  for (const char* reason : {"completed", "lease_expired", "worker_gone", "worker_left", "worker_rejoined",
-                             "start_failed"}) {
+  for (const char* reason :
+       {"completed", "lease_expired", "worker_gone", "worker_left", "worker_rejoined", "start_failed"}) {
     ended_[reason] = &generations_ended_.Add({{"reason", reason}});
   }
 }
@@ -96,9 +96,14 @@ void Metrics::CallFinished(absl::string_view method, absl::string_view code, dou
   prometheus::Histogram* histogram;
   {
     MutexLock lock(&mu_);
-    counter = Find(call_counters_, absl::StrCat(method, " ", code),
-                   [&]() -> auto& { return calls_.Add({{"method", name}, {"code", std::string(code)}}); });
-    histogram = Find(call_histograms_, name, [&]() -> auto& { return call_seconds_.Add({{"method", name}}, CallBuckets()); });
+    counter = Find(
+        call_counters_, absl::StrCat(method, " ", code), [&]() -> auto& {
+          return calls_.Add({{"method", name}, {"code", std::string(code)}});
+        });
+    histogram = Find(
+        call_histograms_, name, [&]() -> auto& {
+          return call_seconds_.Add({{"method", name}}, CallBuckets());
+        });
   }
   counter->Increment();
   histogram->Observe(seconds);
@@ -109,7 +114,12 @@ void Metrics::GenerationStarted() { started_.Increment(); }
 void Metrics::GenerationEnded(absl::string_view reason) {
   const std::string name(reason);
   MutexLock lock(&mu_);
-  Find(ended_, name, [&]() -> auto& { return generations_ended_.Add({{"reason", name}}); })->Increment();
+  Find(
+      ended_, name,
+      [&]() -> auto& {
+        return generations_ended_.Add({{"reason", name}});
+      })
+      ->Increment();
 }
 
 void Metrics::StateWritten(double seconds, const absl::Status& status) {

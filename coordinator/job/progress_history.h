@@ -38,8 +38,8 @@ class ProgressHistory {
   std::optional<TrainingProgress> latest_;
   std::optional<double> eval_loss_;
   std::vector<CurvePoint> curve_;
-  int64_t stride_ = 1;    // keep one report in every stride_
-  int64_t skipped_ = 0;   // reports since the curve's newest point
+  int64_t stride_ = 1;   // keep one report in every stride_
+  int64_t skipped_ = 0;  // reports since the curve's newest point
 };
 
 }  // namespace tpcoord

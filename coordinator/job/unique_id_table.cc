@@ -24,9 +24,7 @@ std::vector<UniqueIdSlot> UniqueIdTable::Missing(const Mesh& mesh, const GroupId
   return missing;
 }
 
-absl::Status UniqueIdTable::CheckPublish(const Mesh& mesh, int rank,
-                                         const UniqueIds& ids,
-                                         uint64_t generation) const {
+absl::Status UniqueIdTable::CheckPublish(const Mesh& mesh, int rank, const UniqueIds& ids, uint64_t generation) const {
   for (size_t i = 0; i < ids.size(); ++i) {
     const auto& [slot, bytes] = ids[i];
     if (!mesh.Contains(slot.group)) {
@@ -36,16 +34,14 @@ absl::Status UniqueIdTable::CheckPublish(const Mesh& mesh, int rank,
     }
     const int roots = mesh.UniqueIdRoots(slot.group);
     if (slot.root < 0 || slot.root >= roots) {
-      return absl::InvalidArgumentError(absl::StrCat("ids[", i, "].root ", slot.root, " is not a root of ",
-                                                     GroupName(slot.group), ": its ", mesh.GroupSize(slot.group),
-                                                     " ranks start from ", roots, " unique id(s), roots 0..",
-                                                     roots - 1));
+      return absl::InvalidArgumentError(
+          absl::StrCat("ids[", i, "].root ", slot.root, " is not a root of ", GroupName(slot.group), ": its ",
+                       mesh.GroupSize(slot.group), " ranks start from ", roots, " unique id(s), roots 0..", roots - 1));
     }
     if (const int maker = mesh.RootRank(slot); maker != rank) {
-      return absl::PermissionDeniedError(absl::StrCat("rank ", rank, " may not publish the unique id of ",
-                                                      SlotName(slot), ": only ",
-                                                      roots == 1 ? "its leader" : "that root", ", rank ", maker,
-                                                      ", may"));
+      return absl::PermissionDeniedError(
+          absl::StrCat("rank ", rank, " may not publish the unique id of ", SlotName(slot), ": only ",
+                       roots == 1 ? "its leader" : "that root", ", rank ", maker, ", may"));
     }
     for (size_t k = 0; k < i; ++k) {
       if (ids[k].first == slot) {
@@ -66,7 +62,8 @@ absl::Status UniqueIdTable::CheckGet(const Mesh& mesh, int rank, const std::vect
   for (size_t i = 0; i < groups.size(); ++i) {
     const GroupId& group = groups[i];
     if (!mesh.Contains(group)) {
-      return absl::InvalidArgumentError(absl::StrCat("groups[", i, "] ", GroupName(group), " is not a group of the mesh"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("groups[", i, "] ", GroupName(group), " is not a group of the mesh"));
     }
     if (!mesh.IsMember(group, rank)) {
       return absl::PermissionDeniedError(absl::StrCat("rank ", rank, " is not a member of ", GroupName(group), " ",

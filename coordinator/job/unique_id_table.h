@@ -34,8 +34,7 @@ class UniqueIdTable {
   // Checks a PublishUniqueId of `ids` by `rank` in `mesh`, entry by entry, before anything is stored: each
   // slot must be of the mesh (INVALID_ARGUMENT), made by `rank` (PERMISSION_DENIED), named once, and not
   // published before with other bytes (FAILED_PRECONDITION). Sizes were checked with the request.
-  absl::Status CheckPublish(const Mesh& mesh, int rank, const UniqueIds& ids,
-                            uint64_t generation) const;
+  absl::Status CheckPublish(const Mesh& mesh, int rank, const UniqueIds& ids, uint64_t generation) const;
   // Checks that `rank` may ask for `groups`: each of the mesh (INVALID_ARGUMENT) and holding `rank`
   // (PERMISSION_DENIED).
   absl::Status CheckGet(const Mesh& mesh, int rank, const std::vector<GroupId>& groups) const;

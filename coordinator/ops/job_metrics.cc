@@ -30,19 +30,24 @@ void Add(prometheus::MetricFamily& family, double value, std::vector<prometheus:
 std::vector<prometheus::MetricFamily> JobMetrics::Collect() const {
   prometheus::MetricFamily jobs = Gauge("tpcoord_jobs", "Jobs the coordinator holds, by the phase of their generation");
   prometheus::MetricFamily members = Gauge("tpcoord_members", "Members of every job's current generation");
-  prometheus::MetricFamily parked = Gauge("tpcoord_parked_calls", "Calls waiting in the coordinator (Join, unique IDs, barriers, store waits)");
+  prometheus::MetricFamily parked =
+      Gauge("tpcoord_parked_calls", "Calls waiting in the coordinator (Join, unique IDs, barriers, store waits)");
   prometheus::MetricFamily store_bytes = Gauge("tpcoord_store_bytes", "Bytes the key-value stores of all jobs hold");
   prometheus::MetricFamily store_limit = Gauge("tpcoord_store_bytes_limit", "--max-store-bytes");
-  prometheus::MetricFamily generation = Gauge("tpcoord_job_generation", "The job's current generation (1 + its restarts)");
-  prometheus::MetricFamily phase = Gauge("tpcoord_job_phase", "1 for the phase of the job's current generation, 0 for the others");
+  prometheus::MetricFamily generation =
+      Gauge("tpcoord_job_generation", "The job's current generation (1 + its restarts)");
+  prometheus::MetricFamily phase =
+      Gauge("tpcoord_job_phase", "1 for the phase of the job's current generation, 0 for the others");
   prometheus::MetricFamily world = Gauge("tpcoord_job_world_size", "Workers in the job's current generation");
   prometheus::MetricFamily job_members = Gauge("tpcoord_job_members", "Members of the job's current generation");
-  prometheus::MetricFamily healthy = Gauge("tpcoord_job_healthy_members", "Members heard from within the lease, or finished");
+  prometheus::MetricFamily healthy =
+      Gauge("tpcoord_job_healthy_members", "Members heard from within the lease, or finished");
   prometheus::MetricFamily step = Gauge("tpcoord_job_step", "The latest optimizer step the job reported");
   prometheus::MetricFamily total = Gauge("tpcoord_job_total_steps", "The steps the job trains for (0: unknown)");
   prometheus::MetricFamily loss = Gauge("tpcoord_job_loss", "The training loss of the latest reported step");
   prometheus::MetricFamily eval = Gauge("tpcoord_job_eval_loss", "The latest eval loss the job reported");
-  prometheus::MetricFamily tokens = Gauge("tpcoord_job_tokens_per_second", "Training throughput of the latest reported step");
+  prometheus::MetricFamily tokens =
+      Gauge("tpcoord_job_tokens_per_second", "Training throughput of the latest reported step");
   prometheus::MetricFamily step_seconds = Gauge("tpcoord_job_step_seconds", "Wall time of the latest reported step");
 
   std::map<JobPhase, int> by_phase;
@@ -82,8 +87,8 @@ std::vector<prometheus::MetricFamily> JobMetrics::Collect() const {
   Add(parked, all_parked);
   Add(store_bytes, static_cast<double>(quota_->used()));
   Add(store_limit, static_cast<double>(quota_->limit()));
-  return {jobs,  members,     parked, store_bytes, store_limit, generation, phase, world, job_members,
-          healthy, step, total, loss, eval, tokens, step_seconds};
+  return {jobs,        members, parked, store_bytes, store_limit, generation, phase,  world,
+          job_members, healthy, step,   total,       loss,        eval,       tokens, step_seconds};
 }
 
 }  // namespace tpcoord

@@ -8,8 +8,8 @@
 
 #include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
-#include "absl/strings/strip.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
 #include "absl/time/clock.h"
 #include "common/secrets.h"
 #include "coordinator/ops/job_metrics.h"
@@ -47,10 +47,10 @@ absl::StatusOr<std::unique_ptr<OpsEndpoint>> OpsEndpoint::Start(const std::strin
   std::string host = listen.substr(0, colon);
   if (host.size() > 2 && host.front() == '[') host = host.substr(1, host.size() - 2);  // [::1]:9464
   // civetweb reads "listening_ports" as [IP:]PORT; "+" would mean both families, which nobody asked for.
-  const std::string ports = absl::StrCat(host.find(':') != std::string::npos ? "[" + host + "]" : host, ":",
-                                         listen.substr(colon + 1));
-  const char* options[] = {"listening_ports", ports.c_str(), "num_threads", "2", "request_timeout_ms", "10000",
-                           "enable_keep_alive", "no", nullptr};
+  const std::string ports =
+      absl::StrCat(host.find(':') != std::string::npos ? "[" + host + "]" : host, ":", listen.substr(colon + 1));
+  const char* options[] = {"listening_ports", ports.c_str(),       "num_threads", "2",    "request_timeout_ms",
+                           "10000",           "enable_keep_alive", "no",          nullptr};
   mg_callbacks callbacks;
   std::memset(&callbacks, 0, sizeof(callbacks));
   callbacks.log_message = [](const mg_connection*, const char*) { return 1; };  // errors are answered, not printed
@@ -118,8 +118,9 @@ int OpsEndpoint::HandleRequest(mg_connection* connection) {
   }
   if (!Authorized(connection)) {
     Respond(connection, 401, "Unauthorized", "text/plain; charset=utf-8",
-            absl::StrCat(path, " needs the coordinator's admin token: send \"Authorization: Bearer <token>\", or "
-                               "the token as the password of basic authentication\n"),
+            absl::StrCat(path,
+                         " needs the coordinator's admin token: send \"Authorization: Bearer <token>\", or "
+                         "the token as the password of basic authentication\n"),
             "WWW-Authenticate: Basic realm=\"tpcoord\", charset=\"UTF-8\"\r\n");
     return 401;
   }

@@ -15,10 +15,10 @@
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "common/mutex.h"
 #include "coordinator/job/job_registry.h"
 #include "coordinator/job/key_value_store.h"
 #include "coordinator/job/metrics.h"
-#include "common/mutex.h"
 
 struct mg_context;
 struct mg_connection;

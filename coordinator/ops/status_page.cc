@@ -19,15 +19,16 @@ std::string Number(double value) {
 
 std::string Duration(double seconds) {
   if (seconds < 60) return absl::StrFormat("%.0fs", seconds);
-  if (seconds < 3600) return absl::StrFormat("%dm%02ds", static_cast<int>(seconds) / 60, static_cast<int>(seconds) % 60);
+  if (seconds < 3600)
+    return absl::StrFormat("%dm%02ds", static_cast<int>(seconds) / 60, static_cast<int>(seconds) % 60);
   return absl::StrFormat("%dh%02dm", static_cast<int>(seconds) / 3600, static_cast<int>(seconds) / 60 % 60);
 }
 
 std::string ProgressCell(const JobView& view) {
   if (!view.progress) return "&ndash;";
   const TrainingProgress& p = *view.progress;
-  std::string cell = p.total_steps > 0 ? absl::StrFormat("step %d / %d", p.step, p.total_steps)
-                                       : absl::StrFormat("step %d", p.step);
+  std::string cell =
+      p.total_steps > 0 ? absl::StrFormat("step %d / %d", p.step, p.total_steps) : absl::StrFormat("step %d", p.step);
   absl::StrAppend(&cell, "<br>loss ", Number(p.loss));
   if (view.eval_loss) absl::StrAppend(&cell, " &middot; eval ", Number(*view.eval_loss));
   absl::StrAppend(&cell, "<br>", absl::StrFormat("%.0f", p.tokens_per_second), " tokens/s &middot; ",
@@ -62,11 +63,13 @@ std::string LossCurveSvg(const std::vector<CurvePoint>& curve) {
     if (std::isfinite(p.loss)) points.push_back(p);
   }
   std::string svg = absl::StrFormat(
-      "<svg class=\"curve\" xmlns=\"http://www.w3.org/2000/svg\" width=\"%.0f\" height=\"%.0f\" viewBox=\"0 0 %.0f %.0f\">",
+      "<svg class=\"curve\" xmlns=\"http://www.w3.org/2000/svg\" width=\"%.0f\" height=\"%.0f\" viewBox=\"0 0 %.0f "
+      "%.0f\">",
       kWidth, kHeight, kWidth, kHeight);
   absl::StrAppendFormat(&svg, "<rect x=\"%.0f\" y=\"%.0f\" width=\"%.0f\" height=\"%.0f\" class=\"frame\"/>", kLeft,
                         kTop, kWidth - kLeft - kRight, kHeight - kTop - kBottom);
-  if (points.empty()) return absl::StrCat(svg, "<text x=\"150\" y=\"50\" class=\"axis\">no steps reported</text></svg>");
+  if (points.empty())
+    return absl::StrCat(svg, "<text x=\"150\" y=\"50\" class=\"axis\">no steps reported</text></svg>");
   double low = points[0].loss, high = points[0].loss;
   for (const CurvePoint& p : points) {
     low = std::min(low, p.loss);
@@ -115,7 +118,8 @@ svg .axis{font-size:10px;fill:#5b6475}
                   jobs.size() < total_jobs ? absl::StrCat(", the first ", jobs.size(), " shown") : "", " &middot; ",
                   absl::FormatTime("%Y-%m-%d %H:%M:%S UTC", now, absl::UTCTimeZone()),
                   " &middot; refreshes every 5 s &middot; <a href=\"/metrics\">/metrics</a></p>\n");
-  page += "<table><tr><th>job</th><th>phase</th><th>generation</th><th>members</th><th>training</th><th>loss</th></tr>\n";
+  page +=
+      "<table><tr><th>job</th><th>phase</th><th>generation</th><th>members</th><th>training</th><th>loss</th></tr>\n";
   for (const JobOnPage& job : jobs) {
     const JobView& v = job.view;
     const std::string phase(JobPhaseName(v.phase));

@@ -24,8 +24,8 @@ void CapturingLogHandler(google::protobuf::LogLevel level, const char* file, int
     return;
   }
   static const char* const kLevels[] = {"INFO", "WARNING", "ERROR", "FATAL"};
-  std::cerr << "[libprotobuf " << kLevels[std::clamp<int>(level, 0, 3)] << " " << file << ":" << line << "] "
-            << message << std::endl;
+  std::cerr << "[libprotobuf " << kLevels[std::clamp<int>(level, 0, 3)] << " " << file << ":" << line << "] " << message
+            << std::endl;
 }
 
 // Every value the call's metadata holds under `name`.

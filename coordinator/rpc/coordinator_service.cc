@@ -151,8 +151,7 @@ void CoordinatorService::Serve(const char* name, JobCalls::Method<Request, Respo
                  }));
 }
 
-CoordinatorService::CoordinatorService(JobRegistry* registry, const JobOptions& options,
-                                       std::string admin_token_sha256)
+CoordinatorService::CoordinatorService(JobRegistry* registry, const JobOptions& options, std::string admin_token_sha256)
     : admin_token_sha256_(std::move(admin_token_sha256)), calls_(registry, options) {
   // Every job call, one line each: its name in the proto, and what serves it (job_calls.h).
   Serve("RecordTpInitArgs", &JobCalls::Record);

@@ -56,8 +56,7 @@ class JobCalls {
   WaitingCall Join(const Caller&, v1::JoinRequest&, Millis, v1::JoinResponse*, StatusDone) const;
   WaitingCall PublishUniqueId(const Caller&, v1::PublishUniqueIdRequest&, Millis, v1::PublishUniqueIdResponse*,
                               StatusDone) const;
-  WaitingCall GetUniqueId(const Caller&, v1::GetUniqueIdRequest&, Millis, v1::GetUniqueIdResponse*,
-                          StatusDone) const;
+  WaitingCall GetUniqueId(const Caller&, v1::GetUniqueIdRequest&, Millis, v1::GetUniqueIdResponse*, StatusDone) const;
   WaitingCall Barrier(const Caller&, v1::BarrierRequest&, Millis, v1::BarrierResponse*, StatusDone) const;
   WaitingCall Heartbeat(const Caller&, v1::HeartbeatRequest&, Millis, v1::HeartbeatResponse*, StatusDone) const;
   WaitingCall Leave(const Caller&, v1::LeaveRequest&, Millis, v1::LeaveResponse*, StatusDone) const;
@@ -69,8 +68,7 @@ class JobCalls {
   WaitingCall StoreCompareSet(const Caller&, v1::StoreCompareSetRequest&, Millis, v1::StoreCompareSetResponse*,
                               StatusDone) const;
   WaitingCall StoreCheck(const Caller&, v1::StoreCheckRequest&, Millis, v1::StoreCheckResponse*, StatusDone) const;
-  WaitingCall StoreDelete(const Caller&, v1::StoreDeleteRequest&, Millis, v1::StoreDeleteResponse*,
-                          StatusDone) const;
+  WaitingCall StoreDelete(const Caller&, v1::StoreDeleteRequest&, Millis, v1::StoreDeleteResponse*, StatusDone) const;
   WaitingCall StoreNumKeys(const Caller&, v1::StoreNumKeysRequest&, Millis, v1::StoreNumKeysResponse*,
                            StatusDone) const;
   WaitingCall StoreWait(const Caller&, v1::StoreWaitRequest&, Millis, v1::StoreWaitResponse*, StatusDone) const;

@@ -54,10 +54,9 @@ WaitingCall JobCalls::Join(const Caller& caller, v1::JoinRequest& req, Millis wa
   absl::StatusOr<PinnedJob> job = registry_->GetOrCreate(req.job_id());
   if (!job.ok()) return done(job.status()), WaitingCall{};
   std::shared_ptr<Job> parked_in = job->get();
-  const uint64_t id = parked_in->Join(caller, *std::move(args), wait,
-                                      Filling<Assignment>(std::move(done), [out](Assignment a) {
-                                        AssignmentToProto(a, out);
-                                      }));
+  const uint64_t id =
+      parked_in->Join(caller, *std::move(args), wait,
+                      Filling<Assignment>(std::move(done), [out](Assignment a) { AssignmentToProto(a, out); }));
   return WaitingCall{std::move(parked_in), id};
 }
 
@@ -77,10 +76,9 @@ WaitingCall JobCalls::GetUniqueId(const Caller& caller, v1::GetUniqueIdRequest& 
   if (!groups.ok()) return done(groups.status()), WaitingCall{};
   absl::StatusOr<std::shared_ptr<Job>> job = ExistingJob(req.job_id());
   if (!job.ok()) return done(job.status()), WaitingCall{};
-  const uint64_t id = (*job)->GetUniqueIds(caller, req.generation(), req.rank(), *std::move(groups), wait,
-                                           Filling<UniqueIds>(std::move(done), [out](UniqueIds ids) {
-                                             UniqueIdsToProto(std::move(ids), out);
-                                           }));
+  const uint64_t id = (*job)->GetUniqueIds(
+      caller, req.generation(), req.rank(), *std::move(groups), wait,
+      Filling<UniqueIds>(std::move(done), [out](UniqueIds ids) { UniqueIdsToProto(std::move(ids), out); }));
   return WaitingCall{*std::move(job), id};
 }
 
@@ -88,8 +86,8 @@ WaitingCall JobCalls::Barrier(const Caller& caller, v1::BarrierRequest& req, Mil
                               StatusDone done) const {
   absl::StatusOr<std::shared_ptr<Job>> job = Checked(req);
   if (!job.ok()) return done(job.status()), WaitingCall{};
-  const uint64_t id = (*job)->Barrier(caller, req.generation(), req.rank(), std::move(*req.mutable_name()),
-                                      req.round(), wait, std::move(done));
+  const uint64_t id = (*job)->Barrier(caller, req.generation(), req.rank(), std::move(*req.mutable_name()), req.round(),
+                                      wait, std::move(done));
   return WaitingCall{*std::move(job), id};
 }
 
@@ -107,8 +105,8 @@ WaitingCall JobCalls::Leave(const Caller& caller, v1::LeaveRequest& req, Millis,
                             StatusDone done) const {
   absl::StatusOr<std::shared_ptr<Job>> job = Checked(req);
   if (!job.ok()) return done(job.status()), WaitingCall{};
-  (*job)->Leave(caller, req.generation(), req.rank(), req.finished(), std::move(*req.mutable_reason()),
-                std::move(done), req.fatal());
+  (*job)->Leave(caller, req.generation(), req.rank(), req.finished(), std::move(*req.mutable_reason()), std::move(done),
+                req.fatal());
   return {};
 }
 

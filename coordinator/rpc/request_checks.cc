@@ -34,7 +34,8 @@ absl::Status CheckMember(uint64_t generation, int rank) {
     return absl::InvalidArgumentError("generation 0 is not a generation; give the one Join answered");
   }
   if (rank < 0 || rank >= kMaxWorldSize) {
-    return absl::InvalidArgumentError(absl::StrCat("rank ", rank, " is out of range; ranks are in [0, ", kMaxWorldSize, ")"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("rank ", rank, " is out of range; ranks are in [0, ", kMaxWorldSize, ")"));
   }
   return absl::OkStatus();
 }
@@ -62,62 +63,59 @@ absl::Status CheckKeys(const Keys& keys) {
 
 absl::StatusOr<TpInitArgs> CheckRequest(const v1::RecordTpInitArgsRequest& req) {
   absl::StatusOr<TpInitArgs> args = absl::InternalError("unchecked");
-  absl::Status status = InJob(req.job_id(), {[&] {
-                                absl::StatusOr<Dtype> dtype = DtypeFromProto(req.dtype());
-                                if (!dtype.ok()) return dtype.status();
-                                std::optional<std::vector<int>> group;
-                                if (req.has_tp_group()) {
-                                  if (absl::Status s = CheckCount("tp_group.ranks", req.tp_group().ranks_size(), kMaxTpSize);
-                                      !s.ok()) {
-                                    return s;
-                                  }
-                                  group.emplace(req.tp_group().ranks().begin(), req.tp_group().ranks().end());
-                                }
-                                args = NormalizeTpInitArgs(req.tp_size(), *dtype, std::move(group));
-                                return args.status();
-                              }});
+  absl::Status status =
+      InJob(req.job_id(), {[&] {
+              absl::StatusOr<Dtype> dtype = DtypeFromProto(req.dtype());
+              if (!dtype.ok()) return dtype.status();
+              std::optional<std::vector<int>> group;
+              if (req.has_tp_group()) {
+                if (absl::Status s = CheckCount("tp_group.ranks", req.tp_group().ranks_size(), kMaxTpSize); !s.ok()) {
+                  return s;
+                }
+                group.emplace(req.tp_group().ranks().begin(), req.tp_group().ranks().end());
+              }
+              args = NormalizeTpInitArgs(req.tp_size(), *dtype, std::move(group));
+              return args.status();
+            }});
   if (!status.ok()) return status;
   return args;
 }
 
 absl::Status CheckRequest(const v1::MergeConfigRequest& req) {
-  return InJob(req.job_id(), {[&] {
-                 if (req.config_json().size() > kMaxConfigBytes) {
-                   return absl::InvalidArgumentError(absl::StrCat("config_json is ", req.config_json().size(),
-                                                                  " bytes; the limit is ", kMaxConfigBytes,
-                                                                  " bytes (1 MiB)"));
-                 }
-                 return req.generation() == 0 ? absl::OkStatus() : CheckMember(req.generation(), req.rank());
-               }});
+  return InJob(
+      req.job_id(), {[&] {
+        if (req.config_json().size() > kMaxConfigBytes) {
+          return absl::InvalidArgumentError(absl::StrCat("config_json is ", req.config_json().size(),
+                                                         " bytes; the limit is ", kMaxConfigBytes, " bytes (1 MiB)"));
+        }
+        return req.generation() == 0 ? absl::OkStatus() : CheckMember(req.generation(), req.rank());
+      }});
 }
 
 absl::StatusOr<JoinArgs> CheckRequest(const v1::JoinRequest& req) {
-  absl::Status status = InJob(req.job_id(), {[&] { return ValidateWorkerId(req.worker_id()); },
-                                             [&] { return ValidateHost(req.host()); },
-                                             [&] {
-                                               if (req.world_size() < 1 || req.world_size() > kMaxWorldSize) {
-                                                 return absl::InvalidArgumentError(absl::StrCat(
-                                                     "world_size ", req.world_size(),
-                                                     " is out of range; it must be between 1 and ", kMaxWorldSize));
-                                               }
-                                               if (req.tp_size() < 0 || req.tp_size() > kMaxTpSize) {
-                                                 return absl::InvalidArgumentError(absl::StrCat(
-                                                     "tp_size ", req.tp_size(),
-                                                     " is out of range; give 0 (the recorded tp_size) to ", kMaxTpSize));
-                                               }
-                                               if (req.min_world_size() < 0 || req.min_world_size() > req.world_size()) {
-                                                 return absl::InvalidArgumentError(absl::StrCat(
-                                                     "min_world_size ", req.min_world_size(),
-                                                     " is out of range; it must be between 1 and world_size ",
-                                                     req.world_size(), " (0: world_size)"));
-                                               }
-                                               if (req.rejoin_timeout_ms() > kMaxWaitMs) {
-                                                 return absl::InvalidArgumentError(absl::StrCat(
-                                                     "rejoin_timeout_ms ", req.rejoin_timeout_ms(),
-                                                     " is out of range; at most ", kMaxWaitMs));
-                                               }
-                                               return absl::OkStatus();
-                                             }});
+  absl::Status status =
+      InJob(req.job_id(),
+            {[&] { return ValidateWorkerId(req.worker_id()); }, [&] { return ValidateHost(req.host()); },
+             [&] {
+               if (req.world_size() < 1 || req.world_size() > kMaxWorldSize) {
+                 return absl::InvalidArgumentError(absl::StrCat(
+                     "world_size ", req.world_size(), " is out of range; it must be between 1 and ", kMaxWorldSize));
+               }
+               if (req.tp_size() < 0 || req.tp_size() > kMaxTpSize) {
+                 return absl::InvalidArgumentError(absl::StrCat(
+                     "tp_size ", req.tp_size(), " is out of range; give 0 (the recorded tp_size) to ", kMaxTpSize));
+               }
+               if (req.min_world_size() < 0 || req.min_world_size() > req.world_size()) {
+                 return absl::InvalidArgumentError(absl::StrCat(
+                     "min_world_size ", req.min_world_size(), " is out of range; it must be between 1 and world_size ",
+                     req.world_size(), " (0: world_size)"));
+               }
+               if (req.rejoin_timeout_ms() > kMaxWaitMs) {
+                 return absl::InvalidArgumentError(absl::StrCat("rejoin_timeout_ms ", req.rejoin_timeout_ms(),
+                                                                " is out of range; at most ", kMaxWaitMs));
+               }
+               return absl::OkStatus();
+             }});
   if (!status.ok()) return status;
   JoinArgs args{req.worker_id(), req.host(), req.world_size(), std::nullopt, req.tp_size()};
   if (req.has_requested_rank()) args.requested_rank = req.requested_rank();
@@ -128,23 +126,23 @@ absl::StatusOr<JoinArgs> CheckRequest(const v1::JoinRequest& req) {
 
 absl::StatusOr<UniqueIds> CheckRequest(const v1::PublishUniqueIdRequest& req) {
   UniqueIds ids;
-  absl::Status status = InJob(req.job_id(), {[&] { return CheckMember(req.generation(), req.rank()); },
-                                             [&] { return CheckCount("ids", req.ids_size(), kMaxGroupsPerCall); },
-                                             [&] {
-                                               for (int i = 0; i < req.ids_size(); ++i) {
-                                                 absl::StatusOr<GroupId> group = GroupIdFromProto(
-                                                     req.ids(i).group(), absl::StrCat("ids[", i, "].group"));
-                                                 if (!group.ok()) return group.status();
-                                                 if (req.ids(i).id().size() != kUniqueIdBytes) {
-                                                   return absl::InvalidArgumentError(absl::StrCat(
-                                                       "ids[", i, "].id for ", GroupName(*group), " is ",
-                                                       req.ids(i).id().size(), " bytes; a NCCL unique id is exactly ",
-                                                       kUniqueIdBytes, " bytes"));
-                                                 }
-                                                 ids.push_back({{*group, req.ids(i).root()}, req.ids(i).id()});
-                                               }
-                                               return absl::OkStatus();
-                                             }});
+  absl::Status status =
+      InJob(req.job_id(), {[&] { return CheckMember(req.generation(), req.rank()); },
+                           [&] { return CheckCount("ids", req.ids_size(), kMaxGroupsPerCall); },
+                           [&] {
+                             for (int i = 0; i < req.ids_size(); ++i) {
+                               absl::StatusOr<GroupId> group =
+                                   GroupIdFromProto(req.ids(i).group(), absl::StrCat("ids[", i, "].group"));
+                               if (!group.ok()) return group.status();
+                               if (req.ids(i).id().size() != kUniqueIdBytes) {
+                                 return absl::InvalidArgumentError(absl::StrCat(
+                                     "ids[", i, "].id for ", GroupName(*group), " is ", req.ids(i).id().size(),
+                                     " bytes; a NCCL unique id is exactly ", kUniqueIdBytes, " bytes"));
+                               }
+                               ids.push_back({{*group, req.ids(i).root()}, req.ids(i).id()});
+                             }
+                             return absl::OkStatus();
+                           }});
   if (!status.ok()) return status;
   return ids;
 }
@@ -167,35 +165,36 @@ absl::StatusOr<std::vector<GroupId>> CheckRequest(const v1::GetUniqueIdRequest& 
 }
 
 absl::Status CheckRequest(const v1::StoreSetRequest& req) {
-  return InJob(req.job_id(), {[&] { return CheckGeneration(req.generation()); },
-                              [&] { return ValidateStoreKey(req.key()); },
-                              [&] { return CheckValue("value", req.key(), req.value().size()); }});
+  return InJob(req.job_id(),
+               {[&] { return CheckGeneration(req.generation()); }, [&] { return ValidateStoreKey(req.key()); },
+                [&] { return CheckValue("value", req.key(), req.value().size()); }});
 }
 
 absl::Status CheckRequest(const v1::StoreGetRequest& req) {
-  return InJob(req.job_id(), {[&] { return CheckGeneration(req.generation()); },
-                              [&] { return ValidateStoreKey(req.key()); }});
+  return InJob(req.job_id(),
+               {[&] { return CheckGeneration(req.generation()); }, [&] { return ValidateStoreKey(req.key()); }});
 }
 
 absl::Status CheckRequest(const v1::StoreAddRequest& req) {
-  return InJob(req.job_id(), {[&] { return CheckGeneration(req.generation()); },
-                              [&] { return ValidateStoreKey(req.key()); }});
+  return InJob(req.job_id(),
+               {[&] { return CheckGeneration(req.generation()); }, [&] { return ValidateStoreKey(req.key()); }});
 }
 
 absl::Status CheckRequest(const v1::StoreCompareSetRequest& req) {
-  return InJob(req.job_id(), {[&] { return CheckGeneration(req.generation()); },
-                              [&] { return ValidateStoreKey(req.key()); },
-                              [&] { return CheckValue("expected_value", req.key(), req.expected_value().size()); },
-                              [&] { return CheckValue("desired_value", req.key(), req.desired_value().size()); }});
+  return InJob(req.job_id(),
+               {[&] { return CheckGeneration(req.generation()); }, [&] { return ValidateStoreKey(req.key()); },
+                [&] { return CheckValue("expected_value", req.key(), req.expected_value().size()); },
+                [&] { return CheckValue("desired_value", req.key(), req.desired_value().size()); }});
 }
 
 absl::Status CheckRequest(const v1::StoreCheckRequest& req) {
-  return InJob(req.job_id(), {[&] { return CheckGeneration(req.generation()); }, [&] { return CheckKeys(req.keys()); }});
+  return InJob(req.job_id(),
+               {[&] { return CheckGeneration(req.generation()); }, [&] { return CheckKeys(req.keys()); }});
 }
 
 absl::Status CheckRequest(const v1::StoreDeleteRequest& req) {
-  return InJob(req.job_id(), {[&] { return CheckGeneration(req.generation()); },
-                              [&] { return ValidateStoreKey(req.key()); }});
+  return InJob(req.job_id(),
+               {[&] { return CheckGeneration(req.generation()); }, [&] { return ValidateStoreKey(req.key()); }});
 }
 
 absl::Status CheckRequest(const v1::StoreNumKeysRequest& req) {
@@ -203,7 +202,8 @@ absl::Status CheckRequest(const v1::StoreNumKeysRequest& req) {
 }
 
 absl::Status CheckRequest(const v1::StoreWaitRequest& req) {
-  return InJob(req.job_id(), {[&] { return CheckGeneration(req.generation()); }, [&] { return CheckKeys(req.keys()); }});
+  return InJob(req.job_id(),
+               {[&] { return CheckGeneration(req.generation()); }, [&] { return CheckKeys(req.keys()); }});
 }
 
 absl::Status CheckRequest(const v1::BarrierRequest& req) {
@@ -228,14 +228,13 @@ absl::Status CheckRequest(const v1::LeaveRequest& req) {
 
 absl::StatusOr<int> CheckRequest(const v1::ListJobsRequest& req) {
   if (req.page_size() < 0 || req.page_size() > kMaxListPageSize) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("page_size ", req.page_size(), " is out of range; give 0 (", kDefaultListPageSize, ") to ",
-                     kMaxListPageSize));
+    return absl::InvalidArgumentError(absl::StrCat("page_size ", req.page_size(), " is out of range; give 0 (",
+                                                   kDefaultListPageSize, ") to ", kMaxListPageSize));
   }
   if (!req.page_token().empty()) {
     if (absl::Status s = ValidateJobId(req.page_token()); !s.ok()) {
-      return absl::InvalidArgumentError(absl::StrCat("page_token ", QuoteForError(req.page_token()),
-                                                     " is not a next_page_token ListJobs gave"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("page_token ", QuoteForError(req.page_token()), " is not a next_page_token ListJobs gave"));
     }
   }
   return req.page_size() == 0 ? kDefaultListPageSize : req.page_size();
@@ -247,7 +246,8 @@ absl::Status CheckRequest(const v1::DeleteJobRequest& req) { return ValidateJobI
 
 absl::StatusOr<std::string> CheckRequest(const v1::CreateJobRequest& req) {
   const std::string& token = req.job_token();
-  if (absl::Status s = InJob(req.job_id(), {[&] { return token.empty() ? absl::OkStatus() : CheckSecret("job_token", token); }});
+  if (absl::Status s =
+          InJob(req.job_id(), {[&] { return token.empty() ? absl::OkStatus() : CheckSecret("job_token", token); }});
       !s.ok()) {
     return s;
   }

@@ -10,7 +10,6 @@
 namespace tpcoord {
 namespace {
 
-
 class RpcMetricsInterceptor : public grpc::experimental::Interceptor {
  public:
   RpcMetricsInterceptor(Metrics* metrics, const char* method) : metrics_(metrics), method_(ShortName(method)) {}
@@ -19,8 +18,7 @@ class RpcMetricsInterceptor : public grpc::experimental::Interceptor {
     using grpc::experimental::InterceptionHookPoints;
     if (methods->QueryInterceptionHookPoint(InterceptionHookPoints::PRE_SEND_STATUS)) {
       const grpc::Status status = methods->GetSendStatus();
-      metrics_->CallFinished(method_,
-                             absl::StatusCodeToString(static_cast<absl::StatusCode>(status.error_code())),
+      metrics_->CallFinished(method_, absl::StatusCodeToString(static_cast<absl::StatusCode>(status.error_code())),
                              std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count());
     }
     methods->Proceed();
@@ -32,7 +30,8 @@ class RpcMetricsInterceptor : public grpc::experimental::Interceptor {
   // series by inventing method names.
   static std::string ShortName(const char* method) {
     static const auto* const known = [] {
-      auto* names = new absl::flat_hash_set<std::string>{"/grpc.health.v1.Health/Check", "/grpc.health.v1.Health/Watch"};
+      auto* names =
+          new absl::flat_hash_set<std::string>{"/grpc.health.v1.Health/Check", "/grpc.health.v1.Health/Watch"};
       const google::protobuf::ServiceDescriptor* service =
           v1::SessionRequest::descriptor()->file()->FindServiceByName("Coordinator");
       for (int i = 0; service && i < service->method_count(); ++i) {

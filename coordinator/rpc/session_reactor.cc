@@ -45,17 +45,17 @@ struct Call {
 template <typename Request>
 absl::Status AsMember(const std::optional<Member>& m, Request* req) {
   if (!m) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "this session has no member yet: its ", Request::descriptor()->name(), " step needs a join step first"));
+    return absl::FailedPreconditionError(absl::StrCat("this session has no member yet: its ",
+                                                      Request::descriptor()->name(), " step needs a join step first"));
   }
   if (req->job_id().empty()) req->set_job_id(m->job->id());
   if (req->generation() == 0) req->set_generation(m->generation);
   if (req->rank() == 0) req->set_rank(m->rank);
   if (req->job_id() != m->job->id() || req->generation() != m->generation || req->rank() != m->rank) {
     return WithJobContext(m->job->id(), absl::InvalidArgumentError(absl::StrCat(
-        "a session's steps act as its member (generation ", m->generation, " rank ", m->rank, "); this ",
-        Request::descriptor()->name(), " names job ", req->job_id(), " generation ", req->generation(), " rank ",
-        req->rank())));
+                                            "a session's steps act as its member (generation ", m->generation, " rank ",
+                                            m->rank, "); this ", Request::descriptor()->name(), " names job ",
+                                            req->job_id(), " generation ", req->generation(), " rank ", req->rank())));
   }
   return absl::OkStatus();
 }
@@ -63,7 +63,7 @@ absl::Status AsMember(const std::optional<Member>& m, Request* req) {
 // The steps a session call may have, in the order they run (SessionRequest's field order), each served by
 // its job call (job_calls.h) exactly as the unary RPC of the same name.
 struct Step {
-  const char* metric;                              // Metrics::CallFinished's name of a call starting here
+  const char* metric;  // Metrics::CallFinished's name of a call starting here
   bool (v1::SessionRequest::*has)() const;
   // Acts as the session's member (AsMember), or null: record and join, which come before there is one.
   absl::Status (*as_member)(const std::optional<Member>&, v1::SessionRequest&);
@@ -234,8 +234,9 @@ class SessionReactor final : public grpc::ServerBidiReactor<grpc::ByteBuffer, gr
     }
     if (beat.job_id() != m->job->id() || beat.generation() != m->generation || beat.rank() != m->rank) {
       return WithJobContext(m->job->id(), absl::InvalidArgumentError(absl::StrCat(
-          "a session's heartbeats must name the member that opened it (generation ", m->generation, " rank ", m->rank,
-          "); this one names job ", beat.job_id(), " generation ", beat.generation(), " rank ", beat.rank())));
+                                              "a session's heartbeats must name the member that opened it (generation ",
+                                              m->generation, " rank ", m->rank, "); this one names job ", beat.job_id(),
+                                              " generation ", beat.generation(), " rank ", beat.rank())));
     }
     return m->job->Heartbeat(*caller_, m->generation, m->rank, progress ? &*progress : nullptr).status();
   }
@@ -265,8 +266,8 @@ class SessionReactor final : public grpc::ServerBidiReactor<grpc::ByteBuffer, gr
         return absl::InvalidArgumentError(absl::StrCat("call_id ", id, " is already in flight on this session"));
       }
       if (static_cast<int>(in_flight_.size()) >= kMaxSessionCalls) {
-        return absl::InvalidArgumentError(absl::StrCat("call ", id, ": a session has at most ", kMaxSessionCalls,
-                                                       " calls in flight"));
+        return absl::InvalidArgumentError(
+            absl::StrCat("call ", id, ": a session has at most ", kMaxSessionCalls, " calls in flight"));
       }
       in_flight_[id] = WaitingCall{};
     }
@@ -318,10 +319,10 @@ class SessionReactor final : public grpc::ServerBidiReactor<grpc::ByteBuffer, gr
     if (step != kJoin) return absl::OkStatus();
     MutexLock lock(&mu_);
     if (member_ || joining_) {
-      return absl::FailedPreconditionError(
-          member_ ? absl::StrCat("this session is rank ", member_->rank, "'s of generation ", member_->generation,
-                                 " already: join the next generation on a new session")
-                  : "this session has a join in flight already");
+      return absl::FailedPreconditionError(member_ ? absl::StrCat("this session is rank ", member_->rank,
+                                                                  "'s of generation ", member_->generation,
+                                                                  " already: join the next generation on a new session")
+                                                   : "this session has a join in flight already");
     }
     joining_ = true;
     return absl::OkStatus();
@@ -389,9 +390,9 @@ class SessionReactor final : public grpc::ServerBidiReactor<grpc::ByteBuffer, gr
 
   Mutex mu_;
   std::optional<Member> member_ ABSL_GUARDED_BY(mu_);
-  bool joining_ ABSL_GUARDED_BY(mu_) = false;  // a join step is in flight
+  bool joining_ ABSL_GUARDED_BY(mu_) = false;                       // a join step is in flight
   std::map<uint64_t, WaitingCall> in_flight_ ABSL_GUARDED_BY(mu_);  // in flight, by call_id: the wait each is in
-  std::deque<grpc::ByteBuffer> writes_ ABSL_GUARDED_BY(mu_);  // the front one is being written
+  std::deque<grpc::ByteBuffer> writes_ ABSL_GUARDED_BY(mu_);        // the front one is being written
   bool writing_ ABSL_GUARDED_BY(mu_) = false;
   bool ending_ ABSL_GUARDED_BY(mu_) = false;
   bool finished_ ABSL_GUARDED_BY(mu_) = false;
@@ -401,8 +402,8 @@ class SessionReactor final : public grpc::ServerBidiReactor<grpc::ByteBuffer, gr
 }  // namespace
 
 grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>* StartSession(grpc::CallbackServerContext* ctx,
-                                                                           const JobCalls* calls,
-                                                                           const std::string& admin_token_sha256) {
+                                                                          const JobCalls* calls,
+                                                                          const std::string& admin_token_sha256) {
   return SessionReactor::Start(ctx, calls, admin_token_sha256);
 }
 

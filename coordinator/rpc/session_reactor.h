@@ -24,8 +24,8 @@ namespace tpcoord {
 // Serves one Session stream; gRPC owns the reactor and it frees itself once done. `calls` must outlive every
 // session.
 grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>* StartSession(grpc::CallbackServerContext* ctx,
-                                                                           const JobCalls* calls,
-                                                                           const std::string& admin_token_sha256);
+                                                                          const JobCalls* calls,
+                                                                          const std::string& admin_token_sha256);
 
 }  // namespace tpcoord
 

@@ -40,9 +40,10 @@ WaitingCall JobCalls::StoreCompareSet(const Caller& caller, v1::StoreCompareSetR
                                       v1::StoreCompareSetResponse* out, StatusDone done) const {
   absl::StatusOr<std::shared_ptr<Job>> job = Checked(req);
   if (!job.ok()) return done(job.status()), WaitingCall{};
-  (*job)->StoreCompareSet(caller, req.generation(), std::move(*req.mutable_key()),
-                          std::move(*req.mutable_expected_value()), std::move(*req.mutable_desired_value()),
-                          Filling<std::string>(std::move(done), [out](std::string v) { out->set_value(std::move(v)); }));
+  (*job)->StoreCompareSet(
+      caller, req.generation(), std::move(*req.mutable_key()), std::move(*req.mutable_expected_value()),
+      std::move(*req.mutable_desired_value()),
+      Filling<std::string>(std::move(done), [out](std::string v) { out->set_value(std::move(v)); }));
   return {};
 }
 
@@ -80,9 +81,8 @@ WaitingCall JobCalls::StoreWait(const Caller& caller, v1::StoreWaitRequest& req,
                                 StatusDone done) const {
   absl::StatusOr<std::shared_ptr<Job>> job = Checked(req);
   if (!job.ok()) return done(job.status()), WaitingCall{};
-  const uint64_t id = (*job)->StoreWait(caller, req.generation(),
-                                        std::vector<std::string>(req.keys().begin(), req.keys().end()), wait,
-                                        std::move(done));
+  const uint64_t id = (*job)->StoreWait(
+      caller, req.generation(), std::vector<std::string>(req.keys().begin(), req.keys().end()), wait, std::move(done));
   return WaitingCall{*std::move(job), id};
 }
 

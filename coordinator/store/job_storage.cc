@@ -46,8 +46,8 @@ pb::Phase PhaseToProto(JobPhase phase) { return static_cast<pb::Phase>(static_ca
 
 // A decoding error for `key` of `job`.
 absl::Status Corrupt(absl::string_view job, absl::string_view key, absl::string_view what) {
-  return WithJobContext(job, absl::DataLossError(absl::StrCat("the stored state is corrupt: key ",
-                                                              QuoteForError(key), ": ", what)));
+  return WithJobContext(
+      job, absl::DataLossError(absl::StrCat("the stored state is corrupt: key ", QuoteForError(key), ": ", what)));
 }
 
 std::string HistoryKey(absl::string_view job, uint64_t generation) {
@@ -88,9 +88,8 @@ absl::string_view EndCauseName(EndCause cause) {
 }
 
 GenerationRecord RecordOf(const JobHeader& h) {
-  return GenerationRecord{h.generation,        h.phase,         h.world_size,  h.tp_size,
-                          h.generation_started_unix_ms, h.running_unix_ms, h.ended_unix_ms,
-                          h.end_cause,         h.end_rank,      h.end_reason};
+  return GenerationRecord{h.generation,      h.phase,         h.world_size, h.tp_size,  h.generation_started_unix_ms,
+                          h.running_unix_ms, h.ended_unix_ms, h.end_cause,  h.end_rank, h.end_reason};
 }
 
 namespace job_storage {
@@ -163,7 +162,8 @@ void PutMembers(absl::string_view job, const std::vector<StoredMember>& by_rank,
       m->set_host(by_rank[r].host);
       m->set_key_sha256(by_rank[r].key_sha256);
     }
-    out->push_back(StateWrite::Put(GenerationKey(job, "members/" + RankKey(static_cast<int>(first))), Serialize(chunk)));
+    out->push_back(
+        StateWrite::Put(GenerationKey(job, "members/" + RankKey(static_cast<int>(first))), Serialize(chunk)));
   }
 }
 
@@ -267,10 +267,9 @@ absl::StatusOr<StoredJob> DecodeJob(absl::string_view job, absl::Span<const Stat
           !ValidEndCause(r.end_cause())) {
         return Corrupt(job, entry.key, "not the GenerationRecord of its generation");
       }
-      stored.history.push_back(GenerationRecord{r.generation(), static_cast<JobPhase>(r.phase() - 1), r.world_size(),
-                                                r.tp_size(), r.started_unix_ms(), r.running_unix_ms(),
-                                                r.ended_unix_ms(), static_cast<EndCause>(r.end_cause()), r.end_rank(),
-                                                r.end_reason()});
+      stored.history.push_back(GenerationRecord{
+          r.generation(), static_cast<JobPhase>(r.phase() - 1), r.world_size(), r.tp_size(), r.started_unix_ms(),
+          r.running_unix_ms(), r.ended_unix_ms(), static_cast<EndCause>(r.end_cause()), r.end_rank(), r.end_reason()});
       continue;
     }
     if (!absl::ConsumePrefix(&rest, "/g/")) return Corrupt(job, entry.key, "unknown key");
@@ -292,10 +291,14 @@ absl::StatusOr<StoredJob> DecodeJob(absl::string_view job, absl::Span<const Stat
       UniqueIdSlot slot;  // kind/index/root
       const std::vector<absl::string_view> parts = absl::StrSplit(rest, '/');
       const absl::string_view kind = parts[0];
-      if (kind == "tp") slot.group.kind = GroupKind::kTp;
-      else if (kind == "dp") slot.group.kind = GroupKind::kDp;
-      else if (kind == "world") slot.group.kind = GroupKind::kWorld;
-      else return Corrupt(job, entry.key, "not a group kind");
+      if (kind == "tp")
+        slot.group.kind = GroupKind::kTp;
+      else if (kind == "dp")
+        slot.group.kind = GroupKind::kDp;
+      else if (kind == "world")
+        slot.group.kind = GroupKind::kWorld;
+      else
+        return Corrupt(job, entry.key, "not a group kind");
       if (parts.size() != 3 || !ParseRank(parts[1], &slot.group.index) || !ParseRank(parts[2], &slot.root) ||
           entry.value.size() != kUniqueIdBytes) {
         return Corrupt(job, entry.key, "not a unique id of a group");
@@ -338,8 +341,10 @@ absl::StatusOr<StoredJob> DecodeJob(absl::string_view job, absl::Span<const Stat
   absl::StatusOr<Mesh> mesh = Mesh::Create(h.world_size, h.tp_size);
   if (!mesh.ok()) return Corrupt(job, job_key, mesh.status().message());
   for (const auto& [first, chunk] : chunks) {
-    if (first != static_cast<int>(stored.members.size())) return Corrupt(job, GenerationKey(job, "members/"), "a chunk is missing");
-    for (const pb::MemberChunk::Member& m : chunk.members()) stored.members.push_back({m.worker_id(), m.host(), m.key_sha256()});
+    if (first != static_cast<int>(stored.members.size()))
+      return Corrupt(job, GenerationKey(job, "members/"), "a chunk is missing");
+    for (const pb::MemberChunk::Member& m : chunk.members())
+      stored.members.push_back({m.worker_id(), m.host(), m.key_sha256()});
   }
   if (!stored.members.empty() && static_cast<int>(stored.members.size()) != h.world_size) {
     return Corrupt(job, GenerationKey(job, "members/"),
@@ -349,7 +354,8 @@ absl::StatusOr<StoredJob> DecodeJob(absl::string_view job, absl::Span<const Stat
     return Corrupt(job, GenerationKey(job, "members/"), "missing for a running generation");
   }
   for (int rank : stored.finished) {
-    if (rank >= static_cast<int>(stored.members.size())) return Corrupt(job, GenerationKey(job, "done/" + RankKey(rank)), "no such member");
+    if (rank >= static_cast<int>(stored.members.size()))
+      return Corrupt(job, GenerationKey(job, "done/" + RankKey(rank)), "no such member");
   }
   for (const auto& [slot, id] : stored.unique_ids) {
     if (!mesh->Contains(slot.group) || slot.root >= mesh->UniqueIdRoots(slot.group)) {

@@ -49,25 +49,28 @@ class SqliteStateStore final : public StateStore {
   absl::Status Init() {
     // Exclusive locking must be chosen before WAL is first used, or SQLite creates the -shm file anyway.
     // auto_vacuum takes effect only in a database without tables yet (an older one is converted below).
-    for (const char* pragma : {"PRAGMA locking_mode=EXCLUSIVE", "PRAGMA auto_vacuum=INCREMENTAL",
-                               "PRAGMA journal_mode=WAL", "PRAGMA synchronous=FULL",
-                               "PRAGMA journal_size_limit=67108864"}) {
+    for (const char* pragma :
+         {"PRAGMA locking_mode=EXCLUSIVE", "PRAGMA auto_vacuum=INCREMENTAL", "PRAGMA journal_mode=WAL",
+          "PRAGMA synchronous=FULL", "PRAGMA journal_size_limit=67108864"}) {
       if (int rc = sqlite3_exec(db_, pragma, nullptr, nullptr, nullptr); rc != SQLITE_OK) return Error(rc, pragma);
     }
     sqlite3_wal_hook(db_, &SqliteStateStore::OnWalCommit, this);
     if (absl::Status s = CheckIntegrity(); !s.ok()) return s;
     if (TableExists("jobs")) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          name_, " holds state in the format of an earlier tpcoord (table \"jobs\"), which this version cannot "
-                 "read; move the file away to start with an empty state"));
+      return absl::FailedPreconditionError(
+          absl::StrCat(name_,
+                       " holds state in the format of an earlier tpcoord (table \"jobs\"), which this version cannot "
+                       "read; move the file away to start with an empty state"));
     }
     const char* schema = "CREATE TABLE IF NOT EXISTS state (key BLOB PRIMARY KEY, value BLOB NOT NULL) WITHOUT ROWID";
-    if (int rc = sqlite3_exec(db_, schema, nullptr, nullptr, nullptr); rc != SQLITE_OK) return Error(rc, "create schema");
+    if (int rc = sqlite3_exec(db_, schema, nullptr, nullptr, nullptr); rc != SQLITE_OK)
+      return Error(rc, "create schema");
     for (auto [stmt, sql] : {std::pair{&put_, "INSERT OR REPLACE INTO state (key, value) VALUES (?, ?)"},
                              std::pair{&delete_, "DELETE FROM state WHERE key = ?"},
                              std::pair{&delete_range_, "DELETE FROM state WHERE key >= ? AND (? IS NULL OR key < ?)"},
-                             std::pair{&scan_, "SELECT key, value FROM state WHERE key >= ? AND (? IS NULL OR key < ?) "
-                                               "ORDER BY key"}}) {
+                             std::pair{&scan_,
+                                       "SELECT key, value FROM state WHERE key >= ? AND (? IS NULL OR key < ?) "
+                                       "ORDER BY key"}}) {
       if (int rc = sqlite3_prepare_v2(db_, sql, -1, stmt, nullptr); rc != SQLITE_OK) return Error(rc, "prepare");
     }
     page_size_ = PragmaInt("page_size");
@@ -88,21 +91,15 @@ class SqliteStateStore final : public StateStore {
     for (const StateWrite& w : writes) {
       int rc = SQLITE_OK;
       switch (w.kind) {
-        case StateWrite::Kind::kPut:
-          rc = Step(put_, {w.key, w.value});
-          break;
-        case StateWrite::Kind::kDelete:
-          rc = Step(delete_, {w.key});
-          break;
-        case StateWrite::Kind::kDeletePrefix:
-          rc = StepRange(delete_range_, w.key);
-          break;
+        case StateWrite::Kind::kPut: rc = Step(put_, {w.key, w.value}); break;
+        case StateWrite::Kind::kDelete: rc = Step(delete_, {w.key}); break;
+        case StateWrite::Kind::kDeletePrefix: rc = StepRange(delete_range_, w.key); break;
       }
       if (rc != SQLITE_DONE) return Rollback(rc, what);
     }
     if (int rc = sqlite3_exec(db_, "COMMIT", nullptr, nullptr, nullptr); rc != SQLITE_OK) return Rollback(rc, what);
-    const bool deleted = std::any_of(writes.begin(), writes.end(),
-                                     [](const StateWrite& w) { return w.kind != StateWrite::Kind::kPut; });
+    const bool deleted =
+        std::any_of(writes.begin(), writes.end(), [](const StateWrite& w) { return w.kind != StateWrite::Kind::kPut; });
     Shrink(deleted);
     return absl::OkStatus();
   }
@@ -163,8 +160,8 @@ class SqliteStateStore final : public StateStore {
     sqlite3_finalize(stmt);
     if (rc != SQLITE_ROW && rc != SQLITE_DONE) return Error(rc, "integrity check");
     if (first != "ok") {
-      return absl::DataLossError(absl::StrCat(name_, " is corrupt: integrity check: ", first,
-                                              "; restore it from a backup or move it away"));
+      return absl::DataLossError(
+          absl::StrCat(name_, " is corrupt: integrity check: ", first, "; restore it from a backup or move it away"));
     }
     return absl::OkStatus();
   }
@@ -172,8 +169,8 @@ class SqliteStateStore final : public StateStore {
   bool TableExists(const char* table) {
     sqlite3_stmt* stmt = nullptr;
     bool exists = false;
-    if (sqlite3_prepare_v2(db_, "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", -1, &stmt,
-                           nullptr) == SQLITE_OK) {
+    if (sqlite3_prepare_v2(db_, "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", -1, &stmt, nullptr) ==
+        SQLITE_OK) {
       sqlite3_bind_text(stmt, 1, table, -1, SQLITE_STATIC);
       exists = sqlite3_step(stmt) == SQLITE_ROW;
     }
@@ -225,8 +222,8 @@ class SqliteStateStore final : public StateStore {
   }
 
   absl::Status Error(int rc, absl::string_view what) const {
-    const std::string detail = absl::StrCat(what, " failed: ", sqlite3_errmsg(db_), " (sqlite error ",
-                                            sqlite3_extended_errcode(db_), ")");
+    const std::string detail =
+        absl::StrCat(what, " failed: ", sqlite3_errmsg(db_), " (sqlite error ", sqlite3_extended_errcode(db_), ")");
     const std::string message = absl::StrCat(name_, ": ", detail);
     switch (rc & 0xff) {
       case SQLITE_FULL: return absl::ResourceExhaustedError(message);

@@ -67,7 +67,8 @@ void StateCommitter::Commit(std::deque<Pending>& group) {
   if (group.size() > 1) {
     StateWrites all;
     for (Pending& p : group) all.insert(all.end(), p.writes.begin(), p.writes.end());
-    const absl::Status status = store_->Write(all, absl::StrCat(group.front().what, " and ", group.size() - 1, " more"));
+    const absl::Status status =
+        store_->Write(all, absl::StrCat(group.front().what, " and ", group.size() - 1, " more"));
     if (status.ok()) outcomes.assign(group.size(), absl::OkStatus());
     // Otherwise each submission on its own, so that one that cannot be written does not fail the others.
   }

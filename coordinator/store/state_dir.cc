@@ -43,8 +43,8 @@ absl::Status WriteFileDurably(const fs::path& path, const std::string& contents)
   const std::string tmp = path.string() + ".tmp";
   const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (fd < 0) return absl::InternalError(absl::StrCat("cannot create ", tmp, ": ", std::strerror(errno)));
-  const bool ok = ::write(fd, contents.data(), contents.size()) == static_cast<ssize_t>(contents.size()) &&
-                  ::fsync(fd) == 0;
+  const bool ok =
+      ::write(fd, contents.data(), contents.size()) == static_cast<ssize_t>(contents.size()) && ::fsync(fd) == 0;
   const int error = errno;
   ::close(fd);
   if (!ok || ::rename(tmp.c_str(), path.c_str()) != 0) {
@@ -81,8 +81,7 @@ absl::StatusOr<std::unique_ptr<StateDir>> StateDir::Open(const std::string& dir_
   absl::StatusOr<std::string> expected = ReadIdentityFile(identity_file);
   if (!expected.ok()) return fail(expected.status());
   const std::string remedy = absl::StrCat(
-      "; restore that database from a backup, or, to start over with no jobs at all, delete ",
-      identity_file.string());
+      "; restore that database from a backup, or, to start over with no jobs at all, delete ", identity_file.string());
   if (!expected->empty() && !database_existed) {  // refused before SQLite creates an empty file
     return fail(absl::FailedPreconditionError(absl::StrCat(
         "refusing to start with an empty state: ", identity_file.string(), " says this directory holds database ",
@@ -100,9 +99,9 @@ absl::StatusOr<std::unique_ptr<StateDir>> StateDir::Open(const std::string& dir_
         *expected, ", but ", database.string(), " (", database_bytes, " bytes) holds no state", remedy)));
   }
   if (!expected->empty() && actual != *expected) {
-    return fail(absl::FailedPreconditionError(absl::StrCat(
-        "refusing to start: ", database.string(), " is database ", actual, ", but ", identity_file.string(),
-        " says this directory holds database ", *expected, remedy)));
+    return fail(absl::FailedPreconditionError(absl::StrCat("refusing to start: ", database.string(), " is database ",
+                                                           actual, ", but ", identity_file.string(),
+                                                           " says this directory holds database ", *expected, remedy)));
   }
   if (actual.empty()) {  // a new state directory
     const std::string identity = NewIdentity();

@@ -17,10 +17,10 @@
 #include <unistd.h>
 
 #include <chrono>
-#include <map>
 #include <fstream>
-#include <optional>
 #include <iostream>
+#include <map>
+#include <optional>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -37,14 +37,14 @@
 #include "absl/strings/strip.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "client/client_flags.h"
+#include "client/coordinator_client.h"
 #include "common/deepspeed_error.h"
 #include "common/dtype.h"
 #include "common/process_init.h"
 #include "common/secrets.h"
 #include "common/wire.h"
 #include "nlohmann/json.hpp"
-#include "client/client_flags.h"
-#include "client/coordinator_client.h"
 
 ABSL_FLAG(std::string, coordinator, "127.0.0.1:50051", "coordinator address (env TPCOORD_COORDINATOR)");
 ABSL_FLAG(std::string, job, "", "job id");
@@ -75,7 +75,8 @@ int UsageError(const std::string& message) {
 // The coordinator's message, its DeepSpeed context line if any, and a hint when it cannot be reached.
 int Failed(const absl::Status& status) {
   std::cerr << status.message() << std::endl;
-  if (std::optional<std::string> context = tpcoord::ErrorContext(status)) std::cerr << "  (" << *context << ")" << std::endl;
+  if (std::optional<std::string> context = tpcoord::ErrorContext(status))
+    std::cerr << "  (" << *context << ")" << std::endl;
   if (status.code() == absl::StatusCode::kUnavailable) {
     std::cerr << "  (is a tp-coordinator serving on " << absl::GetFlag(FLAGS_coordinator)
               << "? If it serves TLS: do --tls-ca, --tls-cert and --tls-key match its certificates?)" << std::endl;
@@ -141,7 +142,8 @@ std::string WatchLine(const v1::JobStatus& job) {
   } else {
     absl::StrAppend(&line, "members ", job.member_count(), "/", job.world_size());
   }
-  if (job.phase() == v1::PHASE_FAILED && !job.end_reason().empty()) absl::StrAppend(&line, "  (", job.end_reason(), ")");
+  if (job.phase() == v1::PHASE_FAILED && !job.end_reason().empty())
+    absl::StrAppend(&line, "  (", job.end_reason(), ")");
   return line;
 }
 
@@ -158,17 +160,16 @@ void PrintJob(const v1::JobStatus& job, bool details) {
   if (job.has_progress()) std::cout << "  training: " << ProgressLine(job) << "\n";
   if (!details) return;
   if (job.members_size() > 0) {
-    std::cout << absl::StrFormat("  members (%d%s):\n    %-6s %-24s %-36s %s\n", job.member_count(),
-                                 job.member_count() > job.members_size()
-                                     ? absl::StrCat(", the first ", job.members_size(), " shown")
-                                     : "",
-                                 "rank", "host", "worker", "heartbeat");
+    std::cout << absl::StrFormat(
+        "  members (%d%s):\n    %-6s %-24s %-36s %s\n", job.member_count(),
+        job.member_count() > job.members_size() ? absl::StrCat(", the first ", job.members_size(), " shown") : "",
+        "rank", "host", "worker", "heartbeat");
     for (const v1::Member& m : job.members()) {
-      const std::string heartbeat = m.finished()                      ? "finished"
+      const std::string heartbeat = m.finished()                    ? "finished"
                                     : m.last_heartbeat_age_ms() < 0 ? "-"
                                                                     : Millis(m.last_heartbeat_age_ms()) + " ago";
-      std::cout << absl::StrFormat("    %-6s %-24s %-36s %s\n", m.rank() < 0 ? "?" : std::to_string(m.rank()),
-                                   m.host(), m.worker_id(), heartbeat);
+      std::cout << absl::StrFormat("    %-6s %-24s %-36s %s\n", m.rank() < 0 ? "?" : std::to_string(m.rank()), m.host(),
+                                   m.worker_id(), heartbeat);
     }
   }
   if (job.missing_size() > 0) std::cout << "  missing: " << absl::StrJoin(job.missing(), ", ") << "\n";
@@ -197,9 +198,9 @@ int Record(CoordinatorClient& client) {
   }
   // Sent as given: the coordinator checks the values (and names the job and field when they are wrong).
   bool created = false;
-  absl::StatusOr<tpcoord::TpInitRecord> record = client.RecordTpInitArgs(
-      absl::GetFlag(FLAGS_job), tpcoord::TpInitArgs{absl::GetFlag(FLAGS_tp_size), *dtype, std::move(tp_group)},
-      &created);
+  absl::StatusOr<tpcoord::TpInitRecord> record =
+      client.RecordTpInitArgs(absl::GetFlag(FLAGS_job),
+                              tpcoord::TpInitArgs{absl::GetFlag(FLAGS_tp_size), *dtype, std::move(tp_group)}, &created);
   if (!record.ok()) return Failed(record.status());
   v1::TpInitArgs recorded;
   tpcoord::TpInitRecordToProto(*record, &recorded);
@@ -315,10 +316,10 @@ int Events(CoordinatorClient& client, const std::string& job_id) {
   for (const v1::GenerationEvent& e : job->history()) {
     const int64_t end = e.ended_unix_ms() > 0 ? e.ended_unix_ms() : now;
     const std::string duration = e.started_unix_ms() > 0 ? Millis(end - e.started_unix_ms()) : "-";
-    const std::string row = absl::StrFormat("%-10d %-19s %-10s %-10s %-5d %-15s %-4s %s", e.generation(),
-                                            UnixTime(e.started_unix_ms()), duration, PhaseName(e.phase()),
-                                            e.world_size(), e.end_cause().empty() ? "-" : e.end_cause(),
-                                            e.end_rank() < 0 ? "-" : std::to_string(e.end_rank()), e.end_reason());
+    const std::string row =
+        absl::StrFormat("%-10d %-19s %-10s %-10s %-5d %-15s %-4s %s", e.generation(), UnixTime(e.started_unix_ms()),
+                        duration, PhaseName(e.phase()), e.world_size(), e.end_cause().empty() ? "-" : e.end_cause(),
+                        e.end_rank() < 0 ? "-" : std::to_string(e.end_rank()), e.end_reason());
     std::cout << absl::StripTrailingAsciiWhitespace(row) << "\n";
   }
   return 0;

@@ -127,8 +127,9 @@ absl::StatusOr<std::unique_ptr<Engine>> initialize(LlamaModel model, const std::
 
   // Join: the rendezvous assigns this worker's rank and groups.
   Clock::time_point start = Clock::now();
-  JoinRequest join{lc.job_id, lc.worker_id.empty() ? MakeWorkerId(lc.host) : lc.worker_id, lc.host, lc.world_size,
-                   lc.rank, launch.recorded() ? launch.recorded()->tp_size : 0, /*member_key=*/""};
+  JoinRequest join{
+      lc.job_id, lc.worker_id.empty() ? MakeWorkerId(lc.host) : lc.worker_id, lc.host,          lc.world_size,
+      lc.rank,   launch.recorded() ? launch.recorded()->tp_size : 0,          /*member_key=*/""};
   join.min_world_size = std::min(lc.min_world_size, lc.world_size);
   join.rejoin_timeout = lc.rejoin_timeout;
   // The member session carries the whole rendezvous from here on: Join, merge, unique IDs, Leave.
@@ -240,9 +241,9 @@ torch::Tensor Engine::Batch(int64_t step, int micro_step) const {
   const int rows = train_.micro_batch_size;
   torch::Tensor batch = torch::empty({rows, train_.seq_len + 1}, torch::kLong);
   for (int r = 0; r < rows; ++r) {
-    const std::vector<int32_t> seq = data_->TrainSequence(
-        SequenceIndex(step, micro_step, membership().dp_rank(), r, rows, train_.gradient_accumulation_steps,
-                      membership().mesh.dp_size()));
+    const std::vector<int32_t> seq =
+        data_->TrainSequence(SequenceIndex(step, micro_step, membership().dp_rank(), r, rows,
+                                           train_.gradient_accumulation_steps, membership().mesh.dp_size()));
     batch[r].copy_(torch::tensor(seq, torch::kInt).to(torch::kLong));
   }
   return batch.to(device_, /*non_blocking=*/true);
@@ -351,8 +352,8 @@ absl::Status Engine::load_checkpoint(const std::string& dir) {
       mine.vocab_size != theirs.vocab_size || mine.intermediate_size != theirs.intermediate_size ||
       mine.num_attention_heads != theirs.num_attention_heads ||
       mine.num_key_value_heads != theirs.num_key_value_heads) {
-    return absl::FailedPreconditionError(absl::StrCat("load_checkpoint: ", dir,
-                                                      " holds a model of another shape than the one being trained"));
+    return absl::FailedPreconditionError(
+        absl::StrCat("load_checkpoint: ", dir, " holds a model of another shape than the one being trained"));
   }
   TensorMap masters_full = StateOfKind(checkpoint->optimizer, "master");
   if (masters_full.empty()) {

@@ -25,9 +25,9 @@
 #include <torch/torch.h>
 
 #include "absl/status/statusor.h"
+#include "client/coordinator_client.h"
 #include "common/token_data.h"
 #include "common/train_config.h"
-#include "client/coordinator_client.h"
 #include "worker/comm/communicator.h"
 #include "worker/comm/coordinator_store.h"
 #include "worker/model/llama_model.h"
@@ -43,17 +43,17 @@ struct LaunchConfig {
   ClientCredentials credentials;  // the job's token, TLS material
   std::string job_id;
   int world_size = 1;
-  int min_world_size = 1;      // < world_size: an elastic job (JoinRequest.min_world_size)
+  int min_world_size = 1;  // < world_size: an elastic job (JoinRequest.min_world_size)
   Millis rejoin_timeout{30000};
-  std::optional<int> rank;     // a requested rank (RANK, JOB_COMPLETION_INDEX); nullopt: assigned
-  std::string host;            // reported to the coordinator; "" means this machine's host name
+  std::optional<int> rank;       // a requested rank (RANK, JOB_COMPLETION_INDEX); nullopt: assigned
+  std::string host;              // reported to the coordinator; "" means this machine's host name
   DeviceChoice device;           // --device (device.h): the CPU unless it names a GPU
   std::string backend = "gloo";  // "gloo" (CPU) or "nccl" (GPU): BackendFor(device, --backend)
-  std::string gloo_interface;  // address Gloo listens on and advertises; "" means `host`
-  std::string data;            // training data; overrides the config's tpcoord.data
-  std::string output_dir;      // where rank 0 writes checkpoints ("" none); shared by the ranks to resume
-  std::string resume;          // a checkpoint to start from when output_dir holds none of this job's
-  std::string worker_id;       // the same across this worker's generations; "" means a fresh one
+  std::string gloo_interface;    // address Gloo listens on and advertises; "" means `host`
+  std::string data;              // training data; overrides the config's tpcoord.data
+  std::string output_dir;        // where rank 0 writes checkpoints ("" none); shared by the ranks to resume
+  std::string resume;            // a checkpoint to start from when output_dir holds none of this job's
+  std::string worker_id;         // the same across this worker's generations; "" means a fresh one
   // Runs on the member session's thread the moment the coordinator says the generation is over (with its
   // reason, naming the rank that failed), while the main thread may be blocked in a collective that cannot
   // be aborted (Gloo in LibTorch 1.13). tp-worker exits there; unset, the engine only remembers it (lost()).
@@ -95,8 +95,8 @@ struct StepStats {
   torch::Tensor loss;       // 0-dim, on the device: mean next-token loss over the whole global batch
   torch::Tensor grad_norm;  // 0-dim, on the device: global L2 norm before clipping (spec §4.7); undefined if skipped
   double lr = 0;
-  int64_t tokens = 0;       // tokens in the global batch
-  bool skipped = false;     // fp16 overflow: no update
+  int64_t tokens = 0;    // tokens in the global batch
+  bool skipped = false;  // fp16 overflow: no update
 };
 
 class Engine {
@@ -184,8 +184,8 @@ class Engine {
 // deepspeed.initialize: joins, merges `ds_config_json`, builds communicators, shards `model` (which must
 // be the identical full model on every TP rank) and returns the engine. The training data comes from the
 // config's tpcoord.data. Errors name the phase that failed.
-absl::StatusOr<std::unique_ptr<Engine>> initialize(LlamaModel model, const std::string& ds_config_json,
-                                                   Launch& launch, bool has_mpu = false);
+absl::StatusOr<std::unique_ptr<Engine>> initialize(LlamaModel model, const std::string& ds_config_json, Launch& launch,
+                                                   bool has_mpu = false);
 
 }  // namespace tpcoord
 
