@@ -3,6 +3,7 @@
 // torchrun uses), both with the same number of client connections, in the same run.
 //
 //   build/bench/rendezvous_bench [--workers 1000,10000,100000] [--tp-size 8] [--connections 16] [--tls]
+//                                [--against OLD/tp-coordinator [--against-rounds 3]]
 //
 // Protocol per simulated worker (tpcoord): record the TP init args -> Join -> merge the config -> publish
 // the IDs of the roots it is and get the rest of its TP, DP and world groups' ID arrays (one root per 256
@@ -24,6 +25,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <condition_variable>
 #include <cstdio>
@@ -59,6 +61,10 @@ ABSL_FLAG(bool, unary, true, "also run tpcoord's rendezvous as unary calls (with
 ABSL_FLAG(bool, tls, true, "also run tpcoord over mutual TLS");
 ABSL_FLAG(bool, metrics, true, "also run tpcoord serving its metrics port (every call counted and timed)");
 ABSL_FLAG(bool, etcd, true, "also run tpcoord with its state in a 3-member etcd cluster (HA), if etcd-server is installed");
+ABSL_FLAG(std::string, against, "",
+          "also compare with another tp-coordinator binary (an older build): --against-rounds rounds, each running "
+          "this build's and that one's on member sessions back to back, and the ratio of their medians");
+ABSL_FLAG(int, against_rounds, 3, "rounds of the --against comparison");
 ABSL_FLAG(int, tcpstore_server, 0, "internal: host a TCPStore server on this port and wait for stdin to close");
 
 namespace tpcoord {
@@ -470,9 +476,11 @@ class UnaryRun final : public Simulation {
 // `state_store`: --state-store of the coordinator ("": SQLite in a fresh state directory).
 // `session`: the whole rendezvous on member sessions (else unary calls).
 // `metrics`: with --metrics-listen, which counts and times every call.
+// `binary`: the tp-coordinator to run ("": this build's).
 Result RunTpcoord(bool session, int workers, int tp_size, int connections, const TlsFiles& tls,
-                  const std::string& state_store = "", bool metrics = false) {
-  std::vector<std::string> argv = {testing::BinPath("coordinator/tp-coordinator"), "--listen", "127.0.0.1:0",
+                  const std::string& state_store = "", bool metrics = false, const std::string& binary = "") {
+  std::vector<std::string> argv = {binary.empty() ? testing::BinPath("coordinator/tp-coordinator") : binary,
+                                   "--listen", "127.0.0.1:0",
                                    "--state-dir", testing::MakeTempDir("bench-state"), "--lease", "300s"};
   if (metrics) argv.insert(argv.end(), {"--metrics-listen", "127.0.0.1:0"});
   if (!state_store.empty()) argv.insert(argv.end(), {"--state-store", state_store});
@@ -749,6 +757,26 @@ int main(int argc, char** argv) {
       } else {
         std::fprintf(stderr, "etcd cluster: %s\n", std::string(cluster.status().message()).c_str());
       }
+    }
+    if (const std::string other = absl::GetFlag(FLAGS_against); !other.empty()) {
+      // Interleaved, so that the machine's drift (caches, other load) falls on both alike.
+      std::vector<double> mine, theirs;
+      for (int round = 0; round < std::max(1, absl::GetFlag(FLAGS_against_rounds)); ++round) {
+        const tpcoord::Result a = tpcoord::RunTpcoord(/*session=*/true, workers, tp_size, connections, {});
+        const tpcoord::Result b =
+            tpcoord::RunTpcoord(/*session=*/true, workers, tp_size, connections, {}, "", false, other);
+        tpcoord::Print("this", a);
+        tpcoord::Print("against", b);
+        failures += a.failures + b.failures;
+        mine.push_back(a.total);
+        theirs.push_back(b.total);
+      }
+      auto median = [](std::vector<double> v) {
+        std::sort(v.begin(), v.end());
+        return v[v.size() / 2];
+      };
+      std::printf("  ratio     this build / %s = %.2fx (medians of %zu interleaved rounds: %.3f s vs %.3f s)\n",
+                  other.c_str(), median(mine) / median(theirs), mine.size(), median(mine), median(theirs));
     }
     if (absl::GetFlag(FLAGS_baseline)) {
       const tpcoord::Result base = tpcoord::RunTcpStore(workers, tp_size, connections);

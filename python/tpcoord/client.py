@@ -1,4 +1,4 @@
-"""A client of the tp-coordinator: one job's calls, as tp-worker makes them (worker/client/).
+"""A client of the tp-coordinator: one job's calls, as tp-worker makes them (client/).
 
 Every call has a deadline. While the coordinator cannot be reached (starting, restarting after kill -9,
 stopping, failing over), a call is retried with exponential backoff and full jitter until its retry budget

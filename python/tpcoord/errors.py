@@ -91,7 +91,7 @@ def trailer(error, key):
 
 def describe_transport_error(error, tls):
     """What a gRPC transport error (a failed connection or handshake) means to someone who typed the address:
-    the cause in words, then gRPC's own text (worker/client: DescribeTransportError). `tls`: whether the client
+    the cause in words, then gRPC's own text (client/targets.cc: DescribeTransportError). `tls`: whether the client
     speaks TLS."""
     low = error.lower()
 

@@ -4,7 +4,7 @@
 Parses every manifest (PyYAML, Debian's python3-yaml) and checks that names, ports, labels and selectors,
 volume and ConfigMap references agree with each other and with what the image and the binaries expect:
 the image name, the coordinator's --listen port, the TPCOORD_* variables tp-worker / tpctl read (taken
-from worker/main.cc, worker/client/credentials.cc and coordinator/tpctl.cc), the paths the Dockerfile
+from worker/main.cc, client/credentials.cc and coordinator/tpctl/tpctl.cc), the paths the Dockerfile
 bakes in, the image's user id; and that both deployments are secure: the coordinator serves mutual TLS
 from mounted secrets, and every client has a certificate and the job token.
 Needs no Docker and no cluster.
@@ -648,7 +648,7 @@ class ManifestTest(unittest.TestCase):
     def test_grafana_dashboard_asks_for_metrics_the_coordinator_has(self):
         dashboard = json.loads(read("deploy/grafana/tpcoord-dashboard.json"))
         defined = set()
-        for path in glob.glob(os.path.join(REPO, "coordinator", "*.cc")):
+        for path in glob.glob(os.path.join(REPO, "coordinator", "**", "*.cc"), recursive=True):
             with open(path, encoding="utf-8") as f:
                 defined |= set(re.findall(r'"(tpcoord_[a-z_]+)"', f.read()))
         self.assertIn("tpcoord_job_loss", defined)
