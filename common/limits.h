@@ -51,6 +51,10 @@ inline constexpr int kMaxKeysPerCall = 1024;
 inline constexpr int kMaxListedGroupRanks = 1024;
 // Calls a member session may have in flight at once (coordinator.proto, Session).
 inline constexpr int kMaxSessionCalls = 16;
+// Members one session may carry (its slots: tp-agent's, one per worker of its host), and messages in one
+// batch (SessionRequest.batch).
+inline constexpr uint32_t kMaxSessionMembers = 256;
+inline constexpr int kMaxSessionBatch = 1024;
 // Parked calls wait at most an hour; longer waits are capped (a job that needs longer re-issues the call).
 inline constexpr uint32_t kMaxWaitMs = 3600 * 1000;
 // ListJobs pages; a page of 1000 jobs without their configs stays far below 4 MiB.

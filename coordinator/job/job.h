@@ -153,6 +153,9 @@ class Job : public std::enable_shared_from_this<Job> {
   uint64_t Join(const Caller& caller, JoinArgs args, Millis wait, Done<Assignment> done);
   // Answers the IDs of `groups` in the order asked, each group's roots in root order (Mesh::UniqueIdRoots).
   uint64_t GetUniqueIds(const Caller& caller, uint64_t generation, int rank, std::vector<GroupId> groups, Millis wait,
+                        Done<SharedUniqueIds> done);
+  // The same, the IDs in one list (tests, tools).
+  uint64_t GetUniqueIds(const Caller& caller, uint64_t generation, int rank, std::vector<GroupId> groups, Millis wait,
                         Done<UniqueIds> done);
   uint64_t StoreGet(const Caller& caller, uint64_t generation, std::string key, Millis wait, Done<std::string> done);
   uint64_t StoreWait(const Caller& caller, uint64_t generation, std::vector<std::string> keys, Millis wait,
@@ -190,6 +193,10 @@ class Job : public std::enable_shared_from_this<Job> {
   // member has neither finished nor left, the member is gone (its process died, or it dropped its
   // connection): the generation ends now, naming it.
   void CloseSession(uint64_t generation, int rank, uint64_t session);
+  // The same for a session of several members (tp-agent's: one host's workers) that closed, `several`, or
+  // for one member of it whose process is gone, with why (`gone`, which then names the cause): the
+  // generation ends naming the host and the ranks that had not finished, or the one rank.
+  void CloseSessions(uint64_t generation, std::vector<int> ranks, uint64_t session, bool several, std::string gone);
 
   // Forgets the job and everything it holds. FAILED_PRECONDITION while a generation runs or workers wait in
   // Join, unless `force`: then every parked call is answered ABORTED.

@@ -6,6 +6,7 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "common/deepspeed_error.h"
 #include "coordinator/job/job_internal.h"
 
@@ -99,26 +100,51 @@ absl::StatusOr<Millis> Job::OpenSession(const Caller& caller, uint64_t generatio
 }
 
 void Job::CloseSession(uint64_t generation, int rank, uint64_t session) {
-  EnqueueInternal([this, generation, rank, session](Batch& batch) -> Decision {
+  CloseSessions(generation, {rank}, session, /*several=*/false, "");
+}
+
+void Job::CloseSessions(uint64_t generation, std::vector<int> ranks, uint64_t session, bool several,
+                        std::string gone) {
+  EnqueueInternal([this, generation, ranks = std::move(ranks), session, several,
+                   gone = std::move(gone)](Batch& batch) -> Decision {
     mu_.AssertHeld();
     if (!batch.ClaimJob()) return Decision::Wait();
-    const bool current =
-        header_.generation == generation && gen_->sessions.count(rank) > 0 && gen_->sessions.at(rank).id == session;
-    auto forget = [this, current, rank](Completions&) {
-      mu_.AssertHeld();
-      if (current) gen_->sessions.erase(rank);
-    };
-    if (!current || stopping_ || header_.phase != JobPhase::kRunning || gen_->leases.finished(rank)) {
-      return Decision::Apply(forget);
+    std::vector<int> current;  // the ranks whose session this still is
+    for (int rank : ranks) {
+      if (header_.generation == generation && gen_->sessions.count(rank) > 0 && gen_->sessions.at(rank).id == session) {
+        current.push_back(rank);
+      }
     }
-    const Member& m = gen_->members[rank];
+    auto forget = [this, current](Completions&) {
+      mu_.AssertHeld();
+      for (int rank : current) gen_->sessions.erase(rank);
+    };
+    std::vector<int> unfinished;
+    if (!stopping_ && header_.phase == JobPhase::kRunning) {
+      for (int rank : current) {
+        if (!gen_->leases.finished(rank)) unfinished.push_back(rank);
+      }
+    }
+    if (unfinished.empty()) return Decision::Apply(forget);
+    const Member& m = gen_->members[unfinished.front()];
     JobHeader next = NextHeader();
     next.phase = JobPhase::kFailed;
-    next.end_reason = absl::StrCat("rank ", rank, " (host ", m.host, ", worker ", m.worker_id,
-                                   ") is gone: its session closed before it finished (the process died or lost "
-                                   "its connection)");
+    if (several) {
+      std::vector<std::string> names;
+      for (int rank : unfinished) names.push_back(absl::StrCat(rank));
+      next.end_reason = absl::StrCat("host ", m.host, " is gone with rank", unfinished.size() > 1 ? "s " : " ",
+                                     absl::StrJoin(names, ", "),
+                                     ": its agent's session closed before they finished (the agent or its host "
+                                     "died, or it lost its connection)");
+    } else {
+      next.end_reason = absl::StrCat("rank ", unfinished.front(), " (host ", m.host, ", worker ", m.worker_id,
+                                     ") is gone: ",
+                                     gone.empty() ? "its session closed before it finished (the process died or "
+                                                    "lost its connection)"
+                                                  : gone);
+    }
     next.end_cause = EndCause::kWorkerGone;
-    next.end_rank = rank;
+    next.end_rank = unfinished.front();
     WriteHeader(batch, next);
     return Decision::Apply([this, next, forget](Completions& c) {
       mu_.AssertHeld();

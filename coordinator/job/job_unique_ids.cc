@@ -53,15 +53,15 @@ void Job::WakeGroup(const GroupId& group, Completions& done) {
     const Parked* parked = parked_.Find(call);
     if (!parked) continue;
     const auto& p = std::get<UniqueIdsCall>(parked->call);
-    std::optional<UniqueIds> answer = g.ids.Lookup(g.mesh, p.groups);
+    std::optional<SharedUniqueIds> answer = g.ids.Shared(g.mesh, p.groups);
     if (!answer) continue;  // still watched under the groups it lacks
     std::optional<Parked> taken = parked_.Take(call);
-    done.Answer<UniqueIds>(std::move(std::get<UniqueIdsCall>(taken->call).done), *std::move(answer));
+    done.Answer<SharedUniqueIds>(std::move(std::get<UniqueIdsCall>(taken->call).done), *std::move(answer));
   }
 }
 
 uint64_t Job::GetUniqueIds(const Caller& caller, uint64_t generation, int rank, std::vector<GroupId> groups,
-                           Millis wait, Done<UniqueIds> on_done) {
+                           Millis wait, Done<SharedUniqueIds> on_done) {
   const uint64_t call = next_call_.fetch_add(1);
   Completions done;
   MutexLock lock(&mu_);
@@ -69,15 +69,15 @@ uint64_t Job::GetUniqueIds(const Caller& caller, uint64_t generation, int rank, 
   if (status.ok()) status = CheckMember(caller, generation, rank);
   if (status.ok()) status = gen_->ids.CheckGet(gen_->mesh, rank, groups);
   if (!status.ok()) {
-    done.Answer<UniqueIds>(on_done, WithContext(status));
+    done.Answer<SharedUniqueIds>(on_done, WithContext(status));
     return call;
   }
-  if (std::optional<UniqueIds> answer = gen_->ids.Lookup(gen_->mesh, groups)) {
-    done.Answer<UniqueIds>(on_done, *std::move(answer));
+  if (std::optional<SharedUniqueIds> answer = gen_->ids.Shared(gen_->mesh, groups)) {
+    done.Answer<SharedUniqueIds>(on_done, *std::move(answer));
     return call;
   }
   if (absl::Status s = CheckPark(); !s.ok()) {
-    done.Answer<UniqueIds>(on_done, WithContext(s));
+    done.Answer<SharedUniqueIds>(on_done, WithContext(s));
     return call;
   }
   for (const GroupId& group : groups) {
@@ -85,6 +85,14 @@ uint64_t Job::GetUniqueIds(const Caller& caller, uint64_t generation, int rank, 
   }
   Park(call, UniqueIdsCall{rank, std::move(groups), std::move(on_done)}, wait, done);
   return call;
+}
+
+uint64_t Job::GetUniqueIds(const Caller& caller, uint64_t generation, int rank, std::vector<GroupId> groups,
+                           Millis wait, Done<UniqueIds> on_done) {
+  return GetUniqueIds(caller, generation, rank, std::move(groups), wait,
+                      Done<SharedUniqueIds>([on_done = std::move(on_done)](absl::StatusOr<SharedUniqueIds> ids) {
+                        on_done(ids.ok() ? absl::StatusOr<UniqueIds>(Flatten(*ids)) : ids.status());
+                      }));
 }
 
 }  // namespace tpcoord

@@ -13,7 +13,7 @@ void FailParkedCall(ParkedCall& call, absl::Status status, Completions& done) {
         if constexpr (std::is_same_v<T, JoinCall>) {
           done.Answer<Assignment>(std::move(c.done), std::move(status));
         } else if constexpr (std::is_same_v<T, UniqueIdsCall>) {
-          done.Answer<UniqueIds>(std::move(c.done), std::move(status));
+          done.Answer<SharedUniqueIds>(std::move(c.done), std::move(status));
         } else if constexpr (std::is_same_v<T, StoreGetCall>) {
           done.Answer<std::string>(std::move(c.done), std::move(status));
         } else {

@@ -18,6 +18,7 @@
 #include "absl/status/status.h"
 #include "coordinator/job/completions.h"
 #include "coordinator/job/timer_queue.h"
+#include "coordinator/job/unique_id_table.h"
 
 namespace tpcoord {
 
@@ -28,7 +29,7 @@ struct JoinCall {
 struct UniqueIdsCall {
   int rank = 0;
   std::vector<GroupId> groups;  // in the order asked
-  Done<UniqueIds> done;
+  Done<SharedUniqueIds> done;
 };
 struct StoreGetCall {
   std::string key;

@@ -84,4 +84,30 @@ std::optional<UniqueIds> UniqueIdTable::Lookup(const Mesh& mesh, const std::vect
   return out;
 }
 
+std::optional<SharedUniqueIds> UniqueIdTable::Shared(const Mesh& mesh, const std::vector<GroupId>& groups) {
+  SharedUniqueIds out;
+  out.reserve(groups.size());
+  for (const GroupId& group : groups) {
+    std::shared_ptr<const GroupUniqueIds>& shared = shared_[group];
+    if (!shared) {
+      std::optional<UniqueIds> ids = Lookup(mesh, {group});
+      if (!ids) {
+        shared_.erase(group);
+        return std::nullopt;
+      }
+      auto made = std::make_shared<GroupUniqueIds>();
+      made->ids = *std::move(ids);
+      shared = std::move(made);
+    }
+    out.push_back(shared);
+  }
+  return out;
+}
+
+UniqueIds Flatten(const SharedUniqueIds& groups) {
+  UniqueIds out;
+  for (const auto& group : groups) out.insert(out.end(), group->ids.begin(), group->ids.end());
+  return out;
+}
+
 }  // namespace tpcoord

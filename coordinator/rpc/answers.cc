@@ -1,5 +1,7 @@
 #include "coordinator/rpc/answers.h"
 
+#include <memory>
+#include <mutex>
 #include <string>
 #include <utility>
 
@@ -22,14 +24,26 @@ void AssignmentToProto(const Assignment& a, v1::JoinResponse* out) {
   out->set_lease_ms(static_cast<uint32_t>(a.lease.count()));
 }
 
-void UniqueIdsToProto(UniqueIds ids, v1::GetUniqueIdResponse* out) {
-  for (auto& [slot, bytes] : ids) {
-    v1::UniqueId* id = out->add_ids();
-    *id->mutable_group() = GroupIdToProto(slot.group);
-    id->set_root(slot.root);
-    id->set_id(std::move(bytes));
+AnswerBytes UniqueIdBytes(const UniqueIdAnswer& answer) {
+  AnswerBytes bytes;
+  for (const std::shared_ptr<const GroupUniqueIds>& group : answer.groups) {
+    std::call_once(group->encode_once, [&group] {
+      v1::GetUniqueIdResponse ids;  // the group's entries of GetUniqueIdResponse.ids
+      for (const auto& [slot, id_bytes] : group->ids) {
+        v1::UniqueId* id = ids.add_ids();
+        *id->mutable_group() = GroupIdToProto(slot.group);
+        id->set_root(slot.root);
+        id->set_id(id_bytes);
+      }
+      std::string encoded = ids.SerializeAsString();
+      group->encoded = std::make_shared<const grpc::Slice>(encoded.data(), encoded.size());
+    });
+    bytes.Append(*static_cast<const grpc::Slice*>(group->encoded.get()));
   }
+  return bytes;
 }
+
+grpc::ByteBuffer SerializeAnswer(const UniqueIdAnswer& answer) { return UniqueIdBytes(answer).ToByteBuffer(); }
 
 void JobViewToProto(const JobView& view, v1::JobStatus* out) {
   out->set_job_id(view.job_id);

@@ -1,6 +1,8 @@
 #include "coordinator/rpc/call_codec.h"
 
+#include <google/protobuf/io/coded_stream.h>
 #include <google/protobuf/stubs/logging.h>
+#include <google/protobuf/wire_format_lite.h>
 #include <grpcpp/impl/codegen/proto_utils.h>
 #include <grpcpp/support/proto_buffer_reader.h>
 
@@ -65,6 +67,33 @@ grpc::ByteBuffer SerializeAnswer(const google::protobuf::Message& message) {
   (void)grpc::GenericSerialize<grpc::ProtoBufferWriter, google::protobuf::Message>(message, &bytes, &own_buffer);
   return bytes;
 }
+
+void AnswerBytes::Append(const google::protobuf::Message& message) {
+  const size_t length = message.ByteSizeLong();
+  if (length == 0) return;
+  grpc::Slice slice(length);  // uninitialised, ours to fill
+  message.SerializeWithCachedSizesToArray(const_cast<uint8_t*>(slice.begin()));
+  Append(slice);
+}
+
+void AnswerBytes::Append(const grpc::Slice& slice) {
+  if (slice.size() == 0) return;
+  slices_.push_back(slice);  // a reference, not a copy
+  size_ += slice.size();
+}
+
+void AnswerBytes::AppendField(int field, const AnswerBytes& embedded) {
+  uint8_t header[16];
+  uint8_t* end = google::protobuf::io::CodedOutputStream::WriteTagToArray(
+      google::protobuf::internal::WireFormatLite::MakeTag(field,
+                                                          google::protobuf::internal::WireFormatLite::WIRETYPE_LENGTH_DELIMITED),
+      header);
+  end = google::protobuf::io::CodedOutputStream::WriteVarint64ToArray(embedded.size(), end);
+  Append(grpc::Slice(header, end - header));
+  for (const grpc::Slice& slice : embedded.slices_) Append(slice);
+}
+
+grpc::ByteBuffer AnswerBytes::ToByteBuffer() const { return grpc::ByteBuffer(slices_.data(), slices_.size()); }
 
 grpc::Status ToGrpc(grpc::CallbackServerContext* ctx, const absl::Status& status) {
   if (status.ok()) return grpc::Status::OK;

@@ -7,6 +7,7 @@
 #include <grpcpp/grpcpp.h>
 
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "coordinator/job/caller.h"
@@ -25,6 +26,25 @@ absl::StatusOr<Caller> IdentifyCall(const grpc::CallbackServerContext* ctx, cons
 
 // `message`'s bytes, serialized straight into gRPC's slices (no intermediate string).
 grpc::ByteBuffer SerializeAnswer(const google::protobuf::Message& message);
+
+// An answer's bytes as a list of gRPC slices, so that a part many answers carry (a group's unique IDs) is
+// referenced by each, not copied: protobuf's wire format lets a message be written as the concatenation of
+// its fields, and an embedded message as a tag, a length and its bytes.
+class AnswerBytes {
+ public:
+  // Appends `message`'s fields.
+  void Append(const google::protobuf::Message& message);
+  // Appends `slice` as it is (bytes already in wire format), by reference.
+  void Append(const grpc::Slice& slice);
+  // Appends `embedded` as the length-delimited field `field`.
+  void AppendField(int field, const AnswerBytes& embedded);
+  size_t size() const { return size_; }
+  grpc::ByteBuffer ToByteBuffer() const;
+
+ private:
+  std::vector<grpc::Slice> slices_;
+  size_t size_ = 0;
+};
 
 // absl::Status -> grpc::Status; the codes share their numbers. DeepSpeed errors keep their exact text as the
 // message and carry the job context in the "tpcoord-context" trailing metadata.

@@ -23,6 +23,7 @@
 #include <string>
 
 #include "coordinator/job/job_registry.h"
+#include "coordinator/rpc/answers.h"
 #include "coordinator/rpc/request_checks.h"
 #include "tpcoord/v1/coordinator.pb.h"
 
@@ -56,7 +57,7 @@ class JobCalls {
   WaitingCall Join(const Caller&, v1::JoinRequest&, Millis, v1::JoinResponse*, StatusDone) const;
   WaitingCall PublishUniqueId(const Caller&, v1::PublishUniqueIdRequest&, Millis, v1::PublishUniqueIdResponse*,
                               StatusDone) const;
-  WaitingCall GetUniqueId(const Caller&, v1::GetUniqueIdRequest&, Millis, v1::GetUniqueIdResponse*, StatusDone) const;
+  WaitingCall GetUniqueId(const Caller&, v1::GetUniqueIdRequest&, Millis, UniqueIdAnswer*, StatusDone) const;
   WaitingCall Barrier(const Caller&, v1::BarrierRequest&, Millis, v1::BarrierResponse*, StatusDone) const;
   WaitingCall Heartbeat(const Caller&, v1::HeartbeatRequest&, Millis, v1::HeartbeatResponse*, StatusDone) const;
   WaitingCall Leave(const Caller&, v1::LeaveRequest&, Millis, v1::LeaveResponse*, StatusDone) const;

@@ -71,14 +71,14 @@ WaitingCall JobCalls::PublishUniqueId(const Caller& caller, v1::PublishUniqueIdR
 }
 
 WaitingCall JobCalls::GetUniqueId(const Caller& caller, v1::GetUniqueIdRequest& req, Millis wait,
-                                  v1::GetUniqueIdResponse* out, StatusDone done) const {
+                                  UniqueIdAnswer* out, StatusDone done) const {
   absl::StatusOr<std::vector<GroupId>> groups = CheckRequest(req);
   if (!groups.ok()) return done(groups.status()), WaitingCall{};
   absl::StatusOr<std::shared_ptr<Job>> job = ExistingJob(req.job_id());
   if (!job.ok()) return done(job.status()), WaitingCall{};
   const uint64_t id = (*job)->GetUniqueIds(
       caller, req.generation(), req.rank(), *std::move(groups), wait,
-      Filling<UniqueIds>(std::move(done), [out](UniqueIds ids) { UniqueIdsToProto(std::move(ids), out); }));
+      Filling<SharedUniqueIds>(std::move(done), [out](SharedUniqueIds ids) { out->groups = std::move(ids); }));
   return WaitingCall{*std::move(job), id};
 }
 

@@ -4,16 +4,21 @@
 #include <chrono>
 #include <deque>
 #include <map>
+#include <set>
+#include <algorithm>
 #include <memory>
 #include <optional>
+#include <vector>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "common/deepspeed_error.h"
 #include "common/identifiers.h"
 #include "common/limits.h"
 #include "common/mutex.h"
 #include "common/wire.h"
+#include "coordinator/rpc/answers.h"
 #include "coordinator/rpc/call_codec.h"
 #include "coordinator/rpc/request_checks.h"
 
@@ -29,8 +34,10 @@ struct Member {
 
 // A call in flight on a session: its request, the answer it builds, and the step it is at.
 struct Call {
+  uint32_t slot = 0;  // the member slot it acts for (SessionRequest.member)
   v1::SessionRequest request;
   v1::SessionEvent answer;
+  UniqueIdAnswer unique_ids;  // the get_unique_id step's answer, spliced into `answer` when sent
   int step = 0;
   int first_step = -1;
   std::chrono::steady_clock::time_point start = std::chrono::steady_clock::now();
@@ -98,8 +105,7 @@ const Step kSteps[] = {
      [](const std::optional<Member>& m, v1::SessionRequest& r) { return AsMember(m, r.mutable_get_unique_id()); },
      [](const JobCalls& calls, const Caller& caller, Call& call, StatusDone done) {
        v1::GetUniqueIdRequest& req = *call.request.mutable_get_unique_id();
-       return calls.GetUniqueId(caller, req, calls.Wait(req.wait_timeout_ms()), call.answer.mutable_unique_ids(),
-                                std::move(done));
+       return calls.GetUniqueId(caller, req, calls.Wait(req.wait_timeout_ms()), &call.unique_ids, std::move(done));
      }},
     {"Session:barrier", &v1::SessionRequest::has_barrier,
      [](const std::optional<Member>& m, v1::SessionRequest& r) { return AsMember(m, r.mutable_barrier()); },
@@ -141,11 +147,17 @@ class SessionReactor final : public grpc::ServerBidiReactor<grpc::ByteBuffer, gr
       if (caller.ok()) {
         caller_ = *std::move(caller);
       } else {
-        const std::string& job = message.has_join() ? message.join().job_id() : message.job_id();
+        const v1::SessionRequest& first = message.batch_size() > 0 ? message.batch(0) : message;
+        const std::string& job = first.has_join() ? first.join().job_id() : first.job_id();
         status = ValidateJobId(job).ok() ? WithJobContext(job, caller.status()) : caller.status();
       }
     }
-    if (status.ok()) status = message.call_id() == 0 ? Heartbeat(message) : StartCall(std::move(message));
+    if (status.ok() && message.batch_size() > 0) {
+      status = CheckBatch(message);
+      for (int i = 0; status.ok() && i < message.batch_size(); ++i) status = Handle(*message.mutable_batch(i));
+    } else if (status.ok()) {
+      status = Handle(message);
+    }
     if (!status.ok()) return End(status);
     {
       MutexLock lock(&mu_);
@@ -157,15 +169,33 @@ class SessionReactor final : public grpc::ServerBidiReactor<grpc::ByteBuffer, gr
   void OnWriteDone(bool ok) override {
     MutexLock lock(&mu_);
     writes_.pop_front();
+    if (ok && writes_.empty() && !batching_.empty()) QueueBatchLocked();
     if (ok && !writes_.empty()) return StartWrite(&writes_.front());
     writes_.clear();
+    batching_.clear();
     writing_ = false;
     if (ending_) FinishLocked();
   }
 
   void OnDone() override {
     CancelWaits();
-    if (std::optional<Member> m = member()) m->job->CloseSession(m->generation, m->rank, id_);
+    std::map<uint32_t, Member> members;
+    bool several = false;
+    {
+      MutexLock lock(&mu_);
+      members.swap(members_);
+      several = several_;
+    }
+    if (!several) {
+      for (const auto& [slot, m] : members) m.job->CloseSession(m.generation, m.rank, id_);
+    } else if (!members.empty()) {  // one job: its host's ranks, by generation
+      std::map<uint64_t, std::vector<int>> ranks;
+      for (const auto& [slot, m] : members) ranks[m.generation].push_back(m.rank);
+      for (auto& [generation, of] : ranks) {
+        std::sort(of.begin(), of.end());
+        members.begin()->second.job->CloseSessions(generation, std::move(of), id_, /*several=*/true, "");
+      }
+    }
     std::shared_ptr<SessionReactor> self = std::move(self_);  // may free this object: the last thing done here
   }
 
@@ -190,9 +220,48 @@ class SessionReactor final : public grpc::ServerBidiReactor<grpc::ByteBuffer, gr
     return next.fetch_add(1);
   }
 
-  std::optional<Member> member() {
+  std::optional<Member> member(uint32_t slot) {
     MutexLock lock(&mu_);
-    return member_;
+    auto it = members_.find(slot);
+    if (it == members_.end()) return std::nullopt;
+    return it->second;
+  }
+
+  // A message with a batch carries nothing else, and none of its messages carries a batch.
+  absl::Status CheckBatch(const v1::SessionRequest& message) {
+    if (message.call_id() != 0 || !message.job_id().empty() || message.generation() != 0 || message.rank() != 0 ||
+        message.member() != 0 || !message.gone().empty() || message.has_progress() || HasAnyStep(message)) {
+      return absl::InvalidArgumentError("a session message with a batch carries nothing but its batch");
+    }
+    if (message.batch_size() > kMaxSessionBatch) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("a batch of ", message.batch_size(), " messages; at most ", kMaxSessionBatch));
+    }
+    for (int i = 0; i < message.batch_size(); ++i) {
+      if (message.batch(i).batch_size() > 0) {
+        return absl::InvalidArgumentError(absl::StrCat("batch[", i, "] carries a batch of its own"));
+      }
+    }
+    MutexLock lock(&mu_);
+    several_ = true;
+    return absl::OkStatus();
+  }
+
+  // One message, alone or from a batch.
+  absl::Status Handle(v1::SessionRequest& message) {
+    if (message.member() >= kMaxSessionMembers) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("member ", message.member(), " is not a slot of a session (0..", kMaxSessionMembers - 1, ")"));
+    }
+    if (message.gone().size() > kMaxReasonBytes) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("gone is ", message.gone().size(), " bytes; at most ", kMaxReasonBytes));
+    }
+    if (message.member() != 0) {
+      MutexLock lock(&mu_);
+      several_ = true;
+    }
+    return message.call_id() == 0 ? Heartbeat(message) : StartCall(std::move(message));
   }
 
   // Cancels every call in flight in its job (each then answers CANCELLED, to nobody).
@@ -213,24 +282,26 @@ class SessionReactor final : public grpc::ServerBidiReactor<grpc::ByteBuffer, gr
     if (HasAnyStep(message)) {
       return absl::InvalidArgumentError("a session message with steps needs a call_id (nonzero)");
     }
+    const uint32_t slot = message.member();
     v1::HeartbeatRequest beat;
     beat.set_job_id(message.job_id());
     beat.set_generation(message.generation());
     beat.set_rank(message.rank());
+    if (!message.gone().empty()) return Gone(slot, message.gone());
     if (absl::Status s = CheckRequest(beat); !s.ok()) return s;
     std::optional<TrainingProgress> progress;
     if (message.has_progress()) progress = TrainingProgressFromProto(message.progress());
-    std::optional<Member> m = member();
+    std::optional<Member> m = member(slot);
     if (!m) {  // the first heartbeat opens the session of an existing member
       absl::StatusOr<std::shared_ptr<Job>> job = calls_->ExistingJob(beat.job_id());
       if (!job.ok()) return job.status();
-      absl::StatusOr<Millis> lease = Bind(*job, beat.generation(), beat.rank());
+      absl::StatusOr<Millis> lease = Bind(slot, *job, beat.generation(), beat.rank());
       if (!lease.ok()) return lease.status();
       v1::SessionEvent event;
       event.set_lease_ms(static_cast<uint32_t>(lease->count()));
-      Send(event);
+      Send(slot, event, nullptr);
       if (!progress) return absl::OkStatus();
-      m = member();
+      m = member(slot);
     }
     if (beat.job_id() != m->job->id() || beat.generation() != m->generation || beat.rank() != m->rank) {
       return WithJobContext(m->job->id(), absl::InvalidArgumentError(absl::StrCat(
@@ -241,15 +312,41 @@ class SessionReactor final : public grpc::ServerBidiReactor<grpc::ByteBuffer, gr
     return m->job->Heartbeat(*caller_, m->generation, m->rank, progress ? &*progress : nullptr).status();
   }
 
-  // Makes this stream the session of member `rank` of `generation` in `job`; returns its lease.
-  absl::StatusOr<Millis> Bind(std::shared_ptr<Job> job, uint64_t generation, int rank) {
+  // The member of `slot` is gone (its agent saw its process exit): as if its own session had closed.
+  absl::Status Gone(uint32_t slot, const std::string& why) {
+    std::optional<Member> m;
+    {
+      MutexLock lock(&mu_);
+      auto it = members_.find(slot);
+      if (it == members_.end()) {
+        return absl::FailedPreconditionError(absl::StrCat("member slot ", slot, " of this session holds no member"));
+      }
+      m = it->second;
+      members_.erase(it);
+    }
+    m->job->CloseSessions(m->generation, {m->rank}, id_, /*several=*/false, why);
+    return absl::OkStatus();
+  }
+
+  // Makes `slot` of this stream the session of member `rank` of `generation` in `job`; returns its lease.
+  absl::StatusOr<Millis> Bind(uint32_t slot, std::shared_ptr<Job> job, uint64_t generation, int rank) {
+    {
+      MutexLock lock(&mu_);
+      for (const auto& [other, m] : members_) {
+        if (m.job->id() != job->id()) {
+          return WithJobContext(job->id(), absl::FailedPreconditionError(absl::StrCat(
+                                               "a session's members are of one job; member slot ", other,
+                                               " of this session is job ", m.job->id(), "'s")));
+        }
+      }
+    }
     std::weak_ptr<SessionReactor> weak = self_;
     absl::StatusOr<Millis> lease = job->OpenSession(*caller_, generation, rank, id_, [weak](absl::Status why) {
       if (auto reactor = weak.lock()) reactor->End(why);
     });
     if (!lease.ok()) return lease.status();
     MutexLock lock(&mu_);
-    member_ = Member{std::move(job), generation, rank};
+    members_[slot] = Member{std::move(job), generation, rank};
     return lease;
   }
 
@@ -258,6 +355,7 @@ class SessionReactor final : public grpc::ServerBidiReactor<grpc::ByteBuffer, gr
   absl::Status StartCall(v1::SessionRequest message) {
     const uint64_t id = message.call_id();
     auto call = std::make_shared<Call>();
+    call->slot = message.member();
     call->request = std::move(message);
     call->answer.set_call_id(id);
     {
@@ -265,10 +363,11 @@ class SessionReactor final : public grpc::ServerBidiReactor<grpc::ByteBuffer, gr
       if (in_flight_.count(id) > 0) {
         return absl::InvalidArgumentError(absl::StrCat("call_id ", id, " is already in flight on this session"));
       }
-      if (static_cast<int>(in_flight_.size()) >= kMaxSessionCalls) {
-        return absl::InvalidArgumentError(
-            absl::StrCat("call ", id, ": a session has at most ", kMaxSessionCalls, " calls in flight"));
+      if (calls_of_slot_[call->slot] >= kMaxSessionCalls) {
+        return absl::InvalidArgumentError(absl::StrCat("call ", id, ": a session has at most ", kMaxSessionCalls,
+                                                       " calls in flight", several_ ? " per member" : ""));
       }
+      ++calls_of_slot_[call->slot];
       in_flight_[id] = WaitingCall{};
     }
     for (int step = kStepCount - 1; step >= 0; --step) {
@@ -297,7 +396,7 @@ class SessionReactor final : public grpc::ServerBidiReactor<grpc::ByteBuffer, gr
       {
         MutexLock lock(&self->mu_);
         call->step = step + 1;
-        if (step == kJoin) self->joining_ = false;
+        if (step == kJoin) self->joining_.erase(call->slot);
         if (auto it = self->in_flight_.find(call->answer.call_id()); it != self->in_flight_.end()) it->second = {};
       }
       if (status.ok() && step == kJoin) status = self->JoinAnswered(call.get());
@@ -315,16 +414,18 @@ class SessionReactor final : public grpc::ServerBidiReactor<grpc::ByteBuffer, gr
   // Whether step `step` of `call` may run on this session: a join only on a session with no member and no
   // join in flight; the others only as its member.
   absl::Status Admit(Call& call, int step) {
-    if (kSteps[step].as_member) return kSteps[step].as_member(member(), call.request);
+    if (kSteps[step].as_member) return kSteps[step].as_member(member(call.slot), call.request);
     if (step != kJoin) return absl::OkStatus();
     MutexLock lock(&mu_);
-    if (member_ || joining_) {
-      return absl::FailedPreconditionError(member_ ? absl::StrCat("this session is rank ", member_->rank,
-                                                                  "'s of generation ", member_->generation,
-                                                                  " already: join the next generation on a new session")
-                                                   : "this session has a join in flight already");
+    auto m = members_.find(call.slot);
+    if (m != members_.end() || joining_.count(call.slot) > 0) {
+      const std::string session = several_ ? absl::StrCat("member slot ", call.slot, " of this session") : "this session";
+      return absl::FailedPreconditionError(
+          m != members_.end() ? absl::StrCat(session, " is rank ", m->second.rank, "'s of generation ",
+                                             m->second.generation, " already: join the next generation on a new session")
+                              : absl::StrCat(session, " has a join in flight already"));
     }
-    joining_ = true;
+    joining_.insert(call.slot);
     return absl::OkStatus();
   }
 
@@ -333,7 +434,7 @@ class SessionReactor final : public grpc::ServerBidiReactor<grpc::ByteBuffer, gr
     const v1::JoinResponse& join = call->answer.join();
     absl::StatusOr<std::shared_ptr<Job>> job = calls_->ExistingJob(call->request.join().job_id());
     if (!job.ok()) return job.status();
-    absl::StatusOr<Millis> lease = Bind(*std::move(job), join.generation(), join.rank());
+    absl::StatusOr<Millis> lease = Bind(call->slot, *std::move(job), join.generation(), join.rank());
     if (!lease.ok()) return lease.status();
     call->answer.set_lease_ms(static_cast<uint32_t>(lease->count()));
     return absl::OkStatus();
@@ -344,6 +445,7 @@ class SessionReactor final : public grpc::ServerBidiReactor<grpc::ByteBuffer, gr
     {
       MutexLock lock(&mu_);
       in_flight_.erase(answer.call_id());
+      if (--calls_of_slot_[call->slot] == 0) calls_of_slot_.erase(call->slot);
     }
     if (!status.ok()) {
       answer.set_status_code(static_cast<int>(status.code()));
@@ -355,17 +457,37 @@ class SessionReactor final : public grpc::ServerBidiReactor<grpc::ByteBuffer, gr
                             absl::StatusCodeToString(status.code()),
                             std::chrono::duration<double>(std::chrono::steady_clock::now() - call->start).count());
     }
-    Send(answer);
+    const bool answered_ids = status.ok() && call->request.has_get_unique_id();
+    Send(call->slot, answer, answered_ids ? &call->unique_ids : nullptr);
   }
 
-  void Send(const v1::SessionEvent& event) {
-    grpc::ByteBuffer bytes = SerializeAnswer(event);
+  // Queues `event` for `slot` (with `ids` as its unique_ids). On a stream of one member each event is one
+  // message; on a stream of several, the events queued while a write is out go together, as one batch.
+  void Send(uint32_t slot, v1::SessionEvent& event, const UniqueIdAnswer* ids) {
+    if (slot != 0) event.set_member(slot);
+    AnswerBytes bytes;
+    bytes.Append(event);
+    if (ids) bytes.AppendField(v1::SessionEvent::kUniqueIdsFieldNumber, UniqueIdBytes(*ids));
     MutexLock lock(&mu_);
     if (ending_) return;
-    writes_.push_back(std::move(bytes));
-    if (writing_) return;
+    if (several_) {
+      batching_.push_back(std::move(bytes));
+      if (writing_) return;
+      QueueBatchLocked();
+    } else {
+      writes_.push_back(bytes.ToByteBuffer());
+      if (writing_) return;
+    }
     writing_ = true;
     StartWrite(&writes_.front());
+  }
+
+  // The events batching as one message, queued for writing.
+  void QueueBatchLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    AnswerBytes batch;
+    for (const AnswerBytes& event : batching_) batch.AppendField(v1::SessionEvent::kBatchFieldNumber, event);
+    batching_.clear();
+    writes_.push_back(batch.ToByteBuffer());
   }
 
   void FinishLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
@@ -389,10 +511,13 @@ class SessionReactor final : public grpc::ServerBidiReactor<grpc::ByteBuffer, gr
   std::optional<Caller> caller_;
 
   Mutex mu_;
-  std::optional<Member> member_ ABSL_GUARDED_BY(mu_);
-  bool joining_ ABSL_GUARDED_BY(mu_) = false;                       // a join step is in flight
+  std::map<uint32_t, Member> members_ ABSL_GUARDED_BY(mu_);  // by slot
+  std::set<uint32_t> joining_ ABSL_GUARDED_BY(mu_);           // the slots with a join step in flight
+  bool several_ ABSL_GUARDED_BY(mu_) = false;  // the client used a slot other than 0, or a batch
   std::map<uint64_t, WaitingCall> in_flight_ ABSL_GUARDED_BY(mu_);  // in flight, by call_id: the wait each is in
+  std::map<uint32_t, int> calls_of_slot_ ABSL_GUARDED_BY(mu_);      // how many of them each slot has
   std::deque<grpc::ByteBuffer> writes_ ABSL_GUARDED_BY(mu_);        // the front one is being written
+  std::vector<AnswerBytes> batching_ ABSL_GUARDED_BY(mu_);  // with several_: the events the next write carries
   bool writing_ ABSL_GUARDED_BY(mu_) = false;
   bool ending_ ABSL_GUARDED_BY(mu_) = false;
   bool finished_ ABSL_GUARDED_BY(mu_) = false;

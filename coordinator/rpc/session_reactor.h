@@ -8,8 +8,14 @@
 // gone (Job::CloseSession decides whether that ends the generation). A call still waiting when the stream
 // ends is cancelled in its job.
 //
+// A stream may carry several members (tp-agent's: one host's workers), each in a slot of its own
+// (SessionRequest.member) that keeps every rule above; their messages may come in batches, and then their
+// events go out in batches too: whatever is made while a write is out goes in the next one. The stream's
+// end with members unfinished ends the generation naming the host and those ranks (Job::CloseSessions).
+//
 // Answers go out in the order they are made, one write at a time; the stream finishes once the writes
-// queued before its end are out.
+// queued before its end are out. A group's unique IDs are encoded once and referenced by every answer that
+// carries them (answers.h).
 #ifndef TPCOORD_COORDINATOR_RPC_SESSION_REACTOR_H_
 #define TPCOORD_COORDINATOR_RPC_SESSION_REACTOR_H_
 

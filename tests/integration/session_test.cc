@@ -6,13 +6,16 @@
 #include <gtest/gtest.h>
 
 #include <map>
+#include <set>
 #include <memory>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include "absl/algorithm/container.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "common/limits.h"
 #include "tests/support/coordinator_test.h"
 
 namespace tpcoord {
@@ -324,6 +327,187 @@ TEST_F(SessionTest, AStreamClosedWhileItsJoinWaitsLeavesNoWorkerBehind) {
   const v1::JobStatus job = Job("wait");
   EXPECT_EQ(job.member_count(), 2);
   for (const v1::Member& m : job.members()) EXPECT_NE(m.worker_id(), "worker-0");
+}
+
+// Events of a stream of several members come in batches: every event, in order, with its batch unpacked.
+std::vector<v1::SessionEvent> Unbatched(const v1::SessionEvent& event) {
+  if (event.batch_size() == 0) return {event};
+  std::vector<v1::SessionEvent> out(event.batch().begin(), event.batch().end());
+  return out;
+}
+
+// Reads `session` until the calls `ids` are answered; returns their answers by call id.
+std::map<uint64_t, v1::SessionEvent> AnswersTo(RawSession& session, std::vector<uint64_t> ids) {
+  std::map<uint64_t, v1::SessionEvent> answers;
+  while (answers.size() < ids.size()) {
+    std::optional<v1::SessionEvent> event = session.Next();
+    if (!event) {
+      ADD_FAILURE() << "the stream ended: " << session.Finish().error_message();
+      break;
+    }
+    for (const v1::SessionEvent& e : Unbatched(*event)) {
+      if (absl::c_linear_search(ids, e.call_id())) answers[e.call_id()] = e;
+    }
+  }
+  return answers;
+}
+
+// Two agents, each one stream carrying its host's two workers (slots 0 and 1): the joins go up as one batch
+// per host, answers come back in batches naming their slot, the unique IDs and the barrier run per member
+// as on a worker's own stream; then an agent's stream closes with its members unfinished, and the
+// generation ends naming that host and both its ranks.
+TEST_F(SessionTest, OneStreamCarriesAHostsMembers) {
+  constexpr int kWorld = 4;
+  std::vector<std::unique_ptr<RawSession>> agents;
+  for (int host = 0; host < 2; ++host) agents.push_back(std::make_unique<RawSession>(stub_.get(), 100 + host));
+  std::vector<std::thread> threads;
+  std::vector<std::map<uint64_t, v1::SessionEvent>> joined(2), ids(2), barrier(2);
+  for (int host = 0; host < 2; ++host) {
+    threads.emplace_back([&, host] {
+      RawSession& agent = *agents[host];
+      v1::SessionRequest joins;
+      for (uint32_t slot = 0; slot < 2; ++slot) {
+        v1::SessionRequest join = JoinStep("hosts", 2 * host + slot, kWorld);
+        join.mutable_join()->set_tp_size(2);
+        join.set_member(slot);
+        join.set_call_id(10 + slot);
+        *joins.add_batch() = join;
+      }
+      ASSERT_TRUE(agent.Send(joins));
+      joined[host] = AnswersTo(agent, {10, 11});
+      // Each host is one TP group: its first rank makes the TP group's ID; the DP groups span the hosts.
+      v1::SessionRequest steps;
+      for (uint32_t slot = 0; slot < 2; ++slot) {
+        const v1::JoinResponse& me = joined[host][10 + slot].join();
+        v1::SessionRequest call;
+        call.set_member(slot);
+        call.set_call_id(20 + slot);
+        auto group = [](v1::GroupKind kind, int index) {
+          v1::GroupRef g;
+          g.set_kind(kind);
+          g.set_index(index);
+          return g;
+        };
+        for (const v1::GroupRef& g : {group(v1::GROUP_KIND_TP, me.tp_group().index()),
+                                      group(v1::GROUP_KIND_DP, me.dp_group().index()), group(v1::GROUP_KIND_WORLD, 0)}) {
+          const int leader = g.kind() == v1::GROUP_KIND_TP   ? me.tp_group().ranks(0)
+                             : g.kind() == v1::GROUP_KIND_DP ? me.dp_group().ranks(0)
+                                                             : 0;
+          if (leader == me.rank()) {
+            v1::UniqueId* id = call.mutable_publish_unique_id()->add_ids();
+            *id->mutable_group() = g;
+            id->set_id(std::string(128, static_cast<char>('a' + me.rank())));
+          } else {
+            *call.mutable_get_unique_id()->add_groups() = g;
+          }
+        }
+        if (call.has_get_unique_id()) call.mutable_get_unique_id()->set_wait_timeout_ms(30000);
+        *steps.add_batch() = call;
+      }
+      ASSERT_TRUE(agent.Send(steps));
+      ids[host] = AnswersTo(agent, {20, 21});
+      v1::SessionRequest arrivals;
+      for (uint32_t slot = 0; slot < 2; ++slot) {
+        v1::SessionRequest call;
+        call.set_member(slot);
+        call.set_call_id(30 + slot);
+        call.mutable_barrier()->set_name("ready");
+        call.mutable_barrier()->set_wait_timeout_ms(30000);
+        *arrivals.add_batch() = call;
+      }
+      ASSERT_TRUE(agent.Send(arrivals));
+      barrier[host] = AnswersTo(agent, {30, 31});
+    });
+  }
+  for (std::thread& t : threads) t.join();
+  std::set<int> ranks;
+  for (int host = 0; host < 2; ++host) {
+    for (uint32_t slot = 0; slot < 2; ++slot) {
+      const v1::SessionEvent& join = joined[host][10 + slot];
+      EXPECT_EQ(join.status_code(), 0) << join.status_message();
+      EXPECT_EQ(join.member(), slot);
+      EXPECT_GT(join.lease_ms(), 0u);
+      ranks.insert(join.join().rank());
+      // Both ranks of a host are one TP group (rank assignment keeps TP groups within a host).
+      EXPECT_EQ(join.join().tp_group().ranks(0), 2 * (join.join().rank() / 2));
+      const v1::SessionEvent& got = ids[host][20 + slot];
+      EXPECT_EQ(got.status_code(), 0) << got.status_message();
+      EXPECT_EQ(got.member(), slot);
+      for (const v1::UniqueId& id : got.unique_ids().ids()) {
+        // The ID of a group is its leader's bytes.
+        const int leader = id.group().kind() == v1::GROUP_KIND_TP   ? 2 * id.group().index()
+                           : id.group().kind() == v1::GROUP_KIND_DP ? id.group().index()
+                                                                    : 0;
+        EXPECT_EQ(id.id(), std::string(128, static_cast<char>('a' + leader)));
+      }
+      EXPECT_EQ(barrier[host][30 + slot].status_code(), 0) << barrier[host][30 + slot].status_message();
+    }
+  }
+  EXPECT_EQ(ranks, (std::set<int>{0, 1, 2, 3}));
+  EXPECT_EQ(Job("hosts").phase(), v1::PHASE_RUNNING);
+  const int gone_rank = joined[1][10].join().rank() / 2 * 2;
+  agents[1]->Cancel();
+  for (int i = 0; i < 500 && Job("hosts").phase() == v1::PHASE_RUNNING; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  EXPECT_EQ(Job("hosts").end_reason(),
+            absl::StrCat("host host-1 is gone with ranks ", gone_rank, ", ", gone_rank + 1,
+                         ": its agent's session closed before they finished (the agent or its host died, or it lost "
+                         "its connection)"));
+  // The other agent's stream ends with the generation, naming that host.
+  std::optional<v1::SessionEvent> more;
+  while ((more = agents[0]->Next())) {
+  }
+  const grpc::Status end = agents[0]->Finish();
+  EXPECT_EQ(end.error_code(), grpc::StatusCode::ABORTED);
+  EXPECT_TRUE(absl::StrContains(end.error_message(), "host host-1 is gone with ranks")) << end.error_message();
+}
+
+// An agent reports one worker's process gone: the generation ends naming that rank, with the agent's why.
+// A slot beyond the session's, a batch in a batch, and a second job on one stream are refused.
+TEST_F(SessionTest, AnAgentReportsAWorkerGoneAndItsStreamKeepsItsRules) {
+  RawSession agent(stub_.get(), 200);
+  RawSession other(stub_.get(), 201);
+  v1::SessionRequest joins;
+  for (uint32_t slot = 0; slot < 2; ++slot) {
+    v1::SessionRequest join = JoinStep("gone", slot, 2);
+    join.set_member(slot);
+    join.set_call_id(1 + slot);
+    *joins.add_batch() = join;
+  }
+  ASSERT_TRUE(agent.Send(joins));
+  std::map<uint64_t, v1::SessionEvent> joined = AnswersTo(agent, {1, 2});
+  ASSERT_EQ(joined[2].status_code(), 0) << joined[2].status_message();
+  // A second job on the same stream.
+  v1::SessionRequest elsewhere = JoinStep("gone-other", 9, 1);
+  elsewhere.set_member(2);
+  elsewhere.set_call_id(3);
+  ASSERT_TRUE(agent.Send(elsewhere));
+  const v1::SessionEvent refused = AnswersTo(agent, {3})[3];
+  EXPECT_EQ(refused.status_code(), static_cast<int>(grpc::StatusCode::FAILED_PRECONDITION));
+  EXPECT_EQ(refused.status_message(),
+            "job gone-other: a session's members are of one job; member slot 0 of this session is job gone's");
+  v1::SessionRequest gone;
+  gone.set_member(1);
+  gone.set_gone("exited with signal 9 (SIGKILL), seen by tp-agent on host-0");
+  ASSERT_TRUE(agent.Send(gone));
+  for (int i = 0; i < 500 && Job("gone").phase() == v1::PHASE_RUNNING; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  EXPECT_EQ(Job("gone").end_reason(),
+            absl::StrCat("rank ", joined[2].join().rank(),
+                         " (host host-0, worker worker-1) is gone: exited with signal 9 (SIGKILL), seen by tp-agent on "
+                         "host-0"));
+
+  v1::SessionRequest slot;
+  slot.set_member(kMaxSessionMembers);
+  ASSERT_TRUE(other.Send(slot));
+  EXPECT_EQ(other.Finish().error_message(), "member 256 is not a slot of a session (0..255)");
+  RawSession nested(stub_.get(), 202);
+  v1::SessionRequest outer;
+  outer.add_batch()->add_batch();
+  ASSERT_TRUE(nested.Send(outer));
+  EXPECT_EQ(nested.Finish().error_message(), "batch[0] carries a batch of its own");
 }
 
 }  // namespace
