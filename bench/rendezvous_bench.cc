@@ -32,11 +32,14 @@
 #include <fstream>
 #include <iterator>
 #include <mutex>
+#include <optional>
 #include <random>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include <grpcpp/generic/generic_stub.h>
 #include <grpcpp/grpcpp.h>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
 
@@ -52,6 +55,7 @@
 #include "tests/support/etcd_cluster.h"
 #include "tests/support/subprocess.h"
 #include "tpcoord/v1/coordinator.grpc.pb.h"
+#include "tpcoord/v1/relay.pb.h"
 
 ABSL_FLAG(std::string, workers, "1000,10000", "comma-separated numbers of simulated workers");
 ABSL_FLAG(int, tp_size, 8, "tensor-parallel size");
@@ -61,6 +65,11 @@ ABSL_FLAG(bool, unary, true, "also run tpcoord's rendezvous as unary calls (with
 ABSL_FLAG(bool, tls, true, "also run tpcoord over mutual TLS");
 ABSL_FLAG(bool, metrics, true, "also run tpcoord serving its metrics port (every call counted and timed)");
 ABSL_FLAG(bool, etcd, true, "also run tpcoord with its state in a 3-member etcd cluster (HA), if etcd-server is installed");
+ABSL_FLAG(int, ranks_per_node, 8,
+          "also run tpcoord as tp-agents do: one session per node carrying its ranks (0: not)");
+ABSL_FLAG(int, per_rank_up_to, 20000,
+          "above this many workers only the tp-agent run (and the baseline): one session per rank needs about 100 KB "
+          "of coordinator memory per rank");
 ABSL_FLAG(std::string, against, "",
           "also compare with another tp-coordinator binary (an older build): --against-rounds rounds, each running "
           "this build's and that one's on member sessions back to back, and the ratio of their medians");
@@ -132,6 +141,7 @@ struct Result {
   int failures = 0;
   std::string first_error;
   bool session = false;  // record, join and merge were one call: one phase
+  int ranks_per_node = 0;  // > 0: one session per node (tp-agent's), messages counted per node
 };
 
 // --- tpcoord: asynchronous simulated workers ------------------------------------------------------------
@@ -140,8 +150,14 @@ struct Result {
 // reporting its phases and its messages, until all are done.
 class Simulation {
  public:
-  Simulation(int workers, int tp_size, std::vector<std::unique_ptr<v1::Coordinator::Stub>>* stubs)
-      : n_(workers), tp_size_(tp_size), mesh_(*Mesh::Create(workers, tp_size)), stubs_(stubs), messages_(workers) {}
+  Simulation(int workers, int tp_size, std::vector<std::unique_ptr<v1::Coordinator::Stub>>* stubs,
+             int ranks_per_node = 8)
+      : n_(workers),
+        tp_size_(tp_size),
+        ranks_per_node_(ranks_per_node),
+        mesh_(*Mesh::Create(workers, tp_size)),
+        stubs_(stubs),
+        messages_(workers) {}
   virtual ~Simulation() = default;
 
   Result Run() {
@@ -152,12 +168,13 @@ class Simulation {
     Result r;
     for (int p = 0; p < kPhases; ++p) r.phase_end[p] = Seconds(phase_end_[p] - start_);
     r.total = r.phase_end[kPhases - 1];
-    int64_t messages = 0;
+    int64_t messages = 0, senders = 0;
     for (int m : messages_) {
       messages += m;
+      senders += m > 0;
       r.max_calls = std::max(r.max_calls, m);
     }
-    r.calls_per_worker = static_cast<double>(messages) / n_;
+    r.calls_per_worker = static_cast<double>(messages) / std::max<int64_t>(senders, 1);
     r.failures = failures_;
     r.first_error = first_error_;
     return r;
@@ -176,7 +193,7 @@ class Simulation {
     v1::JoinRequest req;
     req.set_job_id(kJob);
     req.set_worker_id(absl::StrCat("worker-", i));
-    req.set_host(absl::StrCat("node-", i / 8));
+    req.set_host(absl::StrCat("node-", i / ranks_per_node_));
     req.set_world_size(n_);
     req.set_wait_timeout_ms(100000);
     return req;
@@ -212,6 +229,7 @@ class Simulation {
   static constexpr const char* kJob = "bench";
   const int n_;
   const int tp_size_;
+  const int ranks_per_node_;
   const Mesh mesh_;
   std::vector<std::unique_ptr<v1::Coordinator::Stub>>* stubs_;
   std::vector<int> messages_;  // per worker: calls (unary) or messages up (session)
@@ -354,6 +372,179 @@ class SessionRun final : public Simulation {
   int open_streams_ = 0;
 };
 
+// The rendezvous as tp-agents run it: one session per node, its ranks in the session's slots, every step
+// of the node's ranks up in one message (a batch) and the answers down in batches:
+//   1: record + join + merge_config of each rank
+//   2: the unique IDs: a group whose ranks are all on the node is brokered by its agent (nothing goes up);
+//      a group spanning nodes costs one publish per root on the node, and one get, by one of its ranks here,
+//      whose answer (shared by the coordinator, never copied per receiver) the agent gives all of them
+//   3: the barrier arrival of each rank
+class AgentRun final : public Simulation {
+ public:
+  using Simulation::Simulation;
+  using RelayStub = grpc::TemplatedGenericStub<v1::SessionRequest, v1::RelayedEvent>;
+  ~AgentRun() override {
+    for (auto& a : agents_) a->ctx.TryCancel();
+    std::unique_lock<std::mutex> lock(streams_mu_);
+    streams_cv_.wait(lock, [&] { return open_streams_ == 0; });
+  }
+
+ private:
+  class Agent final : public grpc::ClientBidiReactor<v1::SessionRequest, v1::RelayedEvent> {
+   public:
+    Agent(AgentRun* run, int node, int first, int count)
+        : run_(run), node_(node), first_(first), count_(count), ranks_(count, -1) {}
+
+    void Start() {
+      ctx.AddMetadata(std::string(kAuthorizationMetadata), absl::StrCat("Bearer ", kToken));
+      ctx.AddMetadata(std::string(kMemberKeyMetadata), absl::StrCat("bench-member-key-of-agent-", node_));
+      run_->relays_[node_ % run_->relays_.size()]->PrepareBidiStreamingCall(
+          &ctx, "/tpcoord.v1.Coordinator/Session", grpc::StubOptions(), this);
+      v1::SessionRequest joins;
+      for (int slot = 0; slot < count_; ++slot) {
+        v1::SessionRequest* call = joins.add_batch();
+        call->set_member(slot);
+        call->set_call_id(1 + slot);
+        if (slot == 0) {  // the agent records its workers' identical tp_model_init arguments once
+          v1::RecordTpInitArgsRequest* record = call->mutable_record();
+          record->set_job_id(kJob);
+          record->set_tp_size(run_->tp_size_);
+          record->set_dtype(v1::DTYPE_BF16);
+        }
+        *call->mutable_join() = run_->JoinOf(first_ + slot);
+        call->mutable_merge_config()->set_config_json(kConfig);
+      }
+      waiting_ = count_;
+      StartRead(&event_);
+      Write(std::move(joins));
+      StartCall();
+    }
+
+    void OnReadDone(bool ok) override {
+      if (!ok) return;  // the stream ended: OnDone tells how
+      bool next_phase = false;
+      for (const v1::RelayedEvent& e : event_.batch()) {
+        if (e.call_id() == 0) continue;
+        if (e.status_code() != 0) {
+          run_->Fail(first_ + static_cast<int>(e.member()), absl::StrCat("call ", e.call_id(), ": ", e.status_message()));
+          return;
+        }
+        if (e.call_id() <= static_cast<uint64_t>(count_)) {
+          v1::JoinResponse join;  // the agent reads its members' ranks; the unique IDs it passes on undecoded
+          join.ParseFromString(e.join());
+          ranks_[e.member()] = join.rank();
+        }
+        next_phase |= --waiting_ == 0;
+      }
+      if (next_phase && !Next()) return;
+      StartRead(&event_);
+    }
+
+    void OnWriteDone(bool) override {}
+
+    void OnDone(const grpc::Status& s) override {
+      if (!s.ok() && s.error_code() != grpc::StatusCode::CANCELLED) run_->Fail(first_, s.error_message());
+      run_->StreamClosed();
+    }
+
+    grpc::ClientContext ctx;
+
+   private:
+    // The calls of the next phase; false once the node is done.
+    bool Next() {
+      ++phase_;
+      for (int slot = 0; slot < count_; ++slot) {
+        for (int p : phase_ == 1 ? std::vector<int>{0, 1, 2} : std::vector<int>{phase_ + 1}) run_->PhaseDone(p);
+      }
+      if (phase_ == 3) return false;
+      v1::SessionRequest batch;
+      if (phase_ == 1) UniqueIdCalls(&batch);
+      for (int slot = 0; phase_ == 2 && slot < count_; ++slot) {
+        v1::SessionRequest* call = batch.add_batch();
+        call->set_member(slot);
+        call->set_call_id(200 + slot);
+        call->mutable_barrier()->set_name("ready");
+        call->mutable_barrier()->set_wait_timeout_ms(100000);
+      }
+      waiting_ = batch.batch_size();
+      if (waiting_ == 0) return Next();  // every group local: nothing to ask
+      Write(std::move(batch));
+      return true;
+    }
+
+    void UniqueIdCalls(v1::SessionRequest* batch) {
+      thread_local std::mt19937_64 rng(std::random_device{}());
+      const Mesh& mesh = run_->mesh_;
+      std::set<int> here(ranks_.begin(), ranks_.end());
+      std::set<GroupId> asked;
+      for (int slot = 0; slot < count_; ++slot) {
+        const int rank = ranks_[slot];
+        v1::SessionRequest call;
+        for (const GroupId& group : {mesh.tp_group_of(rank), mesh.dp_group_of(rank), GroupId{GroupKind::kWorld, 0}}) {
+          if (mesh.GroupSize(group) <= count_) {
+            const std::vector<int> ranks = mesh.Ranks(group);
+            if (std::all_of(ranks.begin(), ranks.end(), [&](int r) { return here.count(r) > 0; })) continue;
+          }
+          for (const UniqueIdSlot& root : mesh.RootSlotsOf(rank)) {
+            if (!(root.group == group)) continue;
+            v1::UniqueId* id = call.mutable_publish_unique_id()->add_ids();
+            *id->mutable_group() = GroupIdToProto(group);
+            id->set_root(root.root);
+            id->set_id(RandomId(rng));
+          }
+          if (asked.insert(group).second) *call.mutable_get_unique_id()->add_groups() = GroupIdToProto(group);
+        }
+        if (!call.has_publish_unique_id() && !call.has_get_unique_id()) continue;
+        if (call.has_get_unique_id()) call.mutable_get_unique_id()->set_wait_timeout_ms(100000);
+        call.set_member(slot);
+        call.set_call_id(100 + slot);
+        *batch->add_batch() = std::move(call);
+      }
+    }
+
+    // Each phase sends one message, after the previous phase's answers: one write at a time.
+    void Write(v1::SessionRequest message) {
+      run_->messages_[first_]++;
+      out_ = std::move(message);
+      StartWrite(&out_);
+    }
+
+    AgentRun* const run_;
+    const int node_;
+    const int first_;  // the node's workers are first_ .. first_ + count_ - 1
+    const int count_;
+    std::vector<int> ranks_;  // by slot
+    int phase_ = 0;
+    int waiting_ = 0;  // answers the current phase still waits for
+    v1::RelayedEvent event_;
+    v1::SessionRequest out_;
+  };
+
+  void Begin(int i) override {
+    if (i % ranks_per_node_ != 0) return;
+    {
+      std::lock_guard<std::mutex> lock(streams_mu_);
+      ++open_streams_;
+    }
+    agents_.push_back(std::make_unique<Agent>(this, i / ranks_per_node_, i, std::min(ranks_per_node_, n_ - i)));
+    agents_.back()->Start();
+  }
+
+  void StreamClosed() {
+    std::lock_guard<std::mutex> lock(streams_mu_);
+    if (--open_streams_ == 0) streams_cv_.notify_all();
+  }
+
+  std::vector<std::unique_ptr<Agent>> agents_;
+ public:
+  std::vector<std::unique_ptr<RelayStub>> relays_;  // one per connection
+
+ private:
+  std::mutex streams_mu_;
+  std::condition_variable streams_cv_;
+  int open_streams_ = 0;
+};
+
 // The same rendezvous as unary calls, one per step and worker (what a client without a session does).
 class UnaryRun final : public Simulation {
  public:
@@ -476,9 +667,10 @@ class UnaryRun final : public Simulation {
 // `state_store`: --state-store of the coordinator ("": SQLite in a fresh state directory).
 // `session`: the whole rendezvous on member sessions (else unary calls).
 // `metrics`: with --metrics-listen, which counts and times every call.
-// `binary`: the tp-coordinator to run ("": this build's).
+// `binary`: the tp-coordinator to run ("": this build's). `ranks_per_node` > 0: as tp-agents (AgentRun).
 Result RunTpcoord(bool session, int workers, int tp_size, int connections, const TlsFiles& tls,
-                  const std::string& state_store = "", bool metrics = false, const std::string& binary = "") {
+                  const std::string& state_store = "", bool metrics = false, const std::string& binary = "",
+                  int ranks_per_node = 0) {
   std::vector<std::string> argv = {binary.empty() ? testing::BinPath("coordinator/tp-coordinator") : binary,
                                    "--listen", "127.0.0.1:0",
                                    "--state-dir", testing::MakeTempDir("bench-state"), "--lease", "300s"};
@@ -526,7 +718,13 @@ Result RunTpcoord(bool session, int workers, int tp_size, int connections, const
     stubs.push_back(v1::Coordinator::NewStub(channel));
   }
   std::unique_ptr<Simulation> run;
-  if (session) {
+  if (ranks_per_node > 0) {
+    auto agents = std::make_unique<AgentRun>(workers, tp_size, &stubs, ranks_per_node);
+    for (size_t c = retained->size() - connections; c < retained->size(); ++c) {
+      agents->relays_.push_back(std::make_unique<AgentRun::RelayStub>((*retained)[c]));
+    }
+    run = std::move(agents);
+  } else if (session) {
     run = std::make_unique<SessionRun>(workers, tp_size, &stubs);
   } else {
     run = std::make_unique<UnaryRun>(workers, tp_size, &stubs);
@@ -534,6 +732,7 @@ Result RunTpcoord(bool session, int workers, int tp_size, int connections, const
   const double cpu_before = CpuSeconds((*coordinator)->pid());
   Result result = run->Run();
   result.session = session;
+  result.ranks_per_node = ranks_per_node;
   result.server_cpu_s = CpuSeconds((*coordinator)->pid()) - cpu_before;
   result.server_rss_mib = PeakRssMiB((*coordinator)->pid());
   return result;
@@ -687,8 +886,11 @@ void Print(const char* name, const Result& r) {
     std::printf(" %s %.3f", r.session && p == 2 ? "record+join+merge" : kPhaseNames[p], r.phase_end[p] - previous);
     previous = r.phase_end[p];
   }
-  std::printf(" | %.2f %s/worker (max %d) | server CPU %.2f s, peak RSS %.0f MiB", r.calls_per_worker,
-              r.session ? "messages up" : "calls", r.max_calls, r.server_cpu_s, r.server_rss_mib);
+  std::printf(" | %.2f %s (max %d) | server CPU %.2f s, peak RSS %.0f MiB", r.calls_per_worker,
+              r.ranks_per_node > 0 ? "messages up/node"
+              : r.session          ? "messages up/worker"
+                                   : "calls/worker",
+              r.max_calls, r.server_cpu_s, r.server_rss_mib);
   if (r.failures) std::printf(" | %d FAILED, first: %s", r.failures, r.first_error.c_str());
   std::printf("\n");
 }
@@ -723,9 +925,32 @@ int main(int argc, char** argv) {
     }
     std::printf("N = %d workers (phase times are the extra time until the last worker finished the phase)\n",
                 workers);
+    if (workers > absl::GetFlag(FLAGS_per_rank_up_to) && absl::GetFlag(FLAGS_ranks_per_node) > 0) {
+      const tpcoord::Result agents = tpcoord::RunTpcoord(/*session=*/true, workers, tp_size, connections, {}, "",
+                                                         false, "", absl::GetFlag(FLAGS_ranks_per_node));
+      tpcoord::Print("agents", agents);
+      failures += agents.failures;
+      if (absl::GetFlag(FLAGS_baseline)) {
+        const tpcoord::Result base = tpcoord::RunTcpStore(workers, tp_size, connections);
+        tpcoord::Print("TCPStore", base);
+        failures += base.failures;
+        std::printf("  ratio     TCPStore / tpcoord with agents = %.2fx\n", base.total / agents.total);
+      }
+      std::printf("  per rank with agents: %.1f us of coordinator CPU, %.1f KiB of coordinator peak RSS "
+                  "(one session per rank: not run above --per-rank-up-to)\n",
+                  agents.server_cpu_s * 1e6 / workers, agents.server_rss_mib * 1024 / workers);
+      continue;
+    }
     const tpcoord::Result ours = tpcoord::RunTpcoord(/*session=*/true, workers, tp_size, connections, {});
     tpcoord::Print("tpcoord", ours);
     failures += ours.failures;
+    std::optional<tpcoord::Result> agents;
+    if (const int k = absl::GetFlag(FLAGS_ranks_per_node); k > 0) {
+      agents = tpcoord::RunTpcoord(/*session=*/true, workers, tp_size, connections, {}, "", false, "", k);
+      tpcoord::Print("agents", *agents);
+      failures += agents->failures;
+      std::printf("  ratio     one session per rank / one per node of %d = %.2fx\n", k, ours.total / agents->total);
+    }
     if (absl::GetFlag(FLAGS_unary)) {
       const tpcoord::Result unary = tpcoord::RunTpcoord(/*session=*/false, workers, tp_size, connections, {});
       tpcoord::Print("unary", unary);
@@ -783,9 +1008,14 @@ int main(int argc, char** argv) {
       tpcoord::Print("TCPStore", base);
       failures += base.failures;
       std::printf("  ratio     TCPStore / tpcoord = %.2fx\n", base.total / ours.total);
+      if (agents) std::printf("  ratio     TCPStore / tpcoord with agents = %.2fx\n", base.total / agents->total);
     }
     std::printf("  per worker: %.1f us of coordinator CPU, %.1f KiB of coordinator peak RSS\n",
                 ours.server_cpu_s * 1e6 / workers, ours.server_rss_mib * 1024 / workers);
+    if (agents) {
+      std::printf("  per rank with agents: %.1f us of coordinator CPU, %.1f KiB of coordinator peak RSS\n",
+                  agents->server_cpu_s * 1e6 / workers, agents->server_rss_mib * 1024 / workers);
+    }
   }
   return failures == 0 ? 0 : 1;
 }

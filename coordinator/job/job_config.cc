@@ -34,6 +34,19 @@ void Job::Create(const Caller& caller, std::string token_sha256, StatusDone on_d
 }
 
 void Job::Record(const Caller& caller, const TpInitArgs& args, Done<RecordOutcome> on_done) {
+  {
+    // A record that matches the one stored (every worker of a job records the same) changes nothing: it is
+    // answered from what is applied, without a place in the commit queue.
+    Completions done;
+    MutexLock lock(&mu_);
+    if (born_ && header_.tp_init.has_value() && CheckServing().ok() && CheckCreator(caller).ok()) {
+      absl::StatusOr<TpInitRecord> updated = RecordTpInitArgs(header_.tp_init, args);
+      if (updated.ok() && updated->tp_groups.size() == header_.tp_init->tp_groups.size()) {
+        done.Answer<RecordOutcome>(on_done, RecordOutcome{*std::move(updated), false});
+        return;
+      }
+    }
+  }
   Mutate(on_done, [this, caller, args, on_done](Batch& batch) -> Decision {
     mu_.AssertHeld();
     if (!batch.ClaimJob()) return Decision::Wait();
