@@ -16,6 +16,7 @@ import argparse
 import datetime
 import hashlib
 import json
+import os
 import sys
 
 import torch
@@ -152,7 +153,9 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--coordinator", default=None, help="host:port, or a comma-separated list (HA)")
     parser.add_argument("--job", default=None)
-    parser.add_argument("--world-size", type=int, required=True)
+    world = os.environ.get("TPCOORD_WORLD_SIZE", "")  # what tp-agent gives its workers
+    parser.add_argument("--world-size", type=int, default=int(world) if world.isdigit() else None,
+                        required=not world.isdigit(), help="default: $TPCOORD_WORLD_SIZE")
     parser.add_argument("--tp-size", type=int, default=1)
     parser.add_argument("--rank", type=int, default=None, help="the rank to ask for (default: assigned)")
     parser.add_argument("--steps", type=int, default=50)

@@ -155,9 +155,10 @@ class Client:
         session beats from then on. `rank`: the rank to ask for (None: the coordinator assigns one, keeping
         TP groups within a host). A timeout raises WaitTimeout naming the ranks and hosts that never came."""
         from .member import Member
-        host = host or socket.gethostname()
+        host = host or os.environ.get("TPCOORD_HOST") or socket.gethostname()  # tp-agent names its host
         key = secrets.token_hex(32)
-        request = pb.JoinRequest(job_id=self.job, worker_id="%s:%d:%s" % (host, os.getpid(), secrets.token_hex(4)),
+        worker_id = os.environ.get("TPCOORD_WORKER_ID") or "%s:%d:%s" % (host, os.getpid(), secrets.token_hex(4))
+        request = pb.JoinRequest(job_id=self.job, worker_id=worker_id,
                                  host=host, world_size=int(world_size), tp_size=int(tp_size),
                                  min_world_size=int(min_world_size), rejoin_timeout_ms=int(rejoin_timeout * 1000))
         if rank is not None:

@@ -1,0 +1,208 @@
+#include "agent/relay.h"
+
+#include <grpcpp/generic/generic_stub.h>
+#include <grpcpp/support/proto_buffer_reader.h>
+#include <grpcpp/support/proto_buffer_writer.h>
+
+#include <deque>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "common/secrets.h"
+
+namespace tpcoord {
+namespace {
+
+constexpr char kSessionMethod[] = "/tpcoord.v1.Coordinator/Session";
+
+// The coordinator's error context of a finished call, to hand on ("" if none).
+std::string ContextOf(const grpc::ClientContext& ctx) {
+  for (const auto& [key, value] : ctx.GetServerTrailingMetadata()) {
+    if (key == "tpcoord-context") return std::string(value.data(), value.size());
+  }
+  return "";
+}
+
+// A unary call, relayed: read the request, call upstream with it as the agent, answer what came back.
+class UnaryRelay final : public grpc::ServerGenericBidiReactor {
+ public:
+  UnaryRelay(grpc::GenericCallbackServerContext* ctx, Relay* relay) : ctx_(ctx), relay_(relay) {
+    StartRead(&request_);
+  }
+
+  void OnReadDone(bool ok) override {
+    if (!ok) return Finish(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "the call carried no request"));
+    target_ = relay_->targets()->Current();
+    up_.set_deadline(ctx_->deadline());
+    relay_->targets()->AddCredentials(&up_, relay_->member_key());
+    grpc::GenericStub stub(target_->channel);
+    stub.UnaryCall(&up_, ctx_->method(), grpc::StubOptions(), &request_, &response_,
+                   [this](grpc::Status status) { Answer(status); });
+  }
+
+  void OnCancel() override { up_.TryCancel(); }
+  void OnDone() override { delete this; }
+
+ private:
+  void Answer(const grpc::Status& status) {
+    if (status.error_code() == grpc::StatusCode::UNAVAILABLE) {
+      relay_->targets()->Follow(target_, LeaderNamedIn(up_));
+    }
+    if (std::string context = ContextOf(up_); !context.empty()) ctx_->AddTrailingMetadata("tpcoord-context", context);
+    if (!status.ok()) return Finish(status);
+    StartWriteAndFinish(&response_, grpc::WriteOptions(), grpc::Status::OK);
+  }
+
+  grpc::GenericCallbackServerContext* const ctx_;
+  Relay* const relay_;
+  Targets::Target* target_ = nullptr;
+  grpc::ClientContext up_;
+  grpc::ByteBuffer request_;
+  grpc::ByteBuffer response_;
+};
+
+// A worker's session, relayed as one member slot of the agent's upstream session.
+class LocalSession final : public grpc::ServerGenericBidiReactor, public LocalSessionSink {
+ public:
+  static LocalSession* Start(grpc::GenericCallbackServerContext* ctx, Relay* relay) {
+    auto session = std::shared_ptr<LocalSession>(new LocalSession(ctx, relay));
+    session->self_ = session;
+    session->StartRead(&session->in_);
+    return session.get();
+  }
+
+  void OnReadDone(bool ok) override {
+    if (!ok) return Closed();
+    v1::SessionRequest message;
+    grpc::ProtoBufferReader reader(&in_);
+    if (!message.ParseFromZeroCopyStream(&reader)) {
+      return Fail(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                               absl::StrCat("the request is not a valid tpcoord.v1.SessionRequest message (",
+                                            in_.Length(), " bytes)")));
+    }
+    if (message.member() != 0 || message.batch_size() > 0 || !message.gone().empty()) {
+      return Fail(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                               "a worker's session through tp-agent is its own: it names no member slot and carries "
+                               "no batch and no gone (the agent sets those upstream)"));
+    }
+    if (!upstream_) {
+      for (int attempt = 0; attempt < 2 && !slot_; ++attempt) {
+        upstream_ = relay_->Upstream();
+        slot_ = upstream_->Attach(self_);
+      }
+      if (!slot_) {
+        return Fail(grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
+                                 absl::StrCat("tp-agent on host ", relay_->host(), " holds at most ",
+                                              kMaxSessionMembers, " worker sessions at once")));
+      }
+    }
+    upstream_->Send(*slot_, std::move(message));
+    MutexLock lock(&mu_);
+    if (!ending_) StartRead(&in_);
+  }
+
+  void Deliver(const v1::SessionEvent& event) override {
+    grpc::ByteBuffer bytes;
+    bool own = false;
+    if (!grpc::GenericSerialize<grpc::ProtoBufferWriter, v1::SessionEvent>(event, &bytes, &own).ok()) return;
+    MutexLock lock(&mu_);
+    if (ending_) return;
+    writes_.push_back(std::move(bytes));
+    if (writing_) return;
+    writing_ = true;
+    StartWrite(&writes_.front());
+  }
+
+  void End(const grpc::Status& status, const std::string& context) override {
+    MutexLock lock(&mu_);
+    upstream_ended_ = true;
+    EndLocked(status, context);
+  }
+
+  void OnWriteDone(bool ok) override {
+    MutexLock lock(&mu_);
+    writes_.pop_front();
+    if (ok && !writes_.empty()) return StartWrite(&writes_.front());
+    writes_.clear();
+    writing_ = false;
+    if (ending_) FinishLocked();
+  }
+
+  void OnDone() override {
+    Closed();
+    std::shared_ptr<LocalSession> self = std::move(self_);  // may free this object: the last thing done here
+  }
+
+ private:
+  LocalSession(grpc::GenericCallbackServerContext* ctx, Relay* relay) : ctx_(ctx), relay_(relay) {}
+
+  // The worker's side ended (it hung up, or died): its member is gone, unless the upstream ended first.
+  void Closed() {
+    {
+      MutexLock lock(&mu_);
+      if (closed_) return;
+      closed_ = true;
+      if (!upstream_ended_ && upstream_ && slot_) {
+        upstream_->Detach(*slot_, absl::StrCat("its session with tp-agent on host ", relay_->host(),
+                                               " closed before it finished (the process died or hung up)"));
+      }
+      EndLocked(grpc::Status::OK, "");
+    }
+  }
+
+  void Fail(const grpc::Status& status) {
+    MutexLock lock(&mu_);
+    if (upstream_ && slot_) upstream_->Detach(*slot_, absl::StrCat("its session broke tp-agent's rules: ",
+                                                                   status.error_message()));
+    EndLocked(status, "");
+  }
+
+  void EndLocked(const grpc::Status& status, const std::string& context) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (ending_) return;
+    ending_ = true;
+    status_ = status;
+    if (!context.empty()) ctx_->AddTrailingMetadata("tpcoord-context", context);
+    if (!writing_) FinishLocked();
+  }
+
+  void FinishLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (finished_) return;
+    finished_ = true;
+    Finish(status_);
+  }
+
+  grpc::GenericCallbackServerContext* const ctx_;
+  Relay* const relay_;
+  std::shared_ptr<LocalSession> self_;  // until OnDone
+  grpc::ByteBuffer in_;
+  // Set by the first message, on gRPC's reaction thread, before anything else reads them.
+  std::shared_ptr<UpstreamSession> upstream_;
+  std::optional<uint32_t> slot_;
+
+  Mutex mu_;
+  std::deque<grpc::ByteBuffer> writes_ ABSL_GUARDED_BY(mu_);  // the front one is being written
+  bool writing_ ABSL_GUARDED_BY(mu_) = false;
+  bool ending_ ABSL_GUARDED_BY(mu_) = false;
+  bool finished_ ABSL_GUARDED_BY(mu_) = false;
+  bool closed_ ABSL_GUARDED_BY(mu_) = false;
+  bool upstream_ended_ ABSL_GUARDED_BY(mu_) = false;
+  grpc::Status status_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace
+
+Relay::Relay(Targets* targets, std::string host)
+    : targets_(targets), member_key_(RandomSecret()), host_(std::move(host)) {}
+
+grpc::ServerGenericBidiReactor* Relay::CreateReactor(grpc::GenericCallbackServerContext* ctx) {
+  if (ctx->method() == kSessionMethod) return LocalSession::Start(ctx, this);
+  return new UnaryRelay(ctx, this);
+}
+
+std::shared_ptr<UpstreamSession> Relay::Upstream() {
+  MutexLock lock(&mu_);
+  if (!upstream_ || upstream_->Closing()) upstream_ = UpstreamSession::Open(targets_, member_key_);
+  return upstream_;
+}
+
+}  // namespace tpcoord

@@ -1,0 +1,53 @@
+// What tp-agent serves its host's workers on its local socket: the coordinator's own service (coordinator.proto),
+// relayed upstream as the agent, so that a worker under an agent runs unchanged and carries no secret.
+//
+// Every call goes up with the agent's credentials: its job token (and TLS), and its member key in place of the
+// worker's, so that all the host's seats are bound to the agent's key. The agent is the host's identity; a
+// worker proves itself to the agent by its uid (local_socket.h), not by a secret.
+//
+// - A unary call goes up as it is, with its deadline, and its answer comes back as it is (with the
+//   coordinator's error context, never its leader hint: the agent follows the leader itself).
+// - A Session goes up as one member slot of the agent's one upstream session (upstream_session.h), which
+//   carries every local session of the host at once: their messages in batches, their events fanned out.
+//
+// Thread-safe; the Relay must outlive the gRPC server that serves it.
+#ifndef TPCOORD_AGENT_RELAY_H_
+#define TPCOORD_AGENT_RELAY_H_
+
+#include <grpcpp/generic/async_generic_service.h>
+
+#include <memory>
+#include <string>
+
+#include "agent/upstream_session.h"
+#include "client/targets.h"
+#include "common/mutex.h"
+
+namespace tpcoord {
+
+class Relay final : public grpc::CallbackGenericService {
+ public:
+  // `host`: the host's name, for what the agent reports of its workers.
+  Relay(Targets* targets, std::string host);
+
+  grpc::ServerGenericBidiReactor* CreateReactor(grpc::GenericCallbackServerContext* ctx) override;
+
+  Targets* targets() const { return targets_; }
+  const std::string& member_key() const { return member_key_; }
+  const std::string& host() const { return host_; }
+
+  // The upstream session a new local session joins: the open one, or a new one once it has ended or is
+  // closing.
+  std::shared_ptr<UpstreamSession> Upstream();
+
+ private:
+  Targets* const targets_;
+  const std::string member_key_;  // the agent's: every seat of this host is bound to it
+  const std::string host_;
+  Mutex mu_;
+  std::shared_ptr<UpstreamSession> upstream_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace tpcoord
+
+#endif  // TPCOORD_AGENT_RELAY_H_

@@ -1,0 +1,185 @@
+#include "agent/upstream_session.h"
+
+#include <utility>
+
+#include "common/limits.h"
+
+namespace tpcoord {
+
+std::shared_ptr<UpstreamSession> UpstreamSession::Open(Targets* targets, const std::string& member_key) {
+  std::shared_ptr<UpstreamSession> session(new UpstreamSession(targets, targets->Current()));
+  session->self_ = session;
+  targets->AddCredentials(&session->ctx_, member_key);
+  session->target_->stub->async()->Session(&session->ctx_, session.get());
+  session->StartRead(&session->in_);
+  session->StartCall();
+  return session;
+}
+
+std::optional<uint32_t> UpstreamSession::Attach(std::weak_ptr<LocalSessionSink> local) {
+  MutexLock lock(&mu_);
+  if (closing_ || done_ || broken_) return std::nullopt;
+  for (uint32_t slot = 0; slot < kMaxSessionMembers; ++slot) {
+    if (slots_.count(slot) > 0) continue;
+    slots_[slot].local = std::move(local);
+    return slot;
+  }
+  return std::nullopt;
+}
+
+bool UpstreamSession::Closing() {
+  MutexLock lock(&mu_);
+  return closing_ || done_ || broken_;
+}
+
+void UpstreamSession::Send(uint32_t slot, v1::SessionRequest message) {
+  MutexLock lock(&mu_);
+  auto it = slots_.find(slot);
+  if (done_ || it == slots_.end() || it->second.detached) return;
+  message.set_member(slot);
+  if (message.call_id() != 0) {
+    const uint64_t id = next_call_++;
+    calls_[id] = {slot, message.call_id()};
+    it->second.calls.insert(id);
+    message.set_call_id(id);
+  }
+  QueueLocked(std::move(message));
+}
+
+void UpstreamSession::Detach(uint32_t slot, const std::string& why) {
+  MutexLock lock(&mu_);
+  auto it = slots_.find(slot);
+  if (done_ || it == slots_.end() || it->second.detached) return;
+  it->second.detached = true;
+  it->second.local.reset();
+  SettleLocked(slot, why);
+  bool attached = false;
+  for (const auto& [other, s] : slots_) attached = attached || !s.detached;
+  if (!attached) {
+    closing_ = true;
+    WriteLocked();
+  }
+}
+
+void UpstreamSession::SettleLocked(uint32_t slot, const std::string& why) {
+  auto it = slots_.find(slot);
+  if (it == slots_.end() || !it->second.detached) return;
+  if (it->second.bound) {
+    v1::SessionRequest gone;
+    gone.set_member(slot);
+    gone.set_gone(why.substr(0, kMaxReasonBytes));
+    QueueLocked(std::move(gone));
+  } else if (!it->second.calls.empty()) {
+    return;  // a join may still make it a member: decided by its answer
+  }
+  for (uint64_t id : it->second.calls) calls_.erase(id);
+  slots_.erase(it);
+}
+
+void UpstreamSession::QueueLocked(v1::SessionRequest message) {
+  if (done_ || broken_) return;
+  queued_.push_back(std::move(message));
+  WriteLocked();
+}
+
+void UpstreamSession::WriteLocked() {
+  if (writing_ || done_ || broken_ || half_closed_) return;
+  if (queued_.empty()) {
+    if (closing_) {
+      half_closed_ = true;
+      StartWritesDone();
+    }
+    return;
+  }
+  // Always a batch, even of one: the coordinator then treats the stream as a host's (events batched, its
+  // end naming the host) from its first message on.
+  out_.Clear();
+  const size_t n = std::min<size_t>(queued_.size(), kMaxSessionBatch);
+  for (size_t i = 0; i < n; ++i) *out_.add_batch() = std::move(queued_[i]);
+  queued_.erase(queued_.begin(), queued_.begin() + static_cast<std::ptrdiff_t>(n));
+  writing_ = true;
+  StartWrite(&out_);
+}
+
+void UpstreamSession::OnWriteDone(bool ok) {
+  MutexLock lock(&mu_);
+  writing_ = false;
+  if (!ok) {  // the stream is ending: OnDone says how
+    broken_ = true;
+    queued_.clear();
+    return;
+  }
+  WriteLocked();
+}
+
+std::shared_ptr<LocalSessionSink> UpstreamSession::RouteLocked(v1::SessionEvent& event) {
+  const uint32_t slot = event.member();
+  auto it = slots_.find(slot);
+  if (it == slots_.end()) return nullptr;
+  Slot& s = it->second;
+  if (event.lease_ms() != 0) s.bound = true;
+  if (event.call_id() != 0) {
+    const uint64_t id = event.call_id();
+    auto call = calls_.find(id);
+    if (call == calls_.end()) return nullptr;
+    event.set_call_id(call->second.second);
+    calls_.erase(call);
+    s.calls.erase(id);
+  }
+  if (s.detached) {
+    SettleLocked(slot, "its session with tp-agent closed while it was joining (the process died)");
+    return nullptr;
+  }
+  event.clear_member();
+  return s.local.lock();
+}
+
+void UpstreamSession::OnReadDone(bool ok) {
+  if (!ok) return;  // the stream is ending: OnDone follows
+  std::vector<std::pair<std::shared_ptr<LocalSessionSink>, v1::SessionEvent>> deliveries;
+  {
+    MutexLock lock(&mu_);
+    auto route = [&](v1::SessionEvent& event) {
+      if (std::shared_ptr<LocalSessionSink> local = RouteLocked(event)) {
+        deliveries.emplace_back(std::move(local), std::move(event));
+      }
+    };
+    if (in_.batch_size() > 0) {
+      for (v1::SessionEvent& event : *in_.mutable_batch()) route(event);
+    } else {
+      route(in_);
+    }
+    in_.Clear();
+  }
+  for (auto& [local, event] : deliveries) local->Deliver(event);
+  StartRead(&in_);
+}
+
+void UpstreamSession::OnDone(const grpc::Status& status) {
+  std::string context;
+  for (const auto& [key, value] : ctx_.GetServerTrailingMetadata()) {
+    if (key == "tpcoord-context") context.assign(value.data(), value.size());
+  }
+  if (status.error_code() == grpc::StatusCode::UNAVAILABLE) targets_->Follow(target_, LeaderNamedIn(ctx_));
+  std::vector<std::pair<std::shared_ptr<LocalSessionSink>, bool>> locals;
+  {
+    MutexLock lock(&mu_);
+    done_ = true;
+    for (auto& [slot, s] : slots_) {
+      if (std::shared_ptr<LocalSessionSink> local = s.local.lock()) locals.emplace_back(std::move(local), s.bound);
+    }
+    slots_.clear();
+    calls_.clear();
+    queued_.clear();
+  }
+  // A member's session ends as the coordinator ended it; a session with no member yet is only asked to open
+  // again (its calls are sent again on the next stream).
+  const grpc::Status reopen(grpc::StatusCode::UNAVAILABLE,
+                            status.ok() ? "tp-agent's session with the coordinator was closed; open it again"
+                                        : "tp-agent's session with the coordinator ended (" + status.error_message() +
+                                              "); open it again");
+  for (auto& [local, bound] : locals) local->End(bound ? status : reopen, bound ? context : "");
+  std::shared_ptr<UpstreamSession> self = std::move(self_);  // may free this object: the last thing done here
+}
+
+}  // namespace tpcoord
