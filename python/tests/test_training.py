@@ -5,11 +5,13 @@ failures: a worker killed mid-run, a worker frozen mid-run, a coordinator killed
 the leader of two HA coordinators on etcd killed mid-run."""
 import os
 import shutil
+import sys
 import signal
 import time
 
 import pytest
 
+import conftest
 from conftest import free_port
 
 import tpcoord
@@ -173,3 +175,28 @@ def test_training_rides_out_a_failover_to_the_standby(procs):
     job = tpcoord.connect(addresses, "ha").get_job()
     assert job.phase == tpcoord.client.pb.PHASE_COMPLETED and job.generation == 1, job
     assert job.progress.step > killed, (job.progress, killed)
+
+
+def test_the_example_runs_unchanged_under_two_agents(procs):
+    """Two tp-agents of two workers each run the example as it is (no --coordinator, --job or --world-size: the
+    agent's environment gives them, and no token: the agent holds it), and train what standalone workers train."""
+    c = procs.coordinator()
+    plain = steps_of(run_job(procs, c.address, "plain", 4, 2, 20)[0])
+    agents = [procs.start("agent-" + host, [os.path.join(conftest.BIN_DIR, "agent", "tp-agent"), "--coordinator",
+                                            c.address, "--job", "under-agents", "--nnodes", "2", "--nproc-per-node",
+                                            "2", "--host", host, "--", sys.executable, conftest.EXAMPLE,
+                                            "--tp-size", "2", "--steps", "20"], timeout=240)
+              for host in ("host-a", "host-b")]
+    for a in agents:
+        assert a.wait(240) == 0, a.output()
+    by_rank = {}
+    for a in agents:
+        for r in a.records():
+            if "step" in r:
+                by_rank.setdefault(r["rank"], {})[r["step"]] = r
+    assert sorted(by_rank) == [0, 1, 2, 3], by_rank.keys()
+    for s in range(1, 21):
+        assert by_rank[0][s]["loss"] == pytest.approx(plain[s]["loss"], rel=1e-6), s
+    job = tpcoord.connect(c.address, "under-agents").get_job()
+    assert job.phase == tpcoord.client.pb.PHASE_COMPLETED, job
+    assert sorted({m.host for m in job.members}) == ["host-a", "host-b"], job
