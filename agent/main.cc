@@ -44,7 +44,8 @@ ABSL_FLAG(std::string, job, "", "the job id (env TPCOORD_JOB)");
 ABSL_FLAG(std::string, nnodes, "1", "how many hosts (agents) the job has: N, or MIN:MAX to run on fewer");
 ABSL_FLAG(int, nproc_per_node, 1, "how many workers this agent starts (1..256)");
 ABSL_FLAG(int, max_restarts, 0, "how many times each worker is restarted after it fails");
-ABSL_FLAG(std::string, host, "", "this host's name, as the coordinator reports it (default: the machine's)");
+ABSL_FLAG(std::string, host, "",
+          "this host's name, as the coordinator reports it (env TPCOORD_HOST; default: the machine's)");
 ABSL_FLAG(std::string, socket_dir, "",
           "the directory of the local socket, made 0700 (default: a new one under $TMPDIR, removed at exit)");
 ABSL_FLAG(absl::Duration, stop_grace, absl::Seconds(30),
@@ -103,6 +104,7 @@ int Main(const std::vector<char*>& args) {
   if (absl::GetFlag(FLAGS_max_restarts) < 0) return Usage("--max-restarts must be 0 or more");
   if (args.size() < 2) return Usage("give the workers' command after --");
   std::string host = absl::GetFlag(FLAGS_host);
+  if (host.empty() && std::getenv("TPCOORD_HOST")) host = std::getenv("TPCOORD_HOST");
   if (host.empty()) {
     char name[256] = {};
     gethostname(name, sizeof(name) - 1);

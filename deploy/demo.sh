@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The README's main job on one machine: a coordinator on a free loopback port and four tp-worker processes
-# (TP=2 x DP=2) that rendezvous through it and train a small seeded Llama on the public-domain corpus in
-# deploy/data for 100 steps on the CPU, then write a Hugging Face checkpoint to demo-output/checkpoint.
+# The README's main job on one machine: a coordinator on a free loopback port and two tp-agents ("hosts")
+# that each start two tp-worker processes (TP=2 x DP=2 in all), which rendezvous through it and train a
+# small seeded Llama on the public-domain corpus in deploy/data for 100 steps on the CPU, then write a
+# Hugging Face checkpoint to demo-output/checkpoint.
 # It runs the secure path: mutual TLS and a job token, made by deploy/make-secrets.sh into
 # demo-output/secrets.
 set -euo pipefail
@@ -9,6 +10,7 @@ build=${1:-build}
 cd "$(dirname "$0")/.."
 coordinator_bin=$build/coordinator/tp-coordinator
 worker_bin=$build/worker/tp-worker
+agent_bin=$build/agent/tp-agent
 tpctl=$build/coordinator/tpctl
 output=${DEMO_OUTPUT:-demo-output}
 work=$(mktemp -d "${TMPDIR:-/tmp}/tpcoord-demo.XXXXXX")
@@ -30,26 +32,30 @@ pids+=($!)
 for _ in $(seq 100); do grep -q "listening on" "$work/coordinator.out" 2>/dev/null && break; sleep 0.1; done
 address=$(awk '/listening on/ {print $NF}' "$work/coordinator.out")
 [ -n "$address" ] || { cat "$work/coordinator.log"; exit 1; }
-# Workers and tpctl verify the coordinator against the CA, show their own certificate and send the token.
+# Agents and tpctl verify the coordinator against the CA, show their own certificate and send the token
+# (the agents' workers inherit none of it: they reach their agent on its local socket).
 export TPCOORD_COORDINATOR=$address TPCOORD_TLS_CA=$secrets/client/ca.crt TPCOORD_TLS_CERT=$secrets/client/tls.crt \
   TPCOORD_TLS_KEY=$secrets/client/tls.key TPCOORD_TOKEN_FILE=$secrets/token
 echo "tp-coordinator serving on $address (mutual TLS; certificates and job token in $secrets)"
 echo "status page and Prometheus metrics: $(awk '/metrics on/ {sub("/metrics$", "/", $NF); print $NF}' "$work/coordinator.out")"
-echo "starting 4 tp-workers: job 'demo', TP=2 x DP=2, Llama preset 'small', deploy/ds_config.json"
+echo "starting 2 tp-agents (hosts host-a and host-b), each with 2 tp-workers: job 'demo', TP=2 x DP=2,"
+echo "Llama preset 'small', deploy/ds_config.json; only the agents hold the token and the client certificate"
 echo
 
-# Every worker runs tp_model_init -> initialize -> train; only rank 0 prints (the coordinator picks ranks).
-worker_pids=()
-for i in 0 1 2 3; do
-  "$worker_bin" --job demo --world-size 4 --host 127.0.0.1 --config deploy/ds_config.json \
-    --random-init small --data deploy/data/public_domain.txt --output-dir "$output" \
-    2>"$work/worker-$i.log" &
-  worker_pids+=($!)
+# Each agent starts its host's workers (tp_model_init -> initialize -> train) and carries their sessions to
+# the coordinator on one; only rank 0 prints (the coordinator picks ranks). Their Gloo pairs use loopback.
+hosts=(host-a host-b)
+agent_pids=()
+for host in "${hosts[@]}"; do
+  TPCOORD_GLOO_INTERFACE=127.0.0.1 "$agent_bin" --job demo --nnodes 2 --nproc-per-node 2 --host "$host" -- \
+    "$worker_bin" --config deploy/ds_config.json --random-init small --data deploy/data/public_domain.txt \
+    --output-dir "$output" 2>"$work/agent-$host.log" &
+  agent_pids+=($!)
   pids+=($!)
 done
 status=0
-for i in 0 1 2 3; do
-  wait "${worker_pids[$i]}" || { status=$?; echo "worker $i failed:"; cat "$work/worker-$i.log"; }
+for i in 0 1; do
+  wait "${agent_pids[$i]}" || { status=$?; echo "the agent of ${hosts[$i]} failed:"; cat "$work/agent-${hosts[$i]}.log"; }
 done
 [ "$status" -eq 0 ] || exit "$status"
 

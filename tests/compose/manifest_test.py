@@ -28,6 +28,7 @@ except ImportError:  # pragma: no cover
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 WORKER_SERVICES = ["worker-0", "worker-1", "worker-2", "worker-3"]
+AGENT_SERVICES = ["host-a", "host-b"]  # the `agents` profile: one tp-agent per "host", two workers each
 ETCD_SERVICES = ["etcd-0", "etcd-1", "etcd-2"]
 HA_COORDINATORS = ["coordinator-a", "coordinator-b"]
 TLS_FLAGS = ("--tls-cert", "--tls-key", "--tls-client-ca")
@@ -79,7 +80,7 @@ def dockerfile_facts():
         for src in sources:
             baked.add(dest + os.path.basename(src) if dest.endswith("/") else dest)
     binaries = set()
-    for m in re.finditer(r"^COPY --from=\S+ ([^\n]+(?:\\\n[^\n]+)*)", text, re.M):
+    for m in re.finditer(r"^COPY --from=\S+ ((?:[^\n]*\\\n)*[^\n]+)", text, re.M):  # with its continued lines
         parts = m.group(1).replace("\\\n", " ").split()
         binaries |= {os.path.basename(p) for p in parts[:-1]}
     # Programs of Debian packages the runtime image installs (deploy/install-deps.sh --runtime).
@@ -429,6 +430,27 @@ def service_env(service):
     return {k: interpolate(v) for k, v in env.items()}
 
 
+def agent_errors(name, service, facts):
+    """A "host" of the `agents` profile: tp-agent, baked into the image, starting tp-workers that together
+    make the workers' world (--nnodes x --nproc-per-node), under its own profile."""
+    errors = []
+    command = service.get("command", [])
+    if not command or command[0] != "tp-agent" or command[0] not in facts["binaries"]:
+        errors.append(f"{name}: command {command} is not tp-agent as the image bakes it in")
+        return errors
+    if "--" not in command or command[command.index("--") + 1:] != ["tp-worker"]:
+        errors.append(f"{name}: tp-agent does not start tp-worker after --: {command}")
+        return errors
+    flags = dict(zip(command[1:command.index("--"):2], command[2:command.index("--"):2]))
+    world = int(flags.get("--nnodes", "0")) * int(flags.get("--nproc-per-node", "0"))
+    if world != len(WORKER_SERVICES) or flags.get("--nnodes") != str(len(AGENT_SERVICES)):
+        errors.append(f"{name}: --nnodes x --nproc-per-node is {world} workers on {flags.get('--nnodes')} hosts; "
+                      f"the job has {len(WORKER_SERVICES)} on {len(AGENT_SERVICES)}")
+    if service.get("profiles") != ["agents"]:
+        errors.append(f"{name}: belongs to the agents profile, not {service.get('profiles')}")
+    return errors
+
+
 def ha_compose_errors(services, oservices, certs, secret_mounts, facts):
     """The `ha` profile: etcd members and coordinators on them, in the base file and in the override."""
     errors = []
@@ -478,7 +500,8 @@ def check_compose(base, override, worker_env_names, facts):
         errors.append(f"docker-compose.yml: version {base.get('version')}: Compose v1 needs 2.4 for "
                       "depends_on conditions")
     services = base.get("services", {})
-    if set(services) != {"certs", "coordinator", *WORKER_SERVICES, *ETCD_SERVICES, *HA_COORDINATORS}:
+    if set(services) != {"certs", "coordinator", *WORKER_SERVICES, *AGENT_SERVICES, *ETCD_SERVICES,
+                         *HA_COORDINATORS}:
         errors.append(f"docker-compose.yml: services {sorted(services)}")
         return errors
     coordinator = services["coordinator"]
@@ -503,7 +526,7 @@ def check_compose(base, override, worker_env_names, facts):
     errors += secure_errors("coordinator", coordinator.get("command", []), [], secret_mounts(coordinator))
     errors += client_secret_errors("coordinator (health check, tpctl)", service_env(coordinator),
                                    secret_mounts(coordinator), token=True)
-    for name in WORKER_SERVICES:
+    for name in WORKER_SERVICES + AGENT_SERVICES:
         errors += client_secret_errors(name, service_env(services[name]), secret_mounts(services[name]))
     ocommand = override.get("services", {}).get("coordinator", {}).get("command", [])
     errors += secure_errors("override: coordinator", ocommand, [], secret_mounts(coordinator))
@@ -535,6 +558,9 @@ def check_compose(base, override, worker_env_names, facts):
             errors.append(f"{name}: must depend on coordinator: condition: service_healthy")
         if env.get("TPCOORD_COORDINATOR") != f"coordinator:{port}":
             errors.append(f"{name}: TPCOORD_COORDINATOR {env.get('TPCOORD_COORDINATOR')} is not coordinator:{port}")
+        if name in AGENT_SERVICES:
+            errors += agent_errors(name, service, facts)
+            continue
         if service.get("command", [None])[0] != "tp-worker":
             errors.append(f"{name}: command {service.get('command')} is not tp-worker")
         ranks.append(env.get("TPCOORD_RANK"))
@@ -600,7 +626,7 @@ class ManifestTest(unittest.TestCase):
     def test_sources_of_truth_are_found(self):
         self.assertIn("TPCOORD_COORDINATOR", self.env_names)
         self.assertIn("JOB_COMPLETION_INDEX", self.env_names)
-        self.assertEqual(self.facts["binaries"], {"tp-coordinator", "tpctl", "tp-worker"})
+        self.assertEqual(self.facts["binaries"], {"tp-coordinator", "tpctl", "tp-worker", "tp-agent"})
         self.assertIn("/opt/tpcoord/data/public_domain.txt", self.facts["baked"])
         self.assertIn("/opt/tpcoord/ds_config.json", self.facts["baked"])
         self.assertIn("/usr/local/bin/tpcoord-make-secrets", self.facts["baked"])
@@ -609,6 +635,43 @@ class ManifestTest(unittest.TestCase):
         self.assertEqual(self.facts["gid"], 10001)
         self.assertEqual(self.image, "tpcoord:latest")
         self.assertEqual(len(self.docs), 7)
+
+    def test_k8s_agents_manifest_agrees(self):
+        # deploy/k8s/agents/: one pod per node running tp-agent, which starts the node's tp-workers.
+        docs = k8s_documents(os.path.join("deploy", "k8s", "agents"))
+        job = next(d for _, d in docs if d["kind"] == "Job")
+        claims = {d["metadata"]["name"] for _, d in docs if d["kind"] == "PersistentVolumeClaim"}
+        pod = job["spec"]["template"]["spec"]
+        container = pod["containers"][0]
+        command = container["command"]
+        self.assertEqual(command[0], "tp-agent")
+        self.assertIn(command[0], self.facts["binaries"])
+        self.assertEqual(command[command.index("--") + 1:], ["tp-worker"])
+        flags = dict(zip(command[1:command.index("--"):2], command[2:command.index("--"):2]))
+        self.assertEqual(flags["--nnodes"], str(job["spec"]["completions"]))
+        self.assertEqual(job["spec"]["completions"], job["spec"]["parallelism"])
+        anti = pod["affinity"]["podAntiAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"][0]
+        self.assertEqual(anti["topologyKey"], "kubernetes.io/hostname")
+        self.assertEqual(anti["labelSelector"]["matchLabels"], job["spec"]["template"]["metadata"]["labels"])
+        for rule in job["spec"]["podFailurePolicy"]["rules"]:
+            if "onExitCodes" in rule:
+                self.assertEqual(rule["onExitCodes"]["containerName"], container["name"])
+        for var in container["env"]:
+            self.assertIn(var["name"], self.env_names)
+        env = {v["name"]: v.get("value") for v in container["env"]}
+        self.assertEqual(env["TPCOORD_DATA"], "/opt/tpcoord/data/public_domain.txt")
+        self.assertIn(env["TPCOORD_DATA"], self.facts["baked"])
+        # The volumes it mounts are the claim it makes, and the ConfigMap and Secrets the others make.
+        made = {(d["kind"], d["metadata"]["name"]) for _, d in self.docs}
+        for volume in pod["volumes"]:
+            if "persistentVolumeClaim" in volume:
+                self.assertIn(volume["persistentVolumeClaim"]["claimName"], claims)
+            if "configMap" in volume:
+                self.assertIn(("ConfigMap", volume["configMap"]["name"]), made)
+        mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+        self.assertEqual(os.path.dirname(env["TPCOORD_CONFIG"]), mounts["ds-config"])
+        self.assertEqual(os.path.dirname(env["TPCOORD_TOKEN_FILE"]), mounts["job-token"])
+        self.assertEqual(env["TPCOORD_OUTPUT_DIR"], mounts["checkpoints"])
 
     def test_compose_files_agree(self):
         self.assertEqual(check_compose(self.base, self.override, self.env_names, self.facts), [])

@@ -4,7 +4,7 @@
 # (the `certs` service makes them), that clients without the token or a certificate are refused, then a
 # worker whose tp_size conflicts with the job's record, a worker container killed mid-training (restarted by
 # Docker, the job resumes and ends with the same loss), then the same four workers as TP=4 x DP=1 set by
-# variables only, then the `ha` profile (etcd and two coordinators) whose leading coordinator is killed.
+# variables only, then the `agents` profile (two tp-agents of two workers each), then the `ha` profile (etcd and two coordinators) whose leading coordinator is killed.
 #
 #   make test-compose                          # what .ci/run calls after `make test`
 #   TPCOORD_COMPOSE_TEST=1 tests/compose/run.sh
@@ -300,6 +300,23 @@ done
 head -1 "$work/tp4-worker-0.log" | sed 's/^/    /'
 check "every TP=4 worker exits 0" $all_zero
 check "rank 0 reports world 4 = tp 4 x dp 1" grep -q "world 4 = tp 4 x dp 1" "$work/tp4-worker-0.log"
+
+# --- scenario 4b: the `agents` profile: two "hosts", each one container whose tp-agent starts two workers ------
+phase "two tp-agents (--profile agents: host-a, host-b), each starting two tp-workers"
+agents() { compose --profile agents "$@"; }
+TPCOORD_JOB=compose-test-agents TPCOORD_STEPS=10 TPCOORD_OUTPUT_DIR=/output/agents \
+  COMPOSE_TIMEOUT=120 agents up -d --no-deps host-a host-b 2>&1 | sed 's/^/    /'
+all_zero=true
+for h in host-a host-b; do
+  cid=$(agents ps -q "$h")
+  code=$(timeout 300 docker wait "$cid") || code="timeout"
+  docker logs "$cid" >"$work/agents-$h.log" 2>&1
+  [ "$code" = 0 ] || { all_zero=false; say "$h exited $code"; sed 's/^/    /' "$work/agents-$h.log" | tail -20; }
+done
+grep -h "tp-agent: serving" "$work/agents-host-a.log" | sed 's/^/    /' || true
+check "both agents exit 0" $all_zero
+check "their four workers trained as world 4 = tp 2 x dp 2" \
+  bash -c "cat '$work/agents-host-a.log' '$work/agents-host-b.log' | grep -q 'world 4 = tp 2 x dp 2'"
 
 # --- scenario 5: high availability (--profile ha), the leading coordinator's container killed -------------
 # Three etcd members and two coordinators on them; the four workers are given both coordinators. Once the
