@@ -123,7 +123,7 @@ int Main(const std::vector<char*>& args) {
   options.address = address;
   options.credentials = *credentials;
   Targets targets(options);
-  Relay relay(&targets, host);
+  Relay relay(&targets, host, nproc);
   grpc::ServerBuilder builder;
   builder.SetMaxReceiveMessageSize(kMaxRequestBytes);
   builder.RegisterCallbackGenericService(&relay);
@@ -156,6 +156,13 @@ int Main(const std::vector<char*>& args) {
 
   socket->reset();  // no new connection once the server shuts down
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
+  const HostUniqueIds::Counts ids = relay.unique_ids().counts();
+  if (ids.brokered_groups + ids.spanning_groups > 0) {
+    Log(absl::StrCat("unique IDs of the last generation: ", ids.brokered_groups, " group(s) brokered on this host, ",
+                     ids.spanning_groups, " spanning hosts (", ids.fetches, " fetched from the coordinator, ",
+                     ids.fetches_saved, " fetch(es) shared); ", ids.answered_here,
+                     " exchange call(s) answered without the coordinator"));
+  }
   Log(absl::StrCat("the workers have ended; exiting with status ", status));
   return status;
 }

@@ -85,6 +85,7 @@ class LocalSession final : public grpc::ServerGenericBidiReactor, public LocalSe
                                "a worker's session through tp-agent is its own: it names no member slot and carries "
                                "no batch and no gone (the agent sets those upstream)"));
     }
+    Note(message);
     if (!upstream_) {
       for (int attempt = 0; attempt < 2 && !slot_; ++attempt) {
         upstream_ = relay_->Upstream();
@@ -96,12 +97,13 @@ class LocalSession final : public grpc::ServerGenericBidiReactor, public LocalSe
                                               kMaxSessionMembers, " worker sessions at once")));
       }
     }
-    upstream_->Send(*slot_, std::move(message));
+    if (!Broker(message)) upstream_->Send(*slot_, std::move(message));
     MutexLock lock(&mu_);
     if (!ending_) StartRead(&in_);
   }
 
   void Deliver(const v1::SessionEvent& event) override {
+    if (event.has_join() && event.status_code() == 0 && event.join().generation() != 0) Seated(event.join());
     grpc::ByteBuffer bytes;
     bool own = false;
     if (!grpc::GenericSerialize<grpc::ProtoBufferWriter, v1::SessionEvent>(event, &bytes, &own).ok()) return;
@@ -135,6 +137,49 @@ class LocalSession final : public grpc::ServerGenericBidiReactor, public LocalSe
 
  private:
   LocalSession(grpc::GenericCallbackServerContext* ctx, Relay* relay) : ctx_(ctx), relay_(relay) {}
+
+  // What a message says of the member this session is: the job (a join step's), or an existing member's
+  // generation and rank (a heartbeat that opens the session).
+  void Note(const v1::SessionRequest& message) {
+    MutexLock lock(&mu_);
+    if (message.has_join()) job_ = message.join().job_id();
+    if (message.call_id() == 0 && message.generation() != 0 && !member_) {
+      job_ = message.job_id();
+      member_ = std::make_pair(message.generation(), message.rank());
+    }
+  }
+
+  void Seated(const v1::JoinResponse& join) {
+    std::string job;
+    {
+      MutexLock lock(&mu_);
+      member_ = std::make_pair(join.generation(), join.rank());
+      job = job_;
+    }
+    absl::StatusOr<Mesh> mesh = Mesh::Create(join.mesh().world_size(), join.mesh().tp_size());
+    if (mesh.ok()) relay_->unique_ids().Seat(job, join.generation(), join.rank(), *mesh);
+  }
+
+  // Hands a unique-ID exchange to the host's broker; false when it is not one the broker takes.
+  bool Broker(const v1::SessionRequest& message) {
+    std::optional<std::pair<uint64_t, int>> member;
+    {
+      MutexLock lock(&mu_);
+      member = member_;
+    }
+    if (!member || message.call_id() == 0) return false;
+    std::weak_ptr<LocalSession> weak = self_;
+    std::shared_ptr<UpstreamSession> upstream = upstream_;
+    const uint32_t slot = *slot_;
+    return relay_->unique_ids().Exchange(
+        member->first, member->second, message,
+        [weak](v1::SessionEvent event) {
+          if (std::shared_ptr<LocalSession> self = weak.lock()) self->Deliver(event);
+        },
+        [upstream, slot](v1::SessionRequest call, UpstreamSession::CallDone done) {
+          upstream->Call(slot, std::move(call), std::move(done));
+        });
+  }
 
   // The worker's side ended (it hung up, or died): its member is gone, unless the upstream ended first.
   void Closed() {
@@ -180,6 +225,8 @@ class LocalSession final : public grpc::ServerGenericBidiReactor, public LocalSe
   std::optional<uint32_t> slot_;
 
   Mutex mu_;
+  std::string job_ ABSL_GUARDED_BY(mu_);
+  std::optional<std::pair<uint64_t, int>> member_ ABSL_GUARDED_BY(mu_);  // generation, rank
   std::deque<grpc::ByteBuffer> writes_ ABSL_GUARDED_BY(mu_);  // the front one is being written
   bool writing_ ABSL_GUARDED_BY(mu_) = false;
   bool ending_ ABSL_GUARDED_BY(mu_) = false;
@@ -191,8 +238,26 @@ class LocalSession final : public grpc::ServerGenericBidiReactor, public LocalSe
 
 }  // namespace
 
-Relay::Relay(Targets* targets, std::string host)
-    : targets_(targets), member_key_(RandomSecret()), host_(std::move(host)) {}
+Relay::Relay(Targets* targets, std::string host, int workers)
+    : targets_(targets), member_key_(RandomSecret()), host_(host), unique_ids_(std::move(host), workers) {
+  ticker_ = std::thread([this] {
+    std::unique_lock<std::mutex> lock(ticker_mu_);
+    while (!ticker_cv_.wait_for(lock, std::chrono::milliseconds(100), [this] { return stopping_; })) {
+      lock.unlock();
+      unique_ids_.Expire(HostUniqueIds::Clock::now());
+      lock.lock();
+    }
+  });
+}
+
+Relay::~Relay() {
+  {
+    std::lock_guard<std::mutex> lock(ticker_mu_);
+    stopping_ = true;
+  }
+  ticker_cv_.notify_all();
+  ticker_.join();
+}
 
 grpc::ServerGenericBidiReactor* Relay::CreateReactor(grpc::GenericCallbackServerContext* ctx) {
   if (ctx->method() == kSessionMethod) return LocalSession::Start(ctx, this);

@@ -9,6 +9,8 @@
 //   coordinator's error context, never its leader hint: the agent follows the leader itself).
 // - A Session goes up as one member slot of the agent's one upstream session (upstream_session.h), which
 //   carries every local session of the host at once: their messages in batches, their events fanned out.
+//   Its unique-ID exchange calls go to the host's broker first (host_unique_ids.h), which answers what it
+//   can on the host and sends up only the rest.
 //
 // Thread-safe; the Relay must outlive the gRPC server that serves it.
 #ifndef TPCOORD_AGENT_RELAY_H_
@@ -16,9 +18,13 @@
 
 #include <grpcpp/generic/async_generic_service.h>
 
+#include <condition_variable>
 #include <memory>
+#include <mutex>
 #include <string>
+#include <thread>
 
+#include "agent/host_unique_ids.h"
 #include "agent/upstream_session.h"
 #include "client/targets.h"
 #include "common/mutex.h"
@@ -27,14 +33,16 @@ namespace tpcoord {
 
 class Relay final : public grpc::CallbackGenericService {
  public:
-  // `host`: the host's name, for what the agent reports of its workers.
-  Relay(Targets* targets, std::string host);
+  // `host`: the host's name, for what the agent reports of its workers; `workers`: how many it started.
+  Relay(Targets* targets, std::string host, int workers);
+  ~Relay() override;  // after the server that serves it is shut down
 
   grpc::ServerGenericBidiReactor* CreateReactor(grpc::GenericCallbackServerContext* ctx) override;
 
   Targets* targets() const { return targets_; }
   const std::string& member_key() const { return member_key_; }
   const std::string& host() const { return host_; }
+  HostUniqueIds& unique_ids() { return unique_ids_; }
 
   // The upstream session a new local session joins: the open one, or a new one once it has ended or is
   // closing.
@@ -44,8 +52,14 @@ class Relay final : public grpc::CallbackGenericService {
   Targets* const targets_;
   const std::string member_key_;  // the agent's: every seat of this host is bound to it
   const std::string host_;
+  HostUniqueIds unique_ids_;
   Mutex mu_;
   std::shared_ptr<UpstreamSession> upstream_ ABSL_GUARDED_BY(mu_);
+  // Ends the broker's waits whose time ran out, ten times a second.
+  std::mutex ticker_mu_;
+  std::condition_variable ticker_cv_;
+  bool stopping_ = false;  // guarded by ticker_mu_
+  std::thread ticker_;
 };
 
 }  // namespace tpcoord

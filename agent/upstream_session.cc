@@ -39,11 +39,31 @@ void UpstreamSession::Send(uint32_t slot, v1::SessionRequest message) {
   message.set_member(slot);
   if (message.call_id() != 0) {
     const uint64_t id = next_call_++;
-    calls_[id] = {slot, message.call_id()};
+    calls_[id] = InFlight{slot, message.call_id(), nullptr};
     it->second.calls.insert(id);
     message.set_call_id(id);
   }
   QueueLocked(std::move(message));
+}
+
+void UpstreamSession::Call(uint32_t slot, v1::SessionRequest message, CallDone done) {
+  {
+    MutexLock lock(&mu_);
+    auto it = slots_.find(slot);
+    if (!done_ && !broken_ && it != slots_.end() && !it->second.detached) {
+      const uint64_t id = next_call_++;
+      calls_[id] = InFlight{slot, 0, std::move(done)};
+      it->second.calls.insert(id);
+      message.set_member(slot);
+      message.set_call_id(id);
+      QueueLocked(std::move(message));
+      return;
+    }
+  }
+  v1::SessionEvent unavailable;
+  unavailable.set_status_code(static_cast<int>(grpc::StatusCode::UNAVAILABLE));
+  unavailable.set_status_message("tp-agent's session with the coordinator ended before the call went up");
+  done(unavailable);
 }
 
 void UpstreamSession::Detach(uint32_t slot, const std::string& why) {
@@ -72,7 +92,9 @@ void UpstreamSession::SettleLocked(uint32_t slot, const std::string& why) {
   } else if (!it->second.calls.empty()) {
     return;  // a join may still make it a member: decided by its answer
   }
-  for (uint64_t id : it->second.calls) calls_.erase(id);
+  for (uint64_t id : it->second.calls) {
+    if (!calls_[id].done) calls_.erase(id);  // the agent's own calls are answered all the same
+  }
   slots_.erase(it);
 }
 
@@ -112,20 +134,26 @@ void UpstreamSession::OnWriteDone(bool ok) {
   WriteLocked();
 }
 
-std::shared_ptr<LocalSessionSink> UpstreamSession::RouteLocked(v1::SessionEvent& event) {
+std::shared_ptr<LocalSessionSink> UpstreamSession::RouteLocked(v1::SessionEvent& event, CallDone* done) {
   const uint32_t slot = event.member();
-  auto it = slots_.find(slot);
-  if (it == slots_.end()) return nullptr;
-  Slot& s = it->second;
-  if (event.lease_ms() != 0) s.bound = true;
   if (event.call_id() != 0) {
     const uint64_t id = event.call_id();
     auto call = calls_.find(id);
     if (call == calls_.end()) return nullptr;
-    event.set_call_id(call->second.second);
+    if (auto s = slots_.find(call->second.slot); s != slots_.end()) s->second.calls.erase(id);
+    if (call->second.done) {
+      *done = std::move(call->second.done);
+      calls_.erase(call);
+      event.clear_member();
+      return nullptr;
+    }
+    event.set_call_id(call->second.local_id);
     calls_.erase(call);
-    s.calls.erase(id);
   }
+  auto it = slots_.find(slot);
+  if (it == slots_.end()) return nullptr;
+  Slot& s = it->second;
+  if (event.lease_ms() != 0) s.bound = true;
   if (s.detached) {
     SettleLocked(slot, "its session with tp-agent closed while it was joining (the process died)");
     return nullptr;
@@ -137,11 +165,15 @@ std::shared_ptr<LocalSessionSink> UpstreamSession::RouteLocked(v1::SessionEvent&
 void UpstreamSession::OnReadDone(bool ok) {
   if (!ok) return;  // the stream is ending: OnDone follows
   std::vector<std::pair<std::shared_ptr<LocalSessionSink>, v1::SessionEvent>> deliveries;
+  std::vector<std::pair<CallDone, v1::SessionEvent>> answers;  // to the agent's own calls
   {
     MutexLock lock(&mu_);
     auto route = [&](v1::SessionEvent& event) {
-      if (std::shared_ptr<LocalSessionSink> local = RouteLocked(event)) {
+      CallDone done;
+      if (std::shared_ptr<LocalSessionSink> local = RouteLocked(event, &done)) {
         deliveries.emplace_back(std::move(local), std::move(event));
+      } else if (done) {
+        answers.emplace_back(std::move(done), std::move(event));
       }
     };
     if (in_.batch_size() > 0) {
@@ -152,6 +184,7 @@ void UpstreamSession::OnReadDone(bool ok) {
     in_.Clear();
   }
   for (auto& [local, event] : deliveries) local->Deliver(event);
+  for (auto& [done, event] : answers) done(event);
   StartRead(&in_);
 }
 
@@ -162,9 +195,13 @@ void UpstreamSession::OnDone(const grpc::Status& status) {
   }
   if (status.error_code() == grpc::StatusCode::UNAVAILABLE) targets_->Follow(target_, LeaderNamedIn(ctx_));
   std::vector<std::pair<std::shared_ptr<LocalSessionSink>, bool>> locals;
+  std::vector<CallDone> unanswered;  // the agent's own calls
   {
     MutexLock lock(&mu_);
     done_ = true;
+    for (auto& [id, call] : calls_) {
+      if (call.done) unanswered.push_back(std::move(call.done));
+    }
     for (auto& [slot, s] : slots_) {
       if (std::shared_ptr<LocalSessionSink> local = s.local.lock()) locals.emplace_back(std::move(local), s.bound);
     }
@@ -179,6 +216,10 @@ void UpstreamSession::OnDone(const grpc::Status& status) {
                                         : "tp-agent's session with the coordinator ended (" + status.error_message() +
                                               "); open it again");
   for (auto& [local, bound] : locals) local->End(bound ? status : reopen, bound ? context : "");
+  v1::SessionEvent ended;
+  ended.set_status_code(static_cast<int>(reopen.error_code()));
+  ended.set_status_message(reopen.error_message());
+  for (CallDone& done : unanswered) done(ended);
   std::shared_ptr<UpstreamSession> self = std::move(self_);  // may free this object: the last thing done here
 }
 

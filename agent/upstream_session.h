@@ -21,6 +21,7 @@
 #include <grpcpp/grpcpp.h>
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -55,6 +56,10 @@ class UpstreamSession final : public grpc::ClientBidiReactor<v1::SessionRequest,
   std::optional<uint32_t> Attach(std::weak_ptr<LocalSessionSink> local);
   // Sends `message` (a local session's: no member, batch or gone) as `slot`'s.
   void Send(uint32_t slot, v1::SessionRequest message);
+  // Sends `message` as `slot`'s call, of the agent's own (tp-agent's unique-ID broker): `done` gets its answer,
+  // or an UNAVAILABLE event when this stream ends first or no longer takes calls.
+  using CallDone = std::function<void(const v1::SessionEvent&)>;
+  void Call(uint32_t slot, v1::SessionRequest message, CallDone done);
   // `slot`'s local session ended first: its member, if it has one, is gone for `why`.
   void Detach(uint32_t slot, const std::string& why);
   // Whether a new local session must go up on another stream: this one is closing or has ended.
@@ -75,8 +80,16 @@ class UpstreamSession final : public grpc::ClientBidiReactor<v1::SessionRequest,
 
   UpstreamSession(Targets* targets, Targets::Target* target) : targets_(targets), target_(target) {}
 
-  // Routes one event; returns the local session to give it to (null: none).
-  std::shared_ptr<LocalSessionSink> RouteLocked(v1::SessionEvent& event) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // A call in flight upstream: whose it is, and where its answer goes.
+  struct InFlight {
+    uint32_t slot = 0;
+    uint64_t local_id = 0;  // a local session's call_id; 0 for the agent's own
+    CallDone done;          // the agent's own call's
+  };
+
+  // Routes one event: the local session to give it to, or (a call of the agent's own) its `done`.
+  std::shared_ptr<LocalSessionSink> RouteLocked(v1::SessionEvent& event, CallDone* done)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Forgets a detached slot once nothing more can come for it (reporting a member in it gone first).
   void SettleLocked(uint32_t slot, const std::string& why) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void QueueLocked(v1::SessionRequest message) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -92,7 +105,7 @@ class UpstreamSession final : public grpc::ClientBidiReactor<v1::SessionRequest,
 
   Mutex mu_;
   std::map<uint32_t, Slot> slots_ ABSL_GUARDED_BY(mu_);
-  std::map<uint64_t, std::pair<uint32_t, uint64_t>> calls_ ABSL_GUARDED_BY(mu_);  // upstream id -> slot, local id
+  std::map<uint64_t, InFlight> calls_ ABSL_GUARDED_BY(mu_);  // by upstream call_id
   uint64_t next_call_ ABSL_GUARDED_BY(mu_) = 1;
   std::vector<v1::SessionRequest> queued_ ABSL_GUARDED_BY(mu_);
   bool writing_ ABSL_GUARDED_BY(mu_) = false;

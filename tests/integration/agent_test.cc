@@ -18,6 +18,8 @@
 #include <unistd.h>
 
 #include <fstream>
+#include <map>
+#include <set>
 #include <sstream>
 #include <thread>
 
@@ -255,6 +257,44 @@ TEST_F(AgentTest, UnderTlsAndATokenTheAgentsRideOutACoordinatorRestart) {
   ASSERT_EQ(a->Wait(std::chrono::minutes(3)).value_or(-1), 0) << a->Stderr();
   ASSERT_EQ(b->Wait(std::chrono::minutes(3)).value_or(-1), 0) << b->Stderr();
   EXPECT_EQ(FinalLoss(a->Stdout() + b->Stdout()), *reference_) << a->Stdout() << b->Stdout();
+}
+
+// tp-worker's exchange (one session call each: publish the roots it is, get the rest) through two agents: a
+// TP group on one host is brokered by its agent, the DP and world groups span hosts and are fetched once per
+// host; every member of a group gets the same IDs.
+TEST_F(AgentTest, UniqueIdsOfAHostsOwnGroupsStayOnTheHost) {
+  std::vector<std::unique_ptr<Subprocess>> agents;
+  for (const std::string host : {"host-a", "host-b"}) {
+    agents.push_back(*Subprocess::Start(
+        {testing::BinPath("agent/tp-agent"), "--coordinator", coordinator_->address(), "--job", "ids", "--nnodes",
+         "2", "--nproc-per-node", "2", "--host", host, "--", testing::BinPath("tests/integration/rendezvous_probe"),
+         "--session", "--ids", "--tp-size", "2", "--barrier", "done", "--leave"},
+        testing::TokenEnv()));
+  }
+  std::map<std::string, std::set<std::string>> ids_of_group;
+  std::map<std::string, int> members_of_group;
+  for (auto& a : agents) {
+    ASSERT_EQ(a->Wait(std::chrono::minutes(2)).value_or(-1), 0) << a->Stdout() << a->Stderr();
+    for (absl::string_view line : absl::StrSplit(a->Stdout(), '\n')) {
+      std::vector<std::string> f = absl::StrSplit(line, ' ');
+      if (f.size() == 3 && f[0] == "id") {
+        ids_of_group[f[1]].insert(f[2]);
+        ++members_of_group[f[1]];
+      }
+    }
+    EXPECT_TRUE(absl::StrContains(a->Stderr(), "unique IDs of the last generation: 1 group(s) brokered on this host, 3 "
+                                               "spanning hosts ("))
+        << a->Stderr();
+  }
+  // The host of ranks 0 and 1 fetches the world's IDs (rank 0 makes the others); that of ranks 2 and 3 fetches
+  // dp/0, dp/1 and the world's once for both.
+  const std::string logs = agents[0]->Stderr() + agents[1]->Stderr();
+  EXPECT_TRUE(absl::StrContains(logs, "(1 fetched from the coordinator, 0 fetch(es) shared)")) << logs;
+  EXPECT_TRUE(absl::StrContains(logs, "(3 fetched from the coordinator, 1 fetch(es) shared)")) << logs;
+  // tp/0, tp/1 (2 members each), dp/0, dp/1 (2 each), world (4): each group one set of IDs.
+  EXPECT_EQ(members_of_group, (std::map<std::string, int>{{"tp/0", 2}, {"tp/1", 2}, {"dp/0", 2}, {"dp/1", 2},
+                                                          {"world", 4}}));
+  for (const auto& [group, ids] : ids_of_group) EXPECT_EQ(ids.size(), 1u) << group;
 }
 
 TEST_F(AgentTest, AProcessOfAnotherUidIsRefusedOnTheLocalSocket) {

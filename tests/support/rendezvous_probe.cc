@@ -10,6 +10,7 @@
 //
 // Steps run in that order: join, --ids, --gloo, --park (then --rejoin joins the next generation), --barrier,
 // --leave.
+#include <cstdlib>
 #include <iostream>
 #include <memory>
 
@@ -38,6 +39,9 @@ ABSL_FLAG(std::string, park, "", "park in this barrier until the generation ends
 ABSL_FLAG(bool, rejoin, false, "after --park is aborted, join the next generation");
 ABSL_FLAG(std::string, barrier, "", "enter this barrier");
 ABSL_FLAG(bool, leave, false, "leave with finished=true at the end");
+ABSL_FLAG(bool, session, false,
+          "as tp-worker does: join, exchange the unique ids (--ids), enter the barrier (--barrier) and leave "
+          "(--leave) as calls on one member session");
 
 namespace tpcoord {
 namespace {
@@ -60,6 +64,35 @@ absl::StatusOr<Membership> JoinAndPrint(CoordinatorClient& client, const JoinReq
   return m;
 }
 
+// --session: the whole membership as calls on one member session, as tp-worker runs it.
+int SessionMain(CoordinatorClient& client, const JoinRequest& request) {
+  MemberSession session(&client, "", [](absl::Status) {});
+  absl::StatusOr<Membership> m = session.Join(request, absl::ToChronoMilliseconds(absl::GetFlag(FLAGS_join_wait)));
+  if (!m.ok()) return Fail(m.status());
+  std::cout << "joined generation=" << m->generation << " rank=" << m->rank << " tp=" << Ranks(m->mesh, m->tp_group())
+            << " dp=" << Ranks(m->mesh, m->dp_group()) << std::endl;
+  if (absl::GetFlag(FLAGS_ids)) {
+    const UniqueIdSource source = [] {
+      return absl::StatusOr<std::string>(std::string(128, static_cast<char>(getpid() % 251)));
+    };
+    const std::vector<GroupId> groups = {m->tp_group(), m->dp_group(), {GroupKind::kWorld, 0}};
+    absl::StatusOr<std::map<GroupId, std::vector<std::string>>> ids =
+        ExchangeUniqueIds(session, *m, groups, source, std::chrono::seconds(30));
+    if (!ids.ok()) return Fail(ids.status());
+    for (const auto& [group, roots] : *ids) {
+      std::cout << "id " << GroupName(group) << " " << absl::BytesToHexString(absl::StrJoin(roots, "")) << std::endl;
+    }
+  }
+  if (const std::string name = absl::GetFlag(FLAGS_barrier); !name.empty()) {
+    if (absl::Status s = session.Barrier(name, std::chrono::seconds(60)); !s.ok()) return Fail(s);
+    std::cout << "barrier " << name << " generation=" << m->generation << std::endl;
+  }
+  if (absl::GetFlag(FLAGS_leave)) {
+    if (absl::Status s = session.Leave(true, ""); !s.ok()) return Fail(s);
+  }
+  return 0;
+}
+
 int Main() {
   ClientOptions options;
   options.address = absl::GetFlag(FLAGS_coordinator);
@@ -75,6 +108,7 @@ int Main() {
   request.tp_size = absl::GetFlag(FLAGS_tp_size);
   if (absl::GetFlag(FLAGS_rank) >= 0) request.requested_rank = absl::GetFlag(FLAGS_rank);
 
+  if (absl::GetFlag(FLAGS_session)) return SessionMain(client, request);
   absl::StatusOr<Membership> m = JoinAndPrint(client, request);
   if (!m.ok()) return Fail(m.status());
 
@@ -141,6 +175,11 @@ int Main() {
 }  // namespace tpcoord
 
 int main(int argc, char** argv) {
+  // Under tp-agent: its environment says where and what (the command line still wins).
+  if (const char* v = std::getenv("TPCOORD_COORDINATOR")) absl::SetFlag(&FLAGS_coordinator, v);
+  if (const char* v = std::getenv("TPCOORD_JOB")) absl::SetFlag(&FLAGS_job, v);
+  if (const char* v = std::getenv("TPCOORD_HOST")) absl::SetFlag(&FLAGS_host, v);
+  if (const char* v = std::getenv("TPCOORD_WORLD_SIZE")) absl::SetFlag(&FLAGS_world_size, std::atoi(v));
   tpcoord::InitProcess(argc, argv);
   return tpcoord::Main();
 }
