@@ -286,6 +286,38 @@ TEST_F(HaTest, KillingTheLeaderMidTrainingLosesNoJobAndRestartsNoWorker) {
   EXPECT_TRUE(absl::StrContains(tpctl->out, "generation 1: completed")) << tpctl->out;
 }
 
+// Under tp-agents (one per "host", one worker each): the agents follow the leader for their workers, whose
+// sessions and calls reach the new one through them; no worker restarts.
+TEST_F(HaTest, KillingTheLeaderUnderAgentsRestartsNoWorker) {
+  std::map<std::string, std::string> env = testing::TokenEnv();
+  env["TPCOORD_GLOO_INTERFACE"] = "127.0.0.1";
+  std::vector<std::unique_ptr<Subprocess>> agents;
+  for (const std::string host : {"host-a", "host-b"}) {
+    auto agent = Subprocess::Start(
+        {testing::BinPath("agent/tp-agent"), "--coordinator", Addresses(), "--job", "agents", "--nnodes", "2",
+         "--nproc-per-node", "1", "--host", host, "--", testing::BinPath("worker/tp-worker"), "--tp-size", "2",
+         "--config", dir_ + "/config.json", "--random-init", "tiny", "--data",
+         absl::StrCat(TPCOORD_SOURCE_DIR, "/deploy/data/public_domain.txt"), "--output-dir", dir_ + "/agents",
+         "--timeout", "60s"},
+        env);
+    ASSERT_TRUE(agent.ok()) << agent.status();
+    agents.push_back(*std::move(agent));
+  }
+  const auto give_up = std::chrono::steady_clock::now() + seconds(120);
+  while (!absl::StrContains(agents[0]->Stdout() + agents[1]->Stdout(), "step 20/60 ") &&
+         std::chrono::steady_clock::now() < give_up) {
+    std::this_thread::sleep_for(milliseconds(50));
+  }
+  coordinators_[leader_]->process().Signal(SIGKILL);
+  ASSERT_GE(WaitForLeader(leader_), 0) << "the standby did not take over";
+  for (auto& a : agents) {
+    EXPECT_EQ(a->Wait(std::chrono::minutes(3)).value_or(-1), 0) << a->Stdout() << a->Stderr();
+    EXPECT_FALSE(absl::StrContains(a->Stderr(), "restarting")) << a->Stderr();
+  }
+  EXPECT_TRUE(absl::StrContains(agents[0]->Stdout() + agents[1]->Stdout(), "step 60/60 loss "));
+  EXPECT_FALSE(absl::StrContains(agents[0]->Stdout() + agents[1]->Stdout(), "generation 2"));
+}
+
 TEST_F(HaTest, KillingTheLeaderDuringJoinLosesNoWorker) {
   std::vector<std::unique_ptr<Subprocess>> workers;
   workers.push_back(Worker("join", 0));
