@@ -184,7 +184,12 @@ TEST_F(ElasticTest, AJobWithAWorldSizeRangeGoesOnWithoutALostReplica) {
   for (int r : {2, 3}) ASSERT_TRUE(workers[r]->Wait(seconds(10)).ok());
   for (int r : {0, 1}) EXPECT_EQ(workers[r]->Wait(std::chrono::minutes(3)).value_or(-1), 0) << workers[r]->Stderr();
   const std::string out = workers[0]->Stdout();
-  EXPECT_TRUE(absl::StrContains(out, "generation 2: world 2 = tp 2 x dp 1")) << out;
+  // The replica's loss shrinks the next generation to world 2. (A loaded machine may start the job over
+  // two generations: workers that join more than --rejoin-timeout apart form a smaller first one, which the
+  // latecomers end, so the numbers are not fixed.)
+  const size_t full = out.find(": world 4 = tp 2 x dp 2");
+  const size_t shrunk = out.find(": world 2 = tp 2 x dp 1");
+  EXPECT_TRUE(full != std::string::npos && shrunk != std::string::npos && full < shrunk) << out;
   EXPECT_TRUE(absl::StrContains(out, "batch: 8 sequences of 32 tokens per step (micro 4 x accumulation 2 x dp 1), "
                                      "from step ")) << out;
   EXPECT_TRUE(absl::StrContains(out, "shrunk: 2 of 4 workers, 1 of 2 data-parallel replicas; gradient accumulation "
