@@ -168,18 +168,19 @@ void UpstreamSession::OnReadDone(bool ok) {
   std::vector<std::pair<CallDone, v1::SessionEvent>> answers;  // to the agent's own calls
   {
     MutexLock lock(&mu_);
-    auto route = [&](v1::SessionEvent& event) {
-      CallDone done;
-      if (std::shared_ptr<LocalSessionSink> local = RouteLocked(event, &done)) {
-        deliveries.emplace_back(std::move(local), std::move(event));
-      } else if (done) {
-        answers.emplace_back(std::move(done), std::move(event));
-      }
-    };
+    std::vector<v1::SessionEvent*> events;
     if (in_.batch_size() > 0) {
-      for (v1::SessionEvent& event : *in_.mutable_batch()) route(event);
+      for (v1::SessionEvent& event : *in_.mutable_batch()) events.push_back(&event);
     } else {
-      route(in_);
+      events.push_back(&in_);
+    }
+    for (v1::SessionEvent* event : events) {
+      CallDone done;
+      if (std::shared_ptr<LocalSessionSink> local = RouteLocked(*event, &done)) {
+        deliveries.emplace_back(std::move(local), std::move(*event));
+      } else if (done) {
+        answers.emplace_back(std::move(done), std::move(*event));
+      }
     }
     in_.Clear();
   }
