@@ -156,6 +156,12 @@ int Main(const std::vector<char*>& args) {
 
   socket->reset();  // no new connection once the server shuts down
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
+  const Relay::Counts relayed = relay.counts();
+  if (relayed.store_gets + relayed.barrier_arrivals > 0) {
+    Log(absl::StrCat("store gets: ", relayed.store_gets, " from the workers, ", relayed.store_gets_shared,
+                     " answered by another's in flight; barrier arrivals: ", relayed.barrier_arrivals, " sent up in ",
+                     relayed.barrier_messages, " message(s)"));
+  }
   const HostUniqueIds::Counts ids = relay.unique_ids().counts();
   if (ids.brokered_groups + ids.spanning_groups > 0) {
     Log(absl::StrCat("unique IDs of the last generation: ", ids.brokered_groups, " group(s) brokered on this host, ",

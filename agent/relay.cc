@@ -14,6 +14,14 @@ namespace tpcoord {
 namespace {
 
 constexpr char kSessionMethod[] = "/tpcoord.v1.Coordinator/Session";
+constexpr char kStoreGetMethod[] = "/tpcoord.v1.Coordinator/StoreGet";
+constexpr auto kBarrierHold = std::chrono::seconds(1);  // the longest a barrier arrival is held
+
+// Whether a session call is a barrier arrival and nothing else.
+bool IsBarrierArrival(const v1::SessionRequest& m) {
+  return m.call_id() != 0 && m.has_barrier() && !m.has_record() && !m.has_join() && !m.has_merge_config() &&
+         !m.has_publish_unique_id() && !m.has_get_unique_id() && !m.has_leave() && !m.has_progress();
+}
 
 // The coordinator's error context of a finished call, to hand on ("" if none).
 std::string ContextOf(const grpc::ClientContext& ctx) {
@@ -26,39 +34,71 @@ std::string ContextOf(const grpc::ClientContext& ctx) {
 // A unary call, relayed: read the request, call upstream with it as the agent, answer what came back.
 class UnaryRelay final : public grpc::ServerGenericBidiReactor {
  public:
-  UnaryRelay(grpc::GenericCallbackServerContext* ctx, Relay* relay) : ctx_(ctx), relay_(relay) {
-    StartRead(&request_);
+  static UnaryRelay* Start(grpc::GenericCallbackServerContext* ctx, Relay* relay) {
+    auto call = std::shared_ptr<UnaryRelay>(new UnaryRelay(ctx, relay));
+    call->self_ = call;
+    call->StartRead(&call->request_);
+    return call.get();
   }
 
   void OnReadDone(bool ok) override {
-    if (!ok) return Finish(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "the call carried no request"));
+    if (!ok) return Reply(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "the call carried no request"), {}, "");
+    if (ctx_->method() == kStoreGetMethod) {
+      std::weak_ptr<UnaryRelay> weak = self_;
+      shared_ = relay_->SharedStoreGet(
+          ctx_->method(), request_, ctx_->deadline(),
+          [weak](const grpc::Status& status, const grpc::ByteBuffer& response, const std::string& context) {
+            if (std::shared_ptr<UnaryRelay> self = weak.lock()) self->Reply(status, response, context);
+          });
+      if (shared_) return;
+    }
     target_ = relay_->targets()->Current();
     up_.set_deadline(ctx_->deadline());
     relay_->targets()->AddCredentials(&up_, relay_->member_key());
     grpc::GenericStub stub(target_->channel);
-    stub.UnaryCall(&up_, ctx_->method(), grpc::StubOptions(), &request_, &response_,
-                   [this](grpc::Status status) { Answer(status); });
+    stub.UnaryCall(&up_, ctx_->method(), grpc::StubOptions(), &request_, &response_, [this](grpc::Status status) {
+      if (status.error_code() == grpc::StatusCode::UNAVAILABLE) {
+        relay_->targets()->Follow(target_, LeaderNamedIn(up_));
+      }
+      Reply(status, response_, ContextOf(up_));
+    });
   }
 
-  void OnCancel() override { up_.TryCancel(); }
-  void OnDone() override { delete this; }
+  // A call of its own is answered once its upstream call ends (cancelled with it); one sharing another's
+  // ends at once.
+  void OnCancel() override {
+    if (shared_) return Reply(grpc::Status(grpc::StatusCode::CANCELLED, "the call was cancelled"), {}, "");
+    up_.TryCancel();
+  }
+
+  void OnDone() override {
+    std::shared_ptr<UnaryRelay> self = std::move(self_);  // may free this object: the last thing done here
+  }
 
  private:
-  void Answer(const grpc::Status& status) {
-    if (status.error_code() == grpc::StatusCode::UNAVAILABLE) {
-      relay_->targets()->Follow(target_, LeaderNamedIn(up_));
-    }
-    if (std::string context = ContextOf(up_); !context.empty()) ctx_->AddTrailingMetadata("tpcoord-context", context);
+  UnaryRelay(grpc::GenericCallbackServerContext* ctx, Relay* relay) : ctx_(ctx), relay_(relay) {}
+
+  void Reply(const grpc::Status& status, const grpc::ByteBuffer& response, const std::string& context) {
+    MutexLock lock(&mu_);
+    if (replied_) return;
+    replied_ = true;
+    if (!context.empty()) ctx_->AddTrailingMetadata("tpcoord-context", context);
     if (!status.ok()) return Finish(status);
+    if (&response != &response_) response_ = response;
     StartWriteAndFinish(&response_, grpc::WriteOptions(), grpc::Status::OK);
   }
 
   grpc::GenericCallbackServerContext* const ctx_;
   Relay* const relay_;
+  std::shared_ptr<UnaryRelay> self_;  // until OnDone
+  // Set on gRPC's reaction thread before the upstream call starts.
+  bool shared_ = false;
   Targets::Target* target_ = nullptr;
   grpc::ClientContext up_;
   grpc::ByteBuffer request_;
   grpc::ByteBuffer response_;
+  Mutex mu_;
+  bool replied_ ABSL_GUARDED_BY(mu_) = false;
 };
 
 // A worker's session, relayed as one member slot of the agent's upstream session.
@@ -97,7 +137,11 @@ class LocalSession final : public grpc::ServerGenericBidiReactor, public LocalSe
                                               kMaxSessionMembers, " worker sessions at once")));
       }
     }
-    if (!Broker(message)) upstream_->Send(*slot_, std::move(message));
+    if (IsBarrierArrival(message) && Arrive(message)) {
+      // held with the host's other arrivals
+    } else if (!Broker(message)) {
+      upstream_->Send(*slot_, std::move(message));
+    }
     MutexLock lock(&mu_);
     if (!ending_) StartRead(&in_);
   }
@@ -158,6 +202,19 @@ class LocalSession final : public grpc::ServerGenericBidiReactor, public LocalSe
     }
     absl::StatusOr<Mesh> mesh = Mesh::Create(join.mesh().world_size(), join.mesh().tp_size());
     if (mesh.ok()) relay_->unique_ids().Seat(job, join.generation(), join.rank(), *mesh);
+  }
+
+  // Hands a barrier arrival to the relay, to go up with the host's others; false before the session is a
+  // member's.
+  bool Arrive(const v1::SessionRequest& message) {
+    std::optional<std::pair<uint64_t, int>> member;
+    {
+      MutexLock lock(&mu_);
+      member = member_;
+    }
+    if (!member) return false;
+    relay_->Arrive(member->first, upstream_, *slot_, message);
+    return true;
   }
 
   // Hands a unique-ID exchange to the host's broker; false when it is not one the broker takes.
@@ -239,12 +296,17 @@ class LocalSession final : public grpc::ServerGenericBidiReactor, public LocalSe
 }  // namespace
 
 Relay::Relay(Targets* targets, std::string host, int workers)
-    : targets_(targets), member_key_(RandomSecret()), host_(host), unique_ids_(std::move(host), workers) {
+    : targets_(targets),
+      member_key_(RandomSecret()),
+      host_(host),
+      workers_(workers),
+      unique_ids_(std::move(host), workers) {
   ticker_ = std::thread([this] {
     std::unique_lock<std::mutex> lock(ticker_mu_);
     while (!ticker_cv_.wait_for(lock, std::chrono::milliseconds(100), [this] { return stopping_; })) {
       lock.unlock();
       unique_ids_.Expire(HostUniqueIds::Clock::now());
+      FlushOld(std::chrono::steady_clock::now());
       lock.lock();
     }
   });
@@ -261,7 +323,114 @@ Relay::~Relay() {
 
 grpc::ServerGenericBidiReactor* Relay::CreateReactor(grpc::GenericCallbackServerContext* ctx) {
   if (ctx->method() == kSessionMethod) return LocalSession::Start(ctx, this);
-  return new UnaryRelay(ctx, this);
+  return UnaryRelay::Start(ctx, this);
+}
+
+// One StoreGet upstream, and the workers' calls waiting for its answer.
+struct Relay::SharedGet {
+  grpc::ClientContext up;
+  grpc::ByteBuffer request;
+  grpc::ByteBuffer response;
+  Targets::Target* target = nullptr;
+  std::vector<UnaryDone> waiters;  // guarded by Relay::mu_
+};
+
+bool Relay::SharedStoreGet(const std::string& method, const grpc::ByteBuffer& request,
+                           std::chrono::system_clock::time_point deadline, UnaryDone done) {
+  v1::StoreGetRequest parsed;
+  grpc::ByteBuffer copy = request;
+  grpc::ProtoBufferReader reader(&copy);
+  if (!parsed.ParseFromZeroCopyStream(&reader)) return false;
+  // Calls differ only in how long each waits (what is left of its own): the same job, generation and key.
+  const std::string key = absl::StrCat(parsed.job_id(), "\n", parsed.generation(), "\n", parsed.key());
+  auto get = std::make_shared<SharedGet>();
+  {
+    MutexLock lock(&mu_);
+    ++counts_.store_gets;
+    if (auto it = gets_.find(key); it != gets_.end()) {
+      ++counts_.store_gets_shared;
+      it->second->waiters.push_back(std::move(done));
+      return true;
+    }
+    get->waiters.push_back(std::move(done));
+    gets_[key] = get;
+  }
+  get->target = targets_->Current();
+  get->request = request;
+  get->up.set_deadline(deadline);
+  targets_->AddCredentials(&get->up, member_key_);
+  grpc::GenericStub stub(get->target->channel);
+  stub.UnaryCall(&get->up, method, grpc::StubOptions(), &get->request, &get->response,
+                 [this, get, key](grpc::Status status) {
+                   if (status.error_code() == grpc::StatusCode::UNAVAILABLE) {
+                     targets_->Follow(get->target, LeaderNamedIn(get->up));
+                   }
+                   std::vector<UnaryDone> waiters;
+                   {
+                     MutexLock lock(&mu_);
+                     if (auto it = gets_.find(key); it != gets_.end() && it->second == get) gets_.erase(it);
+                     waiters.swap(get->waiters);
+                   }
+                   const std::string context = ContextOf(get->up);
+                   for (UnaryDone& waiter : waiters) waiter(status, get->response, context);
+                 });
+  return true;
+}
+
+void Relay::Arrive(uint64_t generation, std::shared_ptr<UpstreamSession> upstream, uint32_t slot,
+                   v1::SessionRequest message) {
+  const std::string key =
+      absl::StrCat(generation, "\n", message.barrier().name(), "\n", message.barrier().round());
+  std::vector<HeldBarrier> full;
+  {
+    MutexLock lock(&mu_);
+    ++counts_.barrier_arrivals;
+    HeldBarrier& held = barriers_[key];
+    if (held.arrivals.empty()) held.since = std::chrono::steady_clock::now();
+    held.arrivals.emplace_back(std::move(upstream), slot, std::move(message));
+    if (static_cast<int>(held.arrivals.size()) >= workers_) {
+      full.push_back(std::move(held));
+      barriers_.erase(key);
+    }
+  }
+  Flush(std::move(full));
+}
+
+void Relay::FlushOld(std::chrono::steady_clock::time_point now) {
+  std::vector<HeldBarrier> old;
+  {
+    MutexLock lock(&mu_);
+    for (auto it = barriers_.begin(); it != barriers_.end();) {
+      if (now - it->second.since < kBarrierHold) {
+        ++it;
+        continue;
+      }
+      old.push_back(std::move(it->second));
+      it = barriers_.erase(it);
+    }
+  }
+  Flush(std::move(old));
+}
+
+void Relay::Flush(std::vector<HeldBarrier> held) {
+  for (HeldBarrier& barrier : held) {
+    std::map<UpstreamSession*, std::vector<std::pair<uint32_t, v1::SessionRequest>>> by_upstream;
+    std::map<UpstreamSession*, std::shared_ptr<UpstreamSession>> upstreams;
+    for (auto& [upstream, slot, message] : barrier.arrivals) {
+      by_upstream[upstream.get()].emplace_back(slot, std::move(message));
+      upstreams[upstream.get()] = upstream;
+    }
+    {
+      MutexLock lock(&mu_);
+      counts_.barrier_messages += static_cast<int64_t>(by_upstream.size());
+    }
+    for (auto& [upstream, messages] : by_upstream) upstreams[upstream]->SendAll(std::move(messages));
+  }
+}
+
+Relay::Counts Relay::counts() {
+  MutexLock lock(&mu_);
+  return counts_;
 }
 
 std::shared_ptr<UpstreamSession> Relay::Upstream() {

@@ -6,11 +6,14 @@
 // worker proves itself to the agent by its uid (local_socket.h), not by a secret.
 //
 // - A unary call goes up as it is, with its deadline, and its answer comes back as it is (with the
-//   coordinator's error context, never its leader hint: the agent follows the leader itself).
+//   coordinator's error context, never its leader hint: the agent follows the leader itself). Identical
+//   StoreGets in flight (the same job, generation and key: every rank reads its peers' addresses while
+//   Gloo sets up) go up once, and each waiter gets the answer.
 // - A Session goes up as one member slot of the agent's one upstream session (upstream_session.h), which
 //   carries every local session of the host at once: their messages in batches, their events fanned out.
 //   Its unique-ID exchange calls go to the host's broker first (host_unique_ids.h), which answers what it
-//   can on the host and sends up only the rest.
+//   can on the host and sends up only the rest. Barrier arrivals are held until every worker of the host
+//   has arrived (at most a second), and go up as one message.
 //
 // Thread-safe; the Relay must outlive the gRPC server that serves it.
 #ifndef TPCOORD_AGENT_RELAY_H_
@@ -18,11 +21,16 @@
 
 #include <grpcpp/generic/async_generic_service.h>
 
+#include <chrono>
 #include <condition_variable>
+#include <functional>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <string>
 #include <thread>
+#include <tuple>
+#include <vector>
 
 #include "agent/host_unique_ids.h"
 #include "agent/upstream_session.h"
@@ -48,13 +56,45 @@ class Relay final : public grpc::CallbackGenericService {
   // closing.
   std::shared_ptr<UpstreamSession> Upstream();
 
+  // A StoreGet `request` (serialized) of a worker: true when it is on its way upstream, alone or with an
+  // identical one in flight; `done` gets the answer (a status, the response, the error context). False: the
+  // request does not parse (relay it as it is).
+  using UnaryDone = std::function<void(const grpc::Status&, const grpc::ByteBuffer&, const std::string&)>;
+  bool SharedStoreGet(const std::string& method, const grpc::ByteBuffer& request,
+                      std::chrono::system_clock::time_point deadline, UnaryDone done);
+
+  // A barrier arrival (a call of one barrier step) of `slot` on `upstream`, in `generation`: held until every
+  // worker of the host has arrived at the same barrier and round, then sent up with theirs as one message.
+  void Arrive(uint64_t generation, std::shared_ptr<UpstreamSession> upstream, uint32_t slot,
+              v1::SessionRequest message);
+
+  struct Counts {
+    int64_t store_gets = 0, store_gets_shared = 0;
+    int64_t barrier_arrivals = 0, barrier_messages = 0;
+  };
+  Counts counts();
+
  private:
   Targets* const targets_;
   const std::string member_key_;  // the agent's: every seat of this host is bound to it
   const std::string host_;
+  struct SharedGet;
+  struct HeldBarrier {
+    std::chrono::steady_clock::time_point since;
+    std::vector<std::tuple<std::shared_ptr<UpstreamSession>, uint32_t, v1::SessionRequest>> arrivals;
+  };
+  // Sends held arrivals up, one message per upstream session.
+  void Flush(std::vector<HeldBarrier> held);
+  // Sends up the arrivals held for a second or more.
+  void FlushOld(std::chrono::steady_clock::time_point now);
+
+  const int workers_;
   HostUniqueIds unique_ids_;
   Mutex mu_;
   std::shared_ptr<UpstreamSession> upstream_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, std::shared_ptr<SharedGet>> gets_ ABSL_GUARDED_BY(mu_);  // by job, generation, key
+  std::map<std::string, HeldBarrier> barriers_ ABSL_GUARDED_BY(mu_);  // by generation, name, round
+  Counts counts_ ABSL_GUARDED_BY(mu_);
   // Ends the broker's waits whose time ran out, ten times a second.
   std::mutex ticker_mu_;
   std::condition_variable ticker_cv_;

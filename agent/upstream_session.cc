@@ -34,8 +34,18 @@ bool UpstreamSession::Closing() {
 
 void UpstreamSession::Send(uint32_t slot, v1::SessionRequest message) {
   MutexLock lock(&mu_);
+  if (AddLocked(slot, message)) WriteLocked();
+}
+
+void UpstreamSession::SendAll(std::vector<std::pair<uint32_t, v1::SessionRequest>> messages) {
+  MutexLock lock(&mu_);
+  for (auto& [slot, message] : messages) AddLocked(slot, message);
+  WriteLocked();
+}
+
+bool UpstreamSession::AddLocked(uint32_t slot, v1::SessionRequest& message) {
   auto it = slots_.find(slot);
-  if (done_ || it == slots_.end() || it->second.detached) return;
+  if (done_ || broken_ || it == slots_.end() || it->second.detached) return false;
   message.set_member(slot);
   if (message.call_id() != 0) {
     const uint64_t id = next_call_++;
@@ -43,7 +53,8 @@ void UpstreamSession::Send(uint32_t slot, v1::SessionRequest message) {
     it->second.calls.insert(id);
     message.set_call_id(id);
   }
-  QueueLocked(std::move(message));
+  queued_.push_back(std::move(message));
+  return true;
 }
 
 void UpstreamSession::Call(uint32_t slot, v1::SessionRequest message, CallDone done) {

@@ -56,6 +56,8 @@ class UpstreamSession final : public grpc::ClientBidiReactor<v1::SessionRequest,
   std::optional<uint32_t> Attach(std::weak_ptr<LocalSessionSink> local);
   // Sends `message` (a local session's: no member, batch or gone) as `slot`'s.
   void Send(uint32_t slot, v1::SessionRequest message);
+  // Sends several slots' messages in one batch (up to the batch limit): a host's barrier arrivals.
+  void SendAll(std::vector<std::pair<uint32_t, v1::SessionRequest>> messages);
   // Sends `message` as `slot`'s call, of the agent's own (tp-agent's unique-ID broker): `done` gets its answer,
   // or an UNAVAILABLE event when this stream ends first or no longer takes calls.
   using CallDone = std::function<void(const v1::SessionEvent&)>;
@@ -93,6 +95,8 @@ class UpstreamSession final : public grpc::ClientBidiReactor<v1::SessionRequest,
   // Forgets a detached slot once nothing more can come for it (reporting a member in it gone first).
   void SettleLocked(uint32_t slot, const std::string& why) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void QueueLocked(v1::SessionRequest message) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Queues `message` as `slot`'s without starting a write; false if the slot takes no more messages.
+  bool AddLocked(uint32_t slot, v1::SessionRequest& message) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Starts the next write (the queued messages, as one batch), or the half-close once closing and drained.
   void WriteLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 

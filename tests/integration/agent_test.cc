@@ -267,14 +267,15 @@ TEST_F(AgentTest, UnderTlsAndATokenTheAgentsRideOutACoordinatorRestart) {
 
 // tp-worker's exchange (one session call each: publish the roots it is, get the rest) through two agents: a
 // TP group on one host is brokered by its agent, the DP and world groups span hosts and are fetched once per
-// host; every member of a group gets the same IDs.
+// host; every member of a group gets the same IDs. Then Gloo through the relayed store, and a barrier whose
+// two arrivals per host go up as one message.
 TEST_F(AgentTest, UniqueIdsOfAHostsOwnGroupsStayOnTheHost) {
   std::vector<std::unique_ptr<Subprocess>> agents;
   for (const std::string host : {"host-a", "host-b"}) {
     agents.push_back(*Subprocess::Start(
         {testing::BinPath("agent/tp-agent"), "--coordinator", coordinator_->address(), "--job", "ids", "--nnodes",
          "2", "--nproc-per-node", "2", "--host", host, "--", testing::BinPath("tests/integration/rendezvous_probe"),
-         "--session", "--ids", "--tp-size", "2", "--barrier", "done", "--leave"},
+         "--session", "--ids", "--gloo", "--tp-size", "2", "--barrier", "done", "--leave"},
         testing::TokenEnv()));
   }
   std::map<std::string, std::set<std::string>> ids_of_group;
@@ -290,6 +291,16 @@ TEST_F(AgentTest, UniqueIdsOfAHostsOwnGroupsStayOnTheHost) {
     }
     EXPECT_TRUE(absl::StrContains(a->Stderr(), "unique IDs of the last generation: 1 group(s) brokered on this host, 3 "
                                                "spanning hosts ("))
+        << a->Stderr();
+  }
+  // Gloo set up through the relayed store (world: 1+2+3+4; TP: 1+2 or 3+4), and the host's two barrier
+  // arrivals went up as one message.
+  const std::string out = agents[0]->Stdout() + agents[1]->Stdout();
+  EXPECT_TRUE(absl::StrContains(out, "allreduce world=10 tp=3\n")) << out;
+  EXPECT_TRUE(absl::StrContains(out, "allreduce world=10 tp=7\n")) << out;
+  for (auto& a : agents) {
+    EXPECT_TRUE(absl::StrContains(a->Stderr(), " answered by another's in flight; barrier arrivals: 2 sent up in 1 "
+                                               "message(s)"))
         << a->Stderr();
   }
   // The host of ranks 0 and 1 fetches the world's IDs (rank 0 makes the others); that of ranks 2 and 3 fetches

@@ -64,6 +64,22 @@ absl::StatusOr<Membership> JoinAndPrint(CoordinatorClient& client, const JoinReq
   return m;
 }
 
+// --gloo: Gloo world and TP groups built through the coordinator's store, one all-reduce on each.
+int GlooAllReduce(CoordinatorClient& client, const Membership& m) {
+  auto store = c10::make_intrusive<CoordinatorStore>(&client, m, std::chrono::seconds(30));
+  auto world = MakeGlooCommunicator(store, "world", m.rank, m.world_size(), "127.0.0.1", std::chrono::seconds(30));
+  if (!world.ok()) return Fail(world.status());
+  auto tp = MakeGlooCommunicator(store, GroupName(m.tp_group()), m.tp_rank(), m.mesh.tp_size(), "127.0.0.1",
+                                 std::chrono::seconds(30));
+  if (!tp.ok()) return Fail(tp.status());
+  torch::Tensor x = torch::full({4}, static_cast<float>(m.rank + 1));
+  (*world)->AllReduceSum(x);
+  torch::Tensor y = torch::full({4}, static_cast<float>(m.rank + 1));
+  (*tp)->AllReduceSum(y);
+  std::cout << "allreduce world=" << x[0].item<float>() << " tp=" << y[0].item<float>() << std::endl;
+  return 0;
+}
+
 // --session: the whole membership as calls on one member session, as tp-worker runs it.
 int SessionMain(CoordinatorClient& client, const JoinRequest& request) {
   MemberSession session(&client, "", [](absl::Status) {});
@@ -82,6 +98,9 @@ int SessionMain(CoordinatorClient& client, const JoinRequest& request) {
     for (const auto& [group, roots] : *ids) {
       std::cout << "id " << GroupName(group) << " " << absl::BytesToHexString(absl::StrJoin(roots, "")) << std::endl;
     }
+  }
+  if (absl::GetFlag(FLAGS_gloo)) {
+    if (int failed = GlooAllReduce(client, *m); failed != 0) return failed;
   }
   if (const std::string name = absl::GetFlag(FLAGS_barrier); !name.empty()) {
     if (absl::Status s = session.Barrier(name, std::chrono::seconds(60)); !s.ok()) return Fail(s);
@@ -126,17 +145,7 @@ int Main() {
   }
 
   if (absl::GetFlag(FLAGS_gloo)) {
-    auto store = c10::make_intrusive<CoordinatorStore>(&client, *m, std::chrono::seconds(30));
-    auto world = MakeGlooCommunicator(store, "world", m->rank, m->world_size(), "127.0.0.1", std::chrono::seconds(30));
-    if (!world.ok()) return Fail(world.status());
-    auto tp = MakeGlooCommunicator(store, GroupName(m->tp_group()), m->tp_rank(), m->mesh.tp_size(), "127.0.0.1",
-                                   std::chrono::seconds(30));
-    if (!tp.ok()) return Fail(tp.status());
-    torch::Tensor x = torch::full({4}, static_cast<float>(m->rank + 1));
-    (*world)->AllReduceSum(x);
-    torch::Tensor y = torch::full({4}, static_cast<float>(m->rank + 1));
-    (*tp)->AllReduceSum(y);
-    std::cout << "allreduce world=" << x[0].item<float>() << " tp=" << y[0].item<float>() << std::endl;
+    if (int failed = GlooAllReduce(client, *m); failed != 0) return failed;
   }
 
   if (const std::string park = absl::GetFlag(FLAGS_park); !park.empty()) {
