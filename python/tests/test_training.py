@@ -3,6 +3,7 @@ TP=2 x DP=2 rendezvous with all-reduces checked on every group, data-parallel tr
 gradients across each DP group and a falling loss, TP parity (TP=2 trains what TP=1 trains), and the
 failures: a worker killed mid-run, a worker frozen mid-run, a coordinator killed and restarted mid-run, and
 the leader of two HA coordinators on etcd killed mid-run."""
+import json
 import os
 import shutil
 import sys
@@ -177,6 +178,18 @@ def test_training_rides_out_a_failover_to_the_standby(procs):
     assert job.progress.step > killed, (job.progress, killed)
 
 
+def json_records(text):
+    """The JSON objects in `text`. An agent's workers share its stdout, and a record may reach it before the
+    newline of another's: a line may hold several."""
+    decoder, out = json.JSONDecoder(), []
+    for line in text.splitlines():
+        line, i = line.strip(), 0
+        while i < len(line) and line[i] == "{":
+            record, i = decoder.raw_decode(line, i)
+            out.append(record)
+    return out
+
+
 def test_the_example_runs_unchanged_under_two_agents(procs):
     """Two tp-agents of two workers each run the example as it is (no --coordinator, --job or --world-size: the
     agent's environment gives them, and no token: the agent holds it), and train what standalone workers train."""
@@ -191,7 +204,7 @@ def test_the_example_runs_unchanged_under_two_agents(procs):
         assert a.wait(240) == 0, a.output()
     by_rank = {}
     for a in agents:
-        for r in a.records():
+        for r in json_records(a.stdout()):
             if "step" in r:
                 by_rank.setdefault(r["rank"], {})[r["step"]] = r
     assert sorted(by_rank) == [0, 1, 2, 3], by_rank.keys()
