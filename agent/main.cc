@@ -122,6 +122,7 @@ int Main(const std::vector<char*>& args) {
   ClientOptions options;
   options.address = address;
   options.credentials = *credentials;
+  options.log_waiting = Log;  // "tp-agent: still waiting for the coordinator at ..."
   Targets targets(options);
   Relay relay(&targets, host, nproc);
   grpc::ServerBuilder builder;

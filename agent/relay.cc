@@ -4,6 +4,7 @@
 #include <grpcpp/support/proto_buffer_reader.h>
 #include <grpcpp/support/proto_buffer_writer.h>
 
+#include <algorithm>
 #include <deque>
 #include <utility>
 
@@ -53,15 +54,18 @@ class UnaryRelay final : public grpc::ServerGenericBidiReactor {
       if (shared_) return;
     }
     target_ = relay_->targets()->Current();
+    const auto start = std::chrono::steady_clock::now();
     up_.set_deadline(ctx_->deadline());
     relay_->targets()->AddCredentials(&up_, relay_->member_key());
     grpc::GenericStub stub(target_->channel);
-    stub.UnaryCall(&up_, ctx_->method(), grpc::StubOptions(), &request_, &response_, [this](grpc::Status status) {
-      if (status.error_code() == grpc::StatusCode::UNAVAILABLE) {
-        relay_->targets()->Follow(target_, LeaderNamedIn(up_));
-      }
-      Reply(status, response_, ContextOf(up_));
-    });
+    stub.UnaryCall(&up_, ctx_->method(), grpc::StubOptions(), &request_, &response_,
+                   [this, start](grpc::Status status) {
+                     if (status.error_code() == grpc::StatusCode::UNAVAILABLE) {
+                       relay_->targets()->Follow(target_, LeaderNamedIn(up_));
+                     }
+                     relay_->Reached(target_, start, status);
+                     Reply(status, response_, ContextOf(up_));
+                   });
   }
 
   // A call of its own is answered once its upstream call ends (cancelled with it); one sharing another's
@@ -307,12 +311,27 @@ Relay::Relay(Targets* targets, std::string host, int workers)
       lock.unlock();
       unique_ids_.Expire(HostUniqueIds::Clock::now());
       FlushOld(std::chrono::steady_clock::now());
+      std::optional<std::pair<Targets::Target*, std::chrono::steady_clock::time_point>> unreachable;
+      {
+        MutexLock relay_lock(&mu_);
+        unreachable.swap(unreachable_);
+      }
+      if (unreachable) targets_->NoteUnreachable(unreachable->first, unreachable->second);
       lock.lock();
     }
   });
 }
 
 Relay::~Relay() {
+  std::vector<std::weak_ptr<UpstreamSession>> opened;
+  {
+    MutexLock lock(&mu_);
+    opened.swap(opened_);
+    upstream_.reset();
+  }
+  for (const std::weak_ptr<UpstreamSession>& weak : opened) {
+    if (std::shared_ptr<UpstreamSession> upstream = weak.lock()) upstream->CancelAndWait(std::chrono::seconds(5));
+  }
   {
     std::lock_guard<std::mutex> lock(ticker_mu_);
     stopping_ = true;
@@ -356,15 +375,17 @@ bool Relay::SharedStoreGet(const std::string& method, const grpc::ByteBuffer& re
     gets_[key] = get;
   }
   get->target = targets_->Current();
+  const auto start = std::chrono::steady_clock::now();
   get->request = request;
   get->up.set_deadline(deadline);
   targets_->AddCredentials(&get->up, member_key_);
   grpc::GenericStub stub(get->target->channel);
   stub.UnaryCall(&get->up, method, grpc::StubOptions(), &get->request, &get->response,
-                 [this, get, key](grpc::Status status) {
+                 [this, get, key, start](grpc::Status status) {
                    if (status.error_code() == grpc::StatusCode::UNAVAILABLE) {
                      targets_->Follow(get->target, LeaderNamedIn(get->up));
                    }
+                   Reached(get->target, start, status);
                    std::vector<UnaryDone> waiters;
                    {
                      MutexLock lock(&mu_);
@@ -428,6 +449,15 @@ void Relay::Flush(std::vector<HeldBarrier> held) {
   }
 }
 
+void Relay::Reached(Targets::Target* target, std::chrono::steady_clock::time_point since, const grpc::Status& status) {
+  if (status.error_code() != grpc::StatusCode::UNAVAILABLE) {
+    targets_->NoteReachable();
+    return;
+  }
+  MutexLock lock(&mu_);
+  if (!unreachable_ || since < unreachable_->second) unreachable_ = std::make_pair(target, since);
+}
+
 Relay::Counts Relay::counts() {
   MutexLock lock(&mu_);
   return counts_;
@@ -435,7 +465,16 @@ Relay::Counts Relay::counts() {
 
 std::shared_ptr<UpstreamSession> Relay::Upstream() {
   MutexLock lock(&mu_);
-  if (!upstream_ || upstream_->Closing()) upstream_ = UpstreamSession::Open(targets_, member_key_);
+  if (!upstream_ || upstream_->Closing()) {
+    upstream_ = UpstreamSession::Open(
+        targets_, member_key_,
+        [this](Targets::Target* target, std::chrono::steady_clock::time_point since, const grpc::Status& status) {
+          Reached(target, since, status);
+        });
+    opened_.erase(std::remove_if(opened_.begin(), opened_.end(), [](const auto& w) { return w.expired(); }),
+                  opened_.end());
+    opened_.push_back(upstream_);
+  }
   return upstream_;
 }
 

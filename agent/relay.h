@@ -26,6 +26,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <mutex>
 #include <string>
 #include <thread>
@@ -43,7 +44,7 @@ class Relay final : public grpc::CallbackGenericService {
  public:
   // `host`: the host's name, for what the agent reports of its workers; `workers`: how many it started.
   Relay(Targets* targets, std::string host, int workers);
-  ~Relay() override;  // after the server that serves it is shut down
+  ~Relay() override;  // after the server that serves it is shut down: ends the upstream sessions first
 
   grpc::ServerGenericBidiReactor* CreateReactor(grpc::GenericCallbackServerContext* ctx) override;
 
@@ -67,6 +68,11 @@ class Relay final : public grpc::CallbackGenericService {
   // worker of the host has arrived at the same barrier and round, then sent up with theirs as one message.
   void Arrive(uint64_t generation, std::shared_ptr<UpstreamSession> upstream, uint32_t slot,
               v1::SessionRequest message);
+
+  // What became of a call upstream that began at `since` on `target`: a failed connection (UNAVAILABLE), or
+  // an answer. While calls fail for want of the coordinator, the agent says so about every 10 s (the first
+  // after 5 s): the address, how long, and the transport's reason in words, as tp-worker does on its own.
+  void Reached(Targets::Target* target, std::chrono::steady_clock::time_point since, const grpc::Status& status);
 
   struct Counts {
     int64_t store_gets = 0, store_gets_shared = 0;
@@ -92,9 +98,14 @@ class Relay final : public grpc::CallbackGenericService {
   HostUniqueIds unique_ids_;
   Mutex mu_;
   std::shared_ptr<UpstreamSession> upstream_ ABSL_GUARDED_BY(mu_);
+  std::vector<std::weak_ptr<UpstreamSession>> opened_ ABSL_GUARDED_BY(mu_);  // every one, to end them at exit
   std::map<std::string, std::shared_ptr<SharedGet>> gets_ ABSL_GUARDED_BY(mu_);  // by job, generation, key
   std::map<std::string, HeldBarrier> barriers_ ABSL_GUARDED_BY(mu_);  // by generation, name, round
   Counts counts_ ABSL_GUARDED_BY(mu_);
+  // The oldest call that failed for want of the coordinator since the last report (the ticker reports it:
+  // finding the transport's reason may take a moment, never on a gRPC thread).
+  std::optional<std::pair<Targets::Target*, std::chrono::steady_clock::time_point>> unreachable_
+      ABSL_GUARDED_BY(mu_);
   // Ends the broker's waits whose time ran out, ten times a second.
   std::mutex ticker_mu_;
   std::condition_variable ticker_cv_;

@@ -6,8 +6,9 @@
 
 namespace tpcoord {
 
-std::shared_ptr<UpstreamSession> UpstreamSession::Open(Targets* targets, const std::string& member_key) {
-  std::shared_ptr<UpstreamSession> session(new UpstreamSession(targets, targets->Current()));
+std::shared_ptr<UpstreamSession> UpstreamSession::Open(Targets* targets, const std::string& member_key,
+                                                       Ended ended) {
+  std::shared_ptr<UpstreamSession> session(new UpstreamSession(targets, targets->Current(), std::move(ended)));
   session->self_ = session;
   targets->AddCredentials(&session->ctx_, member_key);
   session->target_->stub->async()->Session(&session->ctx_, session.get());
@@ -25,6 +26,14 @@ std::optional<uint32_t> UpstreamSession::Attach(std::weak_ptr<LocalSessionSink> 
     return slot;
   }
   return std::nullopt;
+}
+
+void UpstreamSession::CancelAndWait(std::chrono::milliseconds timeout) {
+  ctx_.TryCancel();
+  const auto give_up = std::chrono::steady_clock::now() + timeout;
+  MutexLock lock(&mu_);
+  while (!finished_ && finished_cv_.WaitUntil(give_up)) {
+  }
 }
 
 bool UpstreamSession::Closing() {
@@ -206,6 +215,7 @@ void UpstreamSession::OnDone(const grpc::Status& status) {
     if (key == "tpcoord-context") context.assign(value.data(), value.size());
   }
   if (status.error_code() == grpc::StatusCode::UNAVAILABLE) targets_->Follow(target_, LeaderNamedIn(ctx_));
+  if (ended_) ended_(target_, opened_, status);
   std::vector<std::pair<std::shared_ptr<LocalSessionSink>, bool>> locals;
   std::vector<CallDone> unanswered;  // the agent's own calls
   {
@@ -232,7 +242,10 @@ void UpstreamSession::OnDone(const grpc::Status& status) {
   ended.set_status_code(static_cast<int>(reopen.error_code()));
   ended.set_status_message(reopen.error_message());
   for (CallDone& done : unanswered) done(ended);
-  std::shared_ptr<UpstreamSession> self = std::move(self_);  // may free this object: the last thing done here
+  std::shared_ptr<UpstreamSession> self = std::move(self_);  // may free this object once it goes
+  MutexLock lock(&mu_);
+  finished_ = true;
+  finished_cv_.SignalAll();
 }
 
 }  // namespace tpcoord

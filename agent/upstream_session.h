@@ -20,6 +20,7 @@
 
 #include <grpcpp/grpcpp.h>
 
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -49,8 +50,10 @@ class LocalSessionSink {
 
 class UpstreamSession final : public grpc::ClientBidiReactor<v1::SessionRequest, v1::SessionEvent> {
  public:
-  // Opens a stream to the coordinator `targets` names now, as the agent (its token and `member_key`).
-  static std::shared_ptr<UpstreamSession> Open(Targets* targets, const std::string& member_key);
+  // Opens a stream to the coordinator `targets` names now, as the agent (its token and `member_key`);
+  // `ended` learns how it ended (with the target and when it was opened).
+  using Ended = std::function<void(Targets::Target*, std::chrono::steady_clock::time_point, const grpc::Status&)>;
+  static std::shared_ptr<UpstreamSession> Open(Targets* targets, const std::string& member_key, Ended ended);
 
   // A member slot for `local`; nullopt when this stream is closing or ended, or when every slot is taken.
   std::optional<uint32_t> Attach(std::weak_ptr<LocalSessionSink> local);
@@ -66,6 +69,8 @@ class UpstreamSession final : public grpc::ClientBidiReactor<v1::SessionRequest,
   void Detach(uint32_t slot, const std::string& why);
   // Whether a new local session must go up on another stream: this one is closing or has ended.
   bool Closing();
+  // Cancels the stream and waits (at most `timeout`) until it is done: the agent's exit.
+  void CancelAndWait(std::chrono::milliseconds timeout);
 
   void OnReadDone(bool ok) override;
   void OnWriteDone(bool ok) override;
@@ -80,7 +85,8 @@ class UpstreamSession final : public grpc::ClientBidiReactor<v1::SessionRequest,
     std::set<uint64_t> calls;  // upstream call_ids in flight
   };
 
-  UpstreamSession(Targets* targets, Targets::Target* target) : targets_(targets), target_(target) {}
+  UpstreamSession(Targets* targets, Targets::Target* target, Ended ended)
+      : targets_(targets), target_(target), ended_(std::move(ended)) {}
 
   // A call in flight upstream: whose it is, and where its answer goes.
   struct InFlight {
@@ -102,6 +108,8 @@ class UpstreamSession final : public grpc::ClientBidiReactor<v1::SessionRequest,
 
   Targets* const targets_;
   Targets::Target* const target_;
+  const Ended ended_;
+  const std::chrono::steady_clock::time_point opened_ = std::chrono::steady_clock::now();
   grpc::ClientContext ctx_;
   v1::SessionEvent in_;
   v1::SessionRequest out_;  // the write in flight
@@ -117,6 +125,8 @@ class UpstreamSession final : public grpc::ClientBidiReactor<v1::SessionRequest,
   bool half_closed_ ABSL_GUARDED_BY(mu_) = false;
   bool broken_ ABSL_GUARDED_BY(mu_) = false;  // a write failed: the stream is ending
   bool done_ ABSL_GUARDED_BY(mu_) = false;
+  bool finished_ ABSL_GUARDED_BY(mu_) = false;  // OnDone has run to its end
+  CondVar finished_cv_{&mu_};
 };
 
 }  // namespace tpcoord

@@ -314,6 +314,19 @@ TEST_F(AgentTest, UniqueIdsOfAHostsOwnGroupsStayOnTheHost) {
   for (const auto& [group, ids] : ids_of_group) EXPECT_EQ(ids.size(), 1u) << group;
 }
 
+// An agent pointed where no coordinator listens says so while its workers wait, as tp-worker would alone.
+TEST_F(AgentTest, AnAgentThatCannotReachTheCoordinatorSaysWhy) {
+  auto a = *Subprocess::Start({testing::BinPath("agent/tp-agent"), "--coordinator", "127.0.0.1:1", "--job", "nowhere",
+                               "--nnodes", "1", "--nproc-per-node", "1", "--",
+                               testing::BinPath("tests/integration/rendezvous_probe"), "--join-wait", "8s"},
+                              testing::TokenEnv());
+  EXPECT_EQ(a->Wait(std::chrono::minutes(1)).value_or(-1), 1) << a->Stderr();
+  EXPECT_TRUE(absl::StrContains(a->Stderr(), "tp-agent: still waiting for the coordinator at 127.0.0.1:1 after 5 s: "
+                                             "nothing listens there (connection refused)"))
+      << a->Stderr();
+  EXPECT_TRUE(absl::StrContains(a->Stdout(), "error UNAVAILABLE: ")) << a->Stdout();
+}
+
 TEST_F(AgentTest, AProcessOfAnotherUidIsRefusedOnTheLocalSocket) {
   if (geteuid() != 0) GTEST_SKIP() << "needs root to act as another uid";
   // Under /tmp, which any uid may traverse: only the agent's own directory stands in the way.
