@@ -161,7 +161,8 @@ int Main(const std::vector<char*>& args) {
   if (relayed.store_gets + relayed.barrier_arrivals > 0) {
     Log(absl::StrCat("store gets: ", relayed.store_gets, " from the workers, ", relayed.store_gets_shared,
                      " answered by another's in flight; barrier arrivals: ", relayed.barrier_arrivals, " sent up in ",
-                     relayed.barrier_messages, " message(s)"));
+                     relayed.barrier_messages, " message(s); heartbeats: ", relayed.heartbeats, " from the workers, sent up in ",
+                     relayed.heartbeat_messages, " message(s)"));
   }
   const HostUniqueIds::Counts ids = relay.unique_ids().counts();
   if (ids.brokered_groups + ids.spanning_groups > 0) {

@@ -118,6 +118,11 @@ class LocalSession final : public grpc::ServerGenericBidiReactor, public LocalSe
   void OnReadDone(bool ok) override {
     if (!ok) return Closed();
     v1::SessionRequest message;
+    bool member_before = false;
+    {
+      MutexLock lock(&mu_);
+      member_before = member_.has_value();
+    }
     grpc::ProtoBufferReader reader(&in_);
     if (!message.ParseFromZeroCopyStream(&reader)) {
       return Fail(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
@@ -143,6 +148,8 @@ class LocalSession final : public grpc::ServerGenericBidiReactor, public LocalSe
     }
     if (IsBarrierArrival(message) && Arrive(message)) {
       // held with the host's other arrivals
+    } else if (member_before && message.call_id() == 0 && !message.has_progress() && message.gone().empty()) {
+      relay_->Beat(upstream_, *slot_, self_, std::move(message));  // goes up with the host's others
     } else if (!Broker(message)) {
       upstream_->Send(*slot_, std::move(message));
     }
@@ -204,6 +211,7 @@ class LocalSession final : public grpc::ServerGenericBidiReactor, public LocalSe
       member_ = std::make_pair(join.generation(), join.rank());
       job = job_;
     }
+    if (join.heartbeat_interval_ms() > 0) relay_->BeatEvery(std::chrono::milliseconds(join.heartbeat_interval_ms()));
     absl::StatusOr<Mesh> mesh = Mesh::Create(join.mesh().world_size(), join.mesh().tp_size());
     if (mesh.ok()) relay_->unique_ids().Seat(job, join.generation(), join.rank(), *mesh);
   }
@@ -311,6 +319,7 @@ Relay::Relay(Targets* targets, std::string host, int workers)
       lock.unlock();
       unique_ids_.Expire(HostUniqueIds::Clock::now());
       FlushOld(std::chrono::steady_clock::now());
+      FlushBeats(std::chrono::steady_clock::now());
       std::optional<std::pair<Targets::Target*, std::chrono::steady_clock::time_point>> unreachable;
       {
         MutexLock relay_lock(&mu_);
@@ -447,6 +456,36 @@ void Relay::Flush(std::vector<HeldBarrier> held) {
     }
     for (auto& [upstream, messages] : by_upstream) upstreams[upstream]->SendAll(std::move(messages));
   }
+}
+
+void Relay::Beat(std::shared_ptr<UpstreamSession> upstream, uint32_t slot, std::weak_ptr<LocalSessionSink> from,
+                 v1::SessionRequest message) {
+  MutexLock lock(&mu_);
+  ++counts_.heartbeats;
+  UpstreamSession* key = upstream.get();
+  beats_[{key, slot}] = PendingBeat{std::move(upstream), UpstreamSession::Beat{slot, std::move(from), std::move(message)}};
+}
+
+void Relay::BeatEvery(std::chrono::milliseconds interval) {
+  MutexLock lock(&mu_);
+  beat_every_ = std::max(std::chrono::milliseconds(100), std::min(beat_every_, interval));
+}
+
+void Relay::FlushBeats(std::chrono::steady_clock::time_point now) {
+  std::map<UpstreamSession*, std::pair<std::shared_ptr<UpstreamSession>, std::vector<UpstreamSession::Beat>>> by_upstream;
+  {
+    MutexLock lock(&mu_);
+    if (beats_.empty() || now - beats_sent_ < beat_every_) return;
+    beats_sent_ = now;
+    for (auto& [key, pending] : beats_) {
+      auto& [upstream, beats] = by_upstream[key.first];
+      upstream = pending.upstream;
+      beats.push_back(std::move(pending.beat));
+    }
+    beats_.clear();
+    counts_.heartbeat_messages += static_cast<int64_t>(by_upstream.size());
+  }
+  for (auto& [key, entry] : by_upstream) entry.first->SendBeats(std::move(entry.second));
 }
 
 void Relay::Reached(Targets::Target* target, std::chrono::steady_clock::time_point since, const grpc::Status& status) {

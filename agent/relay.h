@@ -74,9 +74,19 @@ class Relay final : public grpc::CallbackGenericService {
   // after 5 s): the address, how long, and the transport's reason in words, as tp-worker does on its own.
   void Reached(Targets::Target* target, std::chrono::steady_clock::time_point since, const grpc::Status& status);
 
+  // A heartbeat (no progress) of an open member's session `from`, in `slot` of `upstream`: the agent sends
+  // its host's heartbeats together, once per heartbeat interval (the coordinator's, from the Join answers),
+  // the latest of each worker that beat since the last. A worker that stops beating is left out, and its
+  // lease runs out as it would without an agent.
+  void Beat(std::shared_ptr<UpstreamSession> upstream, uint32_t slot, std::weak_ptr<LocalSessionSink> from,
+            v1::SessionRequest message);
+  // The coordinator's heartbeat interval, from a Join answer (the shortest seen is kept).
+  void BeatEvery(std::chrono::milliseconds interval);
+
   struct Counts {
     int64_t store_gets = 0, store_gets_shared = 0;
     int64_t barrier_arrivals = 0, barrier_messages = 0;
+    int64_t heartbeats = 0, heartbeat_messages = 0;
   };
   Counts counts();
 
@@ -93,6 +103,8 @@ class Relay final : public grpc::CallbackGenericService {
   void Flush(std::vector<HeldBarrier> held);
   // Sends up the arrivals held for a second or more.
   void FlushOld(std::chrono::steady_clock::time_point now);
+  // Sends the heartbeats gathered, once an interval has passed since the last.
+  void FlushBeats(std::chrono::steady_clock::time_point now);
 
   const int workers_;
   HostUniqueIds unique_ids_;
@@ -102,6 +114,13 @@ class Relay final : public grpc::CallbackGenericService {
   std::map<std::string, std::shared_ptr<SharedGet>> gets_ ABSL_GUARDED_BY(mu_);  // by job, generation, key
   std::map<std::string, HeldBarrier> barriers_ ABSL_GUARDED_BY(mu_);  // by generation, name, round
   Counts counts_ ABSL_GUARDED_BY(mu_);
+  struct PendingBeat {
+    std::shared_ptr<UpstreamSession> upstream;
+    UpstreamSession::Beat beat;
+  };
+  std::map<std::pair<UpstreamSession*, uint32_t>, PendingBeat> beats_ ABSL_GUARDED_BY(mu_);
+  std::chrono::milliseconds beat_every_ ABSL_GUARDED_BY(mu_){1000};
+  std::chrono::steady_clock::time_point beats_sent_ ABSL_GUARDED_BY(mu_);
   // The oldest call that failed for want of the coordinator since the last report (the ticker reports it:
   // finding the transport's reason may take a moment, never on a gRPC thread).
   std::optional<std::pair<Targets::Target*, std::chrono::steady_clock::time_point>> unreachable_

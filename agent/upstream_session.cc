@@ -52,6 +52,18 @@ void UpstreamSession::SendAll(std::vector<std::pair<uint32_t, v1::SessionRequest
   WriteLocked();
 }
 
+void UpstreamSession::SendBeats(std::vector<Beat> beats) {
+  MutexLock lock(&mu_);
+  for (Beat& beat : beats) {
+    auto it = slots_.find(beat.slot);
+    if (it == slots_.end() || it->second.local.owner_before(beat.from) || beat.from.owner_before(it->second.local)) {
+      continue;  // the slot is another session's now
+    }
+    AddLocked(beat.slot, beat.message);
+  }
+  WriteLocked();
+}
+
 bool UpstreamSession::AddLocked(uint32_t slot, v1::SessionRequest& message) {
   auto it = slots_.find(slot);
   if (done_ || broken_ || it == slots_.end() || it->second.detached) return false;

@@ -61,6 +61,14 @@ class UpstreamSession final : public grpc::ClientBidiReactor<v1::SessionRequest,
   void Send(uint32_t slot, v1::SessionRequest message);
   // Sends several slots' messages in one batch (up to the batch limit): a host's barrier arrivals.
   void SendAll(std::vector<std::pair<uint32_t, v1::SessionRequest>> messages);
+  // A slot's heartbeat, and the local session it is from.
+  struct Beat {
+    uint32_t slot = 0;
+    std::weak_ptr<LocalSessionSink> from;
+    v1::SessionRequest message;
+  };
+  // Sends the host's heartbeats in one batch; a beat whose slot no longer holds its local session is dropped.
+  void SendBeats(std::vector<Beat> beats);
   // Sends `message` as `slot`'s call, of the agent's own (tp-agent's unique-ID broker): `done` gets its answer,
   // or an UNAVAILABLE event when this stream ends first or no longer takes calls.
   using CallDone = std::function<void(const v1::SessionEvent&)>;

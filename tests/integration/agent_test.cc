@@ -17,6 +17,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cstdio>
 #include <fstream>
 #include <map>
 #include <set>
@@ -159,6 +160,20 @@ TEST_F(AgentTest, TwoAgentsTrainToTheLossOfFourStandaloneWorkers) {
   // Every worker got its place on the host from the agent, and its ranks came from the coordinator.
   EXPECT_TRUE(absl::StrContains(a->Stderr(), "tp-agent: serving 2 workers of job parity on unix:")) << a->Stderr();
   EXPECT_TRUE(absl::StrContains(a->Stdout() + b->Stdout(), "world 4 = tp 2 x dp 2")) << a->Stdout() << b->Stdout();
+  // Each agent sent its two workers' heartbeats together: about one message per heartbeat interval.
+  for (Subprocess* agent : {a.get(), b.get()}) {
+    const std::string log = agent->Stderr();
+    const std::string prefix = "; heartbeats: ";
+    const size_t at = log.find(prefix);
+    ASSERT_NE(at, std::string::npos) << log;
+    int beats = 0, messages = 0;
+    ASSERT_EQ(std::sscanf(log.c_str() + at + prefix.size(), "%d from the workers, sent up in %d message(s)", &beats,
+                          &messages),
+              2)
+        << log;
+    EXPECT_GE(beats, 4) << log;
+    EXPECT_LT(messages, beats) << log;
+  }
 }
 
 TEST_F(AgentTest, AKilledWorkerIsRestartedAndTheJobEndsWithTheUninterruptedLoss) {
