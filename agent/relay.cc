@@ -24,14 +24,6 @@ bool IsBarrierArrival(const v1::SessionRequest& m) {
          !m.has_publish_unique_id() && !m.has_get_unique_id() && !m.has_leave() && !m.has_progress();
 }
 
-// The coordinator's error context of a finished call, to hand on ("" if none).
-std::string ContextOf(const grpc::ClientContext& ctx) {
-  for (const auto& [key, value] : ctx.GetServerTrailingMetadata()) {
-    if (key == "tpcoord-context") return std::string(value.data(), value.size());
-  }
-  return "";
-}
-
 // A unary call, relayed: read the request, call upstream with it as the agent, answer what came back.
 class UnaryRelay final : public grpc::ServerGenericBidiReactor {
  public:
@@ -53,19 +45,10 @@ class UnaryRelay final : public grpc::ServerGenericBidiReactor {
           });
       if (shared_) return;
     }
-    target_ = relay_->targets()->Current();
-    const auto start = std::chrono::steady_clock::now();
-    up_.set_deadline(ctx_->deadline());
-    relay_->targets()->AddCredentials(&up_, relay_->member_key());
-    grpc::GenericStub stub(target_->channel);
-    stub.UnaryCall(&up_, ctx_->method(), grpc::StubOptions(), &request_, &response_,
-                   [this, start](grpc::Status status) {
-                     if (status.error_code() == grpc::StatusCode::UNAVAILABLE) {
-                       relay_->targets()->Follow(target_, LeaderNamedIn(up_));
-                     }
-                     relay_->Reached(target_, start, status);
-                     Reply(status, response_, ContextOf(up_));
-                   });
+    relay_->CallUpstream(&up_, ctx_->method(), &request_, &response_, ctx_->deadline(),
+                         [this](const grpc::Status& status, const std::string& context) {
+                           Reply(status, response_, context);
+                         });
   }
 
   // A call of its own is answered once its upstream call ends (cancelled with it); one sharing another's
@@ -97,7 +80,6 @@ class UnaryRelay final : public grpc::ServerGenericBidiReactor {
   std::shared_ptr<UnaryRelay> self_;  // until OnDone
   // Set on gRPC's reaction thread before the upstream call starts.
   bool shared_ = false;
-  Targets::Target* target_ = nullptr;
   grpc::ClientContext up_;
   grpc::ByteBuffer request_;
   grpc::ByteBuffer response_;
@@ -359,9 +341,26 @@ struct Relay::SharedGet {
   grpc::ClientContext up;
   grpc::ByteBuffer request;
   grpc::ByteBuffer response;
-  Targets::Target* target = nullptr;
   std::vector<UnaryDone> waiters;  // guarded by Relay::mu_
 };
+
+void Relay::CallUpstream(grpc::ClientContext* up, const std::string& method, const grpc::ByteBuffer* request,
+                         grpc::ByteBuffer* response, std::chrono::system_clock::time_point deadline,
+                         UpstreamDone done) {
+  Targets::Target* target = targets_->Current();
+  const auto start = std::chrono::steady_clock::now();
+  up->set_deadline(deadline);
+  targets_->AddCredentials(up, member_key_);
+  grpc::GenericStub stub(target->channel);
+  stub.UnaryCall(up, method, grpc::StubOptions(), request, response,
+                 [this, up, target, start, done = std::move(done)](grpc::Status status) {
+                   if (status.error_code() == grpc::StatusCode::UNAVAILABLE) {
+                     targets_->Follow(target, LeaderNamedIn(*up));
+                   }
+                   Reached(target, start, status);
+                   done(status, ContextNamedIn(*up));
+                 });
+}
 
 bool Relay::SharedStoreGet(const std::string& method, const grpc::ByteBuffer& request,
                            std::chrono::system_clock::time_point deadline, UnaryDone done) {
@@ -383,27 +382,17 @@ bool Relay::SharedStoreGet(const std::string& method, const grpc::ByteBuffer& re
     get->waiters.push_back(std::move(done));
     gets_[key] = get;
   }
-  get->target = targets_->Current();
-  const auto start = std::chrono::steady_clock::now();
   get->request = request;
-  get->up.set_deadline(deadline);
-  targets_->AddCredentials(&get->up, member_key_);
-  grpc::GenericStub stub(get->target->channel);
-  stub.UnaryCall(&get->up, method, grpc::StubOptions(), &get->request, &get->response,
-                 [this, get, key, start](grpc::Status status) {
-                   if (status.error_code() == grpc::StatusCode::UNAVAILABLE) {
-                     targets_->Follow(get->target, LeaderNamedIn(get->up));
-                   }
-                   Reached(get->target, start, status);
-                   std::vector<UnaryDone> waiters;
-                   {
-                     MutexLock lock(&mu_);
-                     if (auto it = gets_.find(key); it != gets_.end() && it->second == get) gets_.erase(it);
-                     waiters.swap(get->waiters);
-                   }
-                   const std::string context = ContextOf(get->up);
-                   for (UnaryDone& waiter : waiters) waiter(status, get->response, context);
-                 });
+  CallUpstream(&get->up, method, &get->request, &get->response, deadline,
+               [this, get, key](const grpc::Status& status, const std::string& context) {
+                 std::vector<UnaryDone> waiters;
+                 {
+                   MutexLock lock(&mu_);
+                   if (auto it = gets_.find(key); it != gets_.end() && it->second == get) gets_.erase(it);
+                   waiters.swap(get->waiters);
+                 }
+                 for (UnaryDone& waiter : waiters) waiter(status, get->response, context);
+               });
   return true;
 }
 

@@ -57,6 +57,13 @@ class Relay final : public grpc::CallbackGenericService {
   // closing.
   std::shared_ptr<UpstreamSession> Upstream();
 
+  // Calls `method` upstream as the agent (its credentials, the coordinator `targets` names now), with
+  // `request` into `*response` on `*up` until `deadline`; `done` gets the status and the coordinator's error
+  // context. A call that fails for want of the coordinator moves to the leader it named, or the next one.
+  using UpstreamDone = std::function<void(const grpc::Status&, const std::string& context)>;
+  void CallUpstream(grpc::ClientContext* up, const std::string& method, const grpc::ByteBuffer* request,
+                    grpc::ByteBuffer* response, std::chrono::system_clock::time_point deadline, UpstreamDone done);
+
   // A StoreGet `request` (serialized) of a worker: true when it is on its way upstream, alone or with an
   // identical one in flight; `done` gets the answer (a status, the response, the error context). False: the
   // request does not parse (relay it as it is).

@@ -222,10 +222,7 @@ void UpstreamSession::OnReadDone(bool ok) {
 }
 
 void UpstreamSession::OnDone(const grpc::Status& status) {
-  std::string context;
-  for (const auto& [key, value] : ctx_.GetServerTrailingMetadata()) {
-    if (key == "tpcoord-context") context.assign(value.data(), value.size());
-  }
+  const std::string context = ContextNamedIn(ctx_);
   if (status.error_code() == grpc::StatusCode::UNAVAILABLE) targets_->Follow(target_, LeaderNamedIn(ctx_));
   if (ended_) ended_(target_, opened_, status);
   std::vector<std::pair<std::shared_ptr<LocalSessionSink>, bool>> locals;

@@ -55,6 +55,13 @@ std::string LeaderNamedIn(const grpc::ClientContext& ctx) {
   return "";
 }
 
+std::string ContextNamedIn(const grpc::ClientContext& ctx) {
+  for (const auto& [key, value] : ctx.GetServerTrailingMetadata()) {
+    if (key == "tpcoord-context") return std::string(value.data(), value.size());
+  }
+  return "";
+}
+
 Targets::Targets(ClientOptions options_in)
     : options(std::move(options_in)), replicas(absl::StrContains(options.address, ',')) {
   for (absl::string_view address : absl::StrSplit(options.address, ',', absl::SkipWhitespace())) {

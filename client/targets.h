@@ -81,6 +81,8 @@ class Targets {
 // The leader a standby named in its answer (coordinator/ha/standby_service.h: trailing metadata
 // "tpcoord-leader"); "" if none.
 std::string LeaderNamedIn(const grpc::ClientContext& ctx);
+// The error context the coordinator gave a failed call (trailing metadata "tpcoord-context"); "" if none.
+std::string ContextNamedIn(const grpc::ClientContext& ctx);
 
 }  // namespace tpcoord
 
