@@ -342,6 +342,44 @@ TEST_F(AgentTest, AnAgentThatCannotReachTheCoordinatorSaysWhy) {
   EXPECT_TRUE(absl::StrContains(a->Stdout(), "error UNAVAILABLE: ")) << a->Stdout();
 }
 
+// A worker's session through the agent is its own: one naming a member slot, carrying a batch or a `gone` is
+// refused with INVALID_ARGUMENT, and the agent (and its other workers) go on.
+TEST_F(AgentTest, AWorkersSessionMayNotActAsTheAgent) {
+  const std::string sockets = *dir_ + "/hostile";
+  auto a = Agent("hostile", "host-a", {"--socket-dir", sockets}, {"--timeout", "60s"});
+  for (int i = 0; i < 200 && !absl::StrContains(a->Stderr(), "serving"); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  auto stub = v1::Coordinator::NewStub(grpc::CreateChannel("unix:" + sockets + "/agent.sock",
+                                                           grpc::InsecureChannelCredentials()));
+  auto refused = [&](v1::SessionRequest message) {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
+    auto stream = stub->Session(&ctx);
+    stream->Write(message);
+    v1::SessionEvent event;
+    while (stream->Read(&event)) {
+    }
+    return stream->Finish();
+  };
+  v1::SessionRequest slot;
+  slot.set_member(3);
+  v1::SessionRequest batch;
+  batch.add_batch()->set_call_id(1);
+  v1::SessionRequest gone;
+  gone.set_gone("it died");
+  for (const v1::SessionRequest& message : {slot, batch, gone}) {
+    const grpc::Status status = refused(message);
+    EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << message.ShortDebugString();
+    EXPECT_EQ(status.error_message(),
+              "a worker's session through tp-agent is its own: it names no member slot and carries no batch and no "
+              "gone (the agent sets those upstream)");
+  }
+  EXPECT_TRUE(a->running());  // its two workers still wait in Join, for a world of 4
+  a->Signal(SIGTERM);
+  a->Wait(std::chrono::minutes(1)).IgnoreError();
+}
+
 TEST_F(AgentTest, AProcessOfAnotherUidIsRefusedOnTheLocalSocket) {
   if (geteuid() != 0) GTEST_SKIP() << "needs root to act as another uid";
   // Under /tmp, which any uid may traverse: only the agent's own directory stands in the way.
