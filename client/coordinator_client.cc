@@ -454,6 +454,14 @@ absl::Status CoordinatorClient::DeleteJob(const std::string& job_id, bool force)
   return impl_->Call(&v1::Coordinator::Stub::DeleteJob, req, &resp);
 }
 
+absl::Status CoordinatorClient::CloseJob(const std::string& job_id, const std::string& reason) {
+  v1::CloseJobRequest req;
+  req.set_job_id(job_id);
+  req.set_reason(reason);
+  v1::CloseJobResponse resp;
+  return impl_->Call(&v1::Coordinator::Stub::CloseJob, req, &resp);
+}
+
 absl::StatusOr<std::vector<v1::JobStatus>> CoordinatorClient::ListJobs() {
   std::vector<v1::JobStatus> jobs;
   v1::ListJobsRequest req;

@@ -141,6 +141,8 @@ class CoordinatorClient {
   absl::Status CreateJob(const std::string& job_id, const std::string& job_token);
   // `force`: also a job whose generation is running (its workers are told it ended).
   absl::Status DeleteJob(const std::string& job_id, bool force);
+  // No new generation starts in the job from now on (torchrun's set_closed); `reason` may be "".
+  absl::Status CloseJob(const std::string& job_id, const std::string& reason);
   absl::StatusOr<v1::JobStatus> GetJob(const std::string& job_id);
   // Every job the caller may see, a page at a time underneath.
   absl::StatusOr<std::vector<v1::JobStatus>> ListJobs();

@@ -1,5 +1,6 @@
 #include "common/identifiers.h"
 
+#include <cstdint>
 #include <string>
 
 #include "absl/strings/ascii.h"
@@ -54,6 +55,45 @@ absl::Status ValidateHost(absl::string_view host) {
 
 absl::Status ValidateBarrierName(absl::string_view name) {
   return CheckName("name", name, kMaxBarrierNameBytes, "._:/-", "[A-Za-z0-9._:/-]");
+}
+
+absl::Status ValidatePrintableText(absl::string_view field, absl::string_view text, size_t max_bytes) {
+  if (text.size() > max_bytes) {
+    return absl::InvalidArgumentError(absl::StrCat(field, " ", QuoteForError(text), " is ", text.size(),
+                                                   " bytes long; the limit is ", max_bytes));
+  }
+  auto refuse = [&](size_t at, absl::string_view what) {
+    return absl::InvalidArgumentError(absl::StrCat(field, " ", QuoteForError(text), " ", what, " at byte ", at,
+                                                   "; give printable UTF-8 text"));
+  };
+  for (size_t i = 0; i < text.size();) {
+    const unsigned char c = static_cast<unsigned char>(text[i]);
+    if (c < 0x80) {
+      if (c < 0x20 || c == 0x7f) {
+        return refuse(i, absl::StrCat("contains the control character ", QuoteForError(text.substr(i, 1))));
+      }
+      ++i;
+      continue;
+    }
+    // The length of the sequence c starts, and the least code point it may encode (no overlong forms).
+    const size_t length = c >= 0xc2 && c <= 0xdf ? 2 : c >= 0xe0 && c <= 0xef ? 3 : c >= 0xf0 && c <= 0xf4 ? 4 : 0;
+    if (length == 0 || i + length > text.size()) return refuse(i, "is not valid UTF-8");
+    uint32_t code = c & (0x7f >> length);
+    for (size_t k = 1; k < length; ++k) {
+      const unsigned char next = static_cast<unsigned char>(text[i + k]);
+      if ((next & 0xc0) != 0x80) return refuse(i, "is not valid UTF-8");
+      code = (code << 6) | (next & 0x3f);
+    }
+    const uint32_t least = length == 2 ? 0x80 : length == 3 ? 0x800 : 0x10000;
+    if (code < least || code > 0x10ffff || (code >= 0xd800 && code <= 0xdfff)) {
+      return refuse(i, "is not valid UTF-8");
+    }
+    if (code <= 0x9f) {
+      return refuse(i, absl::StrCat("contains the control character ", QuoteForError(text.substr(i, length))));
+    }
+    i += length;
+  }
+  return absl::OkStatus();
 }
 
 absl::Status ValidateStoreKey(absl::string_view key) {

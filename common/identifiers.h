@@ -25,6 +25,10 @@ absl::Status ValidateBarrierName(absl::string_view name);
 // Store keys (c10d keys are arbitrary strings): 1-1024 bytes, no NUL.
 absl::Status ValidateStoreKey(absl::string_view key);
 
+// Free text a person reads (a reason): at most max_bytes bytes of valid UTF-8 without control characters
+// (U+0000-U+001F, U+007F-U+009F); empty is fine. `field` names it in the error.
+absl::Status ValidatePrintableText(absl::string_view field, absl::string_view text, size_t max_bytes);
+
 // A value quoted for an error message: printable ASCII kept, everything else C-escaped, long values cut.
 std::string QuoteForError(absl::string_view value);
 

@@ -49,7 +49,8 @@ class Input {
 std::string Durable(const std::optional<JobView>& view) {
   if (!view) return "<no job>";
   std::string s = absl::StrCat(view->generation, " ", JobPhaseName(view->phase), " ", view->world_size, " '",
-                               view->end_reason, "' '", view->merged_config, "'");
+                               view->end_reason, "' '", view->merged_config, "'", view->closed ? " closed " : "",
+                               view->closed_reason);
   if (view->tp_init) absl::StrAppend(&s, " tp ", view->tp_init->tp_size, "/", view->tp_init->tp_groups.size());
   for (const MemberView& m : view->members) {
     if (m.rank >= 0) absl::StrAppend(&s, " [", m.rank, " ", m.worker_id, m.finished ? " done" : "", "]");
@@ -169,7 +170,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       // Whoever holds neither the job's token nor the admin's (another job's token holder, a caller without
       // a token; or the job's members, when another job's token holder created it) changes nothing.
       const bool outsider = existed && !job->Authorize(caller).ok();
-      const int kind = in.Int(23);
+      const int kind = in.Int(24);
       switch (kind) {
         case 0: {
           std::optional<std::vector<int>> group;
@@ -238,6 +239,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         case 17: job->ExpireIfIdleSince(in.Int(2) ? 0 : INT64_MAX, answers.Expect<bool>()); break;
         case 18: fail_next = true; continue;
         case 20: job->Create(caller, "", answers.ExpectStatus()); break;
+        case 23: job->Close(caller, in.Int(2) ? "" : "done", answers.ExpectStatus()); break;
         case 19: {  // a restart: what the store holds must be what the job showed
           Sync(*job);
           const std::string shown = Durable(job->View(true));

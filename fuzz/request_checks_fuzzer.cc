@@ -41,7 +41,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (size == 0) return 0;
   const absl::string_view bytes(reinterpret_cast<const char*>(data) + 1, size - 1);
   namespace v1 = tpcoord::v1;
-  switch (data[0] % 21) {
+  switch (data[0] % 22) {
     case 0: Check<v1::RecordTpInitArgsRequest>(bytes); break;
     case 1: Check<v1::MergeConfigRequest>(bytes); break;
     case 2: Check<v1::JoinRequest>(bytes); break;
@@ -62,6 +62,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     case 17: Check<v1::GetJobRequest>(bytes); break;
     case 18: Check<v1::DeleteJobRequest>(bytes); break;
     case 19: Check<v1::CreateJobRequest>(bytes); break;
+    case 21: Check<v1::CloseJobRequest>(bytes); break;
     case 20: {  // call metadata: an authorization value, NUL, a member key value
       const size_t nul = bytes.find('\0');
       const std::vector<absl::string_view> authorization = {bytes.substr(0, nul)};

@@ -198,6 +198,12 @@ class Job : public std::enable_shared_from_this<Job> {
   // generation ends naming the host and the ranks that had not finished, or the one rank.
   void CloseSessions(uint64_t generation, std::vector<int> ranks, uint64_t session, bool several, std::string gone);
 
+  // Closes the job (torchrun's set_closed): no new generation starts in it; a running one goes on, and one
+  // still joining ends, its waiting Joins answered as every later Join is (see CloseJobRequest). Creates the
+  // job, bound to the caller's token, if it does not exist. Closing a closed job changes nothing: the first
+  // reason stays. Kept in the job's header until the job is deleted.
+  void Close(const Caller& caller, std::string reason, StatusDone done);
+
   // Forgets the job and everything it holds. FAILED_PRECONDITION while a generation runs or workers wait in
   // Join, unless `force`: then every parked call is answered ABORTED.
   void Delete(const Caller& caller, bool force, StatusDone done);
@@ -225,6 +231,7 @@ class Job : public std::enable_shared_from_this<Job> {
   //   job.cc             lifecycle: the commit path's ends, restore, shutdown, the header, delete and expire
   //   job_admission.cc   who may do what (the checks every call makes first)
   //   job_config.cc      Create, tp_model_init's record, the config merge
+  //   job_close.cc       Close: no new generation (torchrun's set_closed)
   //   job_join.cc        Join (a JoinPlan), seating a world, shrinking, the generation lifecycle
   //   job_parked.cc      parked calls: park, cancel, expire, and each kind's behaviour side by side
   //   job_unique_ids.cc  publishing and getting NCCL unique IDs

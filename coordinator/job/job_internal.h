@@ -51,6 +51,14 @@ inline absl::Status GenerationEnded(const JobHeader& header) {
   return header.end_fatal ? absl::FailedPreconditionError(what) : absl::AbortedError(what);
 }
 
+// What a Join in a closed job answers (Job::Close; the text is CloseJobRequest's in coordinator.proto).
+inline absl::Status JobClosedError(const std::string& job, const JobHeader& header) {
+  return absl::FailedPreconditionError(
+      absl::StrCat("job ", job, " is closed", header.closed_reason.empty() ? "" : ": ", header.closed_reason,
+                   "; no new generation starts in a closed job (delete it, tpctl delete ", job,
+                   ", to use its id afresh)"));
+}
+
 }  // namespace job_internal
 
 struct Job::Member {

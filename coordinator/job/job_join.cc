@@ -114,6 +114,9 @@ absl::StatusOr<std::shared_ptr<Job::JoinPlan>> Job::PlanJoin(Batch& batch, const
     }
   }
 
+  // A closed job starts no new generation (Close); a retry of a running seat, above, still gets its answer.
+  if (header_.closed) return job_internal::JobClosedError(id_, header_);
+
   // This Join opens the next generation unless one is joining; a running one ends first.
   plan->fresh = header_.phase != JobPhase::kJoining;
   if (header_.phase == JobPhase::kRunning) {

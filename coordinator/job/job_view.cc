@@ -91,6 +91,8 @@ std::optional<JobView> Job::View(bool with_details) const {
   view.phase = header_.phase;
   view.world_size = header_.world_size;
   view.end_reason = header_.end_reason;
+  view.closed = header_.closed;
+  view.closed_reason = header_.closed_reason;
   view.member_count = static_cast<int>(g.members.size());
   view.parked_calls = parked_.size();
   view.progress = progress_.latest();

@@ -41,6 +41,8 @@ struct JobView {
   std::vector<std::string> missing;
   std::vector<PhaseTimingView> timings;
   std::string end_reason;
+  bool closed = false;  // CloseJob: no new generation starts
+  std::string closed_reason;
   int healthy_members = 0;  // finished, or heard from within the lease
   size_t parked_calls = 0;
   std::optional<TrainingProgress> progress;  // the latest report

@@ -54,7 +54,7 @@ Metrics::Metrics(bool count_calls)
       generations_ended_(BuildCounter()
                              .Name("tpcoord_generations_ended_total")
                              .Help("Generations that ended: completed, or why they failed (lease_expired, "
-                                   "worker_gone, worker_left, worker_rejoined, start_failed)")
+                                   "worker_gone, worker_left, worker_rejoined, start_failed, job_closed)")
                              .Register(*registry_)),
       write_seconds_(BuildHistogram()
                          .Name("tpcoord_state_store_write_duration_seconds")
@@ -84,7 +84,7 @@ Metrics::Metrics(bool count_calls)
   start_time_.Add({}).Set(UnixSecondsNow());
   // Every reason from the start, at 0, so that rate() and increase() see the first end of each.
   for (const char* reason :
-       {"completed", "lease_expired", "worker_gone", "worker_left", "worker_rejoined", "start_failed"}) {
+       {"completed", "lease_expired", "worker_gone", "worker_left", "worker_rejoined", "start_failed", "job_closed"}) {
     ended_[reason] = &generations_ended_.Add({{"reason", reason}});
   }
 }

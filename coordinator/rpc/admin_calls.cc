@@ -1,4 +1,5 @@
-// The operators' family of JobCalls (job_calls.h): listing, reading, creating and deleting jobs (tpctl).
+// The operators' family of JobCalls (job_calls.h): listing, reading, creating, closing and deleting jobs (tpctl,
+// and a torchrun rendezvous backend's set_closed).
 #include <utility>
 #include <vector>
 
@@ -61,6 +62,15 @@ WaitingCall JobCalls::CreateJob(const Caller& caller, v1::CreateJobRequest& req,
   absl::StatusOr<PinnedJob> job = registry_->GetOrCreate(req.job_id());
   if (!job.ok()) return done(job.status()), WaitingCall{};
   (*job)->Create(caller, *std::move(token_sha256), std::move(done));
+  return {};
+}
+
+WaitingCall JobCalls::CloseJob(const Caller& caller, v1::CloseJobRequest& req, Millis, v1::CloseJobResponse*,
+                               StatusDone done) const {
+  if (absl::Status s = CheckRequest(req); !s.ok()) return done(s), WaitingCall{};
+  absl::StatusOr<PinnedJob> job = registry_->GetOrCreate(req.job_id());
+  if (!job.ok()) return done(job.status()), WaitingCall{};
+  (*job)->Close(caller, std::move(*req.mutable_reason()), std::move(done));
   return {};
 }
 

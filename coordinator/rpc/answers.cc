@@ -55,6 +55,8 @@ void JobViewToProto(const JobView& view, v1::JobStatus* out) {
   out->set_world_size(view.world_size);
   out->set_member_count(view.member_count);
   out->set_end_reason(view.end_reason);
+  out->set_closed(view.closed);
+  out->set_closed_reason(view.closed_reason);
   for (const MemberView& m : view.members) {
     v1::Member* member = out->add_members();
     member->set_rank(m.rank);

@@ -174,6 +174,7 @@ CoordinatorService::CoordinatorService(JobRegistry* registry, const JobOptions& 
   Serve("GetJob", &JobCalls::GetJob);
   Serve("DeleteJob", &JobCalls::DeleteJob);
   Serve("CreateJob", &JobCalls::CreateJob);
+  Serve("CloseJob", &JobCalls::CloseJob);
   const int session = google::protobuf::DescriptorPool::generated_pool()
                           ->FindServiceByName(v1::Coordinator::service_full_name())
                           ->FindMethodByName("Session")

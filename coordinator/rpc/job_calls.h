@@ -14,7 +14,7 @@
 // must stay valid until `done` runs; the request may be moved from.
 //
 // The families, one file each: rendezvous_calls.cc (record, merge, Join, unique IDs, barrier, heartbeat,
-// leave), store_calls.cc (the c10d key-value store), admin_calls.cc (list, get, delete, create jobs). A new
+// leave), store_calls.cc (the c10d key-value store), admin_calls.cc (list, get, delete, create, close jobs). A new
 // RPC touches the proto, its request check, one family file, one line of the service's table, and job/.
 #ifndef TPCOORD_COORDINATOR_RPC_JOB_CALLS_H_
 #define TPCOORD_COORDINATOR_RPC_JOB_CALLS_H_
@@ -79,6 +79,7 @@ class JobCalls {
   WaitingCall GetJob(const Caller&, v1::GetJobRequest&, Millis, v1::GetJobResponse*, StatusDone) const;
   WaitingCall DeleteJob(const Caller&, v1::DeleteJobRequest&, Millis, v1::DeleteJobResponse*, StatusDone) const;
   WaitingCall CreateJob(const Caller&, v1::CreateJobRequest&, Millis, v1::CreateJobResponse*, StatusDone) const;
+  WaitingCall CloseJob(const Caller&, v1::CloseJobRequest&, Millis, v1::CloseJobResponse*, StatusDone) const;
 
  private:
   // The preamble of a call within a generation: its request's checks, then its job, which must exist.

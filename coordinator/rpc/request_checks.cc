@@ -254,4 +254,8 @@ absl::StatusOr<std::string> CheckRequest(const v1::CreateJobRequest& req) {
   return token.empty() ? std::string() : Sha256(token);
 }
 
+absl::Status CheckRequest(const v1::CloseJobRequest& req) {
+  return InJob(req.job_id(), {[&] { return ValidatePrintableText("reason", req.reason(), kMaxReasonBytes); }});
+}
+
 }  // namespace tpcoord

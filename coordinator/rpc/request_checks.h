@@ -39,6 +39,7 @@ absl::Status CheckRequest(const v1::GetJobRequest& req);
 absl::Status CheckRequest(const v1::DeleteJobRequest& req);
 // Returns the SHA-256 of job_token, or "" when there is none.
 absl::StatusOr<std::string> CheckRequest(const v1::CreateJobRequest& req);
+absl::Status CheckRequest(const v1::CloseJobRequest& req);
 
 }  // namespace tpcoord
 

@@ -55,7 +55,7 @@ std::string HistoryKey(absl::string_view job, uint64_t generation) {
 }
 
 bool ValidEndCause(int cause) {
-  return cause >= static_cast<int>(EndCause::kNone) && cause <= static_cast<int>(EndCause::kStartFailed);
+  return cause >= static_cast<int>(EndCause::kNone) && cause <= static_cast<int>(EndCause::kJobClosed);
 }
 
 bool ParseRank(absl::string_view text, int* rank) {
@@ -83,6 +83,7 @@ absl::string_view EndCauseName(EndCause cause) {
     case EndCause::kWorkerLeft: return "worker_left";
     case EndCause::kWorkerRejoined: return "worker_rejoined";
     case EndCause::kStartFailed: return "start_failed";
+    case EndCause::kJobClosed: return "job_closed";
   }
   return "unknown";
 }
@@ -119,6 +120,8 @@ StateWrite PutHeader(absl::string_view job, const JobHeader& header) {
   out.set_generation_started_unix_ms(header.generation_started_unix_ms);
   out.set_running_unix_ms(header.running_unix_ms);
   out.set_ended_unix_ms(header.ended_unix_ms);
+  out.set_closed(header.closed);
+  out.set_closed_reason(header.closed_reason);
   return StateWrite::Put(JobKey(job), Serialize(out));
 }
 
@@ -252,6 +255,8 @@ absl::StatusOr<StoredJob> DecodeJob(absl::string_view job, absl::Span<const Stat
       h.generation_started_unix_ms = header.generation_started_unix_ms();
       h.running_unix_ms = header.running_unix_ms();
       h.ended_unix_ms = header.ended_unix_ms();
+      h.closed = header.closed();
+      h.closed_reason = header.closed_reason();
       has_header = true;
       continue;
     }

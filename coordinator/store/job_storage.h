@@ -32,9 +32,9 @@ enum class JobPhase { kIdle, kJoining, kRunning, kCompleted, kFailed };
 absl::string_view JobPhaseName(JobPhase phase);
 
 // Why a generation failed (tpctl events, tpcoord_generations_ended_total{reason}).
-enum class EndCause { kNone, kLeaseExpired, kWorkerGone, kWorkerLeft, kWorkerRejoined, kStartFailed };
+enum class EndCause { kNone, kLeaseExpired, kWorkerGone, kWorkerLeft, kWorkerRejoined, kStartFailed, kJobClosed };
 
-// "lease_expired", "worker_gone", "worker_left", "worker_rejoined", "start_failed"; "" for kNone.
+// "lease_expired", "worker_gone", "worker_left", "worker_rejoined", "start_failed", "job_closed"; "" for kNone.
 absl::string_view EndCauseName(EndCause cause);
 
 // What a job is between calls: its record and the state of its latest generation.
@@ -55,6 +55,9 @@ struct JobHeader {
   int64_t generation_started_unix_ms = 0;
   int64_t running_unix_ms = 0;  // 0: never ran
   int64_t ended_unix_ms = 0;    // 0: not over
+  // CloseJob (torchrun's set_closed): no new generation starts. Kept until the job is deleted.
+  bool closed = false;
+  std::string closed_reason;  // the first CloseJob's
 };
 
 // One generation of a job's history: what the header said of it last.

@@ -8,6 +8,7 @@
 //   tpctl [--coordinator HOST:PORT] watch [ID...] [--interval 1s] [--count N]
 //   tpctl [--coordinator HOST:PORT] events ID
 //   tpctl [--coordinator HOST:PORT] delete ID [--force]
+//   tpctl [--coordinator HOST:PORT] close ID [--reason TEXT]
 //   tpctl [--coordinator HOST:PORT] health
 //
 // Every command but health carries a token: --token-file F (or TPCOORD_TOKEN_FILE / TPCOORD_TOKEN), the
@@ -57,6 +58,7 @@ ABSL_FLAG(absl::Duration, timeout, absl::Seconds(10), "deadline of each call");
 ABSL_FLAG(absl::Duration, interval, absl::Seconds(1), "watch: refresh interval");
 ABSL_FLAG(int, count, 0, "watch: stop after this many refreshes (0: until every watched job completes)");
 ABSL_FLAG(bool, force, false, "delete: also a job whose generation is running (its workers are told it ended)");
+ABSL_FLAG(std::string, reason, "", "close: why the job is closed (shown with it, and to every later Join)");
 ABSL_FLAG(std::string, job_token_file, "",
           "create: the token the job's workers will carry (default: the token of this call, --token-file)");
 
@@ -157,6 +159,10 @@ void PrintJob(const v1::JobStatus& job, bool details) {
               << job.world_size() << "\n";
   }
   if (!job.end_reason().empty()) std::cout << "  ended: " << job.end_reason() << "\n";
+  if (job.closed()) {
+    std::cout << "  closed: " << (job.closed_reason().empty() ? "(no reason given)" : job.closed_reason())
+              << "; no new generation starts\n";
+  }
   if (job.has_progress()) std::cout << "  training: " << ProgressLine(job) << "\n";
   if (!details) return;
   if (job.members_size() > 0) {
@@ -227,7 +233,10 @@ int Jobs(CoordinatorClient& client) {
   if (!jobs.ok()) return Failed(jobs.status());
   std::cout << absl::StrFormat("%-32s %-10s %-11s %-6s %s\n", "JOB", "GENERATION", "PHASE", "WORLD", "TP_MODEL_INIT");
   for (const v1::JobStatus& job : *jobs) {
-    std::cout << absl::StrFormat("%-32s %-10d %-11s %-6d %s\n", job.job_id(), job.generation(), PhaseName(job.phase()),
+    // A closed job's phase is its generation's, marked closed ("running,closed"; "closed" before any).
+    std::string phase = job.generation() == 0 && job.closed() ? "" : PhaseName(job.phase());
+    if (job.closed()) phase = phase.empty() ? "closed" : absl::StrCat(phase, ",closed");
+    std::cout << absl::StrFormat("%-32s %-10d %-11s %-6d %s\n", job.job_id(), job.generation(), phase,
                                  job.world_size(), job.tp_init_recorded() ? DescribeArgs(job.tp_init()) : "-");
   }
   return 0;
@@ -250,6 +259,13 @@ int Delete(CoordinatorClient& client, const std::string& job_id) {
   if (job_id.empty()) return UsageError("give the job id: tpctl delete ID [--force]");
   if (absl::Status s = client.DeleteJob(job_id, absl::GetFlag(FLAGS_force)); !s.ok()) return Failed(s);
   std::cout << "deleted job " << job_id << std::endl;
+  return 0;
+}
+
+int Close(CoordinatorClient& client, const std::string& job_id) {
+  if (job_id.empty()) return UsageError("give the job id: tpctl close ID [--reason TEXT]");
+  if (absl::Status s = client.CloseJob(job_id, absl::GetFlag(FLAGS_reason)); !s.ok()) return Failed(s);
+  std::cout << "closed job " << job_id << std::endl;
   return 0;
 }
 
@@ -345,6 +361,7 @@ int main(int argc, char** argv) {
       "  tpctl [--coordinator HOST:PORT] watch [ID...] [--interval 1s] [--count N]\n"
       "  tpctl [--coordinator HOST:PORT] events ID\n"
       "  tpctl [--coordinator HOST:PORT] delete ID [--force]\n"
+      "  tpctl [--coordinator HOST:PORT] close ID [--reason TEXT]\n"
       "  tpctl [--coordinator HOST:PORT] health");
   if (const char* env = std::getenv("TPCOORD_COORDINATOR"); env && *env) absl::SetFlag(&FLAGS_coordinator, env);
   std::vector<char*> args = tpcoord::InitProcess(argc, argv);
@@ -376,6 +393,7 @@ int main(int argc, char** argv) {
   }
   if (command == "events") return Events(client, JobArg(args));
   if (command == "delete") return Delete(client, JobArg(args));
+  if (command == "close") return Close(client, JobArg(args));
   if (command == "health") return Health(client);
   return UsageError(absl::StrCat("unknown command \"", command, "\""));
 }

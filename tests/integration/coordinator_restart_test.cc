@@ -215,6 +215,89 @@ TEST(CoordinatorRestartTest, ARestoredCompletedJobAnswersEveryCallAboutIt) {  //
   EXPECT_EQ(GetJob(*stub, "done").phase(), v1::PHASE_COMPLETED);
 }
 
+grpc::Status CloseJob(v1::Coordinator::Stub& stub, const std::string& job, const std::string& reason,
+                      const std::string& token = testing::kTestToken) {
+  v1::CloseJobRequest req;
+  req.set_job_id(job);
+  req.set_reason(reason);
+  v1::CloseJobResponse resp;
+  return stub.CloseJob(testing::Credentials(token, "").get(), req, &resp);
+}
+
+// CloseJob (a torchrun rendezvous backend's set_closed) at the wire: a Join waiting in the joining
+// generation and every later Join are refused with the same text; closing again keeps the first reason; the
+// closed state survives SIGKILL; deleting the job forgets it; a bad reason or another token is refused.
+TEST(CoordinatorRestartTest, AClosedJobStaysClosedAcrossARestartUntilDeleted) {
+  const std::string state_dir = testing::MakeTempDir("closed");
+  const std::string refused =
+      "job rdzv is closed: torchrun on host h finished; no new generation starts in a closed job (delete it, tpctl "
+      "delete rdzv, to use its id afresh)";
+  std::string address;
+  {
+    auto coordinator = *CoordinatorProcess::Start(state_dir);
+    address = coordinator->address();
+    auto stub = coordinator->NewStub();
+    v1::JoinResponse parked_resp;
+    auto parked = std::async(std::launch::async, [&] { return Join(*coordinator->NewStub(), "rdzv", "w0", 2, &parked_resp); });
+    for (int i = 0; i < 100; ++i) {  // until the Join waits in the job
+      v1::GetJobRequest req;
+      req.set_job_id("rdzv");
+      v1::GetJobResponse resp;
+      if (stub->GetJob(Deadline().get(), req, &resp).ok() && resp.job().member_count() == 1) break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    ASSERT_TRUE(CloseJob(*stub, "rdzv", "torchrun on host h finished").ok());
+    const grpc::Status answered = parked.get();
+    EXPECT_EQ(answered.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+    EXPECT_EQ(answered.error_message(), refused);
+    ASSERT_TRUE(CloseJob(*stub, "rdzv", "another reason").ok());  // idempotent: the first reason stays
+    v1::JobStatus job = GetJob(*stub, "rdzv");
+    EXPECT_TRUE(job.closed());
+    EXPECT_EQ(job.closed_reason(), "torchrun on host h finished");
+    EXPECT_EQ(job.phase(), v1::PHASE_FAILED);
+    EXPECT_EQ(job.end_reason(), "the job was closed: torchrun on host h finished");
+
+    grpc::Status other = CloseJob(*stub, "rdzv", "", "a-token-of-another-job-0123");
+    EXPECT_EQ(other.error_code(), grpc::StatusCode::PERMISSION_DENIED);
+    EXPECT_EQ(other.error_message(), "job rdzv: the call's token is not the job's token");
+    grpc::Status none = CloseJob(*stub, "rdzv", "", "");
+    EXPECT_EQ(none.error_code(), grpc::StatusCode::UNAUTHENTICATED);
+    grpc::Status too_long = CloseJob(*stub, "rdzv", std::string(1025, 'r'));
+    EXPECT_EQ(too_long.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+    EXPECT_TRUE(absl::StrContains(too_long.error_message(), "job rdzv: reason \"rrr")) << too_long.error_message();
+    EXPECT_TRUE(absl::StrContains(too_long.error_message(), "\" is 1025 bytes long; the limit is 1024"));
+    grpc::Status control = CloseJob(*stub, "rdzv", "bye\x1b[31m");
+    EXPECT_EQ(control.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+    EXPECT_EQ(control.error_message(),
+              "job rdzv: reason \"bye\\033[31m\" contains the control character \"\\033\" at byte 3; give printable "
+              "UTF-8 text");
+    Kill(*coordinator, SIGKILL);
+  }
+  auto coordinator = *CoordinatorProcess::StartAt(address, state_dir);
+  auto stub = coordinator->NewStub();
+  v1::JobStatus job = GetJob(*stub, "rdzv");
+  EXPECT_TRUE(job.closed());
+  EXPECT_EQ(job.closed_reason(), "torchrun on host h finished");
+  v1::JoinResponse resp;
+  grpc::Status join = Join(*stub, "rdzv", "w1", 1, &resp);
+  EXPECT_EQ(join.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_EQ(join.error_message(), refused);
+
+  // Closed before anyone joined: the call creates the job; a reason is optional.
+  ASSERT_TRUE(CloseJob(*stub, "early", "").ok());
+  EXPECT_EQ(Join(*stub, "early", "w0", 1, &resp).error_message(),
+            "job early is closed; no new generation starts in a closed job (delete it, tpctl delete early, to use "
+            "its id afresh)");
+
+  v1::DeleteJobRequest del;
+  del.set_job_id("rdzv");
+  v1::DeleteJobResponse deleted;
+  ASSERT_TRUE(stub->DeleteJob(Deadline().get(), del, &deleted).ok());
+  ASSERT_TRUE(Join(*stub, "rdzv", "w1", 1, &resp).ok());  // the id afresh
+  EXPECT_EQ(resp.generation(), 1u);
+  EXPECT_FALSE(GetJob(*stub, "rdzv").closed());
+}
+
 TEST(CoordinatorRestartTest, SigtermAnswersParkedAndNewCallsWithUnavailable) {
   auto coordinator = *CoordinatorProcess::Start(testing::MakeTempDir("sigterm"));
   auto stub = coordinator->NewStub();

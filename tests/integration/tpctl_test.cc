@@ -58,6 +58,25 @@ TEST_F(TpctlTest, RecordConflictMergeJobsJobHealth) {
   EXPECT_EQ(health.out, "SERVING\n");
 }
 
+// tpctl close: the job shows closed (jobs: the phase column; job: a "closed:" line), and Joins are refused.
+TEST_F(TpctlTest, CloseShowsInJobsAndJob) {
+  testing::RunResult close = Tpctl({"close", "rdzv", "--reason", "torchrun on host h finished"});
+  EXPECT_EQ(close.exit_code, 0) << close.err;
+  EXPECT_EQ(close.out, "closed job rdzv\n");
+  testing::RunResult jobs = Tpctl({"jobs"});
+  EXPECT_EQ(jobs.exit_code, 0);
+  EXPECT_TRUE(absl::StrContains(jobs.out, "rdzv                             0          closed ")) << jobs.out;
+  testing::RunResult job = Tpctl({"job", "rdzv"});
+  EXPECT_EQ(job.exit_code, 0);
+  EXPECT_TRUE(absl::StrContains(job.out, "\n  closed: torchrun on host h finished; no new generation starts\n"))
+      << job.out;
+  testing::RunResult bad = Tpctl({"close", "rdzv", "--reason", "two\nlines"});
+  EXPECT_EQ(bad.exit_code, 1);
+  EXPECT_TRUE(absl::StartsWith(bad.err, "job rdzv: reason \"two\\nlines\" contains the control character \"\\n\" at "
+                                        "byte 3; give printable UTF-8 text\n"))
+      << bad.err;
+}
+
 TEST_F(TpctlTest, ErrorsAndUsage) {
   testing::RunResult missing = Tpctl({"job", "unknown-job"});
   EXPECT_EQ(missing.exit_code, 1);

@@ -32,6 +32,23 @@ TEST(IdentifiersTest, WorkersHostsBarriersAndKeys) {
   EXPECT_FALSE(ValidateStoreKey(std::string("a\0", 2)).ok());
 }
 
+TEST(IdentifiersTest, PrintableText) {
+  EXPECT_TRUE(ValidatePrintableText("reason", "", 1024).ok());
+  EXPECT_TRUE(ValidatePrintableText("reason", "torchrun on host h finished: 100% \xe2\x9c\x93 \xf0\x9f\x9a\x80", 1024).ok());
+  EXPECT_EQ(ValidatePrintableText("reason", "abcd", 3).message(), "reason \"abcd\" is 4 bytes long; the limit is 3");
+  EXPECT_EQ(ValidatePrintableText("reason", "a\tb", 16).message(),
+            "reason \"a\\tb\" contains the control character \"\\t\" at byte 1; give printable UTF-8 text");
+  EXPECT_EQ(ValidatePrintableText("reason", "a\x7f", 16).message(),
+            "reason \"a\\177\" contains the control character \"\\177\" at byte 1; give printable UTF-8 text");
+  EXPECT_EQ(ValidatePrintableText("reason", "a\xc2\x85", 16).message(),  // U+0085, a C1 control
+            "reason \"a\\302\\205\" contains the control character \"\\302\\205\" at byte 1; give printable UTF-8 text");
+  for (const char* bad : {"\xc0\xaf", "\xe0\x80\xaf", "\xed\xa0\x80", "\xf4\x90\x80\x80", "\xe2\x9c", "\x80"}) {
+    const absl::Status s = ValidatePrintableText("reason", bad, 16);
+    EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << bad;
+    EXPECT_NE(s.message().find("is not valid UTF-8 at byte 0"), absl::string_view::npos) << s;
+  }
+}
+
 TEST(IdentifiersTest, QuoteForErrorEscapesAndCuts) {
   EXPECT_EQ(QuoteForError("ab\n"), "\"ab\\n\"");
   EXPECT_EQ(QuoteForError(std::string(200, 'x')), "\"" + std::string(160, 'x') + "...\"");

@@ -54,6 +54,19 @@ TEST(JobStorageTest, ARunningGenerationReadsBackWhole) {
   EXPECT_EQ(job->barrier_rounds.at("ready"), 5u);
 }
 
+TEST(JobStorageTest, TheClosedStateReadsBack) {
+  JobHeader header;
+  header.closed = true;
+  header.closed_reason = "torchrun on host h finished";
+  header.end_cause = EndCause::kJobClosed;
+  absl::StatusOr<StoredJob> job = DecodeJob("j1", Entries({job_storage::PutHeader("j1", header)}));
+  ASSERT_TRUE(job.ok()) << job.status();
+  EXPECT_TRUE(job->header.closed);
+  EXPECT_EQ(job->header.closed_reason, "torchrun on host h finished");
+  EXPECT_EQ(job->header.end_cause, EndCause::kJobClosed);
+  EXPECT_EQ(EndCauseName(EndCause::kJobClosed), "job_closed");
+}
+
 TEST(JobStorageTest, GenerationRecordsReadBackInGenerationOrder) {
   StateWrites w = Running();
   JobHeader h;

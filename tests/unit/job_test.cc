@@ -1183,5 +1183,92 @@ TEST_F(JobTest, AJoinCannotTakeAnotherWorkersSeat) {
   EXPECT_EQ(View().phase, JobPhase::kRunning);
 }
 
+// CloseJob (torchrun's set_closed): no new generation starts, the first reason stays, a restart keeps it,
+// and only deleting the job forgets it.
+TEST_F(JobTest, AClosedJobStartsNoNewGenerationUntilDeleted) {
+  auto close = [&](const Caller& caller, const std::string& reason) {
+    StatusResult r;
+    job_->Close(caller, reason, r.callback());
+    return r.get();
+  };
+  const std::string refused =
+      "job job-1 is closed: torchrun on host h finished; no new generation starts in a closed job (delete it, "
+      "tpctl delete job-1, to use its id afresh)";
+  ASSERT_TRUE(close(kMember, "torchrun on host h finished").ok());  // creates the job, bound to the token
+  EXPECT_TRUE(View(false).closed);
+  EXPECT_EQ(View(false).closed_reason, "torchrun on host h finished");
+  EXPECT_EQ(close(Someone("another-jobs-token-123"), "x").code(), absl::StatusCode::kPermissionDenied);
+  EXPECT_EQ(close(Someone(""), "x").code(), absl::StatusCode::kUnauthenticated);
+  ASSERT_TRUE(close(kMember, "a second reason").ok());  // idempotent: the first reason stays
+  ASSERT_TRUE(close(Someone("the-admin-token-1234", "", /*admin=*/true), "the admin's").ok());
+  EXPECT_EQ(View(false).closed_reason, "torchrun on host h finished");
+  Result<Assignment> join;
+  job_->Join(kMember, Worker(0, 1), 5s, join.callback());
+  EXPECT_EQ(join.get().status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(join.get().status().message(), refused);
+  EXPECT_EQ(View(false).generation, 0u);
+
+  job_ = Restart();  // durable
+  EXPECT_TRUE(View(false).closed);
+  EXPECT_EQ(View(false).closed_reason, "torchrun on host h finished");
+  Result<Assignment> again;
+  job_->Join(kMember, Worker(0, 1), 5s, again.callback());
+  EXPECT_EQ(again.get().status().message(), refused);
+
+  ASSERT_TRUE(Delete(false).ok());  // forgets it: the id starts afresh
+  job_ = std::make_shared<Job>("job-1", &context_);
+  EXPECT_EQ(JoinAll(1)[0].generation, 1u);
+  EXPECT_FALSE(View(false).closed);
+}
+
+// Joins waiting in a joining generation when the job closes are answered as every later Join; the
+// generation ends (failed, job_closed), durably.
+TEST_F(JobTest, ClosingEndsAJoiningGenerationAndAnswersItsJoins) {
+  Result<Assignment> parked;
+  job_->Join(kMember, Worker(0, 2), 5s, parked.callback());
+  StatusResult closed;
+  job_->Close(kMember, "", closed.callback());
+  ASSERT_TRUE(closed.get().ok());
+  const std::string refused =
+      "job job-1 is closed; no new generation starts in a closed job (delete it, tpctl delete job-1, to use its id "
+      "afresh)";
+  EXPECT_EQ(parked.get().status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(parked.get().status().message(), refused);
+  JobView view = View(true);
+  EXPECT_EQ(view.phase, JobPhase::kFailed);
+  EXPECT_EQ(view.end_reason, "the job was closed");
+  ASSERT_EQ(view.history.size(), 1u);
+  EXPECT_EQ(view.history[0].end_cause, EndCause::kJobClosed);
+  job_ = Restart();
+  EXPECT_EQ(View(false).phase, JobPhase::kFailed);
+  EXPECT_TRUE(View(false).closed);
+  Result<Assignment> late;
+  job_->Join(kMember, Worker(1, 2), 5s, late.callback());
+  EXPECT_EQ(late.get().status().message(), refused);
+}
+
+// A running generation goes on in a closed job: heartbeats, the store, a retried Join and Leave all work,
+// and it completes; only a Join that would start a new generation is refused.
+TEST_F(JobTest, ARunningGenerationGoesOnInAClosedJob) {
+  std::vector<Assignment> a = JoinAll(2);
+  StatusResult closed;
+  job_->Close(kMember, "done", closed.callback());
+  ASSERT_TRUE(closed.get().ok());
+  EXPECT_EQ(View(false).phase, JobPhase::kRunning);
+  EXPECT_TRUE(job_->Heartbeat(kMember, 1, 0).ok());
+  EXPECT_TRUE(Set(1, "k", "v").ok());
+  Result<Assignment> retry;  // a lost answer, asked again: the same seat
+  job_->Join(kMember, Worker(1, 2), 5s, retry.callback());
+  ASSERT_TRUE(retry.get().ok()) << retry.get().status();
+  EXPECT_EQ(retry.get()->rank, a[1].rank);
+  Result<Assignment> newcomer;
+  job_->Join(kMember, Worker(7, 2), 5s, newcomer.callback());
+  EXPECT_EQ(newcomer.get().status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(View(false).phase, JobPhase::kRunning);  // the refused Join ended nothing
+  ASSERT_TRUE(Leave(1, 0, true).ok());
+  ASSERT_TRUE(Leave(1, 1, true).ok());
+  EXPECT_EQ(View(false).phase, JobPhase::kCompleted);
+}
+
 }  // namespace
 }  // namespace tpcoord

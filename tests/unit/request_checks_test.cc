@@ -4,6 +4,8 @@
 
 #include <gtest/gtest.h>
 
+#include "absl/strings/str_cat.h"
+
 namespace tpcoord {
 namespace {
 
@@ -120,6 +122,24 @@ TEST(RequestChecksTest, MergeLeaveAndPaging) {
   list.set_page_size(5);
   list.set_page_token("../x");
   ExpectInvalid(CheckRequest(list).status(), "page_token \"../x\" is not a next_page_token ListJobs gave");
+}
+
+TEST(RequestChecksTest, CloseJobReason) {
+  v1::CloseJobRequest close;
+  close.set_job_id("j");
+  EXPECT_TRUE(CheckRequest(close).ok());  // a reason is optional
+  close.set_reason("torchrun on host h finished \xc3\xa9");
+  EXPECT_TRUE(CheckRequest(close).ok());
+  close.set_reason(std::string(kMaxReasonBytes + 1, 'r'));
+  ExpectInvalid(CheckRequest(close),
+                absl::StrCat("job j: reason \"", std::string(160, 'r'), "...\" is 1025 bytes long; the limit is 1024"));
+  close.set_reason("done\n");
+  ExpectInvalid(CheckRequest(close),
+                "job j: reason \"done\\n\" contains the control character \"\\n\" at byte 4; give printable UTF-8 text");
+  close.set_reason("bad \xff");
+  ExpectInvalid(CheckRequest(close), "job j: reason \"bad \\377\" is not valid UTF-8 at byte 4; give printable UTF-8 text");
+  close.set_job_id("a/b");
+  EXPECT_EQ(CheckRequest(close).code(), absl::StatusCode::kInvalidArgument);
 }
 
 TEST(RequestChecksTest, RecordKeepsDeepSpeedsSizeMismatchText) {
