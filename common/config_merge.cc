@@ -29,6 +29,11 @@
 //                                                             recorded group is honoured, never replaced
 // 10   Y   Y   N   Y   error: tp_group + mpu                  same text
 // 12   Y   Y   Y   Y   error: tp_group + mpu                  same text
+//
+// Config only (rows 3-4 with tensor_parallel.autotp_size, DeepSpeed's AutoTP "entirely through the config",
+// without tp_model_init): DeepSpeed takes the TP size from the config. tpcoord too: the workers' Join
+// carries it (tp-worker joins with the config's autotp_size), and a member's merge whose autotp_size is not
+// the generation's tp_size is FAILED_PRECONDITION (CheckConfigOnlyTpSize), never a silent TP=1 run.
 
 namespace tpcoord {
 namespace {
@@ -164,6 +169,21 @@ absl::StatusOr<json> MergeTpInitIntoConfig(const std::optional<TpInitArgs>& reco
     }
   }
   return merged;
+}
+
+absl::Status CheckConfigOnlyTpSize(const json& config, int tp_size, uint64_t generation) {
+  if (!config.is_object()) return absl::OkStatus();
+  auto section = config.find("tensor_parallel");
+  if (section == config.end() || !section->is_object()) return absl::OkStatus();
+  auto autotp = section->find("autotp_size");
+  if (autotp == section->end() || autotp->is_null() || PyEqualsInt(*autotp, tp_size)) return absl::OkStatus();
+  const bool usable = autotp->is_number_integer() && autotp->get<long long>() >= 1;
+  return absl::FailedPreconditionError(absl::StrCat(
+      "the config's tensor_parallel.autotp_size is ", PyStr(*autotp), ", but generation ", generation,
+      " joined with tp_size ", tp_size,
+      " (nothing was recorded by tp_model_init, so each worker's Join sets the TP size): ",
+      usable ? absl::StrCat("join with tp_size ", PyStr(*autotp))
+             : absl::StrCat("make it the TP size the workers join with (", tp_size, ")")));
 }
 
 }  // namespace tpcoord

@@ -13,9 +13,14 @@
 //   - Structurally invalid sections (a tensor_parallel that is not an object) are INVALID_ARGUMENT naming
 //     the field and value; DeepSpeed fails there with an AttributeError.
 //   - Rows 6 and 8 of the outcome table are errors (see the table in config_merge.cc).
+//   - Config-only AutoTP (row 3/4 with tensor_parallel.autotp_size, no tp_model_init): DeepSpeed takes the TP
+//     size from the config; tpcoord's mesh comes from the workers' Joins, so a member's config whose
+//     autotp_size differs from the generation's tp_size is refused (CheckConfigOnlyTpSize) instead of
+//     training at another TP size than the config says.
 #ifndef TPCOORD_COMMON_CONFIG_MERGE_H_
 #define TPCOORD_COMMON_CONFIG_MERGE_H_
 
+#include <cstdint>
 #include <optional>
 
 #include "absl/status/statusor.h"
@@ -35,6 +40,13 @@ std::optional<Dtype> InferConfigDtype(const nlohmann::json& config);
 // an mpu. Conflicts are FAILED_PRECONDITION with DeepSpeed's exact text (DeepSpeedError).
 absl::StatusOr<nlohmann::json> MergeTpInitIntoConfig(const std::optional<TpInitArgs>& recorded,
                                                      const nlohmann::json& config, bool has_mpu);
+
+// Config-only AutoTP (nothing recorded by tp_model_init): the config's tensor_parallel.autotp_size, when
+// present and not null, must equal `tp_size`, the TP size generation `generation` joined with. Else
+// FAILED_PRECONDITION "the config's tensor_parallel.autotp_size is A, but generation G joined with tp_size T
+// (nothing was recorded by tp_model_init, so each worker's Join sets the TP size): join with tp_size A".
+// Anything else (no tensor_parallel object, no autotp_size) is OK: rows 1-4 of the table are unchanged.
+absl::Status CheckConfigOnlyTpSize(const nlohmann::json& config, int tp_size, uint64_t generation);
 
 }  // namespace tpcoord
 

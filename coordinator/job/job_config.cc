@@ -139,6 +139,12 @@ void Job::Merge(const Caller& caller, std::string config_text, bool has_mpu, uin
            absl::StatusOr<nlohmann::json> config = ParseDsConfig(text);
            if (!config.ok()) return Rejected(config.status());
            if (absl::Status s = g.agreement.Check(rank, *config, header_.generation); !s.ok()) return Rejected(s);
+           // Config-only AutoTP: the config's autotp_size must be the TP size the generation joined with.
+           if (!recorded) {
+             if (absl::Status s = CheckConfigOnlyTpSize(*config, g.mesh.tp_size(), header_.generation); !s.ok()) {
+               return Rejected(s);
+             }
+           }
            absl::StatusOr<std::string> merged = merge(*config, &tp_ranks);
            if (!merged.ok()) return Rejected(merged.status());
            if (g.agreement.has_reference()) {  // equal after parsing, though not byte for byte

@@ -2,6 +2,8 @@
 // error text of spec §1.2-1.4 at the wire, conflicting records from two clients, isolated jobs.
 #include <gtest/gtest.h>
 
+#include <future>
+
 #include "common/wire.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "nlohmann/json.hpp"
@@ -151,6 +153,59 @@ TEST_F(RecordMergeTest, AnIntegerBeyondSixtyFourBitsIsRefusedNotRounded) {
   ASSERT_TRUE(Merge("big", R"({"train_batch_size": 8, "tpcoord": {"seed": 18446744073709551615}})", false,
                     &merged).ok());
   EXPECT_EQ(nlohmann::json::parse(merged)["tpcoord"]["seed"].dump(), "18446744073709551615");
+}
+
+// Config-only AutoTP (DeepSpeed's "tensor_parallel": {"autotp_size": N} without tp_model_init): the Join
+// carries the TP size; a member's merge whose autotp_size is another one is refused, never run at TP=1.
+TEST_F(RecordMergeTest, ConfigOnlyAutotpSizeMustMatchTheJoinedTpSize) {
+  auto join_all = [&](const std::string& job, int world, int tp_size) {
+    std::vector<std::future<grpc::Status>> joins;
+    for (int i = 0; i < world; ++i) {
+      joins.push_back(std::async(std::launch::async, [&, i] {
+        v1::JoinRequest req;
+        req.set_job_id(job);
+        req.set_worker_id("w" + std::to_string(i));
+        req.set_host("127.0.0.1");
+        req.set_world_size(world);
+        req.set_requested_rank(i);
+        req.set_tp_size(tp_size);
+        v1::JoinResponse resp;
+        return coordinator_->NewStub()->Join(Deadline(20).get(), req, &resp);
+      }));
+    }
+    for (auto& j : joins) EXPECT_TRUE(j.get().ok());
+  };
+  auto member_merge = [&](const std::string& job, const std::string& config, std::string* merged) {
+    v1::MergeConfigRequest req;
+    req.set_job_id(job);
+    req.set_config_json(config);
+    req.set_generation(1);
+    req.set_rank(0);
+    v1::MergeConfigResponse resp;
+    grpc::Status status = stub_->MergeConfig(Deadline().get(), req, &resp);
+    *merged = resp.merged_config_json();
+    return status;
+  };
+  const std::string config = R"({"train_batch_size": 8, "tensor_parallel": {"autotp_size": 2}})";
+  join_all("tp2", 4, 2);
+  std::string merged;
+  ASSERT_TRUE(member_merge("tp2", config, &merged).ok());
+  EXPECT_EQ(nlohmann::json::parse(merged)["tensor_parallel"]["autotp_size"], 2);
+  v1::GetJobRequest get;
+  get.set_job_id("tp2");
+  v1::GetJobResponse job;
+  ASSERT_TRUE(stub_->GetJob(Deadline().get(), get, &job).ok());
+  EXPECT_FALSE(job.job().tp_init_recorded());
+
+  join_all("tp1", 2, 1);
+  grpc::Status refused = member_merge("tp1", config, &merged);
+  EXPECT_EQ(refused.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_EQ(refused.error_message(),
+            "job tp1: the config's tensor_parallel.autotp_size is 2, but generation 1 joined with tp_size 1 (nothing "
+            "was recorded by tp_model_init, so each worker's Join sets the TP size): join with tp_size 2");
+  // Without autotp_size nothing changes (rows 1-4): the config comes back as sent.
+  ASSERT_TRUE(member_merge("tp1", R"({"train_batch_size": 8})", &merged).ok());
+  EXPECT_EQ(merged, R"({"train_batch_size":8})");
 }
 
 TEST_F(RecordMergeTest, HealthServiceServes) {

@@ -62,6 +62,24 @@ TEST(MergeTest, Step1NothingRecordedReturnsTheConfigUnchanged) {
   EXPECT_EQ(Merge(std::nullopt, config, /*has_mpu=*/true), config);
 }
 
+// Config-only AutoTP: nothing recorded, the config's autotp_size must be the TP size the generation joined with.
+TEST(MergeTest, ConfigOnlyAutotpSizeMustBeTheJoinedTpSize) {
+  EXPECT_TRUE(CheckConfigOnlyTpSize({{"tensor_parallel", {{"autotp_size", 2}}}}, 2, 1).ok());
+  EXPECT_TRUE(CheckConfigOnlyTpSize({{"tensor_parallel", {{"autotp_size", 2.0}}}}, 2, 1).ok());
+  EXPECT_TRUE(CheckConfigOnlyTpSize({{"tensor_parallel", {{"autotp_size", nullptr}}}}, 1, 1).ok());
+  EXPECT_TRUE(CheckConfigOnlyTpSize({{"tensor_parallel", {{"tp", {{"tp_size", 4}}}}}}, 1, 1).ok());  // rows 3-4
+  EXPECT_TRUE(CheckConfigOnlyTpSize({{"train_batch_size", 8}}, 1, 1).ok());
+  absl::Status s = CheckConfigOnlyTpSize({{"tensor_parallel", {{"autotp_size", 2}}}}, 1, 3);
+  EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(s.message(),
+            "the config's tensor_parallel.autotp_size is 2, but generation 3 joined with tp_size 1 (nothing was "
+            "recorded by tp_model_init, so each worker's Join sets the TP size): join with tp_size 2");
+  EXPECT_EQ(CheckConfigOnlyTpSize({{"tensor_parallel", {{"autotp_size", "auto"}}}}, 1, 1).message(),
+            "the config's tensor_parallel.autotp_size is auto, but generation 1 joined with tp_size 1 (nothing was "
+            "recorded by tp_model_init, so each worker's Join sets the TP size): make it the TP size the workers "
+            "join with (1)");
+}
+
 TEST(MergeTest, Step2RecordedGroupRejectsMpu) {
   ExpectDeepSpeedError(Recorded(2, Dtype::kFloat32, RankList{0, 1}), json::object(),
                        "tp_model_init provided tp_group; deepspeed.initialize must not receive mpu.", true);
