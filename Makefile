@@ -3,7 +3,7 @@
 #   make test       install dependencies, build, run every test (CTest)
 #   make sanitize   ASan+UBSan and TSan builds (clang) and their tests
 #   make fuzz       every libFuzzer target for FUZZ_SECONDS on its seed corpus
-#   make python     the Python client, importable from build/python (PYTHONPATH=build/python)
+#   make python     the Python client, pip-installed into build/python-venv (python -m tpcoord.run, import tpcoord)
 #   make test-compose   the compose test: Docker image, docker-compose.yml up for real (root; see tests/compose/run.sh)
 BUILD_DIR ?= build
 JOBS ?= $(shell nproc)
@@ -56,10 +56,10 @@ fuzz: deps-sanitizers
 test-compose:
 	@TPCOORD_COMPOSE_TEST=1 timeout -k 120 3600 bash tests/compose/run.sh
 
-# Needs no C++ build: the package and its gRPC stubs (python/build.sh).
+# Needs no C++ build: pip install ./python (its gRPC stubs generated on the way) into a venv over Debian's python3.
 python:
 	@deploy/install-deps.sh --python
-	@python/build.sh $(BUILD_DIR)/python
+	@python/install.sh $(BUILD_DIR)/python-venv
 
 demo: build
 	@deploy/demo.sh $(BUILD_DIR)

@@ -96,7 +96,7 @@ if [ -z "$torch_cmake" ]; then  # Debian's python3-torch: its CMake files live w
   torch_cmake=$(dirname "$(ls -d /usr/lib/*/cmake/Torch 2>/dev/null | head -1)")
 fi
 torch_version=$("$python" -c 'import torch; print(torch.__version__)')
-cmake_args=(-G Ninja -DCMAKE_BUILD_TYPE=Release -DTPCOORD_BUILD_TESTS=OFF -DTPCOORD_BUILD_BENCH=OFF
+cmake_args=(-G Ninja -DCMAKE_BUILD_TYPE=Release -DTPCOORD_BUILD_TESTS=OFF -DTPCOORD_BUILD_BENCH=OFF -DTPCOORD_BUILD_PYTHON=OFF
             -DCMAKE_PREFIX_PATH="$prefix/usr;$torch_cmake" -DTorch_DIR="$torch_cmake/Torch"
             -DPYTHON_EXECUTABLE="$(command -v "$python")")
 if command -v nvcc >/dev/null; then
@@ -115,9 +115,17 @@ outside=$(grep -E '^(gRPC_DIR|absl_DIR|Protobuf_INCLUDE_DIR|SQLite3_INCLUDE_DIR|
 if [ -n "$outside" ]; then
   result build FAIL "dependencies found outside the prefix: $(echo "$outside" | tr '\n' ' ')"
 fi
-if ! cmake --build "$build" -j "$jobs" --target tp-coordinator tpctl tp-worker tpcoord_python >"$work/build.log" 2>&1; then
+if ! cmake --build "$build" -j "$jobs" --target tp-coordinator tpctl tp-worker >"$work/build.log" 2>&1; then
   grep -E "error|Error" "$work/build.log" | head -20
   result build FAIL "the build failed; see $work/build.log"
+  exit 1
+fi
+# The Python client as a user installs it, into a directory of its own (pip's --target: PYTHONPATH names it).
+site=$work/python-site
+if ! "$python" -m pip install --disable-pip-version-check --no-build-isolation --no-index --no-deps \
+       --target "$site" "$repo/python" >"$work/pip.log" 2>&1; then
+  tail -5 "$work/pip.log"
+  result build FAIL "pip install ./python failed; see $work/pip.log"
   exit 1
 fi
 result build PASS "tp-coordinator, tpctl, tp-worker and the Python client against PyTorch $torch_version, $(grep -E 'tpcoord: (LibTorch|NCCL)' "$work/configure.log" | sed 's/-- tpcoord: //' | tr '\n' ' ')"
@@ -212,7 +220,7 @@ fi
 # --- (c) the Python client's example, on the device's backend ------------------------------------------------
 backend=nccl
 [ "$mode" = cpu ] && backend=gloo
-if PYTHONPATH="$build/python" timeout 300 "$python" "$repo/python/examples/train.py" --coordinator "$address" \
+if PYTHONPATH="$site" timeout 300 "$python" "$repo/python/examples/train.py" --coordinator "$address" \
      --job c-example --world-size 1 --backend "$backend" --steps 20 >"$work/c.out" 2>"$work/c.err" &&
    grep -q '"done": true' "$work/c.out"; then
   result c PASS "python/examples/train.py, $backend at world size 1 through the coordinator's store: loss $(grep -o '"loss": [0-9.e-]*' "$work/c.out" | head -1 | cut -d' ' -f2) -> $(grep -o '"loss": [0-9.e-]*' "$work/c.out" | tail -1 | cut -d' ' -f2)"

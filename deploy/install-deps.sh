@@ -19,9 +19,11 @@ build_packages=(
   etcd-server  # the HA tests' etcd cluster (tests/support/etcd_cluster.cc)
   prometheus-cpp-dev  # the coordinator's metrics, and civetweb, the HTTP server of its /metrics and status page
 )
-# The Python client (python/tpcoord): gRPC's and protobuf's runtimes and PyTorch's c10d; its stubs come from
-# the build's protoc and grpc_python_plugin (python/build.sh).
-python_packages=(protobuf-compiler protobuf-compiler-grpc python3-grpcio python3-protobuf python3-torch)
+# The Python client (python/): gRPC's and protobuf's runtimes, PyTorch's c10d, and what `pip install
+# --no-build-isolation ./python` needs offline (pip, setuptools, wheel; venv for the build's copy). Its stubs
+# come from the build's protoc and grpc_python_plugin (python/setup.py).
+python_packages=(protobuf-compiler protobuf-compiler-grpc python3-grpcio python3-protobuf python3-torch
+                 python3-pip python3-setuptools python3-wheel python3-venv)
 # The observability test (tests/integration/observability_test.py): a real Prometheus text parser, and a real
 # browser that loads the status page. The Python client's tests (python/tests): pytest.
 test_packages=(python3-prometheus-client chromium "${python_packages[@]}" python3-pytest)
