@@ -149,15 +149,17 @@ class Client:
         return json.loads(self._call("MergeConfig", request, member.key).merged_config_json)
 
     def join(self, world_size, rank=None, *, tp_size=0, host=None, timeout=None, min_world_size=0,
-             rejoin_timeout=0.0):
+             rejoin_timeout=0.0, worker_id=None):
         """Joins the job's next generation and waits (up to `timeout`, default the client's) until all
         `world_size` workers have: returns this worker's Member (rank, generation, TP and DP groups), whose
         session beats from then on. `rank`: the rank to ask for (None: the coordinator assigns one, keeping
-        TP groups within a host). A timeout raises WaitTimeout naming the ranks and hosts that never came."""
+        TP groups within a host). A timeout raises WaitTimeout naming the ranks and hosts that never came.
+        `worker_id`: this process's name in the job (default $TPCOORD_WORKER_ID, else host:pid:nonce)."""
         from .member import Member
         host = host or os.environ.get("TPCOORD_HOST") or socket.gethostname()  # tp-agent names its host
         key = secrets.token_hex(32)
-        worker_id = os.environ.get("TPCOORD_WORKER_ID") or "%s:%d:%s" % (host, os.getpid(), secrets.token_hex(4))
+        worker_id = worker_id or os.environ.get("TPCOORD_WORKER_ID") or "%s:%d:%s" % (
+            host, os.getpid(), secrets.token_hex(4))
         request = pb.JoinRequest(job_id=self.job, worker_id=worker_id,
                                  host=host, world_size=int(world_size), tp_size=int(tp_size),
                                  min_world_size=int(min_world_size), rejoin_timeout_ms=int(rejoin_timeout * 1000))
@@ -170,6 +172,11 @@ class Client:
     def get_job(self):
         """The job as tpctl shows it (a JobStatus message)."""
         return self._call("GetJob", pb.GetJobRequest(job_id=self.job)).job
+
+    def close_job(self, reason="", timeout=None):
+        """Closes the job: no new generation starts in it (a running one goes on). Idempotent; the first
+        reason stays. `timeout`: the retry budget (default the client's)."""
+        self._call("CloseJob", pb.CloseJobRequest(job_id=self.job, reason=reason), budget=timeout)
 
     # --- the retry loop -----------------------------------------------------------------------------------
     def _call(self, method, request, member_key="", idempotent=True, budget=None):
