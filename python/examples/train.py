@@ -1,19 +1,22 @@
 #!/usr/bin/env python3
-"""Trains a small tensor- and data-parallel MLP with plain PyTorch, rendezvousing through the tp-coordinator:
-DeepSpeed's tp_model_init record, its config merge, a Gloo process group over the coordinator's store, TP and
-DP groups from the ranks the coordinator answered, and a member session that says who failed.
+"""Trains a small tensor- and data-parallel MLP with plain PyTorch, set up by tpcoord.init_process_group: the
+coordinator records the TP size (--tp-size; else the config's tensor_parallel.autotp_size), merges the
+DeepSpeed config, and brings up a Gloo (or NCCL) process group over its store with the TP and DP groups of
+the ranks it answered; a member session says who failed.
 
-    PYTHONPATH=build/python /usr/bin/python3 python/examples/train.py \
-        --coordinator 127.0.0.1:50051 --job mlp --world-size 4 --tp-size 2 [--rank R] [--token-file F]
+    python3 -m tpcoord.run --rdzv-backend=tpcoord --rdzv-endpoint=127.0.0.1:50051 --rdzv-id=mlp \
+        --nnodes=2 --nproc-per-node=2 python/examples/train.py --tp-size 2      # torchrun (torch 1.13)
+    python3 python/examples/train.py --coordinator 127.0.0.1:50051 --job mlp --world-size 4 --tp-size 2 \
+        [--rank R] [--token-file F]                                             # by hand, 4 times
 
-Start it world-size times (any order, any host). Each process prints one JSON line per step:
+Under torchrun or tp-agent it needs no flag but its own. By hand, start it world-size times (any order, any
+host). Each process prints one JSON line per step:
 {"rank", "step", "loss", "grads"}: the loss averaged over the DP group, and a SHA-256 of this rank's gradient
 shard after the DP all-reduce (equal across a DP group). Exit status as tp-worker's: 0 done, 3 a
 configuration error no restart cures (a DeepSpeed conflict), 75 the generation ended (a peer died or hung:
 restart this process), 1 anything else.
 """
 import argparse
-import datetime
 import hashlib
 import json
 import os
@@ -104,41 +107,36 @@ def check_groups(member, tp_group, dp_group, device):
                       "all_reduce": "ok"}), flush=True)
 
 
-def train(args, tp):
-    model = tpcoord.tp_model_init(None, tp_size=args.tp_size, dtype=torch.float32, client=tp)  # records
-    with tp.join(world_size=args.world_size, rank=args.rank) as member:
-        config = tp.merge_config(args.config or DS_CONFIG)  # DeepSpeed's merge: tensor_parallel filled in
-        print(json.dumps({"rank": member.rank, "generation": member.generation,
-                          "tensor_parallel": config["tensor_parallel"]}), flush=True)
-        # A collective waits for a frozen peer this long before it fails (and the member's verdict names it).
-        timeout = datetime.timedelta(seconds=args.timeout)
-        device = torch.device(args.device or ("cuda:%d" % (member.rank % torch.cuda.device_count())
-                                              if args.backend == "nccl" else "cpu"))
-        if device.type == "cuda":
-            torch.cuda.set_device(device)
-        dist.init_process_group(args.backend, store=member.store(), rank=member.rank, world_size=member.world_size,
-                                timeout=timeout)
-        tp_group, dp_group = member.new_groups(timeout=timeout)
-        check_groups(member, tp_group, dp_group, device)
-
+def train(args):
+    # The one call: connect, record (--tp-size) or take the config's autotp_size, join, merge, process group
+    # and TP/DP groups through the coordinator. A collective waits --timeout for a frozen peer before it fails
+    # (and the coordinator's verdict names it); default the coordinator's lease.
+    member = tpcoord.init_process_group(args.backend, config=args.config or DS_CONFIG, tp_size=args.tp_size,
+                                        dtype=torch.float32 if args.tp_size else None, timeout=args.timeout)
+    with member:  # a clean exit leaves finished; an exception ends the generation for the others, with its text
+        config = member.config  # DeepSpeed's merge: tensor_parallel filled in
+        print(json.dumps({"rank": member.rank, "world_size": member.world_size, "generation": member.generation,
+                          "pid": os.getpid(), "tensor_parallel": config.get("tensor_parallel")}), flush=True)
+        check_groups(member, member.tp_group, member.dp_group, member.device)
         model = ParallelMLP(args.d_in, args.hidden, args.d_out, args.seed, member.tp_rank, member.tp_size,
-                            tp_group).to(device)
+                            member.tp_group).to(member.device)
         optimizer = torch.optim.SGD(model.parameters(), lr=config["optimizer"]["params"]["lr"])
         micro = config["train_micro_batch_size_per_gpu"]
         for step in range(1, args.steps + 1):
             member.check()  # the generation ended (a peer died or hung): GenerationEnded names it
-            x, y = (t.to(device) for t in batch(step, member.dp_rank, micro, args.d_in, args.d_out, args.seed))
+            x, y = (t.to(member.device) for t in batch(step, member.dp_rank, micro, args.d_in, args.d_out,
+                                                       args.seed))
             loss = torch.nn.functional.mse_loss(model(x), y)
             optimizer.zero_grad()
             loss.backward()
             grads = []
             for p in model.parameters():  # data parallelism: the mean gradient over the DP group
-                dist.all_reduce(p.grad, group=dp_group)
+                dist.all_reduce(p.grad, group=member.dp_group)
                 p.grad /= member.dp_size
                 grads.append(p.grad.reshape(-1))
             optimizer.step()
             mean_loss = loss.detach().clone()
-            dist.all_reduce(mean_loss, group=dp_group)
+            dist.all_reduce(mean_loss, group=member.dp_group)
             mean_loss = mean_loss.item() / member.dp_size
             digest = hashlib.sha256(torch.cat(grads).cpu().numpy().tobytes()).hexdigest()[:16]
             print(json.dumps({"rank": member.rank, "step": step, "loss": mean_loss, "grads": digest}), flush=True)
@@ -149,34 +147,42 @@ def train(args, tp):
     return model
 
 
+# Flags that stand for the environment tpcoord.init_process_group reads (torchrun, tp-agent and tpcoord's
+# torchrun backend set it; a flag given wins).
+ENVIRONMENT = {"coordinator": "TPCOORD_COORDINATOR", "job": "TPCOORD_JOB", "world_size": "WORLD_SIZE",
+               "rank": "RANK", "token_file": "TPCOORD_TOKEN_FILE", "tls_ca": "TPCOORD_TLS_CA",
+               "tls_cert": "TPCOORD_TLS_CERT", "tls_key": "TPCOORD_TLS_KEY"}
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--coordinator", default=None, help="host:port, or a comma-separated list (HA)")
-    parser.add_argument("--job", default=None)
-    world = os.environ.get("TPCOORD_WORLD_SIZE", "")  # what tp-agent gives its workers
-    parser.add_argument("--world-size", type=int, default=int(world) if world.isdigit() else None,
-                        required=not world.isdigit(), help="default: $TPCOORD_WORLD_SIZE")
-    parser.add_argument("--tp-size", type=int, default=1)
-    parser.add_argument("--rank", type=int, default=None, help="the rank to ask for (default: assigned)")
+    parser.add_argument("--coordinator", help="host:port, or a comma-separated list (HA); default "
+                        "$TPCOORD_COORDINATOR")
+    parser.add_argument("--job", help="default $TPCOORD_JOB, else torchrun's --rdzv-id")
+    parser.add_argument("--world-size", help="default $WORLD_SIZE (torchrun), else $TPCOORD_WORLD_SIZE (tp-agent)")
+    parser.add_argument("--rank", type=int, help="the rank to ask for (default $RANK, else assigned)")
+    parser.add_argument("--tp-size", type=int, default=None,
+                        help="tp_model_init's tp_size (default: the config's tensor_parallel.autotp_size)")
     parser.add_argument("--steps", type=int, default=50)
     parser.add_argument("--config", default=None, help="a DeepSpeed config (JSON file); default: a built-in one")
     parser.add_argument("--token-file", default=None)
     parser.add_argument("--tls-ca", default=None)
     parser.add_argument("--tls-cert", default=None)
     parser.add_argument("--tls-key", default=None)
-    parser.add_argument("--timeout", type=float, default=60.0, help="seconds any wait may take")
+    parser.add_argument("--timeout", type=float, default=None,
+                        help="seconds a collective waits for its peers (default: the coordinator's lease)")
     parser.add_argument("--d-in", type=int, default=16)
     parser.add_argument("--hidden", type=int, default=64)
     parser.add_argument("--d-out", type=int, default=8)
     parser.add_argument("--seed", type=int, default=7)
-    parser.add_argument("--backend", default="gloo", help="gloo (CPU), or nccl (GPUs)")
-    parser.add_argument("--device", default=None, help="default: cpu for gloo, cuda:RANK %% GPUs for nccl")
+    parser.add_argument("--backend", default=None, help="gloo (CPU) or nccl (GPUs); default nccl if CUDA works")
     args = parser.parse_args()
+    for flag, env in ENVIRONMENT.items():
+        if getattr(args, flag) is not None:
+            os.environ[env] = str(getattr(args, flag))
     torch.set_num_threads(1)
     try:
-        tp = tpcoord.connect(args.coordinator, args.job, token_file=args.token_file, tls_ca=args.tls_ca,
-                             tls_cert=args.tls_cert, tls_key=args.tls_key, timeout=args.timeout)
-        train(args, tp)
+        train(args)
     except tpcoord.GenerationEnded as e:
         print(json.dumps({"generation_ended": str(e), "failed_rank": e.rank}), flush=True)
         return 75 if e.restartable else 3

@@ -29,6 +29,9 @@ class Member:
         self.heartbeat_interval = response.heartbeat_interval_ms / 1000.0
         self.lease = response.lease_ms / 1000.0
         self.left = False
+        # Set by tpcoord.init_process_group: the merged DeepSpeed config, the torch.distributed groups of this
+        # rank's TP and DP groups, and the device it computes on.
+        self.config = self.tp_group = self.dp_group = self.device = None
         self._barrier_rounds = {}
         self._session = MemberSession(client, self, on_end)
         # From here on this process's death ends the generation at once (not only after the lease).

@@ -209,8 +209,6 @@ class TpcoordRendezvousHandler(RendezvousHandler):
         except Exception as e:  # noqa: BLE001
             _log.warning("tpcoord rendezvous %s: shutdown: %s", self._client.job, e)
             return False
-        finally:
-            self._client.close()
 
     def _leave(self, reason, finished=False):
         """Leaves this node's generation, if it holds one: unfinished (it ends the round for every node), or
