@@ -233,3 +233,67 @@ def test_launcher_flags_are_spelt_as_torchrun_parses_them():
     else:
         assert spelt == ["--rdzv_backend=tpcoord", "--rdzv_endpoint", "h:1", "--nproc_per_node=2", "--nnodes=1:2",
                          "--max_restarts", "3", "train.py", "--tp-size", "2", "--rdzv-id=x"]
+
+
+def test_a_node_beyond_the_most_waits_without_disturbing_the_running_round(procs):
+    c = procs.coordinator()
+    first = node(procs, "node-0", c.address, "full", 1, 1, "--steps", 10000)
+    wait_for_records([first], lambda r: r.get("step", 0) >= 3, 1)
+    extra = node(procs, "node-1", c.address, "full", 1, 1, "--steps", 5)
+    extra._wait_for(lambda: "this node waits for a seat" in extra.stderr() or None, 60, "its waiting")
+    assert first.wait(300) == 0, first.output()
+    # The running round was never ended for it; once the run was over, it found the rendezvous closed.
+    assert tpcoord.connect(c.address, "full.nodes").get_job().generation == 1
+    assert extra.wait(120) == 1, extra.output()
+    assert "RendezvousClosedError: job full.nodes is closed: torchrun on host " in extra.stderr(), extra.stderr()
+
+
+def test_the_entry_point_gives_torch_2_5_the_creator_and_registering_twice_is_harmless():
+    from importlib.metadata import entry_points
+    from torch.distributed.elastic.rendezvous import RendezvousParameters, rendezvous_handler_registry
+    import tpcoord.run
+    import tpcoord.torchrun
+    found = list(entry_points(group="torchrun.handlers", name="tpcoord"))  # as torch >= 2.5 looks it up
+    assert len(found) == 1 and found[0].load()() is tpcoord.torchrun.create_handler, found
+    tpcoord.run.register()
+    tpcoord.run.register()  # what torch >= 2.5 does from the entry point, then tpcoord.run again: the same creator
+    params = RendezvousParameters("tpcoord", "127.0.0.1:1", "ep", 1, 1)
+    assert rendezvous_handler_registry.create_handler(params).get_backend() == "tpcoord"
+
+
+class FakeStoreInfo:  # torch >= 2.4's RendezvousStoreInfo, for the 2.x path on torch 1.13
+    def __init__(self, master_addr, master_port):
+        self.master_addr, self.master_port = master_addr, master_port
+
+
+class FakeInfo:  # torch >= 2.4's RendezvousInfo
+    def __init__(self, store, rank, world_size, bootstrap_store_info):
+        self.store, self.rank, self.world_size = store, rank, world_size
+        self.bootstrap_store_info = bootstrap_store_info
+
+
+def test_the_torch_2_handler_answers_a_rendezvous_info_and_closes(procs, monkeypatch):
+    """torch >= 2.4's interface (not installable here), with its two value types stood in: next_rendezvous
+    answers a RendezvousInfo whose bootstrap address node rank 0 chose and put in the round's store."""
+    import socket
+    from torch.distributed.elastic.rendezvous import RendezvousParameters
+    import tpcoord.torchrun as backend
+    coordinator = procs.coordinator().address
+    for name in ("TPCOORD_COORDINATOR", "TPCOORD_JOB"):
+        monkeypatch.setenv(name, "")  # the handler sets them for the workers; restored after the test
+    monkeypatch.setattr(backend._api, "RendezvousInfo", FakeInfo, raising=False)
+    monkeypatch.setattr(backend._api, "RendezvousStoreInfo", FakeStoreInfo, raising=False)
+    handler = backend.create_handler(RendezvousParameters("tpcoord", coordinator, "v2", 1, 1))
+    assert handler.use_agent_store is False and handler.get_run_id() == "v2"
+    info = handler.next_rendezvous()
+    assert (info.rank, info.world_size) == (0, 1)
+    assert info.bootstrap_store_info.master_addr == socket.getfqdn()
+    assert info.store.get("MASTER_PORT") == str(info.bootstrap_store_info.master_port).encode()
+    assert handler.num_nodes_waiting() == 0 and not handler.is_closed()
+    assert os.environ["TPCOORD_JOB"] == "v2" and os.environ["TPCOORD_COORDINATOR"] == coordinator
+    handler.set_closed()
+    assert handler.is_closed()
+    assert handler.shutdown() is True
+    job = tpcoord.connect(coordinator, "v2.nodes").get_job()
+    assert job.phase == pb.PHASE_COMPLETED and job.closed_reason == "torchrun on host %s closed the rendezvous" % (
+        socket.gethostname()), job

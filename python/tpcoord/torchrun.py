@@ -31,6 +31,7 @@ import socket
 import threading
 import time
 
+from ._proto import pb
 from .client import Client
 from .credentials import Credentials
 from .errors import CoordinatorError, GenerationEnded, WaitTimeout
@@ -135,10 +136,12 @@ class TpcoordRendezvousHandler(RendezvousHandler):
         self._leave("torchrun on host %s starts round %d of its workers" % (self._host, self._round + 1))
         self._round += 1
         worker_id = "%s:%d:%d" % (self._host, os.getpid(), self._round)
+        deadline = time.monotonic() + self._join_timeout
         try:
+            self._wait_for_a_seat(deadline)
             member = self._client.join(self._max_nodes, tp_size=1, host=self._host, worker_id=worker_id,
                                        min_world_size=self._min_nodes, rejoin_timeout=self._last_call,
-                                       timeout=self._join_timeout)
+                                       timeout=max(1.0, deadline - time.monotonic()))
         except Exception as e:
             raise _rendezvous_error(e) from e
         self._member = member
@@ -150,6 +153,30 @@ class TpcoordRendezvousHandler(RendezvousHandler):
         if not hasattr(_api, "RendezvousInfo"):  # torch 1.13: a tuple
             return store, member.rank, member.world_size
         return _api.RendezvousInfo(store, member.rank, member.world_size, self._bootstrap(store, member.rank))
+
+    def _wait_for_a_seat(self, deadline):
+        """A node that would be one too many for a running round (MAX nodes run it) waits for that round to
+        end, as torchrun's c10d backend keeps such a node waiting, instead of ending it by joining."""
+        said = False
+        while True:
+            try:
+                job = self._client.get_job()
+            except CoordinatorError as e:
+                if e.code == grpc.StatusCode.NOT_FOUND:
+                    return  # no node came yet
+                raise
+            if job.closed or job.phase != pb.PHASE_RUNNING or job.member_count < self._max_nodes:
+                return
+            if time.monotonic() >= deadline:
+                raise RendezvousTimeoutError(
+                    "job %s: the rendezvous is full: its %d nodes (--nnodes at most %d) run generation %d, and none "
+                    "left within join_timeout (%d s)" % (self._client.job, job.member_count, self._max_nodes,
+                                                          job.generation, self._join_timeout))
+            if not said:
+                _log.warning("tpcoord rendezvous %s: %d nodes (the most --nnodes allows) run generation %d: this "
+                             "node waits for a seat", self._client.job, job.member_count, job.generation)
+                said = True
+            time.sleep(1.0)
 
     def _bootstrap(self, store, rank):
         """torch >= 2.4: where worker rank 0's TCPStore listens (the handler says; the agent no longer does):
@@ -226,6 +253,8 @@ class TpcoordRendezvousHandler(RendezvousHandler):
 
 def _rendezvous_error(e):
     """torchrun's exception for what the coordinator (or the client) said, with the coordinator's text."""
+    if isinstance(e, RendezvousError):
+        return e
     if isinstance(e, WaitTimeout):
         return RendezvousTimeoutError(str(e))
     if isinstance(e, CoordinatorError):
