@@ -60,8 +60,12 @@ ABSL_FLAG(absl::Duration, rejoin_timeout, absl::Seconds(30),
 ABSL_FLAG(int, rank, -1, "requested global rank (-1: let the coordinator assign one)");
 ABSL_FLAG(std::string, host, "", "host name reported to the coordinator (default: this machine's)");
 ABSL_FLAG(std::string, config, "", "DeepSpeed config (JSON)");
-ABSL_FLAG(int, tp_size, 0, "tp_model_init tp_size (0: the config's tensor_parallel.autotp_size, else 1)");
-ABSL_FLAG(std::string, dtype, "", "tp_model_init dtype: fp32 | bf16 | fp16 (default: the config's precision)");
+ABSL_FLAG(int, tp_size, 0,
+          "tp_model_init tp_size: given (> 0), the worker records it with tp_model_init; 0 (the default): no "
+          "tp_model_init (config-only AutoTP, as DeepSpeed's \"tensor_parallel\": {\"autotp_size\": N}): the worker "
+          "joins with the config's tensor_parallel.autotp_size, else 1");
+ABSL_FLAG(std::string, dtype, "",
+          "tp_model_init dtype: fp32 | bf16 | fp16 (default: the config's precision); only with --tp-size");
 ABSL_FLAG(std::string, model_dir, "", "Hugging Face model directory (config.json + *.safetensors)");
 ABSL_FLAG(std::string, random_init, "", "instead of --model-dir: a seeded random model of this preset (tiny|small)");
 ABSL_FLAG(std::string, data, "", "training data: a text file (byte tokens) or a .bin of uint16 tokens");
@@ -232,12 +236,15 @@ int Main() {
   if (!config.ok()) return Fail(config.status());
   SetComputeThreads(absl::GetFlag(FLAGS_threads));
 
-  // tp_model_init's arguments: flags, else what the config says.
-  int tp_size = absl::GetFlag(FLAGS_tp_size);
-  if (tp_size == 0) {
-    const nlohmann::json autotp =
-        config->value("tensor_parallel", nlohmann::json::object()).value("autotp_size", nlohmann::json(1));
-    tp_size = autotp.is_number_integer() && autotp.get<int>() > 0 ? autotp.get<int>() : 1;
+  // tp_model_init's arguments, when --tp-size is given; without it the worker runs config-only AutoTP (no
+  // tp_model_init, nothing recorded): initialize joins with the config's autotp_size, and the precision is
+  // the config's.
+  const int tp_size = absl::GetFlag(FLAGS_tp_size);
+  if (tp_size < 0) return Usage(absl::StrCat("--tp-size ", tp_size, " is negative; give 1 or more (0: config-only)"));
+  if (tp_size == 0 && !absl::GetFlag(FLAGS_dtype).empty()) {
+    return Usage(
+        "--dtype is tp_model_init's dtype and needs --tp-size (TPCOORD_TP_SIZE); without them the worker runs "
+        "config-only AutoTP with the precision of the config's bf16/fp16 sections");
   }
   Dtype dtype = InferConfigDtype(*config).value_or(Dtype::kFloat32);
   if (const std::string name = absl::GetFlag(FLAGS_dtype); !name.empty()) {
@@ -284,8 +291,10 @@ int Main() {
   if (!model.ok()) return Fail(model.status());
   const double load_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - load_start).count();
 
-  model = tp_model_init(*std::move(model), tp_size, dtype, launch);
-  if (!model.ok()) return Fail(model.status());
+  if (tp_size > 0) {
+    model = tp_model_init(*std::move(model), tp_size, dtype, launch);
+    if (!model.ok()) return Fail(model.status());
+  }
   absl::StatusOr<std::unique_ptr<Engine>> engine = initialize(*std::move(model), *config_text, launch);
   if (!engine.ok()) return Fail(engine.status());
   Engine& e = **engine;

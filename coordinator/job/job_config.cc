@@ -60,6 +60,16 @@ void Job::Record(const Caller& caller, const TpInitArgs& args, Done<RecordOutcom
                                       "; this call ", DescribeTpInitArgs(args))));
     }
     const bool created = !header_.tp_init.has_value();
+    // The first record in a job whose generation joined without one (config-only AutoTP) must agree with
+    // the TP size that generation runs with: a record is the job's for good, and every later Join follows it.
+    if (created && (header_.phase == JobPhase::kJoining || header_.phase == JobPhase::kRunning) &&
+        args.tp_size != header_.tp_size) {
+      return Rejected(absl::FailedPreconditionError(absl::StrCat(
+          "tp_model_init records tp_size ", args.tp_size, ", but generation ", header_.generation, " is ",
+          JobPhaseName(header_.phase), " with tp_size ", header_.tp_size,
+          ", joined without a record (config-only AutoTP: the config's tensor_parallel.autotp_size); record tp_size ",
+          header_.tp_size, ", or none")));
+    }
     if (!created && updated->tp_groups.size() == header_.tp_init->tp_groups.size()) {
       return Decision::Apply([on_done, outcome = RecordOutcome{*updated, false}](Completions& c) {
         c.Answer<RecordOutcome>(on_done, outcome);

@@ -221,6 +221,10 @@ check "checkpoint loads at TP=1 (exit $verify_status) and evaluates like the tra
 
 # --- scenario 2: a worker whose tp_size conflicts with the job's record ------------------------------
 phase "a worker with a conflicting tp_size"
+# The compose workers run config-only (no TPCOORD_TP_SIZE: no tp_model_init, the config's autotp_size), so
+# the job holds no record; record what they ran with, as tp_model_init would, for a worker to conflict with.
+tpctl record --job "$TPCOORD_JOB" --tp-size 2 --dtype fp32 >"$work/record.txt" 2>&1 || true
+check "the job's TP args recorded (tp_size=2)" grep -q 'tp_size=2 ' "$work/record.txt"
 conflict=$(COMPOSE_TIMEOUT=120 compose run -d --no-deps -e TPCOORD_TP_SIZE=4 worker-3 2>"$work/run.err" | tail -1) ||
   { cat "$work/run.err"; exit 1; }
 conflict_status=$(timeout 120 docker wait "$conflict") || conflict_status=timeout

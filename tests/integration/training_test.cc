@@ -18,6 +18,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
+#include "nlohmann/json.hpp"
 #include "tests/support/coordinator_process.h"
 #include "worker/comm/nccl_communicator.h"
 #include "worker/model/safetensors.h"
@@ -71,7 +72,8 @@ class TrainingTest : public ::testing::Test {
     ASSERT_TRUE(coordinator.ok()) << coordinator.status();
     coordinator_ = coordinator->release();
     for (const auto& [name, precision] : {std::pair<std::string, std::string>{"fp32", ""},
-                                          {"bf16", R"("bf16": {"enabled": true},)"}}) {
+                                          {"bf16", R"("bf16": {"enabled": true},)"},
+                                          {"autotp2", R"("tensor_parallel": {"autotp_size": 2},)"}}) {
       std::ofstream(*dir_ + "/" + name + ".json") << absl::StrFormat(kConfig, precision);
     }
     std::string micro1 = absl::StrFormat(kConfig, "");
@@ -83,9 +85,10 @@ class TrainingTest : public ::testing::Test {
     delete dir_;
   }
 
-  // Runs one job of `world` tp-worker processes and returns rank 0's log; every worker must exit 0.
+  // Runs one job of `world` tp-worker processes and returns rank 0's log; every worker must exit 0. Rank 0's
+  // whole output goes to `out` when given.
   static Log RunJob(const std::string& job, int world, int tp, std::vector<std::string> extra = {},
-                    const std::string& config = "fp32") {
+                    const std::string& config = "fp32", std::string* out = nullptr) {
     std::vector<std::unique_ptr<Subprocess>> workers;
     for (int rank = 0; rank < world; ++rank) {
       std::vector<std::string> argv = {testing::BinPath("worker/tp-worker"),
@@ -93,12 +96,13 @@ class TrainingTest : public ::testing::Test {
                                        "--job", job,
                                        "--world-size", std::to_string(world),
                                        "--rank", std::to_string(rank),
-                                       "--tp-size", std::to_string(tp),
                                        "--host", "127.0.0.1",
                                        "--config", *dir_ + "/" + config + ".json",
                                        "--random-init", "tiny",
                                        "--data", absl::StrCat(TPCOORD_SOURCE_DIR, "/deploy/data/public_domain.txt"),
                                        "--timeout", "120s"};
+      // tp 0: no --tp-size, config-only AutoTP (no tp_model_init; the config's autotp_size is the TP size).
+      if (tp > 0) argv.insert(argv.end(), {"--tp-size", std::to_string(tp)});
       argv.insert(argv.end(), extra.begin(), extra.end());
       auto worker = Subprocess::Start(argv, testing::TokenEnv());
       EXPECT_TRUE(worker.ok()) << worker.status();
@@ -107,6 +111,7 @@ class TrainingTest : public ::testing::Test {
     for (auto& w : workers) {
       EXPECT_EQ(w->Wait(std::chrono::minutes(5)).value_or(-1), 0) << job << ":\n" << w->Stdout() << w->Stderr();
     }
+    if (out) *out = workers[0]->Stdout();
     return Parse(workers[0]->Stdout());
   }
 
@@ -190,6 +195,24 @@ TEST_F(TrainingTest, ResumeContinuesTheLossTrajectoryExactly) {
   for (const auto& [step, text] : second_half.loss_text) {
     EXPECT_EQ(text, full.loss_text.at(step)) << "step " << step;
   }
+}
+
+// Config-only AutoTP, as DeepSpeed now allows ("tensor_parallel": {"autotp_size": 2}, no tp_model_init):
+// tp-worker without --tp-size records nothing and joins with the config's TP size: TP=2 x DP=2.
+TEST_F(TrainingTest, ConfigOnlyAutotpSizeSetsTheMeshWithoutARecord) {
+  std::string out;
+  const Log log = RunJob("config-only", 4, 0, {}, "autotp2", &out);
+  EXPECT_EQ(log.loss.size(), 20u) << out;
+  EXPECT_TRUE(absl::StrContains(out, "generation 1: world 4 = tp 2 x dp 2, dtype fp32")) << out;
+  auto stub = coordinator_->NewStub();
+  v1::GetJobRequest req;
+  req.set_job_id("config-only");
+  v1::GetJobResponse job;
+  ASSERT_TRUE(stub->GetJob(testing::Deadline().get(), req, &job).ok());
+  EXPECT_FALSE(job.job().tp_init_recorded());
+  EXPECT_EQ(nlohmann::json::parse(job.job().merged_config_json())["tensor_parallel"]["autotp_size"], 2);
+  ASSERT_FALSE(job.job().history().empty());
+  EXPECT_EQ(job.job().history(0).tp_size(), 2);
 }
 
 TEST_F(TrainingTest, Bf16Trains) {

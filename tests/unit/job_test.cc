@@ -1270,5 +1270,18 @@ TEST_F(JobTest, ARunningGenerationGoesOnInAClosedJob) {
   EXPECT_EQ(View(false).phase, JobPhase::kCompleted);
 }
 
+// A job whose generation joined config-only (no record) cannot be given a record of another TP size while
+// that generation joins or runs: the record would be the job's for good and refuse its members' Joins.
+TEST_F(JobTest, AFirstRecordMustAgreeWithAConfigOnlyGeneration) {
+  JoinAll(2, 2);
+  absl::StatusOr<RecordOutcome> other = Record(Args(1, Dtype::kFloat32));
+  EXPECT_EQ(other.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(other.status().message(),
+            "job job-1: tp_model_init records tp_size 1, but generation 1 is running with tp_size 2, joined without a "
+            "record (config-only AutoTP: the config's tensor_parallel.autotp_size); record tp_size 2, or none");
+  EXPECT_FALSE(View(false).tp_init.has_value());
+  EXPECT_TRUE(Record(Args(2, Dtype::kFloat32)).ok());
+}
+
 }  // namespace
 }  // namespace tpcoord

@@ -13,6 +13,8 @@
 #include "absl/strings/str_cat.h"
 #include "common/config_merge.h"
 #include "common/deepspeed_error.h"
+#include "common/ds_config.h"
+#include "common/limits.h"
 #include "common/host_name.h"
 #include "nlohmann/json.hpp"
 #include "worker/autotp/autotp.h"
@@ -62,6 +64,21 @@ constexpr int kCheckpointsKept = 2;
 void StopHereIfAsked(absl::string_view phase) {
   const char* stop_at = std::getenv("TPCOORD_TEST_STOP_AT");
   if (stop_at != nullptr && phase == stop_at) ::raise(SIGSTOP);
+}
+
+// Config-only AutoTP: the config's tensor_parallel.autotp_size (an integer >= 1), 0 when it has none.
+absl::StatusOr<int> ConfigAutoTpSize(const std::string& ds_config_json) {
+  absl::StatusOr<nlohmann::json> config = ParseDsConfig(ds_config_json);
+  if (!config.ok()) return config.status();
+  auto section = config->find("tensor_parallel");
+  if (section == config->end() || !section->is_object()) return 0;
+  auto autotp = section->find("autotp_size");
+  if (autotp == section->end() || autotp->is_null()) return 0;
+  if (!autotp->is_number_integer() || autotp->get<int64_t>() < 1 || autotp->get<int64_t>() > kMaxTpSize) {
+    return absl::InvalidArgumentError(absl::StrCat("tensor_parallel.autotp_size must be an integer from 1 to ",
+                                                   kMaxTpSize, ", got ", autotp->dump()));
+  }
+  return autotp->get<int>();
 }
 
 }  // namespace
@@ -125,11 +142,28 @@ absl::StatusOr<std::unique_ptr<Engine>> initialize(LlamaModel model, const std::
     return absl::InvalidArgumentError(absl::StrCat("--backend \"", lc.backend, "\" is not gloo or nccl"));
   }
 
+  // The TP size this worker joins with: the record's; without one (config-only AutoTP, as DeepSpeed's
+  // "tensor_parallel": {"autotp_size": N} without tp_model_init) the config's autotp_size, 0 (the
+  // coordinator's 1) when it has none. The coordinator refuses a merge whose autotp_size is not the
+  // generation's tp_size, so the config and the mesh cannot disagree.
+  int tp_size = 0;
+  if (launch.recorded()) {
+    tp_size = launch.recorded()->tp_size;
+  } else {
+    absl::StatusOr<int> config_tp_size = ConfigAutoTpSize(ds_config_json);
+    if (!config_tp_size.ok()) return InPhase("config", config_tp_size.status());
+    tp_size = *config_tp_size;
+    // tp_model_init connected first; without it, connect here.
+    Clock::time_point connect = Clock::now();
+    if (absl::Status s = launch.client().WaitForConnected(lc.join_timeout); !s.ok()) return InPhase("connect", s);
+    launch.timings().emplace_back("connect", SecondsSince(connect));
+  }
+
   // Join: the rendezvous assigns this worker's rank and groups.
   Clock::time_point start = Clock::now();
   JoinRequest join{
-      lc.job_id, lc.worker_id.empty() ? MakeWorkerId(lc.host) : lc.worker_id, lc.host,          lc.world_size,
-      lc.rank,   launch.recorded() ? launch.recorded()->tp_size : 0,          /*member_key=*/""};
+      lc.job_id, lc.worker_id.empty() ? MakeWorkerId(lc.host) : lc.worker_id, lc.host, lc.world_size, lc.rank, tp_size,
+      /*member_key=*/""};
   join.min_world_size = std::min(lc.min_world_size, lc.world_size);
   join.rejoin_timeout = lc.rejoin_timeout;
   // The member session carries the whole rendezvous from here on: Join, merge, unique IDs, Leave.
