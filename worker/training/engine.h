@@ -11,6 +11,8 @@
 // config against the record (with every other worker's config required to be the same), builds the
 // communicators (Gloo over the coordinator's store, or NCCL with brokered unique IDs), shards the model
 // with AutoTP, applies the recorded dtype (DeepSpeed only validates it) and returns the training engine.
+// tp_model_init is optional, as in DeepSpeed now: without it (config-only AutoTP) initialize joins with the
+// config's tensor_parallel.autotp_size and takes the precision from the config.
 #ifndef TPCOORD_WORKER_TRAINING_ENGINE_H_
 #define TPCOORD_WORKER_TRAINING_ENGINE_H_
 
