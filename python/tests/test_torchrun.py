@@ -297,3 +297,29 @@ def test_the_torch_2_handler_answers_a_rendezvous_info_and_closes(procs, monkeyp
     job = tpcoord.connect(coordinator, "v2.nodes").get_job()
     assert job.phase == pb.PHASE_COMPLETED and job.closed_reason == "torchrun on host %s closed the rendezvous" % (
         socket.gethostname()), job
+
+
+PLAIN_SCRIPT = """
+import os, torch, torch.distributed as dist
+dist.init_process_group("gloo")  # env://: torchrun's MASTER_ADDR/MASTER_PORT, RANK, WORLD_SIZE
+t = torch.tensor([float(dist.get_rank())])
+dist.all_reduce(t)
+print('{"rank": %d, "world_size": %d, "sum": %d}' % (dist.get_rank(), dist.get_world_size(), t.item()), flush=True)
+dist.destroy_process_group()
+"""
+
+
+def test_a_plain_torchrun_script_runs_unchanged_on_the_backend(procs, tmp_path):
+    """Only the launcher's flags change: a script on env:// gets torchrun's usual environment, its rank 0's
+    TCPStore address agreed in the coordinator's store of the round."""
+    script = tmp_path / "plain.py"
+    script.write_text(PLAIN_SCRIPT)
+    c = procs.coordinator()
+    nodes = [procs.start("node-%d" % i, [sys.executable, "-m", "tpcoord.run", "--rdzv-backend=tpcoord",
+                                         "--rdzv-endpoint=" + c.address, "--rdzv-id=plain", "--nnodes=2",
+                                         "--nproc-per-node=2", str(script)], timeout=240) for i in range(2)]
+    for n in nodes:
+        assert n.wait(240) == 0, n.output()
+    assert sorted((r["rank"], r["world_size"], r["sum"]) for r in records(*nodes)) == [
+        (0, 4, 6), (1, 4, 6), (2, 4, 6), (3, 4, 6)]
+    assert tpcoord.connect(c.address, "plain.nodes").get_job().phase == pb.PHASE_COMPLETED
