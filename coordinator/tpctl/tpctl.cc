@@ -231,12 +231,12 @@ int Merge(CoordinatorClient& client) {
 int Jobs(CoordinatorClient& client) {
   absl::StatusOr<std::vector<v1::JobStatus>> jobs = client.ListJobs();
   if (!jobs.ok()) return Failed(jobs.status());
-  std::cout << absl::StrFormat("%-32s %-10s %-11s %-6s %s\n", "JOB", "GENERATION", "PHASE", "WORLD", "TP_MODEL_INIT");
+  std::cout << absl::StrFormat("%-32s %-10s %-16s %-6s %s\n", "JOB", "GENERATION", "PHASE", "WORLD", "TP_MODEL_INIT");
   for (const v1::JobStatus& job : *jobs) {
     // A closed job's phase is its generation's, marked closed ("running,closed"; "closed" before any).
     std::string phase = job.generation() == 0 && job.closed() ? "" : PhaseName(job.phase());
     if (job.closed()) phase = phase.empty() ? "closed" : absl::StrCat(phase, ",closed");
-    std::cout << absl::StrFormat("%-32s %-10d %-11s %-6d %s\n", job.job_id(), job.generation(), phase,
+    std::cout << absl::StrFormat("%-32s %-10d %-16s %-6d %s\n", job.job_id(), job.generation(), phase,
                                  job.world_size(), job.tp_init_recorded() ? DescribeArgs(job.tp_init()) : "-");
   }
   return 0;
