@@ -1,7 +1,7 @@
 """What the Python client's tests share: a real tp-coordinator (the build's), real Python processes running
 the example, each bounded by a timeout and killed when its test ends (tests/support/processes.py). Run by
-CTest (python_client_test) with PYTHONPATH (the built package), TPCOORD_BIN_DIR (the build) and
-TPCOORD_SOURCE_DIR set."""
+CTest (python_client_test) with the venv the package is pip-installed into (build/python-venv),
+TPCOORD_BIN_DIR (the build) and TPCOORD_SOURCE_DIR set."""
 import os
 import sys
 
