@@ -323,3 +323,27 @@ def test_a_plain_torchrun_script_runs_unchanged_on_the_backend(procs, tmp_path):
     assert sorted((r["rank"], r["world_size"], r["sum"]) for r in records(*nodes)) == [
         (0, 4, 6), (1, 4, 6), (2, 4, 6), (3, 4, 6)]
     assert tpcoord.connect(c.address, "plain.nodes").get_job().phase == pb.PHASE_COMPLETED
+
+
+def test_tls_and_the_token_come_from_rdzv_conf(procs, tmp_path):
+    """A coordinator that takes only mutual TLS: the nodes reach it with --rdzv-conf's token_file and TLS
+    files, and hand them to their workers."""
+    secrets = str(tmp_path / "secrets")
+    subprocess.run([os.path.join(conftest.SOURCE_DIR, "deploy", "make-secrets.sh"), secrets, "localhost",
+                    "127.0.0.1"], check=True, timeout=60, capture_output=True,
+                   env=dict(os.environ, TPCOORD_TOKEN="the-rdzv-conf-token-0123"))  # not the test's own
+    server, client = os.path.join(secrets, "server"), os.path.join(secrets, "client")
+    c = procs.coordinator("--tls-cert", server + "/tls.crt", "--tls-key", server + "/tls.key", "--tls-client-ca",
+                          server + "/ca.crt")
+    conf = "token_file=%s,tls_ca=%s,tls_cert=%s,tls_key=%s" % (os.path.join(secrets, "token"), client + "/ca.crt",
+                                                               client + "/tls.crt", client + "/tls.key")
+    nodes = [node(procs, "node-%d" % i, c.address, "tls", 2, 1, "--steps", 5, conf=conf) for i in range(2)]
+    for n in nodes:
+        assert n.wait(240) == 0, n.output()
+    assert sorted(r["rank"] for r in records(*nodes) if r.get("step") == 5) == [0, 1]
+    tls = dict(tls_ca=client + "/ca.crt", tls_cert=client + "/tls.crt", tls_key=client + "/tls.key")
+    owner = tpcoord.connect(c.address, "tls", token_file=os.path.join(secrets, "token"), **tls)
+    assert owner.get_job().phase == pb.PHASE_COMPLETED
+    with pytest.raises(tpcoord.CoordinatorError) as e:  # the job is the token's: the test's own is refused
+        tpcoord.connect(c.address, "tls", **tls).get_job()
+    assert e.value.code == grpc.StatusCode.PERMISSION_DENIED
