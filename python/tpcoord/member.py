@@ -136,6 +136,33 @@ class Member:
         self.left = True
         self._session.close()
 
+    def verdict_on(self, error):
+        """The GenerationEnded behind `error`, or None. A collective that failed (RuntimeError from Gloo: a
+        peer's connection closed) is most often a peer that died: the coordinator's verdict naming it arrives
+        within its lease, so this waits that long for it."""
+        if isinstance(error, RuntimeError) and not isinstance(error, CoordinatorError):
+            return self.wait_ended(self.lease + self.client.wait_slack)
+        return self._session.ended
+
+    def end_with(self, error, fatal=False):
+        """After `error` stopped this member's work: the GenerationEnded behind it, if there is one (the
+        session closed); else leaves unfinished with the error's text (`fatal`: no restart cures it, so the
+        others stop too) and returns None."""
+        if isinstance(error, GenerationEnded):
+            self.close()
+            return error
+        if self.left:
+            return None
+        ended = self.verdict_on(error)
+        if ended is not None:
+            self.close()
+            return ended
+        try:
+            self.leave(finished=False, reason="%s: %s" % (type(error).__name__, error), fatal=fatal)
+        except CoordinatorError:
+            pass  # the original error is the one to raise
+        return None
+
     def __enter__(self):
         return self
 
@@ -145,21 +172,9 @@ class Member:
         if error is None:
             self.leave(finished=True)
             return False
-        if isinstance(error, GenerationEnded):
-            self.close()
-            return False
-        # A collective that failed (RuntimeError from Gloo: a peer's connection closed) is most often a peer
-        # that died: the coordinator's verdict naming it arrives within its lease.
-        ended = self.wait_ended(self.lease + self.client.wait_slack) if isinstance(
-            error, RuntimeError) and not isinstance(error, CoordinatorError) else self._session.ended
-        if ended is not None:
-            self.close()
+        ended = self.end_with(error, fatal=isinstance(error, ValueError))
+        if ended is not None and ended is not error:
             raise ended from error
-        try:
-            self.leave(finished=False, reason="%s: %s" % (type(error).__name__, error),
-                       fatal=isinstance(error, ValueError))
-        except CoordinatorError:
-            pass  # the original error is the one to raise
         return False
 
 

@@ -187,10 +187,7 @@ def _watched(fn):
         try:
             return fn(*args, **kwargs)
         except RuntimeError as e:
-            if member is None or isinstance(e, CoordinatorError):
-                raise
-            # Most often a peer that died: the coordinator's verdict naming it comes within its lease.
-            ended = member.wait_ended(member.lease + member.client.wait_slack)
+            ended = member.verdict_on(e) if member is not None else None
             if ended is not None:
                 raise ended from e
             raise
@@ -202,10 +199,15 @@ def _finish_with(error):
     """Leaves the generation after an uncaught `error`; the exit status for it."""
     ended = _leave_after(error)
     if ended is not None:
-        code = EXIT_RESTARTABLE if ended.restartable else EXIT_FATAL
-        print("tpcoord: %s; exiting %d" % (ended, code), file=sys.stderr, flush=True)
-        return code
+        return _exit_code_saying(ended)
     return EXIT_FATAL if _cureless(error) else 1
+
+
+def _exit_code_saying(ended):
+    """The exit status for the GenerationEnded `ended`, said on stderr."""
+    code = EXIT_RESTARTABLE if ended.restartable else EXIT_FATAL
+    print("tpcoord: %s; exiting %d" % (ended, code), file=sys.stderr, flush=True)
+    return code
 
 
 def _cureless(error):
@@ -216,27 +218,10 @@ def _cureless(error):
 
 
 def _leave_after(error):
-    """Leaves the generation after `error`: the GenerationEnded behind it (a peer's failure), if there is one;
-    else unfinished with the error's text (fatal when no restart cures it), and None."""
-    member = _member
-    if isinstance(error, GenerationEnded):
-        if member is not None:
-            member.close()
-        return error
-    if member is None or member.left:
-        return None
-    ended = member.generation_ended()
-    if ended is None and isinstance(error, RuntimeError) and not isinstance(error, CoordinatorError):
-        ended = member.wait_ended(member.lease + member.client.wait_slack)  # a collective a peer's death broke
-    if ended is not None:
-        member.close()
-        return ended
-    try:
-        member.leave(finished=False, reason="%s: %s" % (type(error).__name__, error),
-                     fatal=_cureless(error))
-    except CoordinatorError:
-        pass  # the error is the one to report
-    return None
+    """Leaves the generation after `error` (Member.end_with): the GenerationEnded behind it, or None."""
+    if _member is None:
+        return error if isinstance(error, GenerationEnded) else None
+    return _member.end_with(error, fatal=_cureless(error))
 
 
 def _leave_at_exit():
@@ -246,8 +231,6 @@ def _leave_at_exit():
     try:
         member.leave(finished=True)
     except GenerationEnded as e:  # the generation failed before this rank was done
-        print("tpcoord: %s; exiting %d" % (e, EXIT_RESTARTABLE if e.restartable else EXIT_FATAL), file=sys.stderr,
-              flush=True)
-        os._exit(EXIT_RESTARTABLE if e.restartable else EXIT_FATAL)
+        os._exit(_exit_code_saying(e))
     except CoordinatorError as e:
         print("tpcoord: leaving the job at exit: %s" % e, file=sys.stderr, flush=True)
